@@ -1,0 +1,1 @@
+//! Model files: safetensors in PyTorch's nn.Linear layout (written by the io owner).
