@@ -12,3 +12,5 @@ pub mod model;
 pub mod report;
 
 pub use error::{Error, Result};
+pub mod util;
+pub mod verify;

@@ -1,1 +1,7 @@
-//! placeholder
+//! The GPU side: [`context`] owns all wgpu setup, [`kernels`] has one launcher per WGSL entry
+//! point.
+
+pub mod context;
+pub mod kernels;
+
+pub use context::{AdapterChoice, GpuContext, Launch};

@@ -1,0 +1,58 @@
+// Minibatch gather from the dataset resident on the GPU, and the cursor that walks it.
+//
+// gather: images (u8, 4 per u32), labels_all[N], order[N], cursor -> x[B,P] (scaled to [0,1]), y[B]
+//   Row b takes sample order[cursor + b]. Rows past the end of the data get zeros and the
+//   padding label 0xffffffff, which the loss and metrics kernels ignore.
+// advance: cursor += B, so consecutive steps need no upload from the host.
+
+struct Params {
+    rows: u32,
+    pixels: u32,
+    samples: u32,
+    // First sample index of this shard of `images` (datasets larger than one binding are split).
+    shard_start: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> images: array<u32>;
+@group(0) @binding(2) var<storage, read> labels_all: array<u32>;
+@group(0) @binding(3) var<storage, read> order: array<u32>;
+@group(0) @binding(4) var<storage, read> cursor: array<u32>;
+@group(0) @binding(5) var<storage, read_write> x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<u32>;
+
+@group(0) @binding(7) var<storage, read_write> cursor_rw: array<u32>;
+
+const WG: u32 = 256u;
+const PADDING: u32 = 0xffffffffu;
+
+@compute @workgroup_size(WG)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    if (idx >= p.rows * p.pixels) {
+        return;
+    }
+    let b = idx / p.pixels;
+    let f = idx % p.pixels;
+    let pos = cursor[0] + b;
+    if (pos >= p.samples) {
+        x[idx] = 0.0;
+        if (f == 0u) {
+            y[b] = PADDING;
+        }
+        return;
+    }
+    let sample = order[pos];
+    let byte = (sample - p.shard_start) * p.pixels + f;
+    let word = images[byte / 4u];
+    let v = (word >> (8u * (byte % 4u))) & 0xffu;
+    x[idx] = f32(v) / 255.0;
+    if (f == 0u) {
+        y[b] = labels_all[sample];
+    }
+}
+
+@compute @workgroup_size(1)
+fn advance() {
+    cursor_rw[0] += p.rows;
+}

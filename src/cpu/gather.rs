@@ -1,0 +1,29 @@
+//! Twin of `shaders/gather.wgsl`.
+
+use crate::gpu::kernels::PADDING_LABEL;
+use ndarray::{Array1, Array2};
+
+/// x[B,P] = images[order[start + b]] / 255, y[B] = labels[order[start + b]]; rows past the
+/// end are zeros with the padding label.
+pub fn gather(
+    images: &[u8],
+    labels: &[u8],
+    pixels: usize,
+    order: &[u32],
+    start: usize,
+    rows: usize,
+) -> (Array2<f32>, Array1<u32>) {
+    let mut x = Array2::zeros((rows, pixels));
+    let mut y = Array1::from_elem(rows, PADDING_LABEL);
+    for b in 0..rows {
+        let Some(&s) = order.get(start + b) else {
+            continue;
+        };
+        let s = s as usize;
+        for (f, v) in x.row_mut(b).iter_mut().enumerate() {
+            *v = images[s * pixels + f] as f32 / 255.0;
+        }
+        y[b] = labels[s] as u32;
+    }
+    (x, y)
+}

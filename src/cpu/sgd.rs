@@ -1,0 +1,18 @@
+//! Twin of `shaders/sgd.wgsl`.
+
+use crate::gpu::kernels::SgdParams;
+use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
+
+/// g ← g + λw; v ← μv + g; w ← w − αv (PyTorch SGD with momentum, dampening 0).
+pub fn sgd_update(
+    mut w: ArrayViewMutD<f32>,
+    g: ArrayViewD<f32>,
+    mut v: ArrayViewMutD<f32>,
+    hp: SgdParams,
+) {
+    Zip::from(&mut w).and(&g).and(&mut v).for_each(|w, &g, v| {
+        let g = g + hp.l2 * *w;
+        *v = hp.momentum * *v + g;
+        *w -= hp.lr * *v;
+    });
+}

@@ -1,0 +1,520 @@
+//! All wgpu setup: adapter discovery and choice, device creation with the limits the work
+//! needs, a cache of compute pipelines, buffers, launches and readback, and the translation of
+//! wgpu errors into [`Error`]s that name the kernel.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// How to pick an adapter. Empty fields fall back to `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, then
+/// to the best device found (a real GPU before a CPU adapter).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    /// `vulkan`, `metal`, `dx12`, `gl`, or a comma list; `None` = all backends.
+    pub backend: Option<String>,
+    /// An index into [`list_adapters`] or a case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+}
+
+/// Parse a backend list such as `vulkan` or `vulkan,gl`.
+pub fn parse_backends(s: &str) -> Result<wgpu::Backends> {
+    let mut out = wgpu::Backends::empty();
+    for part in s.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+        out |= match part.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "all" => wgpu::Backends::all(),
+            _ => return Err(Error::UnknownBackend(part)),
+        };
+    }
+    Ok(out)
+}
+
+fn backends_for(choice: &AdapterChoice) -> Result<wgpu::Backends> {
+    match &choice.backend {
+        Some(b) => parse_backends(b),
+        None => Ok(wgpu::Backends::all().with_env()),
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter on the chosen backends, in a stable order (best first).
+pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<wgpu::Adapter>> {
+    let backends = backends_for(choice)?;
+    let mut adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    Ok(adapters)
+}
+
+/// Lower is better: discrete GPUs first, CPU adapters last; native APIs before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let api = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (ty, api)
+}
+
+/// One line naming an adapter: `llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan, Cpu]`.
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} [{:?}, {:?}]", info.name, info.backend, info.device_type)
+}
+
+/// Pick one adapter according to `choice` (see [`AdapterChoice`]).
+pub fn choose_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+    let adapters = list_adapters(choice)?;
+    if adapters.is_empty() {
+        let b = choice
+            .backend
+            .clone()
+            .or_else(|| std::env::var("WGPU_BACKEND").ok())
+            .unwrap_or_else(|| "any backend".into());
+        return Err(Error::NoAdapter { backends: b });
+    }
+    let wanted = choice
+        .adapter
+        .clone()
+        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+    let Some(wanted) = wanted else {
+        return Ok(adapters.into_iter().next().unwrap());
+    };
+    let names: Vec<String> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {}", describe(&a.get_info())))
+        .collect();
+    if let Ok(i) = wanted.trim().parse::<usize>() {
+        return adapters
+            .into_iter()
+            .nth(i)
+            .ok_or_else(|| Error::AdapterNotFound {
+                wanted: wanted.clone(),
+                available: names.join("; "),
+            });
+    }
+    let w = wanted.to_lowercase();
+    adapters
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(&w))
+        .ok_or(Error::AdapterNotFound {
+            wanted,
+            available: names.join("; "),
+        })
+}
+
+/// What a run needs from the device; checked against the adapter before anything is created.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    /// Largest single buffer, bytes.
+    pub max_buffer: u64,
+    /// Largest storage binding, bytes.
+    pub max_binding: u64,
+}
+
+impl Default for Needs {
+    fn default() -> Self {
+        Needs {
+            max_buffer: 1 << 20,
+            max_binding: 1 << 20,
+        }
+    }
+}
+
+/// An open device with its queue, pipeline cache and error plumbing.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Errors no scope caught, and the reason the device was lost, if it was.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    /// 16 bytes bound where a kernel variant ignores a binding.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+impl GpuContext {
+    /// Choose an adapter and open it.
+    pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        Self::from_adapter(choose_adapter(choice)?)
+    }
+
+    /// Open a given adapter, requesting the limits it offers (not wgpu's conservative
+    /// defaults), so large layers and datasets fit wherever the hardware allows.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgtrain"),
+            required_features: adapter.features() & wanted,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+                adapter: describe(&info),
+                reason: e.to_string(),
+            })?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        // wgpu's default handler panics; keep the message and report it from `submit`.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(one_line(&e.to_string()));
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuContext {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
+            lost,
+            dummy,
+        })
+    }
+
+    /// One line naming the adapter and backend.
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    /// Fail with a message naming the limit when `needs` exceeds the adapter.
+    pub fn check(&self, needs: &Needs, hint: &str) -> Result<()> {
+        self.check_limit("max_buffer_size", self.limits.max_buffer_size, needs.max_buffer, hint)?;
+        self.check_limit(
+            "max_storage_buffer_binding_size",
+            self.limits.max_storage_buffer_binding_size,
+            needs.max_binding,
+            hint,
+        )
+    }
+
+    /// Fail with [`Error::LimitExceeded`] when `need > have`.
+    pub fn check_limit(&self, limit: &'static str, have: u64, need: u64, hint: &str) -> Result<()> {
+        if need > have {
+            return Err(Error::LimitExceeded {
+                adapter: self.describe(),
+                limit,
+                have,
+                need,
+                short: need - have,
+                hint: if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {hint}")
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// A cached compute pipeline for `entry` in `source`, keyed by `key`.
+    pub fn pipeline(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+        entry: &str,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap().get(key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(source().into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(self.kernel_error(key, &e.to_string()));
+        }
+        let p = Arc::new(pipeline);
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), p.clone());
+        Ok(p)
+    }
+
+    fn kernel_error(&self, kernel: &str, reason: &str) -> Error {
+        let reason = one_line(reason);
+        let hint = if reason.to_lowercase().contains("memory") {
+            "; try a smaller --batch-size or --device cpu".to_string()
+        } else {
+            String::new()
+        };
+        Error::Kernel {
+            kernel: kernel.to_string(),
+            adapter: self.describe(),
+            reason,
+            hint,
+        }
+    }
+
+    /// A storage buffer holding `data` (f32 or u32, any Pod).
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        // Zero-sized bindings are invalid; keep at least one word.
+        let padded;
+        let contents = if bytes.len() < 4 {
+            padded = vec![0u8; 4];
+            &padded[..]
+        } else {
+            bytes
+        };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// A storage buffer of `len` f32 filled with NaN, so any element a kernel fails to write
+    /// shows up in a comparison.
+    pub fn poisoned(&self, label: &str, len: usize) -> wgpu::Buffer {
+        self.upload(label, &vec![f32::NAN; len.max(1)])
+    }
+
+    /// An uninitialised (zeroed) storage buffer of `bytes` bytes.
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A uniform buffer from 32-bit words (padded to 16 bytes).
+    pub fn uniform(&self, label: &str, words: &[u32]) -> wgpu::Buffer {
+        let mut w = words.to_vec();
+        w.resize(words.len().next_multiple_of(4).max(4), 0);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&w),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// Build a launch: bind `bindings` (binding number, buffer) to `pipeline`'s group 0.
+    pub fn launch(
+        &self,
+        name: &str,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        bindings: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Result<Launch> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if let Some(&g) = groups.iter().find(|&&g| g > max) {
+            return Err(Error::LimitExceeded {
+                adapter: self.describe(),
+                limit: "max_compute_workgroups_per_dimension",
+                have: max as u64,
+                need: g as u64,
+                short: (g - max) as u64,
+                hint: format!("; kernel `{name}`"),
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|(b, buf)| wgpu::BindGroupEntry {
+                binding: *b,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(self.kernel_error(name, &e.to_string()));
+        }
+        Ok(Launch {
+            name: name.to_string(),
+            pipeline,
+            bind_group,
+            groups,
+        })
+    }
+
+    /// Record `launches` in order into one compute pass, `repeat` times, and submit once.
+    /// WebGPU orders dispatches within a pass and makes each one's writes visible to the next.
+    pub fn submit(&self, launches: &[&Launch], repeat: usize) -> Result<wgpu::SubmissionIndex> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            for _ in 0..repeat {
+                for l in launches {
+                    pass.set_pipeline(&l.pipeline);
+                    pass.set_bind_group(0, &l.bind_group, &[]);
+                    pass.dispatch_workgroups(l.groups[0], l.groups[1], l.groups[2]);
+                }
+            }
+        }
+        let idx = self.queue.submit([enc.finish()]);
+        let names = || {
+            let mut n: Vec<&str> = launches.iter().map(|l| l.name.as_str()).collect();
+            n.dedup();
+            n.join(", ")
+        };
+        if let Some(e) = pollster::block_on(val.pop()) {
+            return Err(self.kernel_error(&names(), &e.to_string()));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(self.kernel_error(&names(), &e.to_string()));
+        }
+        self.health(&names())?;
+        Ok(idx)
+    }
+
+    /// Report a lost device or an uncaught error.
+    pub fn health(&self, kernel: &str) -> Result<()> {
+        if let Some(reason) = self.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost {
+                adapter: self.describe(),
+                reason,
+            });
+        }
+        if let Some(e) = self.uncaptured.lock().unwrap().pop() {
+            return Err(self.kernel_error(kernel, &e));
+        }
+        Ok(())
+    }
+
+    /// Block until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback {
+                what: "queue".into(),
+                reason: e.to_string(),
+            })?;
+        self.health("wait")
+    }
+
+    /// Copy `len` elements of `buffer` back to the host.
+    pub fn read<T: bytemuck::Pod>(&self, what: &str, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.next_multiple_of(4));
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        let fail = |reason: String| Error::Readback {
+            what: what.to_string(),
+            reason,
+        };
+        match pollster::block_on(rx.receive()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(fail(e.to_string())),
+            None => return Err(fail("map callback never ran".into())),
+        }
+        let view = slice.get_mapped_range().map_err(|e| fail(e.to_string()))?;
+        // The mapped range may be unaligned for T; copy byte-wise.
+        let mut out = vec![T::zeroed(); len];
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&view[..bytes as usize]);
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+/// A prepared dispatch: pipeline, bind group and workgroup counts. Reusable across steps.
+pub struct Launch {
+    pub name: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+/// Workgroup counts covering `n` invocations of `wg` threads, folded into a second dimension
+/// past the 65535 limit of one (shaders rebuild the index as `x + y·nx·WG`).
+pub fn grid_1d(n: usize, wg: u32) -> [u32; 3] {
+    let groups = n.div_ceil(wg as usize).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [65535, y as u32, 1]
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

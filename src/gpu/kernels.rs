@@ -1,0 +1,614 @@
+//! One launcher per WGSL entry point. Each checks shapes against buffer sizes, fetches its
+//! cached pipeline and returns a [`Launch`] covering the output with `div_ceil(n, WG)`
+//! workgroups. Launches are reusable: training builds them once and replays them every step.
+
+use super::context::{grid_1d, GpuContext, Launch};
+use crate::{Error, Result};
+use wgpu::Buffer;
+
+const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+const BIAS_WGSL: &str = include_str!("../../shaders/bias.wgsl");
+const RELU_WGSL: &str = include_str!("../../shaders/relu.wgsl");
+const SOFTMAX_XENT_WGSL: &str = include_str!("../../shaders/softmax_xent.wgsl");
+const SGD_WGSL: &str = include_str!("../../shaders/sgd.wgsl");
+const METRICS_WGSL: &str = include_str!("../../shaders/metrics.wgsl");
+const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
+
+/// Workgroup sizes; they must match the `WG` constants in the shaders.
+const WG_ELEMENTWISE: u32 = 256;
+const WG_ROWS: u32 = 64;
+
+/// The label value that marks a padding row (see `gather.wgsl`).
+pub const PADDING_LABEL: u32 = u32::MAX;
+
+/// Every shader the crate can build, as (name, WGSL source), including each matmul variant.
+/// Used to validate and cross-compile all of them without a GPU.
+pub fn all_shader_sources() -> Vec<(String, String)> {
+    let mut out = vec![
+        ("bias".to_string(), BIAS_WGSL.to_string()),
+        ("relu".to_string(), RELU_WGSL.to_string()),
+        ("softmax_xent".to_string(), SOFTMAX_XENT_WGSL.to_string()),
+        ("sgd".to_string(), SGD_WGSL.to_string()),
+        ("metrics".to_string(), METRICS_WGSL.to_string()),
+        ("gather".to_string(), GATHER_WGSL.to_string()),
+    ];
+    for tile in MatmulTile::CANDIDATES {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            for epi in Epilogue::ALL {
+                let spec = MatmulSpec {
+                    m: 1,
+                    n: 1,
+                    k: 1,
+                    trans_a: ta,
+                    trans_b: tb,
+                    epilogue: epi,
+                    accumulate: false,
+                };
+                out.push((spec.key(&tile), matmul_source(&spec, &tile)));
+            }
+        }
+    }
+    out
+}
+
+fn need(kernel: &str, what: &str, buf: &Buffer, elems: usize) -> Result<()> {
+    let bytes = (elems * 4) as u64;
+    if buf.size() < bytes {
+        return Err(Error::Shape(format!(
+            "kernel `{kernel}`: buffer `{what}` holds {} elements, the shape needs {elems}",
+            buf.size() / 4
+        )));
+    }
+    Ok(())
+}
+
+fn nonzero(kernel: &str, dims: &[(&str, usize)]) -> Result<()> {
+    for (name, d) in dims {
+        if *d == 0 || *d > u32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "kernel `{kernel}`: {name} = {d} must be in 1..=4294967295"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// f32 as a uniform word.
+fn f(x: f32) -> u32 {
+    x.to_bits()
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul
+
+/// What happens to each output element after the dot product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// C = A·B
+    None,
+    /// C = A·B + bias[N]
+    Bias,
+    /// C = max(A·B + bias[N], 0)
+    BiasRelu,
+    /// C = A·B where aux[M,N] > 0, else 0 (ReLU backward through the layer below).
+    ReluMask,
+}
+
+impl Epilogue {
+    /// All epilogues.
+    pub const ALL: [Epilogue; 4] = [
+        Epilogue::None,
+        Epilogue::Bias,
+        Epilogue::BiasRelu,
+        Epilogue::ReluMask,
+    ];
+    fn code(self) -> u32 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::Bias => 1,
+            Epilogue::BiasRelu => 2,
+            Epilogue::ReluMask => 3,
+        }
+    }
+}
+
+/// Workgroup tile of the matmul: a WG_X×WG_Y workgroup, each invocation a TM×TN block, K
+/// stepped BK at a time through workgroup memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatmulTile {
+    pub wg_x: u32,
+    pub wg_y: u32,
+    pub tm: u32,
+    pub tn: u32,
+    pub bk: u32,
+}
+
+impl MatmulTile {
+    /// The default tile: 64×64 outputs per workgroup of 256 invocations, 4×4 each.
+    pub const DEFAULT: MatmulTile = MatmulTile {
+        wg_x: 16,
+        wg_y: 16,
+        tm: 4,
+        tn: 4,
+        bk: 16,
+    };
+
+    /// Tiles the autotuner and the tests try.
+    pub const CANDIDATES: [MatmulTile; 3] = [
+        MatmulTile::DEFAULT,
+        // A plain 16×16 tile, one output per invocation.
+        MatmulTile {
+            wg_x: 16,
+            wg_y: 16,
+            tm: 1,
+            tn: 1,
+            bk: 16,
+        },
+        // Small workgroup with a taller register block: less workgroup memory traffic.
+        MatmulTile {
+            wg_x: 8,
+            wg_y: 8,
+            tm: 4,
+            tn: 4,
+            bk: 8,
+        },
+    ];
+
+    /// Rows of C per workgroup.
+    pub fn bm(&self) -> u32 {
+        self.wg_y * self.tm
+    }
+    /// Columns of C per workgroup.
+    pub fn bn(&self) -> u32 {
+        self.wg_x * self.tn
+    }
+    /// Workgroup memory used, bytes.
+    pub fn shared_bytes(&self) -> u32 {
+        4 * self.bk * (self.bm() + self.bn())
+    }
+}
+
+impl std::fmt::Display for MatmulTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wg{}x{}_r{}x{}_k{}",
+            self.wg_x, self.wg_y, self.tm, self.tn, self.bk
+        )
+    }
+}
+
+/// Shape and flavour of one product C[M,N] = op(A)[M,K]·op(B)[K,N].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// A is stored as [K, M].
+    pub trans_a: bool,
+    /// B is stored as [N, K].
+    pub trans_b: bool,
+    pub epilogue: Epilogue,
+    /// C += result.
+    pub accumulate: bool,
+}
+
+impl MatmulSpec {
+    /// Plain C = A·B.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        MatmulSpec {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            epilogue: Epilogue::None,
+            accumulate: false,
+        }
+    }
+
+    fn key(&self, tile: &MatmulTile) -> String {
+        format!(
+            "matmul_{}{}_{:?}_{tile}",
+            if self.trans_a { "t" } else { "n" },
+            if self.trans_b { "t" } else { "n" },
+            self.epilogue
+        )
+        .to_lowercase()
+    }
+}
+
+/// WGSL for one matmul variant: the constants, then `shaders/matmul.wgsl`.
+pub fn matmul_source(spec: &MatmulSpec, tile: &MatmulTile) -> String {
+    format!(
+        "const WG_X: u32 = {}u;\nconst WG_Y: u32 = {}u;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
+         const BK: u32 = {}u;\nconst TRANS_A: bool = {};\nconst TRANS_B: bool = {};\n\
+         const EPILOGUE: u32 = {}u;\n{MATMUL_WGSL}",
+        tile.wg_x,
+        tile.wg_y,
+        tile.tm,
+        tile.tn,
+        tile.bk,
+        spec.trans_a,
+        spec.trans_b,
+        spec.epilogue.code()
+    )
+}
+
+/// C = op(A)·op(B) with the spec's epilogue. `aux` is the bias [N] or the mask [M,N].
+pub fn matmul(
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+    tile: &MatmulTile,
+    a: &Buffer,
+    b: &Buffer,
+    aux: Option<&Buffer>,
+    c: &Buffer,
+) -> Result<Launch> {
+    let name = spec.key(tile);
+    nonzero(&name, &[("M", spec.m), ("N", spec.n), ("K", spec.k)])?;
+    need(&name, "A", a, spec.m * spec.k)?;
+    need(&name, "B", b, spec.k * spec.n)?;
+    need(&name, "C", c, spec.m * spec.n)?;
+    let aux = match (spec.epilogue, aux) {
+        (Epilogue::None, _) => &ctx.dummy,
+        (Epilogue::Bias | Epilogue::BiasRelu, Some(bias)) => {
+            need(&name, "bias", bias, spec.n)?;
+            bias
+        }
+        (Epilogue::ReluMask, Some(mask)) => {
+            need(&name, "mask", mask, spec.m * spec.n)?;
+            mask
+        }
+        (e, None) => {
+            return Err(Error::Shape(format!(
+                "kernel `{name}`: epilogue {e:?} needs an aux buffer"
+            )))
+        }
+    };
+    ctx.check_limit(
+        "max_compute_workgroup_storage_size",
+        ctx.limits.max_compute_workgroup_storage_size as u64,
+        tile.shared_bytes() as u64,
+        &format!("matmul tile {tile}"),
+    )?;
+    ctx.check_limit(
+        "max_compute_invocations_per_workgroup",
+        ctx.limits.max_compute_invocations_per_workgroup as u64,
+        (tile.wg_x * tile.wg_y) as u64,
+        &format!("matmul tile {tile}"),
+    )?;
+    let pipeline = ctx.pipeline(&name, || matmul_source(spec, tile), "matmul")?;
+    let params = ctx.uniform(
+        "matmul params",
+        &[
+            spec.m as u32,
+            spec.n as u32,
+            spec.k as u32,
+            spec.accumulate as u32,
+        ],
+    );
+    let groups = [
+        (spec.n as u32).div_ceil(tile.bn()),
+        (spec.m as u32).div_ceil(tile.bm()),
+        1,
+    ];
+    ctx.launch(
+        &name,
+        pipeline,
+        &[(0, &params), (1, a), (2, b), (3, aux), (4, c)],
+        groups,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// bias
+
+/// Y[B,O] = X[B,O] + b[O]
+pub fn bias_add(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    x: &Buffer,
+    bias: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "bias_add";
+    nonzero(name, &[("B", rows), ("O", cols), ("B·O", rows * cols)])?;
+    need(name, "x", x, rows * cols)?;
+    need(name, "bias", bias, cols)?;
+    need(name, "y", y, rows * cols)?;
+    let pipeline = ctx.pipeline(name, || BIAS_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, cols as u32]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, bias), (3, y)],
+        grid_1d(rows * cols, WG_ELEMENTWISE),
+    )
+}
+
+/// db[O] = Σ_B dY[B,O]
+pub fn bias_backward(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    dy: &Buffer,
+    dbias: &Buffer,
+) -> Result<Launch> {
+    let name = "bias_backward";
+    nonzero(name, &[("B", rows), ("O", cols)])?;
+    need(name, "dy", dy, rows * cols)?;
+    need(name, "dbias", dbias, cols)?;
+    let pipeline = ctx.pipeline(name, || BIAS_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, cols as u32]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (4, dy), (5, dbias)],
+        grid_1d(cols, WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// relu
+
+/// Y = max(X, 0), `n` elements.
+pub fn relu_forward(ctx: &GpuContext, n: usize, x: &Buffer, y: &Buffer) -> Result<Launch> {
+    let name = "relu_forward";
+    nonzero(name, &[("n", n)])?;
+    need(name, "x", x, n)?;
+    need(name, "y", y, n)?;
+    let pipeline = ctx.pipeline(name, || RELU_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[n as u32]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, y)],
+        grid_1d(n, WG_ELEMENTWISE),
+    )
+}
+
+/// dX = dY · 1[Y > 0], `n` elements.
+pub fn relu_backward(
+    ctx: &GpuContext,
+    n: usize,
+    y: &Buffer,
+    dy: &Buffer,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "relu_backward";
+    nonzero(name, &[("n", n)])?;
+    need(name, "y", y, n)?;
+    need(name, "dy", dy, n)?;
+    need(name, "dx", dx, n)?;
+    let pipeline = ctx.pipeline(name, || RELU_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[n as u32]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (3, y), (4, dy), (5, dx)],
+        grid_1d(n, WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax + cross-entropy
+
+/// logits[B,C], labels[B] -> probs[B,C], loss[B]
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent_forward(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    logits: &Buffer,
+    labels: &Buffer,
+    probs: &Buffer,
+    loss: &Buffer,
+) -> Result<Launch> {
+    let name = "softmax_xent_forward";
+    nonzero(name, &[("B", rows), ("C", classes)])?;
+    need(name, "logits", logits, rows * classes)?;
+    need(name, "labels", labels, rows)?;
+    need(name, "probs", probs, rows * classes)?;
+    need(name, "loss", loss, rows)?;
+    let pipeline = ctx.pipeline(name, || SOFTMAX_XENT_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, classes as u32, 0]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, logits), (2, labels), (3, probs), (4, loss)],
+        grid_1d(rows, WG_ROWS),
+    )
+}
+
+/// dlogits[B,C] = (probs − onehot(labels)) · scale
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent_backward(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    scale: f32,
+    probs: &Buffer,
+    labels: &Buffer,
+    dlogits: &Buffer,
+) -> Result<Launch> {
+    let name = "softmax_xent_backward";
+    nonzero(name, &[("B", rows), ("C", classes)])?;
+    need(name, "probs", probs, rows * classes)?;
+    need(name, "labels", labels, rows)?;
+    need(name, "dlogits", dlogits, rows * classes)?;
+    let pipeline = ctx.pipeline(name, || SOFTMAX_XENT_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, classes as u32, f(scale)]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (2, labels), (5, probs), (6, dlogits)],
+        grid_1d(rows * classes, WG_ROWS),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// sgd
+
+/// Hyperparameters of one SGD update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdParams {
+    pub lr: f32,
+    pub momentum: f32,
+    /// L2 coefficient λ (0 for biases).
+    pub l2: f32,
+}
+
+/// g ← g + λw; v ← μv + g; w ← w − αv over `n` elements.
+pub fn sgd_update(
+    ctx: &GpuContext,
+    n: usize,
+    hp: SgdParams,
+    w: &Buffer,
+    g: &Buffer,
+    v: &Buffer,
+) -> Result<Launch> {
+    let name = "sgd_update";
+    nonzero(name, &[("n", n)])?;
+    need(name, "w", w, n)?;
+    need(name, "g", g, n)?;
+    need(name, "v", v, n)?;
+    let pipeline = ctx.pipeline(name, || SGD_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[n as u32, f(hp.lr), f(hp.momentum), f(hp.l2)]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, w), (2, g), (3, v)],
+        grid_1d(n, WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// metrics
+
+/// pred[B] = argmax_C scores[B,C]
+pub fn argmax(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    scores: &Buffer,
+    pred: &Buffer,
+) -> Result<Launch> {
+    let name = "argmax";
+    nonzero(name, &[("B", rows), ("C", classes)])?;
+    need(name, "scores", scores, rows * classes)?;
+    need(name, "pred", pred, rows)?;
+    let pipeline = ctx.pipeline(name, || METRICS_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, classes as u32]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, scores), (2, pred)],
+        grid_1d(rows, WG_ELEMENTWISE),
+    )
+}
+
+/// The metrics accumulator as laid out in `metrics.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MetricsAcc {
+    pub loss_sum: f32,
+    pub correct: u32,
+    pub seen: u32,
+    pub nonfinite: u32,
+}
+
+/// acc += (Σ loss, #argmax == label, #rows) over non-padding rows.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_metrics(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    scores: &Buffer,
+    labels: &Buffer,
+    loss: &Buffer,
+    acc: &Buffer,
+) -> Result<Launch> {
+    let name = "accumulate_metrics";
+    nonzero(name, &[("B", rows), ("C", classes)])?;
+    need(name, "scores", scores, rows * classes)?;
+    need(name, "labels", labels, rows)?;
+    need(name, "loss", loss, rows)?;
+    need(name, "acc", acc, 4)?;
+    let pipeline = ctx.pipeline(name, || METRICS_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, classes as u32]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, scores), (3, labels), (4, loss), (5, acc)],
+        [1, 1, 1],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// gather
+
+/// The dataset resident on the GPU: pixels as bytes packed four to a u32, labels as u32.
+pub struct GpuDataset {
+    pub images: Buffer,
+    pub labels: Buffer,
+    pub samples: usize,
+    pub pixels: usize,
+}
+
+/// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]]
+#[allow(clippy::too_many_arguments)]
+pub fn gather(
+    ctx: &GpuContext,
+    rows: usize,
+    data: &GpuDataset,
+    order: &Buffer,
+    cursor: &Buffer,
+    x: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "gather";
+    nonzero(name, &[("B", rows), ("P", data.pixels), ("N", data.samples)])?;
+    need(name, "order", order, data.samples)?;
+    need(name, "x", x, rows * data.pixels)?;
+    need(name, "y", y, rows)?;
+    need(name, "labels", &data.labels, data.samples)?;
+    need(name, "images", &data.images, (data.samples * data.pixels).div_ceil(4))?;
+    let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, data.pixels as u32, data.samples as u32, 0]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (1, &data.images),
+            (2, &data.labels),
+            (3, order),
+            (4, cursor),
+            (5, x),
+            (6, y),
+        ],
+        grid_1d(rows * data.pixels, WG_ELEMENTWISE),
+    )
+}
+
+/// cursor += B
+pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
+    let name = "advance";
+    let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0]);
+    ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
+}
+
+/// Pack bytes four to a u32 (little-endian), as `gather.wgsl` reads them.
+pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(w)
+        })
+        .collect()
+}
