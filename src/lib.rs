@@ -14,3 +14,4 @@ pub mod report;
 pub use error::{Error, Result};
 pub mod util;
 pub mod verify;
+pub mod train;

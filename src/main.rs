@@ -1,1 +1,770 @@
-fn main(){}
+//! The `wgtrain` command line. Library errors arrive as one-line [`wgtrain::Error`]s; this is
+//! the only place `anyhow` is used.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use wgtrain::gpu::context::{self, AdapterChoice};
+use wgtrain::gpu::GpuContext;
+use wgtrain::model::io::Checkpoint;
+use wgtrain::model::{Arch, Mlp};
+use wgtrain::report::EpochMetrics;
+use wgtrain::train::{self, cpu::CpuEngine, gpu::GpuEngine, Engine, TrainConfig, Which};
+
+#[derive(Parser)]
+#[command(
+    name = "wgtrain",
+    version,
+    about = "Train neural networks on any GPU with WebGPU compute shaders (Vulkan, Metal, DX12, GL), checked against a CPU reference",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train an MLP on MNIST (or any dataset in MNIST's IDX format). With no flags: the
+    /// lecture's large network, 784-512-512-512-10, for 10 epochs.
+    Train(TrainArgs),
+    /// Test accuracy and loss of a saved model.
+    Eval(EvalArgs),
+    /// Classify PNG or JPEG digit images with a saved model.
+    Predict(PredictArgs),
+    /// List every GPU adapter wgpu finds, with the limits and features that matter.
+    Devices(DevicesArgs),
+    /// Check every kernel against its CPU twin on the chosen adapter (run it to trust a new GPU
+    /// or driver); exits non-zero on any mismatch.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Clone)]
+struct GpuArgs {
+    /// Graphics API backend: vulkan, metal, dx12, gl or all (also WGPU_BACKEND).
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Adapter index (from `wgtrain devices`) or a substring of its name (also WGPU_ADAPTER_NAME).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    fn choice(&self) -> AdapterChoice {
+        AdapterChoice {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Device {
+    /// The GPU if an adapter exists, else the CPU path (with a notice).
+    Auto,
+    /// A GPU adapter; fail if there is none.
+    Gpu,
+    /// The CPU reference path (ndarray).
+    Cpu,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Preset {
+    /// The lecture's small network: 784-10-10-10.
+    SeedSmall,
+    /// The lecture's large network: 784-512-512-512-10.
+    SeedLarge,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Folder with the four MNIST-format IDX files (raw or .gz, standard names). Default: the
+    /// per-user cache, downloading MNIST there on first use.
+    #[arg(long, env = "MNIST_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Network and hyperparameters of the lecture: seed-small = 784-10-10-10, seed-large =
+    /// 784-512-512-512-10; both lr 0.05, momentum 0.9, batch 100, 10 epochs, init ±0.07.
+    #[arg(long, value_enum, default_value = "seed-large")]
+    preset: Preset,
+    /// Layer widths, input to output, e.g. 784-512-512-10 (overrides the preset's network).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Learning rate α.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Momentum μ.
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// L2 regularisation λ on the weights (not the biases).
+    #[arg(long)]
+    l2: Option<f32>,
+    /// Number of epochs T (passes over the training set).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many SGD steps in total.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Minibatch size m.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed for initialisation and shuffling; a fixed seed makes a run reproducible.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Take minibatches in file order (batch b holds samples b·m … (b+1)·m − 1).
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Start from the weights in this safetensors model file.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Train on only the first N training images (quick runs).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// Save the trained model here (safetensors, PyTorch nn.Linear layout); the metrics CSV,
+    /// PNG plot and JSON summary go next to it.
+    #[arg(long, default_value = "wgtrain-model.safetensors")]
+    out: PathBuf,
+    /// Print one JSON object with the results instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Save a resumable checkpoint (<out>.ckpt.safetensors) every N epochs; 0 = never.
+    #[arg(long, default_value_t = 1)]
+    checkpoint_every: usize,
+    /// Continue the run saved in this checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The safetensors model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// The safetensors model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// PNG or JPEG images of single digits (any size; light backgrounds are inverted).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DevicesArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Only these kernel families (matmul, bias, relu, softmax_xent, sgd, metrics, gather).
+    #[arg(long, value_delimiter = ',')]
+    kernel: Vec<String>,
+    /// Seed for the random inputs (default: fresh; also WGTRAIN_SEED).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Train(a) => cmd_train(a),
+        Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Predict(a) => cmd_predict(a),
+        Cmd::Devices(a) => cmd_devices(a),
+        Cmd::Verify(a) => cmd_verify(a),
+    };
+    if let Err(e) = result {
+        // One line: the context chain joined, no backtrace.
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn cmd_devices(a: DevicesArgs) -> Result<()> {
+    let adapters = context::list_adapters(&a.gpu.choice())?;
+    let mut out = Vec::new();
+    for (i, ad) in adapters.iter().enumerate() {
+        let info = ad.get_info();
+        let l = ad.limits();
+        let f = ad.features();
+        out.push(json!({
+            "index": i,
+            "name": info.name,
+            "backend": format!("{:?}", info.backend),
+            "device_type": format!("{:?}", info.device_type),
+            "driver": info.driver,
+            "driver_info": info.driver_info,
+            "limits": {
+                "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                "max_buffer_size": l.max_buffer_size,
+                "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+                "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+            },
+            "features": {
+                "timestamp_query": f.contains(wgpu::Features::TIMESTAMP_QUERY),
+                "subgroups": f.contains(wgpu::Features::SUBGROUP),
+                "shader_f16": f.contains(wgpu::Features::SHADER_F16),
+            },
+        }));
+    }
+    if a.json {
+        print_json(&json!({ "adapters": out }));
+        return Ok(());
+    }
+    if out.is_empty() {
+        return Err(wgtrain::Error::NoAdapter {
+            backends: a.gpu.backend.unwrap_or_else(|| "any backend".into()),
+        }
+        .into());
+    }
+    for d in &out {
+        let l = &d["limits"];
+        let f = &d["features"];
+        let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+        println!(
+            "[{}] {}  ({}, {})",
+            d["index"],
+            d["name"].as_str().unwrap_or(""),
+            d["backend"].as_str().unwrap_or(""),
+            d["device_type"].as_str().unwrap_or("")
+        );
+        println!(
+            "    driver: {} {}",
+            d["driver"].as_str().unwrap_or(""),
+            d["driver_info"].as_str().unwrap_or("")
+        );
+        println!(
+            "    max storage binding {:.0} MiB, max buffer {:.0} MiB, workgroup storage {} KiB, {} invocations/workgroup",
+            mib(&l["max_storage_buffer_binding_size"]),
+            mib(&l["max_buffer_size"]),
+            l["max_compute_workgroup_storage_size"].as_u64().unwrap_or(0) / 1024,
+            l["max_compute_invocations_per_workgroup"]
+        );
+        println!(
+            "    timestamp queries: {}, subgroups: {}, f16: {}",
+            f["timestamp_query"], f["subgroups"], f["shader_f16"]
+        );
+    }
+    Ok(())
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<()> {
+    let ctx = GpuContext::new(&a.gpu.choice())?;
+    let seed = a.seed.unwrap_or_else(wgtrain::verify::run_seed);
+    let families: Vec<String> = if a.kernel.is_empty() {
+        wgtrain::verify::FAMILIES.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.kernel.clone()
+    };
+    if !a.json {
+        println!("adapter: {}", ctx.describe());
+        println!("seed: {seed} (replay with --seed {seed})");
+    }
+    let mut all_pass = true;
+    let mut fams = Vec::new();
+    for fam in &families {
+        let t = Instant::now();
+        let checks = wgtrain::verify::run_family(&ctx, fam, seed)?;
+        // One table row per kernel entry point: shapes tried, worst errors, pass/fail.
+        let mut rows: BTreeMap<String, (usize, f64, f64, f64, usize)> = BTreeMap::new();
+        for c in &checks {
+            let r = rows.entry(c.kernel.clone()).or_default();
+            r.0 += 1;
+            r.1 = r.1.max(c.max_abs);
+            r.2 = r.2.max(c.max_rel);
+            r.3 = r.3.max(c.worst);
+            r.4 += c.bad;
+        }
+        let pass = checks.iter().all(|c| c.pass());
+        all_pass &= pass;
+        if !a.json {
+            println!("\n{fam} ({:.1}s)", t.elapsed().as_secs_f64());
+            println!(
+                "  {:<36} {:>6} {:>11} {:>11} {:>9}  result",
+                "kernel", "shapes", "max abs", "max rel", "err/tol"
+            );
+            for (k, r) in &rows {
+                println!(
+                    "  {:<36} {:>6} {:>11.3e} {:>11.3e} {:>9.3}  {}",
+                    k,
+                    r.0,
+                    r.1,
+                    r.2,
+                    r.3,
+                    if r.4 == 0 { "pass" } else { "FAIL" }
+                );
+            }
+            for c in checks.iter().filter(|c| !c.pass()).take(10) {
+                println!(
+                    "  FAIL {} {}: {} of {} elements out of tolerance (max abs {:.3e})",
+                    c.kernel, c.shape, c.bad, c.elements, c.max_abs
+                );
+            }
+        }
+        fams.push(json!({
+            "family": fam,
+            "pass": pass,
+            "kernels": rows.iter().map(|(k, r)| json!({
+                "kernel": k, "shapes": r.0, "max_abs": r.1, "max_rel": r.2,
+                "err_over_tol": r.3, "bad_elements": r.4,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if a.json {
+        print_json(&json!({
+            "adapter": ctx.info.name,
+            "backend": format!("{:?}", ctx.info.backend),
+            "seed": seed,
+            "pass": all_pass,
+            "families": fams,
+        }));
+    } else {
+        println!("\n{}", if all_pass { "all kernels pass" } else { "SOME KERNELS FAILED" });
+    }
+    if !all_pass {
+        anyhow::bail!("verification failed on {} (seed {seed})", ctx.describe());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Open a GPU for `device`, or None for the CPU path.
+fn open_gpu(device: Device, gpu: &GpuArgs, quiet: bool) -> Result<Option<GpuContext>> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Gpu => Ok(Some(GpuContext::new(&gpu.choice())?)),
+        Device::Auto => match GpuContext::new(&gpu.choice()) {
+            Ok(c) => Ok(Some(c)),
+            Err(wgtrain::Error::NoAdapter { .. }) => {
+                if !quiet {
+                    eprintln!("note: no GPU adapter found; using the CPU path (install mesa-vulkan-drivers for a CPU Vulkan adapter)");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+fn load_data(args: &DataArgs) -> Result<wgtrain::data::Mnist> {
+    let dir = wgtrain::data::mnist::resolve(args.data_dir.as_deref())?;
+    Ok(wgtrain::data::load_dir(&dir)?)
+}
+
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .trim_end_matches(".safetensors");
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+struct Progress {
+    bar: Option<ProgressBar>,
+    epochs: usize,
+    batch: usize,
+    t_epoch: Instant,
+    ckpt: Option<(PathBuf, usize, BTreeMap<String, String>)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    json: bool,
+}
+
+impl train::Observer for Progress {
+    fn on_steps(&mut self, epoch: usize, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            if done <= train::CHUNK {
+                bar.set_length(total as u64);
+                bar.set_position(0);
+                bar.reset_eta();
+                bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
+                self.t_epoch = Instant::now();
+            }
+            bar.set_position(done as u64);
+            let ips = (done * self.batch) as f64 / self.t_epoch.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{ips:.0} img/s"));
+        }
+    }
+
+    fn on_epoch(&mut self, engine: &dyn Engine, m: &EpochMetrics) -> wgtrain::Result<()> {
+        let line = format!(
+            "epoch {:>2}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
+            m.epoch,
+            self.epochs,
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.test_loss,
+            100.0 * m.test_acc,
+            m.seconds,
+            m.images_per_sec
+        );
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ if !self.json => eprintln!("{line}"),
+            _ => {}
+        }
+        if let Some((path, every, meta)) = &self.ckpt {
+            if *every > 0 && (m.epoch % every == 0 || m.epoch == self.epochs) {
+                save_checkpoint(engine, path, m.epoch, meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn interrupted(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn save_checkpoint(
+    engine: &dyn Engine,
+    path: &Path,
+    epoch: usize,
+    meta: &BTreeMap<String, String>,
+) -> wgtrain::Result<()> {
+    Checkpoint {
+        model: engine.model()?,
+        velocity: engine.velocity()?,
+        epoch,
+        meta: meta.clone(),
+    }
+    .save(path)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let preset_arch = match a.preset {
+        Preset::SeedSmall => "784-10-10-10",
+        Preset::SeedLarge => "784-512-512-512-10",
+    };
+    let arch = Arch::parse(a.arch.as_deref().unwrap_or(preset_arch))?;
+    let mut cfg = TrainConfig::lecture(arch);
+    cfg.lr = a.lr.unwrap_or(cfg.lr);
+    cfg.momentum = a.momentum.unwrap_or(cfg.momentum);
+    cfg.l2 = a.l2.unwrap_or(cfg.l2);
+    cfg.epochs = a.epochs.unwrap_or(cfg.epochs);
+    cfg.batch = a.batch_size.unwrap_or(cfg.batch);
+    cfg.max_steps = a.max_steps;
+    cfg.seed = a.seed;
+    cfg.shuffle = !a.no_shuffle;
+    cfg.validate()?;
+
+    // Starting point: a checkpoint, an --init model, or a fresh initialisation.
+    let (model, velocity, start_epoch) = if let Some(path) = &a.resume {
+        let ck = Checkpoint::load(path)?;
+        ck.model.check_compatible(&cfg.arch, path)?;
+        (ck.model, Some(ck.velocity), ck.epoch)
+    } else if let Some(path) = &a.init {
+        let (m, _) = Mlp::load(path)?;
+        if a.arch.is_some() {
+            m.check_compatible(&cfg.arch, path)?;
+        }
+        cfg.arch = m.arch.clone();
+        (m, None, 0)
+    } else {
+        (Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed), None, 0)
+    };
+
+    let mut data = load_data(&a.data)?;
+    if let Some(n) = a.train_limit {
+        data.train = data.train.subset(n.min(data.train.n));
+    }
+    if let Some(n) = a.test_limit {
+        data.test = data.test.subset(n.min(data.test.n));
+    }
+    train::check_data(&cfg.arch, &data.train, "training")?;
+    train::check_data(&cfg.arch, &data.test, "test")?;
+
+    let gpu = open_gpu(a.device, &a.gpu, a.json)?;
+    let mut engine: Box<dyn Engine> = match gpu {
+        Some(ctx) => Box::new(GpuEngine::new(
+            ctx,
+            &cfg,
+            &model,
+            velocity.as_deref(),
+            &data.train,
+            Some(&data.test),
+        )?),
+        None => Box::new(CpuEngine::new(
+            &cfg,
+            &model,
+            velocity.as_deref(),
+            &data.train,
+            Some(&data.test),
+        )),
+    };
+    let device = engine.device();
+    if !a.json {
+        eprintln!(
+            "training {} on {} ({} train / {} test images), lr {} momentum {} l2 {} batch {} epochs {}",
+            cfg.arch, device, data.train.n, data.test.n, cfg.lr, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
+        );
+    }
+
+    let mut meta = BTreeMap::new();
+    meta.insert("arch".into(), cfg.arch.to_string());
+    meta.insert("lr".into(), cfg.lr.to_string());
+    meta.insert("momentum".into(), cfg.momentum.to_string());
+    meta.insert("l2".into(), cfg.l2.to_string());
+    meta.insert("batch_size".into(), cfg.batch.to_string());
+    meta.insert("epochs".into(), cfg.epochs.to_string());
+    meta.insert("seed".into(), cfg.seed.to_string());
+    meta.insert("shuffle".into(), cfg.shuffle.to_string());
+    meta.insert("device".into(), device.clone());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while saving is ignored; the save is atomic either way.
+        let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst));
+    }
+    let bar = if a.quiet || a.json {
+        None
+    } else {
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] step {pos}/{len} {msg} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    };
+    let ckpt_path = sibling(&a.out, ".ckpt.safetensors");
+    let mut obs = Progress {
+        bar,
+        epochs: cfg.epochs,
+        batch: cfg.batch,
+        t_epoch: Instant::now(),
+        ckpt: Some((ckpt_path.clone(), a.checkpoint_every, meta.clone())),
+        stop: stop.clone(),
+        json: a.json,
+    };
+    let t0 = Instant::now();
+    let result = train::run(
+        engine.as_mut(),
+        &cfg,
+        data.train.n,
+        data.test.n,
+        start_epoch,
+        &mut obs,
+    );
+    if let Some(bar) = &obs.bar {
+        bar.finish_and_clear();
+    }
+    let history = match result {
+        Ok(h) => h,
+        Err(wgtrain::Error::Diverged { epoch, loss, lr, .. }) => {
+            let kept = if ckpt_path.exists() {
+                format!(" in {}", ckpt_path.display())
+            } else {
+                " (none was saved yet)".into()
+            };
+            return Err(wgtrain::Error::Diverged {
+                epoch,
+                loss,
+                lr,
+                kept,
+            }
+            .into());
+        }
+        Err(e) if stop.load(std::sync::atomic::Ordering::SeqCst) => {
+            let _ = e;
+            anyhow::bail!(
+                "interrupted; the last completed epoch's checkpoint is {} (continue with --resume)",
+                ckpt_path.display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let total = t0.elapsed().as_secs_f64();
+
+    // Final weights, and accuracy over the whole training set with them.
+    let final_train = train::summarize(&engine.evaluate(Which::Train)?);
+    let model = engine.model()?;
+    model.save(&a.out, &meta).with_context(|| "saving the model")?;
+    let csv = sibling(&a.out, ".metrics.csv");
+    let png = sibling(&a.out, ".png");
+    wgtrain::report::csv::write_metrics_csv(&csv, &history)?;
+    wgtrain::report::plot::plot_metrics(
+        &png,
+        &history,
+        &format!("wgtrain {} on {}", cfg.arch, device),
+    )?;
+    let last = history.last();
+    let summary = json!({
+        "arch": cfg.arch.to_string(),
+        "device": device,
+        "hyperparameters": {
+            "lr": cfg.lr, "momentum": cfg.momentum, "l2": cfg.l2, "batch_size": cfg.batch,
+            "epochs": cfg.epochs, "max_steps": cfg.max_steps, "seed": cfg.seed, "shuffle": cfg.shuffle,
+        },
+        "train_images": data.train.n,
+        "test_images": data.test.n,
+        "epochs": history,
+        "final": {
+            "train_loss": final_train.0,
+            "train_acc": final_train.1,
+            "test_loss": last.map(|m| m.test_loss),
+            "test_acc": last.map(|m| m.test_acc),
+        },
+        "seconds": total,
+        "model": a.out,
+        "metrics_csv": csv,
+        "plot": png,
+    });
+    wgtrain::util::atomic_write(
+        &sibling(&a.out, ".json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    if a.json {
+        print_json(&summary);
+    } else {
+        println!(
+            "final: train acc {:.2}% (full pass), test acc {:.2}%, {:.1}s on {}",
+            100.0 * final_train.1,
+            100.0 * last.map(|m| m.test_acc).unwrap_or(f32::NAN),
+            total,
+            device
+        );
+        println!(
+            "saved {}, {}, {}",
+            a.out.display(),
+            csv.display(),
+            png.display()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let (model, _) = Mlp::load(&a.model)?;
+    let data = load_data(&a.data)?;
+    train::check_data(&model.arch, &data.test, "test")?;
+    let mut cfg = TrainConfig::lecture(model.arch.clone());
+    cfg.batch = 1000;
+    let gpu = open_gpu(a.device, &a.gpu, a.json)?;
+    let mut engine: Box<dyn Engine> = match gpu {
+        Some(ctx) => Box::new(GpuEngine::new(ctx, &cfg, &model, None, &data.test, None)?),
+        None => Box::new(CpuEngine::new(&cfg, &model, None, &data.test, None)),
+    };
+    let t = Instant::now();
+    let (loss, acc) = train::summarize(&engine.evaluate(Which::Train)?);
+    let secs = t.elapsed().as_secs_f64();
+    if a.json {
+        print_json(&json!({
+            "model": a.model, "arch": model.arch.to_string(), "device": engine.device(),
+            "test_images": data.test.n, "test_loss": loss, "test_acc": acc, "seconds": secs,
+        }));
+    } else {
+        println!(
+            "{}: test accuracy {:.2}%, loss {:.4} on {} images ({}, {:.2}s)",
+            a.model.display(),
+            100.0 * acc,
+            loss,
+            data.test.n,
+            engine.device(),
+            secs
+        );
+    }
+    Ok(())
+}
+
+fn cmd_predict(a: PredictArgs) -> Result<()> {
+    let (model, _) = Mlp::load(&a.model)?;
+    let side = (model.arch.input() as f64).sqrt() as usize;
+    if side * side != model.arch.input() {
+        anyhow::bail!(
+            "model input width {} is not a square image; predict needs an image model",
+            model.arch.input()
+        );
+    }
+    let params = wgtrain::cpu::mlp::Layers::from_mlp(&model);
+    let mut results = Vec::new();
+    for path in &a.images {
+        let x = wgtrain::data::image::load_digit(path, side, side)?;
+        let x = ndarray::Array2::from_shape_vec((1, x.len()), x).expect("shape");
+        let acts = wgtrain::cpu::mlp::forward(&params, x.view());
+        let labels = ndarray::Array1::from(vec![0u32]);
+        let (probs, _) = wgtrain::cpu::softmax_xent::softmax_xent_forward(
+            acts[acts.len() - 1].view(),
+            labels.view(),
+        );
+        let mut ranked: Vec<(usize, f32)> = probs.row(0).iter().copied().enumerate().collect();
+        ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
+        ranked.truncate(a.top.max(1));
+        results.push(json!({
+            "image": path,
+            "top": ranked.iter().map(|(c, p)| json!({"class": c, "probability": p})).collect::<Vec<_>>(),
+        }));
+        if !a.json {
+            let top: Vec<String> = ranked
+                .iter()
+                .map(|(c, p)| format!("{c} ({:.1}%)", 100.0 * p))
+                .collect();
+            println!("{}: {}", path.display(), top.join(", "));
+        }
+    }
+    if a.json {
+        print_json(&json!({ "model": a.model, "predictions": results }));
+    }
+    Ok(())
+}

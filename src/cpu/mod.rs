@@ -6,6 +6,7 @@ pub mod bias;
 pub mod gather;
 pub mod matmul;
 pub mod metrics;
+pub mod mlp;
 pub mod relu;
 pub mod sgd;
 pub mod softmax_xent;

@@ -1,0 +1,247 @@
+//! SGD training of an [`Mlp`] on either engine: the GPU path keeps everything in GPU buffers,
+//! the CPU path runs the same step with the CPU twins. The epoch loop, shuffling, evaluation
+//! and metrics are shared here.
+
+use crate::data::Dataset;
+use crate::gpu::kernels::{MetricsAcc, SgdParams};
+use crate::model::{Arch, Dense, Mlp};
+use crate::report::EpochMetrics;
+use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::time::Instant;
+
+pub mod cpu;
+pub mod gpu;
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    /// Learning rate α.
+    pub lr: f32,
+    /// Momentum μ.
+    pub momentum: f32,
+    /// L2 regularisation λ (weights only).
+    pub l2: f32,
+    /// Minibatch size m.
+    pub batch: usize,
+    /// Epochs T.
+    pub epochs: usize,
+    /// Stop after this many steps in total.
+    pub max_steps: Option<usize>,
+    pub seed: u64,
+    /// Shuffle every epoch (false = file order).
+    pub shuffle: bool,
+    /// Initial weights uniform in [−scale, scale].
+    pub init_scale: f32,
+}
+
+impl TrainConfig {
+    /// The lecture's settings for `arch`: α 0.05, μ 0.9, m 100, 10 epochs, init ±0.07.
+    pub fn lecture(arch: Arch) -> Self {
+        TrainConfig {
+            arch,
+            lr: 0.05,
+            momentum: 0.9,
+            l2: 0.0,
+            batch: 100,
+            epochs: 10,
+            max_steps: None,
+            seed: 1,
+            shuffle: true,
+            init_scale: 0.07,
+        }
+    }
+
+    /// Refuse impossible hyperparameters up front.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidArg { name, reason });
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("--lr", format!("{} must be a finite number > 0", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("--momentum", format!("{} must be in [0, 1)", self.momentum));
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
+            return bad("--l2", format!("{} must be a finite number ≥ 0", self.l2));
+        }
+        if self.batch == 0 {
+            return bad("--batch-size", "must be at least 1".into());
+        }
+        if self.batch > 1 << 20 {
+            return bad("--batch-size", format!("{} is larger than 1048576", self.batch));
+        }
+        if self.epochs == 0 {
+            return bad("--epochs", "must be at least 1".into());
+        }
+        if self.max_steps == Some(0) {
+            return bad("--max-steps", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The optimiser hyperparameters for a weight (with λ) or a bias (λ = 0).
+    pub fn sgd(&self, weight: bool) -> SgdParams {
+        SgdParams {
+            lr: self.lr,
+            momentum: self.momentum,
+            l2: if weight { self.l2 } else { 0.0 },
+        }
+    }
+}
+
+/// The sample order of `epoch` (0-based): a shuffle seeded by (seed, epoch), so a run resumed
+/// at an epoch boundary sees exactly the batches an uninterrupted run would.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    if shuffle {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        order.shuffle(&mut rng);
+    }
+    order
+}
+
+/// One engine that can train and evaluate a network.
+pub trait Engine {
+    /// Human-readable device name ("cpu (ndarray)" or the adapter and backend).
+    fn device(&self) -> String;
+    /// Run `steps` SGD steps over `order` starting at step `first` of the epoch. Metrics of the
+    /// batches accumulate until [`Engine::take_train_metrics`].
+    fn train_steps(&mut self, order: &[u32], first: usize, steps: usize) -> Result<()>;
+    /// Metrics accumulated since the last call, and reset them.
+    fn take_train_metrics(&mut self) -> Result<MetricsAcc>;
+    /// Loss and accuracy over a whole dataset (forward only).
+    fn evaluate(&mut self, data: Which) -> Result<MetricsAcc>;
+    /// The current weights.
+    fn model(&self) -> Result<Mlp>;
+    /// The current momentum buffers.
+    fn velocity(&self) -> Result<Vec<Dense>>;
+}
+
+/// Which resident dataset to evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Train,
+    Test,
+}
+
+/// (mean loss, accuracy) of accumulated metrics.
+pub fn summarize(acc: &MetricsAcc) -> (f32, f32) {
+    let n = acc.seen.max(1) as f32;
+    (acc.loss_sum / n, acc.correct as f32 / n)
+}
+
+/// Hooks the driver calls while training (progress bars, checkpoints, Ctrl-C).
+pub trait Observer {
+    /// After each chunk of steps: steps done in this epoch, of how many.
+    fn on_steps(&mut self, _epoch: usize, _done: usize, _total: usize) {}
+    /// After each epoch; return Err to stop (e.g. interrupted).
+    fn on_epoch(&mut self, _engine: &dyn Engine, _m: &EpochMetrics) -> Result<()> {
+        Ok(())
+    }
+    /// Asked between chunks; true stops training at once.
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
+/// A no-op observer.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Steps per submission: long enough to amortise submit overhead, short enough for a lively
+/// progress bar.
+pub const CHUNK: usize = 50;
+
+/// Train for `cfg.epochs` epochs starting after epoch `start_epoch`; returns one record per
+/// epoch run. Loss becoming NaN/Inf stops with [`Error::Diverged`].
+pub fn run(
+    engine: &mut dyn Engine,
+    cfg: &TrainConfig,
+    train_len: usize,
+    test_len: usize,
+    start_epoch: usize,
+    obs: &mut dyn Observer,
+) -> Result<Vec<EpochMetrics>> {
+    let steps_per_epoch = train_len.div_ceil(cfg.batch);
+    let mut history = Vec::new();
+    let mut steps_total = start_epoch * steps_per_epoch;
+    for epoch in start_epoch..cfg.epochs {
+        let order = epoch_order(train_len, cfg.seed, epoch, cfg.shuffle);
+        let mut steps = steps_per_epoch;
+        if let Some(max) = cfg.max_steps {
+            steps = steps.min(max.saturating_sub(steps_total));
+        }
+        if steps == 0 {
+            break;
+        }
+        let t0 = Instant::now();
+        let mut done = 0;
+        while done < steps {
+            if obs.interrupted() {
+                return Err(Error::InvalidArg {
+                    name: "training",
+                    reason: "interrupted".into(),
+                });
+            }
+            let n = CHUNK.min(steps - done);
+            engine.train_steps(&order, done, n)?;
+            done += n;
+            obs.on_steps(epoch, done, steps);
+        }
+        steps_total += steps;
+        let train = engine.take_train_metrics()?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let (train_loss, train_acc) = summarize(&train);
+        if train.nonfinite > 0 || !train_loss.is_finite() {
+            return Err(Error::Diverged {
+                epoch: epoch + 1,
+                loss: train_loss,
+                lr: cfg.lr,
+                kept: String::new(),
+            });
+        }
+        let (test_loss, test_acc) = if test_len > 0 {
+            summarize(&engine.evaluate(Which::Test)?)
+        } else {
+            (f32::NAN, f32::NAN)
+        };
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            seconds,
+            images_per_sec: train.seen as f64 / seconds.max(1e-9),
+        };
+        obs.on_epoch(engine, &m)?;
+        history.push(m);
+        if cfg.max_steps.is_some_and(|max| steps_total >= max) {
+            break;
+        }
+    }
+    Ok(history)
+}
+
+/// Check a dataset against an architecture.
+pub fn check_data(arch: &Arch, data: &Dataset, what: &str) -> Result<()> {
+    if data.pixels() != arch.input() {
+        return Err(Error::Shape(format!(
+            "{what} images have {} pixels but --arch {arch} expects {} inputs",
+            data.pixels(),
+            arch.input()
+        )));
+    }
+    if data.n_classes() > arch.classes() {
+        return Err(Error::Shape(format!(
+            "{what} labels go up to {} but --arch {arch} has only {} outputs",
+            data.n_classes() - 1,
+            arch.classes()
+        )));
+    }
+    Ok(())
+}
