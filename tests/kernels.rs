@@ -1,0 +1,130 @@
+//! Every kernel against its CPU twin, on every adapter present, on fresh random inputs.
+//! The shapes and tolerances live in `wgtrain::verify` (shared with `wgtrain verify`).
+
+mod common;
+
+use wgtrain::gpu::kernels::{MatmulSpec, MatmulTile};
+use wgtrain::verify::{self, Check};
+
+fn assert_all_pass(test: &str, adapter: &str, checks: &[Check]) {
+    assert!(!checks.is_empty(), "{test}: no checks ran");
+    let worst = checks
+        .iter()
+        .map(|c| c.worst)
+        .fold(0.0f64, f64::max);
+    let max_abs = checks.iter().map(|c| c.max_abs).fold(0.0f64, f64::max);
+    eprintln!(
+        "{test} on {adapter}: {} checks, max abs error {max_abs:.3e}, worst error/tolerance {worst:.3}",
+        checks.len()
+    );
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.pass())
+        .map(|c| format!("{} {}: {} bad of {}, max abs {:.3e}", c.kernel, c.shape, c.bad, c.elements, c.max_abs))
+        .collect();
+    assert!(bad.is_empty(), "{test} on {adapter}: {}", bad.join("; "));
+}
+
+fn family(name: &str) {
+    let seed = common::seed(name);
+    for ctx in common::contexts(name) {
+        let checks = verify::run_family(&ctx, name, seed).expect("kernel launch");
+        assert_all_pass(name, &ctx.describe(), &checks);
+    }
+}
+
+#[test]
+fn matmul_matches_cpu_on_all_shapes_and_transposes() {
+    family("matmul");
+}
+
+#[test]
+fn bias_add_and_backward_match_cpu() {
+    family("bias");
+}
+
+#[test]
+fn relu_forward_and_backward_match_cpu() {
+    family("relu");
+}
+
+#[test]
+fn softmax_xent_matches_cpu_including_extreme_logits() {
+    family("softmax_xent");
+}
+
+#[test]
+fn sgd_update_matches_cpu() {
+    family("sgd");
+}
+
+#[test]
+fn argmax_and_metrics_match_cpu() {
+    family("metrics");
+}
+
+#[test]
+fn gather_matches_cpu_and_pads_past_the_end() {
+    family("gather");
+}
+
+#[test]
+fn softmax_of_huge_logits_is_finite_and_exact() {
+    let seed = common::seed("softmax_extremes");
+    for ctx in common::contexts("softmax_extremes") {
+        let mut inp = verify::Inputs::new(seed);
+        let checks = verify::check_softmax_extremes(&ctx, &mut inp).unwrap();
+        for c in &checks {
+            assert!(c.pass() && c.max_abs.is_finite(), "{c:?}");
+        }
+    }
+}
+
+#[test]
+fn unwritten_output_is_caught_by_nan_poison() {
+    // A product with K = 0 is refused; emulate a kernel that skips elements by comparing a
+    // poisoned buffer that nothing wrote: the comparison must fail.
+    let c = verify::compare("poison", "2".into(), &[f32::NAN, 1.0], &[1.0, 1.0], |_| (1.0, 1.0));
+    assert_eq!(c.bad, 1);
+    assert!(!c.pass());
+}
+
+#[test]
+fn tolerance_is_tight_enough_to_catch_an_off_by_one_element() {
+    // A matmul that drops one term of a dot product must fail the float32 bound.
+    let seed = common::seed("off_by_one");
+    for ctx in common::contexts("off_by_one") {
+        let mut inp = verify::Inputs::new(seed);
+        let spec = MatmulSpec::new(7, 13, 257);
+        let ok = verify::check_matmul(&ctx, &mut inp, &spec, &MatmulTile::DEFAULT).unwrap();
+        assert!(ok.pass());
+        // Perturb one element by the size of one product term: far outside γ_K·|A||B| relative.
+        let got = vec![0.5f32; 4];
+        let want = vec![0.5f64, 0.5, 0.5 + 0.25, 0.5];
+        let bound = [1.0f64; 4];
+        let c = verify::compare("matmul", "2x2".into(), &got, &want, |i| {
+            (257.0 * verify::U * bound[i], 2.0 * verify::U)
+        });
+        assert!(!c.pass());
+    }
+}
+
+#[test]
+fn impossible_shapes_are_refused_with_a_message() {
+    for ctx in common::contexts("impossible_shapes") {
+        let a = ctx.upload("a", &[1.0f32; 4]);
+        let b = ctx.upload("b", &[1.0f32; 4]);
+        let c = ctx.poisoned("c", 4);
+        let zero = MatmulSpec::new(0, 2, 2);
+        let tile = MatmulTile::DEFAULT;
+        let e = wgtrain::gpu::kernels::matmul(&ctx, &zero, &tile, &a, &b, None, &c)
+            .err()
+            .expect("M = 0 must be refused");
+        assert!(e.to_string().contains("M = 0"), "{e}");
+        let big = MatmulSpec::new(3, 3, 3);
+        let e = wgtrain::gpu::kernels::matmul(&ctx, &big, &tile, &a, &b, None, &c)
+            .err()
+            .expect("buffers too small must be refused");
+        assert!(e.to_string().contains("holds 4 elements"), "{e}");
+    }
+}
