@@ -1,0 +1,160 @@
+//! The `wgtrain` binary as a user runs it: results in standard formats, and bad input ending
+//! in a one-line error with a non-zero exit, never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn wgtrain(args: &[&str]) -> Output {
+    let xdg = std::env::temp_dir().join("wgtrain-xdg");
+    let _ = std::fs::create_dir_all(&xdg);
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::var_os("XDG_RUNTIME_DIR").unwrap_or(xdg.into()))
+        .env_remove("MNIST_DIR")
+        .output()
+        .expect("run wgtrain")
+}
+
+/// Non-zero exit, one line on stderr naming `needle`, no panic.
+fn fails_cleanly(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "want one error line, got: {err}");
+    assert!(err.contains(needle), "error should mention {needle:?}: {err}");
+}
+
+fn train_small(dir: &Path, extra: &[&str]) -> Output {
+    let out = dir.join("m.safetensors");
+    let mut args = vec![
+        "train",
+        "--arch",
+        "784-32-10",
+        "--data-dir",
+        "assets/mnist-sample",
+        "--epochs",
+        "2",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    wgtrain(&args)
+}
+
+#[test]
+fn train_writes_model_csv_plot_and_json_then_eval_and_predict_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_small(dir.path(), &["--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 2);
+    assert!(v["final"]["test_acc"].as_f64().unwrap() > 0.5);
+    for f in ["m.safetensors", "m.metrics.csv", "m.png", "m.json"] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("m.metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    let model = dir.path().join("m.safetensors");
+    let (m, meta) = wgtrain::model::Mlp::load(&model).unwrap();
+    assert_eq!(m.arch.to_string(), "784-32-10");
+    assert_eq!(meta.get("lr").map(String::as_str), Some("0.05"));
+
+    let ev = wgtrain(&[
+        "eval", "--model", model.to_str().unwrap(), "--data-dir", "assets/mnist-sample", "--device", "cpu", "--json",
+    ]);
+    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(e["test_images"], 1000);
+    assert!((e["test_acc"].as_f64().unwrap() - v["final"]["test_acc"].as_f64().unwrap()).abs() < 1e-6);
+
+    let pr = wgtrain(&[
+        "predict", "--model", model.to_str().unwrap(), "--json", "assets/digits/7_0.png", "assets/digits/7_0_inverted.png",
+    ]);
+    assert!(pr.status.success(), "{}", String::from_utf8_lossy(&pr.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&pr.stdout).unwrap();
+    let preds = p["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 2);
+    assert_eq!(preds[0]["top"][0]["class"], preds[1]["top"][0]["class"], "inverted digit must read the same");
+}
+
+#[test]
+fn gpu_train_json_names_the_adapter() {
+    if common::contexts("cli_gpu").is_empty() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_small(dir.path(), &["--device", "gpu", "--backend", "vulkan"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["device"].as_str().unwrap().contains("Vulkan"), "{}", v["device"]);
+}
+
+#[test]
+fn bad_hyperparameters_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    fails_cleanly(&train_small(dir.path(), &["--lr", "0"]), "--lr");
+    fails_cleanly(&train_small(dir.path(), &["--lr=-1"]), "--lr");
+    fails_cleanly(&train_small(dir.path(), &["--batch-size", "0"]), "--batch-size");
+    let out = dir.path().join("m.safetensors");
+    let arch = |a: &str| {
+        wgtrain(&["train", "--arch", a, "--data-dir", "assets/mnist-sample", "--out", out.to_str().unwrap()])
+    };
+    fails_cleanly(&arch("784-0-10"), "--arch");
+    fails_cleanly(&arch("100-10"), "784");
+    assert!(!dir.path().join("m.safetensors").exists(), "no model file on failure");
+}
+
+#[test]
+fn arch_that_disagrees_with_init_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = train_small(dir.path(), &["--device", "cpu"]);
+    assert!(ok.status.success());
+    let init = dir.path().join("m.safetensors");
+    let out = wgtrain(&[
+        "train", "--init", init.to_str().unwrap(), "--arch", "784-64-10", "--data-dir", "assets/mnist-sample",
+        "--device", "cpu", "--out", dir.path().join("n.safetensors").to_str().unwrap(),
+    ]);
+    fails_cleanly(&out, "784-64-10");
+}
+
+#[test]
+fn malformed_files_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    fails_cleanly(&wgtrain(&["eval", "--model", junk.to_str().unwrap(), "--data-dir", "assets/mnist-sample"]), "junk.safetensors");
+    fails_cleanly(&wgtrain(&["predict", "--model", junk.to_str().unwrap(), "assets/digits/7_0.png"]), "junk.safetensors");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    fails_cleanly(&wgtrain(&["train", "--data-dir", empty.to_str().unwrap()]), "train-images");
+    fails_cleanly(&wgtrain(&["devices", "--backend", "nonsense"]), "nonsense");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = wgtrain(&["train", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--preset", "--arch", "--lr", "--l2", "--epochs", "--max-steps", "--batch-size", "--momentum",
+        "--seed", "--no-shuffle", "--init", "--device", "--out", "--json", "--data-dir", "--backend", "--adapter",
+    ] {
+        assert!(text.contains(flag), "train --help lacks {flag}");
+    }
+}
+
+#[test]
+fn devices_lists_adapters_as_json() {
+    if common::contexts("cli_devices").is_empty() {
+        return;
+    }
+    let out = wgtrain(&["devices", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = &v["adapters"][0];
+    assert!(a["limits"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    assert!(a["name"].is_string() && a["backend"].is_string());
+}
