@@ -1,0 +1,202 @@
+//! Small filesystem helpers shared by the model, checkpoint and report writers.
+
+use crate::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinguishes temp files of concurrent writers inside one process (the pid alone does not).
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Write `bytes` to `path` so that the file is either the old contents or the new ones, never a
+/// mix or a truncated prefix, even if the process is killed (or the machine loses power) at any
+/// moment.
+///
+/// The data goes to a hidden temp file in the same directory (`.{name}.tmp.{pid}.{n}`; same
+/// directory so the rename stays on one filesystem and is atomic), is fsynced, and is then renamed
+/// over `path`; finally the directory is fsynced so the rename itself is durable. On failure the
+/// temp file is removed. Only a kill -9 between creating and renaming can leave a stray temp
+/// file behind; the target is never damaged. If `path` is a symlink, the link itself is replaced.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+
+    // `create_new` so a leftover file with the same name (pid reuse after a crash) is never
+    // shared with another writer; the error then names the temp file, which the user can delete.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&tmp, e));
+    drop(file);
+    let renamed = written.and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if let Err(e) = renamed {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Make a rename in `dir` durable. Best effort: some filesystems refuse to fsync directories, and
+/// Windows cannot open one as a file; the data itself was already synced.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn writes_and_replaces_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        atomic_write(&p, b"first").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        atomic_write(&p, b"second, longer").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second, longer");
+        atomic_write(&p, b"").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"");
+        assert_eq!(entries(dir.path()), vec!["out.bin"]);
+    }
+
+    #[test]
+    fn failed_rename_cleans_up_and_keeps_target() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty directory cannot be replaced by a file, so the final rename fails.
+        let p = dir.path().join("target");
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("keep"), b"x").unwrap();
+        let err = atomic_write(&p, b"data").unwrap_err();
+        assert!(err.to_string().contains("target"), "{err}");
+        assert_eq!(entries(dir.path()), vec!["target"]);
+        assert_eq!(fs::read(p.join("keep")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope").join("out.bin");
+        let err = atomic_write(&p, b"data").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+        assert!(!dir.path().join("nope").exists());
+    }
+
+    #[test]
+    fn readers_never_see_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.bin");
+        let a = vec![b'a'; 1 << 20];
+        let b = vec![b'b'; (1 << 20) + 4096];
+        atomic_write(&p, &a).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (p, stop) = (p.clone(), stop.clone());
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let got = fs::read(&p).unwrap();
+                    assert!(
+                        got == a || got == b,
+                        "saw a partial file of {} bytes",
+                        got.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..20 {
+            atomic_write(&p, if i % 2 == 0 { &b } else { &a }).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(entries(dir.path()), vec!["big.bin"]);
+    }
+
+    /// Run the writer in a child process (this same test binary) and SIGKILL it at varying
+    /// moments: the target must always be one complete version.
+    #[cfg(unix)]
+    #[test]
+    fn kill_9_mid_write_never_truncates() {
+        const CHILD_ENV: &str = "WGTRAIN_ATOMIC_WRITE_CHILD";
+        let a = vec![b'a'; 4 << 20];
+        let b = vec![b'b'; (4 << 20) + 1];
+        if let Ok(dir) = std::env::var(CHILD_ENV) {
+            // Child: rewrite the file until killed (bounded in case the parent dies first).
+            let p = Path::new(&dir).join("target.bin");
+            let start = std::time::Instant::now();
+            for i in 0.. {
+                atomic_write(&p, if i % 2 == 0 { &b } else { &a }).unwrap();
+                if start.elapsed().as_secs() > 20 {
+                    break;
+                }
+            }
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("target.bin");
+        atomic_write(&p, &a).unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let first_inode = inode(&p);
+        let mut saw_b = false;
+        for round in 0..6 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "util::tests::kill_9_mid_write_never_truncates"])
+                .env(CHILD_ENV, dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(40 + 23 * round));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let got = fs::read(&p).unwrap();
+            assert!(got == a || got == b, "round {round}: {} bytes", got.len());
+            saw_b |= got == b;
+        }
+        // Each completed write is a new file (inode), and the child writes `b` first: either
+        // shows the child really was writing when killed.
+        assert!(
+            saw_b || inode(&p) != first_inode,
+            "the child never replaced the file"
+        );
+    }
+}
