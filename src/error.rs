@@ -95,7 +95,7 @@ pub enum Error {
     },
 
     /// Training was interrupted (Ctrl-C).
-    #[error("interrupted; checkpoint saved to {}", .0.display())]
+    #[error("interrupted; checkpoint saved to {} (continue with --resume {})", .0.display(), .0.display())]
     Interrupted(PathBuf),
 
     /// Plain I/O with the path that failed.

@@ -463,7 +463,7 @@ impl train::Observer for Progress {
         }
         if let Some((path, every, meta)) = &self.ckpt {
             if *every > 0 && (m.epoch % every == 0 || m.epoch == self.epochs) {
-                save_checkpoint(engine, path, m.epoch, meta)?;
+                save_checkpoint(engine, path, m.epoch, 0, meta)?;
             }
         }
         Ok(())
@@ -472,19 +472,39 @@ impl train::Observer for Progress {
     fn interrupted(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    fn on_interrupt(&mut self, engine: &dyn Engine, epoch: usize, step: usize) -> wgtrain::Error {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let Some((path, _, meta)) = &self.ckpt else {
+            return wgtrain::Error::InvalidArg {
+                name: "training",
+                reason: "interrupted".into(),
+            };
+        };
+        match save_checkpoint(engine, path, epoch, step, meta) {
+            Ok(()) => wgtrain::Error::Interrupted(path.clone()),
+            Err(e) => e,
+        }
+    }
 }
 
+/// Save weights, momentum and position (`epoch` epochs done plus `step` steps of the next).
 fn save_checkpoint(
     engine: &dyn Engine,
     path: &Path,
     epoch: usize,
+    step: usize,
     meta: &BTreeMap<String, String>,
 ) -> wgtrain::Result<()> {
+    let mut meta = meta.clone();
+    meta.insert("step".into(), step.to_string());
     Checkpoint {
         model: engine.model()?,
         velocity: engine.velocity()?,
         epoch,
-        meta: meta.clone(),
+        meta,
     }
     .save(path)
 }
@@ -507,19 +527,47 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     cfg.validate()?;
 
     // Starting point: a checkpoint, an --init model, or a fresh initialisation.
-    let (model, velocity, start_epoch) = if let Some(path) = &a.resume {
+    let (model, velocity, start) = if let Some(path) = &a.resume {
         let ck = Checkpoint::load(path)?;
         ck.model.check_compatible(&cfg.arch, path)?;
-        (ck.model, Some(ck.velocity), ck.epoch)
+        let step = match ck.meta.get("step") {
+            Some(s) => s.parse().map_err(|_| {
+                wgtrain::Error::bad_model(path, format!("checkpoint step {s:?} is not a number"))
+            })?,
+            None => 0,
+        };
+        let start = train::Position {
+            epoch: ck.epoch,
+            step,
+        };
+        // The run's own hyperparameters, unless a flag overrides them.
+        let get = |k: &str| ck.meta.get(k).and_then(|v| v.parse::<f64>().ok());
+        cfg.lr = a.lr.or(get("lr").map(|v| v as f32)).unwrap_or(cfg.lr);
+        cfg.momentum = a.momentum.or(get("momentum").map(|v| v as f32)).unwrap_or(cfg.momentum);
+        cfg.l2 = a.l2.or(get("l2").map(|v| v as f32)).unwrap_or(cfg.l2);
+        cfg.batch = a.batch_size.or(get("batch_size").map(|v| v as usize)).unwrap_or(cfg.batch);
+        cfg.epochs = a.epochs.or(get("epochs").map(|v| v as usize)).unwrap_or(cfg.epochs);
+        if let Some(seed) = ck.meta.get("seed").and_then(|v| v.parse().ok()) {
+            cfg.seed = seed;
+        }
+        if let Some(shuffle) = ck.meta.get("shuffle").and_then(|v| v.parse().ok()) {
+            cfg.shuffle = shuffle;
+        }
+        cfg.validate()?;
+        (ck.model, Some(ck.velocity), start)
     } else if let Some(path) = &a.init {
         let (m, _) = Mlp::load(path)?;
         if a.arch.is_some() {
             m.check_compatible(&cfg.arch, path)?;
         }
         cfg.arch = m.arch.clone();
-        (m, None, 0)
+        (m, None, train::Position::default())
     } else {
-        (Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed), None, 0)
+        (
+            Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed),
+            None,
+            train::Position::default(),
+        )
     };
 
     let mut data = load_data(&a.data)?;
@@ -604,7 +652,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         &cfg,
         data.train.n,
         data.test.n,
-        start_epoch,
+        start,
         &mut obs,
     );
     if let Some(bar) = &obs.bar {
@@ -625,13 +673,6 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
                 kept,
             }
             .into());
-        }
-        Err(e) if stop.load(std::sync::atomic::Ordering::SeqCst) => {
-            let _ = e;
-            anyhow::bail!(
-                "interrupted; the last completed epoch's checkpoint is {} (continue with --resume)",
-                ckpt_path.display()
-            );
         }
         Err(e) => return Err(e.into()),
     };

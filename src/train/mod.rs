@@ -146,6 +146,14 @@ pub trait Observer {
     fn interrupted(&self) -> bool {
         false
     }
+    /// Called when [`Observer::interrupted`] said stop, after `step` steps of `epoch`
+    /// (0-based); returns the error to end the run with (e.g. after saving a checkpoint).
+    fn on_interrupt(&mut self, _engine: &dyn Engine, epoch: usize, step: usize) -> Error {
+        Error::InvalidArg {
+            name: "training",
+            reason: format!("interrupted at epoch {} step {step}", epoch + 1),
+        }
+    }
 }
 
 /// A no-op observer.
@@ -156,43 +164,49 @@ impl Observer for Quiet {}
 /// progress bar.
 pub const CHUNK: usize = 50;
 
-/// Train for `cfg.epochs` epochs starting after epoch `start_epoch`; returns one record per
+/// Where a run starts: epochs completed, and steps already done in the next epoch (non-zero
+/// only when resuming a checkpoint saved mid-epoch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: usize,
+    pub step: usize,
+}
+
+/// Train until `cfg.epochs` epochs are done, starting at `start`; returns one record per
 /// epoch run. Loss becoming NaN/Inf stops with [`Error::Diverged`].
 pub fn run(
     engine: &mut dyn Engine,
     cfg: &TrainConfig,
     train_len: usize,
     test_len: usize,
-    start_epoch: usize,
+    start: Position,
     obs: &mut dyn Observer,
 ) -> Result<Vec<EpochMetrics>> {
     let steps_per_epoch = train_len.div_ceil(cfg.batch);
     let mut history = Vec::new();
-    let mut steps_total = start_epoch * steps_per_epoch;
-    for epoch in start_epoch..cfg.epochs {
+    let mut steps_total = start.epoch * steps_per_epoch + start.step;
+    for epoch in start.epoch..cfg.epochs {
+        let first = if epoch == start.epoch { start.step } else { 0 };
         let order = epoch_order(train_len, cfg.seed, epoch, cfg.shuffle);
         let mut steps = steps_per_epoch;
         if let Some(max) = cfg.max_steps {
-            steps = steps.min(max.saturating_sub(steps_total));
+            steps = steps.min(first + max.saturating_sub(steps_total));
         }
-        if steps == 0 {
+        if steps <= first {
             break;
         }
         let t0 = Instant::now();
-        let mut done = 0;
+        let mut done = first;
         while done < steps {
             if obs.interrupted() {
-                return Err(Error::InvalidArg {
-                    name: "training",
-                    reason: "interrupted".into(),
-                });
+                return Err(obs.on_interrupt(engine, epoch, done));
             }
             let n = CHUNK.min(steps - done);
             engine.train_steps(&order, done, n)?;
             done += n;
             obs.on_steps(epoch, done, steps);
         }
-        steps_total += steps;
+        steps_total += steps - first;
         let train = engine.take_train_metrics()?;
         let seconds = t0.elapsed().as_secs_f64();
         let (train_loss, train_acc) = summarize(&train);

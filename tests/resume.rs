@@ -1,0 +1,91 @@
+//! Interruption: kill -9 never leaves a corrupt checkpoint, Ctrl-C saves one mid-epoch, and
+//! resuming either gives exactly the weights of an uninterrupted run with the same seed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wgtrain::model::Mlp;
+
+const ARCH: &str = "784-1000-1000-10";
+
+fn cmd(out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgtrain"));
+    c.args([
+        "train", "--arch", ARCH, "--data-dir", "assets/mnist-sample", "--device", "cpu", "--epochs", "4",
+        "--seed", "7", "--quiet", "--out",
+    ])
+    .arg(out)
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c
+}
+
+fn ckpt(out: &Path) -> PathBuf {
+    out.with_file_name("m.ckpt.safetensors")
+}
+
+fn uninterrupted(dir: &Path) -> Mlp {
+    let out = dir.join("ref").join("m.safetensors");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let st = cmd(&out, &[]).status().unwrap();
+    assert!(st.success());
+    Mlp::load(&out).unwrap().0
+}
+
+fn wait_for(path: &Path, child: &mut Child) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training ended before {path:?} appeared");
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn resume(out: &Path) -> Mlp {
+    let o = cmd(out, &["--resume", ckpt(out).to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Mlp::load(out).unwrap().0
+}
+
+#[test]
+fn kill_9_mid_training_then_resume_gives_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = uninterrupted(dir.path());
+    let out = dir.path().join("run").join("m.safetensors");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let mut child = cmd(&out, &[]).spawn().unwrap();
+    wait_for(&ckpt(&out), &mut child);
+    // Let it get into the next epoch (and possibly into the next checkpoint write).
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The checkpoint is whole (atomic rename), and no final model was written.
+    wgtrain::model::io::Checkpoint::load(ckpt(&out)).expect("checkpoint intact after kill -9");
+    assert!(!out.exists() || Mlp::load(&out).is_ok());
+    assert_eq!(resume(&out), want);
+}
+
+#[test]
+fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = uninterrupted(dir.path());
+    let out = dir.path().join("run").join("m.safetensors");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let child = cmd(&out, &["--checkpoint-every", "0"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.success() {
+        // It finished before the signal arrived: nothing to resume; the test is moot here.
+        eprintln!("run finished before Ctrl-C; skipping the resume half");
+        return;
+    }
+    assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let ck = wgtrain::model::io::Checkpoint::load(ckpt(&out)).unwrap();
+    eprintln!("interrupted at epoch {} step {:?}", ck.epoch, ck.meta.get("step"));
+    assert_eq!(resume(&out), want);
+}
