@@ -529,7 +529,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     // Starting point: a checkpoint, an --init model, or a fresh initialisation.
     let (model, velocity, start) = if let Some(path) = &a.resume {
         let ck = Checkpoint::load(path)?;
-        ck.model.check_compatible(&cfg.arch, path)?;
+        if a.arch.is_some() {
+            ck.model.check_compatible(&cfg.arch, path)?;
+        }
+        cfg.arch = ck.model.arch.clone();
         let step = match ck.meta.get("step") {
             Some(s) => s.parse().map_err(|_| {
                 wgtrain::Error::bad_model(path, format!("checkpoint step {s:?} is not a number"))
