@@ -137,7 +137,7 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 }
 
 fn write_gz(path: &Path, raw: &[u8]) -> Result<()> {
-    super::write_atomic(path, &gzip(raw))
+    crate::util::atomic_write(path, &gzip(raw))
 }
 
 fn dim_u32(d: usize) -> Result<u32> {

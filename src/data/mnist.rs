@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{find_file, idx, locate, write_atomic, FILE_NAMES};
+use super::{find_file, idx, locate, FILE_NAMES};
+use crate::util::atomic_write as write_atomic;
 use crate::{Error, Result};
 
 /// Public mirrors of the original MNIST files (the ones torchvision and TensorFlow use); each
