@@ -309,7 +309,10 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
     let ctx = GpuContext::new(&a.gpu.choice())?;
     let seed = a.seed.unwrap_or_else(wgtrain::verify::run_seed);
     let families: Vec<String> = if a.kernel.is_empty() {
-        wgtrain::verify::FAMILIES.iter().map(|s| s.to_string()).collect()
+        wgtrain::verify::FAMILIES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         a.kernel.clone()
     };
@@ -376,7 +379,14 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
             "families": fams,
         }));
     } else {
-        println!("\n{}", if all_pass { "all kernels pass" } else { "SOME KERNELS FAILED" });
+        println!(
+            "\n{}",
+            if all_pass {
+                "all kernels pass"
+            } else {
+                "SOME KERNELS FAILED"
+            }
+        );
     }
     if !all_pass {
         anyhow::bail!("verification failed on {} (seed {seed})", ctx.describe());
@@ -462,7 +472,7 @@ impl train::Observer for Progress {
             _ => {}
         }
         if let Some((path, every, meta)) = &self.ckpt {
-            if *every > 0 && (m.epoch % every == 0 || m.epoch == self.epochs) {
+            if *every > 0 && (m.epoch.is_multiple_of(*every) || m.epoch == self.epochs) {
                 save_checkpoint(engine, path, m.epoch, 0, meta)?;
             }
         }
@@ -546,10 +556,19 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         // The run's own hyperparameters, unless a flag overrides them.
         let get = |k: &str| ck.meta.get(k).and_then(|v| v.parse::<f64>().ok());
         cfg.lr = a.lr.or(get("lr").map(|v| v as f32)).unwrap_or(cfg.lr);
-        cfg.momentum = a.momentum.or(get("momentum").map(|v| v as f32)).unwrap_or(cfg.momentum);
+        cfg.momentum = a
+            .momentum
+            .or(get("momentum").map(|v| v as f32))
+            .unwrap_or(cfg.momentum);
         cfg.l2 = a.l2.or(get("l2").map(|v| v as f32)).unwrap_or(cfg.l2);
-        cfg.batch = a.batch_size.or(get("batch_size").map(|v| v as usize)).unwrap_or(cfg.batch);
-        cfg.epochs = a.epochs.or(get("epochs").map(|v| v as usize)).unwrap_or(cfg.epochs);
+        cfg.batch = a
+            .batch_size
+            .or(get("batch_size").map(|v| v as usize))
+            .unwrap_or(cfg.batch);
+        cfg.epochs = a
+            .epochs
+            .or(get("epochs").map(|v| v as usize))
+            .unwrap_or(cfg.epochs);
         if let Some(seed) = ck.meta.get("seed").and_then(|v| v.parse().ok()) {
             cfg.seed = seed;
         }
@@ -631,11 +650,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     } else {
         let bar = ProgressBar::new(1);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] step {pos}/{len} {msg} eta {eta}",
-            )
-            .expect("template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} eta {eta}")
+                .expect("template")
+                .progress_chars("=> "),
         );
         Some(bar)
     };
@@ -663,7 +680,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     }
     let history = match result {
         Ok(h) => h,
-        Err(wgtrain::Error::Diverged { epoch, loss, lr, .. }) => {
+        Err(wgtrain::Error::Diverged {
+            epoch, loss, lr, ..
+        }) => {
             let kept = if ckpt_path.exists() {
                 format!(" in {}", ckpt_path.display())
             } else {
@@ -684,7 +703,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     // Final weights, and accuracy over the whole training set with them.
     let final_train = train::summarize(&engine.evaluate(Which::Train)?);
     let model = engine.model()?;
-    model.save(&a.out, &meta).with_context(|| "saving the model")?;
+    model
+        .save(&a.out, &meta)
+        .with_context(|| "saving the model")?;
     let csv = sibling(&a.out, ".metrics.csv");
     let png = sibling(&a.out, ".png");
     wgtrain::report::csv::write_metrics_csv(&csv, &history)?;

@@ -202,8 +202,16 @@ pub fn check_matmul(
     tile: &MatmulTile,
 ) -> Result<Check> {
     let (m, n, k) = (spec.m, spec.n, spec.k);
-    let a = if spec.trans_a { inp.matrix(k, m) } else { inp.matrix(m, k) };
-    let b = if spec.trans_b { inp.matrix(n, k) } else { inp.matrix(k, n) };
+    let a = if spec.trans_a {
+        inp.matrix(k, m)
+    } else {
+        inp.matrix(m, k)
+    };
+    let b = if spec.trans_b {
+        inp.matrix(n, k)
+    } else {
+        inp.matrix(k, n)
+    };
     let bias = inp.matrix(1, n).into_shape_with_order(n).unwrap();
     let mask = inp.matrix(m, n);
     let start = inp.matrix(m, n);
@@ -233,7 +241,12 @@ pub fn check_matmul(
     );
     let bias64 = bias.mapv(|v| v as f64);
     let mask64 = to64(&mask);
-    cpu::matmul::epilogue(&mut want, spec.epilogue, Some(bias64.view()), Some(mask64.view()));
+    cpu::matmul::epilogue(
+        &mut want,
+        spec.epilogue,
+        Some(bias64.view()),
+        Some(mask64.view()),
+    );
     if spec.accumulate {
         want = want + to64(&start);
     }
@@ -254,17 +267,17 @@ pub fn check_matmul(
         format!("{m}x{n}x{k}"),
         &got,
         &want,
-        |i| {
-            (
-                g * bound[i] + extra * U * start64[i].abs(),
-                2.0 * U,
-            )
-        },
+        |i| (g * bound[i] + extra * U * start64[i].abs(), 2.0 * U),
     ))
 }
 
 /// bias_add and bias_backward on [rows, cols].
-pub fn check_bias(ctx: &GpuContext, inp: &mut Inputs, rows: usize, cols: usize) -> Result<Vec<Check>> {
+pub fn check_bias(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<Check>> {
     let x = inp.matrix(rows, cols);
     let b = inp.matrix(1, cols).into_shape_with_order(cols).unwrap();
     let xb = ctx.upload("x", x.as_slice().unwrap());
@@ -282,15 +295,30 @@ pub fn check_bias(ctx: &GpuContext, inp: &mut Inputs, rows: usize, cols: usize) 
     let abs_sum = cpu::bias::bias_backward(x64.mapv(f64::abs).view());
     let shape = format!("{rows}x{cols}");
     Ok(vec![
-        compare("bias_add", shape.clone(), &y, want_y.as_slice().unwrap(), |_| (0.0, U)),
-        compare("bias_backward", shape, &db, want_db.as_slice().unwrap(), |i| {
-            (gamma(rows) * abs_sum[i], 0.0)
-        }),
+        compare(
+            "bias_add",
+            shape.clone(),
+            &y,
+            want_y.as_slice().unwrap(),
+            |_| (0.0, U),
+        ),
+        compare(
+            "bias_backward",
+            shape,
+            &db,
+            want_db.as_slice().unwrap(),
+            |i| (gamma(rows) * abs_sum[i], 0.0),
+        ),
     ])
 }
 
 /// relu_forward and relu_backward on [rows, cols].
-pub fn check_relu(ctx: &GpuContext, inp: &mut Inputs, rows: usize, cols: usize) -> Result<Vec<Check>> {
+pub fn check_relu(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<Check>> {
     let n = rows * cols;
     let x = inp.matrix(rows, cols);
     let dy = inp.matrix(rows, cols);
@@ -307,8 +335,20 @@ pub fn check_relu(ctx: &GpuContext, inp: &mut Inputs, rows: usize, cols: usize) 
     let want_dx = cpu::relu::relu_backward(want_y.view(), to64(&dy).view());
     let shape = format!("{rows}x{cols}");
     Ok(vec![
-        compare("relu_forward", shape.clone(), &y, want_y.as_slice().unwrap(), |_| (0.0, 0.0)),
-        compare("relu_backward", shape, &dx, want_dx.as_slice().unwrap(), |_| (0.0, 0.0)),
+        compare(
+            "relu_forward",
+            shape.clone(),
+            &y,
+            want_y.as_slice().unwrap(),
+            |_| (0.0, 0.0),
+        ),
+        compare(
+            "relu_backward",
+            shape,
+            &dx,
+            want_dx.as_slice().unwrap(),
+            |_| (0.0, 0.0),
+        ),
     ])
 }
 
@@ -357,17 +397,40 @@ pub fn check_softmax_on(
         )
     };
     Ok(vec![
-        compare("softmax_xent_forward probs", shape.clone(), &p, want_p.as_slice().unwrap(), p_tol),
-        compare("softmax_xent_forward loss", shape.clone(), &loss, want_loss.as_slice().unwrap(), loss_tol),
-        compare("softmax_xent_backward", shape, &d, want_d.as_slice().unwrap(), |i| {
-            let (a, r) = p_tol(i);
-            (a * scale as f64 + U * scale as f64, r + 2.0 * U)
-        }),
+        compare(
+            "softmax_xent_forward probs",
+            shape.clone(),
+            &p,
+            want_p.as_slice().unwrap(),
+            p_tol,
+        ),
+        compare(
+            "softmax_xent_forward loss",
+            shape.clone(),
+            &loss,
+            want_loss.as_slice().unwrap(),
+            loss_tol,
+        ),
+        compare(
+            "softmax_xent_backward",
+            shape,
+            &d,
+            want_d.as_slice().unwrap(),
+            |i| {
+                let (a, r) = p_tol(i);
+                (a * scale as f64 + U * scale as f64, r + 2.0 * U)
+            },
+        ),
     ])
 }
 
 /// softmax + cross-entropy on random logits in [-8, 8].
-pub fn check_softmax(ctx: &GpuContext, inp: &mut Inputs, rows: usize, classes: usize) -> Result<Vec<Check>> {
+pub fn check_softmax(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    rows: usize,
+    classes: usize,
+) -> Result<Vec<Check>> {
     let logits = Array2::from_shape_vec((rows, classes), inp.uniform(rows * classes, -8.0, 8.0))
         .expect("shape");
     check_softmax_on(ctx, inp, &logits, format!("{rows}x{classes}"))
@@ -403,7 +466,11 @@ pub fn check_sgd(ctx: &GpuContext, inp: &mut Inputs, n: usize) -> Result<Vec<Che
     let w = inp.uniform(n, -1.0, 1.0);
     let g = inp.uniform(n, -1.0, 1.0);
     let v = inp.uniform(n, -1.0, 1.0);
-    let (wb, gb, vb) = (ctx.upload("w", &w), ctx.upload("g", &g), ctx.upload("v", &v));
+    let (wb, gb, vb) = (
+        ctx.upload("w", &w),
+        ctx.upload("g", &g),
+        ctx.upload("v", &v),
+    );
     let l = kernels::sgd_update(ctx, n, hp, &wb, &gb, &vb)?;
     ctx.submit(&[&l], 1)?;
     let w_gpu: Vec<f32> = ctx.read("w", &wb, n)?;
@@ -414,20 +481,34 @@ pub fn check_sgd(ctx: &GpuContext, inp: &mut Inputs, n: usize) -> Result<Vec<Che
     let g_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), g.clone()).unwrap();
     cpu::sgd::sgd_update(w_cpu.view_mut(), g_cpu.view(), v_cpu.view_mut(), hp);
     let (lr, mu, l2) = (hp.lr as f64, hp.momentum as f64, hp.l2 as f64);
-    let v_mag = |i: usize| mu * (v[i] as f64).abs() + (g[i] as f64).abs() + l2 * (w[i] as f64).abs();
+    let v_mag =
+        |i: usize| mu * (v[i] as f64).abs() + (g[i] as f64).abs() + l2 * (w[i] as f64).abs();
     let shape = format!("{n}");
     Ok(vec![
-        compare("sgd_update v", shape.clone(), &v_gpu, &f64s(v_cpu.as_slice().unwrap()), |i| {
-            (8.0 * U * v_mag(i), 0.0)
-        }),
-        compare("sgd_update w", shape, &w_gpu, &f64s(w_cpu.as_slice().unwrap()), |i| {
-            (8.0 * U * ((w[i] as f64).abs() + lr * v_mag(i)), 0.0)
-        }),
+        compare(
+            "sgd_update v",
+            shape.clone(),
+            &v_gpu,
+            &f64s(v_cpu.as_slice().unwrap()),
+            |i| (8.0 * U * v_mag(i), 0.0),
+        ),
+        compare(
+            "sgd_update w",
+            shape,
+            &w_gpu,
+            &f64s(w_cpu.as_slice().unwrap()),
+            |i| (8.0 * U * ((w[i] as f64).abs() + lr * v_mag(i)), 0.0),
+        ),
     ])
 }
 
 /// argmax and metric accumulation on [rows, classes].
-pub fn check_metrics(ctx: &GpuContext, inp: &mut Inputs, rows: usize, classes: usize) -> Result<Vec<Check>> {
+pub fn check_metrics(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    rows: usize,
+    classes: usize,
+) -> Result<Vec<Check>> {
     let scores = inp.matrix(rows, classes);
     let labels = inp.labels(rows, classes, true);
     let loss = Array1::from(inp.uniform(rows, 0.0, 5.0));
@@ -454,11 +535,21 @@ pub fn check_metrics(ctx: &GpuContext, inp: &mut Inputs, rows: usize, classes: u
     let as_f = |v: &[u32]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
     let abs_sum: f64 = loss.iter().map(|&l| l as f64).sum::<f64>() + 1.5;
     Ok(vec![
-        compare("argmax", shape.clone(), &as_f(&pred), &f64s(&as_f(want_pred.as_slice().unwrap())), |_| (0.0, 0.0)),
+        compare(
+            "argmax",
+            shape.clone(),
+            &as_f(&pred),
+            &f64s(&as_f(want_pred.as_slice().unwrap())),
+            |_| (0.0, 0.0),
+        ),
         compare(
             "accumulate_metrics counts",
             shape.clone(),
-            &[acc[0].correct as f32, acc[0].seen as f32, acc[0].nonfinite as f32],
+            &[
+                acc[0].correct as f32,
+                acc[0].seen as f32,
+                acc[0].nonfinite as f32,
+            ],
             &[want.correct as f64, want.seen as f64, want.nonfinite as f64],
             |_| (0.0, 0.0),
         ),
@@ -474,8 +565,16 @@ pub fn check_metrics(ctx: &GpuContext, inp: &mut Inputs, rows: usize, classes: u
 
 /// Minibatch gather of `rows` samples of `pixels` bytes from a random dataset, running past
 /// its end so padding rows are exercised too, then `advance`.
-pub fn check_gather(ctx: &GpuContext, inp: &mut Inputs, samples: usize, pixels: usize, rows: usize) -> Result<Vec<Check>> {
-    let images: Vec<u8> = (0..samples * pixels).map(|_| inp.next_u64() as u8).collect();
+pub fn check_gather(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    samples: usize,
+    pixels: usize,
+    rows: usize,
+) -> Result<Vec<Check>> {
+    let images: Vec<u8> = (0..samples * pixels)
+        .map(|_| inp.next_u64() as u8)
+        .collect();
     let labels: Vec<u8> = (0..samples).map(|_| (inp.next_u64() % 10) as u8).collect();
     let mut order: Vec<u32> = (0..samples as u32).collect();
     for i in (1..samples).rev() {
@@ -484,7 +583,10 @@ pub fn check_gather(ctx: &GpuContext, inp: &mut Inputs, samples: usize, pixels: 
     let start = samples.saturating_sub(rows / 2);
     let data = kernels::GpuDataset {
         images: ctx.upload("images", &kernels::pack_bytes(&images)),
-        labels: ctx.upload("labels", &labels.iter().map(|&l| l as u32).collect::<Vec<_>>()),
+        labels: ctx.upload(
+            "labels",
+            &labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+        ),
         samples,
         pixels,
     };
@@ -503,14 +605,34 @@ pub fn check_gather(ctx: &GpuContext, inp: &mut Inputs, samples: usize, pixels: 
     let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
     let wyf: Vec<f64> = wy.iter().map(|&v| v as f32 as f64).collect();
     Ok(vec![
-        compare("gather x", shape.clone(), &x, &f64s(wx.as_slice().unwrap()), |_| (0.0, 5.0 * U)),
+        compare(
+            "gather x",
+            shape.clone(),
+            &x,
+            &f64s(wx.as_slice().unwrap()),
+            |_| (0.0, 5.0 * U),
+        ),
         compare("gather y", shape.clone(), &yf, &wyf, |_| (0.0, 0.0)),
-        compare("advance", shape, &[cursor[0] as f32], &[(start + rows) as f64], |_| (0.0, 0.0)),
+        compare(
+            "advance",
+            shape,
+            &[cursor[0] as f32],
+            &[(start + rows) as f64],
+            |_| (0.0, 0.0),
+        ),
     ])
 }
 
 /// The kernel families `verify` knows.
-pub const FAMILIES: &[&str] = &["matmul", "bias", "relu", "softmax_xent", "sgd", "metrics", "gather"];
+pub const FAMILIES: &[&str] = &[
+    "matmul",
+    "bias",
+    "relu",
+    "softmax_xent",
+    "sgd",
+    "metrics",
+    "gather",
+];
 
 /// Shapes for the element-wise families: 1, primes, tile non-multiples, MLP shapes, large.
 pub const ROW_SHAPES: &[(usize, usize)] = &[

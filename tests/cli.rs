@@ -11,7 +11,10 @@ fn wgtrain(args: &[&str]) -> Output {
     let _ = std::fs::create_dir_all(&xdg);
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::var_os("XDG_RUNTIME_DIR").unwrap_or(xdg.into()))
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var_os("XDG_RUNTIME_DIR").unwrap_or(xdg.into()),
+        )
         .env_remove("MNIST_DIR")
         .output()
         .expect("run wgtrain")
@@ -20,11 +23,20 @@ fn wgtrain(args: &[&str]) -> Output {
 /// Non-zero exit, one line on stderr naming `needle`, no panic.
 fn fails_cleanly(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "panic: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "panic: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(lines.len(), 1, "want one error line, got: {err}");
-    assert!(err.contains(needle), "error should mention {needle:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "error should mention {needle:?}: {err}"
+    );
 }
 
 fn train_small(dir: &Path, extra: &[&str]) -> Output {
@@ -49,7 +61,11 @@ fn train_small(dir: &Path, extra: &[&str]) -> Output {
 fn train_writes_model_csv_plot_and_json_then_eval_and_predict_use_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = train_small(dir.path(), &["--device", "cpu"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["epochs"].as_array().unwrap().len(), 2);
     assert!(v["final"]["test_acc"].as_f64().unwrap() > 0.5);
@@ -64,21 +80,46 @@ fn train_writes_model_csv_plot_and_json_then_eval_and_predict_use_it() {
     assert_eq!(meta.get("lr").map(String::as_str), Some("0.05"));
 
     let ev = wgtrain(&[
-        "eval", "--model", model.to_str().unwrap(), "--data-dir", "assets/mnist-sample", "--device", "cpu", "--json",
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data-dir",
+        "assets/mnist-sample",
+        "--device",
+        "cpu",
+        "--json",
     ]);
-    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
     let e: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(e["test_images"], 1000);
-    assert!((e["test_acc"].as_f64().unwrap() - v["final"]["test_acc"].as_f64().unwrap()).abs() < 1e-6);
+    assert!(
+        (e["test_acc"].as_f64().unwrap() - v["final"]["test_acc"].as_f64().unwrap()).abs() < 1e-6
+    );
 
     let pr = wgtrain(&[
-        "predict", "--model", model.to_str().unwrap(), "--json", "assets/digits/7_0.png", "assets/digits/7_0_inverted.png",
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        "assets/digits/7_0.png",
+        "assets/digits/7_0_inverted.png",
     ]);
-    assert!(pr.status.success(), "{}", String::from_utf8_lossy(&pr.stderr));
+    assert!(
+        pr.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pr.stderr)
+    );
     let p: serde_json::Value = serde_json::from_slice(&pr.stdout).unwrap();
     let preds = p["predictions"].as_array().unwrap();
     assert_eq!(preds.len(), 2);
-    assert_eq!(preds[0]["top"][0]["class"], preds[1]["top"][0]["class"], "inverted digit must read the same");
+    assert_eq!(
+        preds[0]["top"][0]["class"], preds[1]["top"][0]["class"],
+        "inverted digit must read the same"
+    );
 }
 
 #[test]
@@ -88,9 +129,17 @@ fn gpu_train_json_names_the_adapter() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = train_small(dir.path(), &["--device", "gpu", "--backend", "vulkan"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["device"].as_str().unwrap().contains("Vulkan"), "{}", v["device"]);
+    assert!(
+        v["device"].as_str().unwrap().contains("Vulkan"),
+        "{}",
+        v["device"]
+    );
 }
 
 #[test]
@@ -98,14 +147,28 @@ fn bad_hyperparameters_are_refused_up_front() {
     let dir = tempfile::tempdir().unwrap();
     fails_cleanly(&train_small(dir.path(), &["--lr", "0"]), "--lr");
     fails_cleanly(&train_small(dir.path(), &["--lr=-1"]), "--lr");
-    fails_cleanly(&train_small(dir.path(), &["--batch-size", "0"]), "--batch-size");
+    fails_cleanly(
+        &train_small(dir.path(), &["--batch-size", "0"]),
+        "--batch-size",
+    );
     let out = dir.path().join("m.safetensors");
     let arch = |a: &str| {
-        wgtrain(&["train", "--arch", a, "--data-dir", "assets/mnist-sample", "--out", out.to_str().unwrap()])
+        wgtrain(&[
+            "train",
+            "--arch",
+            a,
+            "--data-dir",
+            "assets/mnist-sample",
+            "--out",
+            out.to_str().unwrap(),
+        ])
     };
     fails_cleanly(&arch("784-0-10"), "--arch");
     fails_cleanly(&arch("100-10"), "784");
-    assert!(!dir.path().join("m.safetensors").exists(), "no model file on failure");
+    assert!(
+        !dir.path().join("m.safetensors").exists(),
+        "no model file on failure"
+    );
 }
 
 #[test]
@@ -115,8 +178,17 @@ fn arch_that_disagrees_with_init_is_refused() {
     assert!(ok.status.success());
     let init = dir.path().join("m.safetensors");
     let out = wgtrain(&[
-        "train", "--init", init.to_str().unwrap(), "--arch", "784-64-10", "--data-dir", "assets/mnist-sample",
-        "--device", "cpu", "--out", dir.path().join("n.safetensors").to_str().unwrap(),
+        "train",
+        "--init",
+        init.to_str().unwrap(),
+        "--arch",
+        "784-64-10",
+        "--data-dir",
+        "assets/mnist-sample",
+        "--device",
+        "cpu",
+        "--out",
+        dir.path().join("n.safetensors").to_str().unwrap(),
     ]);
     fails_cleanly(&out, "784-64-10");
 }
@@ -126,11 +198,31 @@ fn malformed_files_give_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"definitely not a model").unwrap();
-    fails_cleanly(&wgtrain(&["eval", "--model", junk.to_str().unwrap(), "--data-dir", "assets/mnist-sample"]), "junk.safetensors");
-    fails_cleanly(&wgtrain(&["predict", "--model", junk.to_str().unwrap(), "assets/digits/7_0.png"]), "junk.safetensors");
+    fails_cleanly(
+        &wgtrain(&[
+            "eval",
+            "--model",
+            junk.to_str().unwrap(),
+            "--data-dir",
+            "assets/mnist-sample",
+        ]),
+        "junk.safetensors",
+    );
+    fails_cleanly(
+        &wgtrain(&[
+            "predict",
+            "--model",
+            junk.to_str().unwrap(),
+            "assets/digits/7_0.png",
+        ]),
+        "junk.safetensors",
+    );
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    fails_cleanly(&wgtrain(&["train", "--data-dir", empty.to_str().unwrap()]), "train-images");
+    fails_cleanly(
+        &wgtrain(&["train", "--data-dir", empty.to_str().unwrap()]),
+        "train-images",
+    );
     fails_cleanly(&wgtrain(&["devices", "--backend", "nonsense"]), "nonsense");
 }
 
@@ -139,8 +231,23 @@ fn help_explains_every_flag() {
     let out = wgtrain(&["train", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--preset", "--arch", "--lr", "--l2", "--epochs", "--max-steps", "--batch-size", "--momentum",
-        "--seed", "--no-shuffle", "--init", "--device", "--out", "--json", "--data-dir", "--backend", "--adapter",
+        "--preset",
+        "--arch",
+        "--lr",
+        "--l2",
+        "--epochs",
+        "--max-steps",
+        "--batch-size",
+        "--momentum",
+        "--seed",
+        "--no-shuffle",
+        "--init",
+        "--device",
+        "--out",
+        "--json",
+        "--data-dir",
+        "--backend",
+        "--adapter",
     ] {
         assert!(text.contains(flag), "train --help lacks {flag}");
     }
@@ -155,6 +262,11 @@ fn devices_lists_adapters_as_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let a = &v["adapters"][0];
-    assert!(a["limits"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    assert!(
+        a["limits"]["max_storage_buffer_binding_size"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert!(a["name"].is_string() && a["backend"].is_string());
 }

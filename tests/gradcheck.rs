@@ -17,7 +17,10 @@ const B: usize = 7;
 fn random_problem(seed: u64) -> (Layers<f64>, Array2<f64>, Array1<u32>) {
     let arch = Arch::parse(ARCH).unwrap();
     let mut inp = Inputs::new(seed);
-    let mut p = Layers { w: vec![], b: vec![] };
+    let mut p = Layers {
+        w: vec![],
+        b: vec![],
+    };
     for l in 0..arch.n_layers() {
         let (i, o) = arch.layer(l);
         p.w.push(inp.matrix(o, i).mapv(|v| v as f64));
@@ -89,23 +92,43 @@ fn gpu_backward_matches_cpu_backward() {
             .collect(),
     };
     let x32 = x64.mapv(|v| v as f32);
-    let p = Layers::from_mlp(&model).w.iter().map(|w| w.mapv(|v| v as f64)).collect::<Vec<_>>();
-    let p = Layers { w: p, b: p64.b.iter().map(|b| b.mapv(|v| v as f32 as f64)).collect() };
-    let (_, _, want) = mlp::loss_and_grads(&p, x32.mapv(|v| v as f64).view(), labels.view(), 1.0 / B as f64);
+    let p = Layers::from_mlp(&model)
+        .w
+        .iter()
+        .map(|w| w.mapv(|v| v as f64))
+        .collect::<Vec<_>>();
+    let p = Layers {
+        w: p,
+        b: p64.b.iter().map(|b| b.mapv(|v| v as f32 as f64)).collect(),
+    };
+    let (_, _, want) = mlp::loss_and_grads(
+        &p,
+        x32.mapv(|v| v as f64).view(),
+        labels.view(),
+        1.0 / B as f64,
+    );
     let mut cfg = TrainConfig::lecture(arch.clone());
     cfg.batch = B;
-    let data = Dataset { images: vec![0; B * 6], labels: vec![0; B], n: B, rows: 2, cols: 3 };
+    let data = Dataset {
+        images: vec![0; B * 6],
+        labels: vec![0; B],
+        n: B,
+        rows: 2,
+        cols: 3,
+    };
     for ctx in common::contexts("gradcheck_gpu") {
         let name = ctx.describe();
         let mut engine = GpuEngine::new(ctx, &cfg, &model, None, &data, None).unwrap();
-        let got = engine.gradients(x32.as_slice().unwrap(), labels.as_slice().unwrap()).unwrap();
+        let got = engine
+            .gradients(x32.as_slice().unwrap(), labels.as_slice().unwrap())
+            .unwrap();
         // Each gradient is a chain of at most 3 dot products of length ≤ max(B, width) = 7
         // in f32 with exp/log in the softmax: bound by 3·γ_7·(largest magnitude in the tensor)
         // plus softmax's few ULP, i.e. 64·u relative to the tensor's scale.
-        for l in 0..arch.n_layers() {
+        for (l, (gw, gb)) in got.iter().enumerate() {
             for (what, g, w) in [
-                ("dW", &got[l].0, want.w[l].iter().copied().collect::<Vec<f64>>()),
-                ("db", &got[l].1, want.b[l].to_vec()),
+                ("dW", gw, want.w[l].iter().copied().collect::<Vec<f64>>()),
+                ("db", gb, want.b[l].to_vec()),
             ] {
                 let scale = w.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-3);
                 for (i, (&gv, &wv)) in g.iter().zip(&w).enumerate() {

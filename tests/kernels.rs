@@ -8,10 +8,7 @@ use wgtrain::verify::{self, Check};
 
 fn assert_all_pass(test: &str, adapter: &str, checks: &[Check]) {
     assert!(!checks.is_empty(), "{test}: no checks ran");
-    let worst = checks
-        .iter()
-        .map(|c| c.worst)
-        .fold(0.0f64, f64::max);
+    let worst = checks.iter().map(|c| c.worst).fold(0.0f64, f64::max);
     let max_abs = checks.iter().map(|c| c.max_abs).fold(0.0f64, f64::max);
     eprintln!(
         "{test} on {adapter}: {} checks, max abs error {max_abs:.3e}, worst error/tolerance {worst:.3}",
@@ -20,7 +17,12 @@ fn assert_all_pass(test: &str, adapter: &str, checks: &[Check]) {
     let bad: Vec<String> = checks
         .iter()
         .filter(|c| !c.pass())
-        .map(|c| format!("{} {}: {} bad of {}, max abs {:.3e}", c.kernel, c.shape, c.bad, c.elements, c.max_abs))
+        .map(|c| {
+            format!(
+                "{} {}: {} bad of {}, max abs {:.3e}",
+                c.kernel, c.shape, c.bad, c.elements, c.max_abs
+            )
+        })
         .collect();
     assert!(bad.is_empty(), "{test} on {adapter}: {}", bad.join("; "));
 }
@@ -84,7 +86,9 @@ fn softmax_of_huge_logits_is_finite_and_exact() {
 fn unwritten_output_is_caught_by_nan_poison() {
     // A product with K = 0 is refused; emulate a kernel that skips elements by comparing a
     // poisoned buffer that nothing wrote: the comparison must fail.
-    let c = verify::compare("poison", "2".into(), &[f32::NAN, 1.0], &[1.0, 1.0], |_| (1.0, 1.0));
+    let c = verify::compare("poison", "2".into(), &[f32::NAN, 1.0], &[1.0, 1.0], |_| {
+        (1.0, 1.0)
+    });
     assert_eq!(c.bad, 1);
     assert!(!c.pass());
 }

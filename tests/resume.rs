@@ -11,8 +11,19 @@ const ARCH: &str = "784-1000-1000-10";
 fn cmd(out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wgtrain"));
     c.args([
-        "train", "--arch", ARCH, "--data-dir", "assets/mnist-sample", "--device", "cpu", "--epochs", "4",
-        "--seed", "7", "--quiet", "--out",
+        "train",
+        "--arch",
+        ARCH,
+        "--data-dir",
+        "assets/mnist-sample",
+        "--device",
+        "cpu",
+        "--epochs",
+        "4",
+        "--seed",
+        "7",
+        "--quiet",
+        "--out",
     ])
     .arg(out)
     .args(extra)
@@ -36,14 +47,22 @@ fn uninterrupted(dir: &Path) -> Mlp {
 fn wait_for(path: &Path, child: &mut Child) {
     let t = Instant::now();
     while !path.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "training ended before {path:?} appeared");
-        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before {path:?} appeared"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 2 minutes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn resume(out: &Path) -> Mlp {
-    let o = cmd(out, &["--resume", ckpt(out).to_str().unwrap()]).output().unwrap();
+    let o = cmd(out, &["--resume", ckpt(out).to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Mlp::load(out).unwrap().0
 }
@@ -74,7 +93,10 @@ fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_is_exact() {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let child = cmd(&out, &["--checkpoint-every", "0"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -83,9 +105,16 @@ fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_is_exact() {
         eprintln!("run finished before Ctrl-C; skipping the resume half");
         return;
     }
-    assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("--resume"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let ck = wgtrain::model::io::Checkpoint::load(ckpt(&out)).unwrap();
-    eprintln!("interrupted at epoch {} step {:?}", ck.epoch, ck.meta.get("step"));
+    eprintln!(
+        "interrupted at epoch {} step {:?}",
+        ck.epoch,
+        ck.meta.get("step")
+    );
     assert_eq!(resume(&out), want);
 }

@@ -5,7 +5,9 @@ mod common;
 
 use wgtrain::data::load_dir;
 use wgtrain::model::{Arch, Mlp};
-use wgtrain::train::{self, cpu::CpuEngine, gpu::GpuEngine, Engine, Position, Quiet, TrainConfig, Which};
+use wgtrain::train::{
+    self, cpu::CpuEngine, gpu::GpuEngine, Engine, Position, Quiet, TrainConfig, Which,
+};
 
 fn sample() -> wgtrain::data::Mnist {
     load_dir(std::path::Path::new("assets/mnist-sample")).expect("committed sample")
@@ -41,11 +43,27 @@ fn short_gpu_training_reaches_80_percent_on_the_sample() {
         let name = ctx.describe();
         let model = Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed);
         let mut e = GpuEngine::new(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-        let hist = train::run(&mut e, &cfg, data.train.n, data.test.n, Position::default(), &mut Quiet).unwrap();
+        let hist = train::run(
+            &mut e,
+            &cfg,
+            data.train.n,
+            data.test.n,
+            Position::default(),
+            &mut Quiet,
+        )
+        .unwrap();
         let last = hist.last().unwrap();
-        eprintln!("{name}: test accuracy {:.2}% after {} epochs", 100.0 * last.test_acc, hist.len());
+        eprintln!(
+            "{name}: test accuracy {:.2}% after {} epochs",
+            100.0 * last.test_acc,
+            hist.len()
+        );
         assert_eq!(hist.len(), 5);
-        assert!(last.test_acc >= 0.80, "{name}: test accuracy {}", last.test_acc);
+        assert!(
+            last.test_acc >= 0.80,
+            "{name}: test accuracy {}",
+            last.test_acc
+        );
         assert!(hist[0].train_loss > last.train_loss);
     }
 }
@@ -56,12 +74,29 @@ fn gpu_and_cpu_training_agree_within_rounding() {
     let cfg = config("784-32-16-10", 1);
     let model = Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed);
     let mut cpu = CpuEngine::new(&cfg, &model, None, &data.train, Some(&data.test));
-    let hc = train::run(&mut cpu, &cfg, data.train.n, data.test.n, Position::default(), &mut Quiet).unwrap();
+    let hc = train::run(
+        &mut cpu,
+        &cfg,
+        data.train.n,
+        data.test.n,
+        Position::default(),
+        &mut Quiet,
+    )
+    .unwrap();
     let mc = cpu.model().unwrap();
     for ctx in common::contexts("gpu_cpu_agree") {
         let name = ctx.describe();
-        let mut gpu = GpuEngine::new(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-        let hg = train::run(&mut gpu, &cfg, data.train.n, data.test.n, Position::default(), &mut Quiet).unwrap();
+        let mut gpu =
+            GpuEngine::new(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
+        let hg = train::run(
+            &mut gpu,
+            &cfg,
+            data.train.n,
+            data.test.n,
+            Position::default(),
+            &mut Quiet,
+        )
+        .unwrap();
         let mg = gpu.model().unwrap();
         // 20 SGD steps from identical weights; the two sides differ only in summation order,
         // so the weights drift apart by a few float32 roundings per step.
@@ -83,7 +118,15 @@ fn fixed_seed_gives_bitwise_identical_runs() {
         for ctx in common::contexts("reproducible").into_iter().take(1) {
             let model = Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed);
             let mut e = GpuEngine::new(ctx, &cfg, &model, None, &data.train, None).unwrap();
-            train::run(&mut e, &cfg, data.train.n, 0, Position::default(), &mut Quiet).unwrap();
+            train::run(
+                &mut e,
+                &cfg,
+                data.train.n,
+                0,
+                Position::default(),
+                &mut Quiet,
+            )
+            .unwrap();
             models.push(e.model().unwrap());
         }
     }
@@ -116,7 +159,11 @@ fn no_shuffle_is_file_order_and_shuffle_is_a_seeded_permutation() {
     let a = train::epoch_order(1000, 9, 0, true);
     let b = train::epoch_order(1000, 9, 1, true);
     assert_ne!(a, b, "each epoch gets a new order");
-    assert_eq!(a, train::epoch_order(1000, 9, 0, true), "same seed, same order");
+    assert_eq!(
+        a,
+        train::epoch_order(1000, 9, 0, true),
+        "same seed, same order"
+    );
     let mut s = a.clone();
     s.sort();
     assert_eq!(s, (0..1000).collect::<Vec<u32>>());
@@ -130,10 +177,26 @@ fn diverging_loss_stops_with_a_clear_error() {
     let model = Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed);
     for ctx in common::contexts("diverge") {
         let mut e = GpuEngine::new(ctx, &cfg, &model, None, &data.train, None).unwrap();
-        let err = train::run(&mut e, &cfg, data.train.n, 0, Position::default(), &mut Quiet).unwrap_err();
+        let err = train::run(
+            &mut e,
+            &cfg,
+            data.train.n,
+            0,
+            Position::default(),
+            &mut Quiet,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("diverged"), "{err}");
     }
     let mut cpu = CpuEngine::new(&cfg, &model, None, &data.train, None);
-    let err = train::run(&mut cpu, &cfg, data.train.n, 0, Position::default(), &mut Quiet).unwrap_err();
+    let err = train::run(
+        &mut cpu,
+        &cfg,
+        data.train.n,
+        0,
+        Position::default(),
+        &mut Quiet,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("diverged"), "{err}");
 }

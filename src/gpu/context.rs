@@ -171,11 +171,12 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
                 adapter: describe(&info),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         // wgpu's default handler panics; keep the message and report it from `submit`.
@@ -215,7 +216,12 @@ impl GpuContext {
 
     /// Fail with a message naming the limit when `needs` exceeds the adapter.
     pub fn check(&self, needs: &Needs, hint: &str) -> Result<()> {
-        self.check_limit("max_buffer_size", self.limits.max_buffer_size, needs.max_buffer, hint)?;
+        self.check_limit(
+            "max_buffer_size",
+            self.limits.max_buffer_size,
+            needs.max_buffer,
+            hint,
+        )?;
         self.check_limit(
             "max_storage_buffer_binding_size",
             self.limits.max_storage_buffer_binding_size,
@@ -454,7 +460,12 @@ impl GpuContext {
     }
 
     /// Copy `len` elements of `buffer` back to the host.
-    pub fn read<T: bytemuck::Pod>(&self, what: &str, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+    pub fn read<T: bytemuck::Pod>(
+        &self,
+        what: &str,
+        buffer: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         if bytes == 0 {
             return Ok(Vec::new());

@@ -38,7 +38,9 @@ impl Arch {
             )));
         }
         if let Some(z) = sizes.iter().find(|&&w| w == 0 || w > 1 << 20) {
-            return Err(bad(format!("layer width {z} in {s:?} must be in 1..=1048576")));
+            return Err(bad(format!(
+                "layer width {z} in {s:?} must be in 1..=1048576"
+            )));
         }
         Ok(Arch { sizes })
     }

@@ -164,13 +164,21 @@ impl GpuEngine {
                 ..MatmulSpec::new(bsz, o, i)
             };
             let lb = &layers[l];
-            forward.push(kernels::matmul(&ctx, &spec, &tile, input, &lb.w, Some(&lb.b), &lb.act)?);
+            forward.push(kernels::matmul(
+                &ctx,
+                &spec,
+                &tile,
+                input,
+                &lb.w,
+                Some(&lb.b),
+                &lb.act,
+            )?);
         }
         let logits = &layers[n - 1].act;
-        let softmax = || kernels::softmax_xent_forward(&ctx, bsz, classes, logits, &y, &probs, &loss);
-        let metrics = |acc: &Buffer| {
-            kernels::accumulate_metrics(&ctx, bsz, classes, &probs, &y, &loss, acc)
-        };
+        let softmax =
+            || kernels::softmax_xent_forward(&ctx, bsz, classes, logits, &y, &probs, &loss);
+        let metrics =
+            |acc: &Buffer| kernels::accumulate_metrics(&ctx, bsz, classes, &probs, &y, &loss, acc);
 
         let mut train_tail = vec![softmax()?, metrics(&acc_train)?];
         train_tail.push(kernels::softmax_xent_backward(
@@ -191,7 +199,9 @@ impl GpuEngine {
                 trans_a: true,
                 ..MatmulSpec::new(o, i, bsz)
             };
-            train_tail.push(kernels::matmul(&ctx, &dw, &tile, &lb.dact, input, None, &lb.dw)?);
+            train_tail.push(kernels::matmul(
+                &ctx, &dw, &tile, &lb.dact, input, None, &lb.dw,
+            )?);
             train_tail.push(kernels::bias_backward(&ctx, bsz, o, &lb.dact, &lb.db)?);
             if l > 0 {
                 // dX[B,I] = dY·W, masked by the ReLU of the layer below
@@ -213,8 +223,22 @@ impl GpuEngine {
         }
         for (l, lb) in layers.iter().enumerate() {
             let (i, o) = arch.layer(l);
-            train_tail.push(kernels::sgd_update(&ctx, i * o, cfg.sgd(true), &lb.w, &lb.dw, &lb.vw)?);
-            train_tail.push(kernels::sgd_update(&ctx, o, cfg.sgd(false), &lb.b, &lb.db, &lb.vb)?);
+            train_tail.push(kernels::sgd_update(
+                &ctx,
+                i * o,
+                cfg.sgd(true),
+                &lb.w,
+                &lb.dw,
+                &lb.vw,
+            )?);
+            train_tail.push(kernels::sgd_update(
+                &ctx,
+                o,
+                cfg.sgd(false),
+                &lb.b,
+                &lb.db,
+                &lb.vb,
+            )?);
         }
         let eval_tail = vec![softmax()?, metrics(&acc_eval)?];
 
@@ -256,8 +280,12 @@ impl GpuEngine {
     /// Gradients of the mean batch loss for given inputs, without updating (for tests):
     /// runs gather-free forward + backward on `x` [B,I] and `labels` [B].
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        self.ctx.queue.write_buffer(&self.x, 0, bytemuck::cast_slice(x));
-        self.ctx.queue.write_buffer(&self.y, 0, bytemuck::cast_slice(labels));
+        self.ctx
+            .queue
+            .write_buffer(&self.x, 0, bytemuck::cast_slice(x));
+        self.ctx
+            .queue
+            .write_buffer(&self.y, 0, bytemuck::cast_slice(labels));
         let n_update = 2 * self.layers.len();
         let tail = &self.train_tail[..self.train_tail.len() - n_update];
         let mut v: Vec<&Launch> = self.forward.iter().collect();
@@ -266,7 +294,10 @@ impl GpuEngine {
         let mut out = Vec::new();
         for (l, lb) in self.layers.iter().enumerate() {
             let (i, o) = self.cfg.arch.layer(l);
-            out.push((self.ctx.read("dw", &lb.dw, i * o)?, self.ctx.read("db", &lb.db, o)?));
+            out.push((
+                self.ctx.read("dw", &lb.dw, i * o)?,
+                self.ctx.read("db", &lb.db, o)?,
+            ));
         }
         Ok(out)
     }
@@ -278,7 +309,9 @@ impl GpuEngine {
         while left > 0 {
             let n = per_submit.min(left);
             // Keep the cursor in range: restart the epoch when it would run off the end.
-            self.ctx.queue.write_buffer(&self.train.cursor, 0, bytemuck::cast_slice(&[0u32]));
+            self.ctx
+                .queue
+                .write_buffer(&self.train.cursor, 0, bytemuck::cast_slice(&[0u32]));
             self.ctx.submit(&launches, n)?;
             left -= n;
         }

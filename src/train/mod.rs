@@ -70,7 +70,10 @@ impl TrainConfig {
             return bad("--batch-size", "must be at least 1".into());
         }
         if self.batch > 1 << 20 {
-            return bad("--batch-size", format!("{} is larger than 1048576", self.batch));
+            return bad(
+                "--batch-size",
+                format!("{} is larger than 1048576", self.batch),
+            );
         }
         if self.epochs == 0 {
             return bad("--epochs", "must be at least 1".into());

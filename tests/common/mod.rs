@@ -19,9 +19,13 @@ pub fn contexts(test: &str) -> Vec<GpuContext> {
     let adapters = context::list_adapters(&AdapterChoice::default()).unwrap_or_default();
     if adapters.is_empty() {
         if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-            panic!("{test}: no GPU adapter found and {REQUIRE_ENV}=1 (install mesa-vulkan-drivers)");
+            panic!(
+                "{test}: no GPU adapter found and {REQUIRE_ENV}=1 (install mesa-vulkan-drivers)"
+            );
         }
-        eprintln!("SKIPPED {test}: no GPU adapter found (set {REQUIRE_ENV}=1 to make this a failure)");
+        eprintln!(
+            "SKIPPED {test}: no GPU adapter found (set {REQUIRE_ENV}=1 to make this a failure)"
+        );
         return Vec::new();
     }
     adapters
