@@ -270,3 +270,14 @@ fn devices_lists_adapters_as_json() {
     );
     assert!(a["name"].is_string() && a["backend"].is_string());
 }
+
+#[test]
+fn batch_beyond_the_adapter_limits_is_refused_up_front() {
+    if common::contexts("cli_limits").is_empty() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 1,048,576 × 784 floats = 3.3 GB for one activation buffer: beyond lavapipe's binding limit.
+    let out = train_small(dir.path(), &["--device", "gpu", "--batch-size", "1048576"]);
+    fails_cleanly(&out, "max_");
+}

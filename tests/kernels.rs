@@ -132,3 +132,53 @@ fn impossible_shapes_are_refused_with_a_message() {
         assert!(e.to_string().contains("holds 4 elements"), "{e}");
     }
 }
+
+#[test]
+fn wgpu_validation_error_names_the_kernel_instead_of_aborting() {
+    for ctx in common::contexts("validation_error") {
+        // A buffer without STORAGE usage bound as a storage buffer is a validation error.
+        let not_storage = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("not storage"),
+            size: 64,
+            usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        });
+        let x = ctx.upload("x", &[1.0f32; 16]);
+        let e = wgtrain::gpu::kernels::relu_forward(&ctx, 16, &x, &not_storage)
+            .err()
+            .expect("binding a non-storage buffer must fail");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("relu_forward") && msg.contains(&ctx.info.name),
+            "{msg}"
+        );
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        // The context stays usable afterwards.
+        let y = ctx.poisoned("y", 16);
+        let l = wgtrain::gpu::kernels::relu_forward(&ctx, 16, &x, &y).unwrap();
+        ctx.submit(&[&l], 1).unwrap();
+        assert_eq!(ctx.read::<f32>("y", &y, 16).unwrap(), vec![1.0; 16]);
+    }
+}
+
+#[test]
+fn work_beyond_the_adapter_limits_is_refused_naming_the_limit() {
+    for ctx in common::contexts("limits") {
+        let have = ctx.limits.max_storage_buffer_binding_size;
+        let need = have + 4;
+        let e = ctx
+            .check(
+                &wgtrain::gpu::context::Needs {
+                    max_buffer: 0,
+                    max_binding: need,
+                },
+                "use a smaller --batch-size",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_storage_buffer_binding_size") && e.contains("4 short"),
+            "{e}"
+        );
+    }
+}
