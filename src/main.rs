@@ -214,6 +214,15 @@ struct VerifyArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Mesa's Vulkan loader prints an error line without a runtime dir; give it a private one.
+    #[cfg(unix)]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+        let dir = std::env::temp_dir().join(format!("wgtrain-xdg-{user}"));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
     let result = match cli.cmd {
         Cmd::Train(a) => cmd_train(a),
         Cmd::Eval(a) => cmd_eval(a),
