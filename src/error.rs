@@ -86,7 +86,7 @@ pub enum Error {
     BadImage { path: PathBuf, reason: String },
 
     /// Loss became NaN or infinite.
-    #[error("training diverged at epoch {epoch}: loss is {loss}; lower --lr (now {lr}) or add --l2; last good weights kept{kept}")]
+    #[error("training diverged at epoch {epoch}: loss is {loss}; lower --lr (now {lr}) or add --l2{kept}")]
     Diverged {
         epoch: usize,
         loss: f32,

@@ -693,9 +693,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             epoch, loss, lr, ..
         }) => {
             let kept = if ckpt_path.exists() {
-                format!(" in {}", ckpt_path.display())
+                format!("; last good checkpoint kept: {}", ckpt_path.display())
             } else {
-                " (none was saved yet)".into()
+                "; no checkpoint had been saved yet".into()
             };
             return Err(wgtrain::Error::Diverged {
                 epoch,

@@ -281,3 +281,11 @@ fn batch_beyond_the_adapter_limits_is_refused_up_front() {
     let out = train_small(dir.path(), &["--device", "gpu", "--batch-size", "1048576"]);
     fails_cleanly(&out, "max_");
 }
+
+#[test]
+fn diverging_loss_stops_with_one_line_and_writes_no_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_small(dir.path(), &["--device", "cpu", "--lr", "1e30"]);
+    fails_cleanly(&out, "diverged");
+    assert!(!dir.path().join("m.safetensors").exists());
+}
