@@ -342,11 +342,12 @@ pub fn bias_backward(
     need(name, "dbias", dbias, cols)?;
     let pipeline = ctx.pipeline(name, || BIAS_WGSL.into(), name)?;
     let params = ctx.uniform(name, &[rows as u32, cols as u32]);
+    // One workgroup per column.
     ctx.launch(
         name,
         pipeline,
         &[(0, &params), (4, dy), (5, dbias)],
-        grid_1d(cols, WG_ELEMENTWISE),
+        grid_1d(cols, 1),
     )
 }
 
