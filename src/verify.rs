@@ -559,8 +559,14 @@ pub fn check_metrics(
             "accumulate_metrics loss",
             shape,
             &[acc[0].loss_sum],
-            &[want.loss_sum as f64],
-            |_| (2.0 * gamma(rows + 1) * abs_sum, 0.0),
+            // Exact reference: the f64 sum over the counted rows (the f32 twin sums serially).
+            &[1.5
+                + (0..rows)
+                    .filter(|&r| labels[r] < classes as u32)
+                    .map(|r| loss[r] as f64)
+                    .sum::<f64>()],
+            // 256 strided partial sums, an 8-level tree, and one add into the accumulator.
+            |_| (gamma(rows.div_ceil(256) + 9) * abs_sum, 0.0),
         ),
     ])
 }
