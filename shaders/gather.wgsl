@@ -2,15 +2,18 @@
 //
 // gather: images (u8, 4 per u32), labels_all[N], order[N], cursor -> x[B,P] (scaled to [0,1]), y[B]
 //   Row b takes sample order[cursor + b]. Rows past the end of the data get zeros and the
-//   padding label 0xffffffff, which the loss and metrics kernels ignore.
+//   padding label 0xffffffff, which the loss and metrics kernels ignore. Each launch covers
+//   one shard of the images and writes only the rows whose sample that shard holds.
 // advance: cursor += B, so consecutive steps need no upload from the host.
 
 struct Params {
     rows: u32,
     pixels: u32,
     samples: u32,
-    // First sample index of this shard of `images` (datasets larger than one binding are split).
+    // Samples shard_start .. shard_start + shard_count live in this `images` buffer; datasets
+    // larger than one binding are split, one launch per shard.
     shard_start: u32,
+    shard_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,6 +46,10 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let sample = order[pos];
+    // Unsigned wrap-around makes samples before the shard fail this test too.
+    if (sample - p.shard_start >= p.shard_count) {
+        return;
+    }
     let byte = (sample - p.shard_start) * p.pixels + f;
     let word = images[byte / 4u];
     let v = (word >> (8u * (byte % 4u))) & 0xffu;

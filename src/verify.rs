@@ -572,13 +572,15 @@ pub fn check_metrics(
 }
 
 /// Minibatch gather of `rows` samples of `pixels` bytes from a random dataset, running past
-/// its end so padding rows are exercised too, then `advance`.
+/// its end so padding rows are exercised too, then `advance`. `shard_bytes` splits the images
+/// into several buffers, as for a dataset larger than one binding.
 pub fn check_gather(
     ctx: &GpuContext,
     inp: &mut Inputs,
     samples: usize,
     pixels: usize,
     rows: usize,
+    shard_bytes: Option<u64>,
 ) -> Result<Vec<Check>> {
     let images: Vec<u8> = (0..samples * pixels)
         .map(|_| inp.next_u64() as u8)
@@ -589,27 +591,22 @@ pub fn check_gather(
         order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);
     }
     let start = samples.saturating_sub(rows / 2);
-    let data = kernels::GpuDataset {
-        images: ctx.upload("images", &kernels::pack_bytes(&images)),
-        labels: ctx.upload(
-            "labels",
-            &labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-        ),
-        samples,
-        pixels,
-    };
+    let data = kernels::GpuDataset::upload(ctx, &images, &labels, pixels, shard_bytes)?;
     let ob = ctx.upload("order", &order);
     let cb = ctx.upload("cursor", &[start as u32]);
     let xb = ctx.poisoned("x", rows * pixels);
     let yb = ctx.upload("y", &vec![12345u32; rows]);
-    let l1 = kernels::gather(ctx, rows, &data, &ob, &cb, &xb, &yb)?;
-    let l2 = kernels::advance(ctx, rows, &cb)?;
-    ctx.submit(&[&l1, &l2], 1)?;
+    let mut launches = kernels::gather(ctx, rows, &data, &ob, &cb, &xb, &yb)?;
+    launches.push(kernels::advance(ctx, rows, &cb)?);
+    ctx.submit(&launches.iter().collect::<Vec<_>>(), 1)?;
     let x: Vec<f32> = ctx.read("x", &xb, rows * pixels)?;
     let y: Vec<u32> = ctx.read("y", &yb, rows)?;
     let cursor: Vec<u32> = ctx.read("cursor", &cb, 1)?;
     let (wx, wy) = cpu::gather::gather(&images, &labels, pixels, &order, start, rows);
-    let shape = format!("{rows}x{pixels} of {samples}");
+    let shape = format!(
+        "{rows}x{pixels} of {samples} in {} shard(s)",
+        data.shards.len()
+    );
     let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
     let wyf: Vec<f64> = wy.iter().map(|&v| v as f32 as f64).collect();
     Ok(vec![
@@ -747,7 +744,17 @@ pub fn run_family(ctx: &GpuContext, family: &str, seed: u64) -> Result<Vec<Check
                 (60_000, 784, 100),
                 (5, 3, 20),
             ] {
-                out.extend(check_gather(ctx, &mut inp, samples, pixels, rows)?);
+                out.extend(check_gather(ctx, &mut inp, samples, pixels, rows, None)?);
+                // The same split into about three shards, as a dataset beyond one binding is.
+                let shard = ((samples / 3).max(4) * pixels) as u64;
+                out.extend(check_gather(
+                    ctx,
+                    &mut inp,
+                    samples,
+                    pixels,
+                    rows,
+                    Some(shard),
+                )?);
             }
         }
         other => {

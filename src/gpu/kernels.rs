@@ -550,15 +550,81 @@ pub fn accumulate_metrics(
 // ---------------------------------------------------------------------------------------------
 // gather
 
-/// The dataset resident on the GPU: pixels as bytes packed four to a u32, labels as u32.
-pub struct GpuDataset {
+/// One contiguous run of samples in its own buffer (pixels packed four to a u32).
+pub struct Shard {
     pub images: Buffer,
+    /// First sample held.
+    pub start: usize,
+    /// Samples held.
+    pub count: usize,
+}
+
+/// The dataset resident on the GPU: pixels as bytes, split into shards that each fit one
+/// storage binding, and labels as u32.
+pub struct GpuDataset {
+    pub shards: Vec<Shard>,
     pub labels: Buffer,
     pub samples: usize,
     pub pixels: usize,
 }
 
-/// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]]
+impl GpuDataset {
+    /// Upload `images` (`samples × pixels` bytes) and `labels`. Shards hold at most
+    /// `max_shard_bytes` of pixels (default: the adapter's storage binding and buffer limits).
+    pub fn upload(
+        ctx: &GpuContext,
+        images: &[u8],
+        labels: &[u8],
+        pixels: usize,
+        max_shard_bytes: Option<u64>,
+    ) -> Result<Self> {
+        let samples = labels.len();
+        nonzero("dataset", &[("samples", samples), ("pixels", pixels)])?;
+        if images.len() != samples * pixels {
+            return Err(Error::Shape(format!(
+                "dataset: {} image bytes for {samples} samples of {pixels} pixels",
+                images.len()
+            )));
+        }
+        let limit = max_shard_bytes.unwrap_or(
+            ctx.limits
+                .max_storage_buffer_binding_size
+                .min(ctx.limits.max_buffer_size),
+        );
+        // Whole samples per shard, rounded so the packed words end on a sample boundary.
+        let per_shard = (limit as usize / pixels) & !3;
+        if per_shard == 0 {
+            ctx.check_limit(
+                "max_storage_buffer_binding_size",
+                limit,
+                4 * pixels as u64,
+                "one binding must hold at least four images",
+            )?;
+        }
+        let shards = (0..samples)
+            .step_by(per_shard.max(1))
+            .map(|start| {
+                let count = per_shard.min(samples - start);
+                let bytes = &images[start * pixels..(start + count) * pixels];
+                Shard {
+                    images: ctx.upload("images", &pack_bytes(bytes)),
+                    start,
+                    count,
+                }
+            })
+            .collect();
+        let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        Ok(GpuDataset {
+            shards,
+            labels: ctx.upload("labels", &labels),
+            samples,
+            pixels,
+        })
+    }
+}
+
+/// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]]: one launch per
+/// shard, each writing the rows whose sample it holds.
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     ctx: &GpuContext,
@@ -568,37 +634,51 @@ pub fn gather(
     cursor: &Buffer,
     x: &Buffer,
     y: &Buffer,
-) -> Result<Launch> {
+) -> Result<Vec<Launch>> {
     let name = "gather";
     nonzero(name, &[("B", rows), ("P", data.pixels), ("N", data.samples)])?;
     need(name, "order", order, data.samples)?;
     need(name, "x", x, rows * data.pixels)?;
     need(name, "y", y, rows)?;
     need(name, "labels", &data.labels, data.samples)?;
-    need(name, "images", &data.images, (data.samples * data.pixels).div_ceil(4))?;
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, data.pixels as u32, data.samples as u32, 0]);
-    ctx.launch(
-        name,
-        pipeline,
-        &[
-            (0, &params),
-            (1, &data.images),
-            (2, &data.labels),
-            (3, order),
-            (4, cursor),
-            (5, x),
-            (6, y),
-        ],
-        grid_1d(rows * data.pixels, WG_ELEMENTWISE),
-    )
+    data.shards
+        .iter()
+        .map(|shard| {
+            need(name, "images", &shard.images, (shard.count * data.pixels).div_ceil(4))?;
+            let params = ctx.uniform(
+                name,
+                &[
+                    rows as u32,
+                    data.pixels as u32,
+                    data.samples as u32,
+                    shard.start as u32,
+                    shard.count as u32,
+                ],
+            );
+            ctx.launch(
+                name,
+                pipeline.clone(),
+                &[
+                    (0, &params),
+                    (1, &shard.images),
+                    (2, &data.labels),
+                    (3, order),
+                    (4, cursor),
+                    (5, x),
+                    (6, y),
+                ],
+                grid_1d(rows * data.pixels, WG_ELEMENTWISE),
+            )
+        })
+        .collect()
 }
 
 /// cursor += B
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 

@@ -30,7 +30,8 @@ struct Resident {
     data: GpuDataset,
     order: Buffer,
     cursor: Buffer,
-    gather: Launch,
+    /// One launch per shard of the images.
+    gather: Vec<Launch>,
     advance: Launch,
 }
 
@@ -61,23 +62,7 @@ fn resident(
     x: &Buffer,
     y: &Buffer,
 ) -> Result<Resident> {
-    let bytes = d.images.len() as u64;
-    ctx.check(
-        &crate::gpu::context::Needs {
-            max_buffer: bytes,
-            max_binding: bytes,
-        },
-        "the dataset must fit one storage binding",
-    )?;
-    let data = GpuDataset {
-        images: ctx.upload("images", &kernels::pack_bytes(&d.images)),
-        labels: ctx.upload(
-            "labels",
-            &d.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-        ),
-        samples: d.n,
-        pixels: d.pixels(),
-    };
+    let data = GpuDataset::upload(ctx, &d.images, &d.labels, d.pixels(), None)?;
     let order = ctx.upload("order", &(0..d.n as u32).collect::<Vec<_>>());
     let cursor = ctx.upload("cursor", &[0u32]);
     let gather = kernels::gather(ctx, batch, &data, &order, &cursor, x, y)?;
@@ -270,7 +255,7 @@ impl GpuEngine {
     }
 
     fn step_launches(&self) -> Vec<&Launch> {
-        let mut v: Vec<&Launch> = vec![&self.train.gather];
+        let mut v: Vec<&Launch> = self.train.gather.iter().collect();
         v.extend(self.forward.iter());
         v.extend(self.train_tail.iter());
         v.push(&self.train.advance);
@@ -373,7 +358,7 @@ impl Engine for GpuEngine {
         self.ctx
             .queue
             .write_buffer(&res.cursor, 0, bytemuck::cast_slice(&[0u32]));
-        let mut v: Vec<&Launch> = vec![&res.gather];
+        let mut v: Vec<&Launch> = res.gather.iter().collect();
         v.extend(self.forward.iter());
         v.extend(self.eval_tail.iter());
         v.push(&res.advance);
