@@ -915,3 +915,32 @@ fn fetch_real_mnist() {
         (60_000, 10_000, 10)
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `predict` reads untrusted images: mutated PNGs and random bytes end in an error or a
+    /// 28×28 array, never a panic.
+    #[test]
+    fn load_digit_never_panics_on_mutated_images(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..16),
+        cut in any::<prop::sample::Index>(),
+        junk in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let mut bytes = std::fs::read("assets/digits/7_0.png").unwrap();
+        for (at, v) in &edits {
+            let i = at.index(bytes.len());
+            bytes[i] = *v;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1).max(1));
+        let dir = tempfile::tempdir().unwrap();
+        for (name, data) in [("m.png", &bytes), ("j.png", &junk)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            if let Ok(x) = wgtrain::data::image::load_digit(&p, 28, 28) {
+                prop_assert_eq!(x.len(), 784);
+                prop_assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+            }
+        }
+    }
+}
