@@ -445,6 +445,8 @@ struct Progress {
     ckpt: Option<(PathBuf, usize, BTreeMap<String, String>)>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     json: bool,
+    /// Train loss of the previous epoch: the bar's only loss figure, as steps read nothing back.
+    last_loss: Option<f32>,
 }
 
 impl train::Observer for Progress {
@@ -459,11 +461,16 @@ impl train::Observer for Progress {
             }
             bar.set_position(done as u64);
             let ips = (done * self.batch) as f64 / self.t_epoch.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{ips:.0} img/s"));
+            let loss = match self.last_loss {
+                Some(l) => format!("loss {l:.4} (last epoch), "),
+                None => String::new(),
+            };
+            bar.set_message(format!("{loss}{ips:.0} img/s"));
         }
     }
 
     fn on_epoch(&mut self, engine: &dyn Engine, m: &EpochMetrics) -> wgtrain::Result<()> {
+        self.last_loss = Some(m.train_loss);
         let line = format!(
             "epoch {:>2}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
             m.epoch,
@@ -612,6 +619,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     train::check_data(&cfg.arch, &data.test, "test")?;
 
     let gpu = open_gpu(a.device, &a.gpu, a.json)?;
+    let (adapter, backend) = match &gpu {
+        Some(ctx) => (ctx.info.name.clone(), format!("{:?}", ctx.info.backend)),
+        None => ("cpu".to_string(), "ndarray".to_string()),
+    };
     let mut engine: Box<dyn Engine> = match gpu {
         Some(ctx) => Box::new(GpuEngine::new(
             ctx,
@@ -674,6 +685,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         ckpt: Some((ckpt_path.clone(), a.checkpoint_every, meta.clone())),
         stop: stop.clone(),
         json: a.json,
+        last_loss: None,
     };
     let t0 = Instant::now();
     let result = train::run(
@@ -727,6 +739,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let summary = json!({
         "arch": cfg.arch.to_string(),
         "device": device,
+        "adapter": adapter,
+        "backend": backend,
         "hyperparameters": {
             "lr": cfg.lr, "momentum": cfg.momentum, "l2": cfg.l2, "batch_size": cfg.batch,
             "epochs": cfg.epochs, "max_steps": cfg.max_steps, "seed": cfg.seed, "shuffle": cfg.shuffle,
