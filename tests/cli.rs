@@ -289,3 +289,43 @@ fn diverging_loss_stops_with_one_line_and_writes_no_model() {
     fails_cleanly(&out, "diverged");
     assert!(!dir.path().join("m.safetensors").exists());
 }
+
+/// No adapter on the chosen backend (DX12 does not exist on Linux): `train` says so and
+/// falls back to the CPU path; `--device gpu` fails with how to get an adapter.
+#[cfg(target_os = "linux")]
+#[test]
+fn without_an_adapter_train_says_so_and_uses_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let args = |device: &'static str| {
+        vec![
+            "train".to_string(),
+            "--arch".into(),
+            "784-16-10".into(),
+            "--data-dir".into(),
+            "assets/mnist-sample".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--backend".into(),
+            "dx12".into(),
+            "--device".into(),
+            device.into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let a: Vec<String> = args("auto");
+    let o = wgtrain(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("no GPU adapter") && err.contains("CPU path"),
+        "{err}"
+    );
+    let g: Vec<String> = args("gpu");
+    fails_cleanly(
+        &wgtrain(&g.iter().map(String::as_str).collect::<Vec<_>>()),
+        "mesa-vulkan-drivers",
+    );
+}
