@@ -669,42 +669,61 @@ pub fn run_family(ctx: &GpuContext, family: &str, seed: u64) -> Result<Vec<Check
     let mut out = Vec::new();
     match family {
         "matmul" => {
-            for &(m, n, k) in MATMUL_SHAPES {
-                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                    let spec = MatmulSpec {
-                        trans_a: ta,
-                        trans_b: tb,
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.push(check_matmul(ctx, &mut inp, &spec, &MatmulTile::DEFAULT)?);
-                }
+            // Checks name the tile in the kernel column.
+            let tile_check = |ctx, inp: &mut Inputs, spec: &MatmulSpec, tile: &MatmulTile| {
+                check_matmul(ctx, inp, spec, tile).map(|mut c| {
+                    c.kernel = format!("{} {tile}", c.kernel);
+                    c
+                })
+            };
+            // The portable default and this adapter's default on every shape and transpose.
+            let mut main = vec![MatmulTile::DEFAULT];
+            let own = MatmulTile::default_for(ctx);
+            if own != MatmulTile::DEFAULT && own.available(ctx) {
+                main.push(own);
             }
-            // Epilogues, accumulation and the other tiles on a few awkward shapes.
-            for &(m, n, k) in &[(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)] {
-                for epi in Epilogue::ALL {
-                    let spec = MatmulSpec {
-                        epilogue: epi,
-                        trans_b: true,
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.push(check_matmul(ctx, &mut inp, &spec, &MatmulTile::DEFAULT)?);
-                }
-                let acc = MatmulSpec {
-                    accumulate: true,
-                    ..MatmulSpec::new(m, n, k)
-                };
-                out.push(check_matmul(ctx, &mut inp, &acc, &MatmulTile::DEFAULT)?);
-                for tile in &MatmulTile::CANDIDATES[1..] {
-                    for (ta, tb) in [(false, true), (false, false), (true, false)] {
+            for tile in &main {
+                for &(m, n, k) in MATMUL_SHAPES {
+                    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                         let spec = MatmulSpec {
                             trans_a: ta,
                             trans_b: tb,
                             ..MatmulSpec::new(m, n, k)
                         };
-                        let mut c = check_matmul(ctx, &mut inp, &spec, tile)?;
-                        c.kernel = format!("{} {tile}", c.kernel);
-                        out.push(c);
+                        out.push(tile_check(ctx, &mut inp, &spec, tile)?);
                     }
+                }
+            }
+            // Every variant the adapter can run (the autotuner may pick any of them): all
+            // transposes, epilogues and accumulation on a few awkward shapes.
+            for tile in MatmulTile::CANDIDATES.iter().filter(|t| t.available(ctx)) {
+                for &(m, n, k) in &[(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)] {
+                    if !main.contains(tile) {
+                        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)]
+                        {
+                            let spec = MatmulSpec {
+                                trans_a: ta,
+                                trans_b: tb,
+                                ..MatmulSpec::new(m, n, k)
+                            };
+                            out.push(tile_check(ctx, &mut inp, &spec, tile)?);
+                        }
+                    }
+                    for epi in Epilogue::ALL {
+                        let spec = MatmulSpec {
+                            epilogue: epi,
+                            trans_b: true,
+                            ..MatmulSpec::new(m, n, k)
+                        };
+                        out.push(tile_check(ctx, &mut inp, &spec, tile)?);
+                    }
+                    let acc = MatmulSpec {
+                        accumulate: true,
+                        epilogue: Epilogue::ReluMask,
+                        trans_a: true,
+                        ..MatmulSpec::new(m, n, k)
+                    };
+                    out.push(tile_check(ctx, &mut inp, &acc, tile)?);
                 }
             }
         }

@@ -32,19 +32,40 @@ pub fn all_shader_sources() -> Vec<(String, String)> {
         ("metrics".to_string(), METRICS_WGSL.to_string()),
         ("gather".to_string(), GATHER_WGSL.to_string()),
     ];
-    for tile in MatmulTile::CANDIDATES {
+    // Every variant that needs no optional capability (subgroup tiles need SUBGROUP; see
+    // `subgroup_shader_sources`), at a shape without and one with vec4 loads.
+    let portable = MatmulTile::CANDIDATES
+        .iter()
+        .filter(|t| t.algo != MatmulAlgo::Subgroup);
+    out.extend(matmul_sources(portable));
+    out
+}
+
+/// The subgroup matmul variants (validate with the SUBGROUP capability).
+pub fn subgroup_shader_sources() -> Vec<(String, String)> {
+    let sg = MatmulTile::CANDIDATES
+        .iter()
+        .filter(|t| t.algo == MatmulAlgo::Subgroup);
+    matmul_sources(sg)
+}
+
+fn matmul_sources<'a>(tiles: impl Iterator<Item = &'a MatmulTile>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for tile in tiles {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             for epi in Epilogue::ALL {
-                let spec = MatmulSpec {
-                    m: 1,
-                    n: 1,
-                    k: 1,
-                    trans_a: ta,
-                    trans_b: tb,
-                    epilogue: epi,
-                    accumulate: false,
-                };
-                out.push((spec.key(&tile), matmul_source(&spec, &tile)));
+                for dim in [1, 4] {
+                    let spec = MatmulSpec {
+                        trans_a: ta,
+                        trans_b: tb,
+                        epilogue: epi,
+                        ..MatmulSpec::new(dim, dim, dim)
+                    };
+                    let key = spec.key(tile);
+                    if !out.iter().any(|(k, _)| *k == key) {
+                        out.push((key, matmul_source(&spec, tile)));
+                    }
+                }
             }
         }
     }
@@ -112,69 +133,223 @@ impl Epilogue {
     }
 }
 
-/// Workgroup tile of the matmul: a WG_X×WG_Y workgroup, each invocation a TM×TN block, K
-/// stepped BK at a time through workgroup memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which algorithm (entry point of `shaders/matmul.wgsl`) a tile runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MatmulAlgo {
+    /// `matmul`: K stepped through workgroup-memory tiles. The right choice on GPUs.
+    Tiled,
+    /// `matmul_direct`: 4×4 register blocks straight from global memory, vec4 loads where the
+    /// layout allows, no workgroup memory and no barriers. For CPU adapters (llvmpipe), where
+    /// barriers split the SIMD loop and workgroup memory is no faster than global memory.
+    Direct,
+    /// `matmul_direct` with the right operand's loads shared by the 8 lanes of a subgroup through
+    /// `subgroupBroadcast`. Needs the device feature SUBGROUP and subgroups of at least 8.
+    Subgroup,
+}
+
+/// One matmul variant. For [`MatmulAlgo::Tiled`], a WG_X×WG_Y workgroup covers (WG_Y·TM)×(WG_X·TN)
+/// outputs, each invocation a TM×TN register block, K stepped BK at a time through workgroup
+/// memory. For `Direct`/`Subgroup`, WG_X invocations (lanes) each own TM rows and WG_Y column
+/// blocks of TN columns, so a workgroup covers (WG_X·TM)×(WG_Y·TN); TM ∈ {4, 8}, TN ∈ {4, 8, 16}.
+/// With `swap` the kernel computes Cᵀ = op(B)ᵀ·op(A)ᵀ, so "rows" above run along N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MatmulTile {
+    pub algo: MatmulAlgo,
     pub wg_x: u32,
     pub wg_y: u32,
     pub tm: u32,
     pub tn: u32,
     pub bk: u32,
+    pub swap: bool,
 }
 
 impl MatmulTile {
-    /// The default tile: 64×64 outputs per workgroup of 256 invocations, 4×4 each.
-    pub const DEFAULT: MatmulTile = MatmulTile {
-        wg_x: 16,
-        wg_y: 16,
-        tm: 4,
-        tn: 4,
-        bk: 16,
-    };
+    /// Workgroup-memory tile.
+    pub const fn tiled(wg_x: u32, wg_y: u32, tm: u32, tn: u32, bk: u32) -> Self {
+        MatmulTile {
+            algo: MatmulAlgo::Tiled,
+            wg_x,
+            wg_y,
+            tm,
+            tn,
+            bk,
+            swap: false,
+        }
+    }
 
-    /// Tiles the autotuner and the tests try.
-    pub const CANDIDATES: [MatmulTile; 3] = [
-        MatmulTile::DEFAULT,
-        // A plain 16×16 tile, one output per invocation.
+    /// Direct tile: 8 lanes × TM rows by `wg_y` × TN columns per workgroup.
+    pub const fn direct(wg_y: u32, tm: u32, tn: u32) -> Self {
         MatmulTile {
-            wg_x: 16,
-            wg_y: 16,
-            tm: 1,
-            tn: 1,
-            bk: 16,
-        },
-        // Small workgroup with a taller register block: less workgroup memory traffic.
-        MatmulTile {
+            algo: MatmulAlgo::Direct,
             wg_x: 8,
-            wg_y: 8,
-            tm: 4,
-            tn: 4,
-            bk: 8,
-        },
+            wg_y,
+            tm,
+            tn,
+            bk: 4,
+            swap: false,
+        }
+    }
+
+    /// Subgroup tile: one subgroup of 8 lanes × TM rows by TN columns per workgroup.
+    pub const fn subgroup(tm: u32, tn: u32) -> Self {
+        MatmulTile {
+            algo: MatmulAlgo::Subgroup,
+            wg_x: 8,
+            wg_y: 1,
+            tm,
+            tn,
+            bk: 4,
+            swap: false,
+        }
+    }
+
+    /// The same tile computing Cᵀ = op(B)ᵀ·op(A)ᵀ.
+    pub const fn swapped(self) -> Self {
+        MatmulTile { swap: true, ..self }
+    }
+
+    /// The portable default (used when autotuning is off and nothing better is known): 64×64
+    /// outputs per workgroup of 256 invocations, 4×4 each, through workgroup memory.
+    pub const DEFAULT: MatmulTile = MatmulTile::tiled(16, 16, 4, 4, 16);
+
+    /// The default on CPU adapters (llvmpipe, SwiftShader, WARP) without subgroups: a direct
+    /// 8×8 tile, about 8× faster there than [`MatmulTile::DEFAULT`].
+    pub const DEFAULT_CPU: MatmulTile = MatmulTile::direct(1, 8, 8);
+
+    /// The default on CPU adapters with subgroups: 8 lanes × 8 rows by 16 shared columns, about
+    /// twice as fast again as [`MatmulTile::DEFAULT_CPU`].
+    pub const DEFAULT_CPU_SUBGROUP: MatmulTile = MatmulTile::subgroup(8, 16);
+
+    /// Every variant: what the autotuner times (those [`available`](Self::available) on the
+    /// device) and what `verify` checks. Within each algorithm, the more often fastest first
+    /// (the autotuner tries them in this order).
+    pub const CANDIDATES: [MatmulTile; 13] = [
+        MatmulTile::DEFAULT,
+        // Small workgroup with a taller register block: less workgroup memory traffic.
+        MatmulTile::tiled(8, 8, 4, 4, 8),
+        // A plain 16×16 tile, one output per invocation.
+        MatmulTile::tiled(16, 16, 1, 1, 16),
+        MatmulTile::DEFAULT_CPU,
+        // Two column blocks per workgroup: 64×32 outputs.
+        MatmulTile::direct(2, 8, 16),
+        MatmulTile::direct(1, 8, 16),
+        // Swapped: the tile's long side along M, for narrow N (e.g. 10 classes).
+        MatmulTile::direct(1, 8, 8).swapped(),
+        MatmulTile::direct(1, 4, 16).swapped(),
+        MatmulTile::DEFAULT_CPU_SUBGROUP,
+        MatmulTile::subgroup(8, 16).swapped(),
+        MatmulTile::subgroup(4, 16).swapped(),
+        MatmulTile::subgroup(4, 16),
+        // Cheap to compile; fine for tiny products.
+        MatmulTile::subgroup(4, 4).swapped(),
     ];
 
-    /// Rows of C per workgroup.
-    pub fn bm(&self) -> u32 {
-        self.wg_y * self.tm
+    /// The default on `ctx`: [`MatmulTile::DEFAULT_CPU_SUBGROUP`] or
+    /// [`MatmulTile::DEFAULT_CPU`] on CPU adapters, else [`MatmulTile::DEFAULT`].
+    pub fn default_for(ctx: &GpuContext) -> MatmulTile {
+        if ctx.info.device_type != wgpu::DeviceType::Cpu {
+            MatmulTile::DEFAULT
+        } else if MatmulTile::DEFAULT_CPU_SUBGROUP.available(ctx) {
+            MatmulTile::DEFAULT_CPU_SUBGROUP
+        } else {
+            MatmulTile::DEFAULT_CPU
+        }
     }
-    /// Columns of C per workgroup.
+
+    /// Rows of C' (C, or Cᵀ with `swap`) per workgroup.
+    pub fn bm(&self) -> u32 {
+        match self.algo {
+            MatmulAlgo::Tiled => self.wg_y * self.tm,
+            _ => self.wg_x * self.tm,
+        }
+    }
+    /// Columns of C' per workgroup.
     pub fn bn(&self) -> u32 {
-        self.wg_x * self.tn
+        match self.algo {
+            MatmulAlgo::Tiled => self.wg_x * self.tn,
+            _ => self.wg_y * self.tn,
+        }
     }
     /// Workgroup memory used, bytes.
     pub fn shared_bytes(&self) -> u32 {
-        4 * self.bk * (self.bm() + self.bn())
+        match self.algo {
+            MatmulAlgo::Tiled => 4 * self.bk * (self.bm() + self.bn()),
+            _ => 0,
+        }
+    }
+    /// Storage buffers bound.
+    fn storage_buffers(&self) -> u32 {
+        match self.algo {
+            MatmulAlgo::Tiled => 5,
+            _ => 7,
+        }
+    }
+
+    /// Why this tile cannot run on `ctx`, if it cannot.
+    pub fn unavailable(&self, ctx: &GpuContext) -> Option<String> {
+        let l = &ctx.limits;
+        if self.algo != MatmulAlgo::Tiled
+            && (![4, 8].contains(&self.tm) || ![4, 8, 16].contains(&self.tn) || self.wg_x != 8)
+        {
+            return Some(format!(
+                "tile {self}: direct tiles need 8 lanes, TM 4|8, TN 4|8|16"
+            ));
+        }
+        if self.algo == MatmulAlgo::Subgroup {
+            if !ctx.device.features().contains(wgpu::Features::SUBGROUP) {
+                return Some(format!("tile {self}: the device has no SUBGROUP feature"));
+            }
+            if ctx.info.subgroup_min_size < 8 {
+                return Some(format!(
+                    "tile {self}: subgroups may be as small as {}",
+                    ctx.info.subgroup_min_size
+                ));
+            }
+        }
+        if self.wg_x * self.wg_y > l.max_compute_invocations_per_workgroup
+            || self.wg_x > l.max_compute_workgroup_size_x
+            || self.wg_y > l.max_compute_workgroup_size_y
+        {
+            return Some(format!("tile {self}: workgroup too large"));
+        }
+        if self.shared_bytes() > l.max_compute_workgroup_storage_size {
+            return Some(format!("tile {self}: too much workgroup memory"));
+        }
+        if self.storage_buffers() > l.max_storage_buffers_per_shader_stage {
+            return Some(format!("tile {self}: too many storage buffers"));
+        }
+        None
+    }
+
+    /// Whether this tile can run on `ctx`.
+    pub fn available(&self, ctx: &GpuContext) -> bool {
+        self.unavailable(ctx).is_none()
     }
 }
 
 impl std::fmt::Display for MatmulTile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "wg{}x{}_r{}x{}_k{}",
-            self.wg_x, self.wg_y, self.tm, self.tn, self.bk
-        )
+        match self.algo {
+            MatmulAlgo::Tiled => write!(
+                f,
+                "wg{}x{}_r{}x{}_k{}",
+                self.wg_x, self.wg_y, self.tm, self.tn, self.bk
+            )?,
+            MatmulAlgo::Direct => write!(
+                f,
+                "direct_wg{}x{}_r{}x{}",
+                self.wg_x, self.wg_y, self.tm, self.tn
+            )?,
+            MatmulAlgo::Subgroup => write!(
+                f,
+                "sg_wg{}x{}_r{}x{}",
+                self.wg_x, self.wg_y, self.tm, self.tn
+            )?,
+        }
+        if self.swap {
+            write!(f, "_swap")?;
+        }
+        Ok(())
     }
 }
 
@@ -193,6 +368,20 @@ pub struct MatmulSpec {
     pub accumulate: bool,
 }
 
+/// The product as the kernel sees it (see `shaders/matmul.wgsl`): C'[m,n] = L[m,k]·R[k,n].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KernelView {
+    m: usize,
+    n: usize,
+    /// L stored [k, m].
+    trans_l: bool,
+    /// R stored [n, k].
+    trans_r: bool,
+    /// L / R may be read as vec4 (direct tiles only).
+    vec_l: bool,
+    vec_r: bool,
+}
+
 impl MatmulSpec {
     /// Plain C = A·B.
     pub fn new(m: usize, n: usize, k: usize) -> Self {
@@ -207,32 +396,87 @@ impl MatmulSpec {
         }
     }
 
-    fn key(&self, tile: &MatmulTile) -> String {
+    /// Floating-point operations: 2·M·N·K.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    fn view(&self, tile: &MatmulTile) -> KernelView {
+        let (m, n, trans_l, trans_r) = if tile.swap {
+            (self.n, self.m, !self.trans_b, !self.trans_a)
+        } else {
+            (self.m, self.n, self.trans_a, self.trans_b)
+        };
+        let direct = tile.algo != MatmulAlgo::Tiled;
+        // A vec4 along the contiguous dimension needs that dimension (the row stride) to be a
+        // multiple of 4, so every vec4 is 16-byte aligned and never straddles two rows.
+        let vec_l = direct && if trans_l { m % 4 == 0 } else { self.k % 4 == 0 };
+        let vec_r = direct && if trans_r { self.k % 4 == 0 } else { n % 4 == 0 };
+        KernelView {
+            m,
+            n,
+            trans_l,
+            trans_r,
+            vec_l,
+            vec_r,
+        }
+    }
+
+    /// Whether `tile` reads the left / right operand of the kernel as vec4 (direct tiles, when
+    /// the contiguous dimension is a multiple of 4); otherwise it loads scalars.
+    pub fn vec4_loads(&self, tile: &MatmulTile) -> (bool, bool) {
+        let v = self.view(tile);
+        (v.vec_l, v.vec_r)
+    }
+
+    /// The pipeline-cache key: everything `matmul_source` depends on.
+    pub fn key(&self, tile: &MatmulTile) -> String {
+        let v = self.view(tile);
         format!(
-            "matmul_{}{}_{:?}_{tile}",
+            "matmul_{}{}_{:?}_{tile}{}{}",
             if self.trans_a { "t" } else { "n" },
             if self.trans_b { "t" } else { "n" },
-            self.epilogue
+            self.epilogue,
+            if v.vec_l { "_vl" } else { "" },
+            if v.vec_r { "_vr" } else { "" },
         )
         .to_lowercase()
     }
 }
 
-/// WGSL for one matmul variant: the constants, then `shaders/matmul.wgsl`.
+/// WGSL for one matmul variant: the constants and the subgroup helpers, then
+/// `shaders/matmul.wgsl`.
 pub fn matmul_source(spec: &MatmulSpec, tile: &MatmulTile) -> String {
-    format!(
+    let v = spec.view(tile);
+    let mut s = format!(
         "const WG_X: u32 = {}u;\nconst WG_Y: u32 = {}u;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\n\
          const BK: u32 = {}u;\nconst TRANS_A: bool = {};\nconst TRANS_B: bool = {};\n\
-         const EPILOGUE: u32 = {}u;\n{MATMUL_WGSL}",
+         const EPILOGUE: u32 = {}u;\nconst SWAP: bool = {};\nconst VL: bool = {};\n\
+         const VR: bool = {};\nconst SUBGROUP: bool = {};\n",
         tile.wg_x,
         tile.wg_y,
         tile.tm,
         tile.tn,
         tile.bk,
-        spec.trans_a,
-        spec.trans_b,
-        spec.epilogue.code()
-    )
+        v.trans_l,
+        v.trans_r,
+        spec.epilogue.code(),
+        tile.swap,
+        v.vec_l,
+        v.vec_r,
+        tile.algo == MatmulAlgo::Subgroup,
+    );
+    for lane in 0..8 {
+        // subgroupBroadcast needs a constant lane, hence one function per lane. Without
+        // SUBGROUP they are never called, and the module needs no subgroup capability.
+        let body = if tile.algo == MatmulAlgo::Subgroup {
+            format!("subgroupBroadcast(v, {lane}u)")
+        } else {
+            "v".to_string()
+        };
+        s += &format!("fn sg_lane{lane}(v: vec4<f32>) -> vec4<f32> {{ return {body}; }}\n");
+    }
+    s + MATMUL_WGSL
 }
 
 /// C = op(A)·op(B) with the spec's epilogue. `aux` is the bias [N] or the mask [M,N].
@@ -278,27 +522,41 @@ pub fn matmul(
         (tile.wg_x * tile.wg_y) as u64,
         &format!("matmul tile {tile}"),
     )?;
-    let pipeline = ctx.pipeline(&name, || matmul_source(spec, tile), "matmul")?;
-    let params = ctx.uniform(
+    if let Some(why) = tile.unavailable(ctx) {
+        return Err(Error::InvalidArg {
+            name: "matmul tile",
+            reason: format!("{why} on {}", ctx.describe()),
+        });
+    }
+    let entry = match tile.algo {
+        MatmulAlgo::Tiled => "matmul",
+        MatmulAlgo::Direct | MatmulAlgo::Subgroup => "matmul_direct",
+    };
+    let pipeline = ctx.pipeline(&name, || matmul_source(spec, tile), entry)?;
+    let v = spec.view(tile);
+    // A storage buffer, not a uniform one: see the note on `params` in the shader.
+    let params = ctx.upload(
         "matmul params",
         &[
-            spec.m as u32,
-            spec.n as u32,
+            v.m as u32,
+            v.n as u32,
             spec.k as u32,
             spec.accumulate as u32,
         ],
     );
     let groups = [
-        (spec.n as u32).div_ceil(tile.bn()),
-        (spec.m as u32).div_ceil(tile.bm()),
+        (v.n as u32).div_ceil(tile.bn()),
+        (v.m as u32).div_ceil(tile.bm()),
         1,
     ];
-    ctx.launch(
-        &name,
-        pipeline,
-        &[(0, &params), (1, a), (2, b), (3, aux), (4, c)],
-        groups,
-    )
+    // The kernel's left operand is A, or B with `swap`.
+    let (l, r) = if tile.swap { (b, a) } else { (a, b) };
+    let mut bindings = vec![(0, &params), (1, l), (2, r), (3, aux), (4, c)];
+    if tile.algo != MatmulAlgo::Tiled {
+        bindings.push((5, if v.vec_l { l } else { &ctx.dummy }));
+        bindings.push((6, if v.vec_r { r } else { &ctx.dummy }));
+    }
+    ctx.launch(&name, pipeline, &bindings, groups)
 }
 
 // ---------------------------------------------------------------------------------------------
