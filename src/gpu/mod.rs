@@ -1,6 +1,7 @@
 //! The GPU side: [`context`] owns all wgpu setup, [`kernels`] has one launcher per WGSL entry
 //! point.
 
+pub mod autotune;
 pub mod context;
 pub mod kernels;
 

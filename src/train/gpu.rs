@@ -132,7 +132,8 @@ impl GpuEngine {
         let loss = ctx.storage("loss", (bsz * 4) as u64);
         let acc_train = ctx.upload("acc_train", &[MetricsAcc::default()]);
         let acc_eval = ctx.upload("acc_eval", &[MetricsAcc::default()]);
-        let tile = MatmulTile::DEFAULT;
+        // Each product runs the variant autotuned for its shape on this adapter.
+        let tile = |spec: &MatmulSpec| -> MatmulTile { crate::gpu::autotune::tile_for(&ctx, spec) };
         let n = layers.len();
 
         let mut forward = Vec::new();
@@ -152,7 +153,7 @@ impl GpuEngine {
             forward.push(kernels::matmul(
                 &ctx,
                 &spec,
-                &tile,
+                &tile(&spec),
                 input,
                 &lb.w,
                 Some(&lb.b),
@@ -185,7 +186,13 @@ impl GpuEngine {
                 ..MatmulSpec::new(o, i, bsz)
             };
             train_tail.push(kernels::matmul(
-                &ctx, &dw, &tile, &lb.dact, input, None, &lb.dw,
+                &ctx,
+                &dw,
+                &tile(&dw),
+                &lb.dact,
+                input,
+                None,
+                &lb.dw,
             )?);
             train_tail.push(kernels::bias_backward(&ctx, bsz, o, &lb.dact, &lb.db)?);
             if l > 0 {
@@ -198,7 +205,7 @@ impl GpuEngine {
                 train_tail.push(kernels::matmul(
                     &ctx,
                     &dx,
-                    &tile,
+                    &tile(&dx),
                     &lb.dact,
                     &lb.w,
                     Some(&below.act),
