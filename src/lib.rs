@@ -4,6 +4,7 @@
 //! CPU twin in [`cpu`] that it is checked against. [`train`] runs SGD for multilayer perceptrons
 //! entirely in GPU buffers.
 
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;

@@ -130,7 +130,7 @@ fn bucket(d: usize) -> usize {
 /// The shape class of a product: `m128.n512.k1024.a011` (powers of two, then whether M, N, K are
 /// multiples of 4).
 pub fn shape_class(spec: &MatmulSpec) -> String {
-    let a = |d: usize| if d % 4 == 0 { '1' } else { '0' };
+    let a = |d: usize| if d.is_multiple_of(4) { '1' } else { '0' };
     format!(
         "m{}.n{}.k{}.a{}{}{}",
         bucket(spec.m),

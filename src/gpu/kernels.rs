@@ -410,8 +410,8 @@ impl MatmulSpec {
         let direct = tile.algo != MatmulAlgo::Tiled;
         // A vec4 along the contiguous dimension needs that dimension (the row stride) to be a
         // multiple of 4, so every vec4 is 16-byte aligned and never straddles two rows.
-        let vec_l = direct && if trans_l { m % 4 == 0 } else { self.k % 4 == 0 };
-        let vec_r = direct && if trans_r { self.k % 4 == 0 } else { n % 4 == 0 };
+        let vec_l = direct && if trans_l { m.is_multiple_of(4) } else { self.k.is_multiple_of(4) };
+        let vec_r = direct && if trans_r { self.k.is_multiple_of(4) } else { n.is_multiple_of(4) };
         KernelView {
             m,
             n,
