@@ -410,8 +410,10 @@ impl MatmulSpec {
         let direct = tile.algo != MatmulAlgo::Tiled;
         // A vec4 along the contiguous dimension needs that dimension (the row stride) to be a
         // multiple of 4, so every vec4 is 16-byte aligned and never straddles two rows.
-        let vec_l = direct && if trans_l { m.is_multiple_of(4) } else { self.k.is_multiple_of(4) };
-        let vec_r = direct && if trans_r { self.k.is_multiple_of(4) } else { n.is_multiple_of(4) };
+        let stride_l = if trans_l { m } else { self.k };
+        let stride_r = if trans_r { self.k } else { n };
+        let vec_l = direct && stride_l.is_multiple_of(4);
+        let vec_r = direct && stride_r.is_multiple_of(4);
         KernelView {
             m,
             n,
