@@ -17,9 +17,9 @@
 //!   [`MatmulTile::default_for`] the device.
 //!
 //! Cost: each candidate compiles one pipeline (0.1–0.8 s on lavapipe with a cold Mesa shader
-//! cache), runs one small check and a few timed launches. Candidates are tried best-first: the
-//! variants that won other keys on this adapter, then [`MatmulTile::CANDIDATES`] order with the
-//! algorithms suited to the adapter first. A candidate whose first sample is more than
+//! cache), runs one small check and a few timed launches. Candidates are tried best guess
+//! first (the algorithm suited to the adapter, little work wasted past the edges of C, wins on
+//! other shapes; see `ordered_candidates`). A candidate whose first sample is more than
 //! [`SLOW_FACTOR`]× slower than the best so far is dropped; a key stops once [`MIN_TIMED`]
 //! candidates were timed and [`KEY_BUDGET`] has passed, and after [`TOTAL_BUDGET`] of tuning in a
 //! process each new key times only its first candidate. Products under [`MIN_TIMED_FLOPS`] are
@@ -268,7 +268,8 @@ pub fn tile_for(ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
     if let Some(t) = st.failed.get(&key) {
         return *t;
     }
-    // Winners of other keys on this adapter (same key prefix up to the shape class) go first.
+    // Winners of other keys on this adapter (same key prefix up to the shape class) are tried
+    // earlier.
     let prefix = {
         let k = key.rsplitn(4, '|').last().unwrap_or("");
         format!("{k}|")
@@ -282,10 +283,8 @@ pub fn tile_for(ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
             }
         }
     }
-    wins.sort_by_key(|w| std::cmp::Reverse(w.1));
-    let preferred: Vec<MatmulTile> = wins.into_iter().map(|w| w.0).collect();
     // Tune while holding the lock: concurrent callers wait instead of timing the same key.
-    match tune_with(ctx, spec, &preferred) {
+    match tune_with(ctx, spec, &wins) {
         Ok(t) => {
             let entry = Entry {
                 tile: t.best,
@@ -337,25 +336,56 @@ fn check_shape(spec: &MatmulSpec) -> MatmulSpec {
     }
 }
 
-/// Candidate order: `preferred` first (variants that won other keys on this adapter, most
-/// wins first), then the adapter default, then the algorithms suited to the adapter (CPU:
-/// subgroup, direct, tiled; GPU: tiled first), each in [`MatmulTile::CANDIDATES`] order.
-fn ordered_candidates(ctx: &GpuContext, preferred: &[MatmulTile]) -> Vec<MatmulTile> {
+/// Fraction of the workgroups' outputs that fall inside C (tiles hanging over the edges of a
+/// narrow product waste the rest).
+fn coverage(spec: &MatmulSpec, tile: &MatmulTile) -> f64 {
+    let (m, n) = if tile.swap {
+        (spec.n, spec.m)
+    } else {
+        (spec.m, spec.n)
+    };
+    let (bm, bn) = (tile.bm() as usize, tile.bn() as usize);
+    (m * n) as f64 / (m.div_ceil(bm) * bm * n.div_ceil(bn) * bn) as f64
+}
+
+/// Candidate order, best guess first: a rough relative speed of each algorithm on this kind
+/// of adapter (CPU: subgroup 2, direct 1, tiled 0.1; GPU: tiled first), times the square root
+/// of the register block's reuse (outputs per operand element loaded), times the tile's
+/// [`coverage`] of this product, times a bonus for each key on this adapter the tile won
+/// (`wins`). Ties keep [`MatmulTile::CANDIDATES`] order; the adapter default goes first among
+/// equals.
+fn ordered_candidates(
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+    wins: &[(MatmulTile, usize)],
+) -> Vec<MatmulTile> {
     let default = MatmulTile::default_for(ctx);
     let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
-    let mut v: Vec<MatmulTile> = MatmulTile::CANDIDATES.to_vec();
-    v.sort_by_key(|t| {
-        let kind = match (t.algo, cpu) {
-            (MatmulAlgo::Subgroup, true) => 0,
-            (MatmulAlgo::Direct, true) => 1,
-            (MatmulAlgo::Tiled, true) => 2,
-            (MatmulAlgo::Tiled, false) => 0,
-            (_, false) => 1,
+    let score = |t: &MatmulTile| {
+        let speed = match (t.algo, cpu) {
+            (MatmulAlgo::Subgroup, true) => 2.0,
+            (MatmulAlgo::Direct, true) => 1.0,
+            (MatmulAlgo::Tiled, true) => 0.1,
+            (MatmulAlgo::Tiled, false) => 1.0,
+            (MatmulAlgo::Subgroup, false) => 0.6,
+            (MatmulAlgo::Direct, false) => 0.3,
         };
-        let pref = preferred.iter().position(|p| p == t).unwrap_or(usize::MAX);
-        (pref, *t != default, kind)
-    });
-    v
+        let (tm, tn) = (t.tm as f64, t.tn as f64);
+        let reuse = match t.algo {
+            // The right operand's loads are shared by the 8 lanes.
+            MatmulAlgo::Subgroup => tm * tn / (tm + tn / 8.0),
+            _ => tm * tn / (tm + tn),
+        };
+        let won = wins.iter().find(|w| w.0 == *t).map_or(0, |w| w.1);
+        let bonus = 1.0 + 0.05 * won.min(4) as f64 + if *t == default { 0.01 } else { 0.0 };
+        speed * reuse.sqrt() * coverage(spec, t) * bonus
+    };
+    let mut v: Vec<(f64, MatmulTile)> = MatmulTile::CANDIDATES
+        .iter()
+        .map(|t| (score(t), *t))
+        .collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    v.into_iter().map(|x| x.1).collect()
 }
 
 /// Seconds spent tuning in this process.
@@ -406,10 +436,10 @@ pub fn tune(ctx: &GpuContext, spec: &MatmulSpec) -> Result<Tuning> {
     tune_with(ctx, spec, &[])
 }
 
-fn tune_with(ctx: &GpuContext, spec: &MatmulSpec, preferred: &[MatmulTile]) -> Result<Tuning> {
+fn tune_with(ctx: &GpuContext, spec: &MatmulSpec, wins: &[(MatmulTile, usize)]) -> Result<Tuning> {
     let start = Instant::now();
     let before = *spent().lock().unwrap_or_else(|e| e.into_inner());
-    let result = tune_inner(ctx, spec, preferred, start, before);
+    let result = tune_inner(ctx, spec, wins, start, before);
     *spent().lock().unwrap_or_else(|e| e.into_inner()) += start.elapsed();
     result
 }
@@ -417,7 +447,7 @@ fn tune_with(ctx: &GpuContext, spec: &MatmulSpec, preferred: &[MatmulTile]) -> R
 fn tune_inner(
     ctx: &GpuContext,
     spec: &MatmulSpec,
-    preferred: &[MatmulTile],
+    wins: &[(MatmulTile, usize)],
     start: Instant,
     before: Duration,
 ) -> Result<Tuning> {
@@ -425,7 +455,7 @@ fn tune_inner(
     let mut best: Option<(MatmulTile, f64)> = None;
     let mut timed = Vec::new();
     let mut n_timed = 0;
-    for tile in ordered_candidates(ctx, preferred) {
+    for tile in ordered_candidates(ctx, spec, wins) {
         let t0 = Instant::now();
         let note = |s: String| Timed {
             tile,
@@ -517,4 +547,91 @@ fn tune_inner(
         },
         timed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::Epilogue;
+
+    #[test]
+    fn shape_class_buckets_by_powers_of_two_and_alignment() {
+        let s = MatmulSpec::new(100, 512, 784);
+        assert_eq!(shape_class(&s), "m128.n512.k1024.a111");
+        assert_eq!(
+            shape_class(&MatmulSpec::new(100, 10, 10)),
+            "m128.n16.k16.a100"
+        );
+        assert_eq!(shape_class(&MatmulSpec::new(1, 1, 1)), "m1.n1.k1.a000");
+        // Same class, same choice: 120×500×1000 shares 100×512×784's entry.
+        assert_eq!(
+            shape_class(&MatmulSpec::new(120, 500, 1000)),
+            shape_class(&s)
+        );
+    }
+
+    #[test]
+    fn check_shape_keeps_residues_mod_4_and_flavour() {
+        let s = MatmulSpec {
+            trans_a: true,
+            epilogue: Epilogue::ReluMask,
+            accumulate: true,
+            ..MatmulSpec::new(100, 513, 786)
+        };
+        let c = check_shape(&s);
+        assert_eq!((c.m, c.n, c.k), (20, 21, 22));
+        assert!(c.trans_a && c.accumulate && c.epilogue == Epilogue::ReluMask);
+        assert_eq!(
+            check_shape(&MatmulSpec::new(7, 13, 23)),
+            MatmulSpec::new(7, 13, 23)
+        );
+        // The small shape runs the same pipeline (same vec4 flags, hence the same key).
+        for t in MatmulTile::CANDIDATES {
+            assert_eq!(s.key(&t), c.key(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn coverage_counts_work_past_the_edges() {
+        let t = MatmulTile::subgroup(8, 16); // 64 rows x 16 columns per workgroup
+        assert_eq!(coverage(&MatmulSpec::new(64, 32, 1), &t), 1.0);
+        let c = coverage(&MatmulSpec::new(100, 512, 1), &t);
+        assert!((c - 100.0 / 128.0).abs() < 1e-12);
+        // Swapped, the 64 rows run along N = 512.
+        let c = coverage(&MatmulSpec::new(100, 512, 1), &t.swapped());
+        assert!((c - 100.0 / 112.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cache_file_round_trips_through_json() {
+        let mut f = CacheFile {
+            version: CACHE_VERSION,
+            entries: BTreeMap::new(),
+        };
+        f.entries.insert(
+            "adapter|Vulkan|driver|0123|m128.n512.k1024.a111|nt|BiasRelu".into(),
+            Entry {
+                tile: MatmulTile::direct(2, 8, 16).swapped(),
+                gflops: 31.5,
+                shape: [100, 512, 784],
+                tried: [(
+                    "direct_wg8x2_r8x16_swap".to_string(),
+                    "31.50 GFLOP/s".to_string(),
+                )]
+                .into_iter()
+                .collect(),
+                tuned_at: 1,
+            },
+        );
+        let json = serde_json::to_string_pretty(&f).unwrap();
+        let back: CacheFile = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.entries, f.entries);
+        assert!(json.contains("\"algo\": \"Direct\""), "{json}");
+    }
+
+    #[test]
+    fn fnv1a_is_stable() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
 }
