@@ -41,6 +41,36 @@ enum Cmd {
     /// Check every kernel against its CPU twin on the chosen adapter (run it to trust a new GPU
     /// or driver); exits non-zero on any mismatch.
     Verify(VerifyArgs),
+    /// Benchmark the kernels (GFLOP/s, GB/s, medians) and training throughput on the chosen
+    /// adapter, next to the CPU reference path.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A fast smoke run: small sizes, few repeats.
+    #[arg(long)]
+    quick: bool,
+    /// Largest square matmul size (default: 2048 on CPU adapters, 4096 on GPUs).
+    #[arg(long, default_value_t = 0)]
+    max_size: usize,
+    /// Timed samples per measurement; the median is reported (default 7, quick 3).
+    #[arg(long, default_value_t = 0)]
+    repeats: usize,
+    /// Also time every matmul variant the adapter can run.
+    #[arg(long)]
+    variants: bool,
+    /// Skip the CPU reference path figures.
+    #[arg(long)]
+    no_cpu: bool,
+    /// Skip the training-throughput and dispatch-overhead measurements.
+    #[arg(long)]
+    no_train: bool,
+    /// Print one JSON object: {"records": [{op, shape, median_ms, gflops|gbps, adapter, backend, timing, ...}]}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args, Clone)]
@@ -229,6 +259,7 @@ fn main() {
         Cmd::Predict(a) => cmd_predict(a),
         Cmd::Devices(a) => cmd_devices(a),
         Cmd::Verify(a) => cmd_verify(a),
+        Cmd::Bench(a) => cmd_bench(a),
     };
     if let Err(e) = result {
         // One line: the context chain joined, no backtrace.
@@ -399,6 +430,29 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
     }
     if !all_pass {
         anyhow::bail!("verification failed on {} (seed {seed})", ctx.describe());
+    }
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let ctx = GpuContext::new(&a.gpu.choice())?;
+    let opts = wgtrain::bench::BenchOpts {
+        quick: a.quick,
+        max_size: a.max_size,
+        repeats: a.repeats,
+        variants: a.variants,
+        cpu: !a.no_cpu,
+        train: !a.no_train,
+        ..Default::default()
+    };
+    if !a.json {
+        eprintln!("benchmarking on {}", ctx.describe());
+    }
+    let records = wgtrain::bench::run(&ctx, &opts)?;
+    if a.json {
+        print_json(&json!({ "records": records }));
+    } else {
+        wgtrain::bench::print_table(&records);
     }
     Ok(())
 }
