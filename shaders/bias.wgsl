@@ -29,9 +29,24 @@ fn bias_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dbias: array<f32>;
 
+// Short columns (B ≤ 4096, e.g. minibatches): one invocation per column, adjacent invocations
+// reading adjacent addresses of each row.
+@compute @workgroup_size(WG)
+fn bias_backward_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col = gid.x + gid.y * nwg.x * WG;
+    if (col >= p.cols) {
+        return;
+    }
+    var s = 0.0;
+    for (var r = 0u; r < p.rows; r++) {
+        s += dy[r * p.cols + col];
+    }
+    dbias[col] = s;
+}
+
 var<workgroup> partial: array<f32, WG>;
 
-// One workgroup per column: each invocation sums a strided slice of the rows, then a tree
+// Long columns: one workgroup per column: each invocation sums a strided slice of the rows, then a tree
 // reduction in workgroup memory. Besides being parallel in B, this keeps every loop short
 // (lavapipe was seen to return wrong sums from a single invocation looping over > 65536 rows)
 // and the rounding error at γ_(B/WG + log2 WG) instead of γ_B.

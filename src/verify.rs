@@ -10,8 +10,8 @@
 //!   Stability of Numerical Algorithms, §3.1). The epilogue's bias add adds one rounding,
 //!   u·|c|. So atol_ij = γ_K·(|A|·|B|)_ij, rtol = 2u.
 //! * bias_add: one correctly rounded addition, rtol = u.
-//! * bias_backward: 256 strided partial sums of ⌈B/256⌉ terms and an 8-level tree,
-//!   atol = γ_(⌈B/256⌉+8)·Σ|dy|.
+//! * bias_backward: a serial sum for B ≤ 4096 (atol = γ_B·Σ|dy|), else 256 strided partial
+//!   sums of ⌈B/256⌉ terms and an 8-level tree (atol = γ_(⌈B/256⌉+8)·Σ|dy|).
 //! * relu, argmax, gather labels, correct counts: exact.
 //! * gather pixels: WGSL division is accurate to 2.5 ULP, rtol = 2.5·2u.
 //! * softmax: WGSL `exp` is accurate to (3 + 2|x|) ULP and division to 2.5 ULP; the row sum of
@@ -308,8 +308,7 @@ pub fn check_bias(
             shape,
             &db,
             want_db.as_slice().unwrap(),
-            // Strided partial sums of ⌈B/256⌉ terms, then an 8-level tree.
-            |i| (gamma(rows.div_ceil(256) + 8) * abs_sum[i], 0.0),
+            |i| (gamma(kernels::bias_backward_depth(rows)) * abs_sum[i], 0.0),
         ),
     ])
 }

@@ -596,19 +596,44 @@ pub fn bias_backward(
     dy: &Buffer,
     dbias: &Buffer,
 ) -> Result<Launch> {
+    nonzero("bias_backward", &[("B", rows), ("O", cols)])?;
+    need("bias_backward", "dy", dy, rows * cols)?;
+    need("bias_backward", "dbias", dbias, cols)?;
+    let params = ctx.uniform("bias_backward", &[rows as u32, cols as u32]);
+    if rows <= BIAS_SERIAL_MAX_ROWS {
+        // Short columns: one invocation each, a plain serial sum (cheapest for minibatches).
+        let name = "bias_backward_serial";
+        let pipeline = ctx.pipeline(name, || BIAS_WGSL.into(), name)?;
+        return ctx.launch(
+            name,
+            pipeline,
+            &[(0, &params), (4, dy), (5, dbias)],
+            grid_1d(cols, WG_ELEMENTWISE),
+        );
+    }
+    // Long columns: one workgroup each, strided partial sums and a tree.
     let name = "bias_backward";
-    nonzero(name, &[("B", rows), ("O", cols)])?;
-    need(name, "dy", dy, rows * cols)?;
-    need(name, "dbias", dbias, cols)?;
     let pipeline = ctx.pipeline(name, || BIAS_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, cols as u32]);
-    // One workgroup per column.
     ctx.launch(
         name,
         pipeline,
         &[(0, &params), (4, dy), (5, dbias)],
         grid_1d(cols, 1),
     )
+}
+
+/// Up to this many rows `bias_backward` sums each column serially in one invocation; beyond,
+/// a workgroup per column reduces it as a tree (see `bias.wgsl`).
+pub const BIAS_SERIAL_MAX_ROWS: usize = 4096;
+
+/// The longest chain of additions behind each `bias_backward` output for `rows` rows, which
+/// bounds its rounding error by γ of this.
+pub fn bias_backward_depth(rows: usize) -> usize {
+    if rows <= BIAS_SERIAL_MAX_ROWS {
+        rows
+    } else {
+        rows.div_ceil(WG_ELEMENTWISE as usize) + 8
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
