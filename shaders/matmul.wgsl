@@ -145,7 +145,9 @@ fn matmul(
         acc[t] = 0.0;
     }
 
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    // `params.k`, not the private copy: the loop holds barriers, so its condition must be
+    // uniform in WGSL's uniformity analysis (storage reads are; private variables are not).
+    for (var k0 = 0u; k0 < params.k; k0 += BK) {
         // Cooperative loads; the element order follows the memory layout so that consecutive
         // invocations read consecutive addresses.
         for (var e = li; e < BM * BK; e += THREADS) {
@@ -348,7 +350,8 @@ fn matmul_direct(
     var c12 = mat4x4<f32>();
     var c13 = mat4x4<f32>();
 
-    for (var k0 = 0u; k0 < p.k; k0 += 4u) {
+    // `params.k` keeps the loop uniform (see `matmul`): subgroupBroadcast needs that too.
+    for (var k0 = 0u; k0 < params.k; k0 += 4u) {
         var r0: mat4x4<f32>;
         var r1: mat4x4<f32>;
         var r2: mat4x4<f32>;
