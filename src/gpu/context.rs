@@ -162,7 +162,9 @@ impl GpuContext {
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        // Subgroups let the matmul share operands across lanes (autotune picks such variants
+        // only after checking them against the CPU twin).
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
             required_features: adapter.features() & wanted,
