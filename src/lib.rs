@@ -13,6 +13,6 @@ pub mod model;
 pub mod report;
 
 pub use error::{Error, Result};
+pub mod train;
 pub mod util;
 pub mod verify;
-pub mod train;

@@ -703,7 +703,13 @@ pub fn softmax_xent_forward(
     ctx.launch(
         name,
         pipeline,
-        &[(0, &params), (1, logits), (2, labels), (3, probs), (4, loss)],
+        &[
+            (0, &params),
+            (1, logits),
+            (2, labels),
+            (3, probs),
+            (4, loss),
+        ],
         grid_1d(rows, WG_ROWS),
     )
 }
@@ -921,7 +927,10 @@ pub fn gather(
     y: &Buffer,
 ) -> Result<Vec<Launch>> {
     let name = "gather";
-    nonzero(name, &[("B", rows), ("P", data.pixels), ("N", data.samples)])?;
+    nonzero(
+        name,
+        &[("B", rows), ("P", data.pixels), ("N", data.samples)],
+    )?;
     need(name, "order", order, data.samples)?;
     need(name, "x", x, rows * data.pixels)?;
     need(name, "y", y, rows)?;
@@ -930,7 +939,12 @@ pub fn gather(
     data.shards
         .iter()
         .map(|shard| {
-            need(name, "images", &shard.images, (shard.count * data.pixels).div_ceil(4))?;
+            need(
+                name,
+                "images",
+                &shard.images,
+                (shard.count * data.pixels).div_ceil(4),
+            )?;
             let params = ctx.uniform(
                 name,
                 &[
