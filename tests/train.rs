@@ -175,10 +175,22 @@ fn diverging_loss_stops_with_a_clear_error() {
     let mut cfg = config("784-64-10", 1);
     cfg.lr = 1e30;
     let model = Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed);
-    for ctx in common::contexts("diverge") {
-        let mut e = GpuEngine::new(ctx, &cfg, &model, None, &data.train, None).unwrap();
+    let mut engines: Vec<Box<dyn Engine>> = common::contexts("diverge")
+        .into_iter()
+        .map(|ctx| -> Box<dyn Engine> {
+            Box::new(GpuEngine::new(ctx, &cfg, &model, None, &data.train, None).unwrap())
+        })
+        .collect();
+    engines.push(Box::new(CpuEngine::new(
+        &cfg,
+        &model,
+        None,
+        &data.train,
+        None,
+    )));
+    for e in &mut engines {
         let err = train::run(
-            &mut e,
+            e.as_mut(),
             &cfg,
             data.train.n,
             0,
@@ -186,17 +198,10 @@ fn diverging_loss_stops_with_a_clear_error() {
             &mut Quiet,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("diverged"), "{err}");
+        assert!(
+            err.to_string().contains("diverged"),
+            "{}: {err}",
+            e.device()
+        );
     }
-    let mut cpu = CpuEngine::new(&cfg, &model, None, &data.train, None);
-    let err = train::run(
-        &mut cpu,
-        &cfg,
-        data.train.n,
-        0,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("diverged"), "{err}");
 }
