@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod ops;
 pub mod report;
 
 pub use error::{Error, Result};

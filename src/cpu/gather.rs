@@ -1,6 +1,6 @@
 //! Twin of `shaders/gather.wgsl`.
 
-use crate::gpu::kernels::PADDING_LABEL;
+use crate::ops::PADDING_LABEL;
 use ndarray::{Array1, Array2};
 
 /// x[B,P] = images[order[start + b]] / 255, y[B] = labels[order[start + b]]; rows past the

@@ -1,6 +1,6 @@
 //! Twin of `shaders/matmul.wgsl`.
 
-use crate::gpu::kernels::Epilogue;
+use crate::ops::Epilogue;
 use ndarray::{Array2, ArrayView1, ArrayView2, LinalgScalar};
 
 /// C[M,N] = op(A)·op(B), op = transpose when the flag is set (A stored [K,M], B stored [N,K]).

@@ -1,6 +1,6 @@
 //! Twin of `shaders/metrics.wgsl`.
 
-use crate::gpu::kernels::MetricsAcc;
+use crate::ops::MetricsAcc;
 use ndarray::{Array1, ArrayView1, ArrayView2};
 
 /// pred[B] = argmax_C scores[B,C], the first maximum winning.

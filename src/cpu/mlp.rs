@@ -5,7 +5,7 @@
 //! layers and the logits for the last one.
 
 use super::{bias, matmul, softmax_xent};
-use crate::gpu::kernels::Epilogue;
+use crate::ops::Epilogue;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, NdFloat};
 
 /// Weights and biases (or their gradients) of every dense layer.

@@ -1,6 +1,6 @@
 //! Twin of `shaders/sgd.wgsl`.
 
-use crate::gpu::kernels::SgdParams;
+use crate::ops::SgdParams;
 use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
 
 /// g ← g + λw; v ← μv + g; w ← w − αv (PyTorch SGD with momentum, dampening 0).

@@ -3,6 +3,7 @@
 //! workgroups. Launches are reusable: training builds them once and replays them every step.
 
 use super::context::{grid_1d, GpuContext, Launch};
+pub use crate::ops::{Epilogue, MatmulSpec, MetricsAcc, SgdParams, PADDING_LABEL};
 use crate::{Error, Result};
 use wgpu::Buffer;
 
@@ -17,9 +18,6 @@ const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
 /// Workgroup sizes; they must match the `WG` constants in the shaders.
 const WG_ELEMENTWISE: u32 = 256;
 const WG_ROWS: u32 = 64;
-
-/// The label value that marks a padding row (see `gather.wgsl`).
-pub const PADDING_LABEL: u32 = u32::MAX;
 
 /// Every shader the crate can build, as (name, WGSL source), including each matmul variant.
 /// Used to validate and cross-compile all of them without a GPU.
@@ -102,27 +100,7 @@ fn f(x: f32) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // matmul
 
-/// What happens to each output element after the dot product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Epilogue {
-    /// C = A·B
-    None,
-    /// C = A·B + bias[N]
-    Bias,
-    /// C = max(A·B + bias[N], 0)
-    BiasRelu,
-    /// C = A·B where aux[M,N] > 0, else 0 (ReLU backward through the layer below).
-    ReluMask,
-}
-
 impl Epilogue {
-    /// All epilogues.
-    pub const ALL: [Epilogue; 4] = [
-        Epilogue::None,
-        Epilogue::Bias,
-        Epilogue::BiasRelu,
-        Epilogue::ReluMask,
-    ];
     fn code(self) -> u32 {
         match self {
             Epilogue::None => 0,
@@ -353,21 +331,6 @@ impl std::fmt::Display for MatmulTile {
     }
 }
 
-/// Shape and flavour of one product C[M,N] = op(A)[M,K]·op(B)[K,N].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MatmulSpec {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    /// A is stored as [K, M].
-    pub trans_a: bool,
-    /// B is stored as [N, K].
-    pub trans_b: bool,
-    pub epilogue: Epilogue,
-    /// C += result.
-    pub accumulate: bool,
-}
-
 /// The product as the kernel sees it (see `shaders/matmul.wgsl`): C'[m,n] = L[m,k]·R[k,n].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct KernelView {
@@ -383,24 +346,6 @@ struct KernelView {
 }
 
 impl MatmulSpec {
-    /// Plain C = A·B.
-    pub fn new(m: usize, n: usize, k: usize) -> Self {
-        MatmulSpec {
-            m,
-            n,
-            k,
-            trans_a: false,
-            trans_b: false,
-            epilogue: Epilogue::None,
-            accumulate: false,
-        }
-    }
-
-    /// Floating-point operations: 2·M·N·K.
-    pub fn flops(&self) -> f64 {
-        2.0 * self.m as f64 * self.n as f64 * self.k as f64
-    }
-
     fn view(&self, tile: &MatmulTile) -> KernelView {
         let (m, n, trans_l, trans_r) = if tile.swap {
             (self.n, self.m, !self.trans_b, !self.trans_a)
@@ -743,15 +688,6 @@ pub fn softmax_xent_backward(
 // ---------------------------------------------------------------------------------------------
 // sgd
 
-/// Hyperparameters of one SGD update.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SgdParams {
-    pub lr: f32,
-    pub momentum: f32,
-    /// L2 coefficient λ (0 for biases).
-    pub l2: f32,
-}
-
 /// g ← g + λw; v ← μv + g; w ← w − αv over `n` elements.
 pub fn sgd_update(
     ctx: &GpuContext,
@@ -799,16 +735,6 @@ pub fn argmax(
         &[(0, &params), (1, scores), (2, pred)],
         grid_1d(rows, WG_ELEMENTWISE),
     )
-}
-
-/// The metrics accumulator as laid out in `metrics.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct MetricsAcc {
-    pub loss_sum: f32,
-    pub correct: u32,
-    pub seen: u32,
-    pub nonfinite: u32,
 }
 
 /// acc += (Σ loss, #argmax == label, #rows) over non-padding rows.
