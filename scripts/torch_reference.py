@@ -1,0 +1,211 @@
+"""PyTorch reference for wgtrain: architectures, MNIST IDX loading, optimisers.
+
+Shared by calibrate_torch.py and make_conv_fixture.py. It follows wgtrain's conventions:
+
+* input pixels are bytes / 255 as f32, images NCHW [B, C, H, W];
+* every convolution and every dense layer but the last is followed by ReLU;
+  `m{k}` is MaxPool2d(k) (stride k, floor); a flatten (C, H, W order) comes before the
+  first dense layer;
+* loss is the mean cross-entropy over the minibatch;
+* weight decay (L2, lambda) applies to weights only, never to biases;
+* SGD is torch.optim.SGD(momentum, dampening 0, nesterov False);
+  Adam is torch.optim.Adam(betas (0.9, 0.999), eps 1e-8, foreach=False);
+* parameters are named `layers.{i}.weight|bias`, i counting only the layers with parameters,
+  exactly like wgtrain's safetensors model files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRESETS = {
+    "seed-small": "784-10-10-10",
+    "seed-large": "784-512-512-512-10",
+    "lenet5": "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10",
+    "cnn": "1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10",
+}
+
+
+@dataclass
+class Dense:
+    out: int
+
+
+@dataclass
+class Conv:
+    out: int
+    k: int
+    stride: int = 1
+    pad: int = 0
+
+
+@dataclass
+class Pool:
+    k: int
+
+
+_CONV = re.compile(r"^c(\d+)k(\d+)((?:[sp]\d+)*)$")
+
+
+def _parse_layer(tok: str):
+    if tok.isdigit():
+        return Dense(int(tok))
+    m = re.fullmatch(r"m(\d+)", tok)
+    if m:
+        return Pool(int(m.group(1)))
+    m = _CONV.match(tok)
+    if m:
+        opts = {}
+        for tag, v in re.findall(r"([sp])(\d+)", m.group(3)):
+            if tag in opts:
+                raise ValueError(f"`{tok}`: `{tag}` given twice")
+            opts[tag] = int(v)
+        return Conv(int(m.group(1)), int(m.group(2)), opts.get("s", 1), opts.get("p", 0))
+    raise ValueError(f"`{tok}` is not a layer (width like 512, conv like c32k5p2, pool like m2)")
+
+
+def parse_arch(s: str):
+    """Parse an architecture string -> (input shape tuple, list of layer specs).
+
+    The input is `784` (flat, shape (784,)) or `1x28x28` (C, H, W).
+    """
+    s = PRESETS.get(s, s)
+    toks = [t.strip() for t in re.split(r"[-,]", s)]
+    if len(toks) > 1 and toks[0].count("x") == 2:
+        c, h, w = (int(d) for d in toks[0].split("x"))
+        inp = (c, h, w)
+        rest = toks[1:]
+    else:
+        toks = [t.strip() for t in re.split(r"[-,x]", s)]
+        inp = (int(toks[0]),)
+        rest = toks[1:]
+    layers = [_parse_layer(t) for t in rest]
+    if not layers or not isinstance(layers[-1], Dense):
+        raise ValueError(f"{s}: the last layer must be dense")
+    return inp, layers
+
+
+class Net(nn.Module):
+    """A network from an architecture string; parameters live in `self.layers` (only the
+    layers with parameters), so state_dict keys are `layers.{i}.weight|bias`."""
+
+    def __init__(self, arch: str):
+        super().__init__()
+        self.arch = PRESETS.get(arch, arch)
+        self.input_shape, self.specs = parse_arch(self.arch)
+        mods = []
+        shape = self.input_shape
+        n_dense = sum(isinstance(l, Dense) for l in self.specs)
+        seen_dense = 0
+        self.plan = []  # ("conv", idx) | ("pool", k) | ("flatten",) | ("dense", idx, relu)
+        for spec in self.specs:
+            if isinstance(spec, Conv):
+                if len(shape) != 3:
+                    raise ValueError(f"{self.arch}: convolution on a flat input")
+                c, h, w = shape
+                mods.append(nn.Conv2d(c, spec.out, spec.k, stride=spec.stride, padding=spec.pad))
+                self.plan.append(("conv", len(mods) - 1))
+                side = lambda n: (n + 2 * spec.pad - spec.k) // spec.stride + 1
+                shape = (spec.out, side(h), side(w))
+            elif isinstance(spec, Pool):
+                if len(shape) != 3:
+                    raise ValueError(f"{self.arch}: pooling on a flat input")
+                c, h, w = shape
+                self.plan.append(("pool", spec.k))
+                shape = (c, h // spec.k, w // spec.k)
+            else:
+                if len(shape) == 3:
+                    self.plan.append(("flatten",))
+                    shape = (shape[0] * shape[1] * shape[2],)
+                seen_dense += 1
+                mods.append(nn.Linear(shape[0], spec.out))
+                self.plan.append(("dense", len(mods) - 1, seen_dense < n_dense))
+                shape = (spec.out,)
+        self.layers = nn.ModuleList(mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *self.input_shape)
+        for step in self.plan:
+            kind = step[0]
+            if kind == "conv":
+                x = F.relu(self.layers[step[1]](x))
+            elif kind == "pool":
+                x = F.max_pool2d(x, step[1])
+            elif kind == "flatten":
+                x = x.flatten(1)
+            else:
+                x = self.layers[step[1]](x)
+                if step[2]:
+                    x = F.relu(x)
+        return x
+
+
+def param_groups(model: nn.Module, l2: float):
+    """Weights get weight decay `l2`, biases none."""
+    weights = [p for n, p in model.named_parameters() if n.endswith(".weight")]
+    biases = [p for n, p in model.named_parameters() if not n.endswith(".weight")]
+    return [
+        {"params": weights, "weight_decay": l2},
+        {"params": biases, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.9, l2: float = 0.0):
+    groups = param_groups(model, l2)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0.0, nesterov=False)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    raise ValueError(f"unknown optimizer {name!r} (sgd or adam)")
+
+
+# ---------------------------------------------------------------- MNIST IDX files
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file (gzip or raw) into a numpy array of its stored type."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an IDX file")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dt = np.dtype(dtypes[data[2]])
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    off = 4 + 4 * ndim
+    n = int(np.prod(dims))
+    arr = np.frombuffer(data, dtype=dt, count=n, offset=off)
+    return arr.reshape(dims)
+
+
+def _find(data_dir: str, stem: str) -> str:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        p = os.path.join(data_dir, name)
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError(f"no {stem}[.gz] in {data_dir}")
+
+
+def load_mnist(data_dir: str):
+    """-> (train_x u8 [60000,28,28], train_y int64, test_x u8, test_y int64)."""
+    tx = read_idx(_find(data_dir, "train-images-idx3-ubyte"))
+    ty = read_idx(_find(data_dir, "train-labels-idx1-ubyte"))
+    vx = read_idx(_find(data_dir, "t10k-images-idx3-ubyte"))
+    vy = read_idx(_find(data_dir, "t10k-labels-idx1-ubyte"))
+    return tx, ty.astype(np.int64), vx, vy.astype(np.int64)
+
+
+def to_input(x_bytes) -> torch.Tensor:
+    """Bytes (any integer or float array of 0..255) -> f32 tensor of pixels / 255, flat per sample."""
+    t = torch.as_tensor(np.asarray(x_bytes), dtype=torch.float32)
+    return (t / 255.0).reshape(t.shape[0], -1)
