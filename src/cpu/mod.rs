@@ -2,11 +2,13 @@
 //! right (ndarray, no tricks). The GPU kernels are verified against these, and `--device cpu`
 //! trains with them.
 
+pub mod adam;
 pub mod bias;
+pub mod conv2d;
 pub mod gather;
 pub mod matmul;
+pub mod maxpool;
 pub mod metrics;
-pub mod mlp;
 pub mod relu;
 pub mod sgd;
 pub mod softmax_xent;
