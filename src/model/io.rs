@@ -1,19 +1,23 @@
-//! Model and checkpoint files: safetensors in PyTorch's `nn.Linear` layout.
+//! Model and checkpoint files: safetensors in PyTorch's `nn.Linear` / `nn.Conv2d` layouts.
 //!
-//! A model file holds `layers.{i}.weight` (`[O, I]`) and `layers.{i}.bias` (`[O]`) as little-endian
-//! F32, `i` counting dense layers from 0, plus string metadata (`format`, `arch`, `activation`,
-//! `output` and whatever the caller adds). A checkpoint adds the momentum buffers as
-//! `optimizer.velocity.{i}.weight|bias` and the number of completed epochs, so training can resume
-//! exactly; a checkpoint also loads as a plain model.
+//! A model file holds `layers.{i}.weight` (`[O, I]` for a dense layer, `[O, C, K, K]` for a
+//! convolution) and `layers.{i}.bias` (`[O]`) as little-endian F32, `i` counting the layers that
+//! have parameters from 0 (so multilayer perceptron files keep their names), plus string
+//! metadata (`format`, `arch` — the full architecture string, `activation`, `output` and
+//! whatever the caller adds). A checkpoint adds the optimizer's state buffers as
+//! `optimizer.{slot}.{i}.weight|bias` (`velocity` for SGD momentum, `adam.m`/`adam.v` for Adam)
+//! and the trainer's `run` record as JSON text, so training can resume exactly; a checkpoint also
+//! loads as a plain model. Files of earlier versions (`wgtrain-mlp-v1`,
+//! `wgtrain-checkpoint-v1`) still load.
 //!
 //! Files are written atomically ([`crate::util::atomic_write`]) and byte-for-byte
 //! deterministically (metadata keys sorted, tensors in layer order), so the same weights always
-//! give the same file. Loading checks everything before trusting it; every failure is a one-line
-//! [`Error::BadModel`] naming the file.
+//! give the same file. Loading checks everything before trusting it, NaN and infinities
+//! included; every failure is a one-line [`Error::BadModel`] naming the file.
 
-use super::{Arch, Dense, Mlp};
+use super::{check_finite_tensor, check_param_shapes, Arch, Model, Param, MAX_DIM};
 use crate::{Error, Result};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,24 +30,28 @@ pub type Metadata = BTreeMap<String, String>;
 /// Tensors read from a file: name → (shape, row-major data).
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// `format` metadata of a model file written by [`Mlp::save`].
-pub const MODEL_FORMAT: &str = "wgtrain-mlp-v1";
+/// `format` metadata of a model file written by [`Model::save`].
+pub const MODEL_FORMAT: &str = "wgtrain-model-v2";
+
+/// `format` of model files written by earlier versions (multilayer perceptrons only); still read.
+pub const MODEL_FORMAT_V1: &str = "wgtrain-mlp-v1";
 
 /// `format` metadata of a checkpoint written by [`Checkpoint::save`].
-pub const CHECKPOINT_FORMAT: &str = "wgtrain-checkpoint-v1";
+pub const CHECKPOINT_FORMAT: &str = "wgtrain-checkpoint-v2";
 
-/// Largest file [`load_tensors`] will read. Far above any MLP this engine can train, and it keeps
-/// a mistyped path (a disk image, say) from being slurped into memory.
+/// `format` of checkpoints written by earlier versions (momentum in `optimizer.velocity.*`,
+/// `epoch`, `step` and the hyperparameters as string metadata); still read.
+pub const CHECKPOINT_FORMAT_V1: &str = "wgtrain-checkpoint-v1";
+
+/// Largest file [`load_tensors`] will read. Far above any network this engine can train, and it
+/// keeps a mistyped path (a disk image, say) from being slurped into memory.
 pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
 /// The safetensors crate's own header limit, checked early for a clearer message.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
-/// Metadata keys that [`Mlp::save`] writes itself and [`Mlp::load`] checks and strips.
+/// Metadata keys that [`Model::save`] writes itself and [`Model::load`] checks and strips.
 const MODEL_KEYS: [&str; 4] = ["format", "arch", "activation", "output"];
-
-/// Widest layer accepted, the same bound as [`Arch::parse`].
-const MAX_WIDTH: usize = 1 << 20;
 
 /// How many tensor names an error message lists before eliding the rest.
 const NAMES_SHOWN: usize = 6;
@@ -267,19 +275,19 @@ fn row_major<'a, D: ndarray::Dimension>(a: &'a ndarray::Array<f32, D>) -> Cow<'a
 /// A tensor to be saved: name, shape, row-major data.
 type OwnedTensor<'a> = (String, Vec<usize>, Cow<'a, [f32]>);
 
-/// Tensor list `(name, shape, data)` for `layers` under `prefix` (e.g. `layers`).
-fn layer_tensors<'a>(prefix: &str, layers: &'a [Dense]) -> Vec<OwnedTensor<'a>> {
-    let mut out = Vec::with_capacity(2 * layers.len());
-    for (i, d) in layers.iter().enumerate() {
+/// Tensor list `(name, shape, data)` for `params` under `prefix` (e.g. `layers`).
+fn param_tensors<'a>(prefix: &str, params: &'a [Param]) -> Vec<OwnedTensor<'a>> {
+    let mut out = Vec::with_capacity(2 * params.len());
+    for (i, p) in params.iter().enumerate() {
         out.push((
             format!("{prefix}.{i}.weight"),
-            d.weight.shape().to_vec(),
-            row_major(&d.weight),
+            p.weight.shape().to_vec(),
+            row_major(&p.weight),
         ));
         out.push((
             format!("{prefix}.{i}.bias"),
-            d.bias.shape().to_vec(),
-            row_major(&d.bias),
+            p.bias.shape().to_vec(),
+            row_major(&p.bias),
         ));
     }
     out
@@ -295,125 +303,201 @@ fn save_owned(path: &Path, tensors: &[OwnedTensor<'_>], meta: &Metadata) -> Resu
 }
 
 /// Metadata for a model: the caller's keys, then the reserved ones (which win).
-fn model_metadata(mlp: &Mlp, format: &str, extra: &Metadata) -> Metadata {
+fn model_metadata(model: &Model, format: &str, extra: &Metadata) -> Metadata {
     let mut meta = extra.clone();
     meta.insert("format".into(), format.into());
-    meta.insert("arch".into(), mlp.arch.to_string());
+    meta.insert("arch".into(), model.arch.to_string());
     meta.insert("activation".into(), "relu".into());
     meta.insert("output".into(), "softmax".into());
     meta
 }
 
-/// Check that `layers` have exactly the shapes `arch` calls for.
-fn check_layer_shapes(what: &str, arch: &Arch, layers: &[Dense]) -> Result<()> {
-    if layers.len() != arch.n_layers() {
-        return Err(Error::Shape(format!(
-            "{what} has {} layers but arch {arch} needs {}",
-            layers.len(),
-            arch.n_layers()
-        )));
-    }
-    for (l, d) in layers.iter().enumerate() {
-        let (i, o) = arch.layer(l);
-        if d.weight.dim() != (o, i) || d.bias.len() != o {
-            return Err(Error::Shape(format!(
-                "{what} layer {l} has weight {:?} and bias [{}] but arch {arch} needs [{o}, {i}] and [{o}]",
-                d.weight.shape(),
-                d.bias.len()
-            )));
-        }
-    }
-    Ok(())
+/// One stored tensor: name, shape, row-major data.
+type RawTensor = (String, Vec<usize>, Vec<f32>);
+
+/// One layer's weight and bias as read from a file, shapes not yet checked.
+struct RawParam {
+    weight: RawTensor,
+    bias: RawTensor,
 }
 
-/// Remove and return the dense layers stored under `prefix` (`layers.{i}.weight|bias`), checking
-/// that indices run 0..n without gaps, each weight is 2-D, each bias 1-D and as long as the
-/// weight has rows. Any other tensor under `prefix.` is an error.
-fn take_layers(
+/// `3.weight` → (3, "weight"); `None` unless the index is a canonical number and the kind is
+/// `weight` or `bias`.
+fn parse_index(rest: &str) -> Option<(usize, &str)> {
+    let (i, kind) = rest.split_once('.')?;
+    if kind != "weight" && kind != "bias" {
+        return None;
+    }
+    let v = i.parse::<usize>().ok().filter(|v| v.to_string() == i)?;
+    Some((v, kind))
+}
+
+/// Remove `{prefix}.{i}.weight|bias` for `i` in `0..n` from `tensors`; a missing one is an error.
+fn collect_params(
     tensors: &mut NamedTensors,
     prefix: &str,
-) -> std::result::Result<Vec<Dense>, String> {
+    n: usize,
+) -> std::result::Result<Vec<RawParam>, String> {
+    let mut take = |name: String| match tensors.remove(&name) {
+        Some((shape, data)) => Ok((name, shape, data)),
+        None => Err(format!("missing tensor `{name}`")),
+    };
+    (0..n)
+        .map(|i| {
+            Ok(RawParam {
+                weight: take(format!("{prefix}.{i}.weight"))?,
+                bias: take(format!("{prefix}.{i}.bias"))?,
+            })
+        })
+        .collect()
+}
+
+/// Remove and return the layers stored under `prefix` (`layers.{i}.weight|bias`), checking that
+/// indices run 0..n without gaps. Any other tensor under `prefix.` is an error.
+fn take_params(
+    tensors: &mut NamedTensors,
+    prefix: &str,
+) -> std::result::Result<Vec<RawParam>, String> {
     let dotted = format!("{prefix}.");
-    let names: Vec<String> = tensors
-        .keys()
-        .filter(|k| k.starts_with(&dotted))
-        .cloned()
-        .collect();
     let mut n = 0;
-    for name in &names {
-        let rest = &name[dotted.len()..];
-        let index = rest
-            .split_once('.')
-            .filter(|(_, kind)| *kind == "weight" || *kind == "bias")
-            .and_then(|(i, _)| i.parse::<usize>().ok().filter(|v| v.to_string() == i));
-        match index {
-            Some(i) => n = n.max(i + 1),
+    for name in tensors.keys().filter(|k| k.starts_with(&dotted)) {
+        match parse_index(&name[dotted.len()..]) {
+            Some((i, _)) => n = n.max(i + 1),
             None => return Err(format!("unexpected tensor `{name}`")),
         }
     }
-    let mut layers = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut take = |kind: &str| {
-            let name = format!("{dotted}{i}.{kind}");
-            tensors
-                .remove(&name)
-                .map(|t| (name.clone(), t))
-                .ok_or_else(|| format!("missing tensor `{name}`"))
-        };
-        let (wname, (wshape, wdata)) = take("weight")?;
-        let (bname, (bshape, bdata)) = take("bias")?;
-        let [o, inp] = wshape[..] else {
+    collect_params(tensors, prefix, n)
+}
+
+/// Rebuild a multilayer perceptron from dense layer shapes (a file without `arch` metadata):
+/// each weight `[O, I]`, each bias `[O]`, each layer's input the previous one's output.
+fn arch_from_dense(raw: &[RawParam]) -> std::result::Result<Arch, String> {
+    if raw.is_empty() {
+        return Err("no `layers.0.weight` tensor".into());
+    }
+    let mut sizes = Vec::with_capacity(raw.len() + 1);
+    for (l, p) in raw.iter().enumerate() {
+        let (wname, wshape, _) = &p.weight;
+        let (bname, bshape, _) = &p.bias;
+        let [o, i] = wshape[..] else {
+            let hint = if wshape.len() == 4 {
+                " (a convolution's weight: a file with convolutions needs `arch` metadata)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "tensor `{wname}` has shape {wshape:?}; expected [out, in]"
+                "tensor `{wname}` has shape {wshape:?}; expected [out, in]{hint}"
             ));
         };
-        if bshape != [o] {
+        if bshape[..] != [o] {
             return Err(format!(
                 "tensor `{bname}` has shape {bshape:?}; expected [{o}] to match `{wname}` {wshape:?}"
             ));
         }
-        let weight =
-            Array2::from_shape_vec((o, inp), wdata).map_err(|e| format!("`{wname}`: {e}"))?;
-        let bias = Array1::from_vec(bdata);
-        layers.push(Dense { weight, bias });
-    }
-    Ok(layers)
-}
-
-/// Rebuild the architecture from layer shapes: each layer's input is the previous one's output.
-fn arch_from_layers(layers: &[Dense]) -> std::result::Result<Arch, String> {
-    let Some(first) = layers.first() else {
-        return Err("no `layers.0.weight` tensor".into());
-    };
-    let mut sizes = vec![first.weight.ncols(), first.weight.nrows()];
-    for (l, d) in layers.iter().enumerate().skip(1) {
-        let (o, i) = d.weight.dim();
-        if i != sizes[l] {
+        if l == 0 {
+            sizes.push(i);
+        } else if i != sizes[l] {
             return Err(format!(
-                "`layers.{l}.weight` is [{o}, {i}] but layer {} outputs {}: layers do not chain",
+                "`{wname}` is [{o}, {i}] but layer {} outputs {}: layers do not chain",
                 l - 1,
                 sizes[l]
             ));
         }
         sizes.push(o);
     }
-    if let Some(w) = sizes.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
-        return Err(format!("layer width {w} is outside 1..={MAX_WIDTH}"));
+    if let Some(w) = sizes.iter().find(|&&w| w == 0 || w > MAX_DIM) {
+        return Err(format!("layer width {w} is outside 1..={MAX_DIM}"));
     }
-    Ok(Arch { sizes })
+    let arch = Arch::mlp(&sizes);
+    arch.shapes().map_err(|e| match e {
+        Error::Shape(r) => r,
+        e => e.to_string(),
+    })?;
+    Ok(arch)
 }
 
-/// Turn the `layers.*` tensors plus metadata into a checked [`Mlp`], leaving other tensors in
-/// `tensors`.
-fn mlp_from_tensors(
+/// Check raw tensors against the shapes `arch` calls for; the error names the tensor and both
+/// shapes. `needs` says who needs them (`arch 784-10`, `the model`).
+fn check_raw_shapes(
+    raw: &[RawParam],
+    prefix: &str,
+    arch: &Arch,
+    needs: &str,
+) -> std::result::Result<(), String> {
+    let want = arch.param_shapes();
+    if raw.len() > want.len() {
+        return Err(format!(
+            "unexpected tensor `{prefix}.{}.weight`: {needs} has {} parametrised layers",
+            want.len(),
+            want.len()
+        ));
+    }
+    for (p, (w, o)) in raw.iter().zip(&want) {
+        for ((name, shape, _), need) in [(&p.weight, w.clone()), (&p.bias, vec![*o])] {
+            if *shape != need {
+                return Err(format!(
+                    "tensor `{name}` has shape {shape:?} where {needs} needs {need:?}"
+                ));
+            }
+        }
+    }
+    if raw.len() < want.len() {
+        return Err(format!(
+            "missing tensor `{prefix}.{}.weight`: {needs} has {} parametrised layers",
+            raw.len(),
+            want.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Arrays from raw tensors whose shapes have been checked.
+fn to_params(raw: Vec<RawParam>) -> std::result::Result<Vec<Param>, String> {
+    raw.into_iter()
+        .map(|p| {
+            let (wname, wshape, wdata) = p.weight;
+            let weight = ArrayD::from_shape_vec(IxDyn(&wshape), wdata)
+                .map_err(|e| format!("`{wname}`: {e}"))?;
+            Ok(Param {
+                weight,
+                bias: Array1::from_vec(p.bias.2),
+            })
+        })
+        .collect()
+}
+
+/// Refuse NaN and infinities in any tensor, naming the first such tensor.
+fn check_all_finite(tensors: &NamedTensors) -> std::result::Result<(), String> {
+    for (name, (shape, data)) in tensors {
+        check_finite_tensor(name, shape, data.iter().copied())?;
+    }
+    Ok(())
+}
+
+/// The reason of an [`Arch::parse`] error, without the `invalid argument --arch:` prefix.
+fn arch_reason(e: Error) -> String {
+    match e {
+        Error::InvalidArg { reason, .. } | Error::Shape(reason) => reason,
+        e => e.to_string(),
+    }
+}
+
+/// Turn the `layers.*` tensors plus metadata into a checked [`Model`], leaving other tensors in
+/// `tensors`. The architecture is the `arch` metadata when present (every tensor must then have
+/// the shape it calls for); otherwise the tensors must form a multilayer perceptron.
+fn model_from_tensors(
     tensors: &mut NamedTensors,
     meta: &Metadata,
-) -> std::result::Result<Mlp, String> {
+) -> std::result::Result<Model, String> {
     match meta.get("format").map(String::as_str) {
-        None | Some(MODEL_FORMAT) | Some(CHECKPOINT_FORMAT) => {}
+        None
+        | Some(MODEL_FORMAT)
+        | Some(MODEL_FORMAT_V1)
+        | Some(CHECKPOINT_FORMAT)
+        | Some(CHECKPOINT_FORMAT_V1) => {}
         Some(f) => {
             return Err(format!(
-                "unsupported format `{f}` (this build reads {MODEL_FORMAT} and {CHECKPOINT_FORMAT})"
+                "unsupported format `{f}` (this build reads {MODEL_FORMAT}, {MODEL_FORMAT_V1}, {CHECKPOINT_FORMAT} and {CHECKPOINT_FORMAT_V1})"
             ))
         }
     }
@@ -423,25 +507,35 @@ fn mlp_from_tensors(
         }
     }
     let all_names = list_names(tensors.keys());
-    let layers = take_layers(tensors, "layers")?;
-    let arch = arch_from_layers(&layers).map_err(|r| {
-        if layers.is_empty() {
-            format!("{r}: not an MLP in PyTorch nn.Linear layout (tensors: {all_names})")
-        } else {
-            r
-        }
-    })?;
-    if let Some(declared) = meta.get("arch") {
-        match Arch::parse(declared) {
-            Ok(a) if a == arch => {}
-            _ => {
-                return Err(format!(
-                    "metadata says arch `{declared}` but the tensors are {arch}"
-                ))
-            }
-        }
+    let raw = take_params(tensors, "layers")?;
+    if raw.is_empty() {
+        return Err(format!(
+            "no `layers.0.weight` tensor: not a model in PyTorch nn.Linear/nn.Conv2d layout (tensors: {all_names})"
+        ));
     }
-    Ok(Mlp { arch, layers })
+    let arch = match meta.get("arch") {
+        Some(declared) => {
+            let arch = Arch::parse(declared).map_err(|e| {
+                format!(
+                    "metadata says arch `{declared}`, which is not a possible network: {}",
+                    arch_reason(e)
+                )
+            })?;
+            check_raw_shapes(&raw, "layers", &arch, &format!("arch {arch}")).map_err(|r| {
+                let found = match arch_from_dense(&raw) {
+                    Ok(a) => format!(" (the tensors are {a})"),
+                    Err(_) => String::new(),
+                };
+                format!("metadata says arch `{declared}` but {r}{found}")
+            })?;
+            arch
+        }
+        None => arch_from_dense(&raw)?,
+    };
+    Ok(Model {
+        arch,
+        params: to_params(raw)?,
+    })
 }
 
 /// `meta` without the keys in `reserved`.
@@ -450,38 +544,50 @@ fn strip(mut meta: Metadata, reserved: &[&str]) -> Metadata {
     meta
 }
 
-impl Mlp {
-    /// Save to `path` as safetensors in PyTorch `nn.Linear` layout (`layers.{i}.weight`
-    /// `[O, I]`, `layers.{i}.bias` `[O]`), atomically.
+impl Model {
+    /// Save to `path` as safetensors in PyTorch layout (`layers.{i}.weight` `[O, I]` or `[O, C,
+    /// K, K]`, `layers.{i}.bias` `[O]`, `i` counting layers with parameters), atomically.
     ///
-    /// Metadata is `extra_meta` plus `format`, `arch`, `activation` and `output`, which are
-    /// always written by this function (a same-named key in `extra_meta` is overridden).
-    /// Fails with [`Error::Shape`] if the layers do not match `self.arch`.
+    /// Metadata is `extra_meta` plus `format` (`wgtrain-model-v2`), `arch` (the canonical
+    /// string), `activation` and `output`, which are always written by this function (a
+    /// same-named key in `extra_meta` is overridden). Fails with [`Error::Shape`] if the
+    /// parameters do not match `self.arch`. Values are not checked: a file holding NaN is
+    /// written, and refused when loaded.
     pub fn save(&self, path: impl AsRef<Path>, extra_meta: &Metadata) -> Result<()> {
-        check_layer_shapes("model", &self.arch, &self.layers)?;
+        self.check_shapes()?;
         let meta = model_metadata(self, MODEL_FORMAT, extra_meta);
-        save_owned(path.as_ref(), &layer_tensors("layers", &self.layers), &meta)
+        save_owned(path.as_ref(), &param_tensors("layers", &self.params), &meta)
     }
 
-    /// Load a model written by [`Mlp::save`], a [`Checkpoint`], or any safetensors file with
-    /// F32 `layers.{i}.weight|bias` tensors in PyTorch layout.
+    /// Load a model written by [`Model::save`] (or by earlier versions), a [`Checkpoint`], or any
+    /// safetensors file with F32 `layers.{i}.weight|bias` tensors in PyTorch layout.
     ///
-    /// The architecture comes from the tensor shapes and must agree with the `arch` metadata if
-    /// present. `optimizer.*` tensors are ignored; any other tensor is an error. Returns the
+    /// The architecture is the `arch` metadata when present, and every tensor must have the
+    /// shape it calls for; a file without it must hold a multilayer perceptron, rebuilt from the
+    /// tensor shapes. NaN or infinity in any tensor is refused, naming the tensor.
+    /// `optimizer.*` tensors are otherwise ignored; any other tensor is an error. Returns the
     /// model and the metadata without the reserved keys (`format`, `arch`, `activation`,
-    /// `output`), i.e. what was passed as `extra_meta` (for a checkpoint, also `epoch`).
-    pub fn load(path: impl AsRef<Path>) -> Result<(Mlp, Metadata)> {
+    /// `output`, and a checkpoint's `slots`), i.e. what was passed as `extra_meta` (for a
+    /// checkpoint, `run`, or an old checkpoint's `epoch`, `lr`, ...).
+    pub fn load(path: impl AsRef<Path>) -> Result<(Model, Metadata)> {
         let path = path.as_ref();
+        let bad = |r: String| Error::bad_model(path, r);
         let (mut tensors, meta) = load_tensors(path)?;
-        let mlp = mlp_from_tensors(&mut tensors, &meta).map_err(|r| Error::bad_model(path, r))?;
+        check_all_finite(&tensors).map_err(bad)?;
+        let model = model_from_tensors(&mut tensors, &meta).map_err(bad)?;
         tensors.retain(|k, _| !k.starts_with("optimizer."));
         if !tensors.is_empty() {
-            return Err(Error::bad_model(
-                path,
-                format!("unexpected tensors {}", list_names(tensors.keys())),
-            ));
+            return Err(bad(format!(
+                "unexpected tensors {}",
+                list_names(tensors.keys())
+            )));
         }
-        Ok((mlp, strip(meta, &MODEL_KEYS)))
+        let is_checkpoint = meta.get("format").map(String::as_str) == Some(CHECKPOINT_FORMAT);
+        let mut extra = strip(meta, &MODEL_KEYS);
+        if is_checkpoint {
+            extra.remove("slots");
+        }
+        Ok((model, extra))
     }
 
     /// Check that a model loaded from `file` has the architecture `arch` asked for on the
@@ -502,46 +608,105 @@ impl Mlp {
     }
 }
 
-/// Everything needed to resume training exactly: weights, SGD momentum buffers, progress and the
-/// run's settings.
+/// Everything needed to resume training exactly: weights, optimizer state and the run's
+/// configuration and position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     /// The network being trained.
-    pub model: Mlp,
-    /// Momentum buffers, one per layer with the layer's shapes.
-    pub velocity: Vec<Dense>,
-    /// Epochs completed.
-    pub epoch: usize,
-    /// Hyperparameters, seed and the like, as the trainer chooses to record them. The keys
-    /// `format`, `arch`, `activation`, `output` and `epoch` are reserved.
-    pub meta: Metadata,
+    pub model: Model,
+    /// Named optimizer state buffers, each shaped exactly like `model.params`: `velocity` for
+    /// SGD momentum, `adam.m` and `adam.v` for Adam. Stored as `optimizer.{slot}.{i}.weight|bias`.
+    pub slots: Vec<(String, Vec<Param>)>,
+    /// The trainer's own record of the run (configuration, position, optimizer step), opaque
+    /// here. For an old (`wgtrain-checkpoint-v1`) file, an object built from its metadata:
+    /// `{"epoch": 3, "step": 0, "lr": 0.05, "shuffle": true, "device": "cpu", ...}`.
+    pub run: serde_json::Value,
+}
+
+/// Whether `name` can name an optimizer slot: dot-separated non-empty parts of ASCII letters,
+/// digits and `_`.
+fn valid_slot_name(name: &str) -> bool {
+    name.split('.').all(|part| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
+/// A metadata value of an old checkpoint as JSON: a bool, an integer, a finite number, or else
+/// the string itself.
+fn guess_json(v: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = v.parse::<u64>() {
+        return n.into();
+    }
+    if let Ok(n) = v.parse::<i64>() {
+        return n.into();
+    }
+    match v.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+        Some(n)
+            if v.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+        {
+            Value::Number(n)
+        }
+        _ => Value::String(v.to_string()),
+    }
 }
 
 impl Checkpoint {
-    /// Metadata keys written by [`Checkpoint::save`] itself and stripped by [`Checkpoint::load`].
-    const KEYS: [&'static str; 5] = ["format", "arch", "activation", "output", "epoch"];
-
     /// Save to `path` atomically: `layers.{i}.*` as in a model file plus
-    /// `optimizer.velocity.{i}.weight|bias`, with `format` = `wgtrain-checkpoint-v1` and `epoch`.
-    /// Fails with [`Error::Shape`] if the model or velocity shapes do not match the arch.
+    /// `optimizer.{slot}.{i}.weight|bias`, with `format` = `wgtrain-checkpoint-v2`, `run` (the
+    /// JSON text of [`Checkpoint::run`]) and `slots` (the JSON list of slot names, in order).
+    /// Fails with [`Error::Shape`] if the model or a slot does not match the arch, and with
+    /// [`Error::BadModel`] for a slot name that is empty, repeated or not made of
+    /// dot-separated `[A-Za-z0-9_]` parts.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        check_layer_shapes("model", &self.model.arch, &self.model.layers)?;
-        check_layer_shapes("optimizer velocity", &self.model.arch, &self.velocity)?;
-        let mut meta = model_metadata(&self.model, CHECKPOINT_FORMAT, &self.meta);
-        meta.insert("epoch".into(), self.epoch.to_string());
-        let mut tensors = layer_tensors("layers", &self.model.layers);
-        tensors.extend(layer_tensors("optimizer.velocity", &self.velocity));
-        save_owned(path.as_ref(), &tensors, &meta)
+        let path = path.as_ref();
+        let arch = &self.model.arch;
+        self.model.check_shapes()?;
+        let mut names = BTreeSet::new();
+        for (name, params) in &self.slots {
+            if !valid_slot_name(name) || !names.insert(name.as_str()) {
+                return Err(Error::bad_model(
+                    path,
+                    format!("cannot write optimizer slot {name:?}: names must be unique, dot-separated [A-Za-z0-9_] parts"),
+                ));
+            }
+            check_param_shapes(
+                &format!("optimizer slot `{name}`"),
+                &format!("optimizer.{name}"),
+                arch,
+                params,
+            )?;
+        }
+        let mut meta = model_metadata(&self.model, CHECKPOINT_FORMAT, &Metadata::new());
+        meta.insert("run".into(), json(&self.run));
+        let order: Vec<&str> = self.slots.iter().map(|(n, _)| n.as_str()).collect();
+        meta.insert("slots".into(), json(&order));
+        let mut tensors = param_tensors("layers", &self.model.params);
+        for (name, params) in &self.slots {
+            tensors.extend(param_tensors(&format!("optimizer.{name}"), params));
+        }
+        save_owned(path, &tensors, &meta)
     }
 
-    /// Load a checkpoint written by [`Checkpoint::save`]. A plain model file is refused with
-    /// "not a checkpoint"; velocity shapes must match the model's.
+    /// Load a checkpoint written by [`Checkpoint::save`], or an old `wgtrain-checkpoint-v1`
+    /// file (its momentum buffers become the `velocity` slot, its metadata the `run` object).
+    ///
+    /// A plain model file is refused with "not a checkpoint"; so is a checkpoint whose `run` is
+    /// not valid JSON, a slot shaped unlike the model (naming the tensor), and NaN or infinity in
+    /// any tensor.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
         let bad = |r: String| Error::bad_model(path, r);
         let (mut tensors, meta) = load_tensors(path)?;
-        match meta.get("format").map(String::as_str) {
-            Some(CHECKPOINT_FORMAT) => {}
+        let v1 = match meta.get("format").map(String::as_str) {
+            Some(CHECKPOINT_FORMAT) => false,
+            Some(CHECKPOINT_FORMAT_V1) => true,
             Some(f) => {
                 return Err(bad(format!(
                     "not a checkpoint (format is `{f}`, expected `{CHECKPOINT_FORMAT}`)"
@@ -552,29 +717,89 @@ impl Checkpoint {
                     "not a checkpoint (no `format` metadata, expected `{CHECKPOINT_FORMAT}`)"
                 )))
             }
+        };
+        let (run, slot_names) = if v1 {
+            (
+                Self::run_from_v1(&meta).map_err(bad)?,
+                vec!["velocity".to_string()],
+            )
+        } else {
+            let run = meta
+                .get("run")
+                .ok_or_else(|| bad("checkpoint has no `run` metadata".into()))?;
+            let run: serde_json::Value = serde_json::from_str(run)
+                .map_err(|e| bad(format!("checkpoint `run` metadata is not valid JSON: {e}")))?;
+            (run, Self::slot_names(&meta, &tensors).map_err(bad)?)
+        };
+        check_all_finite(&tensors).map_err(bad)?;
+        let model = model_from_tensors(&mut tensors, &meta).map_err(bad)?;
+        let n = model.arch.param_shapes().len();
+        let mut slots = Vec::with_capacity(slot_names.len());
+        for name in slot_names {
+            let prefix = format!("optimizer.{name}");
+            let raw = collect_params(&mut tensors, &prefix, n).map_err(bad)?;
+            check_raw_shapes(&raw, &prefix, &model.arch, "the model").map_err(bad)?;
+            slots.push((name, to_params(raw).map_err(bad)?));
         }
-        let epoch = meta
-            .get("epoch")
-            .ok_or_else(|| bad("checkpoint has no `epoch` metadata".into()))?;
-        let epoch = epoch
-            .parse::<usize>()
-            .map_err(|_| bad(format!("checkpoint epoch `{epoch}` is not a count")))?;
-        let model = mlp_from_tensors(&mut tensors, &meta).map_err(bad)?;
-        let velocity = take_layers(&mut tensors, "optimizer.velocity").map_err(bad)?;
-        check_layer_shapes("optimizer velocity", &model.arch, &velocity)
-            .map_err(|e| bad(format!("{e}")))?;
         if !tensors.is_empty() {
             return Err(bad(format!(
                 "unexpected tensors {}",
                 list_names(tensors.keys())
             )));
         }
-        Ok(Checkpoint {
-            model,
-            velocity,
-            epoch,
-            meta: strip(meta, &Self::KEYS),
-        })
+        Ok(Checkpoint { model, slots, run })
+    }
+
+    /// The slot names of a v2 checkpoint: its `slots` metadata, or else every
+    /// `optimizer.{slot}.{i}.weight|bias` found, sorted.
+    fn slot_names(
+        meta: &Metadata,
+        tensors: &NamedTensors,
+    ) -> std::result::Result<Vec<String>, String> {
+        if let Some(list) = meta.get("slots") {
+            let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+                format!("checkpoint `slots` metadata {list:?} is not a JSON list of names")
+            })?;
+            let mut seen = BTreeSet::new();
+            for n in &names {
+                if !valid_slot_name(n) || !seen.insert(n) {
+                    return Err(format!(
+                        "checkpoint `slots` metadata names slot {n:?} twice or is not a slot name"
+                    ));
+                }
+            }
+            return Ok(names);
+        }
+        let found: BTreeSet<String> = tensors
+            .keys()
+            .filter_map(|k| {
+                // optimizer.{slot}.{i}.{weight|bias}, the slot itself possibly dotted.
+                let (head, kind) = k.strip_prefix("optimizer.")?.rsplit_once('.')?;
+                let (slot, i) = head.rsplit_once('.')?;
+                parse_index(&format!("{i}.{kind}"))?;
+                valid_slot_name(slot).then(|| slot.to_string())
+            })
+            .collect();
+        Ok(found.into_iter().collect())
+    }
+
+    /// The `run` object of an old checkpoint: every metadata key but the model's own, values
+    /// parsed to numbers and bools where they are; `epoch` must be a count, `step` defaults to 0.
+    fn run_from_v1(meta: &Metadata) -> std::result::Result<serde_json::Value, String> {
+        let epoch = meta
+            .get("epoch")
+            .ok_or_else(|| "checkpoint has no `epoch` metadata".to_string())?;
+        let epoch = epoch
+            .parse::<usize>()
+            .map_err(|_| format!("checkpoint epoch `{epoch}` is not a count"))?;
+        let mut run: serde_json::Map<String, serde_json::Value> = meta
+            .iter()
+            .filter(|(k, _)| !MODEL_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), guess_json(v)))
+            .collect();
+        run.insert("epoch".into(), epoch.into());
+        run.entry("step").or_insert(0.into());
+        Ok(run.into())
     }
 }
 

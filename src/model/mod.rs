@@ -1,153 +1,931 @@
-//! Multilayer perceptrons: architecture, parameters, initialisation and file I/O.
+//! Networks as a sequence of layers: architecture, shapes, parameters, initialisation and file
+//! I/O.
 //!
-//! Weights use PyTorch's `nn.Linear` layout: `weight` is [O, I] (out, in), `bias` is [O], so a
-//! saved file loads in PyTorch unchanged.
+//! An [`Arch`] is an input ([`Input`]) followed by layers ([`LayerSpec`]): convolutions, max
+//! pooling and dense layers, with ReLU after every convolution and every dense layer except the
+//! last, whose outputs feed softmax + cross-entropy. Parameters use PyTorch's layouts: a dense
+//! layer's `weight` is `[O, I]` (`nn.Linear`), a convolution's `[O, C, K, K]` (`nn.Conv2d`), a
+//! bias is `[O]`, so a saved file loads in PyTorch unchanged.
 
 use crate::{Error, Result};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
+use std::fmt;
 
 pub mod io;
 
-/// Layer widths from input to output, e.g. `[784, 512, 512, 10]`. Hidden layers use ReLU, the
-/// output layer feeds softmax + cross-entropy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Largest size accepted along any one dimension (a width, a channel count, a side, a kernel,
+/// a stride, a padding).
+pub const MAX_DIM: usize = 1 << 20;
+
+/// Largest number of elements of one sample's activations after any layer (or of the input).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// Largest number of parameters of a whole network (keeps every count inside `usize`).
+pub const MAX_PARAMS: u128 = 1 << 42;
+
+/// The network's input, one sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// A flat vector of this many values, e.g. `784`.
+    Flat(usize),
+    /// An image of `c` channels, `h` rows and `w` columns, e.g. `1x28x28`.
+    Image { c: usize, h: usize, w: usize },
+}
+
+/// One layer of an [`Arch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerSpec {
+    /// A dense layer with `out` outputs (a flatten is implied when its input is an image).
+    Dense { out: usize },
+    /// A 2-D convolution: `out` channels, `k`×`k` kernel, stride and zero padding on every side.
+    Conv {
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    },
+    /// Max pooling over `k`×`k` windows with stride `k` (output side floor(side / k)).
+    Pool { k: usize },
+}
+
+impl LayerSpec {
+    /// Whether the layer has a weight and a bias.
+    pub fn has_params(&self) -> bool {
+        !matches!(self, LayerSpec::Pool { .. })
+    }
+}
+
+/// The shape flowing out of a layer (or the input), for one sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shape {
+    Flat(usize),
+    Image { c: usize, h: usize, w: usize },
+}
+
+impl Shape {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match *self {
+            Shape::Flat(n) => n,
+            Shape::Image { c, h, w } => c.saturating_mul(h).saturating_mul(w),
+        }
+    }
+
+    /// Whether the shape holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Input> for Shape {
+    fn from(i: Input) -> Self {
+        match i {
+            Input::Flat(n) => Shape::Flat(n),
+            Input::Image { c, h, w } => Shape::Image { c, h, w },
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Shape::Flat(n) => write!(f, "{n}"),
+            Shape::Image { c, h, w } => write!(f, "{c}x{h}x{w}"),
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Shape::from(*self).fmt(f)
+    }
+}
+
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LayerSpec::Dense { out } => write!(f, "{out}"),
+            LayerSpec::Conv {
+                out,
+                k,
+                stride,
+                pad,
+            } => {
+                write!(f, "c{out}k{k}")?;
+                if stride != 1 {
+                    write!(f, "s{stride}")?;
+                }
+                if pad != 0 {
+                    write!(f, "p{pad}")?;
+                }
+                Ok(())
+            }
+            LayerSpec::Pool { k } => write!(f, "m{k}"),
+        }
+    }
+}
+
+/// A network: its input and its layers, input first. The canonical text form (its
+/// [`Display`](fmt::Display), accepted by [`Arch::parse`]) is dash-separated, e.g.
+/// `1x28x28-c6k5p2-m2-c16k5-m2-120-84-10` or `784-512-10`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Arch {
-    /// Widths, input first; at least two entries.
-    pub sizes: Vec<usize>,
+    pub input: Input,
+    pub layers: Vec<LayerSpec>,
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.input)?;
+        for l in &self.layers {
+            write!(f, "-{l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse a run of ASCII digits as a count; `None` for anything else (sign, empty, overflow).
+fn number(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parse one layer token: `512`, `m2`, `c32k5`, `c8k3s2p1` (`s` and `p` in any order, each at
+/// most once).
+fn parse_layer(tok: &str) -> Option<LayerSpec> {
+    if let Some(n) = number(tok) {
+        return Some(LayerSpec::Dense { out: n });
+    }
+    if let Some(k) = tok.strip_prefix('m') {
+        return number(k).map(|k| LayerSpec::Pool { k });
+    }
+    let rest = tok.strip_prefix('c')?;
+    // Split into letter-led fields: the channel count, then k, then optional s and p.
+    let (out, rest) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit())?);
+    let out = number(out)?;
+    let mut fields = Vec::new();
+    let mut rest = rest;
+    while let Some(tag) = rest.chars().next() {
+        let body = &rest[1..];
+        let end = body
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(body.len());
+        fields.push((tag, number(&body[..end])?));
+        rest = &body[end..];
+    }
+    let [('k', k), ref suffixes @ ..] = fields[..] else {
+        return None;
+    };
+    let (mut stride, mut pad) = (None, None);
+    for &(tag, v) in suffixes {
+        let slot = match tag {
+            's' => &mut stride,
+            'p' => &mut pad,
+            _ => return None,
+        };
+        if slot.replace(v).is_some() {
+            return None;
+        }
+    }
+    Some(LayerSpec::Conv {
+        out,
+        k,
+        stride: stride.unwrap_or(1),
+        pad: pad.unwrap_or(0),
+    })
+}
+
+/// The shape out of `layer` given the shape into it, without any checks (saturating, so that
+/// even an invalid architecture gives some answer without panicking).
+fn step(prev: Shape, layer: &LayerSpec) -> Shape {
+    let (c, h, w) = match prev {
+        Shape::Image { c, h, w } => (c, h, w),
+        Shape::Flat(n) => (n, 1, 1),
+    };
+    match *layer {
+        LayerSpec::Dense { out } => Shape::Flat(out),
+        LayerSpec::Conv {
+            out,
+            k,
+            stride,
+            pad,
+        } => {
+            let side = |s: usize| {
+                let padded = s.saturating_add(pad.saturating_mul(2));
+                match padded.checked_sub(k) {
+                    Some(d) if stride > 0 && k > 0 => d / stride + 1,
+                    _ => 0,
+                }
+            };
+            Shape::Image {
+                c: out,
+                h: side(h),
+                w: side(w),
+            }
+        }
+        LayerSpec::Pool { k } => Shape::Image {
+            c,
+            h: h.checked_div(k).unwrap_or(0),
+            w: w.checked_div(k).unwrap_or(0),
+        },
+    }
 }
 
 impl Arch {
-    /// Parse `784-512-10` (also accepts `,` or `x` as separators).
+    /// Parse an architecture: a dash-separated list of layers, input first.
+    ///
+    /// - input: `784` (flat) or `1x28x28` (C×H×W);
+    /// - `c{out}k{k}`: a convolution, optionally followed by `s{stride}` and `p{pad}` in any
+    ///   order (defaults 1 and 0), e.g. `c32k5p2`, `c8k3s2p1`;
+    /// - `m{k}`: k×k max pooling with stride k;
+    /// - a plain number: a dense layer of that width.
+    ///
+    /// Pure width lists may also use `,` or `x` as separators (`784,512,10`, `784x10`); a first
+    /// token with two `x`s followed by more layers (`1x28x28-...`) is an image input, and a
+    /// string without `-` or `,` is always a width list. The result is checked with
+    /// [`Arch::shapes`], so a parsed architecture is always a possible network. Errors are
+    /// [`Error::InvalidArg`] for `--arch`, one line naming the bad token or layer.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |reason: String| Error::InvalidArg {
             name: "--arch",
             reason,
         };
-        let sizes = s
-            .split(['-', ',', 'x'])
-            .map(|p| {
-                p.trim()
-                    .parse::<usize>()
-                    .map_err(|_| bad(format!("{p:?} in {s:?} is not a layer width")))
+        let tokens: Vec<&str> = s.split(['-', ',']).map(str::trim).collect();
+        let image = tokens.len() > 1 && tokens[0].matches('x').count() == 2;
+        let (input, layer_tokens): (Input, Vec<&str>) = if image {
+            let dims: Option<Vec<usize>> = tokens[0].split('x').map(|d| number(d.trim())).collect();
+            let Some(&[c, h, w]) = dims.as_deref() else {
+                return Err(bad(format!(
+                    "input `{}` in `{s}` is not an image size CxHxW like 1x28x28",
+                    tokens[0]
+                )));
+            };
+            (Input::Image { c, h, w }, tokens[1..].to_vec())
+        } else {
+            let all: Vec<&str> = s.split(['-', ',', 'x']).map(str::trim).collect();
+            let Some(n) = number(all[0]) else {
+                return Err(bad(format!(
+                    "input `{}` in `{s}` is not an input size like 784 or 1x28x28",
+                    all[0]
+                )));
+            };
+            (Input::Flat(n), all[1..].to_vec())
+        };
+        let layers = layer_tokens
+            .iter()
+            .map(|&t| {
+                parse_layer(t).ok_or_else(|| {
+                    bad(format!(
+                        "`{t}` in `{s}` is not a layer: expected a width like 512, a convolution like c32k5p2 or a pooling like m2"
+                    ))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        if sizes.len() < 2 {
-            return Err(bad(format!(
-                "{s:?} needs at least an input and an output width, e.g. 784-10"
-            )));
+        let arch = Arch { input, layers };
+        arch.shapes().map_err(|e| match e {
+            Error::Shape(reason) => bad(reason),
+            e => e,
+        })?;
+        Ok(arch)
+    }
+
+    /// The architecture a preset name stands for.
+    pub fn preset(name: &str) -> Option<&'static str> {
+        Some(match name {
+            "seed-small" => "784-10-10-10",
+            "seed-large" => "784-512-512-512-10",
+            "lenet5" => "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10",
+            "cnn" => "1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10",
+            _ => return None,
+        })
+    }
+
+    /// The input shape, then the shape out of each layer. Refuses an impossible network with
+    /// one [`Error::Shape`] line naming the layer (its index in the dash list, the input being
+    /// 0, and its token) and the shapes involved: a kernel larger than its padded input, pooling
+    /// to zero, a convolution or pooling on a flat input (the input, or after a dense layer), a
+    /// last layer that is not dense, zero sizes, and sizes over [`MAX_DIM`] per dimension,
+    /// [`MAX_ELEMENTS`] per sample or [`MAX_PARAMS`] in all.
+    pub fn shapes(&self) -> Result<Vec<Shape>> {
+        let fail = |at: usize, what: &dyn fmt::Display, reason: String| {
+            let place = if at == 0 {
+                format!("input `{what}`")
+            } else {
+                format!("layer {at} `{what}`")
+            };
+            Error::Shape(format!("{self}: {place}: {reason}"))
+        };
+        let within = |at: usize, what: &dyn fmt::Display, shape: Shape| -> Result<()> {
+            let dims: Vec<usize> = match shape {
+                Shape::Flat(n) => vec![n],
+                Shape::Image { c, h, w } => vec![c, h, w],
+            };
+            if dims.contains(&0) {
+                return Err(fail(at, what, format!("gives an empty output ({shape})")));
+            }
+            if dims.iter().any(|&d| d > MAX_DIM) {
+                return Err(fail(
+                    at,
+                    what,
+                    format!("output {shape} has a dimension over {MAX_DIM}"),
+                ));
+            }
+            let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if n.is_none_or(|n| n > MAX_ELEMENTS) {
+                return Err(fail(
+                    at,
+                    what,
+                    format!("output {shape} has over {MAX_ELEMENTS} elements per sample"),
+                ));
+            }
+            Ok(())
+        };
+
+        let input = Shape::from(self.input);
+        if input.is_empty() {
+            return Err(fail(0, &self.input, "sizes must be at least 1".into()));
         }
-        if let Some(z) = sizes.iter().find(|&&w| w == 0 || w > 1 << 20) {
-            return Err(bad(format!(
-                "layer width {z} in {s:?} must be in 1..=1048576"
+        within(0, &self.input, input)?;
+        let Some(last) = self.layers.last() else {
+            return Err(Error::Shape(format!(
+                "{self} has no layers: it needs at least an input and an output width, e.g. 784-10"
             )));
+        };
+        let mut shapes = vec![input];
+        let mut params: u128 = 0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let at = i + 1;
+            let prev = shapes[i];
+            let after = if i == 0 {
+                "the input".to_string()
+            } else {
+                format!("layer {i} `{}`", self.layers[i - 1])
+            };
+            match *layer {
+                LayerSpec::Dense { out } => {
+                    if out == 0 {
+                        return Err(fail(at, layer, "width must be at least 1".into()));
+                    }
+                    if out > MAX_DIM {
+                        return Err(fail(at, layer, format!("width is over {MAX_DIM}")));
+                    }
+                    params += (prev.len() as u128 + 1) * out as u128;
+                }
+                LayerSpec::Conv {
+                    out,
+                    k,
+                    stride,
+                    pad,
+                } => {
+                    let Shape::Image { c, h, w } = prev else {
+                        return Err(fail(
+                            at,
+                            layer,
+                            format!("a convolution needs an image, but {after} gives a flat {prev} (use an image input like 1x28x28, and no dense layer before a convolution)"),
+                        ));
+                    };
+                    for (v, name, min) in [
+                        (out, "output channels", 1),
+                        (k, "kernel size", 1),
+                        (stride, "stride", 1),
+                        (pad, "padding", 0),
+                    ] {
+                        if v < min {
+                            return Err(fail(at, layer, format!("{name} must be at least {min}")));
+                        }
+                        if v > MAX_DIM {
+                            return Err(fail(at, layer, format!("{name} {v} is over {MAX_DIM}")));
+                        }
+                    }
+                    let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+                    if k > ph || k > pw {
+                        return Err(fail(
+                            at,
+                            layer,
+                            format!("{k}x{k} kernel is larger than its input {prev} padded to {ph}x{pw}"),
+                        ));
+                    }
+                    params += (c as u128 * k as u128 * k as u128 + 1) * out as u128;
+                }
+                LayerSpec::Pool { k } => {
+                    let Shape::Image { h, w, .. } = prev else {
+                        return Err(fail(
+                            at,
+                            layer,
+                            format!("pooling needs an image, but {after} gives a flat {prev} (use an image input like 1x28x28, and no dense layer before pooling)"),
+                        ));
+                    };
+                    if k == 0 {
+                        return Err(fail(at, layer, "pooling size must be at least 1".into()));
+                    }
+                    if k > h || k > w {
+                        return Err(fail(
+                            at,
+                            layer,
+                            format!("{k}x{k} pooling of its input {prev} gives zero size"),
+                        ));
+                    }
+                }
+            }
+            if params > MAX_PARAMS {
+                return Err(fail(
+                    at,
+                    layer,
+                    format!("brings the network over {MAX_PARAMS} parameters"),
+                ));
+            }
+            let out = step(prev, layer);
+            within(at, layer, out)?;
+            shapes.push(out);
         }
-        Ok(Arch { sizes })
+        if !matches!(last, LayerSpec::Dense { .. }) {
+            return Err(fail(
+                self.layers.len(),
+                last,
+                "the last layer must be dense, one output per class (e.g. ...-10)".into(),
+            ));
+        }
+        Ok(shapes)
     }
 
-    /// Number of dense layers.
-    pub fn n_layers(&self) -> usize {
-        self.sizes.len() - 1
+    /// The shapes without checks (saturating; meaningful only for a valid architecture).
+    fn shapes_unchecked(&self) -> Vec<Shape> {
+        let mut shapes = vec![Shape::from(self.input)];
+        for l in &self.layers {
+            let prev = *shapes.last().expect("starts with the input");
+            shapes.push(step(prev, l));
+        }
+        shapes
     }
 
-    /// Input width I of the first layer.
-    pub fn input(&self) -> usize {
-        self.sizes[0]
+    /// Elements of one input sample.
+    pub fn input_len(&self) -> usize {
+        Shape::from(self.input).len()
     }
 
-    /// Number of classes C.
+    /// Number of classes: the width of the last dense layer.
     pub fn classes(&self) -> usize {
-        *self.sizes.last().unwrap()
-    }
-
-    /// (I, O) of dense layer `l`.
-    pub fn layer(&self, l: usize) -> (usize, usize) {
-        (self.sizes[l], self.sizes[l + 1])
-    }
-
-    /// Total number of parameters.
-    pub fn n_params(&self) -> usize {
-        (0..self.n_layers())
-            .map(|l| {
-                let (i, o) = self.layer(l);
-                i * o + o
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| match *l {
+                LayerSpec::Dense { out } => Some(out),
+                _ => None,
             })
-            .sum()
+            .unwrap_or(0)
+    }
+
+    /// Total number of parameters (weights and biases).
+    pub fn n_params(&self) -> usize {
+        self.param_shapes()
+            .iter()
+            .map(|(w, b)| {
+                w.iter()
+                    .fold(1usize, |a, &d| a.saturating_mul(d))
+                    .saturating_add(*b)
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// For each layer with parameters, in order: the weight's shape (`[O, I]` dense, `[O, C, K,
+    /// K]` convolution; PyTorch layouts; a dense layer after an image has I = C·H·W) and the
+    /// bias length O.
+    pub fn param_shapes(&self) -> Vec<(Vec<usize>, usize)> {
+        let shapes = self.shapes_unchecked();
+        self.layers
+            .iter()
+            .zip(&shapes)
+            .filter_map(|(l, prev)| match *l {
+                LayerSpec::Dense { out } => Some((vec![out, prev.len()], out)),
+                LayerSpec::Conv { out, k, .. } => {
+                    let c = match *prev {
+                        Shape::Image { c, .. } => c,
+                        Shape::Flat(n) => n,
+                    };
+                    Some((vec![out, c, k, k], out))
+                }
+                LayerSpec::Pool { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Whether this is a multilayer perceptron: flat input and only dense layers.
+    pub fn is_mlp(&self) -> bool {
+        matches!(self.input, Input::Flat(_))
+            && self
+                .layers
+                .iter()
+                .all(|l| matches!(l, LayerSpec::Dense { .. }))
+    }
+
+    /// The MLP with these widths, input first (no checks).
+    pub(crate) fn mlp(sizes: &[usize]) -> Arch {
+        Arch {
+            input: Input::Flat(sizes[0]),
+            layers: sizes[1..]
+                .iter()
+                .map(|&out| LayerSpec::Dense { out })
+                .collect(),
+        }
     }
 }
 
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s: Vec<String> = self.sizes.iter().map(|w| w.to_string()).collect();
-        f.write_str(&s.join("-"))
-    }
-}
-
-/// One dense layer: y = x·Wᵀ + b.
+/// The weight and bias of one layer, in PyTorch layout.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Dense {
-    /// [O, I]
-    pub weight: Array2<f32>,
-    /// [O]
+pub struct Param {
+    /// `[O, I]` for a dense layer, `[O, C, K, K]` for a convolution.
+    pub weight: ArrayD<f32>,
+    /// `[O]`
     pub bias: Array1<f32>,
 }
 
-/// A multilayer perceptron with ReLU hidden layers and a softmax output.
+/// A network and its parameters: one [`Param`] per parametrised layer of `arch`, in order.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Mlp {
+pub struct Model {
     pub arch: Arch,
-    pub layers: Vec<Dense>,
+    pub params: Vec<Param>,
 }
 
-impl Mlp {
-    /// Weights uniform in [-scale, scale], biases 0 (the lecture's initialisation), drawn from a
-    /// ChaCha8 stream seeded with `seed` so every platform gets the same network.
-    pub fn init_uniform(arch: &Arch, scale: f32, seed: u64) -> Self {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let layers = (0..arch.n_layers())
-            .map(|l| {
-                let (i, o) = arch.layer(l);
-                Dense {
-                    weight: Array2::from_shape_simple_fn((o, i), || {
-                        rng.random_range(-scale..=scale)
-                    }),
-                    bias: Array1::zeros(o),
-                }
-            })
-            .collect();
-        Mlp {
-            arch: arch.clone(),
-            layers,
+/// Check that a tensor holds only finite values; the error names it and the first bad element.
+pub(crate) fn check_finite_tensor(
+    name: &str,
+    shape: &[usize],
+    data: impl IntoIterator<Item = f32>,
+) -> std::result::Result<(), String> {
+    let mut first = None;
+    let mut count = 0usize;
+    for (i, v) in data.into_iter().enumerate() {
+        if !v.is_finite() {
+            count += 1;
+            first.get_or_insert((i, v));
         }
     }
+    let Some((flat, v)) = first else {
+        return Ok(());
+    };
+    // Row-major multi-index of the first bad element.
+    let mut index = vec![0; shape.len()];
+    let mut rest = flat;
+    for (slot, &d) in index.iter_mut().zip(shape).rev() {
+        if d > 0 {
+            *slot = rest % d;
+            rest /= d;
+        }
+    }
+    let more = if count > 1 {
+        format!(" ({count} non-finite values)")
+    } else {
+        String::new()
+    };
+    Err(format!("tensor `{name}` holds {v} at {index:?}{more}"))
+}
+
+/// Check every tensor of `params`, named `{prefix}.{i}.weight|bias`.
+pub(crate) fn check_finite_params(
+    prefix: &str,
+    params: &[Param],
+) -> std::result::Result<(), String> {
+    for (i, p) in params.iter().enumerate() {
+        check_finite_tensor(
+            &format!("{prefix}.{i}.weight"),
+            p.weight.shape(),
+            p.weight.iter().copied(),
+        )?;
+        check_finite_tensor(
+            &format!("{prefix}.{i}.bias"),
+            p.bias.shape(),
+            p.bias.iter().copied(),
+        )?;
+    }
+    Ok(())
+}
+
+impl Model {
+    /// Weights uniform in [-scale, scale], biases 0 (the lecture's initialisation), drawn from a
+    /// ChaCha8 stream seeded with `seed`, layer by layer in row-major order, so every platform
+    /// gets the same network (and MLPs the same as earlier versions did).
+    pub fn init_uniform(arch: &Arch, scale: f32, seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let params = arch
+            .param_shapes()
+            .into_iter()
+            .map(|(shape, o)| Param {
+                weight: ArrayD::from_shape_simple_fn(IxDyn(&shape), || {
+                    rng.random_range(-scale..=scale)
+                }),
+                bias: Array1::zeros(o),
+            })
+            .collect();
+        Model {
+            arch: arch.clone(),
+            params,
+        }
+    }
+
+    /// PyTorch's default initialisation of `nn.Linear` and `nn.Conv2d`: weight and bias uniform
+    /// in [-1/√fan_in, 1/√fan_in) with fan_in = I (dense) or C·K·K (convolution), drawn from a
+    /// ChaCha8 stream seeded with `seed`, each layer's weight (row-major) then its bias.
+    pub fn init_pytorch(arch: &Arch, seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let params = arch
+            .param_shapes()
+            .into_iter()
+            .map(|(shape, o)| {
+                let fan_in: usize = shape[1..].iter().product();
+                let bound = (1.0 / (fan_in.max(1) as f64).sqrt()) as f32;
+                let weight =
+                    ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(-bound..bound));
+                let bias = Array1::from_shape_simple_fn(o, || rng.random_range(-bound..bound));
+                Param { weight, bias }
+            })
+            .collect();
+        Model {
+            arch: arch.clone(),
+            params,
+        }
+    }
+
+    /// Refuse NaN and infinities: the error ([`Error::BadModel`] with `what` in place of the
+    /// path) names the tensor (`layers.2.weight`) and the first bad element.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        check_finite_params("layers", &self.params).map_err(|r| Error::bad_model(what, r))
+    }
+
+    /// Check that the parameters have exactly the shapes `self.arch` calls for, and that the
+    /// architecture is possible ([`Error::Shape`] otherwise).
+    pub fn check_shapes(&self) -> Result<()> {
+        check_param_shapes("model", "layers", &self.arch, &self.params)
+    }
+}
+
+/// Check that `params` (named `{prefix}.{i}.*` in messages) have the shapes `arch` calls for.
+pub(crate) fn check_param_shapes(
+    what: &str,
+    prefix: &str,
+    arch: &Arch,
+    params: &[Param],
+) -> Result<()> {
+    arch.shapes()?;
+    let want = arch.param_shapes();
+    if params.len() != want.len() {
+        return Err(Error::Shape(format!(
+            "{what} has {} parametrised layers but arch {arch} has {}",
+            params.len(),
+            want.len()
+        )));
+    }
+    for (i, (p, (w, o))) in params.iter().zip(&want).enumerate() {
+        if p.weight.shape() != w.as_slice() {
+            return Err(Error::Shape(format!(
+                "{what}: tensor `{prefix}.{i}.weight` has shape {:?} but arch {arch} needs {w:?}",
+                p.weight.shape()
+            )));
+        }
+        if p.bias.len() != *o {
+            return Err(Error::Shape(format!(
+                "{what}: tensor `{prefix}.{i}.bias` has shape [{}] but arch {arch} needs [{o}]",
+                p.bias.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn arch_parses_and_prints() {
-        let a = Arch::parse("784-512-10").unwrap();
-        assert_eq!(a.sizes, vec![784, 512, 10]);
-        assert_eq!(a.to_string(), "784-512-10");
-        assert_eq!(a.n_params(), 784 * 512 + 512 + 512 * 10 + 10);
+    fn shape_err(s: &str) -> String {
+        let e = Arch::parse(s).expect_err(s).to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.starts_with("invalid argument --arch: "), "{e}");
+        e
     }
 
     #[test]
-    fn arch_rejects_garbage() {
-        assert!(Arch::parse("784").is_err());
-        assert!(Arch::parse("784-0-10").is_err());
-        assert!(Arch::parse("784-abc").is_err());
+    fn mlp_parses_and_prints() {
+        let a = Arch::parse("784-512-10").unwrap();
+        assert_eq!(a.input, Input::Flat(784));
+        assert_eq!(
+            a.layers,
+            vec![LayerSpec::Dense { out: 512 }, LayerSpec::Dense { out: 10 }]
+        );
+        assert!(a.is_mlp());
+        assert_eq!(a.to_string(), "784-512-10");
+        assert_eq!(a.n_params(), 784 * 512 + 512 + 512 * 10 + 10);
+        assert_eq!(a.input_len(), 784);
+        assert_eq!(a.classes(), 10);
+        for s in ["784,512,10", "784x512x10", "784 - 512 - 10", "784x512-10"] {
+            assert_eq!(Arch::parse(s).unwrap(), a, "{s}");
+        }
+        // A lone CxHxW is no network, so it stays a width list as before.
+        assert_eq!(Arch::parse("1x28x28").unwrap().to_string(), "1-28-28");
+    }
+
+    #[test]
+    fn conv_nets_parse_print_and_shape() {
+        let a = Arch::parse("1x28x28-c6k5p2-m2-c16k5-m2-120-84-10").unwrap();
+        assert!(!a.is_mlp());
+        assert_eq!(a.to_string(), "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10");
+        assert_eq!(a.input_len(), 784);
+        assert_eq!(a.classes(), 10);
+        let s: Vec<String> = a.shapes().unwrap().iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            s,
+            ["1x28x28", "6x28x28", "6x14x14", "16x10x10", "16x5x5", "120", "84", "10"]
+        );
+        assert_eq!(
+            a.param_shapes(),
+            vec![
+                (vec![6, 1, 5, 5], 6),
+                (vec![16, 6, 5, 5], 16),
+                (vec![120, 400], 120),
+                (vec![84, 120], 84),
+                (vec![10, 84], 10),
+            ]
+        );
+        assert_eq!(
+            a.n_params(),
+            61_706,
+            "LeNet-5 with padding has 61,706 parameters"
+        );
+
+        let c = Arch::parse("3x9x9-c8k3s2p1-c4k2p1s3-m1-5").unwrap();
+        assert_eq!(
+            c.layers[0],
+            LayerSpec::Conv {
+                out: 8,
+                k: 3,
+                stride: 2,
+                pad: 1
+            }
+        );
+        assert_eq!(c.to_string(), "3x9x9-c8k3s2p1-c4k2s3p1-m1-5");
+        assert_eq!(c.shapes().unwrap()[1], Shape::Image { c: 8, h: 5, w: 5 });
+        assert_eq!(c.shapes().unwrap()[2], Shape::Image { c: 4, h: 2, w: 2 });
+        // A convolution straight to the output.
+        assert!(Arch::parse("1x4x4-c2k4-3").is_ok());
+        assert!(Arch::parse("1x4x4-c2k4s1p0-3").unwrap().to_string() == "1x4x4-c2k4-3");
+    }
+
+    #[test]
+    fn presets_parse_and_round_trip() {
+        for name in ["seed-small", "seed-large", "lenet5", "cnn"] {
+            let s = Arch::preset(name).unwrap();
+            assert_eq!(Arch::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(Arch::preset("resnet"), None);
+        let cnn = Arch::parse(Arch::preset("cnn").unwrap()).unwrap();
+        assert_eq!(cnn.param_shapes()[2], (vec![1024, 64 * 7 * 7], 1024));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_token() {
+        for (s, tok) in [
+            ("784", "no layers"),
+            ("784-abc", "`abc`"),
+            ("784--10", "``"),
+            ("1x28x28-c6-10", "`c6`"),
+            ("1x28x28-c6k5q1-10", "`c6k5q1`"),
+            ("1x28x28-c6k5p1p2-10", "`c6k5p1p2`"),
+            ("1x28x28-ck5-10", "`ck5`"),
+            ("1x28x28-m-10", "`m`"),
+            ("1xax28-10", "input `1xax28`"),
+            ("-784-10", "input ``"),
+            ("784-+10", "`+10`"),
+            (
+                "784-99999999999999999999999-10",
+                "`99999999999999999999999`",
+            ),
+        ] {
+            let e = shape_err(s);
+            assert!(e.contains(tok), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn impossible_nets_name_the_layer() {
+        for (s, want) in [
+            ("784-0-10", "layer 1 `0`: width must be at least 1"),
+            ("0-10", "input `0`"),
+            ("1x0x28-10", "input `1x0x28`"),
+            (
+                "1x28x28-c6k30-10",
+                "layer 1 `c6k30`: 30x30 kernel is larger than its input 1x28x28 padded to 28x28",
+            ),
+            (
+                "1x28x28-c6k31p1-10",
+                "31x31 kernel is larger than its input 1x28x28 padded to 30x30",
+            ),
+            (
+                "1x28x28-m2-m2-m2-m2-m2-10",
+                "layer 5 `m2`: 2x2 pooling of its input 1x1x1 gives zero size",
+            ),
+            (
+                "784-c6k5-10",
+                "layer 1 `c6k5`: a convolution needs an image, but the input gives a flat 784",
+            ),
+            (
+                "1x28x28-100-m2-10",
+                "layer 2 `m2`: pooling needs an image, but layer 1 `100` gives a flat 100",
+            ),
+            (
+                "1x28x28-c6k5-m2",
+                "layer 2 `m2`: the last layer must be dense",
+            ),
+            (
+                "1x28x28-c6k5",
+                "layer 1 `c6k5`: the last layer must be dense",
+            ),
+            ("1x28x28-c0k5-10", "output channels must be at least 1"),
+            ("1x28x28-c6k0-10", "kernel size must be at least 1"),
+            ("1x28x28-c6k5s0-10", "stride must be at least 1"),
+            ("1x28x28-m0-10", "pooling size must be at least 1"),
+            ("784-2000000-10", "width is over"),
+            ("1x2000000x1-10", "dimension over"),
+            ("1024x1024x1024-10", "elements per sample"),
+            ("1x28x28-c6k1p1048576-10", "dimension over"),
+            ("1048576-1048576-1048576-1048576-1048576-10", "parameters"),
+        ] {
+            let e = shape_err(s);
+            assert!(e.contains(want), "{s}: {e}");
+        }
+        // shapes() on a hand-built arch gives Error::Shape.
+        let a = Arch {
+            input: Input::Flat(4),
+            layers: vec![LayerSpec::Pool { k: 2 }, LayerSpec::Dense { out: 2 }],
+        };
+        assert!(matches!(a.shapes(), Err(Error::Shape(_))));
+        let _ = (a.n_params(), a.param_shapes(), a.classes());
+        let empty = Arch {
+            input: Input::Flat(4),
+            layers: vec![],
+        };
+        assert!(empty.shapes().is_err());
+        assert_eq!(empty.n_params(), 0);
     }
 
     #[test]
     fn init_is_reproducible_and_bounded() {
         let a = Arch::parse("20-7-3").unwrap();
-        let m1 = Mlp::init_uniform(&a, 0.07, 5);
-        let m2 = Mlp::init_uniform(&a, 0.07, 5);
+        let m1 = Model::init_uniform(&a, 0.07, 5);
+        let m2 = Model::init_uniform(&a, 0.07, 5);
         assert_eq!(m1, m2);
-        assert!(m1.layers[0].weight.iter().all(|w| w.abs() <= 0.07));
-        assert!(m1.layers[0].bias.iter().all(|&b| b == 0.0));
+        assert!(m1.params[0].weight.iter().all(|w| w.abs() <= 0.07));
+        assert!(m1.params[0].bias.iter().all(|&b| b == 0.0));
+        m1.check_shapes().unwrap();
+        m1.check_finite("m").unwrap();
+    }
+
+    #[test]
+    fn init_uniform_keeps_the_old_stream() {
+        // The stream the MLP-only version drew: per layer, an [O, I] array row-major.
+        let a = Arch::parse("784-10-10-10").unwrap();
+        let m = Model::init_uniform(&a, 0.07, 1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for p in &m.params {
+            let old = ndarray::Array2::from_shape_simple_fn(
+                (p.weight.shape()[0], p.weight.shape()[1]),
+                || rng.random_range(-0.07f32..=0.07),
+            );
+            assert_eq!(p.weight, old.into_dyn());
+        }
+    }
+
+    #[test]
+    fn init_pytorch_is_bounded_by_fan_in() {
+        let a = Arch::parse(Arch::preset("lenet5").unwrap()).unwrap();
+        let m = Model::init_pytorch(&a, 3);
+        assert_eq!(m, Model::init_pytorch(&a, 3));
+        assert_ne!(m, Model::init_pytorch(&a, 4));
+        m.check_shapes().unwrap();
+        for (p, fan_in) in m.params.iter().zip([25.0f32, 150.0, 400.0, 120.0, 84.0]) {
+            let b = 1.0 / fan_in.sqrt();
+            assert!(p.weight.iter().all(|w| w.abs() <= b));
+            assert!(p.bias.iter().all(|w| w.abs() <= b));
+            assert!(p.bias.iter().any(|&w| w != 0.0));
+            // Spread over most of the range.
+            let max = p.weight.iter().fold(0.0f32, |a, w| a.max(w.abs()));
+            assert!(max > 0.8 * b, "{max} vs {b}");
+        }
+    }
+
+    #[test]
+    fn check_finite_names_the_tensor() {
+        let a = Arch::parse("1x4x4-c2k3-m2-3").unwrap();
+        let mut m = Model::init_pytorch(&a, 1);
+        m.params[1].weight[[2, 1]] = f32::NEG_INFINITY;
+        let e = m.check_finite("after epoch 3").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "after epoch 3: tensor `layers.1.weight` holds -inf at [2, 1]"
+        );
+        m.params[0].bias[1] = f32::NAN;
+        m.params[0].weight[[1, 0, 2, 2]] = f32::NAN;
+        let e = m.check_finite("m").unwrap_err().to_string();
+        assert_eq!(e, "m: tensor `layers.0.weight` holds NaN at [1, 0, 2, 2]");
     }
 }
