@@ -1,19 +1,19 @@
 //! Training curves as a PNG: loss on the left, accuracy on the right, train and test in each.
 //!
-//! Drawn with `imageproc` and an embedded DejaVu Sans, so plotting needs no system fonts and
-//! looks the same everywhere.
+//! Drawn with `plotters` into an in-memory RGB buffer, with an embedded DejaVu Sans registered
+//! through plotters' `ab_glyph` support, so plotting needs no system fonts and looks the same
+//! everywhere. The PNG is encoded with `image` and written atomically.
 
 use super::EpochMetrics;
 use crate::{Error, Result};
-use ab_glyph::{FontRef, PxScale};
-use image::{Rgb, RgbImage};
-use imageproc::drawing::{
-    draw_antialiased_line_segment_mut, draw_filled_circle_mut, draw_filled_rect_mut,
-    draw_hollow_rect_mut, draw_line_segment_mut, draw_text_mut, text_size,
-};
-use imageproc::pixelops::interpolate;
-use imageproc::rect::Rect;
+use image::RgbImage;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::FontStyle;
 use std::path::Path;
+use std::sync::Once;
 
 /// Width of the image in pixels.
 pub const WIDTH: u32 = 900;
@@ -22,47 +22,81 @@ pub const HEIGHT: u32 = 400;
 
 /// DejaVu Sans (Bitstream Vera license, see `assets/fonts/README.md`).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+/// The family name the embedded font is registered under.
+const FAMILY: &str = "sans-serif";
 
-const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
-const TEXT: Rgb<u8> = Rgb([30, 30, 30]);
-const AXIS: Rgb<u8> = Rgb([80, 80, 80]);
-const GRID: Rgb<u8> = Rgb([228, 228, 228]);
-const MUTED: Rgb<u8> = Rgb([150, 150, 150]);
+const TEXT: RGBColor = RGBColor(30, 30, 30);
+const AXIS: RGBColor = RGBColor(80, 80, 80);
+const GRID: RGBColor = RGBColor(228, 228, 228);
+const MUTED: RGBColor = RGBColor(150, 150, 150);
 /// matplotlib's first two colours, familiar to most readers.
-const TRAIN: Rgb<u8> = Rgb([31, 119, 180]);
-const TEST: Rgb<u8> = Rgb([255, 127, 14]);
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const TEST: RGBColor = RGBColor(255, 127, 14);
 
 /// Series with at most this many points get a marker on every point; longer ones only on
 /// isolated points (which would otherwise be invisible).
 const MARKERS_UP_TO: usize = 30;
+/// Marker radius and line width in pixels.
+const MARKER_R: i32 = 3;
+const LINE_W: u32 = 2;
+
+/// Any plotters drawing error, as text.
+type DrawResult<T> = std::result::Result<T, String>;
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    format!("drawing the plot failed: {e}")
+}
+
+/// Register the embedded font with plotters (once per process).
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in, so parsing it cannot fail at run time if it did in the tests.
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            log::warn!("the embedded plot font did not parse; text will be missing");
+        }
+    });
+}
+
+fn font(size: f64) -> TextStyle<'static> {
+    (FAMILY, size).into_font().color(&TEXT)
+}
 
 /// Plot `metrics` to a [`WIDTH`]×[`HEIGHT`] PNG at `path` (written atomically) with `title` on
 /// top. Handles any number of epochs including none; NaN and infinite values are left out of
 /// the curves.
 pub fn plot_metrics(path: impl AsRef<Path>, metrics: &[EpochMetrics], title: &str) -> Result<()> {
     let path = path.as_ref();
-    let img = render_metrics(metrics, title);
+    let fail = |e: String| Error::io(path, std::io::Error::other(e));
+    let img = render_metrics(metrics, title).map_err(fail)?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        .map_err(|e| fail(e.to_string()))?;
     crate::util::atomic_write(path, &png)
 }
 
 /// Draw the plot that [`plot_metrics`] saves.
-pub fn render_metrics(metrics: &[EpochMetrics], title: &str) -> RgbImage {
-    let font = FontRef::try_from_slice(FONT).expect("the embedded font parses");
-    let mut img = RgbImage::from_pixel(WIDTH, HEIGHT, WHITE);
+pub fn render_metrics(metrics: &[EpochMetrics], title: &str) -> DrawResult<RgbImage> {
+    register_font();
+    let mut buf = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, metrics, title)?;
+        root.present().map_err(err)?;
+    }
+    RgbImage::from_raw(WIDTH, HEIGHT, buf).ok_or_else(|| err("buffer size"))
+}
 
-    let (tw, _) = text_size(PxScale::from(22.0), &font, title);
-    draw_text_mut(
-        &mut img,
-        TEXT,
-        (WIDTH as i32 - tw as i32) / 2,
-        8,
-        PxScale::from(22.0),
-        &font,
-        title,
-    );
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    metrics: &[EpochMetrics],
+    title: &str,
+) -> DrawResult<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let body = root
+        .margin(6, 0, 0, 0)
+        .titled(title, font(22.0).pos(Pos::new(HPos::Center, VPos::Top)))
+        .map_err(err)?;
 
     let series = |label, color, get: fn(&EpochMetrics) -> f32| Series {
         label,
@@ -90,40 +124,47 @@ pub fn render_metrics(metrics: &[EpochMetrics], title: &str) -> RgbImage {
         None => "Accuracy".to_string(),
     };
 
-    let half = WIDTH / 2;
+    let halves = body.split_evenly((1, 2));
     let panels = [
         Panel {
-            x0: 0,
             title: "Cross-entropy loss".into(),
             series: &loss,
             limits: (f64::NEG_INFINITY, f64::INFINITY),
             percent: false,
         },
         Panel {
-            x0: half,
             title: acc_title,
             series: &acc,
             limits: (0.0, 1.0),
             percent: true,
         },
     ];
-    for p in &panels {
-        p.draw(&mut img, &font, half);
+    for (p, area) in panels.iter().zip(&halves) {
+        p.draw(root, area)?;
     }
-    img
+    Ok(())
 }
 
 /// One line on a panel; points are (epoch, value), values may be NaN.
 struct Series {
     label: &'static str,
-    color: Rgb<u8>,
+    color: RGBColor,
     points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// Whether every point gets a marker (short series), not just isolated ones.
+    fn marks_all(&self) -> bool {
+        self.points.iter().filter(|p| finite(p)).count() <= MARKERS_UP_TO
+    }
+}
+
+fn finite(p: &(f64, f64)) -> bool {
+    p.0.is_finite() && p.1.is_finite()
 }
 
 /// One half of the image.
 struct Panel<'a> {
-    /// Left edge of the panel in the image.
-    x0: u32,
     title: String,
     series: &'a [Series],
     /// Bounds the y axis may not cross (accuracy cannot leave 0..=1).
@@ -141,214 +182,233 @@ struct Axis {
     step_exp: i32,
 }
 
+/// Plotters maps values with the axis range and puts grid lines and labels at its ticks (bold
+/// lines only; there are no light ones).
+impl Ranged for Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let t = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (t * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<Axis, Axis>>;
+
 impl Panel<'_> {
-    fn draw(&self, img: &mut RgbImage, font: &FontRef<'_>, width: u32) {
-        let small = PxScale::from(13.0);
-        let finite = |f: fn(&(f64, f64)) -> f64| {
+    /// Draw the panel into `area`; `root` is the whole image, for the legend's pixel geometry.
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        area: &DrawingArea<DB, Shift>,
+    ) -> DrawResult<()> {
+        let coords = |f: fn(&(f64, f64)) -> f64| {
             self.series
                 .iter()
                 .flat_map(|s| s.points.iter())
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .filter(|p| finite(p))
                 .map(f)
                 .collect::<Vec<f64>>()
         };
-        let xs = finite(|p| p.0);
-        let ys = finite(|p| p.1);
+        let xs = coords(|p| p.0);
+        let ys = coords(|p| p.1);
+        let has_data = !xs.is_empty();
 
-        let x_axis = epoch_axis(&xs);
-        let y_axis = value_axis(&ys, self.limits);
-        let y_labels: Vec<String> = y_axis
+        let mut x_axis = epoch_axis(&xs);
+        let mut y_axis = value_axis(&ys, self.limits);
+        if !has_data {
+            x_axis.ticks.clear();
+            y_axis.ticks.clear();
+        }
+        let step_exp = y_axis.step_exp;
+        let y_label = |v: &f64| tick_label(*v, step_exp, self.percent);
+        let label_w = y_axis
             .ticks
             .iter()
-            .map(|&v| tick_label(v, y_axis.step_exp, self.percent))
-            .collect();
-        let label_w = y_labels
-            .iter()
-            .map(|l| text_size(small, font, l).0)
+            .map(|v| text_width(area, &y_label(v), &font(13.0)))
             .max()
             .unwrap_or(0);
 
-        // The plot area; its left edge leaves room for the widest y label.
-        let left = (self.x0 + 16 + label_w + 6) as f32;
-        let right = (self.x0 + width - 22) as f32;
-        let (top, bottom) = (72.0f32, (HEIGHT - 52) as f32);
-        let px =
-            |x: f64| left + ((x - x_axis.lo) / (x_axis.hi - x_axis.lo)) as f32 * (right - left);
-        let py =
-            |y: f64| bottom - ((y - y_axis.lo) / (y_axis.hi - y_axis.lo)) as f32 * (bottom - top);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&self.title, font(16.0))
+            .margin_left(12)
+            .margin_right(22)
+            .margin_top(4)
+            .x_label_area_size(40)
+            .y_label_area_size(label_w + 12)
+            .build_cartesian_2d(x_axis, y_axis)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .axis_style(AXIS)
+            .set_all_tick_mark_size(4)
+            .label_style(font(13.0))
+            .axis_desc_style(font(13.0))
+            .x_desc("epoch")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&y_label)
+            .draw()
+            .map_err(err)?;
 
-        let title = PxScale::from(16.0);
-        let (tw, _) = text_size(title, font, &self.title);
-        let cx = ((left + right) / 2.0) as i32;
-        draw_text_mut(img, TEXT, cx - tw as i32 / 2, 44, title, font, &self.title);
+        // A frame all round (the mesh draws only the left and bottom axes).
+        let plot = chart.plotting_area();
+        let (px, py) = plot.get_pixel_range();
+        let (left, right, top, bottom) = (px.start, px.end - 1, py.start, py.end - 1);
+        root.draw(&Rectangle::new(
+            [(left, top), (right, bottom)],
+            AXIS.stroke_width(1),
+        ))
+        .map_err(err)?;
 
-        let has_data = !xs.is_empty();
-        if has_data {
-            for (&v, label) in y_axis.ticks.iter().zip(&y_labels) {
-                let y = py(v);
-                draw_line_segment_mut(img, (left, y), (right, y), GRID);
-                draw_line_segment_mut(img, (left - 4.0, y), (left, y), AXIS);
-                let (w, h) = text_size(small, font, label);
-                draw_text_mut(
-                    img,
-                    TEXT,
-                    left as i32 - 7 - w as i32,
-                    y as i32 - h as i32 / 2,
-                    small,
-                    font,
-                    label,
-                );
-            }
-            for &v in &x_axis.ticks {
-                let x = px(v);
-                draw_line_segment_mut(img, (x, top), (x, bottom), GRID);
-                draw_line_segment_mut(img, (x, bottom), (x, bottom + 4.0), AXIS);
-                let label = format!("{v:.0}");
-                let (w, _) = text_size(small, font, &label);
-                draw_text_mut(
-                    img,
-                    TEXT,
-                    x as i32 - w as i32 / 2,
-                    bottom as i32 + 6,
-                    small,
-                    font,
-                    &label,
-                );
-            }
-        }
-        let (w, _) = text_size(small, font, "epoch");
-        draw_text_mut(
-            img,
-            TEXT,
-            cx - w as i32 / 2,
-            bottom as i32 + 26,
-            small,
-            font,
-            "epoch",
-        );
-        draw_hollow_rect_mut(
-            img,
-            Rect::at(left as i32, top as i32)
-                .of_size((right - left) as u32 + 1, (bottom - top) as u32 + 1),
-            AXIS,
-        );
         if !has_data {
-            let (w, h) = text_size(title, font, "no data");
-            let cy = ((top + bottom) / 2.0) as i32;
-            draw_text_mut(
-                img,
-                MUTED,
-                cx - w as i32 / 2,
-                cy - h as i32 / 2,
-                title,
-                font,
-                "no data",
-            );
-            return;
+            let style = font(16.0)
+                .color(&MUTED)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            root.draw_text("no data", &style, ((left + right) / 2, (top + bottom) / 2))
+                .map_err(err)?;
+            return Ok(());
         }
 
         let mut pixels = Vec::new();
         for s in self.series {
-            let pts: Vec<Option<(f32, f32)>> = s
-                .points
-                .iter()
-                .map(|&(x, y)| (x.is_finite() && y.is_finite()).then(|| (px(x), py(y))))
-                .collect();
-            let n_finite = pts.iter().flatten().count();
-            for (i, p) in pts.iter().enumerate() {
-                let Some(p) = *p else { continue };
-                pixels.push(p);
-                let next = pts.get(i + 1).copied().flatten();
-                if let Some(q) = next {
-                    thick_line(img, p, q, s.color);
-                    // Sample the segment too, so the legend avoids lines as well as points.
-                    let steps = ((q.0 - p.0).hypot(q.1 - p.1) / 4.0).ceil() as usize;
-                    pixels.extend((1..steps).map(|k| {
-                        let t = k as f32 / steps as f32;
-                        (p.0 + t * (q.0 - p.0), p.1 + t * (q.1 - p.1))
-                    }));
-                }
-                let prev = i.checked_sub(1).and_then(|j| pts[j]);
-                if n_finite <= MARKERS_UP_TO || (prev.is_none() && next.is_none()) {
-                    draw_filled_circle_mut(
-                        img,
-                        (p.0.round() as i32, p.1.round() as i32),
-                        3,
-                        s.color,
-                    );
-                }
-            }
+            self.draw_series(&mut chart, s, &mut pixels)?;
         }
-        self.legend(img, font, (left, top, right, bottom), &pixels);
+        self.legend(root, (left, top, right, bottom), &pixels)
+    }
+
+    /// Draw one series: a line through each run of finite points, and markers on every point
+    /// of a short series (else only on isolated points). Adds the pixels the series covers
+    /// (points and samples along its lines) to `pixels`.
+    fn draw_series<DB: DrawingBackend>(
+        &self,
+        chart: &mut Chart<'_, DB>,
+        s: &Series,
+        pixels: &mut Vec<(i32, i32)>,
+    ) -> DrawResult<()> {
+        let line = s.color.stroke_width(LINE_W);
+        for run in s.points.split(|p| !finite(p)).filter(|r| !r.is_empty()) {
+            if run.len() > 1 {
+                chart
+                    .draw_series(LineSeries::new(run.iter().copied(), line))
+                    .map_err(err)?;
+            }
+            for w in run.windows(2) {
+                // Sample the segment too, so the legend avoids lines as well as points.
+                let (p, q) = (chart.backend_coord(&w[0]), chart.backend_coord(&w[1]));
+                let (dx, dy) = ((q.0 - p.0) as f32, (q.1 - p.1) as f32);
+                let steps = (dx.hypot(dy) / 4.0).ceil() as i32;
+                pixels.extend((1..steps).map(|k| {
+                    let t = k as f32 / steps as f32;
+                    (p.0 + (t * dx) as i32, p.1 + (t * dy) as i32)
+                }));
+            }
+            pixels.extend(run.iter().map(|p| chart.backend_coord(p)));
+        }
+        let all = s.marks_all();
+        let isolated = |i: usize| {
+            let prev = i
+                .checked_sub(1)
+                .and_then(|j| s.points.get(j))
+                .filter(|p| finite(p));
+            let next = s.points.get(i + 1).filter(|p| finite(p));
+            prev.is_none() && next.is_none()
+        };
+        let markers = s
+            .points
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| finite(p) && (all || isolated(i)))
+            .map(|(_, &p)| Circle::new(p, MARKER_R, s.color.filled()));
+        chart.draw_series(markers).map_err(err)?;
+        Ok(())
     }
 
     /// Draw the legend in a corner of the plot area that no curve passes through (`points`:
     /// markers and samples along the lines), or, if every corner is busy, in one row under the
     /// axes, right-aligned beside the `epoch` label, so it never hides data.
-    fn legend(
+    fn legend<DB: DrawingBackend>(
         &self,
-        img: &mut RgbImage,
-        font: &FontRef<'_>,
-        (left, top, right, bottom): (f32, f32, f32, f32),
-        points: &[(f32, f32)],
-    ) {
-        let scale = PxScale::from(13.0);
+        root: &DrawingArea<DB, Shift>,
+        (left, top, right, bottom): (i32, i32, i32, i32),
+        points: &[(i32, i32)],
+    ) -> DrawResult<()> {
+        let style = font(13.0).pos(Pos::new(HPos::Left, VPos::Center));
         let row_h = 18;
-        // Each entry is a line sample with a marker (32 px), a gap, then the label.
-        let entry_w = |s: &Series| 38 + text_size(scale, font, s.label).0 as i32;
-        let draw_entry = |img: &mut RgbImage, s: &Series, x: i32, cy: i32| {
-            let (xf, yf) = (x as f32, cy as f32);
-            thick_line(img, (xf + 8.0, yf), (xf + 32.0, yf), s.color);
-            draw_filled_circle_mut(img, (x + 20, cy), 3, s.color);
-            let (_, th) = text_size(scale, font, s.label);
-            draw_text_mut(img, TEXT, x + 38, cy - th as i32 / 2, scale, font, s.label);
+        // Each entry is a line sample (32 px, with a marker if the series has them), a gap, then
+        // the label.
+        let entry_w = |s: &Series| 38 + text_width(root, s.label, &style);
+        let draw_entry = |s: &Series, x: i32, cy: i32| -> DrawResult<()> {
+            let line = s.color.stroke_width(LINE_W);
+            root.draw(&PathElement::new([(x + 8, cy), (x + 32, cy)], line))
+                .map_err(err)?;
+            if s.marks_all() {
+                root.draw(&Circle::new((x + 20, cy), MARKER_R, s.color.filled()))
+                    .map_err(err)?;
+            }
+            root.draw_text(s.label, &style, (x + 38, cy)).map_err(err)
         };
 
         let w = self.series.iter().map(entry_w).max().unwrap_or(0) + 6;
         let h = row_h * self.series.len() as i32 + 8;
         let margin = 8;
         let corners = [
-            (right as i32 - margin - w, top as i32 + margin),
-            (right as i32 - margin - w, bottom as i32 - margin - h),
-            (left as i32 + margin, top as i32 + margin),
-            (left as i32 + margin, bottom as i32 - margin - h),
+            (right - margin - w, top + margin),
+            (right - margin - w, bottom - margin - h),
+            (left + margin, top + margin),
+            (left + margin, bottom - margin - h),
         ];
         let free = |&(x, y): &(i32, i32)| {
             !points.iter().any(|p| {
-                (x - margin..=x + w + margin).contains(&(p.0 as i32))
-                    && (y - margin..=y + h + margin).contains(&(p.1 as i32))
+                (x - margin..=x + w + margin).contains(&p.0)
+                    && (y - margin..=y + h + margin).contains(&p.1)
             })
         };
         if let Some((x, y)) = corners.into_iter().find(free) {
-            let rect = Rect::at(x, y).of_size(w as u32, h as u32);
-            draw_filled_rect_mut(img, rect, WHITE);
-            draw_hollow_rect_mut(img, rect, MUTED);
+            root.draw(&Rectangle::new([(x, y), (x + w, y + h)], WHITE.filled()))
+                .map_err(err)?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + w, y + h)],
+                MUTED.stroke_width(1),
+            ))
+            .map_err(err)?;
             for (i, s) in self.series.iter().enumerate() {
-                draw_entry(img, s, x, y + 4 + row_h * i as i32 + row_h / 2);
+                draw_entry(s, x, y + 4 + row_h * i as i32 + row_h / 2)?;
             }
         } else {
             let total: i32 = self.series.iter().map(entry_w).sum();
-            let mut x = right as i32 - total;
+            let mut x = right - total;
             for s in self.series {
-                draw_entry(img, s, x, bottom as i32 + 34);
+                draw_entry(s, x, bottom + 34)?;
                 x += entry_w(s);
             }
         }
+        Ok(())
     }
 }
 
-/// A two-pixel antialiased line: the segment plus a copy shifted across its main direction.
-fn thick_line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), color: Rgb<u8>) {
-    let r = |p: (f32, f32)| (p.0.round() as i32, p.1.round() as i32);
-    let (a, b) = (r(a), r(b));
-    let shift = if (b.0 - a.0).abs() >= (b.1 - a.1).abs() {
-        (0, 1)
-    } else {
-        (1, 0)
-    };
-    draw_antialiased_line_segment_mut(img, a, b, color, interpolate);
-    let s = |p: (i32, i32)| (p.0 + shift.0, p.1 + shift.1);
-    draw_antialiased_line_segment_mut(img, s(a), s(b), color, interpolate);
+/// Width of `text` in pixels (0 if it cannot be measured).
+fn text_width<DB: DrawingBackend, S: plotters::coord::CoordTranslate>(
+    area: &DrawingArea<DB, S>,
+    text: &str,
+    style: &TextStyle<'_>,
+) -> i32 {
+    area.estimate_text_size(text, style)
+        .map_or(0, |(w, _)| w as i32)
 }
 
 /// Round `raw` up to 1, 2 or 5 × 10^k; returns the step and k.
@@ -482,9 +542,10 @@ mod tests {
     }
 
     /// Whether `img` has a pixel close to `c`.
-    fn has_colour(img: &RgbImage, c: Rgb<u8>) -> bool {
+    fn has_colour(img: &RgbImage, c: RGBColor) -> bool {
+        let c = [c.0, c.1, c.2];
         img.pixels()
-            .any(|p| p.0.iter().zip(c.0).all(|(&a, b)| a.abs_diff(b) < 8))
+            .any(|p| p.0.iter().zip(c).all(|(&a, b)| a.abs_diff(b) < 8))
     }
 
     #[test]
@@ -497,9 +558,21 @@ mod tests {
         }
         if let Ok(d) = std::env::var("WGTRAIN_PLOT_DIR") {
             // Handy for looking at the result: WGTRAIN_PLOT_DIR=/tmp cargo test --lib report
-            for n in [1, 10, 60] {
-                let img = render_metrics(&metrics(n), &format!("{n} epochs"));
-                img.save(Path::new(&d).join(format!("wgtrain_plot_{n}.png")))
+            let mut gaps = metrics(12);
+            for i in [3, 5, 6] {
+                gaps[i].test_loss = f32::NAN;
+            }
+            gaps[8].train_acc = f32::INFINITY;
+            let cases = [
+                ("1", metrics(1)),
+                ("10", metrics(10)),
+                ("60", metrics(60)),
+                ("gaps", gaps),
+                ("empty", vec![]),
+            ];
+            for (name, m) in cases {
+                let img = render_metrics(&m, &format!("{name} epochs")).unwrap();
+                img.save(Path::new(&d).join(format!("wgtrain_plot_{name}.png")))
                     .unwrap();
             }
         }
@@ -507,9 +580,21 @@ mod tests {
 
     #[test]
     fn single_epoch_is_drawn_with_markers() {
-        let img = render_metrics(&metrics(1), "one");
+        let img = render_metrics(&metrics(1), "one").unwrap();
         assert!(has_colour(&img, TRAIN));
         assert!(has_colour(&img, TEST));
+    }
+
+    #[test]
+    fn title_is_drawn_with_the_embedded_font() {
+        // Dark text pixels in the title band only when there is a title: the font was found.
+        let band = |img: &RgbImage| {
+            (0..28).any(|y| (0..WIDTH).any(|x| img.get_pixel(x, y).0.iter().all(|&c| c < 90)))
+        };
+        assert!(band(
+            &render_metrics(&metrics(3), "Training curves").unwrap()
+        ));
+        assert!(!band(&render_metrics(&metrics(3), "").unwrap()));
     }
 
     #[test]
@@ -520,7 +605,7 @@ mod tests {
         for x in &mut m {
             x.train_acc = 1.0;
         }
-        let _ = render_metrics(&m, "odd values");
+        render_metrics(&m, "odd values").unwrap();
         let all_nan: Vec<_> = metrics(3)
             .into_iter()
             .map(|mut x| {
@@ -531,12 +616,12 @@ mod tests {
                 x
             })
             .collect();
-        let _ = render_metrics(&all_nan, "all NaN");
-        let img = render_metrics(&[], "empty");
+        render_metrics(&all_nan, "all NaN").unwrap();
+        let img = render_metrics(&[], "empty").unwrap();
         assert!(!has_colour(&img, TRAIN));
         let mut huge = metrics(4);
         huge[0].train_loss = 1e30;
-        let _ = render_metrics(&huge, "diverged");
+        render_metrics(&huge, "diverged").unwrap();
     }
 
     #[test]
