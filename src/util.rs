@@ -1,10 +1,53 @@
-//! Small filesystem helpers shared by the model, checkpoint and report writers.
+//! Small filesystem helpers shared by the model, checkpoint and report writers, the dataset
+//! cache and the autotuner.
 
 use crate::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Environment variable: folder that replaces the per-user cache root (`<it>/<sub>` is used).
+pub const ENV_CACHE_DIR: &str = "WGTRAIN_CACHE_DIR";
+
+/// The per-user cache folder for `sub` (e.g. `"mnist"`); not created here.
+///
+/// `$WGTRAIN_CACHE_DIR/<sub>` if that variable is set (and not empty), else
+/// `<cache>/wgtrain/<sub>`, where `<cache>` is the platform's per-user cache folder from the
+/// `dirs` crate: `$XDG_CACHE_HOME` (if absolute) or `$HOME/.cache` on Linux,
+/// `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows. An empty `sub` gives the root
+/// itself. Fails with a one-line error when no such folder can be found.
+pub fn cache_dir(sub: &str) -> Result<PathBuf> {
+    cache_dir_from(std::env::var_os(ENV_CACHE_DIR), dirs::cache_dir, sub)
+}
+
+/// [`cache_dir`] given the override variable's value and the platform lookup.
+fn cache_dir_from(
+    over: Option<std::ffi::OsString>,
+    platform: impl FnOnce() -> Option<PathBuf>,
+    sub: &str,
+) -> Result<PathBuf> {
+    let join = |root: PathBuf| {
+        if sub.is_empty() {
+            root
+        } else {
+            root.join(sub)
+        }
+    };
+    if let Some(root) = over.filter(|v| !v.is_empty()) {
+        return Ok(join(PathBuf::from(root)));
+    }
+    match platform() {
+        Some(base) => Ok(join(base.join("wgtrain"))),
+        None => Err(Error::io(
+            join(PathBuf::from("wgtrain")),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no per-user cache folder found (is HOME set?); set {ENV_CACHE_DIR}=DIR"),
+            ),
+        )),
+    }
+}
 
 /// Distinguishes temp files of concurrent writers inside one process (the pid alone does not).
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -81,6 +124,31 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn cache_dir_override_then_platform() {
+        let over = || Some(std::ffi::OsString::from("/o"));
+        let platform = || Some(PathBuf::from("/home/u/.cache"));
+        let none = || None;
+        assert_eq!(
+            cache_dir_from(over(), platform, "mnist").unwrap(),
+            Path::new("/o/mnist")
+        );
+        assert_eq!(cache_dir_from(over(), none, "").unwrap(), Path::new("/o"));
+        // An empty override counts as unset.
+        let empty = Some(std::ffi::OsString::new());
+        assert_eq!(
+            cache_dir_from(empty, platform, "mnist").unwrap(),
+            Path::new("/home/u/.cache/wgtrain/mnist")
+        );
+        assert_eq!(
+            cache_dir_from(None, platform, "").unwrap(),
+            Path::new("/home/u/.cache/wgtrain")
+        );
+        let err = cache_dir_from(None, none, "mnist").unwrap_err().to_string();
+        assert!(err.contains(ENV_CACHE_DIR) && !err.contains('\n'), "{err}");
+        assert!(err.contains("mnist"), "{err}");
     }
 
     #[test]

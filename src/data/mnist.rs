@@ -447,23 +447,13 @@ fn how_to_supply(cache: &Path) -> String {
     )
 }
 
-/// The per-user cache folder: `$XDG_CACHE_HOME/wgtrain/mnist`, else
-/// `$HOME/.cache/wgtrain/mnist` (`%LOCALAPPDATA%\wgtrain\mnist` on Windows).
+/// The per-user cache folder: `crate::util::cache_dir("mnist")`, i.e. `$WGTRAIN_CACHE_DIR/mnist`
+/// if set, else `wgtrain/mnist` in the platform's cache folder (`$XDG_CACHE_HOME` or
+/// `$HOME/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows).
 pub fn default_cache_dir() -> Result<PathBuf> {
-    let env_dir = |k: &str| {
-        std::env::var_os(k)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    let base = env_dir("XDG_CACHE_HOME")
-        .or_else(|| env_dir("HOME").map(|h| h.join(".cache")))
-        .or_else(|| env_dir("LOCALAPPDATA"))
-        .ok_or_else(|| {
-            Error::DatasetUnavailable(
-                "no cache folder: neither XDG_CACHE_HOME nor HOME is set; pass --data-dir DIR or set MNIST_DIR".into(),
-            )
-        })?;
-    Ok(base.join("wgtrain").join("mnist"))
+    crate::util::cache_dir("mnist").map_err(|e| {
+        Error::DatasetUnavailable(format!("{e}; or pass --data-dir DIR or set MNIST_DIR"))
+    })
 }
 
 /// Find the MNIST folder: `data_dir` (from `--data-dir`) if given, else `$MNIST_DIR`, else the

@@ -10,9 +10,10 @@
 //!   and candidate list, the shape class (M, N, K each rounded up to a power of two, plus which
 //!   of them are multiples of 4, since that decides vec4 loads), the transposes, the epilogue and
 //!   whether it accumulates.
-//! * File: `$WGTRAIN_AUTOTUNE_CACHE`, else `$XDG_CACHE_HOME/wgtrain/autotune.json`, else
-//!   `$HOME/.cache/wgtrain/autotune.json`; written atomically. A missing or unreadable file just
-//!   means tuning again.
+//! * File: `$WGTRAIN_AUTOTUNE_CACHE`, else `autotune.json` in the crate's cache root,
+//!   [`crate::util::cache_dir`]`("")` (`$WGTRAIN_CACHE_DIR`, else `wgtrain/` in the platform's
+//!   per-user cache folder, e.g. `$XDG_CACHE_HOME` or `$HOME/.cache` on Linux); written
+//!   atomically. A missing or unreadable file just means tuning again.
 //! * `WGTRAIN_AUTOTUNE=0` (or `off`/`false`/`no`) turns it off: every product then uses
 //!   [`MatmulTile::default_for`] the device.
 //!
@@ -69,15 +70,8 @@ pub fn cache_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(ENV_CACHE).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|p| !p.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
-    Some(base.join("wgtrain").join("autotune.json"))
+    let root = crate::util::cache_dir("").ok()?;
+    Some(root.join("autotune.json"))
 }
 
 /// One cached decision.
