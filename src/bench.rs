@@ -23,8 +23,8 @@ use crate::cpu;
 use crate::data::Dataset;
 use crate::gpu::kernels::{self, Epilogue, MatmulSpec, MatmulTile, SgdParams};
 use crate::gpu::{autotune, GpuContext, Launch};
-use crate::model::{Arch, Mlp};
-use crate::train::{self, Engine};
+use crate::model::{Arch, LayerSpec, Model, Shape};
+use crate::train;
 use crate::Result;
 use ndarray::{Array1, Array2, IxDyn};
 use serde::Serialize;
@@ -576,10 +576,23 @@ fn synthetic(n: usize) -> Dataset {
     }
 }
 
-/// Training FLOPs per step: 2·I·O·B for each of forward, input gradient and weight gradient.
-pub fn train_flops(sizes: &[usize], b: usize) -> f64 {
-    let s: f64 = sizes.windows(2).map(|w| (w[0] * w[1]) as f64).sum();
-    6.0 * s * b as f64
+/// Training FLOPs per step: the multiply-adds of each dense layer (I·O per sample) and each
+/// convolution (OH·OW·C·K·K·O per sample), ×2 for forward, input gradient and weight gradient
+/// each: 6·Σ·B.
+pub fn train_flops(arch: &Arch, b: usize) -> Result<f64> {
+    let shapes = arch.shapes()?;
+    let mut s = 0.0;
+    for (l, spec) in arch.layers.iter().enumerate() {
+        let (i, o) = (shapes[l], shapes[l + 1]);
+        s += match (*spec, i, o) {
+            (LayerSpec::Dense { out }, _, _) => (i.len() * out) as f64,
+            (LayerSpec::Conv { out, k, .. }, Shape::Image { c, .. }, Shape::Image { h, w, .. }) => {
+                (h * w * c * k * k * out) as f64
+            }
+            _ => 0.0,
+        };
+    }
+    Ok(6.0 * s * b as f64)
 }
 
 fn bench_train(
@@ -591,20 +604,23 @@ fn bench_train(
     let batch = 100;
     let data = synthetic(5000);
     let mut out = Vec::new();
-    for (name, arch) in [
-        ("seed-small", "784-10-10-10"),
-        ("seed-large", "784-512-512-512-10"),
-    ] {
-        let arch = Arch::parse(arch)?;
+    for name in ["seed-small", "seed-large", "lenet5", "cnn"] {
+        let arch = Arch::parse(Arch::preset(name).expect("preset"))?;
         let mut cfg = train::TrainConfig::lecture(arch.clone());
         cfg.batch = batch;
-        let model = Mlp::init_uniform(&arch, cfg.init_scale, cfg.seed);
-        let flops = train_flops(&arch.sizes, batch);
+        let model = Model::init_uniform(&arch, 0.07, cfg.seed);
+        let flops = train_flops(&arch, batch)?;
+        // Conv nets take far longer per step on CPU adapters: fewer steps keep the run short.
+        let steps = if arch.is_mlp() {
+            steps
+        } else {
+            (steps / 4).max(2)
+        };
         // A second device on the same adapter: the engine owns its context.
         let gctx = GpuContext::from_adapter(ctx.adapter.clone())?;
-        let mut engine = train::gpu::GpuEngine::new(gctx, &cfg, &model, None, &data, None)?;
+        let mut engine = train::Engine::gpu(gctx, &cfg, &model, None, &data, None)?;
         engine.run_raw_steps(2, 2)?; // warm up: compile every pipeline
-        let time_steps = |engine: &mut train::gpu::GpuEngine, per_submit: usize| -> Result<f64> {
+        let time_steps = |engine: &mut train::Engine, per_submit: usize| -> Result<f64> {
             let samples = (0..opts.repeats().min(5))
                 .map(|_| {
                     let t = Instant::now();
@@ -625,20 +641,16 @@ fn bench_train(
             train::CHUNK
         );
         r.variant = "autotuned".into();
-        r.note = format!(
-            "{}; 6·Σ(I·O)·B = {:.1} MFLOP per step",
-            arch.sizes
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join("-"),
-            flops / 1e6
-        );
-        if let Some(rate) = matmul_rate(&arch.sizes) {
+        r.note = format!("{arch}; {:.1} MFLOP per step", flops / 1e6);
+        if let Some(rate) = arch
+            .is_mlp()
+            .then(|| mlp_widths(&arch))
+            .and_then(|w| matmul_rate(&w))
+        {
             r.note += &format!("; matmul alone at these shapes: {rate:.2} GFLOP/s");
         }
         if opts.cpu {
-            let mut cpu_engine = train::cpu::CpuEngine::new(&cfg, &model, None, &data, None);
+            let mut cpu_engine = train::Engine::cpu(&cfg, &model, None, &data, None)?;
             let order: Vec<u32> = (0..data.n as u32).collect();
             let cpu_steps = steps.min(data.n / batch);
             cpu_engine.train_steps(&order, 0, 1)?;
@@ -681,6 +693,16 @@ fn bench_train(
         out.push(d);
     }
     Ok(out)
+}
+
+/// The layer widths of an MLP, input first.
+fn mlp_widths(arch: &Arch) -> Vec<usize> {
+    let mut w = vec![arch.input_len()];
+    w.extend(arch.layers.iter().filter_map(|l| match l {
+        LayerSpec::Dense { out } => Some(*out),
+        _ => None,
+    }));
+    w
 }
 
 /// Run the benchmarks on `ctx` (see the module docs).

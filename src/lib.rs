@@ -4,12 +4,14 @@
 //! CPU twin in [`cpu`] that it is checked against. [`train`] runs SGD for multilayer perceptrons
 //! entirely in GPU buffers.
 
+pub mod backend;
 pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod nn;
 pub mod ops;
 pub mod report;
 

@@ -6,14 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use wgtrain::gpu::context::{self, AdapterChoice};
 use wgtrain::gpu::GpuContext;
-use wgtrain::model::io::Checkpoint;
-use wgtrain::model::{Arch, Mlp};
+use wgtrain::model::{Arch, Input, Model};
 use wgtrain::report::EpochMetrics;
-use wgtrain::train::{self, cpu::CpuEngine, gpu::GpuEngine, Engine, TrainConfig, Which};
+use wgtrain::train::{self, session, Engine, OptState, Optimizer, TrainConfig, Which};
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train an MLP on MNIST (or any dataset in MNIST's IDX format). With no flags: the
+    /// Train a network (MLP or conv net) on MNIST or any dataset in MNIST's IDX format. With no flags: the
     /// lecture's large network, 784-512-512-512-10, for 10 epochs.
     Train(TrainArgs),
     /// Test accuracy and loss of a saved model.
@@ -104,10 +103,33 @@ enum Device {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum Preset {
-    /// The lecture's small network: 784-10-10-10.
+    /// The lecture's small network: 784-10-10-10; SGD lr 0.05, momentum 0.9, batch 100, init ±0.07.
     SeedSmall,
-    /// The lecture's large network: 784-512-512-512-10.
+    /// The lecture's large network: 784-512-512-512-10; SGD lr 0.05, momentum 0.9, batch 100, init ±0.07.
     SeedLarge,
+    /// LeNet-5: 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10; Adam lr 0.001, batch 100, PyTorch init.
+    Lenet5,
+    /// A larger CNN: 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10; Adam lr 0.001, batch 100, PyTorch init.
+    Cnn,
+}
+
+impl Preset {
+    fn name(self) -> &'static str {
+        match self {
+            Preset::SeedSmall => "seed-small",
+            Preset::SeedLarge => "seed-large",
+            Preset::Lenet5 => "lenet5",
+            Preset::Cnn => "cnn",
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum OptimizerArg {
+    /// SGD with momentum (PyTorch's torch.optim.SGD).
+    Sgd,
+    /// Adam, β1 0.9, β2 0.999, ε 1e-8 (PyTorch's torch.optim.Adam).
+    Adam,
 }
 
 #[derive(Args)]
@@ -120,20 +142,29 @@ struct DataArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Network and hyperparameters of the lecture: seed-small = 784-10-10-10, seed-large =
-    /// 784-512-512-512-10; both lr 0.05, momentum 0.9, batch 100, 10 epochs, init ±0.07.
+    /// Network and hyperparameters (all 10 epochs): seed-small = 784-10-10-10 and seed-large =
+    /// 784-512-512-512-10 with the lecture's SGD (lr 0.05, momentum 0.9, batch 100, init ±0.07);
+    /// lenet5 = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10 and cnn =
+    /// 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 with Adam (lr 0.001, batch 100, PyTorch's init).
     #[arg(long, value_enum, default_value = "seed-large")]
     preset: Preset,
-    /// Layer widths, input to output, e.g. 784-512-512-10 (overrides the preset's network).
+    /// Layers, input first, dash-separated (overrides the preset's network): input `784` (flat)
+    /// or `1x28x28` (C×H×W); `c32k5` a convolution with 32 channels and a 5×5 kernel, optional
+    /// `s2` stride and `p2` zero padding (defaults 1 and 0); `m2` 2×2 max-pooling; a number is a
+    /// dense layer of that width (flatten implied). ReLU follows every convolution and every
+    /// dense layer except the last. E.g. 784-512-10 or 1x28x28-c8k3p1-m2-10.
     #[arg(long)]
     arch: Option<String>,
+    /// Update rule: sgd (momentum) or adam (default: the preset's).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
     /// Learning rate α.
     #[arg(long)]
     lr: Option<f32>,
-    /// Momentum μ.
+    /// Momentum μ (SGD only).
     #[arg(long)]
     momentum: Option<f32>,
-    /// L2 regularisation λ on the weights (not the biases).
+    /// L2 regularisation λ on the weights (not the biases), added to the gradient.
     #[arg(long)]
     l2: Option<f32>,
     /// Number of epochs T (passes over the training set).
@@ -145,9 +176,9 @@ struct TrainArgs {
     /// Minibatch size m.
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Seed for initialisation and shuffling; a fixed seed makes a run reproducible.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed for initialisation and shuffling; a fixed seed makes a run reproducible [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Take minibatches in file order (batch b holds samples b·m … (b+1)·m − 1).
     #[arg(long)]
     no_shuffle: bool,
@@ -163,8 +194,8 @@ struct TrainArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
-    /// Save the trained model here (safetensors, PyTorch nn.Linear layout); the metrics CSV,
-    /// PNG plot and JSON summary go next to it.
+    /// Save the trained model here (safetensors, PyTorch nn.Linear / nn.Conv2d layouts); the
+    /// metrics CSV, PNG plot and JSON summary go next to it.
     #[arg(long, default_value = "wgtrain-model.safetensors")]
     out: PathBuf,
     /// Print one JSON object with the results instead of text.
@@ -229,7 +260,8 @@ struct DevicesArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Only these kernel families (matmul, bias, relu, softmax_xent, sgd, metrics, gather).
+    /// Only these kernel families (see `wgtrain verify --help`; default: all of them:
+    /// matmul, bias, relu, softmax_xent, sgd, metrics, gather, conv2d, maxpool, adam).
     #[arg(long, value_delimiter = ',')]
     kernel: Vec<String>,
     /// Seed for the random inputs (default: fresh; also WGTRAIN_SEED).
@@ -244,6 +276,10 @@ struct VerifyArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Warnings from the library (e.g. the autotuner) reach the user; RUST_LOG overrides.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
     // Mesa's Vulkan loader prints an error line without a runtime dir; give it a private one.
     #[cfg(unix)]
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -482,21 +518,26 @@ fn load_data(args: &DataArgs) -> Result<wgtrain::data::Mnist> {
     Ok(wgtrain::data::load_dir(&dir)?)
 }
 
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let stem = out
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or("model")
-        .trim_end_matches(".safetensors");
-    out.with_file_name(format!("{stem}{suffix}"))
+/// The engine for `device`: the GPU backend on an adapter, or the CPU twins.
+fn engine(
+    gpu: Option<GpuContext>,
+    cfg: &TrainConfig,
+    start: (&Model, Option<&OptState>),
+    train: &wgtrain::data::Dataset,
+    test: Option<&wgtrain::data::Dataset>,
+) -> Result<Engine> {
+    Ok(match gpu {
+        Some(ctx) => Engine::gpu(ctx, cfg, start.0, start.1, train, test)?,
+        None => Engine::cpu(cfg, start.0, start.1, train, test)?,
+    })
 }
 
+/// Progress bar, per-epoch lines and the Ctrl-C flag; checkpoints are the library's.
 struct Progress {
     bar: Option<ProgressBar>,
     epochs: usize,
     batch: usize,
     t_epoch: Instant,
-    ckpt: Option<(PathBuf, usize, BTreeMap<String, String>)>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     json: bool,
     /// Train loss of the previous epoch: the bar's only loss figure, as steps read nothing back.
@@ -523,7 +564,7 @@ impl train::Observer for Progress {
         }
     }
 
-    fn on_epoch(&mut self, engine: &dyn Engine, m: &EpochMetrics) -> wgtrain::Result<()> {
+    fn on_epoch(&mut self, _engine: &mut Engine, m: &EpochMetrics) -> wgtrain::Result<()> {
         self.last_loss = Some(m.train_loss);
         let line = format!(
             "epoch {:>2}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
@@ -541,11 +582,6 @@ impl train::Observer for Progress {
             _ if !self.json => eprintln!("{line}"),
             _ => {}
         }
-        if let Some((path, every, meta)) = &self.ckpt {
-            if *every > 0 && (m.epoch.is_multiple_of(*every) || m.epoch == self.epochs) {
-                save_checkpoint(engine, path, m.epoch, 0, meta)?;
-            }
-        }
         Ok(())
     }
 
@@ -553,114 +589,45 @@ impl train::Observer for Progress {
         self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn on_interrupt(&mut self, engine: &dyn Engine, epoch: usize, step: usize) -> wgtrain::Error {
+    fn on_interrupt(
+        &mut self,
+        _engine: &mut Engine,
+        _epoch: usize,
+        _step: usize,
+    ) -> wgtrain::Error {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        let Some((path, _, meta)) = &self.ckpt else {
-            return wgtrain::Error::InvalidArg {
-                name: "training",
-                reason: "interrupted".into(),
-            };
-        };
-        match save_checkpoint(engine, path, epoch, step, meta) {
-            Ok(()) => wgtrain::Error::Interrupted(path.clone()),
-            Err(e) => e,
+        wgtrain::Error::InvalidArg {
+            name: "training",
+            reason: "interrupted".into(),
         }
     }
-}
-
-/// Save weights, momentum and position (`epoch` epochs done plus `step` steps of the next).
-fn save_checkpoint(
-    engine: &dyn Engine,
-    path: &Path,
-    epoch: usize,
-    step: usize,
-    meta: &BTreeMap<String, String>,
-) -> wgtrain::Result<()> {
-    let mut meta = meta.clone();
-    meta.insert("step".into(), step.to_string());
-    Checkpoint {
-        model: engine.model()?,
-        velocity: engine.velocity()?,
-        epoch,
-        meta,
-    }
-    .save(path)
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    let preset_arch = match a.preset {
-        Preset::SeedSmall => "784-10-10-10",
-        Preset::SeedLarge => "784-512-512-512-10",
+    let ov = session::Overrides {
+        arch: a.arch.as_deref().map(Arch::parse).transpose()?,
+        optimizer: a.optimizer.map(|o| match o {
+            OptimizerArg::Sgd => Optimizer::Sgd,
+            OptimizerArg::Adam => Optimizer::Adam,
+        }),
+        lr: a.lr,
+        momentum: a.momentum,
+        l2: a.l2,
+        epochs: a.epochs,
+        batch: a.batch_size,
+        max_steps: a.max_steps,
+        seed: a.seed,
+        no_shuffle: a.no_shuffle,
     };
-    let arch = Arch::parse(a.arch.as_deref().unwrap_or(preset_arch))?;
-    let mut cfg = TrainConfig::lecture(arch);
-    cfg.lr = a.lr.unwrap_or(cfg.lr);
-    cfg.momentum = a.momentum.unwrap_or(cfg.momentum);
-    cfg.l2 = a.l2.unwrap_or(cfg.l2);
-    cfg.epochs = a.epochs.unwrap_or(cfg.epochs);
-    cfg.batch = a.batch_size.unwrap_or(cfg.batch);
-    cfg.max_steps = a.max_steps;
-    cfg.seed = a.seed;
-    cfg.shuffle = !a.no_shuffle;
-    cfg.validate()?;
-
-    // Starting point: a checkpoint, an --init model, or a fresh initialisation.
-    let (model, velocity, start) = if let Some(path) = &a.resume {
-        let ck = Checkpoint::load(path)?;
-        if a.arch.is_some() {
-            ck.model.check_compatible(&cfg.arch, path)?;
-        }
-        cfg.arch = ck.model.arch.clone();
-        let step = match ck.meta.get("step") {
-            Some(s) => s.parse().map_err(|_| {
-                wgtrain::Error::bad_model(path, format!("checkpoint step {s:?} is not a number"))
-            })?,
-            None => 0,
-        };
-        let start = train::Position {
-            epoch: ck.epoch,
-            step,
-        };
-        // The run's own hyperparameters, unless a flag overrides them.
-        let get = |k: &str| ck.meta.get(k).and_then(|v| v.parse::<f64>().ok());
-        cfg.lr = a.lr.or(get("lr").map(|v| v as f32)).unwrap_or(cfg.lr);
-        cfg.momentum = a
-            .momentum
-            .or(get("momentum").map(|v| v as f32))
-            .unwrap_or(cfg.momentum);
-        cfg.l2 = a.l2.or(get("l2").map(|v| v as f32)).unwrap_or(cfg.l2);
-        cfg.batch = a
-            .batch_size
-            .or(get("batch_size").map(|v| v as usize))
-            .unwrap_or(cfg.batch);
-        cfg.epochs = a
-            .epochs
-            .or(get("epochs").map(|v| v as usize))
-            .unwrap_or(cfg.epochs);
-        if let Some(seed) = ck.meta.get("seed").and_then(|v| v.parse().ok()) {
-            cfg.seed = seed;
-        }
-        if let Some(shuffle) = ck.meta.get("shuffle").and_then(|v| v.parse().ok()) {
-            cfg.shuffle = shuffle;
-        }
-        cfg.validate()?;
-        (ck.model, Some(ck.velocity), start)
-    } else if let Some(path) = &a.init {
-        let (m, _) = Mlp::load(path)?;
-        if a.arch.is_some() {
-            m.check_compatible(&cfg.arch, path)?;
-        }
-        cfg.arch = m.arch.clone();
-        (m, None, train::Position::default())
-    } else {
-        (
-            Mlp::init_uniform(&cfg.arch, cfg.init_scale, cfg.seed),
-            None,
-            train::Position::default(),
-        )
-    };
+    let start = session::start(
+        TrainConfig::preset(a.preset.name())?,
+        &ov,
+        a.init.as_deref(),
+        a.resume.as_deref(),
+    )?;
+    let cfg = start.cfg;
 
     let mut data = load_data(&a.data)?;
     if let Some(n) = a.train_limit {
@@ -673,45 +640,20 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     train::check_data(&cfg.arch, &data.test, "test")?;
 
     let gpu = open_gpu(a.device, &a.gpu, a.json)?;
-    let (adapter, backend) = match &gpu {
-        Some(ctx) => (ctx.info.name.clone(), format!("{:?}", ctx.info.backend)),
-        None => ("cpu".to_string(), "ndarray".to_string()),
-    };
-    let mut engine: Box<dyn Engine> = match gpu {
-        Some(ctx) => Box::new(GpuEngine::new(
-            ctx,
-            &cfg,
-            &model,
-            velocity.as_deref(),
-            &data.train,
-            Some(&data.test),
-        )?),
-        None => Box::new(CpuEngine::new(
-            &cfg,
-            &model,
-            velocity.as_deref(),
-            &data.train,
-            Some(&data.test),
-        )),
-    };
+    let mut engine = engine(
+        gpu,
+        &cfg,
+        (&start.model, start.state.as_ref()),
+        &data.train,
+        Some(&data.test),
+    )?;
     let device = engine.device();
     if !a.json {
         eprintln!(
-            "training {} on {} ({} train / {} test images), lr {} momentum {} l2 {} batch {} epochs {}",
-            cfg.arch, device, data.train.n, data.test.n, cfg.lr, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
+            "training {} on {} ({} train / {} test images), {} lr {} momentum {} l2 {} batch {} epochs {}",
+            cfg.arch, device, data.train.n, data.test.n, cfg.optimizer, cfg.lr, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
     }
-
-    let mut meta = BTreeMap::new();
-    meta.insert("arch".into(), cfg.arch.to_string());
-    meta.insert("lr".into(), cfg.lr.to_string());
-    meta.insert("momentum".into(), cfg.momentum.to_string());
-    meta.insert("l2".into(), cfg.l2.to_string());
-    meta.insert("batch_size".into(), cfg.batch.to_string());
-    meta.insert("epochs".into(), cfg.epochs.to_string());
-    meta.insert("seed".into(), cfg.seed.to_string());
-    meta.insert("shuffle".into(), cfg.shuffle.to_string());
-    meta.insert("device".into(), device.clone());
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
@@ -730,130 +672,74 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         );
         Some(bar)
     };
-    let ckpt_path = sibling(&a.out, ".ckpt.safetensors");
     let mut obs = Progress {
         bar,
         epochs: cfg.epochs,
         batch: cfg.batch,
         t_epoch: Instant::now(),
-        ckpt: Some((ckpt_path.clone(), a.checkpoint_every, meta.clone())),
-        stop: stop.clone(),
+        stop,
         json: a.json,
         last_loss: None,
     };
+    let lens = (data.train.n, data.test.n);
     let t0 = Instant::now();
-    let result = train::run(
-        engine.as_mut(),
+    let result = session::train(
+        &mut engine,
         &cfg,
-        data.train.n,
-        data.test.n,
-        start,
+        lens,
+        start.position,
+        &session::sibling(&a.out, ".ckpt.safetensors"),
+        a.checkpoint_every,
         &mut obs,
     );
     if let Some(bar) = &obs.bar {
         bar.finish_and_clear();
     }
-    let history = match result {
-        Ok(h) => h,
-        Err(wgtrain::Error::Diverged {
-            epoch, loss, lr, ..
-        }) => {
-            let kept = if ckpt_path.exists() {
-                format!("; last good checkpoint kept: {}", ckpt_path.display())
-            } else {
-                "; no checkpoint had been saved yet".into()
-            };
-            return Err(wgtrain::Error::Diverged {
-                epoch,
-                loss,
-                lr,
-                kept,
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let total = t0.elapsed().as_secs_f64();
-
-    // Final weights, and accuracy over the whole training set with them.
-    let final_train = train::summarize(&engine.evaluate(Which::Train)?);
-    let model = engine.model()?;
-    model
-        .save(&a.out, &meta)
-        .with_context(|| "saving the model")?;
-    let csv = sibling(&a.out, ".metrics.csv");
-    let png = sibling(&a.out, ".png");
-    wgtrain::report::csv::write_metrics_csv(&csv, &history)?;
-    wgtrain::report::plot::plot_metrics(
-        &png,
-        &history,
-        &format!("wgtrain {} on {}", cfg.arch, device),
-    )?;
-    let last = history.last();
-    let summary = json!({
-        "arch": cfg.arch.to_string(),
-        "device": device,
-        "adapter": adapter,
-        "backend": backend,
-        "hyperparameters": {
-            "lr": cfg.lr, "momentum": cfg.momentum, "l2": cfg.l2, "batch_size": cfg.batch,
-            "epochs": cfg.epochs, "max_steps": cfg.max_steps, "seed": cfg.seed, "shuffle": cfg.shuffle,
-        },
-        "train_images": data.train.n,
-        "test_images": data.test.n,
-        "epochs": history,
-        "final": {
-            "train_loss": final_train.0,
-            "train_acc": final_train.1,
-            "test_loss": last.map(|m| m.test_loss),
-            "test_acc": last.map(|m| m.test_acc),
-        },
-        "seconds": total,
-        "model": a.out,
-        "metrics_csv": csv,
-        "plot": png,
-    });
-    wgtrain::util::atomic_write(
-        &sibling(&a.out, ".json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    let history = result?;
+    let s = session::finish(
+        &mut engine,
+        &cfg,
+        lens,
+        history,
+        t0.elapsed().as_secs_f64(),
+        &a.out,
+    )
+    .with_context(|| "saving the results")?;
     if a.json {
-        print_json(&summary);
+        print_json(&serde_json::to_value(&s)?);
     } else {
         println!(
             "final: train acc {:.2}% (full pass), test acc {:.2}%, {:.1}s on {}",
-            100.0 * final_train.1,
-            100.0 * last.map(|m| m.test_acc).unwrap_or(f32::NAN),
-            total,
-            device
+            100.0 * s.final_train_acc,
+            100.0 * s.final_test_acc.unwrap_or(f32::NAN),
+            s.seconds,
+            s.device
         );
         println!(
             "saved {}, {}, {}",
-            a.out.display(),
-            csv.display(),
-            png.display()
+            s.model.display(),
+            s.metrics_csv.display(),
+            s.plot.display()
         );
     }
     Ok(())
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let (model, _) = Mlp::load(&a.model)?;
+    let (model, _) = Model::load(&a.model)?;
     let data = load_data(&a.data)?;
     train::check_data(&model.arch, &data.test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
     let gpu = open_gpu(a.device, &a.gpu, a.json)?;
-    let mut engine: Box<dyn Engine> = match gpu {
-        Some(ctx) => Box::new(GpuEngine::new(ctx, &cfg, &model, None, &data.test, None)?),
-        None => Box::new(CpuEngine::new(&cfg, &model, None, &data.test, None)),
-    };
+    let mut engine = engine(gpu, &cfg, (&model, None), &data.test, None)?;
     let t = Instant::now();
     let (loss, acc) = train::summarize(&engine.evaluate(Which::Train)?);
     let secs = t.elapsed().as_secs_f64();
     if a.json {
         print_json(&json!({
             "model": a.model, "arch": model.arch.to_string(), "device": engine.device(),
+            "engine": engine.kind(),
             "test_images": data.test.n, "test_loss": loss, "test_acc": acc, "seconds": secs,
         }));
     } else {
@@ -871,26 +757,38 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
-    let (model, _) = Mlp::load(&a.model)?;
-    let side = (model.arch.input() as f64).sqrt() as usize;
-    if side * side != model.arch.input() {
-        anyhow::bail!(
-            "model input width {} is not a square image; predict needs an image model",
-            model.arch.input()
-        );
-    }
-    let params = wgtrain::cpu::mlp::Layers::from_mlp(&model);
+    let (model, _) = Model::load(&a.model)?;
+    let (h, w) = match model.arch.input {
+        Input::Image { c: 1, h, w } => (h, w),
+        Input::Image { c, .. } => {
+            anyhow::bail!("model input has {c} channels; predict reads grayscale images")
+        }
+        Input::Flat(n) => {
+            let side = (n as f64).sqrt() as usize;
+            if side * side != n {
+                anyhow::bail!(
+                    "model input width {n} is not a square image; predict needs an image model"
+                );
+            }
+            (side, side)
+        }
+    };
+    let mut cfg = TrainConfig::lecture(model.arch.clone());
+    cfg.batch = 1;
+    // One blank sample stands in for a dataset: predict writes its images straight in.
+    let blank = wgtrain::data::Dataset {
+        images: vec![0; h * w],
+        labels: vec![0],
+        n: 1,
+        rows: h,
+        cols: w,
+    };
+    let mut engine = Engine::cpu(&cfg, &model, None, &blank, None)?;
     let mut results = Vec::new();
     for path in &a.images {
-        let x = wgtrain::data::image::load_digit(path, side, side)?;
-        let x = ndarray::Array2::from_shape_vec((1, x.len()), x).expect("shape");
-        let acts = wgtrain::cpu::mlp::forward(&params, x.view());
-        let labels = ndarray::Array1::from(vec![0u32]);
-        let (probs, _) = wgtrain::cpu::softmax_xent::softmax_xent_forward(
-            acts[acts.len() - 1].view(),
-            labels.view(),
-        );
-        let mut ranked: Vec<(usize, f32)> = probs.row(0).iter().copied().enumerate().collect();
+        let x = wgtrain::data::image::load_digit(path, h, w)?;
+        let probs = engine.probabilities(&x)?;
+        let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
         ranked.truncate(a.top.max(1));
         results.push(json!({

@@ -194,3 +194,121 @@ impl AdamParams {
         [(self.lr as f64 / bc1) as f32, bc2.sqrt() as f32]
     }
 }
+
+/// A buffer of 32-bit words owned by a backend (f32 or u32, as the op using it says).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufId(pub usize);
+
+/// A dataset resident in a backend (pixels as bytes, labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DataId(pub usize);
+
+/// One operation of a program. A program (a list of ops) is written once against these
+/// descriptions; the GPU backend prepares each op as a launch and replays them, the CPU backend
+/// executes each with its CPU twin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] (padding rows
+    /// past the end: zeros and [`PADDING_LABEL`]).
+    Gather {
+        data: DataId,
+        rows: usize,
+        order: BufId,
+        cursor: BufId,
+        x: BufId,
+        y: BufId,
+    },
+    /// cursor += by (a u32 counter).
+    Advance { cursor: BufId, by: usize },
+    /// C = op(A)·op(B) with the epilogue; `aux` is the bias [N] or the mask [M,N].
+    Matmul {
+        spec: MatmulSpec,
+        a: BufId,
+        b: BufId,
+        aux: Option<BufId>,
+        c: BufId,
+    },
+    /// db[O] = Σ_B dy[B,O]
+    BiasBackward {
+        rows: usize,
+        cols: usize,
+        dy: BufId,
+        db: BufId,
+    },
+    /// cols[B·OH·OW, C·K·K] from x[B,H,W,C].
+    Im2col {
+        spec: Conv2dSpec,
+        x: BufId,
+        cols: BufId,
+    },
+    /// dx[B,H,W,C] = Σ of the dcols entries im2col copied from each element, zero where
+    /// mask ≤ 0.
+    Col2im {
+        spec: Conv2dSpec,
+        dcols: BufId,
+        mask: Option<BufId>,
+        dx: BufId,
+    },
+    /// y, idx from x (see [`Pool2dSpec`]).
+    MaxPoolForward {
+        spec: Pool2dSpec,
+        x: BufId,
+        y: BufId,
+        idx: BufId,
+    },
+    /// dx = dy at each window's maximum, else 0; zero where mask ≤ 0.
+    MaxPoolBackward {
+        spec: Pool2dSpec,
+        dy: BufId,
+        idx: BufId,
+        mask: Option<BufId>,
+        dx: BufId,
+    },
+    /// logits[B,C], labels[B] → probs[B,C], loss[B].
+    SoftmaxXentForward {
+        rows: usize,
+        classes: usize,
+        logits: BufId,
+        labels: BufId,
+        probs: BufId,
+        loss: BufId,
+    },
+    /// dlogits[B,C] = (probs − onehot(labels))·scale.
+    SoftmaxXentBackward {
+        rows: usize,
+        classes: usize,
+        scale: f32,
+        probs: BufId,
+        labels: BufId,
+        dlogits: BufId,
+    },
+    /// acc += (Σ loss, #correct, #rows) over non-padding rows (acc is a [`MetricsAcc`]).
+    Metrics {
+        rows: usize,
+        classes: usize,
+        probs: BufId,
+        labels: BufId,
+        loss: BufId,
+        acc: BufId,
+    },
+    /// SGD with momentum over n elements.
+    Sgd {
+        n: usize,
+        hp: SgdParams,
+        w: BufId,
+        g: BufId,
+        v: BufId,
+    },
+    /// Adam over n elements; `sched` holds [`AdamParams::schedule`] pairs, `step` the number of
+    /// updates done (a u32 counter advanced once per training step).
+    Adam {
+        n: usize,
+        hp: AdamParams,
+        w: BufId,
+        g: BufId,
+        m: BufId,
+        v: BufId,
+        sched: BufId,
+        step: BufId,
+    },
+}

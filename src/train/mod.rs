@@ -1,23 +1,57 @@
-//! SGD training of an [`Mlp`] on either engine: the GPU path keeps everything in GPU buffers,
-//! the CPU path runs the same step with the CPU twins. The epoch loop, shuffling, evaluation
-//! and metrics are shared here.
+//! Training a [`crate::model::Model`] with SGD or Adam on either backend: [`Engine`] holds
+//! the one training step, [`run`] the epoch loop (shuffling, evaluation, metrics, divergence),
+//! and [`session`] starting, resuming and checkpointing a run.
 
 use crate::data::Dataset;
-use crate::gpu::kernels::{MetricsAcc, SgdParams};
-use crate::model::{Arch, Dense, Mlp};
+use crate::model::Arch;
+use crate::ops::{AdamParams, MetricsAcc, SgdParams};
 use crate::report::EpochMetrics;
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-pub mod cpu;
-pub mod gpu;
+pub mod engine;
+pub mod session;
 
-/// Everything that defines a training run.
-#[derive(Clone, Debug)]
+pub use engine::{Engine, OptState};
+
+/// The update rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with momentum (PyTorch's `torch.optim.SGD`).
+    Sgd,
+    /// Adam (PyTorch's `torch.optim.Adam`, β1 0.9, β2 0.999, ε 1e-8).
+    Adam,
+}
+
+impl std::fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Optimizer::Sgd => "sgd",
+            Optimizer::Adam => "adam",
+        })
+    }
+}
+
+/// How fresh weights are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// Weights uniform in [−scale, scale], biases 0 (the lecture's).
+    Uniform { scale: f32 },
+    /// PyTorch's default for nn.Linear / nn.Conv2d: U(±1/√fan_in) for weights and biases.
+    Pytorch,
+}
+
+/// Everything that defines a training run (stored in checkpoints as JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    #[serde(with = "arch_string")]
     pub arch: Arch,
+    pub optimizer: Optimizer,
     /// Learning rate α.
     pub lr: f32,
     /// Momentum μ.
@@ -33,8 +67,21 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Shuffle every epoch (false = file order).
     pub shuffle: bool,
-    /// Initial weights uniform in [−scale, scale].
-    pub init_scale: f32,
+    /// How fresh weights are drawn.
+    pub init: Init,
+}
+
+/// An [`Arch`] as its `--arch` string in JSON.
+mod arch_string {
+    use crate::model::Arch;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(a: &Arch, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arch, D::Error> {
+        let s = String::deserialize(d)?;
+        Arch::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl TrainConfig {
@@ -42,6 +89,7 @@ impl TrainConfig {
     pub fn lecture(arch: Arch) -> Self {
         TrainConfig {
             arch,
+            optimizer: Optimizer::Sgd,
             lr: 0.05,
             momentum: 0.9,
             l2: 0.0,
@@ -50,7 +98,41 @@ impl TrainConfig {
             max_steps: None,
             seed: 1,
             shuffle: true,
-            init_scale: 0.07,
+            init: Init::Uniform { scale: 0.07 },
+        }
+    }
+
+    /// The settings of a named preset (`seed-small`, `seed-large`, `lenet5`, `cnn`; see
+    /// [`crate::model::Arch::preset`] for the networks): the lecture's SGD settings for the two
+    /// MLPs, Adam with PyTorch's initialisation for the conv nets (calibrated against PyTorch:
+    /// `scripts/calibrate_torch.py`).
+    pub fn preset(name: &str) -> Result<Self> {
+        let arch = Arch::parse(Arch::preset(name).ok_or_else(|| Error::InvalidArg {
+            name: "--preset",
+            reason: format!("unknown preset {name:?}"),
+        })?)?;
+        let mut cfg = TrainConfig::lecture(arch);
+        if !cfg.arch.is_mlp() {
+            cfg.optimizer = Optimizer::Adam;
+            cfg.lr = 1e-3;
+            cfg.init = Init::Pytorch;
+        }
+        Ok(cfg)
+    }
+
+    /// Steps the whole run takes over `train_len` samples.
+    pub fn total_steps(&self, train_len: usize) -> usize {
+        let all = self.epochs * train_len.div_ceil(self.batch.max(1));
+        self.max_steps.map_or(all, |m| m.min(all))
+    }
+
+    /// Fresh weights for this run.
+    pub fn init_model(&self) -> crate::model::Model {
+        match self.init {
+            Init::Uniform { scale } => {
+                crate::model::Model::init_uniform(&self.arch, scale, self.seed)
+            }
+            Init::Pytorch => crate::model::Model::init_pytorch(&self.arch, self.seed),
         }
     }
 
@@ -81,14 +163,26 @@ impl TrainConfig {
         if self.max_steps == Some(0) {
             return bad("--max-steps", "must be at least 1".into());
         }
+        self.arch.shapes()?;
         Ok(())
     }
 
-    /// The optimiser hyperparameters for a weight (with λ) or a bias (λ = 0).
+    /// The SGD hyperparameters for a weight (with λ) or a bias (λ = 0).
     pub fn sgd(&self, weight: bool) -> SgdParams {
         SgdParams {
             lr: self.lr,
             momentum: self.momentum,
+            l2: if weight { self.l2 } else { 0.0 },
+        }
+    }
+
+    /// The Adam hyperparameters (PyTorch's defaults) for a weight or a bias.
+    pub fn adam(&self, weight: bool) -> AdamParams {
+        AdamParams {
+            lr: self.lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
             l2: if weight { self.l2 } else { 0.0 },
         }
     }
@@ -105,23 +199,6 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<u32>
         order.shuffle(&mut rng);
     }
     order
-}
-
-/// One engine that can train and evaluate a network.
-pub trait Engine {
-    /// Human-readable device name ("cpu (ndarray)" or the adapter and backend).
-    fn device(&self) -> String;
-    /// Run `steps` SGD steps over `order` starting at step `first` of the epoch. Metrics of the
-    /// batches accumulate until [`Engine::take_train_metrics`].
-    fn train_steps(&mut self, order: &[u32], first: usize, steps: usize) -> Result<()>;
-    /// Metrics accumulated since the last call, and reset them.
-    fn take_train_metrics(&mut self) -> Result<MetricsAcc>;
-    /// Loss and accuracy over a whole dataset (forward only).
-    fn evaluate(&mut self, data: Which) -> Result<MetricsAcc>;
-    /// The current weights.
-    fn model(&self) -> Result<Mlp>;
-    /// The current momentum buffers.
-    fn velocity(&self) -> Result<Vec<Dense>>;
 }
 
 /// Which resident dataset to evaluate.
@@ -142,7 +219,7 @@ pub trait Observer {
     /// After each chunk of steps: steps done in this epoch, of how many.
     fn on_steps(&mut self, _epoch: usize, _done: usize, _total: usize) {}
     /// After each epoch; return Err to stop (e.g. interrupted).
-    fn on_epoch(&mut self, _engine: &dyn Engine, _m: &EpochMetrics) -> Result<()> {
+    fn on_epoch(&mut self, _engine: &mut Engine, _m: &EpochMetrics) -> Result<()> {
         Ok(())
     }
     /// Asked between chunks; true stops training at once.
@@ -151,7 +228,7 @@ pub trait Observer {
     }
     /// Called when [`Observer::interrupted`] said stop, after `step` steps of `epoch`
     /// (0-based); returns the error to end the run with (e.g. after saving a checkpoint).
-    fn on_interrupt(&mut self, _engine: &dyn Engine, epoch: usize, step: usize) -> Error {
+    fn on_interrupt(&mut self, _engine: &mut Engine, epoch: usize, step: usize) -> Error {
         Error::InvalidArg {
             name: "training",
             reason: format!("interrupted at epoch {} step {step}", epoch + 1),
@@ -169,7 +246,7 @@ pub const CHUNK: usize = 50;
 
 /// Where a run starts: epochs completed, and steps already done in the next epoch (non-zero
 /// only when resuming a checkpoint saved mid-epoch).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub epoch: usize,
     pub step: usize,
@@ -178,7 +255,7 @@ pub struct Position {
 /// Train until `cfg.epochs` epochs are done, starting at `start`; returns one record per
 /// epoch run. Loss becoming NaN/Inf stops with [`Error::Diverged`].
 pub fn run(
-    engine: &mut dyn Engine,
+    engine: &mut Engine,
     cfg: &TrainConfig,
     train_len: usize,
     test_len: usize,
@@ -246,11 +323,11 @@ pub fn run(
 
 /// Check a dataset against an architecture.
 pub fn check_data(arch: &Arch, data: &Dataset, what: &str) -> Result<()> {
-    if data.pixels() != arch.input() {
+    if data.pixels() != arch.input_len() {
         return Err(Error::Shape(format!(
             "{what} images have {} pixels but --arch {arch} expects {} inputs",
             data.pixels(),
-            arch.input()
+            arch.input_len()
         )));
     }
     if data.n_classes() > arch.classes() {

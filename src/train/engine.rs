@@ -1,0 +1,536 @@
+//! The training engine: one step, written once against a [`Backend`].
+//!
+//! At construction the network's layers are built, every buffer is allocated, the datasets are
+//! made resident (bytes), and three programs are prepared: the training step (gather, forward,
+//! loss, metrics, backward, update, advance) and an evaluation pass per dataset (gather,
+//! forward, loss, metrics, advance). Per epoch only the shuffled order is written; steps run in
+//! chunks (one command buffer each on the GPU) with no readback; metrics are read once per
+//! epoch.
+
+use super::{Optimizer, TrainConfig, Which};
+use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, EngineKind, ProgramId};
+use crate::data::Dataset;
+use crate::gpu::GpuContext;
+use crate::model::{Model, Param, Shape};
+use crate::nn::{self, Io, Layer, ParamBufs};
+use crate::ops::{BufId, DataId, MetricsAcc, Op};
+use crate::{Error, Result};
+use ndarray::{Array1, ArrayD, IxDyn};
+
+/// Optimiser state outside the weights: named slots shaped like the parameters (SGD:
+/// `velocity`; Adam: `adam.m`, `adam.v`) and the number of updates done.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptState {
+    pub slots: Vec<(String, Vec<Param>)>,
+    pub step: u64,
+}
+
+/// The slot names of an optimiser, in order.
+pub fn slot_names(opt: Optimizer) -> &'static [&'static str] {
+    match opt {
+        Optimizer::Sgd => &["velocity"],
+        Optimizer::Adam => &["adam.m", "adam.v"],
+    }
+}
+
+/// One resident dataset with its own order and cursor.
+struct Resident {
+    data: DataId,
+    n: usize,
+    order: BufId,
+    cursor: BufId,
+}
+
+struct ParamSlot {
+    bufs: ParamBufs,
+    /// One (weight, bias) buffer pair per optimiser slot.
+    slots: Vec<(BufId, BufId)>,
+    /// The layer it belongs to.
+    layer: usize,
+    shape: Vec<usize>,
+}
+
+/// Trains and evaluates a [`Model`] on one backend.
+pub struct Engine {
+    be: Box<dyn Backend>,
+    cfg: TrainConfig,
+    model_shapes: Vec<Shape>,
+    layers: Vec<Box<dyn Layer>>,
+    params: Vec<ParamSlot>,
+    x: BufId,
+    y: BufId,
+    acts: Vec<BufId>,
+    dacts: Vec<BufId>,
+    probs: BufId,
+    loss: BufId,
+    acc_train: BufId,
+    acc_eval: BufId,
+    train: Resident,
+    test: Option<Resident>,
+    step: ProgramId,
+    eval_train: ProgramId,
+    eval_test: Option<ProgramId>,
+    /// Adam's update counter (u32), advanced once per step.
+    opt_step: Option<BufId>,
+    /// False when `train.order` no longer holds the epoch's order (evaluation overwrote it).
+    order_valid: bool,
+}
+
+impl Engine {
+    /// On the GPU behind `ctx`.
+    pub fn gpu(
+        ctx: GpuContext,
+        cfg: &TrainConfig,
+        model: &Model,
+        state: Option<&OptState>,
+        train: &Dataset,
+        test: Option<&Dataset>,
+    ) -> Result<Self> {
+        Self::new(
+            Box::new(GpuBackend::new(ctx)),
+            cfg,
+            model,
+            state,
+            train,
+            test,
+        )
+    }
+
+    /// On the CPU twins.
+    pub fn cpu(
+        cfg: &TrainConfig,
+        model: &Model,
+        state: Option<&OptState>,
+        train: &Dataset,
+        test: Option<&Dataset>,
+    ) -> Result<Self> {
+        Self::new(Box::new(CpuBackend::new()), cfg, model, state, train, test)
+    }
+
+    /// Build the network in `be`, upload `model` (and optimiser state) and the datasets, and
+    /// prepare the programs.
+    pub fn new(
+        mut be: Box<dyn Backend>,
+        cfg: &TrainConfig,
+        model: &Model,
+        state: Option<&OptState>,
+        train: &Dataset,
+        test: Option<&Dataset>,
+    ) -> Result<Self> {
+        let bsz = cfg.batch;
+        let arch = &model.arch;
+        let shapes = arch.shapes()?;
+        let n = arch.layers.len();
+        let be_ref = be.as_mut();
+        let x = be_ref.alloc("x", bsz * arch.input_len())?;
+        let y = be_ref.alloc("y", bsz)?;
+        let mut layers = Vec::with_capacity(n);
+        let mut acts = Vec::with_capacity(n);
+        let mut dacts = Vec::with_capacity(n);
+        for (l, spec) in arch.layers.iter().enumerate() {
+            let relu = l + 1 < n && !matches!(spec, crate::model::LayerSpec::Pool { .. });
+            layers.push(nn::build(
+                spec,
+                shapes[l],
+                shapes[l + 1],
+                bsz,
+                relu,
+                be_ref,
+            )?);
+            acts.push(be_ref.alloc("activations", bsz * shapes[l + 1].len())?);
+            dacts.push(be_ref.alloc("activation gradients", bsz * shapes[l + 1].len())?);
+        }
+        let slot_names = slot_names(cfg.optimizer);
+        if let Some(st) = state {
+            let names: Vec<&str> = st.slots.iter().map(|(s, _)| s.as_str()).collect();
+            if names != slot_names {
+                return Err(Error::InvalidArg {
+                    name: "--optimizer",
+                    reason: format!(
+                        "{} needs optimiser state {slot_names:?} but the checkpoint holds {names:?}",
+                        cfg.optimizer
+                    ),
+                });
+            }
+        }
+        let param_shapes = arch.param_shapes();
+        let mut params = Vec::new();
+        for (l, layer) in layers.iter().enumerate() {
+            let Some((wn, bn)) = layer.param_lens() else {
+                continue;
+            };
+            let i = params.len();
+            let host = &model.params[i];
+            let up = |be: &mut dyn Backend, what: &str, p: &Param| -> Result<(BufId, BufId)> {
+                let w = layer.weight_to_engine(p.weight.iter().copied().collect());
+                debug_assert_eq!(w.len(), wn);
+                Ok((
+                    be.upload_f32(what, &w)?,
+                    be.upload_f32(what, p.bias.as_slice().expect("contiguous bias"))?,
+                ))
+            };
+            let (w, b) = up(be_ref, "weight", host)?;
+            let bufs = ParamBufs {
+                w,
+                b,
+                dw: be_ref.alloc("weight gradient", wn)?,
+                db: be_ref.alloc("bias gradient", bn)?,
+            };
+            let mut slots = Vec::new();
+            for (s, name) in slot_names.iter().enumerate() {
+                slots.push(match state {
+                    Some(st) => up(be_ref, name, &st.slots[s].1[i])?,
+                    None => (be_ref.alloc(name, wn)?, be_ref.alloc(name, bn)?),
+                });
+            }
+            params.push(ParamSlot {
+                bufs,
+                slots,
+                layer: l,
+                shape: param_shapes[i].0.clone(),
+            });
+        }
+        let classes = arch.classes();
+        let probs = be_ref.alloc("probs", bsz * classes)?;
+        let loss = be_ref.alloc("loss", bsz)?;
+        let acc_train = be_ref.alloc("train metrics", 4)?;
+        let acc_eval = be_ref.alloc("eval metrics", 4)?;
+        let opt_step = match cfg.optimizer {
+            Optimizer::Sgd => None,
+            Optimizer::Adam => {
+                let step = be_ref.alloc("adam step", 1)?;
+                be_ref.write(step, &[state.map_or(0, |s| s.step as u32)])?;
+                Some(step)
+            }
+        };
+        let resident = |be: &mut dyn Backend, d: &Dataset| -> Result<Resident> {
+            let data = be.dataset(d)?;
+            let order = be.alloc("order", d.n)?;
+            be.write(order, &(0..d.n as u32).collect::<Vec<_>>())?;
+            Ok(Resident {
+                data,
+                n: d.n,
+                order,
+                cursor: be.alloc("cursor", 1)?,
+            })
+        };
+        let train_res = resident(be_ref, train)?;
+        let test_res = match test {
+            Some(t) => Some(resident(be_ref, t)?),
+            None => None,
+        };
+        let mut e = Engine {
+            be,
+            cfg: cfg.clone(),
+            model_shapes: shapes,
+            layers,
+            params,
+            x,
+            y,
+            acts,
+            dacts,
+            probs,
+            loss,
+            acc_train,
+            acc_eval,
+            train: train_res,
+            test: test_res,
+            step: ProgramId(0),
+            eval_train: ProgramId(0),
+            eval_test: None,
+            opt_step,
+            order_valid: false,
+        };
+        let sched = match cfg.optimizer {
+            Optimizer::Adam => {
+                // Every update of the run, computed on the host once (see AdamParams::schedule).
+                let steps = cfg.total_steps(train.n).max(1);
+                let hp = cfg.adam(true);
+                let table: Vec<f32> = (1..=steps).flat_map(|t| hp.schedule(t)).collect();
+                Some(e.be.upload_f32("adam schedule", &table)?)
+            }
+            Optimizer::Sgd => None,
+        };
+        let step = e.step_ops(sched);
+        e.step = e.be.prepare(&step)?;
+        let ev = e.eval_ops(&e.train);
+        e.eval_train = e.be.prepare(&ev)?;
+        if let Some(t) = &e.test {
+            let ev = e.eval_ops(t);
+            e.eval_test = Some(e.be.prepare(&ev)?);
+        }
+        Ok(e)
+    }
+
+    fn io(&self, l: usize) -> Io {
+        let below_relu = l > 0 && self.layers[l - 1].relu();
+        Io {
+            x: if l == 0 { self.x } else { self.acts[l - 1] },
+            y: self.acts[l],
+            dy: self.dacts[l],
+            dx: (l > 0).then(|| self.dacts[l - 1]),
+            mask: below_relu.then(|| self.acts[l - 1]),
+            p: self.params.iter().find(|p| p.layer == l).map(|p| p.bufs),
+        }
+    }
+
+    fn gather(&self, r: &Resident) -> Op {
+        Op::Gather {
+            data: r.data,
+            rows: self.cfg.batch,
+            order: r.order,
+            cursor: r.cursor,
+            x: self.x,
+            y: self.y,
+        }
+    }
+
+    fn forward_ops(&self, ops: &mut Vec<Op>) {
+        for l in 0..self.layers.len() {
+            self.layers[l].forward(&self.io(l), ops);
+        }
+        ops.push(Op::SoftmaxXentForward {
+            rows: self.cfg.batch,
+            classes: self.classes(),
+            logits: *self.acts.last().expect("a layer"),
+            labels: self.y,
+            probs: self.probs,
+            loss: self.loss,
+        });
+    }
+
+    fn metrics(&self, acc: BufId) -> Op {
+        Op::Metrics {
+            rows: self.cfg.batch,
+            classes: self.classes(),
+            probs: self.probs,
+            labels: self.y,
+            loss: self.loss,
+            acc,
+        }
+    }
+
+    /// Forward, loss and backward without gather or update.
+    fn gradient_ops(&self, ops: &mut Vec<Op>) {
+        self.forward_ops(ops);
+        ops.push(self.metrics(self.acc_train));
+        ops.push(Op::SoftmaxXentBackward {
+            rows: self.cfg.batch,
+            classes: self.classes(),
+            scale: 1.0 / self.cfg.batch as f32,
+            probs: self.probs,
+            labels: self.y,
+            dlogits: *self.dacts.last().expect("a layer"),
+        });
+        for l in (0..self.layers.len()).rev() {
+            self.layers[l].backward(&self.io(l), ops);
+        }
+    }
+
+    fn step_ops(&self, sched: Option<BufId>) -> Vec<Op> {
+        let mut ops = vec![self.gather(&self.train)];
+        self.gradient_ops(&mut ops);
+        for p in &self.params {
+            let lens = [
+                self.layers[p.layer].param_lens().expect("params").0,
+                self.layers[p.layer].param_lens().expect("params").1,
+            ];
+            let pairs = [
+                (
+                    p.bufs.w,
+                    p.bufs.dw,
+                    p.slots.iter().map(|s| s.0).collect::<Vec<_>>(),
+                ),
+                (p.bufs.b, p.bufs.db, p.slots.iter().map(|s| s.1).collect()),
+            ];
+            for (k, (w, g, slots)) in pairs.into_iter().enumerate() {
+                let weight = k == 0;
+                ops.push(match self.cfg.optimizer {
+                    Optimizer::Sgd => Op::Sgd {
+                        n: lens[k],
+                        hp: self.cfg.sgd(weight),
+                        w,
+                        g,
+                        v: slots[0],
+                    },
+                    Optimizer::Adam => Op::Adam {
+                        n: lens[k],
+                        hp: self.cfg.adam(weight),
+                        w,
+                        g,
+                        m: slots[0],
+                        v: slots[1],
+                        sched: sched.expect("adam schedule"),
+                        step: self.opt_step.expect("adam step"),
+                    },
+                });
+            }
+        }
+        if let Some(step) = self.opt_step {
+            ops.push(Op::Advance {
+                cursor: step,
+                by: 1,
+            });
+        }
+        ops.push(Op::Advance {
+            cursor: self.train.cursor,
+            by: self.cfg.batch,
+        });
+        ops
+    }
+
+    fn eval_ops(&self, r: &Resident) -> Vec<Op> {
+        let mut ops = vec![self.gather(r)];
+        self.forward_ops(&mut ops);
+        ops.push(self.metrics(self.acc_eval));
+        ops.push(Op::Advance {
+            cursor: r.cursor,
+            by: self.cfg.batch,
+        });
+        ops
+    }
+
+    fn classes(&self) -> usize {
+        self.model_shapes.last().expect("output shape").len()
+    }
+
+    /// Human-readable device.
+    pub fn device(&self) -> String {
+        self.be.describe()
+    }
+
+    /// `gpu` or `cpu`.
+    pub fn kind(&self) -> EngineKind {
+        self.be.kind()
+    }
+
+    /// (adapter, graphics backend).
+    pub fn adapter(&self) -> (String, String) {
+        self.be.adapter()
+    }
+
+    /// Run `steps` steps over `order` starting at step `first` of the epoch. Metrics
+    /// accumulate until [`Engine::take_train_metrics`].
+    pub fn train_steps(&mut self, order: &[u32], first: usize, steps: usize) -> Result<()> {
+        if first == 0 || !self.order_valid {
+            // The only per-epoch upload: this epoch's order.
+            self.be.write(self.train.order, order)?;
+            self.order_valid = true;
+        }
+        self.be
+            .write(self.train.cursor, &[(first * self.cfg.batch) as u32])?;
+        self.be.run(self.step, steps)
+    }
+
+    /// Run `steps` steps, `per_submit` per program run, restarting the data cursor at each
+    /// (benchmarks).
+    pub fn run_raw_steps(&mut self, steps: usize, per_submit: usize) -> Result<()> {
+        let mut left = steps;
+        while left > 0 {
+            let n = per_submit.min(left);
+            self.be.write(self.train.cursor, &[0])?;
+            self.be.run(self.step, n)?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    fn read_acc(&mut self, buf: BufId) -> Result<MetricsAcc> {
+        let words = self.be.read(buf, 4)?;
+        self.be.write(buf, &[0; 4])?;
+        Ok(bytemuck::pod_read_unaligned(bytemuck::cast_slice(&words)))
+    }
+
+    /// Metrics accumulated since the last call, and reset them.
+    pub fn take_train_metrics(&mut self) -> Result<MetricsAcc> {
+        self.read_acc(self.acc_train)
+    }
+
+    /// Loss and accuracy over a whole dataset (forward only, in file order).
+    pub fn evaluate(&mut self, which: Which) -> Result<MetricsAcc> {
+        let (res, prog) = match which {
+            Which::Train => {
+                self.order_valid = false;
+                (&self.train, self.eval_train)
+            }
+            Which::Test => match (&self.test, self.eval_test) {
+                (Some(t), Some(p)) => (t, p),
+                _ => {
+                    return Err(Error::InvalidArg {
+                        name: "evaluate",
+                        reason: "no test set was uploaded".into(),
+                    })
+                }
+            },
+        };
+        let (order, cursor, n) = (res.order, res.cursor, res.n);
+        self.be.write(order, &(0..n as u32).collect::<Vec<_>>())?;
+        self.be.write(cursor, &[0])?;
+        self.be.run(prog, n.div_ceil(self.cfg.batch))?;
+        self.read_acc(self.acc_eval)
+    }
+
+    /// Class probabilities [B, classes] for `x` [B, input] (forward only; for `predict`).
+    pub fn probabilities(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        self.be.write_f32(self.x, x)?;
+        let mut ops = Vec::new();
+        self.forward_ops(&mut ops);
+        let prog = self.be.prepare(&ops)?;
+        self.be.run(prog, 1)?;
+        self.be
+            .read_f32(self.probs, self.cfg.batch * self.classes())
+    }
+
+    /// Gradients of the mean batch loss at `x` [B, input] and `labels` [B], without updating
+    /// (for tests), in file layout.
+    pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
+        self.be.write_f32(self.x, x)?;
+        self.be.write(self.y, labels)?;
+        let mut ops = Vec::new();
+        self.gradient_ops(&mut ops);
+        let prog = self.be.prepare(&ops)?;
+        self.be.run(prog, 1)?;
+        self.take_train_metrics()?;
+        let pairs: Vec<(BufId, BufId)> =
+            self.params.iter().map(|p| (p.bufs.dw, p.bufs.db)).collect();
+        self.read_params(&pairs)
+    }
+
+    fn read_params(&mut self, pairs: &[(BufId, BufId)]) -> Result<Vec<Param>> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for (p, &(w, b)) in self.params.iter().zip(pairs) {
+            let (wn, bn) = self.layers[p.layer].param_lens().expect("params");
+            let wv = self.be.read_f32(w, wn)?;
+            let wv = self.layers[p.layer].weight_from_engine(wv);
+            out.push(Param {
+                weight: ArrayD::from_shape_vec(IxDyn(&p.shape), wv).expect("param shape"),
+                bias: Array1::from(self.be.read_f32(b, bn)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The current weights.
+    pub fn model(&mut self) -> Result<Model> {
+        let pairs: Vec<(BufId, BufId)> = self.params.iter().map(|p| (p.bufs.w, p.bufs.b)).collect();
+        Ok(Model {
+            arch: self.cfg.arch.clone(),
+            params: self.read_params(&pairs)?,
+        })
+    }
+
+    /// The optimiser state (slots and update count).
+    pub fn opt_state(&mut self) -> Result<OptState> {
+        let names = slot_names(self.cfg.optimizer);
+        let mut slots = Vec::new();
+        for (s, name) in names.iter().enumerate() {
+            let pairs: Vec<(BufId, BufId)> = self.params.iter().map(|p| p.slots[s]).collect();
+            slots.push((name.to_string(), self.read_params(&pairs)?));
+        }
+        let step = match self.opt_step {
+            Some(b) => self.be.read(b, 1)?[0] as u64,
+            None => 0,
+        };
+        Ok(OptState { slots, step })
+    }
+}

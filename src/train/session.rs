@@ -1,0 +1,360 @@
+//! A training run as the CLI (or any caller) starts it: fresh, from an `--init` model, or from
+//! a `--resume` checkpoint; checkpoints every N epochs and on interrupt; divergence reported
+//! with the checkpoint that was kept; the model, metrics CSV, plot and JSON summary written at
+//! the end. All typed: the checkpoint stores a [`RunState`] as JSON.
+
+use super::{Engine, EpochMetrics, Observer, OptState, Optimizer, Position, TrainConfig, Which};
+use crate::model::io::{Checkpoint, Metadata};
+use crate::model::{Arch, Model};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What a checkpoint records besides the tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub config: TrainConfig,
+    /// Epochs completed and steps into the next.
+    pub position: Position,
+    /// Optimiser updates done (Adam's t).
+    pub optimizer_step: u64,
+}
+
+/// Settings given on the command line; `None` keeps the preset's (or the checkpoint's) value.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub arch: Option<Arch>,
+    pub optimizer: Option<Optimizer>,
+    pub lr: Option<f32>,
+    pub momentum: Option<f32>,
+    pub l2: Option<f32>,
+    pub epochs: Option<usize>,
+    pub batch: Option<usize>,
+    pub max_steps: Option<usize>,
+    pub seed: Option<u64>,
+    pub no_shuffle: bool,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut TrainConfig) {
+        if let Some(o) = self.optimizer {
+            cfg.optimizer = o;
+        }
+        cfg.lr = self.lr.unwrap_or(cfg.lr);
+        cfg.momentum = self.momentum.unwrap_or(cfg.momentum);
+        cfg.l2 = self.l2.unwrap_or(cfg.l2);
+        cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
+        cfg.batch = self.batch.unwrap_or(cfg.batch);
+        if self.max_steps.is_some() {
+            cfg.max_steps = self.max_steps;
+        }
+        cfg.seed = self.seed.unwrap_or(cfg.seed);
+        if self.no_shuffle {
+            cfg.shuffle = false;
+        }
+    }
+}
+
+/// Where a run starts.
+pub struct Start {
+    pub cfg: TrainConfig,
+    pub model: Model,
+    pub state: Option<OptState>,
+    pub position: Position,
+}
+
+/// Resolve the run: `preset` (its arch and hyperparameters) with `ov` on top, starting fresh,
+/// from the model file `init`, or from the checkpoint `resume` (whose settings win over the
+/// preset's, flags over both).
+pub fn start(
+    preset: TrainConfig,
+    ov: &Overrides,
+    init: Option<&Path>,
+    resume: Option<&Path>,
+) -> Result<Start> {
+    if init.is_some() && resume.is_some() {
+        return Err(Error::InvalidArg {
+            name: "--init",
+            reason: "cannot be combined with --resume (the checkpoint holds the weights)".into(),
+        });
+    }
+    let mut cfg = preset;
+    if let Some(a) = &ov.arch {
+        cfg.arch = a.clone();
+        if !a.is_mlp() {
+            // The lecture's ±0.07 suits MLPs; conv nets start as PyTorch's would.
+            cfg.init = super::Init::Pytorch;
+        }
+    }
+    if let Some(path) = resume {
+        let ck = Checkpoint::load(path)?;
+        if let Some(a) = &ov.arch {
+            ck.model.check_compatible(a, path)?;
+        }
+        let run = run_state(&ck, cfg, path)?;
+        let mut cfg = run.config;
+        ov.apply(&mut cfg);
+        cfg.validate()?;
+        let state = OptState {
+            slots: ck.slots,
+            step: run.optimizer_step,
+        };
+        let names: Vec<&str> = state.slots.iter().map(|(s, _)| s.as_str()).collect();
+        if names != super::engine::slot_names(cfg.optimizer) {
+            return Err(Error::InvalidArg {
+                name: "--optimizer",
+                reason: format!(
+                    "{} cannot resume {}: it holds optimiser state {names:?}",
+                    cfg.optimizer,
+                    path.display()
+                ),
+            });
+        }
+        return Ok(Start {
+            cfg,
+            model: ck.model,
+            state: Some(state),
+            position: run.position,
+        });
+    }
+    ov.apply(&mut cfg);
+    let model = if let Some(path) = init {
+        let (m, _) = Model::load(path)?;
+        if let Some(a) = &ov.arch {
+            m.check_compatible(a, path)?;
+        }
+        cfg.arch = m.arch.clone();
+        m
+    } else {
+        cfg.validate()?;
+        cfg.init_model()
+    };
+    cfg.validate()?;
+    Ok(Start {
+        cfg,
+        model,
+        state: None,
+        position: Position::default(),
+    })
+}
+
+/// The checkpoint's [`RunState`]; checkpoints from before it existed (flat string metadata,
+/// converted to a JSON object by the loader) are read field by field over `base`.
+fn run_state(ck: &Checkpoint, base: TrainConfig, path: &Path) -> Result<RunState> {
+    let bad = |r: String| Error::bad_model(path, r);
+    if ck.run.get("config").is_some() {
+        return serde_json::from_value(ck.run.clone())
+            .map_err(|e| bad(format!("checkpoint run state: {e}")));
+    }
+    let mut cfg = base;
+    cfg.arch = ck.model.arch.clone();
+    let num = |k: &str| ck.run.get(k).and_then(|v| v.as_f64());
+    let int = |k: &str| ck.run.get(k).and_then(|v| v.as_u64());
+    cfg.lr = num("lr").map_or(cfg.lr, |v| v as f32);
+    cfg.momentum = num("momentum").map_or(cfg.momentum, |v| v as f32);
+    cfg.l2 = num("l2").map_or(cfg.l2, |v| v as f32);
+    cfg.batch = int("batch_size").map_or(cfg.batch, |v| v as usize);
+    cfg.epochs = int("epochs").map_or(cfg.epochs, |v| v as usize);
+    cfg.seed = int("seed").unwrap_or(cfg.seed);
+    cfg.shuffle = ck
+        .run
+        .get("shuffle")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(cfg.shuffle);
+    cfg.optimizer = Optimizer::Sgd;
+    let epoch = int("epoch").ok_or_else(|| bad("checkpoint has no epoch".into()))?;
+    Ok(RunState {
+        config: cfg,
+        position: Position {
+            epoch: epoch as usize,
+            step: int("step").unwrap_or(0) as usize,
+        },
+        optimizer_step: 0,
+    })
+}
+
+/// Save weights, optimiser state and `position` to `path` (atomically).
+pub fn save_checkpoint(
+    engine: &mut Engine,
+    cfg: &TrainConfig,
+    path: &Path,
+    position: Position,
+) -> Result<()> {
+    let state = engine.opt_state()?;
+    let run = RunState {
+        config: cfg.clone(),
+        position,
+        optimizer_step: state.step,
+    };
+    Checkpoint {
+        model: engine.model()?,
+        slots: state.slots,
+        run: serde_json::to_value(&run).expect("run state serialises"),
+    }
+    .save(path)
+}
+
+/// `out` with `.safetensors` replaced by `suffix` (e.g. `.ckpt.safetensors`, `.png`).
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .trim_end_matches(".safetensors");
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// Checkpointing around a caller's observer (progress display, Ctrl-C flag).
+struct Checkpointing<'a> {
+    inner: &'a mut dyn Observer,
+    cfg: &'a TrainConfig,
+    path: PathBuf,
+    every: usize,
+}
+
+impl Observer for Checkpointing<'_> {
+    fn on_steps(&mut self, epoch: usize, done: usize, total: usize) {
+        self.inner.on_steps(epoch, done, total)
+    }
+
+    fn on_epoch(&mut self, engine: &mut Engine, m: &EpochMetrics) -> Result<()> {
+        self.inner.on_epoch(engine, m)?;
+        if self.every > 0 && (m.epoch.is_multiple_of(self.every) || m.epoch == self.cfg.epochs) {
+            let at = Position {
+                epoch: m.epoch,
+                step: 0,
+            };
+            save_checkpoint(engine, self.cfg, &self.path, at)?;
+        }
+        Ok(())
+    }
+
+    fn interrupted(&self) -> bool {
+        self.inner.interrupted()
+    }
+
+    fn on_interrupt(&mut self, engine: &mut Engine, epoch: usize, step: usize) -> Error {
+        let _ = self.inner.on_interrupt(engine, epoch, step);
+        match save_checkpoint(engine, self.cfg, &self.path, Position { epoch, step }) {
+            Ok(()) => Error::Interrupted(self.path.clone()),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Train from `start` until `cfg.epochs`, checkpointing to `ckpt` every `every` epochs (0 =
+/// never; an interrupt always saves). Divergence names the checkpoint kept, if any.
+pub fn train(
+    engine: &mut Engine,
+    cfg: &TrainConfig,
+    lens: (usize, usize),
+    position: Position,
+    ckpt: &Path,
+    every: usize,
+    obs: &mut dyn Observer,
+) -> Result<Vec<EpochMetrics>> {
+    let mut wrapped = Checkpointing {
+        inner: obs,
+        cfg,
+        path: ckpt.to_path_buf(),
+        every,
+    };
+    match super::run(engine, cfg, lens.0, lens.1, position, &mut wrapped) {
+        Err(Error::Diverged {
+            epoch, loss, lr, ..
+        }) => {
+            let kept = if ckpt.exists() {
+                format!("; last good checkpoint kept: {}", ckpt.display())
+            } else {
+                "; no checkpoint had been saved yet".into()
+            };
+            Err(Error::Diverged {
+                epoch,
+                loss,
+                lr,
+                kept,
+            })
+        }
+        r => r,
+    }
+}
+
+/// What a finished run wrote and measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub arch: String,
+    pub engine: crate::backend::EngineKind,
+    pub device: String,
+    pub adapter: String,
+    pub backend: String,
+    pub hyperparameters: TrainConfig,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub epochs: Vec<EpochMetrics>,
+    pub final_train_loss: f32,
+    pub final_train_acc: f32,
+    pub final_test_loss: Option<f32>,
+    pub final_test_acc: Option<f32>,
+    pub seconds: f64,
+    pub model: PathBuf,
+    pub metrics_csv: PathBuf,
+    pub plot: PathBuf,
+}
+
+/// After training: accuracy over the whole training set, then the model (safetensors, with
+/// the run's settings as metadata), the metrics CSV, the PNG plot and the JSON summary next
+/// to `out`.
+pub fn finish(
+    engine: &mut Engine,
+    cfg: &TrainConfig,
+    lens: (usize, usize),
+    history: Vec<EpochMetrics>,
+    seconds: f64,
+    out: &Path,
+) -> Result<Summary> {
+    let (train_loss, train_acc) = super::summarize(&engine.evaluate(Which::Train)?);
+    let model = engine.model()?;
+    let mut meta = Metadata::new();
+    meta.insert(
+        "config".into(),
+        serde_json::to_string(cfg).expect("config serialises"),
+    );
+    meta.insert("device".into(), engine.device());
+    model.save(out, &meta)?;
+    let csv = sibling(out, ".metrics.csv");
+    let png = sibling(out, ".png");
+    crate::report::csv::write_metrics_csv(&csv, &history)?;
+    crate::report::plot::plot_metrics(
+        &png,
+        &history,
+        &format!("wgtrain {} on {}", cfg.arch, engine.device()),
+    )?;
+    let (adapter, backend) = engine.adapter();
+    let last = history.last().cloned();
+    let s = Summary {
+        arch: cfg.arch.to_string(),
+        engine: engine.kind(),
+        device: engine.device(),
+        adapter,
+        backend,
+        hyperparameters: cfg.clone(),
+        train_images: lens.0,
+        test_images: lens.1,
+        epochs: history,
+        final_train_loss: train_loss,
+        final_train_acc: train_acc,
+        final_test_loss: last.as_ref().map(|m| m.test_loss),
+        final_test_acc: last.as_ref().map(|m| m.test_acc),
+        seconds,
+        model: out.to_path_buf(),
+        metrics_csv: csv,
+        plot: png,
+    };
+    crate::util::atomic_write(
+        &sibling(out, ".json"),
+        serde_json::to_string_pretty(&s)
+            .expect("summary serialises")
+            .as_bytes(),
+    )?;
+    Ok(s)
+}
