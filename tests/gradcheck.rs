@@ -1,145 +1,333 @@
-//! Gradients: the CPU backward against central finite differences in f64, then the GPU
-//! backward against the CPU backward for the same small MLP.
+//! Gradients of the whole step, against an independent f64 oracle.
+//!
+//! The oracle below runs a network in PyTorch's layout (NCHW activations, the direct
+//! convolution `cpu::conv2d::conv2d_nchw` and its gradient, plain dense products) in f64. It
+//! shares no code with the engine's step (channels-last, im2col + matmul, programs of ops):
+//! 1. the oracle's backward matches central finite differences of its own loss in f64;
+//! 2. the engine's gradients (CPU backend and every GPU adapter, f32) match the oracle's on the
+//!    same f32 inputs, for a conv net with every layer type and for an MLP.
 
 mod common;
 
-use ndarray::{Array1, Array2};
-use wgtrain::cpu::mlp::{self, Layers};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use wgtrain::cpu::conv2d::{conv2d_nchw, conv2d_nchw_backward, nchw_to_nhwc, nhwc_to_nchw};
+use wgtrain::cpu::maxpool::{maxpool_backward, maxpool_forward};
+use wgtrain::cpu::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
 use wgtrain::data::Dataset;
-use wgtrain::model::{Arch, Dense, Mlp};
-use wgtrain::train::gpu::GpuEngine;
-use wgtrain::train::TrainConfig;
+use wgtrain::model::{Arch, LayerSpec, Model, Param, Shape};
+use wgtrain::ops::{Conv2dSpec, Pool2dSpec};
+use wgtrain::train::{Engine, TrainConfig};
 use wgtrain::verify::{Inputs, U};
 
-const ARCH: &str = "6-5-4-3";
-const B: usize = 7;
+/// Every layer type: padded conv, pooling, strided conv, flatten, two dense layers.
+const CONV_ARCH: &str = "1x8x8-c3k3p1-m2-c4k3s2p1-5-3";
+const MLP_ARCH: &str = "6-5-4-3";
+const B: usize = 4;
 
-fn random_problem(seed: u64) -> (Layers<f64>, Array2<f64>, Array1<u32>) {
-    let arch = Arch::parse(ARCH).unwrap();
-    let mut inp = Inputs::new(seed);
-    let mut p = Layers {
-        w: vec![],
-        b: vec![],
-    };
-    for l in 0..arch.n_layers() {
-        let (i, o) = arch.layer(l);
-        p.w.push(inp.matrix(o, i).mapv(|v| v as f64));
-        p.b.push(Array1::from(inp.uniform(o, -0.5, 0.5)).mapv(|v| v as f64));
+/// Parameters in f64, PyTorch layout.
+type P64 = Vec<(Vec<f64>, Vec<f64>)>;
+
+struct Oracle {
+    arch: Arch,
+    shapes: Vec<Shape>,
+}
+
+fn image(s: Shape) -> (usize, usize, usize) {
+    match s {
+        Shape::Image { c, h, w } => (c, h, w),
+        Shape::Flat(_) => panic!("not an image"),
     }
-    let x = inp.matrix(B, arch.input()).mapv(|v| v as f64);
-    let labels = inp.labels(B, arch.classes(), false);
-    (p, x, labels)
 }
 
-fn mean_loss(p: &Layers<f64>, x: &Array2<f64>, labels: &Array1<u32>) -> f64 {
-    let (loss, _, _) = mlp::loss_and_grads(p, x.view(), labels.view(), 1.0 / B as f64);
-    loss.sum() / B as f64
+impl Oracle {
+    fn new(arch: &str) -> Self {
+        let arch = Arch::parse(arch).unwrap();
+        let shapes = arch.shapes().unwrap();
+        Oracle { arch, shapes }
+    }
+
+    fn conv(&self, l: usize) -> Conv2dSpec {
+        let (c, h, w) = image(self.shapes[l]);
+        let LayerSpec::Conv {
+            out,
+            k,
+            stride,
+            pad,
+        } = self.arch.layers[l]
+        else {
+            unreachable!()
+        };
+        Conv2dSpec {
+            batch: B,
+            c_in: c,
+            h,
+            w,
+            c_out: out,
+            k,
+            stride,
+            pad,
+        }
+    }
+
+    fn pool(&self, l: usize) -> Pool2dSpec {
+        let (c, h, w) = image(self.shapes[l]);
+        let LayerSpec::Pool { k } = self.arch.layers[l] else {
+            unreachable!()
+        };
+        Pool2dSpec {
+            batch: B,
+            c,
+            h,
+            w,
+            k,
+        }
+    }
+
+    fn relu(&self, l: usize) -> bool {
+        l + 1 < self.arch.layers.len() && !matches!(self.arch.layers[l], LayerSpec::Pool { .. })
+    }
+
+    /// Mean loss and the gradients of every parameter.
+    fn loss_and_grads(&self, p: &P64, x: &[f64], labels: &Array1<u32>) -> (f64, P64) {
+        let n = self.arch.layers.len();
+        let mut acts = vec![x.to_vec()];
+        let mut pool_idx = vec![Vec::new(); n];
+        let mut pi = 0;
+        let mut pidx = vec![usize::MAX; n];
+        for l in 0..n {
+            let input = &acts[l];
+            let mut y = match self.arch.layers[l] {
+                LayerSpec::Conv { .. } => {
+                    pidx[l] = pi;
+                    pi += 1;
+                    conv2d_nchw(input, &p[pidx[l]].0, &p[pidx[l]].1, &self.conv(l))
+                }
+                LayerSpec::Pool { .. } => {
+                    let s = self.pool(l);
+                    let nhwc = nchw_to_nhwc(input, B, s.h, s.w, s.c);
+                    let (y, idx) = maxpool_forward(&nhwc, &s);
+                    pool_idx[l] = idx;
+                    nhwc_to_nchw(&y, B, s.out_h(), s.out_w(), s.c)
+                }
+                LayerSpec::Dense { out } => {
+                    pidx[l] = pi;
+                    pi += 1;
+                    let i = self.shapes[l].len();
+                    let xm = Array2::from_shape_vec((B, i), input.clone()).unwrap();
+                    let w = Array2::from_shape_vec((out, i), p[pidx[l]].0.clone()).unwrap();
+                    let mut y = xm.dot(&w.t());
+                    for mut row in y.rows_mut() {
+                        row += &Array1::from(p[pidx[l]].1.clone());
+                    }
+                    y.into_raw_vec_and_offset().0
+                }
+            };
+            if self.relu(l) {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            acts.push(y);
+        }
+        let classes = self.shapes[n].len();
+        let logits = Array2::from_shape_vec((B, classes), acts[n].clone()).unwrap();
+        let (probs, loss) = softmax_xent_forward(logits.view(), labels.view());
+        let mut g = softmax_xent_backward(probs.view(), labels.view(), 1.0 / B as f64)
+            .into_raw_vec_and_offset()
+            .0;
+        let mut grads: P64 = p
+            .iter()
+            .map(|(w, b)| (vec![0.0; w.len()], vec![0.0; b.len()]))
+            .collect();
+        for l in (0..n).rev() {
+            if self.relu(l) {
+                for (gv, &a) in g.iter_mut().zip(&acts[l + 1]) {
+                    if a <= 0.0 {
+                        *gv = 0.0;
+                    }
+                }
+            }
+            let x = &acts[l];
+            g = match self.arch.layers[l] {
+                LayerSpec::Conv { .. } => {
+                    let (dx, dw, db) = conv2d_nchw_backward(x, &p[pidx[l]].0, &g, &self.conv(l));
+                    grads[pidx[l]] = (dw, db);
+                    dx
+                }
+                LayerSpec::Pool { .. } => {
+                    let s = self.pool(l);
+                    let dy = nchw_to_nhwc(&g, B, s.out_h(), s.out_w(), s.c);
+                    let dx = maxpool_backward(&dy, &pool_idx[l], &s, None);
+                    nhwc_to_nchw(&dx, B, s.h, s.w, s.c)
+                }
+                LayerSpec::Dense { out } => {
+                    let i = self.shapes[l].len();
+                    let xm = Array2::from_shape_vec((B, i), x.clone()).unwrap();
+                    let dy = Array2::from_shape_vec((B, out), g.clone()).unwrap();
+                    let w = Array2::from_shape_vec((out, i), p[pidx[l]].0.clone()).unwrap();
+                    grads[pidx[l]] = (
+                        dy.t().dot(&xm).into_raw_vec_and_offset().0,
+                        dy.sum_axis(ndarray::Axis(0)).to_vec(),
+                    );
+                    dy.dot(&w).into_raw_vec_and_offset().0
+                }
+            };
+        }
+        (loss.sum() / B as f64, grads)
+    }
 }
 
-#[test]
-fn cpu_backward_matches_central_differences_in_f64() {
-    let seed = common::seed("gradcheck_fd");
-    let (p, x, labels) = random_problem(seed);
-    let (_, _, grads) = mlp::loss_and_grads(&p, x.view(), labels.view(), 1.0 / B as f64);
+/// Random f32-representable parameters, inputs and labels for `arch`.
+fn problem(o: &Oracle, seed: u64) -> (P64, Vec<f64>, Array1<u32>) {
+    let mut inp = Inputs::new(seed);
+    let p = o
+        .arch
+        .param_shapes()
+        .iter()
+        .map(|(ws, bn)| {
+            let n: usize = ws.iter().product();
+            let w = inp
+                .uniform(n, -0.5, 0.5)
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let b = inp
+                .uniform(*bn, -0.2, 0.2)
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            (w, b)
+        })
+        .collect();
+    let x = inp
+        .uniform(B * o.arch.input_len(), -1.0, 1.0)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    (p, x, inp.labels(B, o.arch.classes(), false))
+}
+
+fn fd_check(arch: &str, test: &str) {
+    let seed = common::seed(test);
+    let o = Oracle::new(arch);
+    let (p, x, labels) = problem(&o, seed);
+    let (_, grads) = o.loss_and_grads(&p, &x, &labels);
     // h balances truncation O(h²) against cancellation O(ε/h) in f64.
     let h = 1e-6;
     let mut worst: f64 = 0.0;
-    for l in 0..p.w.len() {
-        for idx in 0..p.w[l].len() + p.b[l].len() {
+    for (i, (w, b)) in p.iter().enumerate() {
+        for k in 0..w.len() + b.len() {
             let probe = |delta: f64| {
                 let mut q = p.clone();
-                if idx < q.w[l].len() {
-                    let (o, i) = (idx / q.w[l].ncols(), idx % q.w[l].ncols());
-                    q.w[l][[o, i]] += delta;
+                if k < w.len() {
+                    q[i].0[k] += delta;
                 } else {
-                    q.b[l][idx - p.w[l].len()] += delta;
+                    q[i].1[k - w.len()] += delta;
                 }
-                mean_loss(&q, &x, &labels)
+                o.loss_and_grads(&q, &x, &labels).0
             };
             let fd = (probe(h) - probe(-h)) / (2.0 * h);
-            let an = if idx < p.w[l].len() {
-                grads.w[l].as_slice().unwrap()[idx]
+            let an = if k < w.len() {
+                grads[i].0[k]
             } else {
-                grads.b[l][idx - p.w[l].len()]
+                grads[i].1[k - w.len()]
             };
             let err = (fd - an).abs();
             worst = worst.max(err);
             assert!(
                 err <= 1e-7 + 1e-5 * an.abs(),
-                "layer {l} param {idx}: finite difference {fd:.9e} vs backward {an:.9e}"
+                "{arch}: param {i} element {k}: finite difference {fd:.9e} vs backward {an:.9e}"
             );
         }
     }
-    eprintln!("largest |fd − backward| = {worst:.3e}");
+    eprintln!("{arch}: largest |fd − backward| = {worst:.3e}");
 }
 
 #[test]
-fn gpu_backward_matches_cpu_backward() {
-    let seed = common::seed("gradcheck_gpu");
-    let (p64, x64, labels) = random_problem(seed);
-    let arch = Arch::parse(ARCH).unwrap();
-    // The f32 parameters and inputs both sides see.
-    let model = Mlp {
-        arch: arch.clone(),
-        layers: p64
-            .w
+fn conv_net_oracle_backward_matches_central_differences_in_f64() {
+    fd_check(CONV_ARCH, "gradcheck_fd_conv");
+}
+
+#[test]
+fn mlp_oracle_backward_matches_central_differences_in_f64() {
+    fd_check(MLP_ARCH, "gradcheck_fd_mlp");
+}
+
+/// The engine's gradients on `arch` (CPU backend and every adapter) against the oracle.
+fn engine_check(arch: &str, test: &str) {
+    let seed = common::seed(test);
+    let o = Oracle::new(arch);
+    let (p, x, labels) = problem(&o, seed);
+    let (_, want) = o.loss_and_grads(&p, &x, &labels);
+    let model = Model {
+        arch: o.arch.clone(),
+        params: p
             .iter()
-            .zip(&p64.b)
-            .map(|(w, b)| Dense {
-                weight: w.mapv(|v| v as f32),
-                bias: b.mapv(|v| v as f32),
+            .zip(o.arch.param_shapes())
+            .map(|((w, b), (ws, _))| Param {
+                weight: ArrayD::from_shape_vec(IxDyn(&ws), w.iter().map(|&v| v as f32).collect())
+                    .unwrap(),
+                bias: Array1::from(b.iter().map(|&v| v as f32).collect::<Vec<_>>()),
             })
             .collect(),
     };
-    let x32 = x64.mapv(|v| v as f32);
-    let p = Layers::from_mlp(&model)
-        .w
-        .iter()
-        .map(|w| w.mapv(|v| v as f64))
-        .collect::<Vec<_>>();
-    let p = Layers {
-        w: p,
-        b: p64.b.iter().map(|b| b.mapv(|v| v as f32 as f64)).collect(),
-    };
-    let (_, _, want) = mlp::loss_and_grads(
-        &p,
-        x32.mapv(|v| v as f64).view(),
-        labels.view(),
-        1.0 / B as f64,
-    );
-    let mut cfg = TrainConfig::lecture(arch.clone());
+    // The engine takes channels-last input; C = 1 here, so NCHW and NHWC coincide.
+    assert!(matches!(o.shapes[0], Shape::Flat(_)) || image(o.shapes[0]).0 == 1);
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let mut cfg = TrainConfig::lecture(o.arch.clone());
     cfg.batch = B;
+    let px = o.arch.input_len();
     let data = Dataset {
-        images: vec![0; B * 6],
+        images: vec![0; B * px],
         labels: vec![0; B],
         n: B,
-        rows: 2,
-        cols: 3,
+        rows: 1,
+        cols: px,
     };
-    for ctx in common::contexts("gradcheck_gpu") {
-        let name = ctx.describe();
-        let mut engine = GpuEngine::new(ctx, &cfg, &model, None, &data, None).unwrap();
-        let got = engine
-            .gradients(x32.as_slice().unwrap(), labels.as_slice().unwrap())
-            .unwrap();
-        // Each gradient is a chain of at most 3 dot products of length ≤ max(B, width) = 7
-        // in f32 with exp/log in the softmax: bound by 3·γ_7·(largest magnitude in the tensor)
-        // plus softmax's few ULP, i.e. 64·u relative to the tensor's scale.
-        for (l, (gw, gb)) in got.iter().enumerate() {
-            for (what, g, w) in [
-                ("dW", gw, want.w[l].iter().copied().collect::<Vec<f64>>()),
-                ("db", gb, want.b[l].to_vec()),
+    let mut engines = vec![Engine::cpu(&cfg, &model, None, &data, None).unwrap()];
+    for ctx in common::contexts(test) {
+        engines.push(Engine::gpu(ctx, &cfg, &model, None, &data, None).unwrap());
+    }
+    // Each gradient is a chain of at most 5 stages (one per layer, softmax first), each a sum
+    // of at most n = 256 products (conv weight gradients sum over B·OH·OW = 4·64 positions) in
+    // f32: γ_n·Σ|terms| per stage (Higham §3.1). Bounding Σ|terms| by the tensor's largest
+    // magnitude and allowing the 5 stages and softmax's few ULP gives 8·n·u·scale.
+    let n_max = 256.0;
+    for e in &mut engines {
+        let name = e.device();
+        let got = e.gradients(&x32, labels.as_slice().unwrap()).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            for (what, gv, wv) in [
+                (
+                    "weight",
+                    g.weight.iter().copied().collect::<Vec<_>>(),
+                    &want[i].0,
+                ),
+                ("bias", g.bias.to_vec(), &want[i].1),
             ] {
-                let scale = w.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-3);
-                for (i, (&gv, &wv)) in g.iter().zip(&w).enumerate() {
-                    let err = (gv as f64 - wv).abs();
+                let scale = wv.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-3);
+                let tol = 8.0 * n_max * U * scale;
+                assert!(
+                    scale > 1e-3,
+                    "{name}: param {i} {what}: a gradient to check"
+                );
+                for (k, (&a, &b)) in gv.iter().zip(wv.iter()).enumerate() {
+                    let err = (a as f64 - b).abs();
                     assert!(
-                        err <= 64.0 * U * scale,
-                        "{name}: layer {l} {what}[{i}] gpu {gv:e} cpu {wv:e} (err {err:.3e}, tol {:.3e})",
-                        64.0 * U * scale
+                        err <= tol,
+                        "{name}: {arch} param {i} {what}[{k}]: engine {a:e} oracle {b:e} (err {err:.3e}, tol {tol:.3e})"
                     );
                 }
             }
         }
+        eprintln!("{name}: {arch} gradients match the f64 oracle");
     }
+}
+
+#[test]
+fn conv_net_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(CONV_ARCH, "gradcheck_engine_conv");
+}
+
+#[test]
+fn mlp_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(MLP_ARCH, "gradcheck_engine_mlp");
 }
