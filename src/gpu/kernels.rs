@@ -36,6 +36,7 @@ pub fn all_shader_sources() -> Vec<(String, String)> {
         .iter()
         .filter(|t| t.algo != MatmulAlgo::Subgroup);
     out.extend(matmul_sources(portable));
+    out.extend(layer_shader_sources());
     out
 }
 
@@ -917,4 +918,343 @@ pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
             u32::from_le_bytes(w)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d: im2col / col2im
+
+pub use crate::ops::{AdamParams, Conv2dSpec, Pool2dSpec};
+
+const CONV2D_WGSL: &str = include_str!("../../shaders/conv2d.wgsl");
+const MAXPOOL_WGSL: &str = include_str!("../../shaders/maxpool.wgsl");
+const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
+
+/// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
+fn layer_shader_sources() -> Vec<(String, String)> {
+    vec![
+        ("conv2d".to_string(), CONV2D_WGSL.to_string()),
+        ("maxpool".to_string(), MAXPOOL_WGSL.to_string()),
+        ("adam".to_string(), ADAM_WGSL.to_string()),
+    ]
+}
+
+/// `Im2colParams` in `conv2d.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Im2colParams {
+    batch: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    oh: u32,
+    ow: u32,
+}
+
+/// `Col2imParams` in `conv2d.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Col2imParams {
+    geometry: Im2colParams,
+    apply_mask: u32,
+}
+
+/// A Pod params struct as uniform words.
+fn uniform_of<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, params: &T) -> Buffer {
+    ctx.uniform(label, bytemuck::cast_slice(std::slice::from_ref(params)))
+}
+
+/// Check a convolution's dimensions (all nonzero, the kernel fits the padded input, every
+/// buffer size within u32) and return its geometry for the shaders.
+fn conv_geometry(kernel: &str, spec: &Conv2dSpec) -> Result<Im2colParams> {
+    let s = spec;
+    nonzero(
+        kernel,
+        &[
+            ("B", s.batch),
+            ("C", s.c_in),
+            ("H", s.h),
+            ("W", s.w),
+            ("K", s.k),
+            ("stride", s.stride),
+        ],
+    )?;
+    let (oh, ow) = (s.out_h(), s.out_w());
+    if oh == 0 || ow == 0 {
+        return Err(Error::Shape(format!(
+            "kernel `{kernel}`: a {k}x{k} kernel does not fit the {h}x{w} input padded by {p} \
+             (output {oh}x{ow})",
+            k = s.k,
+            h = s.h,
+            w = s.w,
+            p = s.pad
+        )));
+    }
+    nonzero(
+        kernel,
+        &[
+            ("B·H·W·C", s.input_len()),
+            ("B·OH·OW·C·K·K", s.col_rows() * s.col_cols()),
+            ("pad", s.pad.max(1)),
+        ],
+    )?;
+    Ok(Im2colParams {
+        batch: s.batch as u32,
+        c: s.c_in as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        k: s.k as u32,
+        stride: s.stride as u32,
+        pad: s.pad as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+    })
+}
+
+/// cols[B·OH·OW, C·K·K] = im2col(x[B,H,W,C]) (see `shaders/conv2d.wgsl`).
+pub fn im2col(ctx: &GpuContext, spec: &Conv2dSpec, x: &Buffer, cols: &Buffer) -> Result<Launch> {
+    let name = "im2col";
+    let params = conv_geometry(name, spec)?;
+    let n = spec.col_rows() * spec.col_cols();
+    need(name, "x", x, spec.input_len())?;
+    need(name, "cols", cols, n)?;
+    let pipeline = ctx.pipeline(name, || CONV2D_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, cols)],
+        grid_1d(n, WG_ELEMENTWISE),
+    )
+}
+
+/// dx[B,H,W,C] = col2im(dcols[B·OH·OW, C·K·K]), zero where `mask` (x's shape) is not > 0.
+pub fn col2im(
+    ctx: &GpuContext,
+    spec: &Conv2dSpec,
+    dcols: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "col2im";
+    let geometry = conv_geometry(name, spec)?;
+    need(name, "dcols", dcols, spec.col_rows() * spec.col_cols())?;
+    need(name, "dx", dx, spec.input_len())?;
+    if let Some(m) = mask {
+        need(name, "mask", m, spec.input_len())?;
+    }
+    let pipeline = ctx.pipeline(name, || CONV2D_WGSL.into(), name)?;
+    let params = uniform_of(
+        ctx,
+        name,
+        &Col2imParams {
+            geometry,
+            apply_mask: mask.is_some() as u32,
+        },
+    );
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (3, &params),
+            (4, dcols),
+            (5, mask.unwrap_or(&ctx.dummy)),
+            (6, dx),
+        ],
+        grid_1d(spec.input_len(), WG_ELEMENTWISE),
+    )
+}
+
+/// The most terms any col2im output sums: ⌈K/s⌉² (its rounding error is within γ of this).
+pub fn col2im_terms(spec: &Conv2dSpec) -> usize {
+    spec.k.div_ceil(spec.stride.max(1)).pow(2)
+}
+
+// ---------------------------------------------------------------------------------------------
+// maxpool
+
+/// `ForwardParams` in `maxpool.wgsl` (`BackwardParams` adds `apply_mask`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct PoolParams {
+    batch: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    oh: u32,
+    ow: u32,
+}
+
+/// `BackwardParams` in `maxpool.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct PoolBackwardParams {
+    geometry: PoolParams,
+    apply_mask: u32,
+}
+
+fn pool_geometry(kernel: &str, spec: &Pool2dSpec) -> Result<PoolParams> {
+    let s = spec;
+    nonzero(
+        kernel,
+        &[
+            ("B", s.batch),
+            ("C", s.c),
+            ("H", s.h),
+            ("W", s.w),
+            ("K", s.k),
+        ],
+    )?;
+    if s.out_h() == 0 || s.out_w() == 0 {
+        return Err(Error::Shape(format!(
+            "kernel `{kernel}`: a {k}x{k} window does not fit the {h}x{w} input",
+            k = s.k,
+            h = s.h,
+            w = s.w
+        )));
+    }
+    nonzero(kernel, &[("B·H·W·C", s.input_len())])?;
+    Ok(PoolParams {
+        batch: s.batch as u32,
+        c: s.c as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        k: s.k as u32,
+        oh: s.out_h() as u32,
+        ow: s.out_w() as u32,
+    })
+}
+
+/// y[B,OH,OW,C], idx[B,OH,OW,C] (u32) = max-pool of x[B,H,W,C] (see `shaders/maxpool.wgsl`).
+pub fn maxpool_forward(
+    ctx: &GpuContext,
+    spec: &Pool2dSpec,
+    x: &Buffer,
+    y: &Buffer,
+    idx: &Buffer,
+) -> Result<Launch> {
+    let name = "maxpool_forward";
+    let params = pool_geometry(name, spec)?;
+    need(name, "x", x, spec.input_len())?;
+    need(name, "y", y, spec.output_len())?;
+    need(name, "idx", idx, spec.output_len())?;
+    let pipeline = ctx.pipeline(name, || MAXPOOL_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, y), (3, idx)],
+        grid_1d(spec.output_len(), WG_ELEMENTWISE),
+    )
+}
+
+/// dx[B,H,W,C] = dy at each window's recorded maximum, else 0; zero where `mask` is not > 0.
+pub fn maxpool_backward(
+    ctx: &GpuContext,
+    spec: &Pool2dSpec,
+    dy: &Buffer,
+    idx: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "maxpool_backward";
+    let geometry = pool_geometry(name, spec)?;
+    need(name, "dy", dy, spec.output_len())?;
+    need(name, "idx", idx, spec.output_len())?;
+    need(name, "dx", dx, spec.input_len())?;
+    if let Some(m) = mask {
+        need(name, "mask", m, spec.input_len())?;
+    }
+    let pipeline = ctx.pipeline(name, || MAXPOOL_WGSL.into(), name)?;
+    let params = uniform_of(
+        ctx,
+        name,
+        &PoolBackwardParams {
+            geometry,
+            apply_mask: mask.is_some() as u32,
+        },
+    );
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (4, &params),
+            (5, dy),
+            (6, idx),
+            (7, mask.unwrap_or(&ctx.dummy)),
+            (8, dx),
+        ],
+        grid_1d(spec.input_len(), WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// adam
+
+/// `Params` in `adam.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamShaderParams {
+    n: u32,
+    steps: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    l2: f32,
+}
+
+/// One Adam update of `n` parameters (see `shaders/adam.wgsl`). `sched` holds
+/// [`AdamParams::schedule`] pairs for t = 1, 2, … (at least one); `step` (u32) the number of
+/// updates already done, advanced by the caller with [`advance`] once per training step.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update(
+    ctx: &GpuContext,
+    n: usize,
+    hp: AdamParams,
+    w: &Buffer,
+    g: &Buffer,
+    m: &Buffer,
+    v: &Buffer,
+    sched: &Buffer,
+    step: &Buffer,
+) -> Result<Launch> {
+    let name = "adam_update";
+    nonzero(name, &[("n", n)])?;
+    need(name, "w", w, n)?;
+    need(name, "g", g, n)?;
+    need(name, "m", m, n)?;
+    need(name, "v", v, n)?;
+    need(name, "sched", sched, 2)?;
+    need(name, "step", step, 1)?;
+    let steps = (sched.size() / 8).min(u32::MAX as u64) as u32;
+    let pipeline = ctx.pipeline(name, || ADAM_WGSL.into(), name)?;
+    let params = uniform_of(
+        ctx,
+        name,
+        &AdamShaderParams {
+            n: n as u32,
+            steps,
+            beta1: hp.beta1,
+            beta2: hp.beta2,
+            eps: hp.eps,
+            l2: hp.l2,
+        },
+    );
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (1, w),
+            (2, g),
+            (3, m),
+            (4, v),
+            (5, sched),
+            (6, step),
+        ],
+        grid_1d(n, WG_ELEMENTWISE),
+    )
 }
