@@ -19,10 +19,27 @@
 //!   loss = log s + max − z_y: `log` is accurate to 2⁻²¹ absolute near 1 (3 ULP elsewhere),
 //!   plus the relative error of s and two roundings of the additions.
 //! * sgd: three multiply-adds; rtol = 4u on each term's magnitude.
+//! * im2col, maxpool (y, idx and backward): exact — they only copy values (maxpool compares
+//!   them); NaN matches NaN in maxpool's output, and idx (poisoned with u32::MAX) proves every
+//!   window was written.
+//! * col2im: each dx element is a serial f32 sum of at most n = ⌈K/s⌉² dcols entries (fewer at
+//!   the borders), so atol = γ_n·Σ|terms| (Higham's bound for recursive summation), where Σ|terms|
+//!   is col2im of |dcols| in f64; masked elements are exactly 0.
+//! * adam: bounds from the handful of roundings, propagated per element in f64 (see
+//!   `adam_bounds`): +, −, × are correctly rounded (≤ u·|result|, fused or not); WGSL's
+//!   division is accurate to 2.5 ULP (≤ 5u relative) and `sqrt` inherits from
+//!   1/inverseSqrt(x), i.e. 2 ULP then 2.5 ULP (≤ 9u relative). g' = g + λw carries 2u·(|g| +
+//!   λ|w|); m' adds a·e_g + 4u·(|m| + a·(|g'| + |m|)) (a = 1 − β1); v' adds 4u·v' + 2(1 −
+//!   β2)|g'|·e_g; √v' adds min(e_v/√v', √e_v) + 9u·√v'; the division by √(1 − β2ᵗ) 5u, + ε one
+//!   u; m'/denom (e_m + |r|·e_denom)/denom + 5u|r|; w − step·r two more u. The kernel is
+//!   compared with the exact (f64) evaluation of the same formula on the same f32 inputs and
+//!   constants, and with the f32 twin at the sum of both bounds (the twin's sqrt and division
+//!   are correctly rounded: u each).
 
 use crate::cpu;
 use crate::gpu::kernels::{self, Epilogue, MatmulSpec, MatmulTile, MetricsAcc, SgdParams};
 use crate::gpu::GpuContext;
+use crate::ops::{AdamParams, Conv2dSpec, Pool2dSpec};
 use crate::Result;
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
@@ -627,6 +644,518 @@ pub fn check_gather(
     ])
 }
 
+/// Exact comparison of u32 outputs (e.g. maxpool's idx); every mismatch is bad.
+pub fn compare_u32(kernel: &str, shape: String, gpu: &[u32], cpu: &[u32]) -> Check {
+    let mut c = Check {
+        kernel: kernel.to_string(),
+        shape,
+        max_abs: 0.0,
+        max_rel: 0.0,
+        worst: 0.0,
+        bad: 0,
+        elements: cpu.len(),
+    };
+    if gpu.len() != cpu.len() {
+        c.bad = cpu.len().max(1);
+        c.worst = f64::INFINITY;
+        return c;
+    }
+    for (&g, &r) in gpu.iter().zip(cpu) {
+        if g != r {
+            c.bad += 1;
+            c.worst = f64::INFINITY;
+            c.max_abs = c.max_abs.max((g as f64 - r as f64).abs());
+        }
+    }
+    c
+}
+
+/// Exact comparison where NaN in the reference must be NaN in the output (and nowhere else),
+/// and infinities must match.
+fn compare_exact(kernel: &str, shape: String, gpu: &[f32], cpu: &[f64]) -> Check {
+    let same: Vec<usize> = (0..cpu.len().min(gpu.len()))
+        .filter(|&i| (cpu[i].is_nan() && gpu[i].is_nan()) || gpu[i] as f64 == cpu[i])
+        .collect();
+    let (mut g, mut r) = (gpu.to_vec(), cpu.to_vec());
+    for i in same {
+        g[i] = 0.0;
+        r[i] = 0.0;
+    }
+    compare(kernel, shape, &g, &r, |_| (0.0, 0.0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+
+/// A convolution's input geometry (what im2col/col2im depend on): B, C, H, W, K, stride, pad.
+fn conv(
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Conv2dSpec {
+    Conv2dSpec {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out: 1,
+        k,
+        stride,
+        pad,
+    }
+}
+
+/// im2col/col2im shapes: batch 1, 1 and 3 channels, 1×1, 3×3 and 5×5 kernels, even kernels,
+/// stride 2 and 3, stride > K (inputs no window reads), padding 1–3, odd sizes, kernels as
+/// large as the padded input.
+pub fn conv2d_shapes() -> Vec<Conv2dSpec> {
+    vec![
+        conv(1, 1, 1, 1, 1, 1, 0),
+        conv(1, 1, 5, 5, 3, 1, 0),
+        conv(2, 3, 7, 7, 3, 1, 1),
+        conv(1, 3, 8, 8, 3, 2, 1),
+        conv(2, 1, 9, 7, 5, 2, 2),
+        conv(3, 3, 6, 5, 1, 1, 0),
+        conv(2, 3, 5, 5, 1, 2, 0),
+        conv(1, 1, 3, 3, 5, 1, 1),
+        conv(2, 3, 4, 6, 8, 1, 2),
+        conv(1, 3, 11, 13, 5, 3, 2),
+        conv(2, 2, 7, 7, 3, 3, 0),
+        conv(1, 1, 6, 6, 2, 4, 0),
+        conv(2, 4, 7, 9, 4, 2, 3),
+        conv(1, 2, 5, 5, 3, 1, 2),
+        conv(3, 1, 10, 10, 7, 2, 3),
+        conv(1, 5, 5, 5, 5, 1, 0),
+        conv(2, 3, 28, 28, 5, 1, 2),
+        conv(1, 3, 1, 9, 1, 1, 0),
+        conv(4, 2, 13, 3, 3, 2, 1),
+        conv(1, 1, 2, 2, 4, 1, 1),
+    ]
+}
+
+/// The convolutions of the presets at batch 100: `lenet5` = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10
+/// and `cnn` = 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 (both first layers share one im2col).
+pub fn conv2d_preset_shapes() -> Vec<(&'static str, Conv2dSpec)> {
+    vec![
+        ("lenet5/cnn conv1", conv(100, 1, 28, 28, 5, 1, 2)),
+        ("lenet5 conv2", conv(100, 6, 14, 14, 5, 1, 0)),
+        ("cnn conv2", conv(100, 32, 14, 14, 5, 1, 2)),
+    ]
+}
+
+/// im2col, col2im and col2im with a ReLU mask on one geometry.
+pub fn check_conv2d(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    spec: &Conv2dSpec,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let (rows, ncols) = (spec.col_rows(), spec.col_cols());
+    let n_in = spec.input_len();
+    let x = inp.uniform(n_in, -1.0, 1.0);
+    let dcols = inp.uniform(rows * ncols, -1.0, 1.0);
+    // Like a ReLU output: about half exact zeros.
+    let mask: Vec<f32> = inp
+        .uniform(n_in, -1.0, 1.0)
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    let xb = ctx.upload("x", &x);
+    let db = ctx.upload("dcols", &dcols);
+    let mb = ctx.upload("mask", &mask);
+    let cb = ctx.poisoned("cols", rows * ncols);
+    let dxb = ctx.poisoned("dx", n_in);
+    let dxmb = ctx.poisoned("dx masked", n_in);
+    let l1 = kernels::im2col(ctx, spec, &xb, &cb)?;
+    let l2 = kernels::col2im(ctx, spec, &db, None, &dxb)?;
+    let l3 = kernels::col2im(ctx, spec, &db, Some(&mb), &dxmb)?;
+    ctx.submit(&[&l1, &l2, &l3], 1)?;
+    let cols: Vec<f32> = ctx.read("cols", &cb, rows * ncols)?;
+    let dx: Vec<f32> = ctx.read("dx", &dxb, n_in)?;
+    let dxm: Vec<f32> = ctx.read("dx masked", &dxmb, n_in)?;
+
+    let want_cols = cpu::conv2d::im2col(&f64s(&x), spec);
+    let d64 = Array2::from_shape_vec((rows, ncols), f64s(&dcols)).expect("shape");
+    let m64 = f64s(&mask);
+    let want_dx = cpu::conv2d::col2im(d64.view(), spec, None);
+    let want_dxm = cpu::conv2d::col2im(d64.view(), spec, Some(&m64));
+    let abs_sum = cpu::conv2d::col2im(d64.mapv(f64::abs).view(), spec, None);
+    let g = gamma(kernels::col2im_terms(spec));
+    let shape = format!(
+        "{label}{}x{}x{}x{} k{} s{} p{}",
+        spec.batch, spec.h, spec.w, spec.c_in, spec.k, spec.stride, spec.pad
+    );
+    Ok(vec![
+        compare(
+            "im2col",
+            shape.clone(),
+            &cols,
+            want_cols.as_slice().expect("standard layout"),
+            |_| (0.0, 0.0),
+        ),
+        compare("col2im", shape.clone(), &dx, &want_dx, |i| {
+            (g * abs_sum[i], 0.0)
+        }),
+        compare("col2im masked", shape, &dxm, &want_dxm, |i| {
+            (g * abs_sum[i], 0.0)
+        }),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// maxpool
+
+/// What a maxpool check feeds in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolInput {
+    /// Uniform in [-1, 1]: ties are rare.
+    Uniform,
+    /// Five levels {-1, -0.5, 0, 0.5, 1}: ties in most windows (the first maximum must win).
+    Quantised,
+    /// max(u, 0) as after a ReLU: windows of zeros.
+    Relu,
+    /// Uniform with about one in six elements NaN, some ±∞ (NaN must propagate).
+    Nan,
+}
+
+fn pool(batch: usize, c: usize, h: usize, w: usize, k: usize) -> Pool2dSpec {
+    Pool2dSpec { batch, c, h, w, k }
+}
+
+/// Max-pooling shapes: K = 1 (identity), 2, 3, 4 and 5, floors (H or W not a multiple of K),
+/// one window, batch 1, odd sizes.
+pub fn maxpool_shapes() -> Vec<Pool2dSpec> {
+    vec![
+        pool(1, 1, 1, 1, 1),
+        pool(1, 1, 2, 2, 2),
+        pool(1, 1, 5, 5, 2),
+        pool(2, 3, 7, 9, 3),
+        pool(3, 2, 6, 6, 1),
+        pool(2, 4, 8, 8, 4),
+        pool(1, 3, 5, 7, 5),
+        pool(2, 5, 13, 11, 2),
+        pool(1, 1, 4, 4, 4),
+        pool(3, 3, 9, 9, 3),
+        pool(2, 2, 10, 3, 3),
+        pool(1, 7, 6, 6, 2),
+        pool(4, 1, 3, 3, 2),
+        pool(1, 16, 15, 15, 4),
+        pool(2, 1, 31, 17, 2),
+        pool(1, 2, 2, 8, 2),
+        pool(2, 6, 28, 28, 2),
+        pool(1, 3, 11, 4, 2),
+        pool(5, 2, 7, 7, 7),
+        pool(1, 64, 14, 14, 2),
+    ]
+}
+
+/// The presets' pooling layers at batch 100 (see [`conv2d_preset_shapes`]).
+pub fn maxpool_preset_shapes() -> Vec<(&'static str, Pool2dSpec)> {
+    vec![
+        ("lenet5 pool1", pool(100, 6, 28, 28, 2)),
+        ("lenet5 pool2", pool(100, 16, 10, 10, 2)),
+        ("cnn pool1", pool(100, 32, 28, 28, 2)),
+        ("cnn pool2", pool(100, 64, 14, 14, 2)),
+    ]
+}
+
+/// maxpool_forward (y and idx) then maxpool_backward on its idx, with and without a mask.
+pub fn check_maxpool(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    spec: &Pool2dSpec,
+    input: PoolInput,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let (n_in, n_out) = (spec.input_len(), spec.output_len());
+    let mut x = inp.uniform(n_in, -1.0, 1.0);
+    match input {
+        PoolInput::Uniform => {}
+        PoolInput::Quantised => x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0),
+        PoolInput::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        PoolInput::Nan => {
+            for v in x.iter_mut() {
+                match inp.next_u64() % 12 {
+                    0 | 1 => *v = f32::NAN,
+                    2 => *v = f32::INFINITY,
+                    3 => *v = f32::NEG_INFINITY,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let dy = inp.uniform(n_out, -1.0, 1.0);
+    let mask: Vec<f32> = inp
+        .uniform(n_in, -1.0, 1.0)
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    let xb = ctx.upload("x", &x);
+    let dyb = ctx.upload("dy", &dy);
+    let mb = ctx.upload("mask", &mask);
+    let yb = ctx.poisoned("y", n_out);
+    let ib = ctx.upload("idx", &vec![u32::MAX; n_out]);
+    let dxb = ctx.poisoned("dx", n_in);
+    let dxmb = ctx.poisoned("dx masked", n_in);
+    let l1 = kernels::maxpool_forward(ctx, spec, &xb, &yb, &ib)?;
+    let l2 = kernels::maxpool_backward(ctx, spec, &dyb, &ib, None, &dxb)?;
+    let l3 = kernels::maxpool_backward(ctx, spec, &dyb, &ib, Some(&mb), &dxmb)?;
+    ctx.submit(&[&l1, &l2, &l3], 1)?;
+    let y: Vec<f32> = ctx.read("y", &yb, n_out)?;
+    let idx: Vec<u32> = ctx.read("idx", &ib, n_out)?;
+    let dx: Vec<f32> = ctx.read("dx", &dxb, n_in)?;
+    let dxm: Vec<f32> = ctx.read("dx masked", &dxmb, n_in)?;
+
+    let (want_y, want_idx) = cpu::maxpool::maxpool_forward(&f64s(&x), spec);
+    let dy64 = f64s(&dy);
+    let want_dx = cpu::maxpool::maxpool_backward(&dy64, &want_idx, spec, None);
+    let want_dxm = cpu::maxpool::maxpool_backward(&dy64, &want_idx, spec, Some(&f64s(&mask)));
+    let shape = format!(
+        "{label}{}x{}x{}x{} k{} {input:?}",
+        spec.batch, spec.h, spec.w, spec.c, spec.k
+    );
+    Ok(vec![
+        compare_exact("maxpool_forward y", shape.clone(), &y, &want_y),
+        compare_u32("maxpool_forward idx", shape.clone(), &idx, &want_idx),
+        compare_exact("maxpool_backward", shape.clone(), &dx, &want_dx),
+        compare_exact("maxpool_backward masked", shape, &dxm, &want_dxm),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// adam
+
+/// One Adam configuration: parameter count, update number t (1-based; beyond the schedule's
+/// length the kernel must use its last entry), L2, and hyperparameters.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamCase {
+    pub n: usize,
+    pub t: usize,
+    pub hp: AdamParams,
+}
+
+/// Entries in the schedule the adam checks upload.
+pub const ADAM_SCHEDULE_LEN: usize = 20;
+
+/// Adam cases: 1 element, around a workgroup, primes, past one grid dimension (16.8M would
+/// fold; 100,003 and 3.2M go past 256 workgroups), the presets' parameter tensors, L2 on
+/// weights and 0 on biases, t = 1, 2, 10, the schedule's last entry and beyond it (clamped), and
+/// β1 < 0.5 (PyTorch's other lerp form), a larger ε and learning rate.
+pub fn adam_cases() -> Vec<AdamCase> {
+    let torch = AdamParams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        l2: 0.0,
+    };
+    let wd = AdamParams { l2: 1e-2, ..torch };
+    let odd = AdamParams {
+        lr: 0.05,
+        beta1: 0.3,
+        beta2: 0.9,
+        eps: 1e-4,
+        l2: 5e-4,
+    };
+    let sizes = [
+        1, 2, 7, 255, 256, 257, 1000, 4099, 65_537, 100_003, 150, 6, 2400, 48_000, 10_080, 800,
+        51_200, 3_211_264, 10_240, 1024,
+    ];
+    let ts = [1, 2, 10, ADAM_SCHEDULE_LEN, 1000];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| AdamCase {
+            n,
+            t: ts[i % ts.len()],
+            hp: match i % 4 {
+                0 | 2 => wd,
+                1 => torch,
+                _ => odd,
+            },
+        })
+        .collect()
+}
+
+/// Error bounds (m, v, w) of one element of an Adam update computed in f32 with the given
+/// relative accuracies of sqrt and division, from the exact intermediate values (see the
+/// module documentation for the derivation).
+#[allow(clippy::too_many_arguments)]
+fn adam_bounds(
+    w: f64,
+    g: f64,
+    m: f64,
+    v: f64,
+    hp: AdamParams,
+    sched: [f32; 2],
+    sqrt_rel: f64,
+    div_rel: f64,
+) -> (f64, f64, f64) {
+    let (l2, eps) = (hp.l2 as f64, hp.eps as f64);
+    let a = (1.0f32 - hp.beta1) as f64;
+    let (b2, c2) = (hp.beta2 as f64, (1.0f32 - hp.beta2) as f64);
+    let (step, bc) = (sched[0] as f64, sched[1] as f64);
+    let gp = g + l2 * w;
+    let e_g = 2.0 * U * (g.abs() + l2 * w.abs());
+    let d = gp.abs() + m.abs() + e_g;
+    let e_m = if a.abs() < 0.5 {
+        a * e_g + 4.0 * U * (m.abs() + a * d)
+    } else {
+        (2.0 - a) * e_g + 4.0 * U * (gp.abs() + e_g + (1.0 - a) * d)
+    };
+    let mp = if a.abs() < 0.5 {
+        m + a * (gp - m)
+    } else {
+        gp - (gp - m) * (1.0 - a)
+    };
+    let vp = b2 * v + c2 * gp * gp;
+    let e_v = 4.0 * U * (b2 * v.abs() + c2 * gp * gp) + c2 * (2.0 * gp.abs() * e_g + e_g * e_g);
+    let s = vp.max(0.0).sqrt();
+    let e_s = if vp > 0.0 {
+        (e_v / s).min(e_v.sqrt())
+    } else {
+        e_v.sqrt()
+    } + sqrt_rel * (vp.abs() + e_v).sqrt();
+    let q = s / bc;
+    let e_q = e_s / bc + div_rel * (s + e_s) / bc;
+    let den = q + eps;
+    let e_den = e_q + U * (q + e_q + eps);
+    let r = mp / den;
+    let e_r0 = (e_m + r.abs() * e_den) / (den - e_den).max(den * 0.5);
+    let e_r = e_r0 + div_rel * (r.abs() + e_r0);
+    let upd = step * (r.abs() + e_r);
+    let e_w = step * e_r + U * upd + U * (w.abs() + upd);
+    (e_m, e_v, e_w)
+}
+
+/// The exact (f64) Adam update of one element on f32 inputs and f32 constants, in the
+/// kernel's formula.
+fn adam_exact(w: f64, g: f64, m: f64, v: f64, hp: AdamParams, sched: [f32; 2]) -> [f64; 3] {
+    let a = (1.0f32 - hp.beta1) as f64;
+    let c2 = (1.0f32 - hp.beta2) as f64;
+    let gp = g + hp.l2 as f64 * w;
+    let mp = if a.abs() < 0.5 {
+        m + a * (gp - m)
+    } else {
+        gp - (gp - m) * (1.0 - a)
+    };
+    let vp = hp.beta2 as f64 * v + c2 * gp * gp;
+    let den = vp.sqrt() / sched[1] as f64 + hp.eps as f64;
+    [mp, vp, w - sched[0] as f64 * (mp / den)]
+}
+
+/// Adam inputs (w, g, m, v) for `n` parameters: w uniform in [-1, 1], gradients over seven
+/// decades with one in sixteen exactly zero, m in [-0.1, 0.1], v ≥ 0 over eight decades with
+/// one in sixteen zero (so some denominators are ε alone).
+fn adam_inputs(inp: &mut Inputs, n: usize) -> [Vec<f32>; 4] {
+    let w = inp.uniform(n, -1.0, 1.0);
+    let g: Vec<f32> = inp
+        .uniform(n, -1.0, 1.0)
+        .into_iter()
+        .map(|u| {
+            let r = inp.next_u64();
+            if r.is_multiple_of(16) {
+                0.0
+            } else {
+                u * 10f32.powi(-(((r >> 8) % 7) as i32))
+            }
+        })
+        .collect();
+    let m = inp.uniform(n, -0.1, 0.1);
+    let v: Vec<f32> = inp
+        .uniform(n, 0.0, 1e-2)
+        .into_iter()
+        .map(|u| {
+            let r = inp.next_u64();
+            if r.is_multiple_of(16) {
+                0.0
+            } else {
+                u * 10f32.powi(-(((r >> 8) % 8) as i32))
+            }
+        })
+        .collect();
+    [w, g, m, v]
+}
+
+/// One Adam update against the exact f64 evaluation and the f32 twin.
+pub fn check_adam(ctx: &GpuContext, inp: &mut Inputs, case: &AdamCase) -> Result<Vec<Check>> {
+    let (n, hp) = (case.n, case.hp);
+    let [w, g, m, v] = adam_inputs(inp, n);
+    let sched: Vec<f32> = (1..=ADAM_SCHEDULE_LEN)
+        .flat_map(|t| hp.schedule(t))
+        .collect();
+    let pair = hp.schedule(case.t.min(ADAM_SCHEDULE_LEN));
+    let (wb, gb, mb, vb) = (
+        ctx.upload("w", &w),
+        ctx.upload("g", &g),
+        ctx.upload("m", &m),
+        ctx.upload("v", &v),
+    );
+    let sb = ctx.upload("sched", &sched);
+    let stb = ctx.upload("step", &[(case.t - 1) as u32]);
+    let l = kernels::adam_update(ctx, n, hp, &wb, &gb, &mb, &vb, &sb, &stb)?;
+    ctx.submit(&[&l], 1)?;
+    let w_gpu: Vec<f32> = ctx.read("w", &wb, n)?;
+    let m_gpu: Vec<f32> = ctx.read("m", &mb, n)?;
+    let v_gpu: Vec<f32> = ctx.read("v", &vb, n)?;
+    let step_after: Vec<u32> = ctx.read("step", &stb, 1)?;
+
+    let (mut w32, mut m32, mut v32) = (w.clone(), m.clone(), v.clone());
+    cpu::adam::adam_update(&mut w32, &g, &mut m32, &mut v32, hp, pair);
+    let mut exact = [Vec::new(), Vec::new(), Vec::new()];
+    let mut gpu_tol = [Vec::new(), Vec::new(), Vec::new()];
+    let mut twin_tol = [Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..n {
+        let (wi, gi, mi, vi) = (w[i] as f64, g[i] as f64, m[i] as f64, v[i] as f64);
+        let e = adam_exact(wi, gi, mi, vi, hp, pair);
+        let b_gpu = adam_bounds(wi, gi, mi, vi, hp, pair, 9.0 * U, 5.0 * U);
+        let b_twin = adam_bounds(wi, gi, mi, vi, hp, pair, U, U);
+        let bg = [b_gpu.0, b_gpu.1, b_gpu.2];
+        let bt = [b_twin.0, b_twin.1, b_twin.2];
+        for k in 0..3 {
+            exact[k].push(e[k]);
+            gpu_tol[k].push(bg[k]);
+            twin_tol[k].push(bg[k] + bt[k]);
+        }
+    }
+    let shape = format!("{n} t={} λ={} β1={}", case.t, hp.l2, hp.beta1);
+    let mut out = Vec::new();
+    for (k, (name, got, twin)) in [
+        ("m", &m_gpu, &m32),
+        ("v", &v_gpu, &v32),
+        ("w", &w_gpu, &w32),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out.push(compare(
+            &format!("adam_update {name}"),
+            shape.clone(),
+            got,
+            &exact[k],
+            |i| (gpu_tol[k][i], 0.0),
+        ));
+        out.push(compare(
+            &format!("adam_update {name} vs f32 twin"),
+            shape.clone(),
+            got,
+            &f64s(twin),
+            |i| (twin_tol[k][i], 0.0),
+        ));
+    }
+    out.push(compare_u32(
+        "adam_update step (read only)",
+        shape,
+        &step_after,
+        &[(case.t - 1) as u32],
+    ));
+    Ok(out)
+}
+
 /// The kernel families `verify` knows.
 pub const FAMILIES: &[&str] = &[
     "matmul",
@@ -636,6 +1165,9 @@ pub const FAMILIES: &[&str] = &[
     "sgd",
     "metrics",
     "gather",
+    "conv2d",
+    "maxpool",
+    "adam",
 ];
 
 /// Shapes for the element-wise families: 1, primes, tile non-multiples, MLP shapes, large.
@@ -664,6 +1196,17 @@ pub const ROW_SHAPES: &[(usize, usize)] = &[
 
 /// Run every check of `family` (see [`FAMILIES`]) with inputs from `seed`.
 pub fn run_family(ctx: &GpuContext, family: &str, seed: u64) -> Result<Vec<Check>> {
+    run_family_with(ctx, family, seed, true)
+}
+
+/// [`run_family`], with or without the presets' full-size layers (conv2d and maxpool at batch
+/// 100; the test suite leaves them to `wgtrain verify` where they are slow).
+pub fn run_family_with(
+    ctx: &GpuContext,
+    family: &str,
+    seed: u64,
+    presets: bool,
+) -> Result<Vec<Check>> {
     let mut inp = Inputs::new(seed);
     let mut out = Vec::new();
     match family {
@@ -775,6 +1318,38 @@ pub fn run_family(ctx: &GpuContext, family: &str, seed: u64) -> Result<Vec<Check
                 )?);
             }
         }
+        "conv2d" => {
+            for spec in conv2d_shapes() {
+                out.extend(check_conv2d(ctx, &mut inp, &spec, "")?);
+            }
+            if presets {
+                for (label, spec) in conv2d_preset_shapes() {
+                    out.extend(check_conv2d(ctx, &mut inp, &spec, &format!("{label} "))?);
+                }
+            }
+        }
+        "maxpool" => {
+            let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
+            for (i, spec) in maxpool_shapes().iter().enumerate() {
+                out.extend(check_maxpool(ctx, &mut inp, spec, inputs[i % 3], "")?);
+                if i % 4 == 1 {
+                    out.extend(check_maxpool(ctx, &mut inp, spec, PoolInput::Nan, "")?);
+                }
+            }
+            if presets {
+                for (label, spec) in maxpool_preset_shapes() {
+                    for input in [PoolInput::Quantised, PoolInput::Relu] {
+                        let label = format!("{label} ");
+                        out.extend(check_maxpool(ctx, &mut inp, &spec, input, &label)?);
+                    }
+                }
+            }
+        }
+        "adam" => {
+            for case in adam_cases() {
+                out.extend(check_adam(ctx, &mut inp, &case)?);
+            }
+        }
         other => {
             return Err(crate::Error::InvalidArg {
                 name: "--kernel",
@@ -783,4 +1358,44 @@ pub fn run_family(ctx: &GpuContext, family: &str, seed: u64) -> Result<Vec<Check
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The adam bound, evaluated with correctly rounded sqrt and division, must hold for the
+    /// f32 twin (whose sqrt and division are correctly rounded): a check of the derivation that
+    /// needs no GPU.
+    #[test]
+    fn adam_bounds_hold_for_the_correctly_rounded_twin() {
+        let mut inp = Inputs::new(7);
+        for case in adam_cases().iter().filter(|c| c.n <= 100_003) {
+            let (n, hp) = (case.n, case.hp);
+            let [w, g, m, v] = adam_inputs(&mut inp, n);
+            let pair = hp.schedule(case.t.min(ADAM_SCHEDULE_LEN));
+            let (mut w32, mut m32, mut v32) = (w.clone(), m.clone(), v.clone());
+            cpu::adam::adam_update(&mut w32, &g, &mut m32, &mut v32, hp, pair);
+            let mut worst = [0.0f64; 3];
+            for i in 0..n {
+                let (wi, gi, mi, vi) = (w[i] as f64, g[i] as f64, m[i] as f64, v[i] as f64);
+                let e = adam_exact(wi, gi, mi, vi, hp, pair);
+                let b = adam_bounds(wi, gi, mi, vi, hp, pair, U, U);
+                let got = [m32[i] as f64, v32[i] as f64, w32[i] as f64];
+                for (k, bk) in [b.0, b.1, b.2].into_iter().enumerate() {
+                    let err = (got[k] - e[k]).abs();
+                    let ratio = if err == 0.0 { 0.0 } else { err / bk };
+                    assert!(
+                        ratio <= 1.0,
+                        "{case:?} element {i} ({wi}, {gi}, {mi}, {vi}), output {k}: error {err:e} > bound {bk:e}"
+                    );
+                    worst[k] = worst[k].max(ratio);
+                }
+            }
+            eprintln!(
+                "{case:?}: worst error/bound m {:.3} v {:.3} w {:.3}",
+                worst[0], worst[1], worst[2]
+            );
+        }
+    }
 }

@@ -35,6 +35,93 @@ fn family(name: &str) {
     }
 }
 
+/// Like [`family`] without the presets' batch-100 layers (those run in `wgtrain verify`).
+fn family_without_presets(name: &str) {
+    let seed = common::seed(name);
+    for ctx in common::contexts(name) {
+        let t = std::time::Instant::now();
+        let checks = verify::run_family_with(&ctx, name, seed, false).expect("kernel launch");
+        eprintln!(
+            "{name} on {}: {:.2} s",
+            ctx.describe(),
+            t.elapsed().as_secs_f64()
+        );
+        assert_all_pass(name, &ctx.describe(), &checks);
+    }
+}
+
+#[test]
+fn im2col_and_col2im_match_cpu_with_padding_strides_and_masks() {
+    family_without_presets("conv2d");
+}
+
+#[test]
+fn maxpool_matches_cpu_including_ties_and_nan() {
+    family_without_presets("maxpool");
+}
+
+#[test]
+fn adam_update_matches_exact_and_f32_twin() {
+    family_without_presets("adam");
+}
+
+#[test]
+fn conv_and_pool_shapes_that_cannot_work_are_refused_with_a_message() {
+    use wgtrain::gpu::kernels::{self, Conv2dSpec, Pool2dSpec};
+    for ctx in common::contexts("conv_pool_shapes") {
+        let a = ctx.upload("a", &[1.0f32; 64]);
+        let b = ctx.poisoned("b", 64);
+        // A 5×5 kernel on a 2×2 input padded by 1 (4×4) has no output.
+        let spec = Conv2dSpec {
+            batch: 1,
+            c_in: 1,
+            h: 2,
+            w: 2,
+            c_out: 1,
+            k: 5,
+            stride: 1,
+            pad: 1,
+        };
+        let e = kernels::im2col(&ctx, &spec, &a, &b)
+            .err()
+            .expect("must be refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("im2col") && msg.contains("5x5") && msg.contains("2x2"),
+            "{msg}"
+        );
+        assert_eq!(msg.lines().count(), 1);
+        // Too small a dx buffer for col2im.
+        let spec = Conv2dSpec {
+            h: 8,
+            w: 8,
+            k: 3,
+            ..spec
+        };
+        let e = kernels::col2im(&ctx, &spec, &b, None, &a)
+            .err()
+            .expect("must be refused");
+        assert!(e.to_string().contains("holds 64 elements"), "{e}");
+        // Pooling windows larger than the input; a zero batch.
+        let pool = Pool2dSpec {
+            batch: 1,
+            c: 1,
+            h: 3,
+            w: 8,
+            k: 4,
+        };
+        let e = kernels::maxpool_forward(&ctx, &pool, &a, &b, &b)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("maxpool_forward"), "{e}");
+        let pool = Pool2dSpec { batch: 0, ..pool };
+        let e = kernels::maxpool_backward(&ctx, &pool, &a, &a, None, &b)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("B = 0"), "{e}");
+    }
+}
+
 #[test]
 fn matmul_matches_cpu_on_all_shapes_and_transposes() {
     family("matmul");
