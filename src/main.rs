@@ -710,8 +710,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     } else {
         println!(
             "final: train acc {:.2}% (full pass), test acc {:.2}%, {:.1}s on {}",
-            100.0 * s.final_train_acc,
-            100.0 * s.final_test_acc.unwrap_or(f32::NAN),
+            100.0 * s.last.train_acc,
+            100.0 * s.last.test_acc.unwrap_or(f32::NAN),
             s.seconds,
             s.device
         );

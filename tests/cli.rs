@@ -75,9 +75,12 @@ fn train_writes_model_csv_plot_and_json_then_eval_and_predict_use_it() {
     let csv = std::fs::read_to_string(dir.path().join("m.metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
     let model = dir.path().join("m.safetensors");
-    let (m, meta) = wgtrain::model::Mlp::load(&model).unwrap();
+    assert_eq!(v["engine"], "cpu");
+    let (m, meta) = wgtrain::model::Model::load(&model).unwrap();
     assert_eq!(m.arch.to_string(), "784-32-10");
-    assert_eq!(meta.get("lr").map(String::as_str), Some("0.05"));
+    let cfg: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+    assert_eq!(cfg["lr"], 0.05f32 as f64);
+    assert_eq!(cfg["optimizer"], "sgd");
 
     let ev = wgtrain(&[
         "eval",

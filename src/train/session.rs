@@ -291,14 +291,22 @@ pub struct Summary {
     pub train_images: usize,
     pub test_images: usize,
     pub epochs: Vec<EpochMetrics>,
-    pub final_train_loss: f32,
-    pub final_train_acc: f32,
-    pub final_test_loss: Option<f32>,
-    pub final_test_acc: Option<f32>,
+    #[serde(rename = "final")]
+    pub last: Final,
     pub seconds: f64,
     pub model: PathBuf,
     pub metrics_csv: PathBuf,
     pub plot: PathBuf,
+}
+
+/// The final figures: training set re-evaluated with the final weights, test from the last
+/// epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct Final {
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub test_loss: Option<f32>,
+    pub test_acc: Option<f32>,
 }
 
 /// After training: accuracy over the whole training set, then the model (safetensors, with
@@ -341,10 +349,12 @@ pub fn finish(
         train_images: lens.0,
         test_images: lens.1,
         epochs: history,
-        final_train_loss: train_loss,
-        final_train_acc: train_acc,
-        final_test_loss: last.as_ref().map(|m| m.test_loss),
-        final_test_acc: last.as_ref().map(|m| m.test_acc),
+        last: Final {
+            train_loss,
+            train_acc,
+            test_loss: last.as_ref().map(|m| m.test_loss),
+            test_acc: last.as_ref().map(|m| m.test_acc),
+        },
         seconds,
         model: out.to_path_buf(),
         metrics_csv: csv,
