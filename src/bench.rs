@@ -695,6 +695,48 @@ fn bench_train(
     Ok(out)
 }
 
+/// The three products of every convolution of the `lenet5` and `cnn` presets at batch `b` (a
+/// convolution is im2col + these; see `src/nn/conv2d.rs`): forward y = cols·Wᵀ (+bias, ReLU),
+/// weight gradient dW = dYᵀ·cols, and dcols = dY·W.
+pub fn conv_products(b: usize) -> Result<Vec<(String, MatmulSpec)>> {
+    let mut out = Vec::new();
+    for name in ["lenet5", "cnn"] {
+        let arch = Arch::parse(Arch::preset(name).expect("preset"))?;
+        let shapes = arch.shapes()?;
+        for (l, spec) in arch.layers.iter().enumerate() {
+            let (
+                LayerSpec::Conv { out: o, k, .. },
+                Shape::Image { c, .. },
+                Shape::Image { h, w, .. },
+            ) = (*spec, shapes[l], shapes[l + 1])
+            else {
+                continue;
+            };
+            let (m, kk) = (b * h * w, c * k * k);
+            let tag = format!("{name} conv layer {}", l + 1);
+            out.push((
+                format!("{tag} forward"),
+                MatmulSpec {
+                    trans_b: true,
+                    epilogue: Epilogue::BiasRelu,
+                    ..MatmulSpec::new(m, o, kk)
+                },
+            ));
+            out.push((
+                format!("{tag} weight grad"),
+                MatmulSpec {
+                    trans_a: true,
+                    ..MatmulSpec::new(o, kk, m)
+                },
+            ));
+            if l > 0 {
+                out.push((format!("{tag} cols grad"), MatmulSpec::new(m, kk, o)));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The layer widths of an MLP, input first.
 fn mlp_widths(arch: &Arch) -> Vec<usize> {
     let mut w = vec![arch.input_len()];
@@ -724,6 +766,9 @@ pub fn run(ctx: &GpuContext, opts: &BenchOpts) -> Result<Vec<Record>> {
             mlp_ms.push((spec, r.median_ms));
         }
         out.extend(recs);
+    }
+    for (label, spec) in conv_products(100)? {
+        out.extend(bench_matmul(ctx, &timer, opts, &spec, &label)?);
     }
     out.extend(bench_elementwise(ctx, &timer, opts)?);
     if opts.train {
