@@ -194,8 +194,9 @@ mod tests {
         let b = vec![b'b'; (1 << 20) + 4096];
         atomic_write(&p, &a).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let reader = {
-            let (p, stop) = (p.clone(), stop.clone());
+            let (p, stop, seen) = (p.clone(), stop.clone(), seen.clone());
             let (a, b) = (a.clone(), b.clone());
             std::thread::spawn(move || {
                 let mut reads = 0;
@@ -207,12 +208,17 @@ mod tests {
                         got.len()
                     );
                     reads += 1;
+                    seen.store(reads, Ordering::Relaxed);
                 }
                 reads
             })
         };
-        for i in 0..20 {
+        // At least 20 writes, and on until the reader has read a few times (a loaded machine
+        // may not schedule it during the first 20).
+        let mut i = 0;
+        while i < 20 || seen.load(Ordering::Relaxed) < 5 {
             atomic_write(&p, if i % 2 == 0 { &b } else { &a }).unwrap();
+            i += 1;
         }
         stop.store(true, Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);

@@ -79,7 +79,7 @@ fn train_writes_model_csv_plot_and_json_then_eval_and_predict_use_it() {
     let (m, meta) = wgtrain::model::Model::load(&model).unwrap();
     assert_eq!(m.arch.to_string(), "784-32-10");
     let cfg: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
-    assert_eq!(cfg["lr"], 0.05f32 as f64);
+    assert_eq!(cfg["lr"].as_f64().unwrap() as f32, 0.05);
     assert_eq!(cfg["optimizer"], "sgd");
 
     let ev = wgtrain(&[
