@@ -194,17 +194,19 @@ const CONV_ARCH: &str = "1x28x28-c6k5p2-m2-c8k3s2p1-m2-32-10";
 fn conv_config(epochs: usize) -> TrainConfig {
     let mut cfg = config(CONV_ARCH, epochs);
     cfg.optimizer = Optimizer::Adam;
-    cfg.lr = 3e-3;
+    cfg.lr = 1e-2;
+    cfg.batch = 50;
     cfg.init = train::Init::Pytorch;
     cfg
 }
 
 #[test]
 fn short_conv_net_training_learns_on_both_engines_and_they_agree() {
-    // 2 epochs of Adam on the 2,000-image sample (40 steps): the CPU engine reaches ~85% test
-    // accuracy; 70% is far above chance (10%) and below run-to-run noise.
+    // 3 epochs of Adam (lr 0.01, batch 50) on the 2,000-image sample, 120 steps: the CPU
+    // engine reaches 82.5% test accuracy; 70% is far above chance (10%) and leaves room for
+    // the run-to-run noise of a short run.
     let data = sample();
-    let cfg = conv_config(2);
+    let cfg = conv_config(3);
     let model = cfg.init_model();
     let mut cpu = Engine::cpu(&cfg, &model, None, &data.train, Some(&data.test)).unwrap();
     let hc = train::run(
@@ -217,8 +219,8 @@ fn short_conv_net_training_learns_on_both_engines_and_they_agree() {
     )
     .unwrap();
     let mc = cpu.model().unwrap();
-    eprintln!("cpu: test accuracy {:.2}%", 100.0 * hc[1].test_acc);
-    assert!(hc[1].test_acc >= 0.70, "cpu: {}", hc[1].test_acc);
+    eprintln!("cpu: test accuracy {:.2}%", 100.0 * hc[2].test_acc);
+    assert!(hc[2].test_acc >= 0.70, "cpu: {}", hc[2].test_acc);
     assert!(max_diff(&mc, &model) > 1e-3, "the weights moved");
     for ctx in common::contexts("conv_train") {
         let name = ctx.describe();
@@ -232,20 +234,56 @@ fn short_conv_net_training_learns_on_both_engines_and_they_agree() {
             &mut Quiet,
         )
         .unwrap();
-        let mg = gpu.model().unwrap();
-        let d = max_diff(&mc, &mg);
-        eprintln!(
-            "{name}: test accuracy {:.2}%, max |w_gpu − w_cpu| = {d:.3e}",
-            100.0 * hg[1].test_acc
-        );
-        assert!(hg[1].test_acc >= 0.70, "{name}: {}", hg[1].test_acc);
-        // 40 Adam steps of size ≤ lr = 3e-3 each; the engines differ only in summation order,
-        // which Adam's normalisation can amplify for parameters whose gradient is near zero
-        // (m/√v of rounding noise is O(1)): a drift of a small fraction of one step's size per
-        // step bounds it well below lr·steps = 0.12.
-        assert!(d < 2e-3, "{name}: weights differ by {d}");
-        assert!((hc[1].train_loss - hg[1].train_loss).abs() < 1e-2);
-        assert!((hc[1].test_acc - hg[1].test_acc).abs() <= 0.01);
+        eprintln!("{name}: test accuracy {:.2}%", 100.0 * hg[2].test_acc);
+        assert!(hg[2].test_acc >= 0.70, "{name}: {}", hg[2].test_acc);
+        // Weights are not compared here: Adam's first updates are ±lr for any gradient that
+        // is nonzero, so a gradient that is 0 on one engine and a rounding residue on another
+        // moves a weight by lr at once (seen on llvmpipe GL: 0.22 after 120 steps, 5e-6 on
+        // lavapipe). The SGD test below compares weights; this one the learning.
+        assert!((hc[2].train_loss - hg[2].train_loss).abs() < 0.05);
+        assert!((hc[2].test_acc - hg[2].test_acc).abs() <= 0.03);
+    }
+}
+
+#[test]
+fn conv_net_sgd_steps_agree_across_engines_within_rounding() {
+    let data = sample();
+    let mut cfg = config(CONV_ARCH, 1);
+    cfg.init = train::Init::Pytorch;
+    cfg.max_steps = Some(20);
+    let model = cfg.init_model();
+    let mut cpu = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
+    train::run(
+        &mut cpu,
+        &cfg,
+        data.train.n,
+        0,
+        Position::default(),
+        &mut Quiet,
+    )
+    .unwrap();
+    let mc = cpu.model().unwrap();
+    assert!(max_diff(&mc, &model) > 1e-3, "the weights moved");
+    for ctx in common::contexts("conv_sgd_agree") {
+        let name = ctx.describe();
+        let mut gpu = Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap();
+        train::run(
+            &mut gpu,
+            &cfg,
+            data.train.n,
+            0,
+            Position::default(),
+            &mut Quiet,
+        )
+        .unwrap();
+        let d = max_diff(&mc, &gpu.model().unwrap());
+        eprintln!("{name}: max |w_gpu − w_cpu| = {d:.3e}");
+        // 20 SGD steps; the engines differ only in summation order. Per step a gradient
+        // element carries a relative error of a few u·√n in practice (n ≤ 78,400 terms for the
+        // first convolution's weight gradient, random-walk rounding), on gradients ≤ O(0.1),
+        // times lr = 0.05 and the momentum sum (≤ 10): ≈ 1e-7 over 20 steps; measured 3e-8.
+        // 1e-6 keeps a 30× margin and fails on any real disagreement.
+        assert!(d < 1e-6, "{name}: weights differ by {d}");
     }
 }
 
