@@ -137,16 +137,12 @@ fn training_step(c: &mut Criterion) {
         rows: 28,
         cols: 28,
     };
-    for (name, arch) in [
-        ("seed-small", "784-10-10-10"),
-        ("seed-large", "784-512-512-512-10"),
-    ] {
-        let arch = wgtrain::model::Arch::parse(arch).expect("arch");
-        let cfg = wgtrain::train::TrainConfig::lecture(arch.clone());
-        let model = wgtrain::model::Mlp::init_uniform(&arch, cfg.init_scale, cfg.seed);
+    for name in ["seed-small", "seed-large", "lenet5"] {
+        let cfg = wgtrain::train::TrainConfig::preset(name).expect("preset");
+        let model = cfg.init_model();
         let gctx = GpuContext::from_adapter(ctx.adapter.clone()).expect("device");
-        let mut engine = wgtrain::train::gpu::GpuEngine::new(gctx, &cfg, &model, None, &data, None)
-            .expect("engine");
+        let mut engine =
+            wgtrain::train::Engine::gpu(gctx, &cfg, &model, None, &data, None).expect("engine");
         // Images per step; 5 steps per iteration in one submission.
         g.throughput(Throughput::Elements((cfg.batch * 5) as u64));
         g.bench_function(format!("{name} 5 steps"), |it| {
