@@ -74,6 +74,9 @@ pub struct Engine {
     opt_step: Option<BufId>,
     /// False when `train.order` no longer holds the epoch's order (evaluation overwrote it).
     order_valid: bool,
+    /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
+    forward_only: Option<ProgramId>,
+    gradient: Option<ProgramId>,
 }
 
 impl Engine {
@@ -240,6 +243,8 @@ impl Engine {
             eval_test: None,
             opt_step,
             order_valid: false,
+            forward_only: None,
+            gradient: None,
         };
         let sched = match cfg.optimizer {
             Optimizer::Adam => {
@@ -473,9 +478,14 @@ impl Engine {
     /// Class probabilities [B, classes] for `x` [B, input] (forward only; for `predict`).
     pub fn probabilities(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         self.be.write_f32(self.x, x)?;
-        let mut ops = Vec::new();
-        self.forward_ops(&mut ops);
-        let prog = self.be.prepare(&ops)?;
+        let prog = match self.forward_only {
+            Some(p) => p,
+            None => {
+                let mut ops = Vec::new();
+                self.forward_ops(&mut ops);
+                *self.forward_only.insert(self.be.prepare(&ops)?)
+            }
+        };
         self.be.run(prog, 1)?;
         self.be
             .read_f32(self.probs, self.cfg.batch * self.classes())
@@ -486,9 +496,14 @@ impl Engine {
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
         self.be.write_f32(self.x, x)?;
         self.be.write(self.y, labels)?;
-        let mut ops = Vec::new();
-        self.gradient_ops(&mut ops);
-        let prog = self.be.prepare(&ops)?;
+        let prog = match self.gradient {
+            Some(p) => p,
+            None => {
+                let mut ops = Vec::new();
+                self.gradient_ops(&mut ops);
+                *self.gradient.insert(self.be.prepare(&ops)?)
+            }
+        };
         self.be.run(prog, 1)?;
         self.take_train_metrics()?;
         let pairs: Vec<(BufId, BufId)> =
