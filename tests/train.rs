@@ -200,6 +200,38 @@ fn conv_config(epochs: usize) -> TrainConfig {
     cfg
 }
 
+/// One run of `cfg` from `model` on the CPU engine and on every adapter: (device, history,
+/// final engine), CPU first.
+fn train_everywhere(
+    cfg: &TrainConfig,
+    model: &Model,
+    data: &wgtrain::data::Mnist,
+    with_test: bool,
+    test: &str,
+) -> Vec<(String, Vec<wgtrain::report::EpochMetrics>, Engine)> {
+    let test_set = with_test.then_some(&data.test);
+    let mut engines = vec![Engine::cpu(cfg, model, None, &data.train, test_set).unwrap()];
+    for ctx in common::contexts(test) {
+        engines.push(Engine::gpu(ctx, cfg, model, None, &data.train, test_set).unwrap());
+    }
+    engines
+        .into_iter()
+        .map(|mut e| {
+            let n_test = if with_test { data.test.n } else { 0 };
+            let h = train::run(
+                &mut e,
+                cfg,
+                data.train.n,
+                n_test,
+                Position::default(),
+                &mut Quiet,
+            )
+            .unwrap();
+            (e.device(), h, e)
+        })
+        .collect()
+}
+
 #[test]
 fn short_conv_net_training_learns_on_both_engines_and_they_agree() {
     // 3 epochs of Adam (lr 0.01, batch 50) on the 2,000-image sample, 120 steps: the CPU
@@ -208,40 +240,22 @@ fn short_conv_net_training_learns_on_both_engines_and_they_agree() {
     let data = sample();
     let cfg = conv_config(3);
     let model = cfg.init_model();
-    let mut cpu = Engine::cpu(&cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-    let hc = train::run(
-        &mut cpu,
-        &cfg,
-        data.train.n,
-        data.test.n,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap();
-    let mc = cpu.model().unwrap();
-    eprintln!("cpu: test accuracy {:.2}%", 100.0 * hc[2].test_acc);
-    assert!(hc[2].test_acc >= 0.70, "cpu: {}", hc[2].test_acc);
-    assert!(max_diff(&mc, &model) > 1e-3, "the weights moved");
-    for ctx in common::contexts("conv_train") {
-        let name = ctx.describe();
-        let mut gpu = Engine::gpu(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-        let hg = train::run(
-            &mut gpu,
-            &cfg,
-            data.train.n,
-            data.test.n,
-            Position::default(),
-            &mut Quiet,
-        )
-        .unwrap();
-        eprintln!("{name}: test accuracy {:.2}%", 100.0 * hg[2].test_acc);
-        assert!(hg[2].test_acc >= 0.70, "{name}: {}", hg[2].test_acc);
+    let mut runs = train_everywhere(&cfg, &model, &data, true, "conv_train");
+    let (_, hc, cpu) = &mut runs[0];
+    assert!(
+        max_diff(&cpu.model().unwrap(), &model) > 1e-3,
+        "the weights moved"
+    );
+    let hc = hc.clone();
+    for (name, h, _) in &runs {
+        eprintln!("{name}: test accuracy {:.2}%", 100.0 * h[2].test_acc);
+        assert!(h[2].test_acc >= 0.70, "{name}: {}", h[2].test_acc);
         // Weights are not compared here: Adam's first updates are ±lr for any gradient that
         // is nonzero, so a gradient that is 0 on one engine and a rounding residue on another
         // moves a weight by lr at once (seen on llvmpipe GL: 0.22 after 120 steps, 5e-6 on
         // lavapipe). The SGD test below compares weights; this one the learning.
-        assert!((hc[2].train_loss - hg[2].train_loss).abs() < 0.05);
-        assert!((hc[2].test_acc - hg[2].test_acc).abs() <= 0.03);
+        assert!((hc[2].train_loss - h[2].train_loss).abs() < 0.05, "{name}");
+        assert!((hc[2].test_acc - h[2].test_acc).abs() <= 0.03, "{name}");
     }
 }
 
@@ -252,31 +266,11 @@ fn conv_net_sgd_steps_agree_across_engines_within_rounding() {
     cfg.init = train::Init::Pytorch;
     cfg.max_steps = Some(20);
     let model = cfg.init_model();
-    let mut cpu = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
-    train::run(
-        &mut cpu,
-        &cfg,
-        data.train.n,
-        0,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap();
-    let mc = cpu.model().unwrap();
+    let mut runs = train_everywhere(&cfg, &model, &data, false, "conv_sgd_agree");
+    let mc = runs[0].2.model().unwrap();
     assert!(max_diff(&mc, &model) > 1e-3, "the weights moved");
-    for ctx in common::contexts("conv_sgd_agree") {
-        let name = ctx.describe();
-        let mut gpu = Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap();
-        train::run(
-            &mut gpu,
-            &cfg,
-            data.train.n,
-            0,
-            Position::default(),
-            &mut Quiet,
-        )
-        .unwrap();
-        let d = max_diff(&mc, &gpu.model().unwrap());
+    for (name, _, e) in runs.iter_mut().skip(1) {
+        let d = max_diff(&mc, &e.model().unwrap());
         eprintln!("{name}: max |w_gpu − w_cpu| = {d:.3e}");
         // 20 SGD steps; the engines differ only in summation order. Per step a gradient
         // element carries a relative error of a few u·√n in practice (n ≤ 78,400 terms for the
@@ -296,38 +290,22 @@ fn adam_gpu_and_cpu_agree_on_an_mlp() {
     cfg.l2 = 1e-3;
     cfg.max_steps = Some(10);
     let model = cfg.init_model();
-    let mut cpu = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
-    train::run(
-        &mut cpu,
-        &cfg,
-        data.train.n,
-        0,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap();
-    let mc = cpu.model().unwrap();
-    let st = cpu.opt_state().unwrap();
-    assert_eq!(st.step, 10, "Adam counted its updates");
+    let mut runs = train_everywhere(&cfg, &model, &data, false, "adam_agree");
+    let mc = runs[0].2.model().unwrap();
     assert!(
         max_diff(&mc, &model) > 5e-3,
         "10 steps of lr 1e-3 moved the weights"
     );
-    for ctx in common::contexts("adam_agree") {
-        let name = ctx.describe();
-        let mut gpu = Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap();
-        train::run(
-            &mut gpu,
-            &cfg,
-            data.train.n,
-            0,
-            Position::default(),
-            &mut Quiet,
-        )
-        .unwrap();
-        let d = max_diff(&mc, &gpu.model().unwrap());
+    for (name, _, e) in runs.iter_mut() {
+        assert_eq!(
+            e.opt_state().unwrap().step,
+            10,
+            "{name}: Adam counted its updates"
+        );
+        let d = max_diff(&mc, &e.model().unwrap());
         eprintln!("{name}: max |w_gpu − w_cpu| = {d:.3e}");
+        // 10 steps from the same start on an MLP (no pooling): Adam's ±lr amplification needs
+        // a gradient at exactly 0 on one side, which dense layers with live inputs do not give.
         assert!(d < 1e-4, "{name}: weights differ by {d}");
-        assert_eq!(gpu.opt_state().unwrap().step, 10);
     }
 }
