@@ -46,32 +46,39 @@ struct Col2imParams {
 
 const WG: u32 = 256u;
 
-// One invocation per element of cols.
+// One invocation per (row of cols, input channel): it writes that channel's K·K consecutive
+// columns. Decomposing the index costs integer divisions, which CPU adapters (lavapipe) run
+// lane by lane; doing it once per K·K outputs instead of once per output made this kernel ~Nx
+// faster there (see BENCHMARKS.md).
 @compute @workgroup_size(WG)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    let kk = pi.k * pi.k;
-    let ncols = pi.c * kk;
-    if (idx >= pi.batch * pi.oh * pi.ow * ncols) {
+    let t = gid.x + gid.y * nwg.x * WG;
+    if (t >= pi.batch * pi.oh * pi.ow * pi.c) {
         return;
     }
-    let r = idx / ncols;
-    let j = idx % ncols;
-    let c = j / kk;
-    let ky = (j % kk) / pi.k;
-    let kx = j % pi.k;
+    let c = t % pi.c;
+    let r = t / pi.c;
     let ox = r % pi.ow;
-    let oy = (r / pi.ow) % pi.oh;
-    let b = r / (pi.ow * pi.oh);
-    // Unsigned: a position in the top/left padding wraps around to a huge value and fails the
-    // bounds test like one in the bottom/right padding.
-    let iy = oy * pi.stride + ky - pi.pad;
-    let ix = ox * pi.stride + kx - pi.pad;
-    var v = 0.0;
-    if (iy < pi.h && ix < pi.w) {
-        v = x[((b * pi.h + iy) * pi.w + ix) * pi.c + c];
+    let q = r / pi.ow;
+    let oy = q % pi.oh;
+    let b = q / pi.oh;
+    let kk = pi.k * pi.k;
+    var o = r * pi.c * kk + c * kk;
+    for (var ky = 0u; ky < pi.k; ky += 1u) {
+        // Unsigned: a position in the top/left padding wraps around to a huge value and fails
+        // the bounds test like one in the bottom/right padding.
+        let iy = oy * pi.stride + ky - pi.pad;
+        let row = (b * pi.h + iy) * pi.w;
+        for (var kx = 0u; kx < pi.k; kx += 1u) {
+            let ix = ox * pi.stride + kx - pi.pad;
+            var v = 0.0;
+            if (iy < pi.h && ix < pi.w) {
+                v = x[(row + ix) * pi.c + c];
+            }
+            cols[o] = v;
+            o += 1u;
+        }
     }
-    cols[idx] = v;
 }
 
 // One invocation per element of dx.
@@ -91,19 +98,22 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let py = y + pc.pad;
     let px = xx + pc.pad;
     var s = 0.0;
-    for (var ky = py % pc.stride; ky < pc.k && ky <= py; ky += pc.stride) {
-        let oy = (py - ky) / pc.stride;
-        if (oy >= pc.oh) {
-            continue;
-        }
-        for (var kx = px % pc.stride; kx < pc.k && kx <= px; kx += pc.stride) {
-            let ox = (px - kx) / pc.stride;
-            if (ox >= pc.ow) {
-                continue;
+    // oy steps down by one as ky steps up by s: one division per axis, not one per term.
+    let ky0 = py % pc.stride;
+    let kx0 = px % pc.stride;
+    var oy = (py - ky0) / pc.stride;
+    for (var ky = ky0; ky < pc.k && ky <= py; ky += pc.stride) {
+        if (oy < pc.oh) {
+            var ox = (px - kx0) / pc.stride;
+            for (var kx = kx0; kx < pc.k && kx <= px; kx += pc.stride) {
+                if (ox < pc.ow) {
+                    let r = (b * pc.oh + oy) * pc.ow + ox;
+                    s += dcols[r * ncols + c * kk + ky * pc.k + kx];
+                }
+                ox -= 1u;
             }
-            let r = (b * pc.oh + oy) * pc.ow + ox;
-            s += dcols[r * ncols + c * kk + ky * pc.k + kx];
         }
+        oy -= 1u;
     }
     if (pc.apply_mask != 0u && !(mask[idx] > 0.0)) {
         s = 0.0;

@@ -250,8 +250,40 @@ impl Backend for GpuBackend {
 
     fn run(&mut self, program: ProgramId, repeat: usize) -> Result<()> {
         let launches: Vec<&Launch> = self.programs[program.0].iter().collect();
+        if std::env::var_os("WGTRAIN_PROFILE").is_some() {
+            return profile(&self.ctx, &launches, repeat);
+        }
         self.ctx.submit(&launches, repeat)?;
         // Wait so progress reflects finished work and the queue does not grow without bound.
         self.ctx.wait()
     }
+}
+
+/// `WGTRAIN_PROFILE=1`: run each launch on its own and wait for it, and print the wall time
+/// per kernel (summed over the program's repeats) to stderr, slowest first. Much slower than a
+/// normal run; for finding the kernel that dominates a step.
+fn profile(ctx: &GpuContext, launches: &[&Launch], repeat: usize) -> Result<()> {
+    let mut per: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for _ in 0..repeat {
+        for l in launches {
+            let t = std::time::Instant::now();
+            ctx.submit(&[l], 1)?;
+            ctx.wait()?;
+            let e = per.entry(l.name.as_str()).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed().as_secs_f64();
+        }
+    }
+    let mut rows: Vec<_> = per.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+    eprintln!("profile: {repeat} run(s), {:.1} ms per run", 1e3 * total / repeat as f64);
+    for (name, (n, secs)) in rows {
+        eprintln!(
+            "  {:>8.2} ms/run {:>5.1}%  {n:>6} launches  {name}",
+            1e3 * secs / repeat as f64,
+            100.0 * secs / total
+        );
+    }
+    Ok(())
 }

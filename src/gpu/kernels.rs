@@ -1022,11 +1022,12 @@ pub fn im2col(ctx: &GpuContext, spec: &Conv2dSpec, x: &Buffer, cols: &Buffer) ->
     need(name, "cols", cols, n)?;
     let pipeline = ctx.pipeline(name, || CONV2D_WGSL.into(), name)?;
     let params = uniform_of(ctx, name, &params);
+    // One invocation per (row, channel); each writes K·K columns.
     ctx.launch(
         name,
         pipeline,
         &[(0, &params), (1, x), (2, cols)],
-        grid_1d(n, WG_ELEMENTWISE),
+        grid_1d(spec.col_rows() * spec.c_in, WG_ELEMENTWISE),
     )
 }
 
