@@ -48,8 +48,8 @@ const WG: u32 = 256u;
 
 // One invocation per (row of cols, input channel): it writes that channel's K·K consecutive
 // columns. Decomposing the index costs integer divisions, which CPU adapters (lavapipe) run
-// lane by lane; doing it once per K·K outputs instead of once per output made this kernel ~Nx
-// faster there (see BENCHMARKS.md).
+// lane by lane; doing it once per K·K outputs instead of once per output made this kernel 3x
+// faster there: 49.6 → 15.8 ms per lenet5 step (see BENCHMARKS.md).
 @compute @workgroup_size(WG)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = gid.x + gid.y * nwg.x * WG;
