@@ -332,12 +332,14 @@ pub fn finish(
     let csv = sibling(out, ".metrics.csv");
     let png = sibling(out, ".png");
     crate::report::csv::write_metrics_csv(&csv, &history)?;
+    let (adapter, backend) = engine.adapter();
+    // Short enough for the plot's width: the adapter's name without its details in brackets.
+    let short = adapter.split(" (").next().unwrap_or(&adapter);
     crate::report::plot::plot_metrics(
         &png,
         &history,
-        &format!("wgtrain {} on {}", cfg.arch, engine.device()),
+        &format!("{} on {short} ({backend})", cfg.arch),
     )?;
-    let (adapter, backend) = engine.adapter();
     let last = history.last().cloned();
     let s = Summary {
         arch: cfg.arch.to_string(),
