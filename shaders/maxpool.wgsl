@@ -76,28 +76,35 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     idx_out[o] = best_i;
 }
 
-// One invocation per input element.
+// One invocation per window: it writes the whole K×K block of dx under its window (dy at the
+// window's maximum, 0 elsewhere); the last window of a row or column also zeroes the input
+// rows/columns past OH·K / OW·K that no window covers. Decomposing the index once per window,
+// not once per input element, saves the integer divisions CPU adapters run lane by lane.
 @compute @workgroup_size(WG)
 fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= pb.batch * pb.h * pb.w * pb.c) {
+    let o = gid.x + gid.y * nwg.x * WG;
+    if (o >= pb.batch * pb.oh * pb.ow * pb.c) {
         return;
     }
-    let c = i % pb.c;
-    let xx = (i / pb.c) % pb.w;
-    let yy = (i / (pb.c * pb.w)) % pb.h;
-    let b = i / (pb.c * pb.w * pb.h);
-    let oy = yy / pb.k;
-    let ox = xx / pb.k;
-    var d = 0.0;
-    if (oy < pb.oh && ox < pb.ow) {
-        let o = ((b * pb.oh + oy) * pb.ow + ox) * pb.c + c;
-        if (idx_in[o] == i) {
-            d = dy[o];
+    let c = o % pb.c;
+    let ox = (o / pb.c) % pb.ow;
+    let oy = (o / (pb.c * pb.ow)) % pb.oh;
+    let b = o / (pb.c * pb.ow * pb.oh);
+    let y_end = select(oy * pb.k + pb.k, pb.h, oy + 1u == pb.oh);
+    let x_end = select(ox * pb.k + pb.k, pb.w, ox + 1u == pb.ow);
+    let at = idx_in[o];
+    let g = dy[o];
+    for (var yy = oy * pb.k; yy < y_end; yy++) {
+        for (var xx = ox * pb.k; xx < x_end; xx++) {
+            let i = ((b * pb.h + yy) * pb.w + xx) * pb.c + c;
+            var d = 0.0;
+            if (i == at) {
+                d = g;
+            }
+            if (pb.apply_mask != 0u && !(mask[i] > 0.0)) {
+                d = 0.0;
+            }
+            dx[i] = d;
         }
     }
-    if (pb.apply_mask != 0u && !(mask[i] > 0.0)) {
-        d = 0.0;
-    }
-    dx[i] = d;
 }

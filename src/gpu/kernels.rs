@@ -1188,7 +1188,7 @@ pub fn maxpool_backward(
             (7, mask.unwrap_or(&ctx.dummy)),
             (8, dx),
         ],
-        grid_1d(spec.input_len(), WG_ELEMENTWISE),
+        grid_1d(spec.output_len(), WG_ELEMENTWISE),
     )
 }
 
