@@ -53,6 +53,9 @@ def main():
     ap.add_argument("--lr", type=float, default=None, help="default 0.05 for sgd, 1e-3 for adam")
     ap.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (ignored by adam)")
     ap.add_argument("--l2", type=float, default=0.0, help="weight decay on weights only")
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                    help="cosine: CosineAnnealingLR over every step of the run, stepped after "
+                         "each update (wgtrain's --lr-schedule cosine)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1, help="init (torch.manual_seed) and shuffle seed")
@@ -94,9 +97,12 @@ def main():
         model.load_state_dict(load_file(args.init), strict=True)
     opt = make_optimizer(model, args.optimizer, lr, momentum=args.momentum, l2=args.l2)
     gen = torch.Generator().manual_seed(args.seed)
+    total_steps = args.epochs * -(-train_x.shape[0] // args.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+             if args.lr_schedule == "cosine" else None)
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"arch {arch} ({n_params} parameters), {args.optimizer} lr {lr} "
+    print(f"arch {arch} ({n_params} parameters), {args.optimizer} lr {lr} ({args.lr_schedule}) "
           f"momentum {args.momentum if args.optimizer == 'sgd' else '-'} l2 {args.l2}, "
           f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, "
           f"{args.threads} threads, torch {torch.__version__}", file=log, flush=True)
@@ -113,6 +119,8 @@ def main():
             loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             loss_sum += loss.item()
             steps += 1
         train_s = time.perf_counter() - t0

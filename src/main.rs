@@ -107,9 +107,9 @@ enum Preset {
     SeedSmall,
     /// The lecture's large network: 784-512-512-512-10; SGD lr 0.05, momentum 0.9, batch 100, init ±0.07.
     SeedLarge,
-    /// LeNet-5: 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10; Adam lr 0.001, batch 100, PyTorch init.
+    /// LeNet-5: 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
     Lenet5,
-    /// A larger CNN: 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10; Adam lr 0.001, batch 100, PyTorch init.
+    /// A larger CNN: 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
     Cnn,
 }
 
@@ -122,6 +122,14 @@ impl Preset {
             Preset::Cnn => "cnn",
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum ScheduleArg {
+    /// The same α for every step.
+    Constant,
+    /// Cosine decay from α to 0 over the run.
+    Cosine,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -145,7 +153,8 @@ struct TrainArgs {
     /// Network and hyperparameters (all 10 epochs): seed-small = 784-10-10-10 and seed-large =
     /// 784-512-512-512-10 with the lecture's SGD (lr 0.05, momentum 0.9, batch 100, init ±0.07);
     /// lenet5 = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10 and cnn =
-    /// 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 with Adam (lr 0.001, batch 100, PyTorch's init).
+    /// 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 with Adam (lr 0.001 decayed to 0 by a cosine over
+    /// the run, batch 100, PyTorch's init).
     #[arg(long, value_enum, default_value = "seed-large")]
     preset: Preset,
     /// Layers, input first, dash-separated (overrides the preset's network): input `784` (flat)
@@ -158,6 +167,10 @@ struct TrainArgs {
     /// Update rule: sgd (momentum) or adam (default: the preset's).
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerArg>,
+    /// Learning-rate schedule: constant, or cosine (α·(1 + cos(π·t/T))/2 over all T steps of
+    /// the run, PyTorch's CosineAnnealingLR per step; Adam only) (default: the preset's).
+    #[arg(long, value_enum)]
+    lr_schedule: Option<ScheduleArg>,
     /// Learning rate α.
     #[arg(long)]
     lr: Option<f32>,
@@ -612,6 +625,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             OptimizerArg::Sgd => Optimizer::Sgd,
             OptimizerArg::Adam => Optimizer::Adam,
         }),
+        lr_schedule: a.lr_schedule.map(|s| match s {
+            ScheduleArg::Constant => train::LrSchedule::Constant,
+            ScheduleArg::Cosine => train::LrSchedule::Cosine,
+        }),
         lr: a.lr,
         momentum: a.momentum,
         l2: a.l2,
@@ -650,8 +667,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let device = engine.device();
     if !a.json {
         eprintln!(
-            "training {} on {} ({} train / {} test images), {} lr {} momentum {} l2 {} batch {} epochs {}",
-            cfg.arch, device, data.train.n, data.test.n, cfg.optimizer, cfg.lr, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
+            "training {} on {} ({} train / {} test images), {} lr {} ({:?}) momentum {} l2 {} batch {} epochs {}",
+            cfg.arch, device, data.train.n, data.test.n, cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
     }
 

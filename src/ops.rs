@@ -188,10 +188,15 @@ impl AdamParams {
     /// The per-step constants of update number `t` (1-based), computed in f64 as PyTorch does
     /// in Python floats and rounded once: [lr / (1 − β1ᵗ), √(1 − β2ᵗ)].
     pub fn schedule(&self, t: usize) -> [f32; 2] {
+        self.schedule_at(t, self.lr as f64)
+    }
+
+    /// [`AdamParams::schedule`] with the learning rate of update `t` given (a schedule's).
+    pub fn schedule_at(&self, t: usize, lr: f64) -> [f32; 2] {
         let t = t.max(1) as i32;
         let bc1 = 1.0 - (self.beta1 as f64).powi(t);
         let bc2 = 1.0 - (self.beta2 as f64).powi(t);
-        [(self.lr as f64 / bc1) as f32, bc2.sqrt() as f32]
+        [(lr / bc1) as f32, bc2.sqrt() as f32]
     }
 }
 

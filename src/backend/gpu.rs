@@ -277,7 +277,10 @@ fn profile(ctx: &GpuContext, launches: &[&Launch], repeat: usize) -> Result<()> 
     let mut rows: Vec<_> = per.into_iter().collect();
     rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
     let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-    eprintln!("profile: {repeat} run(s), {:.1} ms per run", 1e3 * total / repeat as f64);
+    eprintln!(
+        "profile: {repeat} run(s), {:.1} ms per run",
+        1e3 * total / repeat as f64
+    );
     for (name, (n, secs)) in rows {
         eprintln!(
             "  {:>8.2} ms/run {:>5.1}%  {n:>6} launches  {name}",

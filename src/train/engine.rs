@@ -250,8 +250,12 @@ impl Engine {
             Optimizer::Adam => {
                 // Every update of the run, computed on the host once (see AdamParams::schedule).
                 let steps = cfg.total_steps(train.n).max(1);
+                // A schedule spans the configured epochs, whatever --max-steps stops at.
+                let span = cfg.epochs * train.n.div_ceil(cfg.batch);
                 let hp = cfg.adam(true);
-                let table: Vec<f32> = (1..=steps).flat_map(|t| hp.schedule(t)).collect();
+                let table: Vec<f32> = (1..=steps)
+                    .flat_map(|t| hp.schedule_at(t, cfg.lr_schedule.lr(cfg.lr, t, span)))
+                    .collect();
                 Some(e.be.upload_f32("adam schedule", &table)?)
             }
             Optimizer::Sgd => None,

@@ -36,6 +36,31 @@ impl std::fmt::Display for Optimizer {
     }
 }
 
+/// How the learning rate changes over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// α throughout.
+    #[default]
+    Constant,
+    /// α·(1 + cos(π·(t−1)/T))/2 for update t of T = epochs × steps per epoch: PyTorch's
+    /// `CosineAnnealingLR(T_max = T)` stepped after every update. Adam only for now.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate of update `t` (1-based) of `total`, in f64.
+    pub fn lr(self, lr: f32, t: usize, total: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr as f64,
+            LrSchedule::Cosine => {
+                let x = (t.max(1) - 1) as f64 / total.max(1) as f64;
+                lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+            }
+        }
+    }
+}
+
 /// How fresh weights are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +94,9 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// How fresh weights are drawn.
     pub init: Init,
+    /// How the learning rate changes over the run.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
 }
 
 /// An [`Arch`] as its `--arch` string in JSON.
@@ -99,13 +127,14 @@ impl TrainConfig {
             seed: 1,
             shuffle: true,
             init: Init::Uniform { scale: 0.07 },
+            lr_schedule: LrSchedule::Constant,
         }
     }
 
     /// The settings of a named preset (`seed-small`, `seed-large`, `lenet5`, `cnn`; see
     /// [`crate::model::Arch::preset`] for the networks): the lecture's SGD settings for the two
-    /// MLPs, Adam with PyTorch's initialisation for the conv nets (calibrated against PyTorch:
-    /// `scripts/calibrate_torch.py`).
+    /// MLPs, Adam with a cosine learning-rate schedule and PyTorch's initialisation for the
+    /// conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`).
     pub fn preset(name: &str) -> Result<Self> {
         let arch = Arch::parse(Arch::preset(name).ok_or_else(|| Error::InvalidArg {
             name: "--preset",
@@ -115,6 +144,7 @@ impl TrainConfig {
         if !cfg.arch.is_mlp() {
             cfg.optimizer = Optimizer::Adam;
             cfg.lr = 1e-3;
+            cfg.lr_schedule = LrSchedule::Cosine;
             cfg.init = Init::Pytorch;
         }
         Ok(cfg)
@@ -162,6 +192,12 @@ impl TrainConfig {
         }
         if self.max_steps == Some(0) {
             return bad("--max-steps", "must be at least 1".into());
+        }
+        if self.lr_schedule != LrSchedule::Constant && self.optimizer != Optimizer::Adam {
+            return bad(
+                "--lr-schedule",
+                "cosine is implemented for --optimizer adam only (SGD's learning rate is fixed per run)".into(),
+            );
         }
         self.arch.shapes()?;
         Ok(())
@@ -338,4 +374,35 @@ pub fn check_data(arch: &Arch, data: &Dataset, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_starts_at_lr_halves_midway_and_ends_near_zero() {
+        let s = LrSchedule::Cosine;
+        assert_eq!(s.lr(0.1, 1, 600), 0.1f32 as f64);
+        assert!((s.lr(0.1, 301, 600) - 0.05).abs() < 1e-9);
+        let last = s.lr(0.1, 600, 600);
+        assert!(last > 0.0 && last < 1e-5, "{last}");
+        let mut prev = f64::INFINITY;
+        for t in 1..=600 {
+            let v = s.lr(0.1, t, 600);
+            assert!(v <= prev, "non-increasing at {t}");
+            prev = v;
+        }
+        assert_eq!(LrSchedule::Constant.lr(0.1, 500, 600), 0.1f32 as f64);
+    }
+
+    #[test]
+    fn cosine_with_sgd_is_refused_in_one_line() {
+        let mut cfg = TrainConfig::lecture(Arch::parse("784-10").unwrap());
+        cfg.lr_schedule = LrSchedule::Cosine;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("--lr-schedule") && !e.contains('\n'), "{e}");
+        cfg.optimizer = Optimizer::Adam;
+        cfg.validate().unwrap();
+    }
 }

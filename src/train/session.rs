@@ -25,6 +25,7 @@ pub struct RunState {
 pub struct Overrides {
     pub arch: Option<Arch>,
     pub optimizer: Option<Optimizer>,
+    pub lr_schedule: Option<super::LrSchedule>,
     pub lr: Option<f32>,
     pub momentum: Option<f32>,
     pub l2: Option<f32>,
@@ -39,6 +40,9 @@ impl Overrides {
     fn apply(&self, cfg: &mut TrainConfig) {
         if let Some(o) = self.optimizer {
             cfg.optimizer = o;
+        }
+        if let Some(s) = self.lr_schedule {
+            cfg.lr_schedule = s;
         }
         cfg.lr = self.lr.unwrap_or(cfg.lr);
         cfg.momentum = self.momentum.unwrap_or(cfg.momentum);
