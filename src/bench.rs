@@ -737,6 +737,125 @@ pub fn conv_products(b: usize) -> Result<Vec<(String, MatmulSpec)>> {
     Ok(out)
 }
 
+/// im2col, col2im and max-pooling at the `lenet5` and `cnn` presets' layers, batch 100 (GB/s of
+/// the bytes each must move at least), beside their CPU twins.
+fn bench_conv_kernels(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Result<Vec<Record>> {
+    use crate::ops::{Conv2dSpec, Pool2dSpec};
+    let mut out = Vec::new();
+    for name in ["lenet5", "cnn"] {
+        let arch = Arch::parse(Arch::preset(name).expect("preset"))?;
+        let shapes = arch.shapes()?;
+        for (l, spec) in arch.layers.iter().enumerate() {
+            let Shape::Image { c, h, w } = shapes[l] else {
+                continue;
+            };
+            let tag = format!("{name} layer {}", l + 1);
+            match *spec {
+                LayerSpec::Conv {
+                    out: o,
+                    k,
+                    stride,
+                    pad,
+                } => {
+                    let cs = Conv2dSpec {
+                        batch: 100,
+                        c_in: c,
+                        h,
+                        w,
+                        c_out: o,
+                        k,
+                        stride,
+                        pad,
+                    };
+                    let (n_in, n_cols) = (cs.input_len(), cs.col_rows() * cs.col_cols());
+                    let x = filled(1, n_in, 7).into_raw_vec_and_offset().0;
+                    let d = filled(cs.col_rows(), cs.col_cols(), 8);
+                    let xb = ctx.upload("x", &x);
+                    let cb = ctx.upload("cols", d.as_slice().expect("standard layout"));
+                    let yb = ctx.storage("out", (n_in.max(n_cols) * 4) as u64);
+                    let shape = format!("{}x{}", cs.col_rows(), cs.col_cols());
+                    let bytes = 4.0 * (n_in + n_cols) as f64;
+                    let l1 = kernels::im2col(ctx, &cs, &xb, &yb)?;
+                    let mut r = elementwise_record(
+                        ctx,
+                        timer,
+                        opts,
+                        "im2col",
+                        shape.clone(),
+                        bytes,
+                        &l1,
+                        || {
+                            std::hint::black_box(cpu::conv2d::im2col(&x, &cs));
+                        },
+                    )?;
+                    r.note = tag.clone();
+                    out.push(r);
+                    let l2 = kernels::col2im(ctx, &cs, &cb, None, &yb)?;
+                    let mut r =
+                        elementwise_record(ctx, timer, opts, "col2im", shape, bytes, &l2, || {
+                            std::hint::black_box(cpu::conv2d::col2im(d.view(), &cs, None));
+                        })?;
+                    r.note = tag;
+                    out.push(r);
+                }
+                LayerSpec::Pool { k } => {
+                    let ps = Pool2dSpec {
+                        batch: 100,
+                        c,
+                        h,
+                        w,
+                        k,
+                    };
+                    let (n_in, n_out) = (ps.input_len(), ps.output_len());
+                    let x = filled(1, n_in, 9).into_raw_vec_and_offset().0;
+                    let xb = ctx.upload("x", &x);
+                    let yb = ctx.storage("y", (n_out * 4) as u64);
+                    let ib = ctx.storage("idx", (n_out * 4) as u64);
+                    let dxb = ctx.storage("dx", (n_in * 4) as u64);
+                    let shape = format!("{}x{h}x{w}x{c}", ps.batch);
+                    let lf = kernels::maxpool_forward(ctx, &ps, &xb, &yb, &ib)?;
+                    let bytes = 4.0 * (n_in + 2 * n_out) as f64;
+                    let mut r = elementwise_record(
+                        ctx,
+                        timer,
+                        opts,
+                        "maxpool_forward",
+                        shape.clone(),
+                        bytes,
+                        &lf,
+                        || {
+                            std::hint::black_box(cpu::maxpool::maxpool_forward(&x, &ps));
+                        },
+                    )?;
+                    r.note = tag.clone();
+                    out.push(r);
+                    let (_, idx) = cpu::maxpool::maxpool_forward(&x, &ps);
+                    let dy = vec![1.0f32; n_out];
+                    let lb = kernels::maxpool_backward(ctx, &ps, &yb, &ib, None, &dxb)?;
+                    let mut r = elementwise_record(
+                        ctx,
+                        timer,
+                        opts,
+                        "maxpool_backward",
+                        shape,
+                        bytes,
+                        &lb,
+                        || {
+                            std::hint::black_box(cpu::maxpool::maxpool_backward(
+                                &dy, &idx, &ps, None,
+                            ));
+                        },
+                    )?;
+                    r.note = tag;
+                    out.push(r);
+                }
+                LayerSpec::Dense { .. } => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The layer widths of an MLP, input first.
 fn mlp_widths(arch: &Arch) -> Vec<usize> {
     let mut w = vec![arch.input_len()];
@@ -771,6 +890,7 @@ pub fn run(ctx: &GpuContext, opts: &BenchOpts) -> Result<Vec<Record>> {
         out.extend(bench_matmul(ctx, &timer, opts, &spec, &label)?);
     }
     out.extend(bench_elementwise(ctx, &timer, opts)?);
+    out.extend(bench_conv_kernels(ctx, &timer, opts)?);
     if opts.train {
         // The matmul-only rate of a network's products: from the records above for seed-large,
         // measured here for anything else.
