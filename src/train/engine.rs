@@ -479,17 +479,35 @@ impl Engine {
         self.read_acc(self.acc_eval)
     }
 
+    /// The forward-only (`gradient` false) or forward + backward program on `x`/`y` as written,
+    /// prepared on first use.
+    fn on_demand(&mut self, gradient: bool) -> Result<ProgramId> {
+        if let Some(p) = if gradient {
+            self.gradient
+        } else {
+            self.forward_only
+        } {
+            return Ok(p);
+        }
+        let mut ops = Vec::new();
+        if gradient {
+            self.gradient_ops(&mut ops);
+        } else {
+            self.forward_ops(&mut ops);
+        }
+        let p = self.be.prepare(&ops)?;
+        *(if gradient {
+            &mut self.gradient
+        } else {
+            &mut self.forward_only
+        }) = Some(p);
+        Ok(p)
+    }
+
     /// Class probabilities [B, classes] for `x` [B, input] (forward only; for `predict`).
     pub fn probabilities(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         self.be.write_f32(self.x, x)?;
-        let prog = match self.forward_only {
-            Some(p) => p,
-            None => {
-                let mut ops = Vec::new();
-                self.forward_ops(&mut ops);
-                *self.forward_only.insert(self.be.prepare(&ops)?)
-            }
-        };
+        let prog = self.on_demand(false)?;
         self.be.run(prog, 1)?;
         self.be
             .read_f32(self.probs, self.cfg.batch * self.classes())
@@ -500,14 +518,7 @@ impl Engine {
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
         self.be.write_f32(self.x, x)?;
         self.be.write(self.y, labels)?;
-        let prog = match self.gradient {
-            Some(p) => p,
-            None => {
-                let mut ops = Vec::new();
-                self.gradient_ops(&mut ops);
-                *self.gradient.insert(self.be.prepare(&ops)?)
-            }
-        };
+        let prog = self.on_demand(true)?;
         self.be.run(prog, 1)?;
         self.take_train_metrics()?;
         let pairs: Vec<(BufId, BufId)> =
