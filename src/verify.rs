@@ -70,6 +70,25 @@ pub struct Check {
 }
 
 impl Check {
+    /// A check of `cpu_len` reference elements with nothing wrong yet, or wholly failed when
+    /// the kernel produced a different number of elements.
+    fn start(kernel: &str, shape: String, gpu_len: usize, cpu_len: usize) -> Check {
+        let mut c = Check {
+            kernel: kernel.to_string(),
+            shape,
+            max_abs: 0.0,
+            max_rel: 0.0,
+            worst: 0.0,
+            bad: 0,
+            elements: cpu_len,
+        };
+        if gpu_len != cpu_len {
+            c.bad = cpu_len.max(1);
+            c.worst = f64::INFINITY;
+        }
+        c
+    }
+
     /// Within tolerance everywhere.
     pub fn pass(&self) -> bool {
         self.bad == 0
@@ -84,18 +103,8 @@ pub fn compare(
     cpu: &[f64],
     tol: impl Fn(usize) -> (f64, f64),
 ) -> Check {
-    let mut c = Check {
-        kernel: kernel.to_string(),
-        shape,
-        max_abs: 0.0,
-        max_rel: 0.0,
-        worst: 0.0,
-        bad: 0,
-        elements: cpu.len(),
-    };
-    if gpu.len() != cpu.len() {
-        c.bad = cpu.len().max(1);
-        c.worst = f64::INFINITY;
+    let mut c = Check::start(kernel, shape, gpu.len(), cpu.len());
+    if c.bad > 0 {
         return c;
     }
     for (i, (&g, &r)) in gpu.iter().zip(cpu).enumerate() {
@@ -646,18 +655,8 @@ pub fn check_gather(
 
 /// Exact comparison of u32 outputs (e.g. maxpool's idx); every mismatch is bad.
 pub fn compare_u32(kernel: &str, shape: String, gpu: &[u32], cpu: &[u32]) -> Check {
-    let mut c = Check {
-        kernel: kernel.to_string(),
-        shape,
-        max_abs: 0.0,
-        max_rel: 0.0,
-        worst: 0.0,
-        bad: 0,
-        elements: cpu.len(),
-    };
-    if gpu.len() != cpu.len() {
-        c.bad = cpu.len().max(1);
-        c.worst = f64::INFINITY;
+    let mut c = Check::start(kernel, shape, gpu.len(), cpu.len());
+    if c.bad > 0 {
         return c;
     }
     for (&g, &r) in gpu.iter().zip(cpu) {
