@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/ from the imports below
 sys.path.insert(0, HERE)
 from calibrate_torch import evaluate  # noqa: E402
 from torch_reference import PRESETS, Net, load_mnist, make_optimizer  # noqa: E402
