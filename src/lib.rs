@@ -9,10 +9,12 @@ pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod fastcpu;
 pub mod gpu;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod peak;
 pub mod report;
 
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use wgtrain::gpu::context::{self, AdapterChoice};
 use wgtrain::gpu::GpuContext;
 use wgtrain::model::{Arch, Input, Model};
 use wgtrain::report::EpochMetrics;
-use wgtrain::train::{self, session, Engine, OptState, Optimizer, TrainConfig, Which};
+use wgtrain::train::{self, session, Engine, Optimizer, TrainConfig, Which};
 
 #[derive(Parser)]
 #[command(
@@ -93,12 +93,24 @@ impl GpuArgs {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum Device {
-    /// The GPU if an adapter exists, else the CPU path (with a notice).
+    /// The GPU adapter if it is a hardware one; the CPU engine (with a one-line note) when
+    /// the best adapter is a software rasteriser (lavapipe, llvmpipe, SwiftShader, WARP) or
+    /// there is none.
     Auto,
-    /// A GPU adapter; fail if there is none.
+    /// The GPU adapter, software ones included; fail if there is none.
     Gpu,
-    /// The CPU reference path (ndarray).
+    /// The CPU engine (gemm-crate products and fused element-wise kernels on every core).
     Cpu,
+}
+
+impl From<Device> for wgtrain::backend::DeviceChoice {
+    fn from(d: Device) -> Self {
+        match d {
+            Device::Auto => Self::Auto,
+            Device::Gpu => Self::Gpu,
+            Device::Cpu => Self::Cpu,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -207,6 +219,9 @@ struct TrainArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// Threads of the CPU engine, 1 to the cores available (default: all of them).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Save the trained model here (safetensors, PyTorch nn.Linear / nn.Conv2d layouts); the
     /// metrics CSV, PNG plot and JSON summary go next to it.
     #[arg(long, default_value = "wgtrain-model.safetensors")]
@@ -237,6 +252,9 @@ struct EvalArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// Threads of the CPU engine, 1 to the cores available (default: all of them).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -508,41 +526,23 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 
-/// Open a GPU for `device`, or None for the CPU path.
-fn open_gpu(device: Device, gpu: &GpuArgs, quiet: bool) -> Result<Option<GpuContext>> {
-    match device {
-        Device::Cpu => Ok(None),
-        Device::Gpu => Ok(Some(GpuContext::new(&gpu.choice())?)),
-        Device::Auto => match GpuContext::new(&gpu.choice()) {
-            Ok(c) => Ok(Some(c)),
-            Err(wgtrain::Error::NoAdapter { .. }) => {
-                if !quiet {
-                    eprintln!("note: no GPU adapter found; using the CPU path (install mesa-vulkan-drivers for a CPU Vulkan adapter)");
-                }
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        },
+/// The backend for `device` (printing auto's note unless `quiet`).
+fn open_backend(
+    device: Device,
+    threads: Option<usize>,
+    gpu: &GpuArgs,
+    quiet: bool,
+) -> Result<Box<dyn wgtrain::backend::Backend>> {
+    let (be, note) = wgtrain::backend::open(device.into(), &gpu.choice(), threads)?;
+    if let (Some(note), false) = (note, quiet) {
+        eprintln!("{note}");
     }
+    Ok(be)
 }
 
 fn load_data(args: &DataArgs) -> Result<wgtrain::data::Mnist> {
     let dir = wgtrain::data::mnist::resolve(args.data_dir.as_deref())?;
     Ok(wgtrain::data::load_dir(&dir)?)
-}
-
-/// The engine for `device`: the GPU backend on an adapter, or the CPU twins.
-fn engine(
-    gpu: Option<GpuContext>,
-    cfg: &TrainConfig,
-    start: (&Model, Option<&OptState>),
-    train: &wgtrain::data::Dataset,
-    test: Option<&wgtrain::data::Dataset>,
-) -> Result<Engine> {
-    Ok(match gpu {
-        Some(ctx) => Engine::gpu(ctx, cfg, start.0, start.1, train, test)?,
-        None => Engine::cpu(cfg, start.0, start.1, train, test)?,
-    })
 }
 
 /// Progress bar, per-epoch lines and the Ctrl-C flag; checkpoints are the library's.
@@ -619,6 +619,9 @@ impl train::Observer for Progress {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        wgtrain::backend::cpu::check_threads(t)?;
+    }
     let ov = session::Overrides {
         arch: a.arch.as_deref().map(Arch::parse).transpose()?,
         optimizer: a.optimizer.map(|o| match o {
@@ -656,11 +659,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     train::check_data(&cfg.arch, &data.train, "training")?;
     train::check_data(&cfg.arch, &data.test, "test")?;
 
-    let gpu = open_gpu(a.device, &a.gpu, a.json)?;
-    let mut engine = engine(
-        gpu,
+    let be = open_backend(a.device, a.threads, &a.gpu, a.json)?;
+    let mut engine = Engine::new(
+        be,
         &cfg,
-        (&start.model, start.state.as_ref()),
+        &start.model,
+        start.state.as_ref(),
         &data.train,
         Some(&data.test),
     )?;
@@ -743,13 +747,16 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        wgtrain::backend::cpu::check_threads(t)?;
+    }
     let (model, _) = Model::load(&a.model)?;
     let data = load_data(&a.data)?;
     train::check_data(&model.arch, &data.test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
-    let gpu = open_gpu(a.device, &a.gpu, a.json)?;
-    let mut engine = engine(gpu, &cfg, (&model, None), &data.test, None)?;
+    let be = open_backend(a.device, a.threads, &a.gpu, a.json)?;
+    let mut engine = Engine::new(be, &cfg, &model, None, &data.test, None)?;
     let t = Instant::now();
     let (loss, acc) = train::summarize(&engine.evaluate(Which::Train)?);
     let secs = t.elapsed().as_secs_f64();

@@ -317,3 +317,72 @@ pub enum Op {
         step: BufId,
     },
 }
+
+impl Op {
+    /// The buffers this op reads, and the buffers it writes (an accumulator it updates in
+    /// place — the cursor, the metrics, C of an accumulating product — counts as written).
+    pub fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        match *self {
+            Op::Gather {
+                order,
+                cursor,
+                x,
+                y,
+                ..
+            } => (vec![order, cursor], vec![x, y]),
+            Op::Advance { cursor, .. } => (vec![], vec![cursor]),
+            Op::Matmul { a, b, aux, c, .. } => {
+                (std::iter::once(a).chain([b]).chain(aux).collect(), vec![c])
+            }
+            Op::BiasBackward { dy, db, .. } => (vec![dy], vec![db]),
+            Op::Im2col { x, cols, .. } => (vec![x], vec![cols]),
+            Op::Col2im {
+                dcols, mask, dx, ..
+            } => (std::iter::once(dcols).chain(mask).collect(), vec![dx]),
+            Op::MaxPoolForward { x, y, idx, .. } => (vec![x], vec![y, idx]),
+            Op::MaxPoolBackward {
+                dy, idx, mask, dx, ..
+            } => ([dy, idx].into_iter().chain(mask).collect(), vec![dx]),
+            Op::SoftmaxXentForward {
+                logits,
+                labels,
+                probs,
+                loss,
+                ..
+            } => (vec![logits, labels], vec![probs, loss]),
+            Op::SoftmaxXentBackward {
+                probs,
+                labels,
+                dlogits,
+                ..
+            } => (vec![probs, labels], vec![dlogits]),
+            Op::Metrics {
+                probs,
+                labels,
+                loss,
+                acc,
+                ..
+            } => (vec![probs, labels, loss], vec![acc]),
+            Op::Sgd { w, g, v, .. } => (vec![g], vec![w, v]),
+            Op::Adam {
+                w,
+                g,
+                m,
+                v,
+                sched,
+                step,
+                ..
+            } => (vec![g, sched, step], vec![w, m, v]),
+        }
+    }
+
+    /// Whether every buffer this op writes is distinct from the others it writes and from
+    /// every buffer it reads (no op of the engine aliases; a backend may rely on it).
+    pub fn is_alias_free(&self) -> bool {
+        let (reads, writes) = self.buffers();
+        writes
+            .iter()
+            .enumerate()
+            .all(|(i, w)| !reads.contains(w) && !writes[i + 1..].contains(w))
+    }
+}

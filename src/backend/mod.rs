@@ -13,6 +13,7 @@ use crate::Result;
 
 pub mod cpu;
 pub mod gpu;
+pub mod reference;
 
 /// A prepared program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,5 +64,64 @@ impl dyn Backend + '_ {
     /// The first `n` f32 values of `buf`.
     pub fn read_f32(&mut self, buf: BufId, n: usize) -> Result<Vec<f32>> {
         Ok(bytemuck::cast_slice(&self.read(buf, n)?).to_vec())
+    }
+}
+
+/// Where to train or evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The best GPU adapter when it is a hardware one; the CPU engine when the best is a
+    /// software rasteriser (lavapipe, llvmpipe, SwiftShader, WARP) or there is none.
+    Auto,
+    /// A GPU adapter (software ones included); fail if there is none.
+    Gpu,
+    /// The CPU engine.
+    Cpu,
+}
+
+/// The backend for `device`, and a one-line note for the user when `Auto` chose the CPU
+/// engine. `threads` sizes the CPU engine's pool (default: every core available).
+pub fn open(
+    device: DeviceChoice,
+    adapter: &crate::gpu::AdapterChoice,
+    threads: Option<usize>,
+) -> Result<(Box<dyn Backend>, Option<String>)> {
+    let cpu = || -> Result<Box<dyn Backend>> {
+        Ok(Box::new(match threads {
+            Some(t) => cpu::CpuBackend::with_threads(t)?,
+            None => cpu::CpuBackend::new(),
+        }))
+    };
+    if let Some(t) = threads {
+        cpu::check_threads(t)?;
+    }
+    match device {
+        DeviceChoice::Cpu => Ok((cpu()?, None)),
+        DeviceChoice::Gpu => Ok((
+            Box::new(gpu::GpuBackend::new(crate::gpu::GpuContext::new(adapter)?)),
+            None,
+        )),
+        DeviceChoice::Auto => match crate::gpu::GpuContext::new(adapter) {
+            Ok(ctx) if ctx.info.device_type == wgpu::DeviceType::Cpu => {
+                let be = cpu()?;
+                let note = format!(
+                    "note: the best GPU adapter is a software one ({}); using the CPU engine, \
+                     {} (--device gpu forces the adapter)",
+                    ctx.info.name,
+                    be.describe()
+                );
+                Ok((be, Some(note)))
+            }
+            Ok(ctx) => Ok((Box::new(gpu::GpuBackend::new(ctx)), None)),
+            Err(crate::Error::NoAdapter { .. }) => {
+                let be = cpu()?;
+                let note = format!(
+                    "note: no GPU adapter found; using the CPU engine, {}",
+                    be.describe()
+                );
+                Ok((be, Some(note)))
+            }
+            Err(e) => Err(e),
+        },
     }
 }

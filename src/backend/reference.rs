@@ -1,5 +1,6 @@
-//! The CPU backend: buffers are host vectors of 32-bit words and every op runs its CPU twin
-//! from [`crate::cpu`] (ndarray, f32) when the program runs.
+//! The reference CPU backend: buffers are host vectors of 32-bit words and every op runs its
+//! simple CPU twin from [`crate::cpu`] (ndarray, f32, one allocation per op). It is the oracle
+//! the fast [`super::cpu::CpuBackend`] is compared with step by step in the tests.
 
 use super::{Backend, EngineKind, ProgramId};
 use crate::cpu;
@@ -10,13 +11,13 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewD, ArrayViewMutD, IxDyn};
 
 /// Runs programs on the host with the CPU twins.
 #[derive(Default)]
-pub struct CpuBackend {
+pub struct ReferenceBackend {
     bufs: Vec<Vec<u32>>,
     data: Vec<Dataset>,
     programs: Vec<Vec<Op>>,
 }
 
-impl CpuBackend {
+impl ReferenceBackend {
     pub fn new() -> Self {
         Self::default()
     }
@@ -240,9 +241,9 @@ impl CpuBackend {
     }
 }
 
-impl Backend for CpuBackend {
+impl Backend for ReferenceBackend {
     fn describe(&self) -> String {
-        "cpu (ndarray)".into()
+        "cpu reference (ndarray twins)".into()
     }
 
     fn kind(&self) -> EngineKind {

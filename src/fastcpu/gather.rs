@@ -1,0 +1,42 @@
+//! Fast twin of `shaders/gather.wgsl`: the minibatch straight from the byte images.
+
+use super::PAR_MIN;
+use crate::ops::PADDING_LABEL;
+use rayon::prelude::*;
+
+/// x[B,P] = images[order[start + b]] / 255, y[B] = labels[order[start + b]]; rows past the end
+/// of `order` are zeros with the padding label. B = `y.len()`.
+pub fn gather(
+    images: &[u8],
+    labels: &[u8],
+    pixels: usize,
+    order: &[u32],
+    start: usize,
+    x: &mut [f32],
+    y: &mut [u32],
+) {
+    let rows = y.len();
+    let x = &mut x[..rows * pixels];
+    let per_task = (PAR_MIN / pixels.max(1)).max(1);
+    x.par_chunks_mut(pixels.max(1) * per_task)
+        .zip(y.par_chunks_mut(per_task))
+        .enumerate()
+        .for_each(|(t, (xs, ys))| {
+            for (i, (row, label)) in xs.chunks_exact_mut(pixels.max(1)).zip(ys).enumerate() {
+                match order.get(start + t * per_task + i) {
+                    Some(&s) => {
+                        let s = s as usize;
+                        let src = &images[s * pixels..(s + 1) * pixels];
+                        for (v, &p) in row.iter_mut().zip(src) {
+                            *v = p as f32 / 255.0;
+                        }
+                        *label = labels[s] as u32;
+                    }
+                    None => {
+                        row.fill(0.0);
+                        *label = PADDING_LABEL;
+                    }
+                }
+            }
+        });
+}

@@ -1,0 +1,31 @@
+//! The fast CPU kernels behind [`crate::backend::cpu::CpuBackend`], one file per op family
+//! under the same name as its WGSL shader and its simple twin in [`crate::cpu`].
+//!
+//! What makes them fast, and nothing else differs from the twins:
+//! * no allocation: every kernel writes into a buffer the backend allocated once per run;
+//! * one pass over the data: bias + ReLU (or the ReLU mask) is applied to each product row
+//!   while it is hot, softmax, loss and their gradient are each one sweep of a row, the
+//!   momentum and Adam updates one sweep of the parameters;
+//! * the matrix products go to the `gemm` crate's packed, vectorised f32 kernels on the
+//!   backend's rayon pool, transposes as strides, never copies (chosen by measurement over
+//!   `matrixmultiply` and PyTorch's own products: BENCHMARKS.md);
+//! * element-wise work large enough to pay for it is split over the backend's rayon pool by
+//!   rows or images, so each output element is still produced by one thread in the twin's
+//!   order of operations.
+//!
+//! The kernels are checked against the twins on random inputs by `wgtrain verify --device cpu`
+//! and the test suite, with the same tolerances as a GPU adapter.
+
+pub mod adam;
+pub mod bias;
+pub mod conv2d;
+pub mod gather;
+pub mod matmul;
+pub mod maxpool;
+pub mod metrics;
+pub mod sgd;
+pub mod softmax_xent;
+
+/// Elements below which splitting a sweep over threads costs more than it saves (a rayon
+/// task costs a few microseconds; 16 Ki f32 take about as long to stream).
+pub const PAR_MIN: usize = 1 << 14;
