@@ -45,6 +45,9 @@ use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub mod ops;
+pub use ops::{run_backend_family, OP_FAMILIES};
+
 /// Unit roundoff of f32.
 pub const U: f64 = 1.0 / (1u64 << 24) as f64;
 
@@ -221,44 +224,67 @@ pub const MATMUL_SHAPES: &[(usize, usize, usize)] = &[
     (1000, 1000, 1000),
 ];
 
-/// Check one matmul variant on one shape.
-pub fn check_matmul(
-    ctx: &GpuContext,
-    inp: &mut Inputs,
-    spec: &MatmulSpec,
-    tile: &MatmulTile,
-) -> Result<Check> {
-    let (m, n, k) = (spec.m, spec.n, spec.k);
-    let a = if spec.trans_a {
-        inp.matrix(k, m)
-    } else {
-        inp.matrix(m, k)
-    };
-    let b = if spec.trans_b {
-        inp.matrix(n, k)
-    } else {
-        inp.matrix(k, n)
-    };
-    let bias = inp.matrix(1, n).into_shape_with_order(n).unwrap();
-    let mask = inp.matrix(m, n);
-    let start = inp.matrix(m, n);
-    let ab = ctx.upload("a", a.as_slice().unwrap());
-    let bb = ctx.upload("b", b.as_slice().unwrap());
-    let aux = match spec.epilogue {
-        Epilogue::None => None,
-        Epilogue::Bias | Epilogue::BiasRelu => Some(ctx.upload("bias", bias.as_slice().unwrap())),
-        Epilogue::ReluMask => Some(ctx.upload("mask", mask.as_slice().unwrap())),
-    };
-    let cb = if spec.accumulate {
-        ctx.upload("c", start.as_slice().unwrap())
-    } else {
-        ctx.poisoned("c", m * n)
-    };
-    let launch = kernels::matmul(ctx, spec, tile, &ab, &bb, aux.as_ref(), &cb)?;
-    ctx.submit(&[&launch], 1)?;
-    let got: Vec<f32> = ctx.read("c", &cb, m * n)?;
+/// Random inputs of one matmul check: A and B stored as the spec's transposes say, a bias, a
+/// ReLU mask and the C an accumulating product adds to.
+pub(crate) struct MatmulData {
+    pub a: Array2<f32>,
+    pub b: Array2<f32>,
+    pub bias: Array1<f32>,
+    pub mask: Array2<f32>,
+    pub start: Array2<f32>,
+}
 
-    let (a64, b64) = (to64(&a), to64(&b));
+impl MatmulData {
+    pub fn new(inp: &mut Inputs, spec: &MatmulSpec) -> Self {
+        let (m, n, k) = (spec.m, spec.n, spec.k);
+        let a = if spec.trans_a {
+            inp.matrix(k, m)
+        } else {
+            inp.matrix(m, k)
+        };
+        let b = if spec.trans_b {
+            inp.matrix(n, k)
+        } else {
+            inp.matrix(k, n)
+        };
+        let bias = inp.matrix(1, n).into_shape_with_order(n).unwrap();
+        let mask = inp.matrix(m, n);
+        let start = inp.matrix(m, n);
+        MatmulData {
+            a,
+            b,
+            bias,
+            mask,
+            start,
+        }
+    }
+
+    /// The epilogue's operand: the bias, the mask, or none.
+    pub fn aux(&self, epilogue: Epilogue) -> Option<&[f32]> {
+        match epilogue {
+            Epilogue::None => None,
+            Epilogue::Bias | Epilogue::BiasRelu => Some(self.bias.as_slice().unwrap()),
+            Epilogue::ReluMask => Some(self.mask.as_slice().unwrap()),
+        }
+    }
+}
+
+/// "matmul NT Bias +=": transposes, epilogue, accumulation.
+pub(crate) fn matmul_name(spec: &MatmulSpec) -> String {
+    format!(
+        "matmul {}{} {:?}{}",
+        if spec.trans_a { "T" } else { "N" },
+        if spec.trans_b { "T" } else { "N" },
+        spec.epilogue,
+        if spec.accumulate { " +=" } else { "" }
+    )
+}
+
+/// A computed product `got` against the f64 product of the same inputs, within γ_K·(|A|·|B|)
+/// (+ u·|C₀| when accumulating) and 2u relative.
+pub(crate) fn matmul_compare(spec: &MatmulSpec, d: &MatmulData, got: &[f32]) -> Check {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let (a64, b64) = (to64(&d.a), to64(&d.b));
     let mut want = cpu::matmul::matmul(a64.view(), b64.view(), spec.trans_a, spec.trans_b);
     let bound = cpu::matmul::matmul(
         a64.mapv(f64::abs).view(),
@@ -266,8 +292,8 @@ pub fn check_matmul(
         spec.trans_a,
         spec.trans_b,
     );
-    let bias64 = bias.mapv(|v| v as f64);
-    let mask64 = to64(&mask);
+    let bias64 = d.bias.mapv(|v| v as f64);
+    let mask64 = to64(&d.mask);
     cpu::matmul::epilogue(
         &mut want,
         spec.epilogue,
@@ -275,27 +301,44 @@ pub fn check_matmul(
         Some(mask64.view()),
     );
     if spec.accumulate {
-        want = want + to64(&start);
+        want = want + to64(&d.start);
     }
     let g = gamma(k);
     let extra = if spec.accumulate { 1.0 } else { 0.0 };
     // `dot` of transposed views may come back column-major; iterate in logical order.
     let bound: Vec<f64> = bound.iter().copied().collect();
     let want: Vec<f64> = want.iter().copied().collect();
-    let start64 = f64s(start.as_slice().unwrap());
-    Ok(compare(
-        &format!(
-            "matmul {}{} {:?}{}",
-            if spec.trans_a { "T" } else { "N" },
-            if spec.trans_b { "T" } else { "N" },
-            spec.epilogue,
-            if spec.accumulate { " +=" } else { "" }
-        ),
+    let start64 = f64s(d.start.as_slice().unwrap());
+    compare(
+        &matmul_name(spec),
         format!("{m}x{n}x{k}"),
-        &got,
+        got,
         &want,
         |i| (g * bound[i] + extra * U * start64[i].abs(), 2.0 * U),
-    ))
+    )
+}
+
+/// Check one matmul variant on one shape.
+pub fn check_matmul(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    spec: &MatmulSpec,
+    tile: &MatmulTile,
+) -> Result<Check> {
+    let (m, n) = (spec.m, spec.n);
+    let d = MatmulData::new(inp, spec);
+    let ab = ctx.upload("a", d.a.as_slice().unwrap());
+    let bb = ctx.upload("b", d.b.as_slice().unwrap());
+    let aux = d.aux(spec.epilogue).map(|v| ctx.upload("aux", v));
+    let cb = if spec.accumulate {
+        ctx.upload("c", d.start.as_slice().unwrap())
+    } else {
+        ctx.poisoned("c", m * n)
+    };
+    let launch = kernels::matmul(ctx, spec, tile, &ab, &bb, aux.as_ref(), &cb)?;
+    ctx.submit(&[&launch], 1)?;
+    let got: Vec<f32> = ctx.read("c", &cb, m * n)?;
+    Ok(matmul_compare(spec, &d, &got))
 }
 
 /// bias_add and bias_backward on [rows, cols].
@@ -316,10 +359,7 @@ pub fn check_bias(
     ctx.submit(&[&l1, &l2], 1)?;
     let y: Vec<f32> = ctx.read("y", &yb, rows * cols)?;
     let db: Vec<f32> = ctx.read("db", &dbb, cols)?;
-    let x64 = to64(&x);
-    let want_y = cpu::bias::bias_add(x64.view(), b.mapv(|v| v as f64).view());
-    let want_db = cpu::bias::bias_backward(x64.view());
-    let abs_sum = cpu::bias::bias_backward(x64.mapv(f64::abs).view());
+    let want_y = cpu::bias::bias_add(to64(&x).view(), b.mapv(|v| v as f64).view());
     let shape = format!("{rows}x{cols}");
     Ok(vec![
         compare(
@@ -329,14 +369,24 @@ pub fn check_bias(
             want_y.as_slice().unwrap(),
             |_| (0.0, U),
         ),
-        compare(
-            "bias_backward",
-            shape,
-            &db,
-            want_db.as_slice().unwrap(),
-            |i| (gamma(kernels::bias_backward_depth(rows)) * abs_sum[i], 0.0),
-        ),
+        bias_backward_compare(&x, &db, kernels::bias_backward_depth(rows), shape),
     ])
+}
+
+/// Column sums `got` of dy[B, O] against the f64 sums, within γ_depth·Σ|dy| where `depth` is
+/// the longest chain of additions behind one sum (B for any order).
+pub(crate) fn bias_backward_compare(
+    dy: &Array2<f32>,
+    got: &[f32],
+    depth: usize,
+    shape: String,
+) -> Check {
+    let dy = to64(dy);
+    let want = cpu::bias::bias_backward(dy.view());
+    let abs_sum = cpu::bias::bias_backward(dy.mapv(f64::abs).view());
+    compare("bias_backward", shape, got, want.as_slice().unwrap(), |i| {
+        (gamma(depth) * abs_sum[i], 0.0)
+    })
 }
 
 /// relu_forward and relu_backward on [rows, cols].
@@ -400,6 +450,23 @@ pub fn check_softmax_on(
     let p: Vec<f32> = ctx.read("probs", &pb, rows * classes)?;
     let loss: Vec<f32> = ctx.read("loss", &lossb, rows)?;
     let d: Vec<f32> = ctx.read("dlogits", &db, rows * classes)?;
+    Ok(softmax_compare(
+        logits, &labels, scale, &p, &loss, &d, shape,
+    ))
+}
+
+/// probs, loss and dlogits (computed from the tested probs) against the f64 softmax and
+/// cross-entropy of the same logits (tolerances in the module documentation).
+pub(crate) fn softmax_compare(
+    logits: &Array2<f32>,
+    labels: &Array1<u32>,
+    scale: f32,
+    p: &[f32],
+    loss: &[f32],
+    d: &[f32],
+    shape: String,
+) -> Vec<Check> {
+    let classes = logits.ncols();
     let z64 = to64(logits);
     let (want_p, want_loss) = cpu::softmax_xent::softmax_xent_forward(z64.view(), labels.view());
     let want_d =
@@ -423,32 +490,32 @@ pub fn check_softmax_on(
             0.0,
         )
     };
-    Ok(vec![
+    vec![
         compare(
             "softmax_xent_forward probs",
             shape.clone(),
-            &p,
+            p,
             want_p.as_slice().unwrap(),
             p_tol,
         ),
         compare(
             "softmax_xent_forward loss",
             shape.clone(),
-            &loss,
+            loss,
             want_loss.as_slice().unwrap(),
             loss_tol,
         ),
         compare(
             "softmax_xent_backward",
             shape,
-            &d,
+            d,
             want_d.as_slice().unwrap(),
             |i| {
                 let (a, r) = p_tol(i);
                 (a * scale as f64 + U * scale as f64, r + 2.0 * U)
             },
         ),
-    ])
+    ]
 }
 
 /// softmax + cross-entropy on random logits in [-8, 8].
@@ -458,13 +525,24 @@ pub fn check_softmax(
     rows: usize,
     classes: usize,
 ) -> Result<Vec<Check>> {
-    let logits = Array2::from_shape_vec((rows, classes), inp.uniform(rows * classes, -8.0, 8.0))
-        .expect("shape");
+    let logits = softmax_logits(inp, rows, classes);
     check_softmax_on(ctx, inp, &logits, format!("{rows}x{classes}"))
+}
+
+/// Random logits in [-8, 8].
+pub(crate) fn softmax_logits(inp: &mut Inputs, rows: usize, classes: usize) -> Array2<f32> {
+    Array2::from_shape_vec((rows, classes), inp.uniform(rows * classes, -8.0, 8.0)).expect("shape")
 }
 
 /// Rows that overflow a naive softmax: [1000, 0], all −1000, [−1000, 0, 1000], huge spreads.
 pub fn check_softmax_extremes(ctx: &GpuContext, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut checks = check_softmax_on(ctx, inp, &softmax_extreme_logits(), "extremes 6x3".into())?;
+    fail_nonfinite(&mut checks);
+    Ok(checks)
+}
+
+/// Logit rows that overflow a naive softmax (see [`check_softmax_extremes`]).
+pub(crate) fn softmax_extreme_logits() -> Array2<f32> {
     let rows: Vec<Vec<f32>> = vec![
         vec![1000.0, 0.0, 0.0],
         vec![-1000.0, -1000.0, -1000.0],
@@ -473,26 +551,22 @@ pub fn check_softmax_extremes(ctx: &GpuContext, inp: &mut Inputs) -> Result<Vec<
         vec![-1e30, 1e30, 0.0],
         vec![0.0, 0.0, 0.0],
     ];
-    let logits = Array2::from_shape_vec((rows.len(), 3), rows.concat()).expect("shape");
-    let mut checks = check_softmax_on(ctx, inp, &logits, "extremes 6x3".into())?;
-    for c in &mut checks {
+    Array2::from_shape_vec((rows.len(), 3), rows.concat()).expect("shape")
+}
+
+/// On extreme inputs an infinite or NaN error is a failure even where the reference is too.
+pub(crate) fn fail_nonfinite(checks: &mut [Check]) {
+    for c in checks {
         if !c.max_abs.is_finite() {
             c.bad = c.bad.max(1);
         }
     }
-    Ok(checks)
 }
 
 /// One SGD step on `n` parameters.
 pub fn check_sgd(ctx: &GpuContext, inp: &mut Inputs, n: usize) -> Result<Vec<Check>> {
-    let hp = SgdParams {
-        lr: 0.05,
-        momentum: 0.9,
-        l2: 1e-3,
-    };
-    let w = inp.uniform(n, -1.0, 1.0);
-    let g = inp.uniform(n, -1.0, 1.0);
-    let v = inp.uniform(n, -1.0, 1.0);
+    let hp = SGD_PARAMS[0];
+    let [w, g, v] = sgd_inputs(inp, n);
     let (wb, gb, vb) = (
         ctx.upload("w", &w),
         ctx.upload("g", &g),
@@ -502,31 +576,77 @@ pub fn check_sgd(ctx: &GpuContext, inp: &mut Inputs, n: usize) -> Result<Vec<Che
     ctx.submit(&[&l], 1)?;
     let w_gpu: Vec<f32> = ctx.read("w", &wb, n)?;
     let v_gpu: Vec<f32> = ctx.read("v", &vb, n)?;
+    Ok(sgd_compare(
+        hp,
+        [&w, &g, &v],
+        &w_gpu,
+        &v_gpu,
+        format!("{n}"),
+    ))
+}
+
+/// SGD hyperparameters: a weight's (the kernel checks use this one), a bias's without L2, and
+/// plain SGD without momentum.
+pub(crate) const SGD_PARAMS: [SgdParams; 3] = [
+    SgdParams {
+        lr: 0.05,
+        momentum: 0.9,
+        l2: 1e-3,
+    },
+    SgdParams {
+        lr: 0.01,
+        momentum: 0.9,
+        l2: 0.0,
+    },
+    SgdParams {
+        lr: 0.1,
+        momentum: 0.0,
+        l2: 0.0,
+    },
+];
+
+/// w, g, v uniform in [-1, 1].
+pub(crate) fn sgd_inputs(inp: &mut Inputs, n: usize) -> [Vec<f32>; 3] {
+    let w = inp.uniform(n, -1.0, 1.0);
+    let g = inp.uniform(n, -1.0, 1.0);
+    let v = inp.uniform(n, -1.0, 1.0);
+    [w, g, v]
+}
+
+/// Updated w and v against the f32 twin, within 8u of each term's magnitude (4u for the
+/// twin's roundings, 4u for the tested code's).
+pub(crate) fn sgd_compare(
+    hp: SgdParams,
+    [w, g, v]: [&[f32]; 3],
+    w_got: &[f32],
+    v_got: &[f32],
+    shape: String,
+) -> Vec<Check> {
+    let n = w.len();
     // Reference: the CPU twin in f32, then re-derive each term's magnitude for the bound.
-    let mut w_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), w.clone()).unwrap();
-    let mut v_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), v.clone()).unwrap();
-    let g_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), g.clone()).unwrap();
+    let mut w_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), w.to_vec()).unwrap();
+    let mut v_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), v.to_vec()).unwrap();
+    let g_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), g.to_vec()).unwrap();
     cpu::sgd::sgd_update(w_cpu.view_mut(), g_cpu.view(), v_cpu.view_mut(), hp);
     let (lr, mu, l2) = (hp.lr as f64, hp.momentum as f64, hp.l2 as f64);
     let v_mag =
         |i: usize| mu * (v[i] as f64).abs() + (g[i] as f64).abs() + l2 * (w[i] as f64).abs();
-    let shape = format!("{n}");
-    Ok(vec![
+    vec![
         compare(
             "sgd_update v",
             shape.clone(),
-            &v_gpu,
+            v_got,
             &f64s(v_cpu.as_slice().unwrap()),
             |i| (8.0 * U * v_mag(i), 0.0),
         ),
         compare(
             "sgd_update w",
             shape,
-            &w_gpu,
+            w_got,
             &f64s(w_cpu.as_slice().unwrap()),
             |i| (8.0 * U * ((w[i] as f64).abs() + lr * v_mag(i)), 0.0),
         ),
-    ])
+    ]
 }
 
 /// argmax and metric accumulation on [rows, classes].
@@ -536,15 +656,8 @@ pub fn check_metrics(
     rows: usize,
     classes: usize,
 ) -> Result<Vec<Check>> {
-    let scores = inp.matrix(rows, classes);
-    let labels = inp.labels(rows, classes, true);
-    let loss = Array1::from(inp.uniform(rows, 0.0, 5.0));
-    let start = MetricsAcc {
-        loss_sum: 1.5,
-        correct: 3,
-        seen: 7,
-        nonfinite: 0,
-    };
+    let (scores, labels, loss) = metrics_inputs(inp, rows, classes);
+    let start = METRICS_START;
     let sb = ctx.upload("scores", scores.as_slice().unwrap());
     let lb = ctx.upload("labels", labels.as_slice().unwrap());
     let lossb = ctx.upload("loss", loss.as_slice().unwrap());
@@ -556,44 +669,77 @@ pub fn check_metrics(
     let pred: Vec<u32> = ctx.read("pred", &pb, rows)?;
     let acc: Vec<MetricsAcc> = ctx.read("acc", &accb, 1)?;
     let want_pred = cpu::metrics::argmax(scores.view());
+    let shape = format!("{rows}x{classes}");
+    let mut out = vec![compare_u32(
+        "argmax",
+        shape.clone(),
+        &pred,
+        want_pred.as_slice().unwrap(),
+    )];
+    // 256 strided partial sums and an 8-level tree.
+    let depth = rows.div_ceil(256) + 8;
+    out.extend(metrics_compare(
+        &scores, &labels, &loss, start, acc[0], depth, shape,
+    ));
+    Ok(out)
+}
+
+/// The accumulator the metrics checks start from.
+pub(crate) const METRICS_START: MetricsAcc = MetricsAcc {
+    loss_sum: 1.5,
+    correct: 3,
+    seen: 7,
+    nonfinite: 0,
+};
+
+/// Scores uniform in [-1, 1], labels with about one in eight padding, losses in [0, 5].
+pub(crate) fn metrics_inputs(
+    inp: &mut Inputs,
+    rows: usize,
+    classes: usize,
+) -> (Array2<f32>, Array1<u32>, Array1<f32>) {
+    let scores = inp.matrix(rows, classes);
+    let labels = inp.labels(rows, classes, true);
+    let loss = Array1::from(inp.uniform(rows, 0.0, 5.0));
+    (scores, labels, loss)
+}
+
+/// The accumulator after one accumulation from `start`: counts exact, the loss sum within
+/// γ_(depth+1)·Σ|terms| of the f64 sum, `depth` being the longest chain of additions over the
+/// rows (one more adds into the accumulator).
+pub(crate) fn metrics_compare(
+    scores: &Array2<f32>,
+    labels: &Array1<u32>,
+    loss: &Array1<f32>,
+    start: MetricsAcc,
+    got: MetricsAcc,
+    depth: usize,
+    shape: String,
+) -> Vec<Check> {
+    let (rows, classes) = scores.dim();
     let mut want = start;
     cpu::metrics::accumulate_metrics(&mut want, scores.view(), labels.view(), loss.view());
-    let shape = format!("{rows}x{classes}");
-    let as_f = |v: &[u32]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
-    let abs_sum: f64 = loss.iter().map(|&l| l as f64).sum::<f64>() + 1.5;
-    Ok(vec![
-        compare(
-            "argmax",
-            shape.clone(),
-            &as_f(&pred),
-            &f64s(&as_f(want_pred.as_slice().unwrap())),
-            |_| (0.0, 0.0),
-        ),
-        compare(
+    let abs_sum: f64 = loss.iter().map(|&l| l as f64).sum::<f64>() + start.loss_sum.abs() as f64;
+    vec![
+        compare_u32(
             "accumulate_metrics counts",
             shape.clone(),
-            &[
-                acc[0].correct as f32,
-                acc[0].seen as f32,
-                acc[0].nonfinite as f32,
-            ],
-            &[want.correct as f64, want.seen as f64, want.nonfinite as f64],
-            |_| (0.0, 0.0),
+            &[got.correct, got.seen, got.nonfinite],
+            &[want.correct, want.seen, want.nonfinite],
         ),
         compare(
             "accumulate_metrics loss",
             shape,
-            &[acc[0].loss_sum],
+            &[got.loss_sum],
             // Exact reference: the f64 sum over the counted rows (the f32 twin sums serially).
-            &[1.5
+            &[start.loss_sum as f64
                 + (0..rows)
                     .filter(|&r| labels[r] < classes as u32)
                     .map(|r| loss[r] as f64)
                     .sum::<f64>()],
-            // 256 strided partial sums, an 8-level tree, and one add into the accumulator.
-            |_| (gamma(rows.div_ceil(256) + 9) * abs_sum, 0.0),
+            |_| (gamma(depth + 1) * abs_sum, 0.0),
         ),
-    ])
+    ]
 }
 
 /// Minibatch gather of `rows` samples of `pixels` bytes from a random dataset, running past
@@ -607,50 +753,86 @@ pub fn check_gather(
     rows: usize,
     shard_bytes: Option<u64>,
 ) -> Result<Vec<Check>> {
-    let images: Vec<u8> = (0..samples * pixels)
-        .map(|_| inp.next_u64() as u8)
-        .collect();
-    let labels: Vec<u8> = (0..samples).map(|_| (inp.next_u64() % 10) as u8).collect();
-    let mut order: Vec<u32> = (0..samples as u32).collect();
-    for i in (1..samples).rev() {
-        order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);
-    }
-    let start = samples.saturating_sub(rows / 2);
-    let data = kernels::GpuDataset::upload(ctx, &images, &labels, pixels, shard_bytes)?;
-    let ob = ctx.upload("order", &order);
-    let cb = ctx.upload("cursor", &[start as u32]);
+    let d = GatherData::new(inp, samples, pixels, rows);
+    let data = kernels::GpuDataset::upload(ctx, &d.images, &d.labels, pixels, shard_bytes)?;
+    let ob = ctx.upload("order", &d.order);
+    let cb = ctx.upload("cursor", &[d.start as u32]);
     let xb = ctx.poisoned("x", rows * pixels);
-    let yb = ctx.upload("y", &vec![12345u32; rows]);
+    let yb = ctx.upload("y", &vec![GATHER_Y_POISON; rows]);
     let mut launches = kernels::gather(ctx, rows, &data, &ob, &cb, &xb, &yb)?;
     launches.push(kernels::advance(ctx, rows, &cb)?);
     ctx.submit(&launches.iter().collect::<Vec<_>>(), 1)?;
     let x: Vec<f32> = ctx.read("x", &xb, rows * pixels)?;
     let y: Vec<u32> = ctx.read("y", &yb, rows)?;
     let cursor: Vec<u32> = ctx.read("cursor", &cb, 1)?;
-    let (wx, wy) = cpu::gather::gather(&images, &labels, pixels, &order, start, rows);
     let shape = format!(
         "{rows}x{pixels} of {samples} in {} shard(s)",
         data.shards.len()
     );
-    let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
-    let wyf: Vec<f64> = wy.iter().map(|&v| v as f32 as f64).collect();
-    Ok(vec![
-        compare(
-            "gather x",
-            shape.clone(),
-            &x,
-            &f64s(wx.as_slice().unwrap()),
-            |_| (0.0, 5.0 * U),
-        ),
-        compare("gather y", shape.clone(), &yf, &wyf, |_| (0.0, 0.0)),
-        compare(
-            "advance",
-            shape,
-            &[cursor[0] as f32],
-            &[(start + rows) as f64],
-            |_| (0.0, 0.0),
-        ),
-    ])
+    Ok(d.compare(pixels, rows, &x, &y, cursor[0], shape))
+}
+
+/// What the gather checks poison y with (u32::MAX is the padding label itself).
+pub(crate) const GATHER_Y_POISON: u32 = 12345;
+
+/// A random dataset of `samples` images of `pixels` bytes with labels 0–9, a shuffled order,
+/// and a cursor `rows / 2` before its end so the minibatch runs into padding rows.
+pub(crate) struct GatherData {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub order: Vec<u32>,
+    pub start: usize,
+}
+
+impl GatherData {
+    pub fn new(inp: &mut Inputs, samples: usize, pixels: usize, rows: usize) -> Self {
+        let images: Vec<u8> = (0..samples * pixels)
+            .map(|_| inp.next_u64() as u8)
+            .collect();
+        let labels: Vec<u8> = (0..samples).map(|_| (inp.next_u64() % 10) as u8).collect();
+        let mut order: Vec<u32> = (0..samples as u32).collect();
+        for i in (1..samples).rev() {
+            order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let start = samples.saturating_sub(rows / 2);
+        GatherData {
+            images,
+            labels,
+            order,
+            start,
+        }
+    }
+
+    /// x (within WGSL's 2.5-ULP division), y exactly, and the cursor advanced by `rows`.
+    pub fn compare(
+        &self,
+        pixels: usize,
+        rows: usize,
+        x: &[f32],
+        y: &[u32],
+        cursor: u32,
+        shape: String,
+    ) -> Vec<Check> {
+        let (wx, wy) = cpu::gather::gather(
+            &self.images,
+            &self.labels,
+            pixels,
+            &self.order,
+            self.start,
+            rows,
+        );
+        vec![
+            compare(
+                "gather x",
+                shape.clone(),
+                x,
+                &f64s(wx.as_slice().unwrap()),
+                |_| (0.0, 5.0 * U),
+            ),
+            compare_u32("gather y", shape.clone(), y, wy.as_slice().unwrap()),
+            compare_u32("advance", shape, &[cursor], &[(self.start + rows) as u32]),
+        ]
+    }
 }
 
 /// Exact comparison of u32 outputs (e.g. maxpool's idx); every mismatch is bad.
@@ -755,14 +937,7 @@ pub fn check_conv2d(
 ) -> Result<Vec<Check>> {
     let (rows, ncols) = (spec.col_rows(), spec.col_cols());
     let n_in = spec.input_len();
-    let x = inp.uniform(n_in, -1.0, 1.0);
-    let dcols = inp.uniform(rows * ncols, -1.0, 1.0);
-    // Like a ReLU output: about half exact zeros.
-    let mask: Vec<f32> = inp
-        .uniform(n_in, -1.0, 1.0)
-        .iter()
-        .map(|v| v.max(0.0))
-        .collect();
+    let [x, dcols, mask] = conv2d_inputs(inp, spec);
     let xb = ctx.upload("x", &x);
     let db = ctx.upload("dcols", &dcols);
     let mb = ctx.upload("mask", &mask);
@@ -776,33 +951,66 @@ pub fn check_conv2d(
     let cols: Vec<f32> = ctx.read("cols", &cb, rows * ncols)?;
     let dx: Vec<f32> = ctx.read("dx", &dxb, n_in)?;
     let dxm: Vec<f32> = ctx.read("dx masked", &dxmb, n_in)?;
+    Ok(conv2d_compare(
+        spec,
+        [&x, &dcols, &mask],
+        [&cols, &dx, &dxm],
+        conv2d_shape(spec, label),
+    ))
+}
 
-    let want_cols = cpu::conv2d::im2col(&f64s(&x), spec);
-    let d64 = Array2::from_shape_vec((rows, ncols), f64s(&dcols)).expect("shape");
-    let m64 = f64s(&mask);
+/// x and dcols uniform in [-1, 1], and a mask like a ReLU output (about half exact zeros).
+pub(crate) fn conv2d_inputs(inp: &mut Inputs, spec: &Conv2dSpec) -> [Vec<f32>; 3] {
+    let n_in = spec.input_len();
+    let x = inp.uniform(n_in, -1.0, 1.0);
+    let dcols = inp.uniform(spec.col_rows() * spec.col_cols(), -1.0, 1.0);
+    let mask: Vec<f32> = inp
+        .uniform(n_in, -1.0, 1.0)
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    [x, dcols, mask]
+}
+
+/// "label BxHxWxC kK sS pP".
+pub(crate) fn conv2d_shape(spec: &Conv2dSpec, label: &str) -> String {
+    format!(
+        "{label}{}x{}x{}x{} k{} s{} p{}",
+        spec.batch, spec.h, spec.w, spec.c_in, spec.k, spec.stride, spec.pad
+    )
+}
+
+/// im2col exactly; col2im and masked col2im within γ_n·Σ|terms|, n = ⌈K/s⌉² terms at most per
+/// element (any order of summation).
+pub(crate) fn conv2d_compare(
+    spec: &Conv2dSpec,
+    [x, dcols, mask]: [&[f32]; 3],
+    [cols, dx, dxm]: [&[f32]; 3],
+    shape: String,
+) -> Vec<Check> {
+    let want_cols = cpu::conv2d::im2col(&f64s(x), spec);
+    let d64 =
+        Array2::from_shape_vec((spec.col_rows(), spec.col_cols()), f64s(dcols)).expect("shape");
+    let m64 = f64s(mask);
     let want_dx = cpu::conv2d::col2im(d64.view(), spec, None);
     let want_dxm = cpu::conv2d::col2im(d64.view(), spec, Some(&m64));
     let abs_sum = cpu::conv2d::col2im(d64.mapv(f64::abs).view(), spec, None);
     let g = gamma(kernels::col2im_terms(spec));
-    let shape = format!(
-        "{label}{}x{}x{}x{} k{} s{} p{}",
-        spec.batch, spec.h, spec.w, spec.c_in, spec.k, spec.stride, spec.pad
-    );
-    Ok(vec![
+    vec![
         compare(
             "im2col",
             shape.clone(),
-            &cols,
+            cols,
             want_cols.as_slice().expect("standard layout"),
             |_| (0.0, 0.0),
         ),
-        compare("col2im", shape.clone(), &dx, &want_dx, |i| {
+        compare("col2im", shape.clone(), dx, &want_dx, |i| {
             (g * abs_sum[i], 0.0)
         }),
-        compare("col2im masked", shape, &dxm, &want_dxm, |i| {
+        compare("col2im masked", shape, dxm, &want_dxm, |i| {
             (g * abs_sum[i], 0.0)
         }),
-    ])
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,6 +1079,39 @@ pub fn check_maxpool(
     label: &str,
 ) -> Result<Vec<Check>> {
     let (n_in, n_out) = (spec.input_len(), spec.output_len());
+    let [x, dy, mask] = maxpool_inputs(inp, spec, input);
+    let xb = ctx.upload("x", &x);
+    let dyb = ctx.upload("dy", &dy);
+    let mb = ctx.upload("mask", &mask);
+    let yb = ctx.poisoned("y", n_out);
+    let ib = ctx.upload("idx", &vec![u32::MAX; n_out]);
+    let dxb = ctx.poisoned("dx", n_in);
+    let dxmb = ctx.poisoned("dx masked", n_in);
+    let l1 = kernels::maxpool_forward(ctx, spec, &xb, &yb, &ib)?;
+    let l2 = kernels::maxpool_backward(ctx, spec, &dyb, &ib, None, &dxb)?;
+    let l3 = kernels::maxpool_backward(ctx, spec, &dyb, &ib, Some(&mb), &dxmb)?;
+    ctx.submit(&[&l1, &l2, &l3], 1)?;
+    let y: Vec<f32> = ctx.read("y", &yb, n_out)?;
+    let idx: Vec<u32> = ctx.read("idx", &ib, n_out)?;
+    let dx: Vec<f32> = ctx.read("dx", &dxb, n_in)?;
+    let dxm: Vec<f32> = ctx.read("dx masked", &dxmb, n_in)?;
+    Ok(maxpool_compare(
+        spec,
+        [&x, &dy, &mask],
+        &y,
+        &idx,
+        [&dx, &dxm],
+        maxpool_shape(spec, input, label),
+    ))
+}
+
+/// x as `input` says, dy uniform in [-1, 1], a ReLU-like mask.
+pub(crate) fn maxpool_inputs(
+    inp: &mut Inputs,
+    spec: &Pool2dSpec,
+    input: PoolInput,
+) -> [Vec<f32>; 3] {
+    let (n_in, n_out) = (spec.input_len(), spec.output_len());
     let mut x = inp.uniform(n_in, -1.0, 1.0);
     match input {
         PoolInput::Uniform => {}
@@ -893,36 +1134,36 @@ pub fn check_maxpool(
         .iter()
         .map(|v| v.max(0.0))
         .collect();
-    let xb = ctx.upload("x", &x);
-    let dyb = ctx.upload("dy", &dy);
-    let mb = ctx.upload("mask", &mask);
-    let yb = ctx.poisoned("y", n_out);
-    let ib = ctx.upload("idx", &vec![u32::MAX; n_out]);
-    let dxb = ctx.poisoned("dx", n_in);
-    let dxmb = ctx.poisoned("dx masked", n_in);
-    let l1 = kernels::maxpool_forward(ctx, spec, &xb, &yb, &ib)?;
-    let l2 = kernels::maxpool_backward(ctx, spec, &dyb, &ib, None, &dxb)?;
-    let l3 = kernels::maxpool_backward(ctx, spec, &dyb, &ib, Some(&mb), &dxmb)?;
-    ctx.submit(&[&l1, &l2, &l3], 1)?;
-    let y: Vec<f32> = ctx.read("y", &yb, n_out)?;
-    let idx: Vec<u32> = ctx.read("idx", &ib, n_out)?;
-    let dx: Vec<f32> = ctx.read("dx", &dxb, n_in)?;
-    let dxm: Vec<f32> = ctx.read("dx masked", &dxmb, n_in)?;
+    [x, dy, mask]
+}
 
-    let (want_y, want_idx) = cpu::maxpool::maxpool_forward(&f64s(&x), spec);
-    let dy64 = f64s(&dy);
-    let want_dx = cpu::maxpool::maxpool_backward(&dy64, &want_idx, spec, None);
-    let want_dxm = cpu::maxpool::maxpool_backward(&dy64, &want_idx, spec, Some(&f64s(&mask)));
-    let shape = format!(
+/// "label BxHxWxC kK Input".
+pub(crate) fn maxpool_shape(spec: &Pool2dSpec, input: PoolInput, label: &str) -> String {
+    format!(
         "{label}{}x{}x{}x{} k{} {input:?}",
         spec.batch, spec.h, spec.w, spec.c, spec.k
-    );
-    Ok(vec![
-        compare_exact("maxpool_forward y", shape.clone(), &y, &want_y),
-        compare_u32("maxpool_forward idx", shape.clone(), &idx, &want_idx),
-        compare_exact("maxpool_backward", shape.clone(), &dx, &want_dx),
-        compare_exact("maxpool_backward masked", shape, &dxm, &want_dxm),
-    ])
+    )
+}
+
+/// Forward y and idx, and backward without and with the mask, all exact (NaN matches NaN).
+pub(crate) fn maxpool_compare(
+    spec: &Pool2dSpec,
+    [x, dy, mask]: [&[f32]; 3],
+    y: &[f32],
+    idx: &[u32],
+    [dx, dxm]: [&[f32]; 2],
+    shape: String,
+) -> Vec<Check> {
+    let (want_y, want_idx) = cpu::maxpool::maxpool_forward(&f64s(x), spec);
+    let dy64 = f64s(dy);
+    let want_dx = cpu::maxpool::maxpool_backward(&dy64, &want_idx, spec, None);
+    let want_dxm = cpu::maxpool::maxpool_backward(&dy64, &want_idx, spec, Some(&f64s(mask)));
+    vec![
+        compare_exact("maxpool_forward y", shape.clone(), y, &want_y),
+        compare_u32("maxpool_forward idx", shape.clone(), idx, &want_idx),
+        compare_exact("maxpool_backward", shape.clone(), dx, &want_dx),
+        compare_exact("maxpool_backward masked", shape, dxm, &want_dxm),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,17 +1328,13 @@ fn adam_inputs(inp: &mut Inputs, n: usize) -> [Vec<f32>; 4] {
 pub fn check_adam(ctx: &GpuContext, inp: &mut Inputs, case: &AdamCase) -> Result<Vec<Check>> {
     let (n, hp) = (case.n, case.hp);
     let [w, g, m, v] = adam_inputs(inp, n);
-    let sched: Vec<f32> = (1..=ADAM_SCHEDULE_LEN)
-        .flat_map(|t| hp.schedule(t))
-        .collect();
-    let pair = hp.schedule(case.t.min(ADAM_SCHEDULE_LEN));
     let (wb, gb, mb, vb) = (
         ctx.upload("w", &w),
         ctx.upload("g", &g),
         ctx.upload("m", &m),
         ctx.upload("v", &v),
     );
-    let sb = ctx.upload("sched", &sched);
+    let sb = ctx.upload("sched", &adam_schedule_table(hp));
     let stb = ctx.upload("step", &[(case.t - 1) as u32]);
     let l = kernels::adam_update(ctx, n, hp, &wb, &gb, &mb, &vb, &sb, &stb)?;
     ctx.submit(&[&l], 1)?;
@@ -1105,9 +1342,46 @@ pub fn check_adam(ctx: &GpuContext, inp: &mut Inputs, case: &AdamCase) -> Result
     let m_gpu: Vec<f32> = ctx.read("m", &mb, n)?;
     let v_gpu: Vec<f32> = ctx.read("v", &vb, n)?;
     let step_after: Vec<u32> = ctx.read("step", &stb, 1)?;
+    let shape = adam_shape(case);
+    let mut out = adam_compare(case, [&w, &g, &m, &v], [&w_gpu, &m_gpu, &v_gpu], &shape);
+    out.push(compare_u32(
+        "adam_update step (read only)",
+        shape,
+        &step_after,
+        &[(case.t - 1) as u32],
+    ));
+    Ok(out)
+}
 
-    let (mut w32, mut m32, mut v32) = (w.clone(), m.clone(), v.clone());
-    cpu::adam::adam_update(&mut w32, &g, &mut m32, &mut v32, hp, pair);
+/// The schedule the adam checks upload: [`AdamParams::schedule`] of updates
+/// 1..=[`ADAM_SCHEDULE_LEN`], flattened.
+pub(crate) fn adam_schedule_table(hp: AdamParams) -> Vec<f32> {
+    (1..=ADAM_SCHEDULE_LEN)
+        .flat_map(|t| hp.schedule(t))
+        .collect()
+}
+
+/// "n t=… λ=… β1=…".
+pub(crate) fn adam_shape(case: &AdamCase) -> String {
+    format!(
+        "{} t={} λ={} β1={}",
+        case.n, case.t, case.hp.l2, case.hp.beta1
+    )
+}
+
+/// Updated m, v and w against the exact (f64) update at the bounds of [`adam_bounds`] with
+/// WGSL's sqrt and division accuracy (conservative for correctly rounded ones), and against
+/// the f32 twin at that plus the twin's own bound.
+pub(crate) fn adam_compare(
+    case: &AdamCase,
+    [w, g, m, v]: [&[f32]; 4],
+    [w_got, m_got, v_got]: [&[f32]; 3],
+    shape: &str,
+) -> Vec<Check> {
+    let (n, hp) = (case.n, case.hp);
+    let pair = hp.schedule(case.t.min(ADAM_SCHEDULE_LEN));
+    let (mut w32, mut m32, mut v32) = (w.to_vec(), m.to_vec(), v.to_vec());
+    cpu::adam::adam_update(&mut w32, g, &mut m32, &mut v32, hp, pair);
     let mut exact = [Vec::new(), Vec::new(), Vec::new()];
     let mut gpu_tol = [Vec::new(), Vec::new(), Vec::new()];
     let mut twin_tol = [Vec::new(), Vec::new(), Vec::new()];
@@ -1124,38 +1398,27 @@ pub fn check_adam(ctx: &GpuContext, inp: &mut Inputs, case: &AdamCase) -> Result
             twin_tol[k].push(bg[k] + bt[k]);
         }
     }
-    let shape = format!("{n} t={} λ={} β1={}", case.t, hp.l2, hp.beta1);
     let mut out = Vec::new();
-    for (k, (name, got, twin)) in [
-        ("m", &m_gpu, &m32),
-        ("v", &v_gpu, &v32),
-        ("w", &w_gpu, &w32),
-    ]
-    .into_iter()
-    .enumerate()
+    for (k, (name, got, twin)) in [("m", m_got, &m32), ("v", v_got, &v32), ("w", w_got, &w32)]
+        .into_iter()
+        .enumerate()
     {
         out.push(compare(
             &format!("adam_update {name}"),
-            shape.clone(),
+            shape.to_string(),
             got,
             &exact[k],
             |i| (gpu_tol[k][i], 0.0),
         ));
         out.push(compare(
             &format!("adam_update {name} vs f32 twin"),
-            shape.clone(),
+            shape.to_string(),
             got,
             &f64s(twin),
             |i| (twin_tol[k][i], 0.0),
         ));
     }
-    out.push(compare_u32(
-        "adam_update step (read only)",
-        shape,
-        &step_after,
-        &[(case.t - 1) as u32],
-    ));
-    Ok(out)
+    out
 }
 
 /// The kernel families `verify` knows.

@@ -1,0 +1,777 @@
+//! Op-level checks of any [`Backend`]: each check writes seeded random inputs into backend
+//! buffers, poisons the outputs, prepares and runs a program of one op (or the few a check
+//! needs: forward then backward, an op then its counter's advance), reads the outputs back and
+//! compares them with the f64 oracle at the tolerances of the kernel checks (the oracle and
+//! tolerance code is shared with them, see the parent module).
+//!
+//! Where a GPU bound assumes the kernel's summation order (bias_backward's and the metrics'
+//! partial sums), the backend checks use the bound for any order of the same terms instead:
+//! γ_n·Σ|terms| for n terms. Every buffer also carries [`GUARD`] words past its end that must
+//! come back unchanged, and every input must come back bit-for-bit: one "… untouched" check
+//! per program reports writes outside the outputs.
+
+use super::{
+    adam_cases, adam_compare, adam_inputs, adam_schedule_table, adam_shape, compare_u32,
+    conv2d_compare, conv2d_inputs, conv2d_preset_shapes, conv2d_shape, conv2d_shapes,
+    fail_nonfinite, maxpool_compare, maxpool_inputs, maxpool_preset_shapes, maxpool_shape,
+    maxpool_shapes, metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare,
+    softmax_extreme_logits, softmax_logits, AdamCase, Check, GatherData, Inputs, MatmulData,
+    PoolInput, ADAM_TEST_MAX, GATHER_Y_POISON, MATMUL_SHAPES, METRICS_START, ROW_SHAPES,
+    SGD_PARAMS,
+};
+use crate::backend::Backend;
+use crate::data::Dataset;
+use crate::ops::{AdamParams, BufId, Conv2dSpec, Epilogue, MatmulSpec, MetricsAcc, Op, Pool2dSpec};
+use crate::Result;
+use ndarray::Array2;
+
+/// The op families [`run_backend_family`] knows (the kernel families less relu, which no op
+/// runs alone: ReLU is a matmul epilogue).
+pub const OP_FAMILIES: &[&str] = &[
+    "matmul",
+    "bias",
+    "softmax_xent",
+    "sgd",
+    "metrics",
+    "gather",
+    "conv2d",
+    "maxpool",
+    "adam",
+];
+
+/// Words after each buffer's used part that no op may write.
+pub const GUARD: usize = 3;
+
+/// What the guard words hold.
+const GUARD_WORD: u32 = 0xdead_beef;
+
+/// The bits outputs are poisoned with: an unwritten f32 stays NaN.
+const NAN: u32 = 0x7fc0_0000;
+
+/// Buffers of one check on a backend, remembering what must come back unchanged.
+struct Harness<'a> {
+    be: &'a mut dyn Backend,
+    /// Inputs and their full contents (guard included).
+    fixed: Vec<(BufId, Vec<u32>)>,
+    /// Outputs and in-place buffers with their used length (the guard follows).
+    guarded: Vec<(BufId, usize)>,
+}
+
+impl<'a> Harness<'a> {
+    fn new(be: &'a mut dyn Backend) -> Self {
+        Harness {
+            be,
+            fixed: Vec::new(),
+            guarded: Vec::new(),
+        }
+    }
+
+    fn alloc(&mut self, label: &str, data: &[u32]) -> Result<BufId> {
+        let b = self.be.alloc(label, data.len())?;
+        self.be.write(b, data)?;
+        Ok(b)
+    }
+
+    fn with_guard(data: &[u32]) -> Vec<u32> {
+        let mut v = data.to_vec();
+        v.extend([GUARD_WORD; GUARD]);
+        v
+    }
+
+    /// An input holding `data`, then the guard.
+    fn input(&mut self, label: &str, data: &[u32]) -> Result<BufId> {
+        let v = Self::with_guard(data);
+        let b = self.alloc(label, &v)?;
+        self.fixed.push((b, v));
+        Ok(b)
+    }
+
+    fn input_f32(&mut self, label: &str, data: &[f32]) -> Result<BufId> {
+        self.input(label, bytemuck::cast_slice(data))
+    }
+
+    /// An input of exactly `data.len()` words, for the ops that read a buffer's length (the
+    /// gather's order, the Adam schedule).
+    fn input_exact(&mut self, label: &str, data: &[u32]) -> Result<BufId> {
+        let b = self.alloc(label, data)?;
+        self.fixed.push((b, data.to_vec()));
+        Ok(b)
+    }
+
+    /// An output of `n` words of `poison`, then the guard.
+    fn output(&mut self, label: &str, n: usize, poison: u32) -> Result<BufId> {
+        self.inout(label, &vec![poison; n])
+    }
+
+    /// A buffer the program updates in place, starting as `data`, then the guard.
+    fn inout(&mut self, label: &str, data: &[u32]) -> Result<BufId> {
+        let b = self.alloc(label, &Self::with_guard(data))?;
+        self.guarded.push((b, data.len()));
+        Ok(b)
+    }
+
+    fn inout_f32(&mut self, label: &str, data: &[f32]) -> Result<BufId> {
+        self.inout(label, bytemuck::cast_slice(data))
+    }
+
+    fn dataset(&mut self, d: &Dataset) -> Result<crate::ops::DataId> {
+        self.be.dataset(d)
+    }
+
+    /// Prepare `ops` and run them `repeat` times.
+    fn run(&mut self, ops: &[Op], repeat: usize) -> Result<()> {
+        let p = self.be.prepare(ops)?;
+        self.be.run(p, repeat)
+    }
+
+    fn read(&mut self, b: BufId, n: usize) -> Result<Vec<u32>> {
+        self.be.read(b, n)
+    }
+
+    fn read_f32(&mut self, b: BufId, n: usize) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.be.read(b, n)?).to_vec())
+    }
+
+    /// "`name` untouched": every input bit-for-bit as written, every guard intact.
+    fn untouched(&mut self, name: &str, shape: &str) -> Result<Check> {
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for (b, v) in std::mem::take(&mut self.fixed) {
+            got.extend(self.be.read(b, v.len())?);
+            want.extend(v);
+        }
+        for (b, n) in std::mem::take(&mut self.guarded) {
+            got.extend_from_slice(&self.be.read(b, n + GUARD)?[n..]);
+            want.extend([GUARD_WORD; GUARD]);
+        }
+        Ok(compare_u32(
+            &format!("{name} untouched"),
+            shape.to_string(),
+            &got,
+            &want,
+        ))
+    }
+}
+
+fn bits(v: &[f32]) -> &[u32] {
+    bytemuck::cast_slice(v)
+}
+
+/// One product on `spec` (accumulating into random C when `spec.accumulate`).
+pub fn check_matmul_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &MatmulSpec,
+) -> Result<Vec<Check>> {
+    let (m, n) = (spec.m, spec.n);
+    let d = MatmulData::new(inp, spec);
+    let mut h = Harness::new(be);
+    let a = h.input_f32("a", d.a.as_slice().unwrap())?;
+    let b = h.input_f32("b", d.b.as_slice().unwrap())?;
+    let aux = match d.aux(spec.epilogue) {
+        Some(v) => Some(h.input_f32("aux", v)?),
+        None => None,
+    };
+    let c = if spec.accumulate {
+        h.inout_f32("c", d.start.as_slice().unwrap())?
+    } else {
+        h.output("c", m * n, NAN)?
+    };
+    h.run(
+        &[Op::Matmul {
+            spec: *spec,
+            a,
+            b,
+            aux,
+            c,
+        }],
+        1,
+    )?;
+    let got = h.read_f32(c, m * n)?;
+    let check = super::matmul_compare(spec, &d, &got);
+    let untouched = h.untouched("matmul", &check.shape)?;
+    Ok(vec![check, untouched])
+}
+
+/// db[cols] = Σ_rows dy, against γ_rows·Σ|dy| (any order).
+pub fn check_bias_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    rows: usize,
+    cols: usize,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let dy = inp.matrix(rows, cols);
+    let mut h = Harness::new(be);
+    let dyb = h.input_f32("dy", dy.as_slice().unwrap())?;
+    let db = h.output("db", cols, NAN)?;
+    h.run(
+        &[Op::BiasBackward {
+            rows,
+            cols,
+            dy: dyb,
+            db,
+        }],
+        1,
+    )?;
+    let got = h.read_f32(db, cols)?;
+    let shape = format!("{label}{rows}x{cols}");
+    let check = super::bias_backward_compare(&dy, &got, rows, shape.clone());
+    Ok(vec![check, h.untouched("bias_backward", &shape)?])
+}
+
+/// softmax_xent forward then backward (on the backend's probs) on `logits`, about one label
+/// in eight padding.
+pub fn check_softmax_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    logits: &Array2<f32>,
+    shape: String,
+) -> Result<Vec<Check>> {
+    let (rows, classes) = logits.dim();
+    let labels = inp.labels(rows, classes, true);
+    let scale = 1.0 / rows as f32;
+    let mut h = Harness::new(be);
+    let zb = h.input_f32("logits", logits.as_slice().unwrap())?;
+    let lb = h.input("labels", labels.as_slice().unwrap())?;
+    let pb = h.output("probs", rows * classes, NAN)?;
+    let lossb = h.output("loss", rows, NAN)?;
+    let db = h.output("dlogits", rows * classes, NAN)?;
+    h.run(
+        &[
+            Op::SoftmaxXentForward {
+                rows,
+                classes,
+                logits: zb,
+                labels: lb,
+                probs: pb,
+                loss: lossb,
+            },
+            Op::SoftmaxXentBackward {
+                rows,
+                classes,
+                scale,
+                probs: pb,
+                labels: lb,
+                dlogits: db,
+            },
+        ],
+        1,
+    )?;
+    let p = h.read_f32(pb, rows * classes)?;
+    let loss = h.read_f32(lossb, rows)?;
+    let d = h.read_f32(db, rows * classes)?;
+    let mut out = softmax_compare(logits, &labels, scale, &p, &loss, &d, shape.clone());
+    out.push(h.untouched("softmax_xent", &shape)?);
+    Ok(out)
+}
+
+/// One SGD update of `n` parameters.
+pub fn check_sgd_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    n: usize,
+    hp: crate::ops::SgdParams,
+) -> Result<Vec<Check>> {
+    let [w, g, v] = sgd_inputs(inp, n);
+    let mut h = Harness::new(be);
+    let wb = h.inout_f32("w", &w)?;
+    let gb = h.input_f32("g", &g)?;
+    let vb = h.inout_f32("v", &v)?;
+    h.run(
+        &[Op::Sgd {
+            n,
+            hp,
+            w: wb,
+            g: gb,
+            v: vb,
+        }],
+        1,
+    )?;
+    let w_got = h.read_f32(wb, n)?;
+    let v_got = h.read_f32(vb, n)?;
+    let shape = format!("{n} lr={} μ={} λ={}", hp.lr, hp.momentum, hp.l2);
+    let mut out = sgd_compare(hp, [&w, &g, &v], &w_got, &v_got, shape.clone());
+    out.push(h.untouched("sgd_update", &shape)?);
+    Ok(out)
+}
+
+/// Metrics accumulation over [rows, classes] into a non-zero accumulator.
+pub fn check_metrics_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    rows: usize,
+    classes: usize,
+) -> Result<Vec<Check>> {
+    let (scores, labels, loss) = metrics_inputs(inp, rows, classes);
+    let start = METRICS_START;
+    let mut h = Harness::new(be);
+    let sb = h.input_f32("probs", scores.as_slice().unwrap())?;
+    let lb = h.input("labels", labels.as_slice().unwrap())?;
+    let lossb = h.input_f32("loss", loss.as_slice().unwrap())?;
+    let accb = h.inout("acc", bytemuck::cast_slice(&[start]))?;
+    h.run(
+        &[Op::Metrics {
+            rows,
+            classes,
+            probs: sb,
+            labels: lb,
+            loss: lossb,
+            acc: accb,
+        }],
+        1,
+    )?;
+    let acc: MetricsAcc = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&h.read(accb, 4)?));
+    let shape = format!("{rows}x{classes}");
+    // Any order: rows terms plus the accumulator's.
+    let mut out = metrics_compare(&scores, &labels, &loss, start, acc, rows, shape.clone());
+    out.push(h.untouched("accumulate_metrics", &shape)?);
+    Ok(out)
+}
+
+/// Where a gather check's cursor starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// rows/2 before the end: the minibatch runs into padding.
+    NearEnd,
+    /// At 0, and the program runs twice: the second minibatch starts where the first ended
+    /// (the cursor is read when the program runs, not when it is prepared).
+    StartTwice,
+    /// At the end: all padding.
+    AtEnd,
+}
+
+/// Gather of `rows` samples of `pixels` bytes from a random dataset of `samples`, then
+/// Advance of the cursor.
+pub fn check_gather_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    pixels: usize,
+    rows: usize,
+    cursor: Cursor,
+) -> Result<Vec<Check>> {
+    let mut d = GatherData::new(inp, samples, pixels, rows);
+    let repeat = match cursor {
+        Cursor::NearEnd => 1,
+        Cursor::StartTwice => {
+            d.start = 0;
+            2
+        }
+        Cursor::AtEnd => {
+            d.start = samples;
+            1
+        }
+    };
+    let set = Dataset {
+        images: d.images.clone(),
+        labels: d.labels.clone(),
+        n: samples,
+        rows: 1,
+        cols: pixels,
+    };
+    let mut h = Harness::new(be);
+    let data = h.dataset(&set)?;
+    let ob = h.input_exact("order", &d.order)?;
+    let cb = h.inout("cursor", &[d.start as u32])?;
+    let xb = h.output("x", rows * pixels, NAN)?;
+    let yb = h.output("y", rows, GATHER_Y_POISON)?;
+    h.run(
+        &[
+            Op::Gather {
+                data,
+                rows,
+                order: ob,
+                cursor: cb,
+                x: xb,
+                y: yb,
+            },
+            Op::Advance {
+                cursor: cb,
+                by: rows,
+            },
+        ],
+        repeat,
+    )?;
+    let x = h.read_f32(xb, rows * pixels)?;
+    let y = h.read(yb, rows)?;
+    let c = h.read(cb, 1)?;
+    // The last run gathered from start + (repeat − 1)·rows.
+    d.start += (repeat - 1) * rows;
+    let shape = format!("{rows}x{pixels} of {samples} from {cursor:?}");
+    let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());
+    out.push(h.untouched("gather", &shape)?);
+    Ok(out)
+}
+
+/// Im2col, col2im and col2im with a mask on one geometry, in one program.
+pub fn check_conv2d_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &Conv2dSpec,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let (ncols, n_in) = (spec.col_rows() * spec.col_cols(), spec.input_len());
+    let [x, dcols, mask] = conv2d_inputs(inp, spec);
+    let mut h = Harness::new(be);
+    let xb = h.input_f32("x", &x)?;
+    let db = h.input_f32("dcols", &dcols)?;
+    let mb = h.input_f32("mask", &mask)?;
+    let cb = h.output("cols", ncols, NAN)?;
+    let dxb = h.output("dx", n_in, NAN)?;
+    let dxmb = h.output("dx masked", n_in, NAN)?;
+    h.run(
+        &[
+            Op::Im2col {
+                spec: *spec,
+                x: xb,
+                cols: cb,
+            },
+            Op::Col2im {
+                spec: *spec,
+                dcols: db,
+                mask: None,
+                dx: dxb,
+            },
+            Op::Col2im {
+                spec: *spec,
+                dcols: db,
+                mask: Some(mb),
+                dx: dxmb,
+            },
+        ],
+        1,
+    )?;
+    let cols = h.read_f32(cb, ncols)?;
+    let dx = h.read_f32(dxb, n_in)?;
+    let dxm = h.read_f32(dxmb, n_in)?;
+    let shape = conv2d_shape(spec, label);
+    let mut out = conv2d_compare(spec, [&x, &dcols, &mask], [&cols, &dx, &dxm], shape.clone());
+    out.push(h.untouched("im2col/col2im", &shape)?);
+    Ok(out)
+}
+
+/// Max-pooling forward, then backward on the backend's idx without and with a mask.
+pub fn check_maxpool_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &Pool2dSpec,
+    input: PoolInput,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let (n_in, n_out) = (spec.input_len(), spec.output_len());
+    let [x, dy, mask] = maxpool_inputs(inp, spec, input);
+    let mut h = Harness::new(be);
+    let xb = h.input_f32("x", &x)?;
+    let dyb = h.input_f32("dy", &dy)?;
+    let mb = h.input_f32("mask", &mask)?;
+    let yb = h.output("y", n_out, NAN)?;
+    let ib = h.output("idx", n_out, u32::MAX)?;
+    let dxb = h.output("dx", n_in, NAN)?;
+    let dxmb = h.output("dx masked", n_in, NAN)?;
+    h.run(
+        &[
+            Op::MaxPoolForward {
+                spec: *spec,
+                x: xb,
+                y: yb,
+                idx: ib,
+            },
+            Op::MaxPoolBackward {
+                spec: *spec,
+                dy: dyb,
+                idx: ib,
+                mask: None,
+                dx: dxb,
+            },
+            Op::MaxPoolBackward {
+                spec: *spec,
+                dy: dyb,
+                idx: ib,
+                mask: Some(mb),
+                dx: dxmb,
+            },
+        ],
+        1,
+    )?;
+    let y = h.read_f32(yb, n_out)?;
+    let idx = h.read(ib, n_out)?;
+    let dx = h.read_f32(dxb, n_in)?;
+    let dxm = h.read_f32(dxmb, n_in)?;
+    let shape = maxpool_shape(spec, input, label);
+    let mut out = maxpool_compare(spec, [&x, &dy, &mask], &y, &idx, [&dx, &dxm], shape.clone());
+    out.push(h.untouched("maxpool", &shape)?);
+    Ok(out)
+}
+
+/// As the training step runs Adam: a weight tensor of `case.n` and a bias tensor (λ = 0) of a
+/// few elements share the schedule and the step counter, which an Advance then moves from
+/// t − 1 to t.
+pub fn check_adam_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    case: &AdamCase,
+) -> Result<Vec<Check>> {
+    let bias_case = AdamCase {
+        n: case.n % 97 + 1,
+        hp: AdamParams { l2: 0.0, ..case.hp },
+        ..*case
+    };
+    let [w, g, m, v] = adam_inputs(inp, case.n);
+    let [bw, bg, bm, bv] = adam_inputs(inp, bias_case.n);
+    let mut h = Harness::new(be);
+    let sched = h.input_exact("sched", bits(&adam_schedule_table(case.hp)))?;
+    let step = h.inout("step", &[(case.t - 1) as u32])?;
+    let tensor = |h: &mut Harness<'_>, c: &AdamCase, [w, g, m, v]: [&[f32]; 4]| -> Result<_> {
+        let bufs = [
+            h.inout_f32("w", w)?,
+            h.input_f32("g", g)?,
+            h.inout_f32("m", m)?,
+            h.inout_f32("v", v)?,
+        ];
+        let op = Op::Adam {
+            n: c.n,
+            hp: c.hp,
+            w: bufs[0],
+            g: bufs[1],
+            m: bufs[2],
+            v: bufs[3],
+            sched,
+            step,
+        };
+        Ok((bufs, op))
+    };
+    let (wb, wop) = tensor(&mut h, case, [&w, &g, &m, &v])?;
+    let (bb, bop) = tensor(&mut h, &bias_case, [&bw, &bg, &bm, &bv])?;
+    h.run(
+        &[
+            wop,
+            bop,
+            Op::Advance {
+                cursor: step,
+                by: 1,
+            },
+        ],
+        1,
+    )?;
+    let mut out = Vec::new();
+    for (c, bufs, [w, g, m, v]) in [
+        (case, wb, [&w, &g, &m, &v]),
+        (&bias_case, bb, [&bw, &bg, &bm, &bv]),
+    ] {
+        let got = [
+            h.read_f32(bufs[0], c.n)?,
+            h.read_f32(bufs[2], c.n)?,
+            h.read_f32(bufs[3], c.n)?,
+        ];
+        out.extend(adam_compare(
+            c,
+            [w, g, m, v],
+            [&got[0], &got[1], &got[2]],
+            &adam_shape(c),
+        ));
+    }
+    let shape = adam_shape(case);
+    let step_after = h.read(step, 1)?;
+    out.push(compare_u32(
+        "adam step after advance",
+        shape.clone(),
+        &step_after,
+        &[case.t as u32],
+    ));
+    out.push(h.untouched("adam_update", &shape)?);
+    Ok(out)
+}
+
+/// The presets' weighted layers at batch 100 as products: (label, rows, outputs O, inputs I
+/// per row), rows = B·OH·OW for a convolution (its im2col rows) and B for a dense layer.
+pub const PRESET_LAYERS: [(&str, usize, usize, usize); 9] = [
+    ("lenet5 conv1", 78_400, 6, 25),
+    ("lenet5 conv2", 10_000, 16, 150),
+    ("lenet5 fc1", 100, 120, 400),
+    ("lenet5 fc2", 100, 84, 120),
+    ("lenet5 fc3", 100, 10, 84),
+    ("cnn conv1", 78_400, 32, 25),
+    ("cnn conv2", 19_600, 64, 800),
+    ("cnn fc1", 100, 1024, 3136),
+    ("cnn fc2", 100, 10, 1024),
+];
+
+/// The products of [`PRESET_LAYERS`] as the training step runs them: forward y = x·Wᵀ with
+/// bias and ReLU, dW = dyᵀ·x, and dx = dy·W through the ReLU mask.
+pub fn matmul_preset_shapes() -> Vec<(&'static str, MatmulSpec)> {
+    let mut out = Vec::new();
+    for (label, rows, o, i) in PRESET_LAYERS {
+        out.push((
+            label,
+            MatmulSpec {
+                trans_b: true,
+                epilogue: Epilogue::BiasRelu,
+                ..MatmulSpec::new(rows, o, i)
+            },
+        ));
+        out.push((
+            label,
+            MatmulSpec {
+                trans_a: true,
+                ..MatmulSpec::new(o, i, rows)
+            },
+        ));
+        out.push((
+            label,
+            MatmulSpec {
+                epilogue: Epilogue::ReluMask,
+                ..MatmulSpec::new(rows, i, o)
+            },
+        ));
+    }
+    out
+}
+
+/// Run every check of op family `family` (see [`OP_FAMILIES`]) on `backend` with inputs from
+/// `seed`; `presets` adds the presets' full-size layers (slow on a debug build).
+pub fn run_backend_family(
+    backend: &mut dyn Backend,
+    family: &str,
+    seed: u64,
+    presets: bool,
+) -> Result<Vec<Check>> {
+    let mut inp = Inputs::new(seed);
+    let inp = &mut inp;
+    let be = backend;
+    let mut out = Vec::new();
+    match family {
+        "matmul" => {
+            // Every shape in every transpose combination, the epilogue turning with both so
+            // that each (transposes, epilogue) pair meets several shapes.
+            let trans = [(false, false), (false, true), (true, false), (true, true)];
+            for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
+                for (j, &(ta, tb)) in trans.iter().enumerate() {
+                    let spec = MatmulSpec {
+                        trans_a: ta,
+                        trans_b: tb,
+                        epilogue: Epilogue::ALL[(i + j) % 4],
+                        ..MatmulSpec::new(m, n, k)
+                    };
+                    out.extend(check_matmul_op(be, inp, &spec)?);
+                }
+            }
+            // Accumulation, with every epilogue and transpose, on a few awkward shapes.
+            for (i, &(m, n, k)) in [(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)]
+                .iter()
+                .enumerate()
+            {
+                for (j, epi) in Epilogue::ALL.into_iter().enumerate() {
+                    let (ta, tb) = trans[(i + j) % 4];
+                    let spec = MatmulSpec {
+                        trans_a: ta,
+                        trans_b: tb,
+                        epilogue: epi,
+                        accumulate: true,
+                        ..MatmulSpec::new(m, n, k)
+                    };
+                    out.extend(check_matmul_op(be, inp, &spec)?);
+                }
+            }
+            if presets {
+                for (label, spec) in matmul_preset_shapes() {
+                    for mut c in check_matmul_op(be, inp, &spec)? {
+                        c.shape = format!("{label} {}", c.shape);
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        "bias" => {
+            for &(r, c) in ROW_SHAPES {
+                out.extend(check_bias_op(be, inp, r, c, "")?);
+            }
+            if presets {
+                for (label, rows, o, _) in PRESET_LAYERS {
+                    out.extend(check_bias_op(be, inp, rows, o, &format!("{label} "))?);
+                }
+            }
+        }
+        "softmax_xent" => {
+            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
+                let logits = softmax_logits(inp, r, c);
+                out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}"))?);
+            }
+            let extreme = softmax_extreme_logits();
+            let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into())?;
+            fail_nonfinite(&mut checks);
+            out.extend(checks);
+        }
+        "sgd" => {
+            for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
+                out.extend(check_sgd_op(
+                    be,
+                    inp,
+                    r * c,
+                    SGD_PARAMS[i % SGD_PARAMS.len()],
+                )?);
+            }
+        }
+        "metrics" => {
+            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
+                out.extend(check_metrics_op(be, inp, r, c)?);
+            }
+        }
+        "gather" => {
+            for &(samples, pixels, rows) in &[
+                (1, 1, 1),
+                (3, 5, 4),
+                (10, 784, 7),
+                (257, 13, 100),
+                (1000, 784, 100),
+                (60_000, 784, 100),
+                (5, 3, 20),
+            ] {
+                for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
+                    out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor)?);
+                }
+            }
+        }
+        "conv2d" => {
+            for spec in conv2d_shapes() {
+                out.extend(check_conv2d_op(be, inp, &spec, "")?);
+            }
+            if presets {
+                for (label, spec) in conv2d_preset_shapes() {
+                    out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} "))?);
+                }
+            }
+        }
+        "maxpool" => {
+            let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
+            for (i, spec) in maxpool_shapes().iter().enumerate() {
+                out.extend(check_maxpool_op(be, inp, spec, inputs[i % 3], "")?);
+                if i % 4 == 1 {
+                    out.extend(check_maxpool_op(be, inp, spec, PoolInput::Nan, "")?);
+                }
+            }
+            if presets {
+                for (label, spec) in maxpool_preset_shapes() {
+                    for input in [PoolInput::Quantised, PoolInput::Relu] {
+                        let label = format!("{label} ");
+                        out.extend(check_maxpool_op(be, inp, &spec, input, &label)?);
+                    }
+                }
+            }
+        }
+        "adam" => {
+            for case in adam_cases()
+                .iter()
+                .filter(|c| presets || c.n <= ADAM_TEST_MAX)
+            {
+                out.extend(check_adam_op(be, inp, case)?);
+            }
+        }
+        other => {
+            return Err(crate::Error::InvalidArg {
+                name: "--kernel",
+                reason: format!("unknown op family {other:?}; expected one of {OP_FAMILIES:?}"),
+            })
+        }
+    }
+    Ok(out)
+}
