@@ -21,6 +21,7 @@
 
 use crate::cpu;
 use crate::data::Dataset;
+use crate::fastcpu;
 use crate::gpu::kernels::{self, Epilogue, MatmulSpec, MatmulTile, SgdParams};
 use crate::gpu::{autotune, GpuContext, Launch};
 use crate::model::{Arch, LayerSpec, Model, Shape};
@@ -337,6 +338,14 @@ fn shape_name(spec: &MatmulSpec) -> String {
     s
 }
 
+/// A pool with every core, as the CPU engine builds by default.
+fn cpu_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(crate::backend::cpu::available_threads())
+        .build()
+        .expect("a thread pool")
+}
+
 fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
     let mut inp = crate::verify::Inputs::new(seed);
     inp.matrix(rows, cols)
@@ -371,11 +380,27 @@ fn bench_matmul(
     };
     let cb = ctx.storage("bench c", (m * n * 4) as u64);
 
+    // The CPU engine's product (gemm crate + epilogue) on its thread pool, into a buffer
+    // allocated once, as in training.
     let cpu_ms = opts.cpu.then(|| {
-        1e3 * time_cpu(opts.repeats(), 0.05, || {
-            let mut c = cpu::matmul::matmul(a.view(), b.view(), spec.trans_a, spec.trans_b);
-            cpu::matmul::epilogue(&mut c, spec.epilogue, Some(bias.view()), Some(mask.view()));
-            std::hint::black_box(&c);
+        let aux = match spec.epilogue {
+            Epilogue::ReluMask => mask.as_slice().unwrap(),
+            _ => bias.as_slice().unwrap(),
+        };
+        let mut c = vec![0.0f32; m * n];
+        let mut scratch = Vec::new();
+        cpu_pool().install(|| {
+            1e3 * time_cpu(opts.repeats(), 0.05, || {
+                fastcpu::matmul::matmul(
+                    spec,
+                    a.as_slice().unwrap(),
+                    b.as_slice().unwrap(),
+                    Some(aux),
+                    &mut c,
+                    &mut scratch,
+                );
+                std::hint::black_box(&c);
+            })
         })
     });
 
@@ -870,6 +895,9 @@ fn mlp_widths(arch: &Arch) -> Vec<usize> {
 pub fn run(ctx: &GpuContext, opts: &BenchOpts) -> Result<Vec<Record>> {
     let timer = Timer::new(ctx);
     let mut out = Vec::new();
+    if opts.cpu {
+        out.push(fma_peak_record(ctx));
+    }
     let max = opts.max_size(ctx);
     let mut size = 128;
     while size <= max {
@@ -918,9 +946,30 @@ pub fn run(ctx: &GpuContext, opts: &BenchOpts) -> Result<Vec<Record>> {
             }
             (secs > 0.0).then(|| flops / secs / 1e9)
         };
-        out.extend(bench_train(ctx, opts, &rate)?);
+        let mut train = bench_train(ctx, opts, &rate)?;
+        if let Some(peak) = out.iter().find(|r| r.op == "cpu fma peak") {
+            let peak = peak.cpu_gflops.unwrap_or(f64::NAN);
+            for r in &mut train {
+                if let Some(g) = r.cpu_gflops {
+                    r.note += &format!("; CPU engine at {:.0}% of the FMA peak", 100.0 * g / peak);
+                }
+            }
+        }
+        out.extend(train);
     }
     Ok(out)
+}
+
+/// The machine's measured f32 FMA peak on every core, the ceiling for the CPU columns.
+fn fma_peak_record(ctx: &GpuContext) -> Record {
+    let threads = crate::backend::cpu::available_threads();
+    let peak = crate::peak::cpu_fma_peak_gflops(threads);
+    let mut r = Record::new(ctx, "cpu fma peak", format!("{threads} threads"));
+    r.median_ms = f64::NAN;
+    r.cpu_gflops = Some(peak);
+    r.variant = crate::peak::fma_isa().into();
+    r.note = crate::peak::cpu_model();
+    r
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
