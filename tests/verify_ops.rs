@@ -2,7 +2,11 @@
 //! that the op-level checker fails a backend that gets one element wrong, leaves one unwritten,
 //! writes past an output or clobbers an input.
 
+mod common;
+
 use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::backend::gpu::GpuBackend;
+use wgtrain::backend::reference::ReferenceBackend;
 use wgtrain::backend::{Backend, EngineKind, ProgramId};
 use wgtrain::data::Dataset;
 use wgtrain::ops::{BufId, DataId, Epilogue, MatmulSpec, Op};
@@ -22,24 +26,39 @@ fn failures(checks: &[Check]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_op_family_passes_on_the_cpu_backend() {
-    let seed = verify::run_seed();
-    eprintln!("verify_ops: seed {seed} (replay with WGTRAIN_SEED={seed})");
+/// Where [`all_families_pass`] runs each family.
+enum Backends {
+    /// A fresh backend per family (the CPU ones never free a buffer).
+    Fresh(fn() -> Box<dyn Backend>),
+    /// One backend for all families (a GPU context opens its adapter once).
+    Shared(Box<dyn Backend>),
+}
+
+/// Every op family, all checks passing.
+fn all_families_pass(name: &str, mut backends: Backends) {
+    let seed = common::seed(name);
     let mut bad = Vec::new();
     for fam in OP_FAMILIES {
         let t = std::time::Instant::now();
-        let mut be = CpuBackend::new();
-        let checks = verify::run_backend_family(&mut be, fam, seed, false)
-            .unwrap_or_else(|e| panic!("{fam}: {e} (seed {seed})"));
-        assert!(!checks.is_empty(), "{fam}: no checks ran");
+        let mut fresh;
+        let be: &mut dyn Backend = match &mut backends {
+            Backends::Fresh(make) => {
+                fresh = make();
+                fresh.as_mut()
+            }
+            Backends::Shared(be) => be.as_mut(),
+        };
+        let checks = verify::run_backend_family(be, fam, seed, false)
+            .unwrap_or_else(|e| panic!("{name} {fam}: {e} (seed {seed})"));
+        assert!(!checks.is_empty(), "{name} {fam}: no checks ran");
         let worst = checks
             .iter()
             .filter(|c| c.pass())
             .map(|c| c.worst)
             .fold(0.0f64, f64::max);
         eprintln!(
-            "{fam}: {} checks in {:.2} s, worst error/tolerance {worst:.3}",
+            "{name} {fam} on {}: {} checks in {:.2} s, worst error/tolerance {worst:.3}",
+            be.describe(),
             checks.len(),
             t.elapsed().as_secs_f64()
         );
@@ -47,9 +66,40 @@ fn every_op_family_passes_on_the_cpu_backend() {
     }
     assert!(
         bad.is_empty(),
-        "seed {seed} (replay with WGTRAIN_SEED={seed}):\n{}",
+        "{name}, seed {seed} (replay with WGTRAIN_SEED={seed}):\n{}",
         bad.join("\n")
     );
+}
+
+#[test]
+fn every_op_family_passes_on_the_cpu_backend() {
+    all_families_pass(
+        "cpu backend",
+        Backends::Fresh(|| Box::new(CpuBackend::new())),
+    );
+}
+
+/// The twin interpreter the fast backend replaced: the checks do not depend on which runs.
+#[test]
+fn every_op_family_passes_on_the_reference_backend() {
+    all_families_pass(
+        "reference backend",
+        Backends::Fresh(|| Box::new(ReferenceBackend::new())),
+    );
+}
+
+/// The GPU backend (prepared launches) on every adapter; about 20 s on lavapipe, most of it
+/// the 1000³ products. Run with WGTRAIN_AUTOTUNE=0 unless tuning every shape is wanted:
+/// `WGTRAIN_AUTOTUNE=0 cargo test --test verify_ops -- --ignored`.
+#[test]
+#[ignore]
+fn every_op_family_passes_on_the_gpu_backend() {
+    for ctx in common::contexts("gpu backend") {
+        all_families_pass(
+            "gpu backend",
+            Backends::Shared(Box::new(GpuBackend::new(ctx))),
+        );
+    }
 }
 
 #[test]
