@@ -291,8 +291,13 @@ struct DevicesArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
+    /// What to verify: `gpu` checks every WGSL kernel on the adapter; `cpu` checks the CPU
+    /// engine op by op (the same inputs, f64 oracles and tolerances).
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: VerifyDevice,
     /// Only these kernel families (see `wgtrain verify --help`; default: all of them:
-    /// matmul, bias, relu, softmax_xent, sgd, metrics, gather, conv2d, maxpool, adam).
+    /// matmul, bias, relu, softmax_xent, sgd, metrics, gather, conv2d, maxpool, adam; relu has
+    /// no op of its own and is left out on the CPU, where it is a matmul epilogue).
     #[arg(long, value_delimiter = ',')]
     kernel: Vec<String>,
     /// Seed for the random inputs (default: fresh; also WGTRAIN_SEED).
@@ -303,6 +308,15 @@ struct VerifyArgs {
     json: bool,
     #[command(flatten)]
     gpu: GpuArgs,
+}
+
+/// Where `wgtrain verify` runs its checks.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum VerifyDevice {
+    /// The WGSL kernels on the GPU adapter.
+    Gpu,
+    /// The CPU engine's backend, op by op.
+    Cpu,
 }
 
 fn main() {
@@ -413,25 +427,50 @@ fn cmd_devices(a: DevicesArgs) -> Result<()> {
 }
 
 fn cmd_verify(a: VerifyArgs) -> Result<()> {
-    let ctx = GpuContext::new(&a.gpu.choice())?;
+    use wgtrain::backend::{cpu::CpuBackend, Backend};
+    // The GPU checks launch kernels on a context; the CPU ones run ops on a fresh backend per
+    // family (its buffers are freed with it).
+    let ctx = match a.device {
+        VerifyDevice::Gpu => Some(GpuContext::new(&a.gpu.choice())?),
+        VerifyDevice::Cpu => None,
+    };
+    let (describe, adapter, backend) = match &ctx {
+        Some(ctx) => (
+            ctx.describe(),
+            ctx.info.name.clone(),
+            format!("{:?}", ctx.info.backend),
+        ),
+        None => {
+            let be = CpuBackend::new();
+            let (adapter, backend) = be.adapter();
+            (be.describe(), adapter, backend)
+        }
+    };
     let seed = a.seed.unwrap_or_else(wgtrain::verify::run_seed);
+    let all = match a.device {
+        VerifyDevice::Gpu => wgtrain::verify::FAMILIES,
+        VerifyDevice::Cpu => wgtrain::verify::OP_FAMILIES,
+    };
     let families: Vec<String> = if a.kernel.is_empty() {
-        wgtrain::verify::FAMILIES
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        all.iter().map(|s| s.to_string()).collect()
     } else {
         a.kernel.clone()
     };
     if !a.json {
-        println!("adapter: {}", ctx.describe());
+        match a.device {
+            VerifyDevice::Gpu => println!("adapter: {describe}"),
+            VerifyDevice::Cpu => println!("engine: {describe}"),
+        }
         println!("seed: {seed} (replay with --seed {seed})");
     }
     let mut all_pass = true;
     let mut fams = Vec::new();
     for fam in &families {
         let t = Instant::now();
-        let checks = wgtrain::verify::run_family(&ctx, fam, seed)?;
+        let checks = match &ctx {
+            Some(ctx) => wgtrain::verify::run_family(ctx, fam, seed)?,
+            None => wgtrain::verify::run_backend_family(&mut CpuBackend::new(), fam, seed, true)?,
+        };
         // One table row per kernel entry point: shapes tried, worst errors, pass/fail.
         let mut rows: BTreeMap<String, (usize, f64, f64, f64, usize)> = BTreeMap::new();
         for c in &checks {
@@ -479,8 +518,9 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
     }
     if a.json {
         print_json(&json!({
-            "adapter": ctx.info.name,
-            "backend": format!("{:?}", ctx.info.backend),
+            "device": format!("{:?}", a.device).to_lowercase(),
+            "adapter": adapter,
+            "backend": backend,
             "seed": seed,
             "pass": all_pass,
             "families": fams,
@@ -496,7 +536,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
         );
     }
     if !all_pass {
-        anyhow::bail!("verification failed on {} (seed {seed})", ctx.describe());
+        anyhow::bail!("verification failed on {describe} (seed {seed})");
     }
     Ok(())
 }
