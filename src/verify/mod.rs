@@ -1,5 +1,11 @@
 //! Kernel-versus-CPU verification, shared by the test suite and `wgtrain verify`.
 //!
+//! Two paths share the inputs, oracles and tolerances below: [`run_family`] launches the WGSL
+//! kernels on a [`GpuContext`]; [`run_backend_family`] ([`ops`], `wgtrain verify --device cpu`)
+//! runs programs of [`crate::ops::Op`]s on any [`crate::backend::Backend`], poisoning outputs,
+//! guarding the words past every buffer and checking inputs come back unchanged. Where a bound
+//! below assumes the GPU's summation order, the backend path uses the any-order bound γ_n·Σ|terms|.
+//!
 //! Each check fills fresh random inputs from a seeded ChaCha8 stream, poisons every output
 //! buffer with NaN before the launch (so an element the kernel never writes fails), runs the
 //! kernel, and compares against the CPU twin evaluated in f64 on the same f32 inputs.

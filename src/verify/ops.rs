@@ -192,7 +192,7 @@ pub fn check_matmul_op(
     Ok(vec![check, untouched])
 }
 
-/// db[cols] = Σ_rows dy, against γ_rows·Σ|dy| (any order).
+/// db = column sums of dy[rows, cols], within γ_rows·Σ|dy| (any order).
 pub fn check_bias_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
