@@ -330,7 +330,7 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
     for (name, mut cfg) in cases {
         cfg.max_steps = Some(20);
         let model = cfg.init_model();
-        let mut run = |be: Box<dyn wgtrain::backend::Backend>| {
+        let run = |be: Box<dyn wgtrain::backend::Backend>| {
             let mut e = Engine::new(be, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
             let h = train::run(
                 &mut e,

@@ -8,15 +8,17 @@ use super::PAR_MIN;
 use crate::ops::Conv2dSpec;
 use rayon::prelude::*;
 
-/// Input coordinate `o·stride + kk − pad` along a side of length `side`, or `None` in the
-/// padding.
-fn src(o: usize, kk: usize, spec: &Conv2dSpec, side: usize) -> Option<usize> {
-    (o * spec.stride + kk)
-        .checked_sub(spec.pad)
-        .filter(|&i| i < side)
+/// The kernel offsets kk in `lo..hi` whose input coordinate `o·stride + kk − pad` falls inside
+/// a side of length `side` (the rest read the zero padding), and the coordinate of `lo`.
+fn valid(o: usize, spec: &Conv2dSpec, side: usize) -> (usize, usize, usize) {
+    let first = o * spec.stride; // input coordinate + pad of kk = 0
+    let lo = spec.pad.saturating_sub(first).min(spec.k);
+    let hi = (side + spec.pad).saturating_sub(first).min(spec.k).max(lo);
+    (lo, hi, (first + lo).saturating_sub(spec.pad))
 }
 
-/// cols = im2col(x): every column of every row written (zeros in the padding).
+/// cols = im2col(x): every column of every row written (zeros in the padding). Per row and
+/// kernel row ky, the K·C inputs under the kernel are one contiguous run of x.
 pub fn im2col(x: &[f32], spec: &Conv2dSpec, cols: &mut [f32]) {
     let (oh, ow, k, c_in) = (spec.out_h(), spec.out_w(), spec.k, spec.c_in);
     let width = spec.col_cols();
@@ -31,14 +33,30 @@ pub fn im2col(x: &[f32], spec: &Conv2dSpec, cols: &mut [f32]) {
             for (i, row) in block.chunks_exact_mut(width).enumerate() {
                 let r = t * rows_per_task + i;
                 let (b, oy, ox) = (r / (oh * ow), r / ow % oh, r % ow);
-                for ky in 0..k {
-                    let iy = src(oy, ky, spec, spec.h);
-                    for kx in 0..k {
-                        let at = iy
-                            .zip(src(ox, kx, spec, spec.w))
-                            .map(|(iy, ix)| ((b * spec.h + iy) * spec.w + ix) * c_in);
-                        for c in 0..c_in {
-                            row[(c * k + ky) * k + kx] = at.map_or(0.0, |at| x[at + c]);
+                let (ylo, yhi, iy0) = valid(oy, spec, spec.h);
+                let (xlo, xhi, ix0) = valid(ox, spec, spec.w);
+                if ylo > 0 || yhi < k || xlo > 0 || xhi < k {
+                    row.fill(0.0);
+                }
+                if xlo == xhi {
+                    continue;
+                }
+                let run = |ky: usize| {
+                    let iy = iy0 + ky - ylo;
+                    &x[((b * spec.h + iy) * spec.w + ix0) * c_in..][..(xhi - xlo) * c_in]
+                };
+                if c_in == 1 {
+                    for ky in ylo..yhi {
+                        row[ky * k + xlo..ky * k + xhi].copy_from_slice(run(ky));
+                    }
+                    continue;
+                }
+                // Contiguous writes along the row; the reads stay within K·C inputs (in L1).
+                for c in 0..c_in {
+                    for ky in ylo..yhi {
+                        let dst = &mut row[(c * k + ky) * k + xlo..(c * k + ky) * k + xhi];
+                        for (d, px) in dst.iter_mut().zip(run(ky).chunks_exact(c_in)) {
+                            *d = px[c];
                         }
                     }
                 }
@@ -47,7 +65,8 @@ pub fn im2col(x: &[f32], spec: &Conv2dSpec, cols: &mut [f32]) {
 }
 
 /// dx = col2im(dcols): each element the sum, in row order, of the dcols entries im2col copied
-/// from it; 0 wherever `mask` is not > 0.
+/// from it (within one row every element receives at most one entry, so the loop order inside
+/// a row does not change any sum); 0 wherever `mask` is not > 0.
 pub fn col2im(dcols: &[f32], spec: &Conv2dSpec, mask: Option<&[f32]>, dx: &mut [f32]) {
     let (oh, ow, k, c_in) = (spec.out_h(), spec.out_w(), spec.k, spec.c_in);
     let width = spec.col_cols();
@@ -59,17 +78,19 @@ pub fn col2im(dcols: &[f32], spec: &Conv2dSpec, mask: Option<&[f32]>, dx: &mut [
     dx.par_chunks_mut(image).enumerate().for_each(|(b, dx)| {
         dx.fill(0.0);
         for oy in 0..oh {
+            let (ylo, yhi, iy0) = valid(oy, spec, spec.h);
             for ox in 0..ow {
+                let (xlo, xhi, ix0) = valid(ox, spec, spec.w);
+                if xlo == xhi {
+                    continue;
+                }
                 let row = &dcols[((b * oh + oy) * ow + ox) * width..][..width];
-                for c in 0..c_in {
-                    for ky in 0..k {
-                        let Some(iy) = src(oy, ky, spec, spec.h) else {
-                            continue;
-                        };
-                        for kx in 0..k {
-                            if let Some(ix) = src(ox, kx, spec, spec.w) {
-                                dx[(iy * spec.w + ix) * c_in + c] += row[(c * k + ky) * k + kx];
-                            }
+                for ky in ylo..yhi {
+                    let iy = iy0 + ky - ylo;
+                    let run = &mut dx[(iy * spec.w + ix0) * c_in..][..(xhi - xlo) * c_in];
+                    for (j, px) in run.chunks_exact_mut(c_in).enumerate() {
+                        for (c, d) in px.iter_mut().enumerate() {
+                            *d += row[(c * k + ky) * k + xlo + j];
                         }
                     }
                 }
@@ -78,9 +99,7 @@ pub fn col2im(dcols: &[f32], spec: &Conv2dSpec, mask: Option<&[f32]>, dx: &mut [
         if let Some(m) = mask {
             let m = &m[b * image..(b + 1) * image];
             for (d, &m) in dx.iter_mut().zip(m) {
-                if !(m > 0.0) {
-                    *d = 0.0;
-                }
+                *d = if m > 0.0 { *d } else { 0.0 };
             }
         }
     });

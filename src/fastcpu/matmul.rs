@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 /// C[M,N] = epilogue(op(A)·op(B)) (+ C when `spec.accumulate`). A is stored [M,K] (or [K,M]
 /// with `trans_a`), B [K,N] (or [N,K] with `trans_b`); `aux` is the bias [N] or the mask [M,N].
-/// `scratch` holds the product when it must be finished before it is added to C.
+/// `scratch` holds the partial products of a split K (see [`split_k`]), grown once.
 pub fn matmul(
     spec: &MatmulSpec,
     a: &[f32],
@@ -26,21 +26,105 @@ pub fn matmul(
         return;
     }
     if spec.accumulate && spec.epilogue != Epilogue::None {
-        scratch.clear();
-        scratch.resize(m * n, 0.0);
-        gemm(spec, a, b, 0.0, scratch);
-        epilogue(spec, aux, scratch);
-        c.iter_mut().zip(scratch.iter()).for_each(|(c, s)| *c += s);
+        // C += epilogue(A·B): no layer asks for it; the product is finished apart first.
+        let mut p = vec![0.0; m * n];
+        product(spec, a, b, 0.0, &mut p, scratch);
+        epilogue(spec, aux, &mut p);
+        c.iter_mut().zip(&p).for_each(|(c, p)| *c += p);
     } else {
-        gemm(spec, a, b, if spec.accumulate { 1.0 } else { 0.0 }, c);
+        product(
+            spec,
+            a,
+            b,
+            if spec.accumulate { 1.0 } else { 0.0 },
+            c,
+            scratch,
+        );
         epilogue(spec, aux, c);
     }
 }
 
-/// C = op(A)·op(B) + beta·C (beta 0: C's old contents, NaN included, are never read), on the
-/// current rayon pool's threads.
-fn gemm(spec: &MatmulSpec, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+/// Parts to split K into: one per thread when C is too small to share out (a convolution's
+/// weight gradient, dW[O, C·K·K] = dYᵀ·cols with K = B·OH·OW in the tens of thousands) and K
+/// long enough that each part's product outweighs adding up the parts.
+pub fn split_k(spec: &MatmulSpec, threads: usize) -> usize {
     let (m, n, k) = (spec.m, spec.n, spec.k);
+    if threads > 1 && m * n <= 64 * 64 && k >= 4096 {
+        threads.min(k / 2048)
+    } else {
+        1
+    }
+}
+
+/// C = op(A)·op(B) + beta·C, splitting K over the pool's threads where [`split_k`] says so:
+/// each part is a single-threaded product into `scratch`, and the parts are added in order
+/// (a different summation order than one product, within the same γ_K bound).
+fn product(
+    spec: &MatmulSpec,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let parts = split_k(spec, rayon::current_num_threads());
+    if parts <= 1 {
+        return gemm(spec, a, b, beta, c, true);
+    }
+    // Element offsets of one step along K in the stored A and B.
+    let a_step = if spec.trans_a { m } else { 1 };
+    let b_step = if spec.trans_b { 1 } else { n };
+    scratch.clear();
+    scratch.resize(parts * m * n, 0.0);
+    let per = k.div_ceil(parts);
+    scratch
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(p, out)| {
+            let (k0, k1) = (p * per, ((p + 1) * per).min(k));
+            let part = MatmulSpec {
+                k: k1 - k0,
+                ..*spec
+            };
+            gemm_strided(
+                &part,
+                &a[k0 * a_step..],
+                &b[k0 * b_step..],
+                (m, n, k),
+                0.0,
+                out,
+                false,
+            );
+        });
+    for (i, c) in c.iter_mut().enumerate() {
+        let mut s = if beta == 0.0 { 0.0 } else { beta * *c };
+        for p in 0..parts {
+            s += scratch[p * m * n + i];
+        }
+        *c = s;
+    }
+}
+
+/// C = op(A)·op(B) + beta·C (beta 0: C's old contents, NaN included, are never read), on the
+/// current rayon pool's threads when `threaded`.
+fn gemm(spec: &MatmulSpec, a: &[f32], b: &[f32], beta: f32, c: &mut [f32], threaded: bool) {
+    gemm_strided(spec, a, b, (spec.m, spec.n, spec.k), beta, c, threaded)
+}
+
+/// [`gemm`] on operands stored with the leading dimensions of a `full` (M, N, K) product (a
+/// K-slice of it).
+fn gemm_strided(
+    spec: &MatmulSpec,
+    a: &[f32],
+    b: &[f32],
+    full: (usize, usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    threaded: bool,
+) {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let (full_m, full_n, full_k) = full;
     if k == 0 {
         // An empty sum: the product is zero.
         c.iter_mut().for_each(|v| *v *= beta);
@@ -50,23 +134,24 @@ fn gemm(spec: &MatmulSpec, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
         return;
     }
     let (rsa, csa) = if spec.trans_a {
-        (1, m as isize)
+        (1, full_m as isize)
     } else {
-        (k as isize, 1)
+        (full_k as isize, 1)
     };
     let (rsb, csb) = if spec.trans_b {
-        (1, k as isize)
+        (1, full_k as isize)
     } else {
-        (n as isize, 1)
+        (full_n as isize, 1)
     };
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
+    let parallelism = if threaded && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the strides address exactly the m·k, k·n and m·n elements whose presence
-    // `matmul` asserted, and C does not overlap A or B (distinct slices).
+    // SAFETY: the strides address the m·k, k·n and m·n elements of a product (or a K-slice of
+    // one, starting at the slices given) whose presence `matmul` asserted, and C does not
+    // overlap A or B (distinct slices).
     unsafe {
         gemm::gemm(
             m,
@@ -117,9 +202,7 @@ fn epilogue(spec: &MatmulSpec, aux: Option<&[f32]>, c: &mut [f32]) {
                 .zip(mask.par_chunks(n * rows_per_task))
                 .for_each(|(c, m)| {
                     for (v, &m) in c.iter_mut().zip(m) {
-                        if m <= 0.0 || m.is_nan() {
-                            *v = 0.0;
-                        }
+                        *v = if m > 0.0 { *v } else { 0.0 };
                     }
                 });
         }

@@ -1,10 +1,17 @@
 //! Fast twin of `shaders/maxpool.wgsl`: K×K max-pooling with stride K over channels-last
 //! x[B,H,W,C], images split over threads.
 
+use super::PAR_MIN;
 use crate::ops::Pool2dSpec;
 use rayon::prelude::*;
 
-/// y[B,OH,OW,C] and idx (flat index into x of each window's first maximum; NaN wins).
+/// Images per rayon task: enough that a task streams at least [`PAR_MIN`] inputs.
+fn images_per_task(image: usize) -> usize {
+    (PAR_MIN / image.max(1)).max(1)
+}
+
+/// y[B,OH,OW,C] and idx (flat index into x of each window's first maximum; NaN wins). Each
+/// window position is a contiguous run of C channels, compared channel-wise.
 pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
     let (oh, ow, k, c) = (spec.out_h(), spec.out_w(), spec.k, spec.c);
     let per_image = oh * ow * c;
@@ -12,32 +19,42 @@ pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
         return;
     }
     let n = spec.output_len();
+    let ipt = images_per_task(spec.h * spec.w * c);
     y[..n]
-        .par_chunks_mut(per_image)
-        .zip(idx[..n].par_chunks_mut(per_image))
+        .par_chunks_mut(per_image * ipt)
+        .zip(idx[..n].par_chunks_mut(per_image * ipt))
         .enumerate()
+        .flat_map_iter(|(t, (ys, is))| {
+            ys.chunks_mut(per_image)
+                .zip(is.chunks_mut(per_image))
+                .enumerate()
+                .map(move |(j, yi)| (t * ipt + j, yi))
+        })
         .for_each(|(b, (y, idx))| {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for ch in 0..c {
-                        let at = |ky: usize, kx: usize| {
-                            ((b * spec.h + oy * k + ky) * spec.w + ox * k + kx) * c + ch
-                        };
-                        let mut best_i = at(0, 0);
-                        let mut best = x[best_i];
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let i = at(ky, kx);
-                                let v = x[i];
-                                if !best.is_nan() && (v.is_nan() || v > best) {
-                                    best = v;
-                                    best_i = i;
+                    let o = (oy * ow + ox) * c;
+                    let (y, idx) = (&mut y[o..o + c], &mut idx[o..o + c]);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let at = ((b * spec.h + oy * k + ky) * spec.w + ox * k + kx) * c;
+                            let px = &x[at..at + c];
+                            if ky == 0 && kx == 0 {
+                                y.copy_from_slice(px);
+                                idx.iter_mut()
+                                    .enumerate()
+                                    .for_each(|(ch, i)| *i = (at + ch) as u32);
+                                continue;
+                            }
+                            for (ch, (&v, (best, i))) in
+                                px.iter().zip(y.iter_mut().zip(idx.iter_mut())).enumerate()
+                            {
+                                if !best.is_nan() && (v.is_nan() || v > *best) {
+                                    *best = v;
+                                    *i = (at + ch) as u32;
                                 }
                             }
                         }
-                        let o = (oy * ow + ox) * c + ch;
-                        y[o] = best;
-                        idx[o] = best_i as u32;
                     }
                 }
             }
@@ -45,38 +62,38 @@ pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
 }
 
 /// dx[B,H,W,C] = dy at each window's recorded maximum, else 0 (also 0 past OH·K, OW·K); 0
-/// wherever `mask` is not > 0. An idx outside its own window routes no gradient.
+/// wherever `mask` is not > 0. A scatter: each output sends its gradient to the element its
+/// idx names, if that element lies in its own window (else nowhere) and passes the mask.
 pub fn backward(dy: &[f32], idx: &[u32], spec: &Pool2dSpec, mask: Option<&[f32]>, dx: &mut [f32]) {
     let (oh, ow, k, c) = (spec.out_h(), spec.out_w(), spec.k, spec.c);
     let image = spec.h * spec.w * c;
     if image == 0 {
         return;
     }
+    let ipt = images_per_task(image);
     dx[..spec.input_len()]
-        .par_chunks_mut(image)
+        .par_chunks_mut(image * ipt)
         .enumerate()
+        .flat_map_iter(|(t, dxs)| {
+            dxs.chunks_mut(image)
+                .enumerate()
+                .map(move |(j, dx)| (t * ipt + j, dx))
+        })
         .for_each(|(b, dx)| {
             dx.fill(0.0);
+            let base = b * image;
             for oy in 0..oh {
                 for ox in 0..ow {
                     for ch in 0..c {
                         let o = ((b * oh + oy) * ow + ox) * c + ch;
-                        let at = idx[o] as usize;
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let i = ((oy * k + ky) * spec.w + ox * k + kx) * c + ch;
-                                if b * image + i == at {
-                                    dx[i] = dy[o];
-                                }
-                            }
+                        let Some(i) = (idx[o] as usize).checked_sub(base) else {
+                            continue;
+                        };
+                        let (iy, ix, ich) = (i / (spec.w * c), i / c % spec.w, i % c);
+                        let inside = i < image && iy / k == oy && ix / k == ox && ich == ch;
+                        if inside && mask.is_none_or(|m| m[base + i] > 0.0) {
+                            dx[i] = dy[o];
                         }
-                    }
-                }
-            }
-            if let Some(m) = mask {
-                for (d, &m) in dx.iter_mut().zip(&m[b * image..(b + 1) * image]) {
-                    if !(m > 0.0) {
-                        *d = 0.0;
                     }
                 }
             }
