@@ -49,10 +49,11 @@ pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
                             for (ch, (&v, (best, i))) in
                                 px.iter().zip(y.iter_mut().zip(idx.iter_mut())).enumerate()
                             {
-                                if !best.is_nan() && (v.is_nan() || v > *best) {
-                                    *best = v;
-                                    *i = (at + ch) as u32;
-                                }
+                                // Branch-free (random data mispredicts a branch half the
+                                // time): a larger value, or the first NaN, replaces.
+                                let take = (v > *best) | (v.is_nan() & !best.is_nan());
+                                *best = if take { v } else { *best };
+                                *i = if take { (at + ch) as u32 } else { *i };
                             }
                         }
                     }
@@ -89,8 +90,15 @@ pub fn backward(dy: &[f32], idx: &[u32], spec: &Pool2dSpec, mask: Option<&[f32]>
                         let Some(i) = (idx[o] as usize).checked_sub(base) else {
                             continue;
                         };
-                        let (iy, ix, ich) = (i / (spec.w * c), i / c % spec.w, i % c);
-                        let inside = i < image && iy / k == oy && ix / k == ox && ich == ch;
+                        // Inside this output's own window? K² compares, no divisions.
+                        let corner = ((oy * k) * spec.w + ox * k) * c + ch;
+                        let mut inside = false;
+                        for ky in 0..k {
+                            let row = corner + ky * spec.w * c;
+                            for kx in 0..k {
+                                inside |= row + kx * c == i;
+                            }
+                        }
                         if inside && mask.is_none_or(|m| m[base + i] > 0.0) {
                             dx[i] = dy[o];
                         }
