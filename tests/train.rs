@@ -331,6 +331,7 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
         cfg.max_steps = Some(20);
         let model = cfg.init_model();
         let run = |be: Box<dyn wgtrain::backend::Backend>| {
+            let t = std::time::Instant::now();
             let mut e = Engine::new(be, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
             let h = train::run(
                 &mut e,
@@ -341,6 +342,7 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
                 &mut Quiet,
             )
             .unwrap();
+            eprintln!("{name} on {}: {:.3} s", e.device(), t.elapsed().as_secs_f64());
             (h, e.model().unwrap())
         };
         let (hf, mf) = run(Box::new(
