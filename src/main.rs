@@ -38,10 +38,11 @@ enum Cmd {
     /// List every GPU adapter wgpu finds, with the limits and features that matter.
     Devices(DevicesArgs),
     /// Check every kernel against its CPU twin on the chosen adapter (run it to trust a new GPU
-    /// or driver); exits non-zero on any mismatch.
+    /// or driver), or with `--device cpu` every op of the CPU engine; exits non-zero on any
+    /// mismatch.
     Verify(VerifyArgs),
     /// Benchmark the kernels (GFLOP/s, GB/s, medians) and training throughput on the chosen
-    /// adapter, next to the CPU reference path.
+    /// adapter, next to the CPU engine and the machine's measured FMA peak.
     Bench(BenchArgs),
 }
 
@@ -59,7 +60,7 @@ struct BenchArgs {
     /// Also time every matmul variant the adapter can run.
     #[arg(long)]
     variants: bool,
-    /// Skip the CPU reference path figures.
+    /// Skip the CPU engine figures (and the FMA peak).
     #[arg(long)]
     no_cpu: bool,
     /// Skip the training-throughput and dispatch-overhead measurements.
@@ -566,15 +567,15 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The backend for `device` (printing auto's note unless `quiet`).
+/// The backend for `device`, printing auto's one-line note (to stderr, so `--json` output
+/// stays one object) when it chose the CPU engine.
 fn open_backend(
     device: Device,
     threads: Option<usize>,
     gpu: &GpuArgs,
-    quiet: bool,
 ) -> Result<Box<dyn wgtrain::backend::Backend>> {
     let (be, note) = wgtrain::backend::open(device.into(), &gpu.choice(), threads)?;
-    if let (Some(note), false) = (note, quiet) {
+    if let Some(note) = note {
         eprintln!("{note}");
     }
     Ok(be)
@@ -699,7 +700,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     train::check_data(&cfg.arch, &data.train, "training")?;
     train::check_data(&cfg.arch, &data.test, "test")?;
 
-    let be = open_backend(a.device, a.threads, &a.gpu, a.json)?;
+    let be = open_backend(a.device, a.threads, &a.gpu)?;
     let mut engine = Engine::new(
         be,
         &cfg,
@@ -795,7 +796,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     train::check_data(&model.arch, &data.test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
-    let be = open_backend(a.device, a.threads, &a.gpu, a.json)?;
+    let be = open_backend(a.device, a.threads, &a.gpu)?;
     let mut engine = Engine::new(be, &cfg, &model, None, &data.test, None)?;
     let t = Instant::now();
     let (loss, acc) = train::summarize(&engine.evaluate(Which::Train)?);

@@ -293,6 +293,59 @@ fn diverging_loss_stops_with_one_line_and_writes_no_model() {
     assert!(!dir.path().join("m.safetensors").exists());
 }
 
+#[test]
+fn thread_counts_outside_the_cores_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in ["0", "100000"] {
+        fails_cleanly(
+            &train_small(dir.path(), &["--device", "cpu", "--threads", t]),
+            "--threads",
+        );
+    }
+    assert!(!dir.path().join("m.safetensors").exists(), "no model file");
+    let ok = train_small(dir.path(), &["--device", "cpu", "--threads", "1"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["engine"], "cpu");
+    assert!(
+        v["device"].as_str().unwrap().contains("1 thread"),
+        "{}",
+        v["device"]
+    );
+}
+
+/// `--device auto` trains on the CPU engine, with a one-line note, when the best adapter of
+/// the backend is a software rasteriser (lavapipe here), and on the adapter when it is
+/// hardware; `--device gpu` always takes the adapter.
+#[test]
+fn auto_prefers_the_cpu_engine_over_a_software_adapter() {
+    let vulkan: Vec<_> = common::contexts("cli_auto")
+        .into_iter()
+        .filter(|c| c.info.backend == wgpu::Backend::Vulkan)
+        .collect();
+    if vulkan.is_empty() {
+        return;
+    }
+    // wgtrain prefers hardware adapters, so the best is software only when all are.
+    let software = vulkan
+        .iter()
+        .all(|c| c.info.device_type == wgpu::DeviceType::Cpu);
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_small(dir.path(), &["--backend", "vulkan"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["engine"], if software { "cpu" } else { "gpu" }, "{err}");
+    assert_eq!(err.contains("software one"), software, "{err}");
+    let forced = train_small(dir.path(), &["--backend", "vulkan", "--device", "gpu"]);
+    let v: serde_json::Value = serde_json::from_slice(&forced.stdout).unwrap();
+    assert_eq!(v["engine"], "gpu");
+}
+
 /// No adapter on the chosen backend (DX12 does not exist on Linux): `train` says so and
 /// falls back to the CPU path; `--device gpu` fails with how to get an adapter.
 #[cfg(target_os = "linux")]
@@ -323,7 +376,7 @@ fn without_an_adapter_train_says_so_and_uses_the_cpu() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
-        err.contains("no GPU adapter") && err.contains("CPU path"),
+        err.contains("no GPU adapter") && err.contains("CPU engine"),
         "{err}"
     );
     let g: Vec<String> = args("gpu");

@@ -261,7 +261,8 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        let s = if self.threads == 1 { "" } else { "s" };
+        format!("cpu ({} thread{s})", self.threads)
     }
 
     fn kind(&self) -> EngineKind {
@@ -269,7 +270,7 @@ impl Backend for CpuBackend {
     }
 
     fn adapter(&self) -> (String, String) {
-        ("cpu".into(), format!("{} threads", self.threads))
+        ("cpu".into(), self.describe())
     }
 
     fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
