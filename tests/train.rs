@@ -342,7 +342,11 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
                 &mut Quiet,
             )
             .unwrap();
-            eprintln!("{name} on {}: {:.3} s", e.device(), t.elapsed().as_secs_f64());
+            eprintln!(
+                "{name} on {}: {:.3} s",
+                e.device(),
+                t.elapsed().as_secs_f64()
+            );
             (h, e.model().unwrap())
         };
         let (hf, mf) = run(Box::new(
