@@ -35,17 +35,18 @@ pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
                 for ox in 0..ow {
                     let o = (oy * ow + ox) * c;
                     let (y, idx) = (&mut y[o..o + c], &mut idx[o..o + c]);
+                    // Start below every value at the window's first element: the first
+                    // position then wins unless a later one is larger (or the first NaN),
+                    // exactly as when starting from it.
+                    let first = ((b * spec.h + oy * k) * spec.w + ox * k) * c;
+                    y.fill(f32::NEG_INFINITY);
+                    for (ch, i) in idx.iter_mut().enumerate() {
+                        *i = (first + ch) as u32;
+                    }
                     for ky in 0..k {
                         for kx in 0..k {
                             let at = ((b * spec.h + oy * k + ky) * spec.w + ox * k + kx) * c;
                             let px = &x[at..at + c];
-                            if ky == 0 && kx == 0 {
-                                y.copy_from_slice(px);
-                                idx.iter_mut()
-                                    .enumerate()
-                                    .for_each(|(ch, i)| *i = (at + ch) as u32);
-                                continue;
-                            }
                             for (ch, (&v, (best, i))) in
                                 px.iter().zip(y.iter_mut().zip(idx.iter_mut())).enumerate()
                             {
