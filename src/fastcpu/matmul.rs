@@ -44,12 +44,13 @@ pub fn matmul(
     }
 }
 
-/// Parts to split K into: one per thread when C is too small to share out (a convolution's
-/// weight gradient, dW[O, C·K·K] = dYᵀ·cols with K = B·OH·OW in the tens of thousands) and K
-/// long enough that each part's product outweighs adding up the parts.
+/// Parts to split K into: one per thread when K dwarfs both sides of C — a convolution's
+/// weight gradient, dW[O, C·K·K] = dYᵀ·cols with K = B·OH·OW in the tens of thousands — where
+/// sharing out C's few rows or columns keeps the threads waiting on each other, and K is long
+/// enough that each part's product outweighs adding up the parts.
 pub fn split_k(spec: &MatmulSpec, threads: usize) -> usize {
     let (m, n, k) = (spec.m, spec.n, spec.k);
-    if threads > 1 && m * n <= 64 * 64 && k >= 4096 {
+    if threads > 1 && k >= 4096 && k >= 8 * m.max(n) {
         threads.min(k / 2048)
     } else {
         1
