@@ -274,13 +274,7 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(words.max(1)).map_err(|_| {
-            Error::Shape(format!("buffer `{label}`: cannot allocate {words} words"))
-        })?;
-        v.resize(words.max(1), 0);
-        self.bufs.push(v);
-        Ok(BufId(self.bufs.len() - 1))
+        super::host_alloc(&mut self.bufs, label, words)
     }
 
     fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
@@ -328,7 +322,7 @@ impl Backend for CpuBackend {
             }
         });
         if profile {
-            print_profile(per, repeat);
+            super::print_profile(per.into_iter().collect(), repeat);
         }
         Ok(())
     }
@@ -377,21 +371,3 @@ fn label(op: &Op) -> String {
     }
 }
 
-/// `WGTRAIN_PROFILE=1`: the wall time per op (summed over the repeats), slowest first, to
-/// stderr — the CPU counterpart of the GPU backend's profile.
-fn print_profile(per: std::collections::BTreeMap<String, (usize, f64)>, repeat: usize) {
-    let mut rows: Vec<_> = per.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-    eprintln!(
-        "profile: {repeat} run(s), {:.2} ms per run",
-        1e3 * total / repeat as f64
-    );
-    for (name, (n, secs)) in rows {
-        eprintln!(
-            "  {:>8.3} ms/run {:>5.1}%  {n:>6} ops  {name}",
-            1e3 * secs / repeat as f64,
-            100.0 * secs / total
-        );
-    }
-}

@@ -274,19 +274,9 @@ fn profile(ctx: &GpuContext, launches: &[&Launch], repeat: usize) -> Result<()> 
             e.1 += t.elapsed().as_secs_f64();
         }
     }
-    let mut rows: Vec<_> = per.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-    eprintln!(
-        "profile: {repeat} run(s), {:.1} ms per run",
-        1e3 * total / repeat as f64
+    super::print_profile(
+        per.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        repeat,
     );
-    for (name, (n, secs)) in rows {
-        eprintln!(
-            "  {:>8.2} ms/run {:>5.1}%  {n:>6} launches  {name}",
-            1e3 * secs / repeat as f64,
-            100.0 * secs / total
-        );
-    }
     Ok(())
 }

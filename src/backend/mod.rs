@@ -67,6 +67,37 @@ impl dyn Backend + '_ {
     }
 }
 
+/// A zero-filled host buffer of `words` 32-bit words appended to `bufs` (the CPU backends'
+/// memory); refused in one line when the allocation fails.
+pub(crate) fn host_alloc(bufs: &mut Vec<Vec<u32>>, label: &str, words: usize) -> Result<BufId> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(words.max(1)).map_err(|_| {
+        crate::Error::Shape(format!("buffer `{label}`: cannot allocate {words} words"))
+    })?;
+    v.resize(words.max(1), 0);
+    bufs.push(v);
+    Ok(BufId(bufs.len() - 1))
+}
+
+/// `WGTRAIN_PROFILE=1`: the wall time per op or kernel (summed over a program's `repeat`
+/// runs), slowest first, to stderr. Each op runs alone and is waited for, so a profiled run is
+/// slower than a normal one; it is for finding what dominates a step.
+pub(crate) fn print_profile(mut rows: Vec<(String, (usize, f64))>, repeat: usize) {
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+    eprintln!(
+        "profile: {repeat} run(s), {:.2} ms per run",
+        1e3 * total / repeat as f64
+    );
+    for (name, (n, secs)) in rows {
+        eprintln!(
+            "  {:>8.3} ms/run {:>5.1}%  {n:>6} ops  {name}",
+            1e3 * secs / repeat as f64,
+            100.0 * secs / total
+        );
+    }
+}
+
 /// Where to train or evaluate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {

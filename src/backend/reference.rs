@@ -6,7 +6,7 @@ use super::{Backend, EngineKind, ProgramId};
 use crate::cpu;
 use crate::data::Dataset;
 use crate::ops::{BufId, DataId, MetricsAcc, Op};
-use crate::{Error, Result};
+use crate::Result;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewD, ArrayViewMutD, IxDyn};
 
 /// Runs programs on the host with the CPU twins.
@@ -255,13 +255,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(words.max(1)).map_err(|_| {
-            Error::Shape(format!("buffer `{label}`: cannot allocate {words} words"))
-        })?;
-        v.resize(words.max(1), 0);
-        self.bufs.push(v);
-        Ok(BufId(self.bufs.len() - 1))
+        super::host_alloc(&mut self.bufs, label, words)
     }
 
     fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
