@@ -370,4 +370,3 @@ fn label(op: &Op) -> String {
             .to_string(),
     }
 }
-
