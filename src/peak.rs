@@ -9,9 +9,9 @@
 //! best of 3.
 //!
 //! The paths, picked at run time:
-//! * x86-64 with AVX-512F: 16 lanes. Inline assembly rather than `_mm512_fmadd_ps`, because the
-//!   AVX-512 intrinsics and `#[target_feature(enable = "avx512f")]` are stable only from Rust
-//!   1.89 and this crate's `rust-version` is 1.87 (`asm!` and `clobber_abi` are older).
+//! * x86-64 with AVX-512F: 16 lanes. Inline assembly rather than `_mm512_fmadd_ps`: written
+//!   when this crate's `rust-version` was 1.87, before the AVX-512 intrinsics were stable
+//!   (1.89); it names exactly the instruction it times, so it stays.
 //! * x86-64 with AVX2 and FMA: 8 lanes (`_mm256_fmadd_ps`).
 //! * anything else: scalar chains of `f32::mul_add` (one lane), or of `a * b + c` where that
 //!   would be a library call (x86 without FMA): a lower bound only, as it uses none of the

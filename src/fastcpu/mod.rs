@@ -6,8 +6,9 @@
 //! * one pass over the data: bias + ReLU (or the ReLU mask) is applied to each product row
 //!   while it is hot, softmax, loss and their gradient are each one sweep of a row, the
 //!   momentum and Adam updates one sweep of the parameters;
-//! * the matrix products go to the `gemm` crate's packed, vectorised f32 kernels on the
-//!   backend's rayon pool, transposes as strides, never copies (chosen by measurement over
+//! * the matrix products go to the `gemm` crate's packed, vectorised f32 kernels (AVX-512
+//!   where the CPU has it, via its `x86-v4` feature; AVX2+FMA otherwise) on the backend's
+//!   rayon pool, transposes as strides, never copies (chosen by measurement over
 //!   `matrixmultiply` and PyTorch's own products: BENCHMARKS.md);
 //! * element-wise work large enough to pay for it is split over the backend's rayon pool by
 //!   rows or images, so each output element is still produced by one thread in the twin's
