@@ -1441,6 +1441,18 @@ pub const FAMILIES: &[&str] = &[
     "adam",
 ];
 
+/// Gather checks as (samples in the dataset, pixels per sample, rows per minibatch): one of
+/// everything, odd sizes, MNIST's shapes, a minibatch running past the end of a small set.
+pub const GATHER_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (3, 5, 4),
+    (10, 784, 7),
+    (257, 13, 100),
+    (1000, 784, 100),
+    (60_000, 784, 100),
+    (5, 3, 20),
+];
+
 /// Shapes for the element-wise families: 1, primes, tile non-multiples, MLP shapes, large.
 pub const ROW_SHAPES: &[(usize, usize)] = &[
     (1, 1),
@@ -1567,15 +1579,7 @@ pub fn run_family_with(
             }
         }
         "gather" => {
-            for &(samples, pixels, rows) in &[
-                (1, 1, 1),
-                (3, 5, 4),
-                (10, 784, 7),
-                (257, 13, 100),
-                (1000, 784, 100),
-                (60_000, 784, 100),
-                (5, 3, 20),
-            ] {
+            for &(samples, pixels, rows) in GATHER_SHAPES {
                 out.extend(check_gather(ctx, &mut inp, samples, pixels, rows, None)?);
                 // The same split into about three shards, as a dataset beyond one binding is.
                 let shard = ((samples / 3).max(4) * pixels) as u64;

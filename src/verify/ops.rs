@@ -717,15 +717,7 @@ pub fn run_backend_family(
             }
         }
         "gather" => {
-            for &(samples, pixels, rows) in &[
-                (1, 1, 1),
-                (3, 5, 4),
-                (10, 784, 7),
-                (257, 13, 100),
-                (1000, 784, 100),
-                (60_000, 784, 100),
-                (5, 3, 20),
-            ] {
+            for &(samples, pixels, rows) in super::GATHER_SHAPES {
                 for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
                     out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor)?);
                 }
