@@ -1300,33 +1300,27 @@ fn adam_exact(w: f64, g: f64, m: f64, v: f64, hp: AdamParams, sched: [f32; 2]) -
 /// Adam inputs (w, g, m, v) for `n` parameters: w uniform in [-1, 1], gradients over seven
 /// decades with one in sixteen exactly zero, m in [-0.1, 0.1], v ≥ 0 over eight decades with
 /// one in sixteen zero (so some denominators are ε alone).
+/// `n` values uniform in [lo, hi], each then zeroed (one in 16) or scaled by 10⁻ᵈ with d
+/// uniform in 0..decades, so magnitudes span several decades.
+fn spread(inp: &mut Inputs, n: usize, lo: f32, hi: f32, decades: u64) -> Vec<f32> {
+    inp.uniform(n, lo, hi)
+        .into_iter()
+        .map(|u| {
+            let r = inp.next_u64();
+            if r.is_multiple_of(16) {
+                0.0
+            } else {
+                u * 10f32.powi(-(((r >> 8) % decades) as i32))
+            }
+        })
+        .collect()
+}
+
 fn adam_inputs(inp: &mut Inputs, n: usize) -> [Vec<f32>; 4] {
     let w = inp.uniform(n, -1.0, 1.0);
-    let g: Vec<f32> = inp
-        .uniform(n, -1.0, 1.0)
-        .into_iter()
-        .map(|u| {
-            let r = inp.next_u64();
-            if r.is_multiple_of(16) {
-                0.0
-            } else {
-                u * 10f32.powi(-(((r >> 8) % 7) as i32))
-            }
-        })
-        .collect();
+    let g = spread(inp, n, -1.0, 1.0, 7);
     let m = inp.uniform(n, -0.1, 0.1);
-    let v: Vec<f32> = inp
-        .uniform(n, 0.0, 1e-2)
-        .into_iter()
-        .map(|u| {
-            let r = inp.next_u64();
-            if r.is_multiple_of(16) {
-                0.0
-            } else {
-                u * 10f32.powi(-(((r >> 8) % 8) as i32))
-            }
-        })
-        .collect();
+    let v = spread(inp, n, 0.0, 1e-2, 8);
     [w, g, m, v]
 }
 
