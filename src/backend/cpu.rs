@@ -7,15 +7,224 @@
 use super::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::fastcpu;
-use crate::ops::{BufId, DataId, MetricsAcc, Op};
+use crate::ops::{BufId, Conv2dSpec, DataId, Epilogue, MatmulSpec, MetricsAcc, Op};
 use crate::{Error, Result};
+use std::collections::HashSet;
 use std::sync::Arc;
+
+/// What the engine runs for one op of a program, or for a convolution's ops fused (see
+/// [`fuse`]).
+#[derive(Clone, Debug)]
+enum Step {
+    Op(Op),
+    /// `Im2col` + the forward product on its cols: [`fastcpu::conv2d::forward`].
+    ConvForward {
+        spec: Conv2dSpec,
+        x: BufId,
+        w: BufId,
+        bias: Option<BufId>,
+        epilogue: Epilogue,
+        y: BufId,
+    },
+    /// The weight-gradient product on an elided cols buffer, from the layer's input:
+    /// [`fastcpu::conv2d::weight_grad`].
+    ConvWeightGrad {
+        spec: Conv2dSpec,
+        x: BufId,
+        dy: BufId,
+        dw: BufId,
+    },
+    /// The product into dcols + `Col2im`: [`fastcpu::conv2d::input_grad`].
+    ConvInputGrad {
+        spec: Conv2dSpec,
+        dy: BufId,
+        w: BufId,
+        mask: Option<BufId>,
+        dx: BufId,
+    },
+}
+
+/// The program's steps, with each convolution's im2col and col2im fused into the products
+/// around them where that provably computes the same buffers, and the cols/dcols buffers the
+/// fused steps no longer write (their contents are then left stale).
+///
+/// `Im2col{x, cols}` of a [`fastcpu::conv2d::direct`] convolution fuses when no other op writes cols, no earlier op reads it, and every
+/// later reader is the convolution's forward product (cols·Wᵀ) or weight-gradient product
+/// (dYᵀ·cols) with x unchanged since; those readers then take x instead. A product
+/// dcols = dY·W fuses into the `Col2im` reading it when that is dcols' only reader and dY and
+/// W are unchanged in between. Anything else runs op by op, exactly as written.
+fn fuse(ops: &[Op]) -> (Vec<Step>, Vec<BufId>) {
+    let writes = |op: &Op, b: BufId| op.buffers().1.contains(&b);
+    let reads = |op: &Op, b: BufId| op.buffers().0.contains(&b);
+    let mut steps: Vec<Option<Step>> = ops.iter().map(|op| Some(Step::Op(*op))).collect();
+    let mut elided = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Im2col { spec, x, cols } if fastcpu::conv2d::direct(&spec) => {
+                let others_write = ops
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && writes(o, cols));
+                if others_write || ops[..i].iter().any(|o| reads(o, cols)) {
+                    continue;
+                }
+                let mut fused = Vec::new();
+                let all = ops
+                    .iter()
+                    .enumerate()
+                    .skip(i + 1)
+                    .filter(|(_, o)| reads(o, cols));
+                for (j, o) in all {
+                    let x_intact = !ops[i + 1..j].iter().any(|o| writes(o, x));
+                    match conv_product(o, &spec, x, cols) {
+                        Some(step) if x_intact => fused.push((j, step)),
+                        _ => {
+                            fused.clear();
+                            break;
+                        }
+                    }
+                }
+                if !fused.is_empty() {
+                    steps[i] = None;
+                    for (j, step) in fused {
+                        steps[j] = Some(step);
+                    }
+                    elided.push(cols);
+                }
+            }
+            Op::Col2im {
+                spec,
+                dcols,
+                mask,
+                dx,
+            } => {
+                let Some(p) = ops[..i].iter().rposition(|o| writes(o, dcols)) else {
+                    continue;
+                };
+                let Some(Step::Op(Op::Matmul {
+                    spec: mm,
+                    a: dy,
+                    b: w,
+                    aux: None,
+                    ..
+                })) = steps[p]
+                else {
+                    continue;
+                };
+                let product = MatmulSpec::new(spec.col_rows(), spec.col_cols(), spec.c_out);
+                let only_reader = ops
+                    .iter()
+                    .enumerate()
+                    .all(|(j, o)| j == i || !reads(o, dcols));
+                let single_writer = ops
+                    .iter()
+                    .enumerate()
+                    .all(|(j, o)| j == p || !writes(o, dcols));
+                let intact = !ops[p + 1..i].iter().any(|o| writes(o, dy) || writes(o, w));
+                if mm == product && only_reader && single_writer && intact {
+                    steps[p] = None;
+                    steps[i] = Some(Step::ConvInputGrad {
+                        spec,
+                        dy,
+                        w,
+                        mask,
+                        dx,
+                    });
+                    elided.push(dcols);
+                }
+            }
+            _ => {}
+        }
+    }
+    (steps.into_iter().flatten().collect(), elided)
+}
+
+/// `op` as a fused step of the convolution `spec` whose im2col of `x` it reads as `cols`:
+/// the forward product (cols·Wᵀ with a bias epilogue or none) or the weight gradient
+/// (dYᵀ·cols); None for any other reader of cols.
+fn conv_product(op: &Op, spec: &Conv2dSpec, x: BufId, cols: BufId) -> Option<Step> {
+    let Op::Matmul {
+        spec: mm,
+        a,
+        b,
+        aux,
+        c,
+    } = *op
+    else {
+        return None;
+    };
+    let (rows, width, o) = (spec.col_rows(), spec.col_cols(), spec.c_out);
+    if c == x {
+        return None;
+    }
+    let forward = MatmulSpec {
+        trans_b: true,
+        epilogue: mm.epilogue,
+        ..MatmulSpec::new(rows, o, width)
+    };
+    let weight_grad = MatmulSpec {
+        trans_a: true,
+        ..MatmulSpec::new(o, width, rows)
+    };
+    if a == cols && b != cols && mm == forward && mm.epilogue != Epilogue::ReluMask {
+        Some(Step::ConvForward {
+            spec: *spec,
+            x,
+            w: b,
+            bias: aux,
+            epilogue: mm.epilogue,
+            y: c,
+        })
+    } else if b == cols && a != cols && mm == weight_grad && aux.is_none() {
+        Some(Step::ConvWeightGrad {
+            spec: *spec,
+            x,
+            dy: a,
+            dw: c,
+        })
+    } else {
+        None
+    }
+}
+
+/// The buffers `steps` read before writing them: what the program needs from earlier ones.
+fn needs(steps: &[Step]) -> HashSet<BufId> {
+    let mut written = HashSet::new();
+    let mut needed = HashSet::new();
+    for step in steps {
+        let (r, w) = step.buffers();
+        needed.extend(r.into_iter().filter(|b| !written.contains(b)));
+        written.extend(w);
+    }
+    needed
+}
+
+impl Step {
+    /// (read, written) buffers, as [`Op::buffers`].
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        match *self {
+            Step::Op(ref op) => op.buffers(),
+            Step::ConvForward { x, w, bias, y, .. } => {
+                ([x, w].into_iter().chain(bias).collect(), vec![y])
+            }
+            Step::ConvWeightGrad { x, dy, dw, .. } => (vec![x, dy], vec![dw]),
+            Step::ConvInputGrad {
+                dy, w, mask, dx, ..
+            } => ([dy, w].into_iter().chain(mask).collect(), vec![dx]),
+        }
+    }
+}
 
 /// Runs programs on the host with the fast CPU kernels.
 pub struct CpuBackend {
     bufs: Vec<Vec<u32>>,
     data: Vec<Arc<Dataset>>,
-    programs: Vec<Arc<[Op]>>,
+    programs: Vec<Arc<[Step]>>,
+    /// What each program reads before writing it (see [`needs`]).
+    program_needs: Vec<HashSet<BufId>>,
+    /// cols/dcols buffers that fused steps no longer write: no program may read them before
+    /// writing them, and they cannot be read back.
+    elided: HashSet<BufId>,
     pool: Arc<rayon::ThreadPool>,
     threads: usize,
     /// Space for a product that must be finished before it is added (an accumulating matmul
@@ -70,6 +279,8 @@ impl CpuBackend {
             bufs: Vec::new(),
             data: Vec::new(),
             programs: Vec::new(),
+            program_needs: Vec::new(),
+            elided: HashSet::new(),
             pool: Arc::new(pool),
             threads,
             scratch: Vec::new(),
@@ -112,7 +323,43 @@ impl CpuBackend {
         r
     }
 
-    fn exec(&mut self, op: &Op) {
+    fn exec(&mut self, step: &Step) {
+        let op = match *step {
+            Step::Op(ref op) => op,
+            Step::ConvForward {
+                spec,
+                x,
+                w,
+                bias,
+                epilogue,
+                y,
+            } => {
+                return self.with_out(y, |s, y| {
+                    let bias = bias.map(|b| s.f(b));
+                    fastcpu::conv2d::forward(s.f(x), &spec, s.f(w), bias, epilogue, y)
+                })
+            }
+            Step::ConvWeightGrad { spec, x, dy, dw } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                self.with_out(dw, |s, dw| {
+                    fastcpu::conv2d::weight_grad(s.f(x), &spec, s.f(dy), dw, &mut scratch)
+                });
+                self.scratch = scratch;
+                return;
+            }
+            Step::ConvInputGrad {
+                spec,
+                dy,
+                w,
+                mask,
+                dx,
+            } => {
+                return self.with_out(dx, |s, dx| {
+                    let mask = mask.map(|m| s.f(m));
+                    fastcpu::conv2d::input_grad(s.f(dy), &spec, s.f(w), mask, dx)
+                })
+            }
+        };
         match *op {
             Op::Gather {
                 data,
@@ -283,6 +530,11 @@ impl Backend for CpuBackend {
     }
 
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>> {
+        if self.elided.contains(&buf) {
+            return Err(Error::Shape(format!(
+                "buffer {buf:?} is a convolution scratch buffer the CPU engine fuses away"
+            )));
+        }
         Ok(self.bufs[buf.0][..words].to_vec())
     }
 
@@ -297,7 +549,24 @@ impl Backend for CpuBackend {
                 "an op writes a buffer it also reads or writes twice: {op:?}"
             )));
         }
-        self.programs.push(ops.into());
+        let (steps, elided) = fuse(ops);
+        let needed = needs(&steps);
+        let elided: HashSet<BufId> = self.elided.iter().copied().chain(elided).collect();
+        if self
+            .program_needs
+            .iter()
+            .chain([&needed])
+            .any(|n| !n.is_disjoint(&elided))
+        {
+            return Err(Error::Shape(
+                "a program reads a convolution scratch buffer that the CPU engine fuses away \
+                 before writing it"
+                    .into(),
+            ));
+        }
+        self.elided = elided;
+        self.program_needs.push(needed);
+        self.programs.push(steps.into());
         Ok(ProgramId(self.programs.len() - 1))
     }
 
@@ -328,8 +597,18 @@ impl Backend for CpuBackend {
     }
 }
 
-/// A short name for an op and its shape, for `WGTRAIN_PROFILE`.
-fn label(op: &Op) -> String {
+/// A short name for a step and its shape, for `WGTRAIN_PROFILE`.
+fn label(step: &Step) -> String {
+    let conv = |what: &str, s: &Conv2dSpec| {
+        let (b, h, w, c, o, k) = (s.batch, s.h, s.w, s.c_in, s.c_out, s.k);
+        format!("conv {what} {b}x{h}x{w}x{c} k{k} o{o}")
+    };
+    let op = match step {
+        Step::Op(op) => op,
+        Step::ConvForward { spec, .. } => return conv("forward", spec),
+        Step::ConvWeightGrad { spec, .. } => return conv("weight grad", spec),
+        Step::ConvInputGrad { spec, .. } => return conv("input grad", spec),
+    };
     match op {
         Op::Matmul { spec, .. } => format!(
             "matmul {}x{}x{} {}{} {:?}",
@@ -368,5 +647,172 @@ fn label(op: &Op) -> String {
             .next()
             .unwrap_or("op")
             .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::MatmulSpec;
+
+    /// A one-channel 5×5 convolution (8×8 input, padding 2, 4 output channels) and one with 3
+    /// input channels, as `nn::conv2d` writes their forward and backward.
+    fn conv(c_in: usize) -> Conv2dSpec {
+        Conv2dSpec {
+            batch: 2,
+            c_in,
+            h: 8,
+            w: 8,
+            c_out: 4,
+            k: 5,
+            stride: 1,
+            pad: 2,
+        }
+    }
+
+    /// Buffers: 0 x, 1 cols, 2 w, 3 b, 4 y, 5 dy, 6 dw, 7 dcols, 8 dx, 9 mask.
+    fn layer(spec: Conv2dSpec) -> Vec<Op> {
+        let (rows, width, o) = (spec.col_rows(), spec.col_cols(), spec.c_out);
+        let b = BufId;
+        vec![
+            Op::Im2col {
+                spec,
+                x: b(0),
+                cols: b(1),
+            },
+            Op::Matmul {
+                spec: MatmulSpec {
+                    trans_b: true,
+                    epilogue: Epilogue::BiasRelu,
+                    ..MatmulSpec::new(rows, o, width)
+                },
+                a: b(1),
+                b: b(2),
+                aux: Some(b(3)),
+                c: b(4),
+            },
+            Op::Matmul {
+                spec: MatmulSpec {
+                    trans_a: true,
+                    ..MatmulSpec::new(o, width, rows)
+                },
+                a: b(5),
+                b: b(1),
+                aux: None,
+                c: b(6),
+            },
+            Op::Matmul {
+                spec: MatmulSpec::new(rows, width, o),
+                a: b(5),
+                b: b(2),
+                aux: None,
+                c: b(7),
+            },
+            Op::Col2im {
+                spec,
+                dcols: b(7),
+                mask: Some(b(9)),
+                dx: b(8),
+            },
+        ]
+    }
+
+    fn kinds(steps: &[Step]) -> Vec<&'static str> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Op(Op::Im2col { .. }) => "im2col",
+                Step::Op(Op::Matmul { .. }) => "matmul",
+                Step::Op(Op::Col2im { .. }) => "col2im",
+                Step::Op(_) => "op",
+                Step::ConvForward { .. } => "conv forward",
+                Step::ConvWeightGrad { .. } => "conv weight grad",
+                Step::ConvInputGrad { .. } => "conv input grad",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_one_channel_stride_one_layer_fuses_into_direct_steps_and_drops_both_scratch_buffers() {
+        let (steps, elided) = fuse(&layer(conv(1)));
+        assert_eq!(
+            kinds(&steps),
+            ["conv forward", "conv weight grad", "conv input grad"]
+        );
+        assert_eq!(elided, [BufId(1), BufId(7)]);
+    }
+
+    #[test]
+    fn a_multi_channel_layer_keeps_im2col_and_fuses_only_the_input_gradient() {
+        let (steps, elided) = fuse(&layer(conv(3)));
+        assert_eq!(
+            kinds(&steps),
+            ["im2col", "matmul", "matmul", "conv input grad"]
+        );
+        assert_eq!(elided, [BufId(7)]);
+    }
+
+    #[test]
+    fn nothing_fuses_when_the_input_changes_between_im2col_and_the_weight_gradient() {
+        let mut ops = layer(conv(1));
+        // x overwritten (by a stand-in op) before the weight gradient reads the cols.
+        ops.insert(
+            2,
+            Op::Advance {
+                cursor: BufId(0),
+                by: 1,
+            },
+        );
+        let (steps, elided) = fuse(&ops);
+        assert_eq!(
+            &kinds(&steps)[..4],
+            ["im2col", "matmul", "op", "matmul"],
+            "im2col must stay"
+        );
+        assert_eq!(elided, [BufId(7)]);
+    }
+
+    #[test]
+    fn nothing_fuses_when_the_dcols_product_reads_a_buffer_changed_before_col2im() {
+        let mut ops = layer(conv(3));
+        ops.insert(
+            4,
+            Op::Advance {
+                cursor: BufId(5),
+                by: 1,
+            },
+        );
+        let (steps, elided) = fuse(&ops);
+        assert_eq!(kinds(&steps)[3..], ["matmul", "op", "col2im"]);
+        assert!(elided.is_empty());
+    }
+
+    #[test]
+    fn a_fused_scratch_buffer_cannot_be_read_back_or_needed_by_a_later_program() {
+        let mut be = CpuBackend::with_threads(1).unwrap();
+        let spec = conv(1);
+        let sizes = [
+            spec.input_len(),
+            spec.col_rows() * spec.col_cols(),
+            spec.c_out * spec.col_cols(),
+            spec.c_out,
+            spec.col_rows() * spec.c_out,
+            spec.col_rows() * spec.c_out,
+            spec.c_out * spec.col_cols(),
+            spec.col_rows() * spec.col_cols(),
+            spec.input_len(),
+            spec.input_len(),
+        ];
+        for (i, n) in sizes.into_iter().enumerate() {
+            assert_eq!(be.alloc("buf", n).unwrap(), BufId(i));
+        }
+        be.prepare(&layer(spec)).unwrap();
+        let err = be.read(BufId(1), 4).unwrap_err().to_string();
+        assert!(err.contains("fuses away"), "{err}");
+        // A program that reads the cols without writing them first is refused.
+        let reader = layer(spec)[2];
+        let err = be.prepare(&[reader]).unwrap_err().to_string();
+        assert!(err.contains("fuses away"), "{err}");
+        assert!(be.read(BufId(4), 4).is_ok());
     }
 }

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 /// C[M,N] = epilogue(op(A)·op(B)) (+ C when `spec.accumulate`). A is stored [M,K] (or [K,M]
 /// with `trans_a`), B [K,N] (or [N,K] with `trans_b`); `aux` is the bias [N] or the mask [M,N].
-/// `scratch` holds the partial products of a split K (see [`split_k`]), grown once.
+/// `scratch` holds the partial products of a split K (see [`split_k`]), grown once. Runs on
+/// the current rayon pool's threads.
 pub fn matmul(
     spec: &MatmulSpec,
     a: &[f32],
@@ -15,6 +16,24 @@ pub fn matmul(
     aux: Option<&[f32]>,
     c: &mut [f32],
     scratch: &mut Vec<f32>,
+) {
+    matmul_on(spec, a, b, aux, c, scratch, rayon::current_num_threads())
+}
+
+/// [`matmul`] on the calling thread alone: for a block of a larger job that is already
+/// split over the pool (the fused convolutions of [`super::conv2d`]).
+pub fn matmul_local(spec: &MatmulSpec, a: &[f32], b: &[f32], aux: Option<&[f32]>, c: &mut [f32]) {
+    matmul_on(spec, a, b, aux, c, &mut Vec::new(), 1)
+}
+
+fn matmul_on(
+    spec: &MatmulSpec,
+    a: &[f32],
+    b: &[f32],
+    aux: Option<&[f32]>,
+    c: &mut [f32],
+    scratch: &mut Vec<f32>,
+    threads: usize,
 ) {
     let (m, n, k) = (spec.m, spec.n, spec.k);
     assert!(
@@ -28,8 +47,8 @@ pub fn matmul(
     if spec.accumulate && spec.epilogue != Epilogue::None {
         // C += epilogue(A·B): no layer asks for it; the product is finished apart first.
         let mut p = vec![0.0; m * n];
-        product(spec, a, b, 0.0, &mut p, scratch);
-        epilogue(spec, aux, &mut p);
+        product(spec, a, b, 0.0, &mut p, scratch, threads);
+        epilogue(spec, aux, &mut p, threads);
         c.iter_mut().zip(&p).for_each(|(c, p)| *c += p);
     } else {
         product(
@@ -39,8 +58,9 @@ pub fn matmul(
             if spec.accumulate { 1.0 } else { 0.0 },
             c,
             scratch,
+            threads,
         );
-        epilogue(spec, aux, c);
+        epilogue(spec, aux, c, threads);
     }
 }
 
@@ -67,11 +87,12 @@ fn product(
     beta: f32,
     c: &mut [f32],
     scratch: &mut Vec<f32>,
+    threads: usize,
 ) {
     let (m, n, k) = (spec.m, spec.n, spec.k);
-    let parts = split_k(spec, rayon::current_num_threads());
+    let parts = split_k(spec, threads);
     if parts <= 1 {
-        return gemm(spec, a, b, beta, c, true);
+        return gemm(spec, a, b, beta, c, threads > 1);
     }
     // Element offsets of one step along K in the stored A and B.
     let a_step = if spec.trans_a { m } else { 1 };
@@ -178,11 +199,16 @@ fn gemm_strided(
     }
 }
 
-/// The epilogue, row by row (rows split over threads when C is large), in the twin's order:
-/// one rounded addition of the bias, then max(·, 0) with NaN → 0; or zero where mask ≤ 0.
-fn epilogue(spec: &MatmulSpec, aux: Option<&[f32]>, c: &mut [f32]) {
+/// The epilogue, row by row (rows split over threads when C is large and `threads` > 1), in
+/// the twin's order: one rounded addition of the bias, then max(·, 0) with NaN → 0; or zero
+/// where mask ≤ 0.
+fn epilogue(spec: &MatmulSpec, aux: Option<&[f32]>, c: &mut [f32], threads: usize) {
     let n = spec.n;
-    let rows_per_task = (PAR_MIN / n).max(1);
+    let rows_per_task = if threads > 1 {
+        (PAR_MIN / n).max(1)
+    } else {
+        c.len() / n
+    };
     match spec.epilogue {
         Epilogue::None => {}
         Epilogue::Bias | Epilogue::BiasRelu => {

@@ -110,6 +110,12 @@ impl<'a> Harness<'a> {
         Ok(b)
     }
 
+    /// A buffer between two ops of the program, poisoned, never read back (a backend may fuse
+    /// the ops around it away).
+    fn scratch(&mut self, label: &str, n: usize) -> Result<BufId> {
+        self.alloc(label, &vec![NAN; n])
+    }
+
     fn inout_f32(&mut self, label: &str, data: &[f32]) -> Result<BufId> {
         self.inout(label, bytemuck::cast_slice(data))
     }
@@ -450,6 +456,179 @@ pub fn check_conv2d_op(
     Ok(out)
 }
 
+/// A whole convolution layer as training runs it, in one program: im2col,
+/// y = ReLU(cols·Wᵀ + b), dW = dYᵀ·cols, dcols = dY·W, dx = col2im(dcols) masked — the ops a backend may fuse
+/// (the CPU engine's direct and per-image kernels, `backend/cpu.rs`), so the cols buffers are
+/// never read back. Each output within γ_n·(the same computation on absolute values), n its
+/// terms in any order: C·K² + 1 for y (the bias), B·OH·OW for dW, O plus col2im's terms for
+/// dx. With `inf`, one input element of each image (row 0, last column: a column the direct
+/// kernels' vector lanes past OW read) is +∞ and dY is non-negative, so the oracle holds
+/// infinities but no NaN: a kernel multiplying a zero by that element where the product has
+/// no term shows a NaN.
+pub fn check_conv2d_layer_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &Conv2dSpec,
+    inf: bool,
+    label: &str,
+) -> Result<Vec<Check>> {
+    use super::{f64s, gamma};
+    let (rows, width, o) = (spec.col_rows(), spec.col_cols(), spec.c_out);
+    let n_in = spec.input_len();
+    let [mut x, _, mask] = conv2d_inputs(inp, spec);
+    if inf {
+        let image = spec.h * spec.w * spec.c_in;
+        for b in 0..spec.batch {
+            x[b * image + (spec.w - 1) * spec.c_in] = f32::INFINITY;
+        }
+    }
+    let w = inp.uniform(o * width, -1.0, 1.0);
+    let bias = inp.uniform(o, -1.0, 1.0);
+    let dy = inp.uniform(rows * o, if inf { 1e-3 } else { -1.0 }, 1.0);
+    let mut h = Harness::new(be);
+    let [xb, wb, bb, dyb, mb] = [
+        ("x", &x),
+        ("w", &w),
+        ("bias", &bias),
+        ("dy", &dy),
+        ("mask", &mask),
+    ]
+    .map(|(l, v)| h.input_f32(l, v));
+    let (xb, wb, bb, dyb, mb) = (xb?, wb?, bb?, dyb?, mb?);
+    let cols = h.scratch("cols", rows * width)?;
+    let dcols = h.scratch("dcols", rows * width)?;
+    let yb = h.output("y", rows * o, NAN)?;
+    let dwb = h.output("dw", o * width, NAN)?;
+    let dxb = h.output("dx", n_in, NAN)?;
+    let forward = MatmulSpec {
+        trans_b: true,
+        epilogue: Epilogue::BiasRelu,
+        ..MatmulSpec::new(rows, o, width)
+    };
+    let weight_grad = MatmulSpec {
+        trans_a: true,
+        ..MatmulSpec::new(o, width, rows)
+    };
+    h.run(
+        &[
+            Op::Im2col {
+                spec: *spec,
+                x: xb,
+                cols,
+            },
+            Op::Matmul {
+                spec: forward,
+                a: cols,
+                b: wb,
+                aux: Some(bb),
+                c: yb,
+            },
+            Op::Matmul {
+                spec: weight_grad,
+                a: dyb,
+                b: cols,
+                aux: None,
+                c: dwb,
+            },
+            Op::Matmul {
+                spec: MatmulSpec::new(rows, width, o),
+                a: dyb,
+                b: wb,
+                aux: None,
+                c: dcols,
+            },
+            Op::Col2im {
+                spec: *spec,
+                dcols,
+                mask: Some(mb),
+                dx: dxb,
+            },
+        ],
+        1,
+    )?;
+    let got_y = h.read_f32(yb, rows * o)?;
+    let got_dw = h.read_f32(dwb, o * width)?;
+    let got_dx = h.read_f32(dxb, n_in)?;
+    // The oracle in f64, and the same computation on absolute values for the bounds (0·∞
+    // taken as 0 there: the padding's zeros are exact).
+    let c64 = crate::cpu::conv2d::im2col(&f64s(&x), spec);
+    let w64 = Array2::from_shape_vec((o, width), f64s(&w)).expect("shape");
+    let dy64 = Array2::from_shape_vec((rows, o), f64s(&dy)).expect("shape");
+    let b64 = ndarray::Array1::from(f64s(&bias));
+    let y_pre = c64.dot(&w64.t()) + &b64;
+    let y = y_pre.mapv(|v| if v > 0.0 { v } else { 0.0 });
+    let abs = |a: &Array2<f64>| a.mapv(|v| if v.is_finite() { v.abs() } else { 0.0 });
+    let y_abs = abs(&c64).dot(&abs(&w64).t()) + &b64.mapv(f64::abs);
+    let dw = dy64.t().dot(&c64);
+    let dw_abs = abs(&dy64).t().dot(&abs(&c64));
+    let dcols64 = dy64.dot(&w64);
+    let m64 = f64s(&mask);
+    let dx = crate::cpu::conv2d::col2im(dcols64.view(), spec, Some(&m64));
+    let dx_abs = crate::cpu::conv2d::col2im(abs(&dy64).dot(&abs(&w64)).view(), spec, None);
+    let shape = format!("{} o{o}", conv2d_shape(spec, label));
+    let (gy, gw) = (gamma(width + 1), gamma(rows));
+    let gx = gamma(o + crate::gpu::kernels::col2im_terms(spec));
+    let std = |a: &Array2<f64>| a.iter().copied().collect::<Vec<f64>>();
+    let (y, y_abs, dw, dw_abs) = (std(&y), std(&y_abs), std(&dw), std(&dw_abs));
+    let mut out = vec![
+        super::compare("conv layer y", shape.clone(), &got_y, &y, |i| {
+            (gy * y_abs[i], 0.0)
+        }),
+        super::compare("conv layer dW", shape.clone(), &got_dw, &dw, |i| {
+            (gw * dw_abs[i], 0.0)
+        }),
+        super::compare("conv layer dx", shape.clone(), &got_dx, &dx, |i| {
+            (gx * dx_abs[i], 0.0)
+        }),
+    ];
+    if inf {
+        for c in &mut out {
+            c.kernel.push_str(" (∞ input)");
+        }
+    }
+    out.push(h.untouched("conv layer", &shape)?);
+    Ok(out)
+}
+
+/// Layer geometries for [`check_conv2d_layer_op`]: every im2col shape with 1–17 output
+/// channels (one, several and a partial group of the CPU engine's 8), and one-channel stride-1
+/// layers (its direct kernels) whose OW is 1, 15, 16, 17, 31 and 33 (vector edges of 8 and 16
+/// lanes) with kernels 1–7 and padding 0–3.
+pub fn conv2d_layer_shapes() -> Vec<Conv2dSpec> {
+    let outs = [1, 6, 8, 9, 17];
+    let mut v: Vec<Conv2dSpec> = conv2d_shapes()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Conv2dSpec {
+            c_out: outs[i % outs.len()],
+            ..s
+        })
+        .collect();
+    // (batch, H, W, K, pad, O): OW = W + 2·pad − K + 1.
+    for (batch, h, w, k, pad, c_out) in [
+        (2, 5, 5, 5, 0, 3),
+        (1, 7, 15, 1, 0, 9),
+        (2, 6, 20, 5, 0, 6),
+        (1, 9, 13, 3, 2, 16),
+        (3, 4, 27, 7, 3, 1),
+        (2, 11, 31, 3, 1, 17),
+        (1, 3, 33, 3, 1, 8),
+        (2, 28, 28, 5, 2, 6),
+    ] {
+        v.push(Conv2dSpec {
+            batch,
+            c_in: 1,
+            h,
+            w,
+            c_out,
+            k,
+            stride: 1,
+            pad,
+        });
+    }
+    v
+}
+
 /// Max-pooling forward, then backward on the backend's idx without and with a mask.
 pub fn check_maxpool_op(
     be: &mut dyn Backend,
@@ -727,9 +906,23 @@ pub fn run_backend_family(
             for spec in conv2d_shapes() {
                 out.extend(check_conv2d_op(be, inp, &spec, "")?);
             }
+            for (i, spec) in conv2d_layer_shapes().iter().enumerate() {
+                out.extend(check_conv2d_layer_op(be, inp, spec, false, "")?);
+                if spec.w >= spec.k.max(2) && i % 2 == 0 {
+                    out.extend(check_conv2d_layer_op(be, inp, spec, true, "")?);
+                }
+            }
             if presets {
                 for (label, spec) in conv2d_preset_shapes() {
                     out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} "))?);
+                }
+                for (label, c_out) in [("lenet5 conv1", 6), ("cnn conv1", 32)] {
+                    let spec = Conv2dSpec {
+                        c_out,
+                        ..conv2d_preset_shapes()[0].1
+                    };
+                    let label = format!("{label} ");
+                    out.extend(check_conv2d_layer_op(be, inp, &spec, false, &label)?);
                 }
             }
         }
