@@ -17,20 +17,24 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 enum Step {
     Op(Op),
-    /// `Im2col` + the forward product on its cols: [`fastcpu::conv2d::forward`].
+    /// `Im2col` + the forward product on its cols: [`fastcpu::conv2d::forward`] from x when
+    /// `cols` is None (a direct convolution), else [`fastcpu::conv2d::forward_tap_major`],
+    /// which leaves cols in its own column order.
     ConvForward {
         spec: Conv2dSpec,
         x: BufId,
         w: BufId,
         bias: Option<BufId>,
         epilogue: Epilogue,
+        cols: Option<BufId>,
         y: BufId,
     },
-    /// The weight-gradient product on an elided cols buffer, from the layer's input:
-    /// [`fastcpu::conv2d::weight_grad`].
+    /// The weight-gradient product: [`fastcpu::conv2d::weight_grad`] from x when `cols` is
+    /// None, else [`fastcpu::conv2d::weight_grad_tap_major`] on the forward step's cols.
     ConvWeightGrad {
         spec: Conv2dSpec,
         x: BufId,
+        cols: Option<BufId>,
         dy: BufId,
         dw: BufId,
     },
@@ -60,7 +64,7 @@ fn fuse(ops: &[Op]) -> (Vec<Step>, Vec<BufId>) {
     let mut elided = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         match *op {
-            Op::Im2col { spec, x, cols } if fastcpu::conv2d::direct(&spec) => {
+            Op::Im2col { spec, x, cols } => {
                 let others_write = ops
                     .iter()
                     .enumerate()
@@ -76,7 +80,12 @@ fn fuse(ops: &[Op]) -> (Vec<Step>, Vec<BufId>) {
                     .filter(|(_, o)| reads(o, cols));
                 for (j, o) in all {
                     let x_intact = !ops[i + 1..j].iter().any(|o| writes(o, x));
+                    let first = fused.is_empty();
                     match conv_product(o, &spec, x, cols) {
+                        // Tap-major cols are written by the forward step: it must come first.
+                        Some(Step::ConvWeightGrad { cols: Some(_), .. }) if first => {
+                            break;
+                        }
                         Some(step) if x_intact => fused.push((j, step)),
                         _ => {
                             fused.clear();
@@ -166,6 +175,7 @@ fn conv_product(op: &Op, spec: &Conv2dSpec, x: BufId, cols: BufId) -> Option<Ste
         trans_a: true,
         ..MatmulSpec::new(o, width, rows)
     };
+    let kept = (!fastcpu::conv2d::direct(spec)).then_some(cols);
     if a == cols && b != cols && mm == forward && mm.epilogue != Epilogue::ReluMask {
         Some(Step::ConvForward {
             spec: *spec,
@@ -173,12 +183,14 @@ fn conv_product(op: &Op, spec: &Conv2dSpec, x: BufId, cols: BufId) -> Option<Ste
             w: b,
             bias: aux,
             epilogue: mm.epilogue,
+            cols: kept,
             y: c,
         })
     } else if b == cols && a != cols && mm == weight_grad && aux.is_none() {
         Some(Step::ConvWeightGrad {
             spec: *spec,
             x,
+            cols: kept,
             dy: a,
             dw: c,
         })
@@ -204,10 +216,20 @@ impl Step {
     fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
         match *self {
             Step::Op(ref op) => op.buffers(),
-            Step::ConvForward { x, w, bias, y, .. } => {
-                ([x, w].into_iter().chain(bias).collect(), vec![y])
-            }
-            Step::ConvWeightGrad { x, dy, dw, .. } => (vec![x, dy], vec![dw]),
+            Step::ConvForward {
+                x,
+                w,
+                bias,
+                cols,
+                y,
+                ..
+            } => (
+                [x, w].into_iter().chain(bias).collect(),
+                [y].into_iter().chain(cols).collect(),
+            ),
+            Step::ConvWeightGrad {
+                x, cols, dy, dw, ..
+            } => ([x, dy].into_iter().chain(cols).collect(), vec![dw]),
             Step::ConvInputGrad {
                 dy, w, mask, dx, ..
             } => ([dy, w].into_iter().chain(mask).collect(), vec![dx]),
@@ -332,17 +354,50 @@ impl CpuBackend {
                 w,
                 bias,
                 epilogue,
+                cols,
                 y,
             } => {
-                return self.with_out(y, |s, y| {
-                    let bias = bias.map(|b| s.f(b));
-                    fastcpu::conv2d::forward(s.f(x), &spec, s.f(w), bias, epilogue, y)
-                })
-            }
-            Step::ConvWeightGrad { spec, x, dy, dw } => {
+                let Some(cols) = cols else {
+                    return self.with_out(y, |s, y| {
+                        let bias = bias.map(|b| s.f(b));
+                        fastcpu::conv2d::forward(s.f(x), &spec, s.f(w), bias, epilogue, y)
+                    });
+                };
                 let mut scratch = std::mem::take(&mut self.scratch);
-                self.with_out(dw, |s, dw| {
-                    fastcpu::conv2d::weight_grad(s.f(x), &spec, s.f(dy), dw, &mut scratch)
+                self.with_outs([y, cols], |s, [y, cols]| {
+                    let (x, w, bias) = (s.f(x), s.f(w), bias.map(|b| s.f(b)));
+                    let (y, cols) = (bytemuck::cast_slice_mut(y), bytemuck::cast_slice_mut(cols));
+                    fastcpu::conv2d::forward_tap_major(
+                        x,
+                        &spec,
+                        w,
+                        bias,
+                        epilogue,
+                        cols,
+                        y,
+                        &mut scratch,
+                    )
+                });
+                self.scratch = scratch;
+                return;
+            }
+            Step::ConvWeightGrad {
+                spec,
+                x,
+                cols,
+                dy,
+                dw,
+            } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                self.with_out(dw, |s, dw| match cols {
+                    None => fastcpu::conv2d::weight_grad(s.f(x), &spec, s.f(dy), dw, &mut scratch),
+                    Some(c) => fastcpu::conv2d::weight_grad_tap_major(
+                        s.f(c),
+                        &spec,
+                        s.f(dy),
+                        dw,
+                        &mut scratch,
+                    ),
                 });
                 self.scratch = scratch;
                 return;
@@ -743,13 +798,28 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_channel_layer_keeps_im2col_and_fuses_only_the_input_gradient() {
+    fn a_multi_channel_layer_fuses_through_a_tap_major_cols_buffer() {
         let (steps, elided) = fuse(&layer(conv(3)));
         assert_eq!(
             kinds(&steps),
-            ["im2col", "matmul", "matmul", "conv input grad"]
+            ["conv forward", "conv weight grad", "conv input grad"]
         );
-        assert_eq!(elided, [BufId(7)]);
+        assert!(matches!(
+            steps[0],
+            Step::ConvForward {
+                cols: Some(BufId(1)),
+                ..
+            }
+        ));
+        assert_eq!(elided, [BufId(1), BufId(7)]);
+    }
+
+    #[test]
+    fn a_weight_gradient_without_the_forward_product_keeps_im2col() {
+        let mut ops = layer(conv(3));
+        ops.remove(1);
+        let (steps, _) = fuse(&ops);
+        assert_eq!(kinds(&steps)[..2], ["im2col", "matmul"]);
     }
 
     #[test]
@@ -783,8 +853,12 @@ mod tests {
             },
         );
         let (steps, elided) = fuse(&ops);
-        assert_eq!(kinds(&steps)[3..], ["matmul", "op", "col2im"]);
-        assert!(elided.is_empty());
+        assert!(
+            kinds(&steps).ends_with(&["matmul", "op", "col2im"]),
+            "{:?}",
+            kinds(&steps)
+        );
+        assert!(!elided.contains(&BufId(7)));
     }
 
     #[test]

@@ -409,26 +409,154 @@ impl WithSimd for WeightGradImage<'_> {
 
 /// dx[B,H,W,C] = col2im(dY·W) (zero where `mask` ≤ 0): what `Matmul` into the dcols buffer +
 /// `Col2im` compute, one image at a time (an image's dcols stay in cache between the two).
+/// The product runs on W with its columns reordered tap-major, (ky·K + kx)·C + c, so each
+/// dcols row holds, per kernel row, one contiguous run in x's channels-last order and col2im
+/// adds whole runs instead of gathering every C-th value. Every dx element still receives
+/// its terms in dcols row order, as in [`col2im`].
 pub fn input_grad(dy: &[f32], spec: &Conv2dSpec, w: &[f32], mask: Option<&[f32]>, dx: &mut [f32]) {
     let (per_image, o) = (spec.out_h() * spec.out_w(), spec.c_out);
-    let image = spec.h * spec.w * spec.c_in;
+    let (image, width) = (spec.h * spec.w * spec.c_in, spec.col_cols());
     if image == 0 {
         return;
     }
+    let wt = tap_major(w, spec);
     dx[..spec.input_len()]
         .par_chunks_mut(image)
         .enumerate()
         .for_each_init(Vec::new, |tile, (b, dx)| {
-            tile.resize(per_image * spec.col_cols(), 0.0);
-            let mm = MatmulSpec::new(per_image, spec.col_cols(), o);
-            matmul_local(
-                &mm,
-                &dy[b * per_image * o..][..per_image * o],
-                w,
-                None,
-                tile,
-            );
+            tile.resize(per_image * width, 0.0);
+            let mm = MatmulSpec::new(per_image, width, o);
+            let dy = &dy[b * per_image * o..][..per_image * o];
+            matmul_local(&mm, dy, &wt, None, tile);
             let m = mask.map(|m| &m[b * image..(b + 1) * image]);
-            col2im_image(tile, spec, m, dx);
+            col2im_image_tap_major(tile, spec, m, dx);
         });
+}
+
+/// [`col2im_image`] from dcols rows whose columns are tap-major ((ky·K + kx)·C + c).
+fn col2im_image_tap_major(dcols: &[f32], spec: &Conv2dSpec, mask: Option<&[f32]>, dx: &mut [f32]) {
+    let (oh, ow, k, c_in) = (spec.out_h(), spec.out_w(), spec.k, spec.c_in);
+    let width = spec.col_cols();
+    dx.fill(0.0);
+    for oy in 0..oh {
+        let (ylo, yhi, iy0) = valid(oy, spec, spec.h);
+        for ox in 0..ow {
+            let (xlo, xhi, ix0) = valid(ox, spec, spec.w);
+            if xlo == xhi {
+                continue;
+            }
+            let row = &dcols[(oy * ow + ox) * width..][..width];
+            let n = (xhi - xlo) * c_in;
+            for ky in ylo..yhi {
+                let iy = iy0 + ky - ylo;
+                let run = &mut dx[(iy * spec.w + ix0) * c_in..][..n];
+                let src = &row[(ky * k + xlo) * c_in..][..n];
+                for (d, &v) in run.iter_mut().zip(src) {
+                    *d += v;
+                }
+            }
+        }
+    }
+    if let Some(m) = mask {
+        for (d, &m) in dx.iter_mut().zip(m) {
+            *d = if m > 0.0 { *d } else { 0.0 };
+        }
+    }
+}
+
+/// W [O, C·K·K] with each row's columns reordered tap-major: (ky·K + kx)·C + c.
+fn tap_major(w: &[f32], spec: &Conv2dSpec) -> Vec<f32> {
+    let (width, kk, c_in) = (spec.col_cols(), spec.k * spec.k, spec.c_in);
+    let mut wt = vec![0.0; spec.c_out * width];
+    for (dst, src) in wt.chunks_exact_mut(width).zip(w.chunks_exact(width)) {
+        for (c, taps) in src.chunks_exact(kk).enumerate() {
+            for (t, &v) in taps.iter().enumerate() {
+                dst[t * c_in + c] = v;
+            }
+        }
+    }
+    wt
+}
+
+/// cols[B·OH·OW, K·K·C] = im2col(x) with tap-major columns ((ky·K + kx)·C + c): per cols row
+/// and kernel row, the inputs under the kernel are one contiguous run of channels-last x,
+/// copied whole (the op's column order, c-major, needs a gather of every C-th value).
+pub fn im2col_tap_major(x: &[f32], spec: &Conv2dSpec, cols: &mut [f32]) {
+    let (oh, ow, k, c_in) = (spec.out_h(), spec.out_w(), spec.k, spec.c_in);
+    let width = spec.col_cols();
+    if width == 0 || ow == 0 || oh == 0 {
+        return;
+    }
+    let image = spec.h * spec.w * c_in;
+    cols[..spec.col_rows() * width]
+        .par_chunks_mut(ow * width)
+        .enumerate()
+        .for_each(|(blk, block)| {
+            let (b, oy) = (blk / oh, blk % oh);
+            let (ylo, yhi, iy0) = valid(oy, spec, spec.h);
+            let img = &x[b * image..][..image];
+            for (ox, row) in block.chunks_exact_mut(width).enumerate() {
+                let (xlo, xhi, ix0) = valid(ox, spec, spec.w);
+                if ylo > 0 || yhi < k || xlo > 0 || xhi < k {
+                    row.fill(0.0);
+                }
+                let n = (xhi - xlo) * c_in;
+                for ky in ylo..yhi {
+                    let iy = iy0 + ky - ylo;
+                    row[(ky * k + xlo) * c_in..][..n]
+                        .copy_from_slice(&img[(iy * spec.w + ix0) * c_in..][..n]);
+                }
+            }
+        });
+}
+
+/// y = epilogue(im2col(x)·Wᵀ) for any convolution, through a tap-major cols buffer
+/// ([`im2col_tap_major`], left in `cols` for [`weight_grad_tap_major`]) and W reordered to
+/// match: the same products and sums as `Im2col` + `Matmul`, in the same order per row.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_tap_major(
+    x: &[f32],
+    spec: &Conv2dSpec,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    cols: &mut [f32],
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    im2col_tap_major(x, spec, cols);
+    let mm = MatmulSpec {
+        trans_b: true,
+        epilogue,
+        ..MatmulSpec::new(spec.col_rows(), spec.c_out, spec.col_cols())
+    };
+    super::matmul::matmul(&mm, cols, &tap_major(w, spec), bias, y, scratch);
+}
+
+/// dW = dYᵀ·im2col(x) from the tap-major `cols` that [`forward_tap_major`] left, reordered
+/// back to W's layout.
+pub fn weight_grad_tap_major(
+    cols: &[f32],
+    spec: &Conv2dSpec,
+    dy: &[f32],
+    dw: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let (width, kk, c_in, o) = (spec.col_cols(), spec.k * spec.k, spec.c_in, spec.c_out);
+    let mm = MatmulSpec {
+        trans_a: true,
+        ..MatmulSpec::new(o, width, spec.col_rows())
+    };
+    let mut dwt = vec![0.0; o * width];
+    super::matmul::matmul(&mm, dy, cols, None, &mut dwt, scratch);
+    for (dst, src) in dw[..o * width]
+        .chunks_exact_mut(width)
+        .zip(dwt.chunks_exact(width))
+    {
+        for (c, taps) in dst.chunks_exact_mut(kk).enumerate() {
+            for (t, v) in taps.iter_mut().enumerate() {
+                *v = src[t * c_in + c];
+            }
+        }
+    }
 }
