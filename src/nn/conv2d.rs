@@ -4,7 +4,9 @@
 //!
 //! Why im2col: every FLOP then runs in the matmul the autotuner already picks per adapter and
 //! shape (see BENCHMARKS.md for the measured rates); the price is the cols buffer
-//! (B·OH·OW·C·K·K words, 63 MB for the `cnn` preset's second convolution at batch 100).
+//! (B·OH·OW·C·K·K words, 63 MB for the `cnn` preset's second convolution at batch 100). The
+//! CPU engine fuses these ops back into direct or cache-friendly kernels where the program
+//! allows (`backend/cpu.rs`); the ops stay the one description of the layer.
 
 use super::{Io, Layer};
 use crate::backend::Backend;
