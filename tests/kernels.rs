@@ -269,3 +269,49 @@ fn work_beyond_the_adapter_limits_is_refused_naming_the_limit() {
         );
     }
 }
+
+#[test]
+fn required_adapters_are_parsed_and_a_missing_backend_is_named_in_one_line() {
+    use common::{check_required, parse_required, Required};
+    use wgpu::Backend::{Gl, Vulkan};
+    assert_eq!(parse_required(None), Ok(Required::Nothing));
+    assert_eq!(parse_required(Some("0")), Ok(Required::Nothing));
+    assert_eq!(parse_required(Some("1")), Ok(Required::Any));
+    let both = parse_required(Some("vulkan, GL")).unwrap();
+    assert_eq!(check_required(&[Vulkan, Gl], &both), Ok(()));
+    assert_eq!(check_required(&[Gl, Vulkan, Vulkan], &both), Ok(()));
+    for found in [&[Vulkan][..], &[Vulkan, Vulkan]] {
+        let e = check_required(found, &both).unwrap_err();
+        assert!(
+            e.contains("no GPU adapter on gl") && e.contains("=vulkan,gl"),
+            "{e}"
+        );
+        assert!(
+            e.contains("found on: vulkan") && !e.contains("(lavapipe"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    let e = check_required(&[Gl], &both).unwrap_err();
+    assert!(
+        e.contains("no GPU adapter on vulkan (lavapipe") && e.contains("found on: gl"),
+        "{e}"
+    );
+    assert!(!e.contains("(llvmpipe"), "{e}");
+    let e = check_required(&[], &both).unwrap_err();
+    assert!(
+        e.contains("vulkan (lavapipe") && e.contains("gl (llvmpipe") && e.contains("none"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(check_required(&[], &Required::Any).is_err());
+    assert!(check_required(&[Gl], &Required::Any).is_ok());
+    assert!(check_required(&[], &Required::Nothing).is_ok());
+    for typo in ["vulkan,gll", "yes", "all", "vulkan,"] {
+        let e = parse_required(Some(typo)).unwrap_err();
+        assert!(
+            e.contains(common::REQUIRE_ENV) && e.contains("not a backend"),
+            "{e}"
+        );
+    }
+}
