@@ -3,7 +3,10 @@
 
 mod common;
 
+use wgtrain::backend::{Backend, EngineKind, ProgramId};
 use wgtrain::gpu::kernels::{MatmulSpec, MatmulTile};
+use wgtrain::ops::{BufId, DataId, Op};
+use wgtrain::verify::ops::check_matmul_op;
 use wgtrain::verify::{self, Check};
 
 fn assert_all_pass(test: &str, adapter: &str, checks: &[Check]) {
@@ -180,23 +183,124 @@ fn unwritten_output_is_caught_by_nan_poison() {
     assert!(!c.pass());
 }
 
+/// A backend that computes like `inner` but, after every plain product (no transposes, no
+/// epilogue, no accumulation), takes one term out of the dot product behind C[0,0]: the term of
+/// median magnitude, as a kernel that skips one k would. Everything else it passes through.
+struct DropsOneTerm {
+    inner: Box<dyn Backend>,
+    programs: std::collections::HashMap<usize, Vec<Op>>,
+    /// |dropped term| per product run, for the report.
+    dropped: Vec<f32>,
+}
+
+impl DropsOneTerm {
+    fn new(inner: Box<dyn Backend>) -> Self {
+        DropsOneTerm {
+            inner,
+            programs: Default::default(),
+            dropped: Vec::new(),
+        }
+    }
+
+    fn floats(&mut self, buf: BufId, n: usize) -> wgtrain::Result<Vec<f32>> {
+        Ok(self
+            .inner
+            .read(buf, n)?
+            .into_iter()
+            .map(f32::from_bits)
+            .collect())
+    }
+}
+
+impl Backend for DropsOneTerm {
+    fn describe(&self) -> String {
+        format!("{}, dropping one term", self.inner.describe())
+    }
+    fn kind(&self) -> EngineKind {
+        self.inner.kind()
+    }
+    fn adapter(&self) -> (String, String) {
+        self.inner.adapter()
+    }
+    fn alloc(&mut self, label: &str, words: usize) -> wgtrain::Result<BufId> {
+        self.inner.alloc(label, words)
+    }
+    fn write(&mut self, buf: BufId, data: &[u32]) -> wgtrain::Result<()> {
+        self.inner.write(buf, data)
+    }
+    fn read(&mut self, buf: BufId, words: usize) -> wgtrain::Result<Vec<u32>> {
+        self.inner.read(buf, words)
+    }
+    fn dataset(&mut self, d: &wgtrain::data::Dataset) -> wgtrain::Result<DataId> {
+        self.inner.dataset(d)
+    }
+    fn prepare(&mut self, ops: &[Op]) -> wgtrain::Result<ProgramId> {
+        let p = self.inner.prepare(ops)?;
+        self.programs.insert(p.0, ops.to_vec());
+        Ok(p)
+    }
+    fn run(&mut self, program: ProgramId, repeat: usize) -> wgtrain::Result<()> {
+        self.inner.run(program, repeat)?;
+        for op in self.programs[&program.0].clone() {
+            let Op::Matmul { spec, a, b, c, .. } = op else {
+                continue;
+            };
+            let plain = MatmulSpec::new(spec.m, spec.n, spec.k);
+            if spec != plain {
+                continue;
+            }
+            // Row 0 of A [M,K] times column 0 of B [K,N].
+            let (n, k) = (spec.n, spec.k);
+            let a = self.floats(a, k)?;
+            let b = self.floats(b, k * n)?;
+            let mut terms: Vec<f32> = (0..k).map(|j| a[j] * b[j * n]).collect();
+            terms.sort_by(|x, y| x.abs().total_cmp(&y.abs()));
+            let t = terms[k / 2];
+            let c0 = self.floats(c, 1)?[0];
+            self.inner.write(c, &[(c0 - t).to_bits()])?;
+            self.dropped.push(t.abs());
+        }
+        Ok(())
+    }
+}
+
 #[test]
-fn tolerance_is_tight_enough_to_catch_an_off_by_one_element() {
-    // A matmul that drops one term of a dot product must fail the float32 bound.
-    let seed = common::seed("off_by_one");
-    for ctx in common::contexts("off_by_one") {
-        let mut inp = verify::Inputs::new(seed);
-        let spec = MatmulSpec::new(7, 13, 257);
-        let ok = verify::check_matmul(&ctx, &mut inp, &spec, &MatmulTile::DEFAULT).unwrap();
-        assert!(ok.pass());
-        // Perturb one element by the size of one product term: far outside γ_K·|A||B| relative.
-        let got = vec![0.5f32; 4];
-        let want = vec![0.5f64, 0.5, 0.5 + 0.25, 0.5];
-        let bound = [1.0f64; 4];
-        let c = verify::compare("matmul", "2x2".into(), &got, &want, |i| {
-            (257.0 * verify::U * bound[i], 2.0 * verify::U)
-        });
-        assert!(!c.pass());
+fn matmul_tolerance_catches_a_dot_product_missing_one_term() {
+    // The real check (`verify::ops::check_matmul_op`: the matmul bound γ_K·(|A|·|B|) + 2u·|C|
+    // of `wgtrain::verify`) on a product whose C[0,0] lacks one of its K = 257 terms. For
+    // inputs uniform in [-1, 1], Σ|a_k·b_k| ≈ K/4, so the bound is ≈ γ_K·K/4 ≈ K²u/4 ≈ 1e-3,
+    // while the median |a_k·b_k| is ≈ 0.19: the missing term is ~190 times the tolerance. The
+    // same check without the fault must pass, on the reference twins and on every adapter.
+    use wgtrain::backend::{gpu::GpuBackend, reference::ReferenceBackend};
+    let seed = common::seed("dropped_term");
+    let spec = MatmulSpec::new(7, 13, 257);
+    let mut backends: Vec<Box<dyn Fn() -> Box<dyn Backend>>> =
+        vec![Box::new(|| Box::new(ReferenceBackend::new()))];
+    for i in 0..common::contexts("dropped_term").len() {
+        backends.push(Box::new(move || {
+            Box::new(GpuBackend::new(
+                common::contexts("dropped_term").swap_remove(i),
+            ))
+        }));
+    }
+    for make in &backends {
+        let mut good = make();
+        let name = good.describe();
+        let ok = check_matmul_op(good.as_mut(), &mut verify::Inputs::new(seed), &spec).unwrap();
+        assert!(ok.iter().all(|c| c.pass()), "{name}: {ok:?}");
+        let mut bad = DropsOneTerm::new(make());
+        let checks = check_matmul_op(&mut bad, &mut verify::Inputs::new(seed), &spec).unwrap();
+        let (c, untouched) = (&checks[0], &checks[1]);
+        eprintln!(
+            "{name}: dropped |term| {:.3e}: {} bad of {}, error/tolerance {:.1} (clean run {:.3})",
+            bad.dropped[0], c.bad, c.elements, c.worst, ok[0].worst
+        );
+        assert_eq!(bad.dropped.len(), 1, "{name}: the fault ran once");
+        assert_eq!(
+            c.bad, 1,
+            "{name}: exactly C[0,0] is out of tolerance: {c:?}"
+        );
+        assert!(untouched.pass(), "{name}: {untouched:?}");
     }
 }
 
