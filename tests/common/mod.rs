@@ -124,13 +124,14 @@ pub fn setup() -> &'static Path {
         match std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
             None => {
-                // Kept after the process ends (a static is never dropped): a few KiB in the
-                // temp folder, never shared with another process.
-                let dir = tempfile::Builder::new()
-                    .prefix("wgtrain-test-cache-")
-                    .tempdir()
-                    .expect("a temp folder for the test cache")
-                    .keep();
+                // Not created here: only a process that tunes writes its autotune.json there
+                // (and the folder stays behind: tens of KiB in the temp folder). The pid and the
+                // clock make it this process's own.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let dir = std::env::temp_dir()
+                    .join(format!("wgtrain-test-cache-{}-{nanos}", std::process::id()));
                 std::env::set_var(CACHE_ENV, &dir);
                 dir
             }
