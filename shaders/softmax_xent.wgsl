@@ -1,7 +1,7 @@
 // Fused softmax + cross-entropy, numerically stable, and its gradient.
 //
 // softmax_xent_forward:  logits[B,C], labels[B] -> probs[B,C], loss[B]
-//   p = exp(z - max z) / Σ exp(z - max z);  loss = log Σ exp(z - max z) + max z - z[y]
+//   p = exp(z - max z) / Σ exp(z - max z);  loss = log Σ exp(z - max z) + (max z - z[y])
 //   Subtracting the row max keeps every exp argument ≤ 0, so nothing overflows for logits
 //   like [1000, 0] and a row of -1000s gives p = 1/C.
 // softmax_xent_backward: dlogits[B,C] = (p - onehot(y)) · scale, scale = 1/(rows counted)
@@ -50,7 +50,7 @@ fn softmax_xent_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
     let y = labels[row];
     if (y < p.classes) {
-        loss[row] = log(s) + m - logits[base + y];
+        loss[row] = log(s) + (m - logits[base + y]);
     } else {
         loss[row] = 0.0;
     }

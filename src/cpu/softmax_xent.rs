@@ -18,7 +18,7 @@ pub fn softmax_xent_forward<F: NdFloat>(
         probs.row_mut(r).assign(&e.mapv(|v| v / s));
         let y = labels[r] as usize;
         if y < classes {
-            loss[r] = s.ln() + m - z[y];
+            loss[r] = s.ln() + (m - z[y]);
         }
     }
     (probs, loss)

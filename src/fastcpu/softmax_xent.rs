@@ -20,7 +20,11 @@ pub fn forward(
         }
         p.iter_mut().for_each(|p| *p /= s);
         let y = labels[r] as usize;
-        loss[r] = if y < classes { s.ln() + m - z[y] } else { 0.0 };
+        loss[r] = if y < classes {
+            s.ln() + (m - z[y])
+        } else {
+            0.0
+        };
     }
 }
 

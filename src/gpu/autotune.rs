@@ -603,7 +603,7 @@ fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> Mat
         if st.checked.contains(&key) {
             return tile;
         }
-        if tile.available(ctx) {
+        if tile.unsupported_for(ctx, spec).is_none() {
             let why = match check_tile(ctx, spec, &tile) {
                 Ok(None) => {
                     st.checked.insert(key);
@@ -804,7 +804,7 @@ fn tune_inner(
             note: s,
             spent_s: t0.elapsed().as_secs_f64(),
         };
-        if let Some(why) = tile.unavailable(ctx) {
+        if let Some(why) = tile.unsupported_for(ctx, spec) {
             timed.push(note(format!("unavailable: {why}")));
             continue;
         }
@@ -1226,7 +1226,7 @@ mod tests {
     fn tried_order(ctx: &GpuContext, spec: &MatmulSpec) -> Vec<MatmulTile> {
         ordered_candidates(ctx, spec, &[])
             .into_iter()
-            .filter(|t| t.available(ctx))
+            .filter(|t| t.unsupported_for(ctx, spec).is_none())
             .collect()
     }
 

@@ -304,7 +304,35 @@ impl MatmulTile {
     pub fn available(&self, ctx: &GpuContext) -> bool {
         self.unavailable(ctx).is_none()
     }
+
+    /// Why this tile must not run `spec` on `ctx`, if it must not: [`Self::unavailable`],
+    /// or a product the device is known to get wrong with it. Mesa's llvmpipe-based drivers
+    /// (lavapipe on Vulkan, llvmpipe on GL) return wrong sums (Vulkan) or leave outputs
+    /// unwritten (GL) from the workgroup-memory tiles once K passes a few ten thousand
+    /// (first failures measured at K = 32,768 for wg8x8, 40,000 for the 64×64 default and
+    /// 65,536 for wg16x16_r1x1; every other variant exact there; TESTING.md), which lenet5's
+    /// and cnn's first weight gradients (K = 78,400) reach. Past
+    /// [`LLVMPIPE_TILED_MAX_K`] those tiles are refused there.
+    pub fn unsupported_for(&self, ctx: &GpuContext, spec: &MatmulSpec) -> Option<String> {
+        if let Some(why) = self.unavailable(ctx) {
+            return Some(why);
+        }
+        let llvmpipe = ctx.info.name.to_ascii_lowercase().contains("llvmpipe")
+            || ctx.info.driver.to_ascii_lowercase().contains("llvmpipe");
+        if self.algo == MatmulAlgo::Tiled && llvmpipe && spec.k > LLVMPIPE_TILED_MAX_K {
+            return Some(format!(
+                "tile {self}: llvmpipe miscomputes workgroup-memory tiles at K > \
+                 {LLVMPIPE_TILED_MAX_K} (K = {})",
+                spec.k
+            ));
+        }
+        None
+    }
 }
+
+/// The longest K the workgroup-memory tiles are trusted with on llvmpipe-based drivers (half
+/// the shortest K measured to fail; see [`MatmulTile::unsupported_for`]).
+pub const LLVMPIPE_TILED_MAX_K: usize = 16_384;
 
 impl std::fmt::Display for MatmulTile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -470,7 +498,7 @@ pub fn matmul(
         (tile.wg_x * tile.wg_y) as u64,
         &format!("matmul tile {tile}"),
     )?;
-    if let Some(why) = tile.unavailable(ctx) {
+    if let Some(why) = tile.unsupported_for(ctx, spec) {
         return Err(Error::InvalidArg {
             name: "matmul tile",
             reason: format!("{why} on {}", ctx.describe()),

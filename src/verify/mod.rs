@@ -20,11 +20,18 @@
 //!   sums of ⌈B/256⌉ terms and an 8-level tree (atol = γ_(⌈B/256⌉+8)·Σ|dy|).
 //! * relu, argmax, gather labels, correct counts: exact.
 //! * gather pixels: WGSL division is accurate to 2.5 ULP, rtol = 2.5·2u.
-//! * softmax: WGSL `exp` is accurate to (3 + 2|x|) ULP and division to 2.5 ULP; the row sum of
-//!   C terms adds γ_C. p ≤ 1, so atol = (C + 8)·2u, rtol = (3 + 2|z − max z|)·2u.
-//!   loss = log s + max − z_y: `log` is accurate to 2⁻²¹ absolute near 1 (3 ULP elsewhere),
-//!   plus the relative error of s and two roundings of the additions.
-//! * sgd: three multiply-adds; rtol = 4u on each term's magnitude.
+//! * softmax: each term e = exp(z − max z) carries the subtraction's rounding and WGSL's exp
+//!   error, (3 + 2|x|) ULP: (6 + 5|x|)·u relative, x = z − max z; the row sum s of C positive
+//!   terms adds γ_C to the largest term error; p = e·(1/s) adds 6u (2.5 ULP division, one
+//!   product). Every part is relative, so rtol = term + sum + 6u and atol is only the
+//!   flush-to-zero allowance 2⁻¹²⁶: a kernel that zeroes or garbles small probabilities fails.
+//!   loss = log s + (max z − z_y) (the kernel subtracts first, so no error grows with |max z|):
+//!   the relative error of s, `log`'s 2⁻²¹ absolute in [0.5, 2] (3 ULP elsewhere) and two
+//!   roundings, ≤ u·(2|loss| + |ln s|). dlogits: p's bound times scale, plus 2u relative.
+//! * sgd: g' = g + λw, v' = μv + g', w' = w − α·v' against the exact (f64) evaluation on the
+//!   same f32 inputs and constants: five roundings (products and sums, fused or not), so
+//!   |Δv'| ≤ 3u·(μ|v| + |g| + λ|w|) and |Δw'| ≤ u·|w| + 5u·α·(μ|v| + |g| + λ|w|), to first order
+//!   (a factor 1 + 64u covers the rest).
 //! * im2col, maxpool (y, idx and backward): exact — they only copy values (maxpool compares
 //!   them); NaN matches NaN in maxpool's output, and idx (poisoned with u32::MAX) proves every
 //!   window was written.
@@ -47,10 +54,11 @@ use crate::gpu::kernels::{self, Epilogue, MatmulSpec, MatmulTile, MetricsAcc, Sg
 use crate::gpu::GpuContext;
 use crate::ops::{AdamParams, Conv2dSpec, Pool2dSpec};
 use crate::Result;
-use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub mod coverage;
 pub mod ops;
 pub use ops::{run_backend_family, OP_FAMILIES};
 
@@ -461,6 +469,76 @@ pub fn check_softmax_on(
     ))
 }
 
+/// Results below the smallest normal f32 may be flushed to zero (WGSL allows it).
+const SOFTMAX_ATOL: f64 = 1.1754943508222875e-38;
+
+/// Relative error of one term e = exp(z − max z) of a row: the subtraction's rounding
+/// (u·|x|, x = z − max z, carried through exp) plus WGSL's exp, (3 + 2|x|) ULP = (6 + 4|x|)·u.
+fn exp_term_rel(x: f64) -> f64 {
+    (6.0 + 5.0 * x.abs()) * U
+}
+
+/// Arguments below which exp underflows to 0 in f32 (in the kernel and the f64 oracle alike
+/// the term is then 0 or subnormal and adds nothing to the sum's relative error).
+const EXP_UNDERFLOW: f64 = 104.0;
+
+/// The softmax and loss bounds of each row (the module documentation has the argument).
+struct SoftmaxBounds {
+    /// Relative error of each row's sum s: γ_C (C positive terms, summed in any order) plus
+    /// the largest relative error of a term that does not underflow.
+    sum_rel: Vec<f64>,
+    /// ln s of each row (f64).
+    ln_s: Vec<f64>,
+    rowmax: Vec<f64>,
+}
+
+impl SoftmaxBounds {
+    fn new(z: &Array2<f64>, rowmax: &[f64]) -> Self {
+        let classes = z.ncols();
+        let (mut sum_rel, mut ln_s) = (Vec::new(), Vec::new());
+        for (row, &m) in z.rows().into_iter().zip(rowmax) {
+            let worst = row
+                .iter()
+                .map(|&v| (v - m).abs())
+                .filter(|x| *x < EXP_UNDERFLOW)
+                .fold(0.0, |a: f64, x| a.max(exp_term_rel(x)));
+            sum_rel.push(gamma(classes) + worst);
+            ln_s.push(row.iter().map(|&v| (v - m).exp()).sum::<f64>().ln());
+        }
+        SoftmaxBounds {
+            sum_rel,
+            ln_s,
+            rowmax: rowmax.to_vec(),
+        }
+    }
+
+    /// p = e·(1/s): the term's error, the sum's, and 1/s (2.5 ULP) times e (one rounding):
+    /// 6u — all relative, so a probability far below the row's largest keeps its digits.
+    fn p_rel(&self, row: usize, z: f64) -> f64 {
+        let x = (z - self.rowmax[row]).abs();
+        let term = if x < EXP_UNDERFLOW {
+            exp_term_rel(x)
+        } else {
+            0.0
+        };
+        (term + self.sum_rel[row] + 6.0 * U) * (1.0 + 64.0 * U)
+    }
+
+    /// loss = log s + (max z − z_y): ln of the computed s is off by its relative error, WGSL's
+    /// log adds 2⁻²¹ absolute for s in [0.5, 2] and 3 ULP (6u relative) elsewhere, then the
+    /// subtraction and the addition round once each (≤ u·(|loss| + |ln s|) and u·|loss|, as
+    /// 0 ≤ max z − z_y ≤ loss + |ln s|). No term grows with |max z|.
+    fn loss_abs(&self, row: usize, loss: f64) -> f64 {
+        let ln_s = self.ln_s[row];
+        let log_err = if ln_s.abs() <= std::f64::consts::LN_2 {
+            2f64.powi(-21)
+        } else {
+            6.0 * U * ln_s.abs()
+        };
+        (self.sum_rel[row] + log_err + U * (2.0 * loss.abs() + ln_s.abs())) * (1.0 + 64.0 * U)
+    }
+}
+
 /// probs, loss and dlogits (computed from the tested probs) against the f64 softmax and
 /// cross-entropy of the same logits (tolerances in the module documentation).
 pub(crate) fn softmax_compare(
@@ -482,20 +560,12 @@ pub(crate) fn softmax_compare(
         .into_iter()
         .map(|r| r.fold(f64::NEG_INFINITY, |a, &b| a.max(b)))
         .collect();
-    let c = classes as f64;
+    let bounds = SoftmaxBounds::new(&z64, &rowmax);
     let p_tol = |i: usize| {
-        let x = (z64[[i / classes, i % classes]] - rowmax[i / classes]).abs();
-        ((c + 8.0) * 2.0 * U, (3.0 + 2.0 * x.min(1e6)) * 2.0 * U)
+        let (r, c) = (i / classes, i % classes);
+        (SOFTMAX_ATOL, bounds.p_rel(r, z64[[r, c]]))
     };
-    let loss_tol = |r: usize| {
-        let y = labels[r] as usize;
-        let zy = if y < classes { z64[[r, y]].abs() } else { 0.0 };
-        let s_rel = (c + 8.0 + 2.0 * 100.0f64.min(c)) * 2.0 * U;
-        (
-            2f64.powi(-21) + s_rel + 4.0 * U * (rowmax[r].abs() + zy + want_loss[r].abs()),
-            0.0,
-        )
-    };
+    let loss_tol = |r: usize| (bounds.loss_abs(r, want_loss[r]), 0.0);
     vec![
         compare(
             "softmax_xent_forward probs",
@@ -516,9 +586,12 @@ pub(crate) fn softmax_compare(
             shape,
             d,
             want_d.as_slice().unwrap(),
+            // d = (p − [i = y])·scale: p's error times scale, one rounding of the
+            // subtraction (≤ u·|d|/scale) and one of the product (≤ u·|d|).
             |i| {
                 let (a, r) = p_tol(i);
-                (a * scale as f64 + U * scale as f64, r + 2.0 * U)
+                let pi = want_p.as_slice().unwrap()[i];
+                ((a + r * pi) * scale as f64, 2.0 * U)
             },
         ),
     ]
@@ -536,7 +609,7 @@ pub fn check_softmax(
 }
 
 /// Random logits in [-8, 8].
-pub(crate) fn softmax_logits(inp: &mut Inputs, rows: usize, classes: usize) -> Array2<f32> {
+pub fn softmax_logits(inp: &mut Inputs, rows: usize, classes: usize) -> Array2<f32> {
     Array2::from_shape_vec((rows, classes), inp.uniform(rows * classes, -8.0, 8.0)).expect("shape")
 }
 
@@ -619,8 +692,9 @@ pub(crate) fn sgd_inputs(inp: &mut Inputs, n: usize) -> [Vec<f32>; 3] {
     [w, g, v]
 }
 
-/// Updated w and v against the f32 twin, within 8u of each term's magnitude (4u for the
-/// twin's roundings, 4u for the tested code's).
+/// Updated w and v against the exact (f64) update of the same f32 inputs and constants,
+/// within the first-order bounds of the module documentation: 3u·(μ|v| + |g| + λ|w|) for v,
+/// u·|w| + 5u·α·(μ|v| + |g| + λ|w|) for w, times 1 + 64u for the higher-order terms.
 pub(crate) fn sgd_compare(
     hp: SgdParams,
     [w, g, v]: [&[f32]; 3],
@@ -628,30 +702,21 @@ pub(crate) fn sgd_compare(
     v_got: &[f32],
     shape: String,
 ) -> Vec<Check> {
-    let n = w.len();
-    // Reference: the CPU twin in f32, then re-derive each term's magnitude for the bound.
-    let mut w_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), w.to_vec()).unwrap();
-    let mut v_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), v.to_vec()).unwrap();
-    let g_cpu = ArrayD::from_shape_vec(IxDyn(&[n]), g.to_vec()).unwrap();
-    cpu::sgd::sgd_update(w_cpu.view_mut(), g_cpu.view(), v_cpu.view_mut(), hp);
     let (lr, mu, l2) = (hp.lr as f64, hp.momentum as f64, hp.l2 as f64);
-    let v_mag =
-        |i: usize| mu * (v[i] as f64).abs() + (g[i] as f64).abs() + l2 * (w[i] as f64).abs();
+    let (w, g, v) = (f64s(w), f64s(g), f64s(v));
+    let v_want: Vec<f64> = (0..w.len())
+        .map(|i| mu * v[i] + (g[i] + l2 * w[i]))
+        .collect();
+    let w_want: Vec<f64> = (0..w.len()).map(|i| w[i] - lr * v_want[i]).collect();
+    let v_mag = |i: usize| mu * v[i].abs() + g[i].abs() + l2 * w[i].abs();
+    let slack = 1.0 + 64.0 * U;
     vec![
-        compare(
-            "sgd_update v",
-            shape.clone(),
-            v_got,
-            &f64s(v_cpu.as_slice().unwrap()),
-            |i| (8.0 * U * v_mag(i), 0.0),
-        ),
-        compare(
-            "sgd_update w",
-            shape,
-            w_got,
-            &f64s(w_cpu.as_slice().unwrap()),
-            |i| (8.0 * U * ((w[i] as f64).abs() + lr * v_mag(i)), 0.0),
-        ),
+        compare("sgd_update v", shape.clone(), v_got, &v_want, |i| {
+            (3.0 * U * v_mag(i) * slack, 0.0)
+        }),
+        compare("sgd_update w", shape, w_got, &w_want, |i| {
+            ((U * w[i].abs() + 5.0 * U * lr * v_mag(i)) * slack, 0.0)
+        }),
     ]
 }
 
@@ -1436,7 +1501,8 @@ pub const FAMILIES: &[&str] = &[
 ];
 
 /// Gather checks as (samples in the dataset, pixels per sample, rows per minibatch): one of
-/// everything, odd sizes, MNIST's shapes, a minibatch running past the end of a small set.
+/// everything, odd sizes, MNIST's shapes (the whole training set at batch 1 and 100), minibatches
+/// of one more, one less and as many rows as samples, and minibatches running past the end.
 pub const GATHER_SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (3, 5, 4),
@@ -1445,6 +1511,21 @@ pub const GATHER_SHAPES: &[(usize, usize, usize)] = &[
     (1000, 784, 100),
     (60_000, 784, 100),
     (5, 3, 20),
+    (2, 1, 1),
+    (1, 784, 100),
+    (99, 784, 100),
+    (100, 784, 100),
+    (101, 784, 100),
+    (7, 1, 13),
+    (60_000, 784, 1),
+    (33, 17, 32),
+    (64, 64, 64),
+    (3, 1000, 2),
+    (500, 3, 499),
+    (12, 28, 5),
+    (31, 784, 31),
+    (10_000, 784, 250),
+    (4, 4, 3),
 ];
 
 /// Shapes for the element-wise families: 1, primes, tile non-multiples, MLP shapes, large.
@@ -1513,9 +1594,24 @@ pub fn run_family_with(
                     }
                 }
             }
-            // Every variant the adapter can run (the autotuner may pick any of them): all
-            // transposes, epilogues and accumulation on a few awkward shapes.
+            // Every variant the adapter can run (the autotuner may pick any of them), in
+            // every combination training, evaluation or bench launches (read from the
+            // programs: coverage::launched_combos), on shapes crossing every edge of its tile.
+            let combos = coverage::launched_combos()?;
             for tile in MatmulTile::CANDIDATES.iter().filter(|t| t.available(ctx)) {
+                for &(m, n, k) in &coverage::tile_edge_shapes(tile) {
+                    for &(trans_a, trans_b, epilogue, accumulate) in &combos {
+                        let spec = MatmulSpec {
+                            trans_a,
+                            trans_b,
+                            epilogue,
+                            accumulate,
+                            ..MatmulSpec::new(m, n, k)
+                        };
+                        out.push(tile_check(ctx, &mut inp, &spec, tile)?);
+                    }
+                }
+                // All transposes, epilogues and accumulation on a few awkward shapes.
                 for &(m, n, k) in &[(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)] {
                     if !main.contains(tile) {
                         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)]
@@ -1543,6 +1639,21 @@ pub fn run_family_with(
                         ..MatmulSpec::new(m, n, k)
                     };
                     out.push(tile_check(ctx, &mut inp, &acc, tile)?);
+                }
+            }
+            // The real products of every preset's training step and evaluation, on the
+            // portable default and this adapter's default.
+            if presets {
+                for (label, spec) in coverage::all_preset_products()? {
+                    for tile in &main {
+                        if let Some(why) = tile.unsupported_for(ctx, &spec) {
+                            log::warn!("verify: {label} not checked on {tile}: {why}");
+                            continue;
+                        }
+                        let mut c = tile_check(ctx, &mut inp, &spec, tile)?;
+                        c.shape = label.clone();
+                        out.push(c);
+                    }
                 }
             }
         }

@@ -775,37 +775,6 @@ pub const PRESET_LAYERS: [(&str, usize, usize, usize); 9] = [
     ("cnn fc2", 100, 10, 1024),
 ];
 
-/// The products of [`PRESET_LAYERS`] as the training step runs them: forward y = x·Wᵀ with
-/// bias and ReLU, dW = dyᵀ·x, and dx = dy·W through the ReLU mask.
-pub fn matmul_preset_shapes() -> Vec<(&'static str, MatmulSpec)> {
-    let mut out = Vec::new();
-    for (label, rows, o, i) in PRESET_LAYERS {
-        out.push((
-            label,
-            MatmulSpec {
-                trans_b: true,
-                epilogue: Epilogue::BiasRelu,
-                ..MatmulSpec::new(rows, o, i)
-            },
-        ));
-        out.push((
-            label,
-            MatmulSpec {
-                trans_a: true,
-                ..MatmulSpec::new(o, i, rows)
-            },
-        ));
-        out.push((
-            label,
-            MatmulSpec {
-                epilogue: Epilogue::ReluMask,
-                ..MatmulSpec::new(rows, i, o)
-            },
-        ));
-    }
-    out
-}
-
 /// Run every check of op family `family` (see [`OP_FAMILIES`]) on `backend` with inputs from
 /// `seed`; `presets` adds the presets' full-size layers (slow on a debug build).
 pub fn run_backend_family(
@@ -851,10 +820,24 @@ pub fn run_backend_family(
                     out.extend(check_matmul_op(be, inp, &spec)?);
                 }
             }
+            // Every combination training, evaluation or bench launches on every shape but
+            // the 1000³ one (coverage::launched_combos, read from the programs).
+            for (trans_a, trans_b, epilogue, accumulate) in super::coverage::launched_combos()? {
+                for &(m, n, k) in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
+                    let spec = MatmulSpec {
+                        trans_a,
+                        trans_b,
+                        epilogue,
+                        accumulate,
+                        ..MatmulSpec::new(m, n, k)
+                    };
+                    out.extend(check_matmul_op(be, inp, &spec)?);
+                }
+            }
             if presets {
-                for (label, spec) in matmul_preset_shapes() {
+                for (label, spec) in super::coverage::all_preset_products()? {
                     for mut c in check_matmul_op(be, inp, &spec)? {
-                        c.shape = format!("{label} {}", c.shape);
+                        c.shape = label.clone();
                         out.push(c);
                     }
                 }

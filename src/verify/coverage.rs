@@ -1,0 +1,191 @@
+//! What the verification must cover, derived from what can run: the matrix products the
+//! training step and the evaluation of every preset launch (read from the programs the
+//! engine itself prepares, not listed by hand), the (transposes, epilogue, accumulate)
+//! combinations among them and `bench`'s, and for each matmul variant the shapes that cross
+//! every edge of its tile.
+
+use crate::backend::{Backend, EngineKind, ProgramId};
+use crate::data::Dataset;
+use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
+use crate::model::Model;
+use crate::ops::{BufId, DataId, Op};
+use crate::train::{Engine, TrainConfig};
+use crate::Result;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// The presets whose programs define what training launches.
+pub const PRESETS: [&str; 4] = ["seed-small", "seed-large", "lenet5", "cnn"];
+
+/// A backend that runs nothing: it hands out buffer ids and keeps the programs the engine
+/// prepares (in a list the caller shares), so their ops can be read.
+#[derive(Default)]
+struct Recorder {
+    buffers: usize,
+    programs: Rc<RefCell<Vec<Vec<Op>>>>,
+}
+
+impl Backend for Recorder {
+    fn describe(&self) -> String {
+        "recorder".into()
+    }
+    fn kind(&self) -> EngineKind {
+        EngineKind::Cpu
+    }
+    fn adapter(&self) -> (String, String) {
+        ("recorder".into(), "none".into())
+    }
+    fn alloc(&mut self, _label: &str, _words: usize) -> Result<BufId> {
+        self.buffers += 1;
+        Ok(BufId(self.buffers - 1))
+    }
+    fn write(&mut self, _buf: BufId, _data: &[u32]) -> Result<()> {
+        Ok(())
+    }
+    fn read(&mut self, _buf: BufId, words: usize) -> Result<Vec<u32>> {
+        Ok(vec![0; words])
+    }
+    fn dataset(&mut self, _d: &Dataset) -> Result<DataId> {
+        Ok(DataId(0))
+    }
+    fn prepare(&mut self, ops: &[Op]) -> Result<ProgramId> {
+        let mut programs = self.programs.borrow_mut();
+        programs.push(ops.to_vec());
+        Ok(ProgramId(programs.len() - 1))
+    }
+    fn run(&mut self, _program: ProgramId, _repeat: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Every distinct matrix product of the programs the engine prepares for preset `name` at
+/// its batch of 100 (the training step and both evaluations), in program order.
+pub fn preset_products(name: &str) -> Result<Vec<MatmulSpec>> {
+    let cfg = TrainConfig::preset(name)?;
+    let model = Model::init_uniform(&cfg.arch, 0.07, 1);
+    let one = Dataset {
+        images: vec![0; cfg.arch.input_len()],
+        labels: vec![0],
+        n: 1,
+        rows: 28,
+        cols: cfg.arch.input_len() / 28,
+    };
+    let rec = Recorder::default();
+    let programs = Rc::clone(&rec.programs);
+    Engine::new(Box::new(rec), &cfg, &model, None, &one, Some(&one))?;
+    let mut out: Vec<MatmulSpec> = Vec::new();
+    for op in programs.borrow().iter().flatten() {
+        if let Op::Matmul { spec, .. } = op {
+            if !out.contains(spec) {
+                out.push(*spec);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The products of every preset, labelled "preset m×n×k".
+pub fn all_preset_products() -> Result<Vec<(String, MatmulSpec)>> {
+    let mut out = Vec::new();
+    for name in PRESETS {
+        for spec in preset_products(name)? {
+            out.push((format!("{name} {}x{}x{}", spec.m, spec.n, spec.k), spec));
+        }
+    }
+    Ok(out)
+}
+
+/// (trans_a, trans_b, epilogue, accumulate) of a product.
+pub type Combo = (bool, bool, Epilogue, bool);
+
+/// The combination of `spec`.
+pub fn combo(spec: &MatmulSpec) -> Combo {
+    (spec.trans_a, spec.trans_b, spec.epilogue, spec.accumulate)
+}
+
+/// Every combination that training, evaluation or `bench` launches: those of the presets'
+/// programs, plus `bench`'s square products (plain NN).
+pub fn launched_combos() -> Result<Vec<Combo>> {
+    let mut out = vec![combo(&MatmulSpec::new(1, 1, 1))];
+    for (_, spec) in all_preset_products()? {
+        if !out.contains(&combo(&spec)) {
+            out.push(combo(&spec));
+        }
+    }
+    Ok(out)
+}
+
+/// (M, N, K) shapes that cross every edge of `tile`'s workgroup block: remainders 1 and
+/// block − 1 in M and in N (the block's extent along M is its rows, or its columns when the
+/// tile is swapped), single rows and columns, and K with remainders 1 and BK − 1 past one,
+/// two and three steps of BK (the depth K advances by per step).
+pub fn tile_edge_shapes(tile: &MatmulTile) -> Vec<(usize, usize, usize)> {
+    let (rows, cols, bk) = (tile.bm() as usize, tile.bn() as usize, tile.bk as usize);
+    let (bm, bn) = if tile.swap {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    vec![
+        (bm + 1, bn + 1, bk + 1),
+        (2 * bm - 1, 2 * bn - 1, 3 * bk - 1),
+        (1, bn - 1, 2 * bk + 1),
+        (bm - 1, 1, 1),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_presets_launch_forward_weight_gradient_and_input_gradient_products() {
+        let lenet = preset_products("lenet5").unwrap();
+        // conv 1 forward (im2col rows × 6 channels × 25 taps), its weight gradient, and the
+        // dense input gradient through the ReLU mask.
+        let fwd = MatmulSpec {
+            trans_b: true,
+            epilogue: Epilogue::BiasRelu,
+            ..MatmulSpec::new(78_400, 6, 25)
+        };
+        let dw = MatmulSpec {
+            trans_a: true,
+            ..MatmulSpec::new(6, 25, 78_400)
+        };
+        assert!(lenet.contains(&fwd) && lenet.contains(&dw), "{lenet:?}");
+        let combos = launched_combos().unwrap();
+        for c in [
+            (false, true, Epilogue::BiasRelu, false),
+            (false, true, Epilogue::Bias, false),
+            (true, false, Epilogue::None, false),
+            (false, false, Epilogue::ReluMask, false),
+            (false, false, Epilogue::None, false),
+        ] {
+            assert!(combos.contains(&c), "{c:?} missing from {combos:?}");
+        }
+    }
+
+    #[test]
+    fn edge_shapes_leave_remainders_one_and_block_minus_one_in_every_dimension() {
+        for tile in MatmulTile::CANDIDATES {
+            let shapes = tile_edge_shapes(&tile);
+            let (rows, cols) = (tile.bm() as usize, tile.bn() as usize);
+            let (bm, bn) = if tile.swap {
+                (cols, rows)
+            } else {
+                (rows, cols)
+            };
+            let bk = tile.bk as usize;
+            let rem = |v: usize, b: usize| v % b;
+            for (dim, b) in [(0, bm), (1, bn)] {
+                let rems: Vec<usize> = shapes.iter().map(|s| rem([s.0, s.1][dim], b)).collect();
+                assert!(rems.contains(&1) || b == 1, "{tile}: {rems:?}");
+                assert!(rems.contains(&(b - 1)) || b <= 2, "{tile}: {rems:?}");
+            }
+            assert!(
+                shapes.iter().any(|s| s.2 > 2 * bk && s.2 % bk != 0),
+                "{tile}"
+            );
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Mutation evidence: deliberately broken kernels must fail the checks, at the shapes where
+//! the fault shows, so that a future loosening of a tolerance is caught. Each mutant is the
+//! reference backend (the twins) with one fault applied to the outputs of the op it breaks —
+//! the faults of issue 12: a dropped k-term, a skipped last row of a tile, zeroed small
+//! probabilities, a wrong ReLU-mask polarity, a missing bias, an off-by-one gather. For each,
+//! the sound backend passes the same check on the same inputs (so the fault, not the data,
+//! fails it) and the broken one fails exactly the output it spoils.
+
+mod common;
+
+use ndarray::Array2;
+use wgtrain::backend::reference::ReferenceBackend;
+use wgtrain::backend::{Backend, EngineKind, ProgramId};
+use wgtrain::data::Dataset;
+use wgtrain::ops::{BufId, DataId, Epilogue, MatmulSpec, Op};
+use wgtrain::verify::ops::{check_gather_op, check_matmul_op, check_softmax_op, Cursor};
+use wgtrain::verify::{self, Check, Inputs};
+use wgtrain::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// C = A·B without the last term of every dot product (k = K − 1).
+    DroppedKTerm,
+    /// The last row of C left at zero, as a kernel that skips a tile's remainder row.
+    SkippedLastRow,
+    /// Probabilities below 10⁻⁶ set to zero.
+    ZeroedSmallProbabilities,
+    /// The ReLU mask keeps the product where mask ≤ 0 instead of > 0.
+    MaskPolarity,
+    /// The bias epilogue without the bias.
+    MissingBias,
+    /// Each minibatch row gets the next row's pixels (the last row keeps its own); the
+    /// samples have this many pixels.
+    GatherOffByOne(usize),
+}
+
+/// The reference backend with `fault` applied after every program it runs.
+struct Mutant {
+    inner: ReferenceBackend,
+    fault: Fault,
+    programs: Vec<Vec<Op>>,
+}
+
+fn f32s(words: &[u32]) -> Vec<f32> {
+    words.iter().map(|&w| f32::from_bits(w)).collect()
+}
+
+fn words(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+impl Mutant {
+    fn new(fault: Fault) -> Self {
+        Mutant {
+            inner: ReferenceBackend::new(),
+            fault,
+            programs: Vec::new(),
+        }
+    }
+
+    fn read_f32(&mut self, b: BufId, n: usize) -> Result<Vec<f32>> {
+        Ok(f32s(&self.inner.read(b, n)?))
+    }
+
+    /// op(A) as [M, K] and op(B) as [K, N].
+    fn operands(&mut self, spec: &MatmulSpec, a: BufId, b: BufId) -> Result<[Array2<f32>; 2]> {
+        let (m, n, k) = (spec.m, spec.n, spec.k);
+        let av = self.read_f32(a, m * k)?;
+        let bv = self.read_f32(b, k * n)?;
+        let a = if spec.trans_a {
+            Array2::from_shape_vec((k, m), av).unwrap().reversed_axes()
+        } else {
+            Array2::from_shape_vec((m, k), av).unwrap()
+        };
+        let b = if spec.trans_b {
+            Array2::from_shape_vec((n, k), bv).unwrap().reversed_axes()
+        } else {
+            Array2::from_shape_vec((k, n), bv).unwrap()
+        };
+        Ok([a, b])
+    }
+
+    fn spoil(&mut self, op: &Op) -> Result<()> {
+        match (*op, self.fault) {
+            (Op::Matmul { spec, a, b, c, .. }, Fault::DroppedKTerm) => {
+                let [a, b] = self.operands(&spec, a, b)?;
+                let mut cv = self.read_f32(c, spec.m * spec.n)?;
+                for i in 0..spec.m {
+                    for j in 0..spec.n {
+                        cv[i * spec.n + j] -= a[[i, spec.k - 1]] * b[[spec.k - 1, j]];
+                    }
+                }
+                self.inner.write(c, &words(&cv))
+            }
+            (Op::Matmul { spec, c, .. }, Fault::SkippedLastRow) => {
+                let row = vec![0.0f32; spec.n];
+                let mut cv = self.read_f32(c, spec.m * spec.n)?;
+                cv[(spec.m - 1) * spec.n..].copy_from_slice(&row);
+                self.inner.write(c, &words(&cv))
+            }
+            (
+                Op::Matmul {
+                    spec,
+                    a,
+                    b,
+                    aux: Some(mask),
+                    c,
+                },
+                Fault::MaskPolarity,
+            ) if spec.epilogue == Epilogue::ReluMask => {
+                let [a, b] = self.operands(&spec, a, b)?;
+                let mask = self.read_f32(mask, spec.m * spec.n)?;
+                let product = a.dot(&b);
+                let flipped: Vec<f32> = product
+                    .iter()
+                    .zip(&mask)
+                    .map(|(&p, &m)| if m > 0.0 { 0.0 } else { p })
+                    .collect();
+                self.inner.write(c, &words(&flipped))
+            }
+            (
+                Op::Matmul {
+                    spec,
+                    aux: Some(bias),
+                    c,
+                    ..
+                },
+                Fault::MissingBias,
+            ) if spec.epilogue == Epilogue::Bias => {
+                let bias = self.read_f32(bias, spec.n)?;
+                let mut cv = self.read_f32(c, spec.m * spec.n)?;
+                for (i, v) in cv.iter_mut().enumerate() {
+                    *v -= bias[i % spec.n];
+                }
+                self.inner.write(c, &words(&cv))
+            }
+            (
+                Op::SoftmaxXentForward {
+                    rows,
+                    classes,
+                    probs,
+                    ..
+                },
+                Fault::ZeroedSmallProbabilities,
+            ) => {
+                let mut p = self.read_f32(probs, rows * classes)?;
+                p.iter_mut().filter(|v| **v < 1e-6).for_each(|v| *v = 0.0);
+                self.inner.write(probs, &words(&p))
+            }
+            (Op::Gather { rows, x, .. }, Fault::GatherOffByOne(pixels)) if rows > 1 => {
+                let xv = self.inner.read(x, rows * pixels)?;
+                let mut shifted = xv.clone();
+                shifted[..(rows - 1) * pixels].copy_from_slice(&xv[pixels..]);
+                self.inner.write(x, &shifted)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Backend for Mutant {
+    fn describe(&self) -> String {
+        format!("{:?} mutant of {}", self.fault, self.inner.describe())
+    }
+    fn kind(&self) -> EngineKind {
+        self.inner.kind()
+    }
+    fn adapter(&self) -> (String, String) {
+        self.inner.adapter()
+    }
+    fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
+        self.inner.alloc(label, words)
+    }
+    fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
+        self.inner.write(buf, data)
+    }
+    fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>> {
+        self.inner.read(buf, words)
+    }
+    fn dataset(&mut self, d: &Dataset) -> Result<DataId> {
+        self.inner.dataset(d)
+    }
+    fn prepare(&mut self, ops: &[Op]) -> Result<ProgramId> {
+        let p = self.inner.prepare(ops)?;
+        self.programs.resize(p.0 + 1, Vec::new());
+        self.programs[p.0] = ops.to_vec();
+        Ok(p)
+    }
+    fn run(&mut self, program: ProgramId, repeat: usize) -> Result<()> {
+        for _ in 0..repeat {
+            self.inner.run(program, 1)?;
+            for op in self.programs[program.0].clone() {
+                self.spoil(&op)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Failing checks as "kernel shape".
+fn failing(checks: &[Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| !c.pass())
+        .map(|c| format!("{} {}", c.kernel, c.shape))
+        .collect()
+}
+
+/// Run `check` on the sound reference backend and on the mutant with the same seed: the
+/// first must pass, the second must fail, and every failing check's kernel name must start
+/// with `spoiled` (the output the fault touches).
+fn caught(
+    fault: Fault,
+    spoiled: &str,
+    check: impl Fn(&mut dyn Backend, &mut Inputs) -> Result<Vec<Check>>,
+) {
+    let seed = common::seed(&format!("{fault:?}"));
+    let sound = check(&mut ReferenceBackend::new(), &mut Inputs::new(seed)).unwrap();
+    assert!(
+        failing(&sound).is_empty(),
+        "{fault:?}: the sound backend fails {:?}",
+        failing(&sound)
+    );
+    let broken = check(&mut Mutant::new(fault), &mut Inputs::new(seed)).unwrap();
+    let bad = failing(&broken);
+    eprintln!("{fault:?}: caught by {bad:?}");
+    assert!(
+        !bad.is_empty(),
+        "{fault:?} passed every check (seed {seed})"
+    );
+    assert!(
+        bad.iter().all(|b| b.starts_with(spoiled)),
+        "{fault:?}: unexpected failures {bad:?}"
+    );
+}
+
+/// A product on one of the verified shapes whose K is small enough that one term exceeds
+/// γ_K·Σ|a·b| (for K ≈ 10⁴ a single dropped term of size ≤ 1 is within rounding of the
+/// 10⁴-term sum: that fault shows only at shorter K).
+#[test]
+fn a_dropped_k_term_fails_the_matmul_check() {
+    for (m, n, k) in [(15, 17, 9), (7, 13, 257), (100, 512, 784)] {
+        caught(Fault::DroppedKTerm, "matmul", |be, inp| {
+            check_matmul_op(be, inp, &MatmulSpec::new(m, n, k))
+        });
+    }
+}
+
+#[test]
+fn a_skipped_last_row_fails_the_matmul_check() {
+    for (m, n, k) in [(65, 63, 17), (2, 3, 4099)] {
+        caught(Fault::SkippedLastRow, "matmul", |be, inp| {
+            check_matmul_op(be, inp, &MatmulSpec::new(m, n, k))
+        });
+    }
+}
+
+#[test]
+fn a_flipped_relu_mask_fails_the_matmul_check() {
+    caught(Fault::MaskPolarity, "matmul", |be, inp| {
+        let spec = MatmulSpec {
+            epilogue: Epilogue::ReluMask,
+            ..MatmulSpec::new(100, 512, 10)
+        };
+        check_matmul_op(be, inp, &spec)
+    });
+}
+
+#[test]
+fn a_missing_bias_fails_the_matmul_check() {
+    caught(Fault::MissingBias, "matmul", |be, inp| {
+        let spec = MatmulSpec {
+            trans_b: true,
+            epilogue: Epilogue::Bias,
+            ..MatmulSpec::new(100, 10, 512)
+        };
+        check_matmul_op(be, inp, &spec)
+    });
+}
+
+/// Logits in [−8, 8] over 1000 classes give probabilities down to e⁻¹⁶ ≈ 10⁻⁷; zeroing those
+/// below 10⁻⁶ stays within the old absolute tolerance ((C + 8)·2u ≈ 1.2·10⁻⁴) and must fail
+/// the relative one.
+#[test]
+fn zeroed_small_probabilities_fail_the_softmax_check() {
+    caught(
+        Fault::ZeroedSmallProbabilities,
+        "softmax_xent",
+        |be, inp| {
+            let logits = verify::softmax_logits(inp, 13, 1000);
+            check_softmax_op(be, inp, &logits, "13x1000".into())
+        },
+    );
+}
+
+#[test]
+fn an_off_by_one_gather_fails_the_gather_check() {
+    caught(Fault::GatherOffByOne(13), "gather x", |be, inp| {
+        check_gather_op(be, inp, 257, 13, 100, Cursor::NearEnd)
+    });
+}
