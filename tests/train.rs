@@ -32,9 +32,27 @@ fn max_diff(a: &Model, b: &Model) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Every layer's weight and bias moved by more than `min` from `before` (a layer the optimiser
+/// never updated would otherwise pass a comparison of two engines that both skip it).
+fn assert_every_layer_moved(name: &str, before: &Model, after: &Model, min: f32) {
+    for (i, (p, q)) in before.params.iter().zip(&after.params).enumerate() {
+        let dw = (&p.weight - &q.weight).fold(0.0f32, |m, d| m.max(d.abs()));
+        let db = (&p.bias - &q.bias).fold(0.0f32, |m, d| m.max(d.abs()));
+        assert!(
+            dw > min && db > min,
+            "{name}: layer {i} moved by only {dw:e} (weight), {db:e} (bias)"
+        );
+    }
+}
+
 #[test]
-fn short_gpu_training_reaches_80_percent_on_the_sample() {
-    // 784-100-10, lecture hyperparameters, 5 epochs on 2,000 images: the CPU path gets ~86%.
+fn short_gpu_training_reaches_84_percent_on_the_sample() {
+    // 784-100-10, lecture hyperparameters, 5 epochs on 2,000 images. The CPU engine's test
+    // accuracy after epoch 5 over seeds 1–12: 86.1 86.4 84.9 85.6 86.4 86.7 84.9 84.8 86.3 84.5
+    // 85.3 86.0% (mean 85.7%, standard deviation 0.75 points, lowest 84.5%); this run (seed 1)
+    // gets 86.1% on both adapters. 84% is below every seed's result (2.3 standard deviations
+    // under the mean), so a change of seed or of the shuffle does not fail it, while a bug that
+    // costs two points does (80%, the old threshold, let a six-point loss through).
     let data = sample();
     let cfg = config("784-100-10", 5);
     for ctx in common::contexts("short_training") {
@@ -58,13 +76,29 @@ fn short_gpu_training_reaches_80_percent_on_the_sample() {
         );
         assert_eq!(hist.len(), 5);
         assert!(
-            last.test_acc >= 0.80,
+            last.test_acc >= 0.84,
             "{name}: test accuracy {}",
             last.test_acc
         );
         assert!(hist[0].train_loss > last.train_loss);
     }
 }
+
+/// Largest |w_gpu − w_cpu| after the 20 SGD steps of [`gpu_and_cpu_training_agree_within_rounding`]
+/// (784-32-16-10, α = 0.05, μ = 0.9, batch 100, from the same weights). The engines differ only
+/// in summation order (u = 2⁻²⁴):
+/// * a gradient element sums B = 100 per-sample terms built from forward sums of ≤ 784
+///   products; two orders differ by about √n·u relative (random-walk rounding), ≲ 10u·G with
+///   G = max |g| ≈ 0.05: 3e-8 (measured at the first step: 0.7–1.5e-8 over seeds 1–4);
+/// * a gradient difference at step i reaches w at each later step s through the momentum
+///   buffer with weight μ^(s−i), so over 20 steps it counts α·Σ_s Σ_(i<s) μ^i = 0.05·121 = 6
+///   times: 6·3e-8 = 1.8e-7;
+/// * each update w − αv is rounded on each side, one ulp ≤ 2u·|w| apart once the values
+///   differ, |w| ≤ 0.09: 20·2u·0.09 = 2.1e-7.
+///
+/// Together 3.9e-7. Measured 2.6e-8 for this run (seed 1) and 3.2–4.5e-8 for seeds 2–4, on
+/// lavapipe and on llvmpipe GL.
+const SGD_20_STEPS_TOL: f32 = 4e-7;
 
 #[test]
 fn gpu_and_cpu_training_agree_within_rounding() {
@@ -82,6 +116,7 @@ fn gpu_and_cpu_training_agree_within_rounding() {
     )
     .unwrap();
     let mc = cpu.model().unwrap();
+    assert_every_layer_moved("cpu", &model, &mc, 1e-3);
     for ctx in common::contexts("gpu_cpu_agree") {
         let name = ctx.describe();
         let mut gpu = Engine::gpu(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
@@ -95,11 +130,13 @@ fn gpu_and_cpu_training_agree_within_rounding() {
         )
         .unwrap();
         let mg = gpu.model().unwrap();
-        // 20 SGD steps from identical weights; the two sides differ only in summation order,
-        // so the weights drift apart by a few float32 roundings per step.
+        assert_every_layer_moved(&name, &model, &mg, 1e-3);
         let d = max_diff(&mc, &mg);
-        eprintln!("{name}: max |w_gpu − w_cpu| = {d:.3e}");
-        assert!(d < 1e-4, "{name}: weights differ by {d}");
+        eprintln!(
+            "{name}: max |w_gpu − w_cpu| = {d:.3e} (moved {:.3e})",
+            max_diff(&mg, &model)
+        );
+        assert!(d < SGD_20_STEPS_TOL, "{name}: weights differ by {d}");
         assert!((hc[0].train_loss - hg[0].train_loss).abs() < 1e-4);
         assert!((hc[0].test_acc - hg[0].test_acc).abs() <= 0.002);
     }
@@ -362,5 +399,153 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
         assert!(d < 1e-5, "{name}: weights differ by {d}");
         assert!((hf[0].train_loss - hr[0].train_loss).abs() < 1e-5, "{name}");
         assert!((hf[0].test_acc - hr[0].test_acc).abs() <= 0.001, "{name}");
+    }
+}
+
+/// How the hand-computed SGD steps below treat L2.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum L2Rule {
+    /// torch.optim.SGD with weight_decay λ on the weights' parameter group, 0 on the biases'.
+    Pytorch,
+    /// No decay at all.
+    None,
+    /// Weight decay on the biases too.
+    BiasesToo,
+    /// Decoupled decay (w ← w − αv − αλw), outside the momentum buffer.
+    Decoupled,
+}
+
+/// `steps` SGD steps from `model` over the training set in file order, applied by hand in f32
+/// to gradients from the reference twins (`Engine::gradients`: the mean loss's gradient, no
+/// L2), with PyTorch's order of operations: d ← g + λw; v ← μv + d (v = d at the first
+/// step, which μ·0 + d is); w ← w − αv.
+fn sgd_by_hand(
+    cfg: &TrainConfig,
+    model: &Model,
+    data: &wgtrain::data::Dataset,
+    steps: usize,
+    rule: L2Rule,
+) -> Model {
+    use wgtrain::backend::reference::ReferenceBackend;
+    let (b, px) = (cfg.batch, data.pixels());
+    let (lr, mu, l2) = (cfg.lr, cfg.momentum, cfg.l2);
+    let mut m = model.clone();
+    let mut v: Vec<(Vec<f32>, Vec<f32>)> = m
+        .params
+        .iter()
+        .map(|p| (vec![0.0; p.weight.len()], vec![0.0; p.bias.len()]))
+        .collect();
+    for s in 0..steps {
+        let x: Vec<f32> = data.images[s * b * px..(s + 1) * b * px]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        let y: Vec<u32> = data.labels[s * b..(s + 1) * b]
+            .iter()
+            .map(|&l| l as u32)
+            .collect();
+        let mut e =
+            Engine::new(Box::new(ReferenceBackend::new()), cfg, &m, None, data, None).unwrap();
+        let g = e.gradients(&x, &y).unwrap();
+        let (l2_w, l2_b) = match rule {
+            L2Rule::Pytorch => (l2, 0.0),
+            L2Rule::None | L2Rule::Decoupled => (0.0, 0.0),
+            L2Rule::BiasesToo => (l2, l2),
+        };
+        let decoupled = if rule == L2Rule::Decoupled { l2 } else { 0.0 };
+        for ((p, g), (vw, vb)) in m.params.iter_mut().zip(&g).zip(&mut v) {
+            let step = |w: &mut f32, g: f32, v: &mut f32, l2: f32| {
+                let w0 = *w;
+                let d = g + l2 * w0;
+                *v = mu * *v + d;
+                *w = w0 - lr * *v;
+                if decoupled > 0.0 {
+                    *w -= lr * decoupled * w0;
+                }
+            };
+            for ((w, &g), v) in p.weight.iter_mut().zip(g.weight.iter()).zip(vw) {
+                step(w, g, v, l2_w);
+            }
+            for ((w, &g), v) in p.bias.iter_mut().zip(g.bias.iter()).zip(vb) {
+                step(w, g, v, l2_b);
+            }
+        }
+    }
+    m
+}
+
+/// `--l2` end to end: 5 SGD steps (α 0.05, μ 0.9, λ 0.01, batch 100, file order) through
+/// `train::run` on the reference twins, the fast CPU engine and every adapter land on the
+/// weights of PyTorch's rule applied by hand ([`sgd_by_hand`]; checked once against
+/// torch.optim.SGD with `scripts/torch_reference.py`'s parameter groups on the same init and
+/// data: 1.5e-8 apart, float32 rounding). `tests/torch_fixture.rs` checks λ on a conv net
+/// against a committed PyTorch run.
+#[test]
+fn sgd_with_l2_decays_the_weights_not_the_biases_as_pytorch_does_on_every_engine() {
+    use wgtrain::backend::{cpu::CpuBackend, reference::ReferenceBackend};
+    let data = sample();
+    let mut cfg = config("784-32-10", 1);
+    cfg.init = train::Init::Pytorch; // biases start non-zero, so decaying them would show
+    cfg.l2 = 0.01;
+    cfg.shuffle = false;
+    const STEPS: usize = 5;
+    cfg.max_steps = Some(STEPS);
+    let model = cfg.init_model();
+    let want = sgd_by_hand(&cfg, &model, &data.train, STEPS, L2Rule::Pytorch);
+    // Tolerance: the engines differ from the hand update only in the summation order of the
+    // gradients (the reference engine runs the same twins: measured 0). With the argument of
+    // SGD_20_STEPS_TOL for 5 steps: α·Σ_(s≤5) Σ_(i<s) μ^i = 0.66 times a gradient difference
+    // of ≲ 10u·G (G = 0.054): 2.1e-8, plus 5·2u·|w| with |w| ≤ 0.18: 1.05e-7; 1.5e-7 in all.
+    // Measured 1.5e-8 on the fast CPU engine, lavapipe and llvmpipe GL.
+    const TOL: f32 = 1.5e-7;
+    // The rules a slip would implement instead are each far outside it (measured 7e-4 to
+    // 1.2e-3 away), so matching PyTorch's rule cannot happen by accident.
+    for rule in [L2Rule::None, L2Rule::BiasesToo, L2Rule::Decoupled] {
+        let other = sgd_by_hand(&cfg, &model, &data.train, STEPS, rule);
+        let d = max_diff(&other, &want);
+        eprintln!("{rule:?}: {d:.3e} from PyTorch's rule");
+        assert!(
+            d > 1000.0 * TOL,
+            "{rule:?} is only {d:e} from PyTorch's rule"
+        );
+    }
+    let mut engines = vec![
+        Engine::new(
+            Box::new(ReferenceBackend::new()),
+            &cfg,
+            &model,
+            None,
+            &data.train,
+            None,
+        )
+        .unwrap(),
+        Engine::new(
+            Box::new(CpuBackend::new()),
+            &cfg,
+            &model,
+            None,
+            &data.train,
+            None,
+        )
+        .unwrap(),
+    ];
+    for ctx in common::contexts("sgd_l2") {
+        engines.push(Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap());
+    }
+    for mut e in engines {
+        train::run(
+            &mut e,
+            &cfg,
+            data.train.n,
+            0,
+            Position::default(),
+            &mut Quiet,
+        )
+        .unwrap();
+        let got = e.model().unwrap();
+        let d = max_diff(&got, &want);
+        eprintln!("{}: {d:.3e} from PyTorch's rule", e.device());
+        assert_every_layer_moved(&e.device(), &model, &got, 1e-3);
+        assert!(d <= TOL, "{}: {d:e} from PyTorch's rule", e.device());
     }
 }
