@@ -1,21 +1,42 @@
-//! Interruption: kill -9 never leaves a corrupt checkpoint, Ctrl-C saves one mid-epoch, and
-//! resuming either gives exactly the weights of an uninterrupted run with the same seed.
+//! Interruption: kill -9 never leaves a corrupt checkpoint, Ctrl-C saves one, and resuming
+//! either gives exactly the weights of an uninterrupted run with the same seed.
+//!
+//! A run that is to be interrupted is asked for [`ENDLESS`] epochs, so that it is certainly
+//! still training when the signal arrives, however fast the machine; the test then proves the
+//! interruption (the process died of the signal or reported it, and the checkpoint stands
+//! before the end of the run). The resumed run and the uninterrupted reference both stop at a
+//! step count chosen after the interrupt (`--max-steps`): with SGD's constant learning rate a
+//! run's first steps do not depend on how long it was asked to be, so both must equal the
+//! uninterrupted run stopped there. The tests wait for evidence (a checkpoint file, an epoch
+//! line) rather than for a fixed time, so a slow machine only makes them slower.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use wgtrain::model::io::Checkpoint;
 use wgtrain::model::Model;
 
 const ARCH: &str = "784-1000-1000-10";
+
+/// Epochs for a run that must not finish before the test interrupts it: 2·10⁶ steps.
+const ENDLESS: &str = "100000";
+
+/// The 2,000 sample images in minibatches of 100 (the default batch size).
+const STEPS_PER_EPOCH: usize = 20;
+
+/// How long a slow machine may take to show that training is under way.
+const PATIENCE: Duration = Duration::from_secs(300);
 
 fn cmd(out: &Path, extra: &[&str]) -> Command {
     cmd_on("cpu", ARCH, out, extra)
 }
 
+/// `wgtrain train` of `arch` on `device` with the tests' environment, seed 7, no `--epochs`.
 fn cmd_on(device: &str, arch: &str, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wgtrain"));
+    let mut c = common::wgtrain_command();
     c.args([
         "train",
         "--arch",
@@ -24,8 +45,6 @@ fn cmd_on(device: &str, arch: &str, out: &Path, extra: &[&str]) -> Command {
         "assets/mnist-sample",
         "--device",
         device,
-        "--epochs",
-        "4",
         "--seed",
         "7",
         "--quiet",
@@ -42,12 +61,34 @@ fn ckpt(out: &Path) -> PathBuf {
     out.with_file_name("m.ckpt.safetensors")
 }
 
-fn uninterrupted(dir: &Path) -> Model {
+/// The weights of a run asked for [`ENDLESS`] epochs that stops after `steps` steps.
+fn uninterrupted(cmd: impl Fn(&Path, &[&str]) -> Command, dir: &Path, steps: usize) -> Model {
     let out = dir.join("ref").join("m.safetensors");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let st = cmd(&out, &[]).status().unwrap();
-    assert!(st.success());
+    let steps = steps.to_string();
+    let o = cmd(&out, &["--epochs", ENDLESS, "--max-steps", &steps])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Model::load(&out).unwrap().0
+}
+
+/// Resume the checkpoint beside `out` and stop after `steps` steps in all.
+fn resume(cmd: impl Fn(&Path, &[&str]) -> Command, out: &Path, steps: usize) -> Model {
+    let steps = steps.to_string();
+    let o = cmd(
+        out,
+        &[
+            "--resume",
+            ckpt(out).to_str().unwrap(),
+            "--max-steps",
+            &steps,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Model::load(out).unwrap().0
 }
 
 fn wait_for(path: &Path, child: &mut Child) {
@@ -57,68 +98,118 @@ fn wait_for(path: &Path, child: &mut Child) {
             child.try_wait().unwrap().is_none(),
             "training ended before {path:?} appeared"
         );
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no checkpoint after 2 minutes"
-        );
+        assert!(t.elapsed() < PATIENCE, "no checkpoint after {PATIENCE:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-fn resume(out: &Path) -> Model {
-    let o = cmd(out, &["--resume", ckpt(out).to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    Model::load(out).unwrap().0
+/// Steps the checkpoint's run had done, checked to lie strictly inside the [`ENDLESS`] run:
+/// at least one epoch (the test waited for one), and short of the end.
+fn steps_done(ck: &Checkpoint) -> usize {
+    let at = &ck.run["position"];
+    let (epoch, step) = (at["epoch"].as_u64(), at["step"].as_u64());
+    let done = epoch.unwrap() as usize * STEPS_PER_EPOCH + step.unwrap() as usize;
+    let total: usize = ENDLESS.parse::<usize>().unwrap() * STEPS_PER_EPOCH;
+    eprintln!("interrupted at {at} ({done} of {total} steps)");
+    assert!(
+        (STEPS_PER_EPOCH..total).contains(&done),
+        "checkpoint at {at}: not inside the run"
+    );
+    done
 }
 
-#[test]
-fn kill_9_mid_training_then_resume_gives_the_uninterrupted_weights() {
-    let dir = tempfile::tempdir().unwrap();
-    let want = uninterrupted(dir.path());
-    let out = dir.path().join("run").join("m.safetensors");
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let mut child = cmd(&out, &[]).spawn().unwrap();
-    wait_for(&ckpt(&out), &mut child);
-    // Let it get into the next epoch (and possibly into the next checkpoint write).
-    std::thread::sleep(Duration::from_millis(150));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    // The checkpoint is whole (atomic rename), and no final model was written.
-    wgtrain::model::io::Checkpoint::load(ckpt(&out)).expect("checkpoint intact after kill -9");
-    assert!(!out.exists() || Model::load(&out).is_ok());
-    assert_eq!(resume(&out), want);
-}
-
-#[test]
-fn ctrl_c_saves_a_mid_epoch_checkpoint_and_resume_is_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let want = uninterrupted(dir.path());
-    let out = dir.path().join("run").join("m.safetensors");
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let child = cmd(&out, &["--checkpoint-every", "0"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+/// Send SIGINT (Ctrl-C) to `child`.
+fn ctrl_c(child: &Child) {
     let st = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(st.success());
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    if o.status.success() {
-        // It finished before the signal arrived: nothing to resume; the test is moot here.
-        eprintln!("run finished before Ctrl-C; skipping the resume half");
-        return;
+}
+
+#[test]
+fn kill_9_mid_training_then_resume_gives_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").join("m.safetensors");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let mut child = cmd(&out, &["--epochs", ENDLESS]).spawn().unwrap();
+    wait_for(&ckpt(&out), &mut child);
+    // Let it get into the next epoch (and possibly into the next checkpoint write).
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended by itself before kill -9"
+    );
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
     }
+    assert!(!status.success());
+    // The checkpoint is whole (atomic rename), and no final model was written.
+    let ck = Checkpoint::load(ckpt(&out)).expect("checkpoint intact after kill -9");
+    assert!(!out.exists(), "no final model from a killed run");
+    // Resume through one and a half more epochs: across an epoch boundary, ending mid-epoch.
+    let stop = steps_done(&ck) + STEPS_PER_EPOCH * 3 / 2;
+    assert_eq!(
+        resume(cmd, &out, stop),
+        uninterrupted(cmd, dir.path(), stop)
+    );
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_of_the_running_run_and_resume_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").join("m.safetensors");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    // No periodic checkpoints: the one on disk afterwards is the interrupt's.
+    let mut child = cmd(&out, &["--epochs", ENDLESS, "--checkpoint-every", "0"])
+        .spawn()
+        .unwrap();
+    // The first epoch's line on stderr: the Ctrl-C handler is installed (before training
+    // starts) and the run is under way.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut err = Vec::new();
+    let t = Instant::now();
+    while !err.iter().any(|l: &String| l.starts_with("epoch")) {
+        match rx.recv_timeout(PATIENCE.saturating_sub(t.elapsed())) {
+            Ok(line) => err.push(line),
+            Err(e) => panic!("no epoch line after {:?} ({e}): {err:?}", t.elapsed()),
+        }
+    }
+    ctrl_c(&child);
+    let status = child.wait().unwrap();
+    err.extend(rx.iter());
+    let err = err.join("\n");
+    assert!(
+        !status.success(),
+        "the run was not interrupted ({status:?}): {err}"
+    );
     assert!(
         err.contains("interrupted") && err.contains("--resume"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    let ck = wgtrain::model::io::Checkpoint::load(ckpt(&out)).unwrap();
-    eprintln!("interrupted at {}", ck.run["position"]);
-    assert_eq!(resume(&out), want);
+    assert!(!out.exists(), "no final model from an interrupted run");
+    // Epochs of 20 steps are shorter than the 50-step chunks between interrupt checks, so
+    // this checkpoint is at an epoch boundary; the resume from mid-epoch positions is checked
+    // bit for bit in process by the Adam test below.
+    let ck = Checkpoint::load(ckpt(&out)).unwrap();
+    let stop = steps_done(&ck) + STEPS_PER_EPOCH * 3 / 2;
+    assert_eq!(
+        resume(cmd, &out, stop),
+        uninterrupted(cmd, dir.path(), stop)
+    );
 }
 
 #[test]
@@ -126,56 +217,31 @@ fn gpu_run_interrupted_and_resumed_matches_the_uninterrupted_gpu_run() {
     if common::contexts("gpu_resume").is_empty() {
         return;
     }
-    let arch = "784-256-10";
+    let gpu = |out: &Path, extra: &[&str]| {
+        let mut c = cmd_on("gpu", "784-256-10", out, &["--backend", "vulkan"]);
+        c.args(extra);
+        c
+    };
     let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("ref").join("m.safetensors");
-    std::fs::create_dir_all(reference.parent().unwrap()).unwrap();
-    let ok = cmd_on("gpu", arch, &reference, &["--backend", "vulkan"])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let want = Model::load(&reference).unwrap().0;
-
     let out = dir.path().join("run").join("m.safetensors");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let mut child = cmd_on("gpu", arch, &out, &["--backend", "vulkan"])
-        .spawn()
-        .unwrap();
+    let mut child = gpu(&out, &["--epochs", ENDLESS]).spawn().unwrap();
     wait_for(&ckpt(&out), &mut child);
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    ctrl_c(&child);
     let o = child.wait_with_output().unwrap();
-    if o.status.success() {
-        eprintln!("run finished before Ctrl-C; skipping the resume half");
-        return;
-    }
-    let resumed = cmd_on(
-        "gpu",
-        arch,
-        &out,
-        &[
-            "--backend",
-            "vulkan",
-            "--resume",
-            ckpt(&out).to_str().unwrap(),
-        ],
-    )
-    .output()
-    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
+        !o.status.success(),
+        "the run was not interrupted ({}): {err}",
+        o.status
     );
+    assert!(err.contains("interrupted"), "{err}");
+    let stop = steps_done(&Checkpoint::load(ckpt(&out)).unwrap()) + STEPS_PER_EPOCH * 3 / 2;
     // Same adapter, same dispatches, no atomics: bitwise identical.
-    assert_eq!(Model::load(&out).unwrap().0, want);
+    assert_eq!(
+        resume(gpu, &out, stop),
+        uninterrupted(gpu, dir.path(), stop)
+    );
 }
 
 /// Adam on a conv net, in process: k steps, checkpoint, a fresh engine resumed from the file,
