@@ -125,8 +125,8 @@ pub fn setup() -> &'static Path {
             Some(dir) => PathBuf::from(dir),
             None => {
                 // Not created here: only a process that tunes writes its autotune.json there
-                // (and the folder stays behind: tens of KiB in the temp folder). The pid and the
-                // clock make it this process's own.
+                // (the folder then stays behind in the temp folder, up to a few hundred KiB).
+                // The pid and the clock make it this process's own.
                 let nanos = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
