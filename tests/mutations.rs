@@ -1,8 +1,10 @@
 //! Mutation evidence: deliberately broken kernels must fail the checks, at the shapes where
 //! the fault shows, so that a future loosening of a tolerance is caught. Each mutant is the
 //! reference backend (the twins) with one fault applied to the outputs of the op it breaks —
-//! the faults of issue 12: a dropped k-term, a skipped last row of a tile, zeroed small
-//! probabilities, a wrong ReLU-mask polarity, a missing bias, an off-by-one gather. For each,
+//! the faults of issue 12 (a dropped k-term, a skipped last row of a tile, zeroed small
+//! probabilities, a wrong ReLU-mask polarity, a missing bias, an off-by-one gather) and one
+//! for every other kernel family (bias gradient, SGD, Adam, metrics, im2col, col2im,
+//! max-pooling). For each,
 //! the sound backend passes the same check on the same inputs (so the fault, not the data,
 //! fails it) and the broken one fails exactly the output it spoils.
 
@@ -12,8 +14,12 @@ use ndarray::Array2;
 use wgtrain::backend::reference::ReferenceBackend;
 use wgtrain::backend::{Backend, EngineKind, ProgramId};
 use wgtrain::data::Dataset;
+use wgtrain::ops::SgdParams;
 use wgtrain::ops::{BufId, DataId, Epilogue, MatmulSpec, Op};
-use wgtrain::verify::ops::{check_gather_op, check_matmul_op, check_softmax_op, Cursor};
+use wgtrain::verify::ops::{
+    check_adam_op, check_bias_op, check_conv2d_op, check_gather_op, check_matmul_op,
+    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, Cursor,
+};
 use wgtrain::verify::{self, Check, Inputs};
 use wgtrain::Result;
 
@@ -32,6 +38,20 @@ enum Fault {
     /// Each minibatch row gets the next row's pixels (the last row keeps its own); the
     /// samples have this many pixels.
     GatherOffByOne(usize),
+    /// The bias gradient without the last row of dy.
+    BiasGradDropsLastRow,
+    /// SGD without momentum: v' = g + λw, w' = w − α·v'.
+    SgdWithoutMomentum,
+    /// Adam's first moment not updated.
+    AdamFrozenMoment,
+    /// The metrics count one row fewer.
+    MetricsMissLastRow,
+    /// Every cols row shifted by one column.
+    Im2colOffByOne,
+    /// The masked col2im ignores its mask.
+    Col2imIgnoresMask,
+    /// Every max-pooling index one element too far.
+    MaxPoolIndexOffByOne,
 }
 
 /// The reference backend with `fault` applied after every program it runs.
@@ -39,6 +59,10 @@ struct Mutant {
     inner: ReferenceBackend,
     fault: Fault,
     programs: Vec<Vec<Op>>,
+    /// What the buffers an op writes held before the run (for faults that undo an update).
+    before: std::collections::HashMap<BufId, Vec<u32>>,
+    /// Each buffer's length in words.
+    sizes: std::collections::HashMap<BufId, usize>,
 }
 
 fn f32s(words: &[u32]) -> Vec<f32> {
@@ -55,6 +79,8 @@ impl Mutant {
             inner: ReferenceBackend::new(),
             fault,
             programs: Vec::new(),
+            before: Default::default(),
+            sizes: Default::default(),
         }
     }
 
@@ -80,8 +106,71 @@ impl Mutant {
         Ok([a, b])
     }
 
-    fn spoil(&mut self, op: &Op) -> Result<()> {
+    /// The words of `b` before the run.
+    fn old(&self, b: BufId) -> Vec<u32> {
+        self.before[&b].clone()
+    }
+
+    fn spoil(&mut self, op: &Op, program: &[Op]) -> Result<()> {
         match (*op, self.fault) {
+            (Op::BiasBackward { rows, cols, dy, db }, Fault::BiasGradDropsLastRow) => {
+                let last = self.read_f32(dy, rows * cols)?[(rows - 1) * cols..].to_vec();
+                let mut d = self.read_f32(db, cols)?;
+                d.iter_mut().zip(&last).for_each(|(d, l)| *d -= l);
+                self.inner.write(db, &words(&d))
+            }
+            (Op::Sgd { n, hp, w, g, v }, Fault::SgdWithoutMomentum) => {
+                let (w0, g) = (f32s(&self.old(w)[..n]), self.read_f32(g, n)?);
+                let v2: Vec<f32> = (0..n).map(|i| g[i] + hp.l2 * w0[i]).collect();
+                let w2: Vec<f32> = (0..n).map(|i| w0[i] - hp.lr * v2[i]).collect();
+                self.inner.write(v, &words(&v2))?;
+                self.inner.write(w, &words(&w2))
+            }
+            (Op::Adam { n, m, .. }, Fault::AdamFrozenMoment) => {
+                let m0 = self.old(m)[..n].to_vec();
+                self.inner.write(m, &m0)
+            }
+            (Op::Metrics { acc, .. }, Fault::MetricsMissLastRow) => {
+                let mut a = self.inner.read(acc, 4)?;
+                a[2] = a[2].wrapping_sub(1);
+                self.inner.write(acc, &a)
+            }
+            (Op::Im2col { spec, cols, .. }, Fault::Im2colOffByOne) => {
+                let width = spec.col_cols();
+                let mut c = self.inner.read(cols, spec.col_rows() * width)?;
+                for row in c.chunks_exact_mut(width) {
+                    row.rotate_left(1);
+                }
+                self.inner.write(cols, &c)
+            }
+            (
+                Op::Col2im {
+                    spec,
+                    dcols,
+                    mask: Some(_),
+                    dx,
+                },
+                Fault::Col2imIgnoresMask,
+            ) => {
+                let unmasked = program.iter().find_map(|o| match *o {
+                    Op::Col2im {
+                        dcols: d,
+                        mask: None,
+                        dx,
+                        ..
+                    } if d == dcols => Some(dx),
+                    _ => None,
+                });
+                let plain = self
+                    .inner
+                    .read(unmasked.expect("an unmasked col2im"), spec.input_len())?;
+                self.inner.write(dx, &plain)
+            }
+            (Op::MaxPoolForward { spec, idx, .. }, Fault::MaxPoolIndexOffByOne) => {
+                let mut i = self.inner.read(idx, spec.output_len())?;
+                i.iter_mut().for_each(|v| *v += 1);
+                self.inner.write(idx, &i)
+            }
             (Op::Matmul { spec, a, b, c, .. }, Fault::DroppedKTerm) => {
                 let [a, b] = self.operands(&spec, a, b)?;
                 let mut cv = self.read_f32(c, spec.m * spec.n)?;
@@ -169,7 +258,9 @@ impl Backend for Mutant {
         self.inner.adapter()
     }
     fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
-        self.inner.alloc(label, words)
+        let b = self.inner.alloc(label, words)?;
+        self.sizes.insert(b, words);
+        Ok(b)
     }
     fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
         self.inner.write(buf, data)
@@ -187,10 +278,18 @@ impl Backend for Mutant {
         Ok(p)
     }
     fn run(&mut self, program: ProgramId, repeat: usize) -> Result<()> {
+        let ops = self.programs[program.0].clone();
         for _ in 0..repeat {
+            self.before.clear();
+            for op in &ops {
+                for b in op.buffers().1 {
+                    let words = self.inner.read(b, self.sizes[&b])?;
+                    self.before.insert(b, words);
+                }
+            }
             self.inner.run(program, 1)?;
-            for op in self.programs[program.0].clone() {
-                self.spoil(&op)?;
+            for op in &ops {
+                self.spoil(op, &ops)?;
             }
         }
         Ok(())
@@ -298,4 +397,69 @@ fn an_off_by_one_gather_fails_the_gather_check() {
     caught(Fault::GatherOffByOne(13), "gather x", |be, inp| {
         check_gather_op(be, inp, 257, 13, 100, Cursor::NearEnd)
     });
+}
+
+#[test]
+fn a_bias_gradient_without_the_last_row_fails_the_bias_check() {
+    caught(Fault::BiasGradDropsLastRow, "bias_backward", |be, inp| {
+        check_bias_op(be, inp, 100, 512, "")
+    });
+}
+
+#[test]
+fn sgd_without_momentum_fails_the_sgd_check() {
+    caught(Fault::SgdWithoutMomentum, "sgd_update", |be, inp| {
+        check_sgd_op(
+            be,
+            inp,
+            1000,
+            SgdParams {
+                lr: 0.05,
+                momentum: 0.9,
+                l2: 1e-3,
+            },
+        )
+    });
+}
+
+#[test]
+fn a_frozen_adam_moment_fails_the_adam_check() {
+    caught(Fault::AdamFrozenMoment, "adam_update", |be, inp| {
+        check_adam_op(be, inp, &verify::adam_cases()[1])
+    });
+}
+
+#[test]
+fn metrics_missing_a_row_fail_the_metrics_check() {
+    caught(
+        Fault::MetricsMissLastRow,
+        "accumulate_metrics counts",
+        |be, inp| check_metrics_op(be, inp, 100, 10),
+    );
+}
+
+#[test]
+fn an_off_by_one_im2col_fails_the_im2col_check() {
+    caught(Fault::Im2colOffByOne, "im2col", |be, inp| {
+        check_conv2d_op(be, inp, &verify::conv2d_shapes()[16], "")
+    });
+}
+
+#[test]
+fn a_col2im_ignoring_its_mask_fails_the_masked_check() {
+    caught(Fault::Col2imIgnoresMask, "col2im masked", |be, inp| {
+        check_conv2d_op(be, inp, &verify::conv2d_shapes()[16], "")
+    });
+}
+
+#[test]
+fn an_off_by_one_pooling_index_fails_the_maxpool_check() {
+    caught(
+        Fault::MaxPoolIndexOffByOne,
+        "maxpool_forward idx",
+        |be, inp| {
+            let spec = verify::maxpool_shapes()[1];
+            check_maxpool_op(be, inp, &spec, verify::PoolInput::Uniform, "")
+        },
+    );
 }
