@@ -411,7 +411,7 @@ fn bench_matmul(
         tiles.extend(
             MatmulTile::CANDIDATES
                 .iter()
-                .filter(|t| **t != chosen && t.available(ctx)),
+                .filter(|t| **t != chosen && t.unsupported_for(ctx, spec).is_none()),
         );
     }
     let mut out = Vec::new();
