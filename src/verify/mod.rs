@@ -170,12 +170,19 @@ impl Inputs {
     pub fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.rng.random_range(lo..=hi)).collect()
     }
-    /// Labels in 0..classes, with about one in eight replaced by the padding label.
+    /// Labels in 0..classes, with about one in eight replaced by a padding label (the
+    /// gather's marker or C).
     pub fn labels(&mut self, n: usize, classes: usize, padding: bool) -> Array1<u32> {
         (0..n)
             .map(|_| {
                 if padding && self.rng.random_range(0..8) == 0 {
-                    kernels::PADDING_LABEL
+                    // Any label ≥ C is padding: the gather's own marker, or C itself, where
+                    // a `< C` test and a `≤ C` test differ (found by cargo-mutants).
+                    if self.rng.random() {
+                        kernels::PADDING_LABEL
+                    } else {
+                        classes as u32
+                    }
                 } else {
                     self.rng.random_range(0..classes as u32)
                 }
@@ -262,7 +269,9 @@ impl MatmulData {
             inp.matrix(k, n)
         };
         let bias = inp.matrix(1, n).into_shape_with_order(n).unwrap();
-        let mask = inp.matrix(m, n);
+        // Like a ReLU output: about half exact zeros, where a mask test `> 0` and `≥ 0`
+        // differ (with a uniform mask they never would; found by cargo-mutants).
+        let mask = inp.matrix(m, n).mapv(|v| v.max(0.0));
         let start = inp.matrix(m, n);
         MatmulData {
             a,
