@@ -103,6 +103,18 @@ pub fn combo(spec: &MatmulSpec) -> Combo {
     (spec.trans_a, spec.trans_b, spec.epilogue, spec.accumulate)
 }
 
+/// The product of shape (M, N, K) in combination `c`.
+pub fn spec_of(c: Combo, (m, n, k): (usize, usize, usize)) -> MatmulSpec {
+    let (trans_a, trans_b, epilogue, accumulate) = c;
+    MatmulSpec {
+        trans_a,
+        trans_b,
+        epilogue,
+        accumulate,
+        ..MatmulSpec::new(m, n, k)
+    }
+}
+
 /// Every combination that training, evaluation or `bench` launches: those of the presets'
 /// programs, plus `bench`'s square products (plain NN).
 pub fn launched_combos() -> Result<Vec<Combo>> {

@@ -1608,15 +1608,9 @@ pub fn run_family_with(
             // programs: coverage::launched_combos), on shapes crossing every edge of its tile.
             let combos = coverage::launched_combos()?;
             for tile in MatmulTile::CANDIDATES.iter().filter(|t| t.available(ctx)) {
-                for &(m, n, k) in &coverage::tile_edge_shapes(tile) {
-                    for &(trans_a, trans_b, epilogue, accumulate) in &combos {
-                        let spec = MatmulSpec {
-                            trans_a,
-                            trans_b,
-                            epilogue,
-                            accumulate,
-                            ..MatmulSpec::new(m, n, k)
-                        };
+                for &shape in &coverage::tile_edge_shapes(tile) {
+                    for &c in &combos {
+                        let spec = coverage::spec_of(c, shape);
                         out.push(tile_check(ctx, &mut inp, &spec, tile)?);
                     }
                 }

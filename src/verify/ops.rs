@@ -822,15 +822,9 @@ pub fn run_backend_family(
             }
             // Every combination training, evaluation or bench launches on every shape but
             // the 1000³ one (coverage::launched_combos, read from the programs).
-            for (trans_a, trans_b, epilogue, accumulate) in super::coverage::launched_combos()? {
-                for &(m, n, k) in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
-                    let spec = MatmulSpec {
-                        trans_a,
-                        trans_b,
-                        epilogue,
-                        accumulate,
-                        ..MatmulSpec::new(m, n, k)
-                    };
+            for c in super::coverage::launched_combos()? {
+                for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
+                    let spec = super::coverage::spec_of(c, shape);
                     out.extend(check_matmul_op(be, inp, &spec)?);
                 }
             }
