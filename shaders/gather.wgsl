@@ -1,14 +1,16 @@
 // Minibatch gather from the dataset resident on the GPU, and the cursor that walks it.
 //
 // gather: images (u8, 4 per u32), labels_all[N], order[N], cursor -> x[B,P] (scaled to [0,1]), y[B]
-//   Row b takes sample order[cursor + b]. Rows past the end of the data get zeros and the
-//   padding label 0xffffffff, which the loss and metrics kernels ignore. Each launch covers
+//   Row b takes sample order[cursor + b]. Rows at or past `samples` (the order entries in use:
+//   the whole dataset, or a data-parallel rank's share of it) get zeros and the padding label
+//   0xffffffff, which the loss and metrics kernels ignore. Each launch covers
 //   one shard of the images and writes only the rows whose sample that shard holds.
 // advance: cursor += B, so consecutive steps need no upload from the host.
 
 struct Params {
     rows: u32,
     pixels: u32,
+    // Order entries in use (≤ the dataset's samples).
     samples: u32,
     // Samples shard_start .. shard_start + shard_count live in this `images` buffer; datasets
     // larger than one binding are split, one launch per shard.

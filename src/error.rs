@@ -57,6 +57,10 @@ pub enum Error {
     #[error("invalid shape: {0}")]
     Shape(String),
 
+    /// Data-parallel ranks that disagree, or a collective that failed.
+    #[error("distributed training: {0}")]
+    Distributed(String),
+
     /// A bad argument or hyperparameter.
     #[error("invalid argument {name}: {reason}")]
     InvalidArg { name: &'static str, reason: String },

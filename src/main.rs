@@ -7,7 +7,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Instant;
+use wgtrain::dist::Solo;
 use wgtrain::gpu::context::{self, AdapterChoice};
 use wgtrain::gpu::GpuContext;
 use wgtrain::model::{Arch, Input, Model};
@@ -239,6 +241,15 @@ struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Data-parallel training over MPI, started as `mpirun -np N wgtrain train --distributed
+    /// ...`: each rank holds a replica, takes 1/N of every minibatch (--batch-size stays the
+    /// global size) and sums gradients with the others each step. Each rank opens its own
+    /// adapter: the host's GPUs in local-rank order unless --adapter is given; --device cpu
+    /// works per rank. Every rank must be given the same settings and data (checked at
+    /// start-up); rank 0 writes the model, metrics and checkpoints. Needs a wgtrain built with
+    /// `--features distributed` (Open MPI installed).
+    #[arg(long)]
+    distributed: bool,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -660,6 +671,67 @@ impl train::Observer for Progress {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
+    if a.distributed {
+        return cmd_train_distributed(a);
+    }
+    train_run(a, Rc::new(Solo), 0)
+}
+
+#[cfg(not(feature = "distributed"))]
+fn cmd_train_distributed(_: TrainArgs) -> Result<()> {
+    anyhow::bail!(
+        "--distributed needs a wgtrain built with MPI: install Open MPI (Debian: apt-get install \
+         openmpi-bin libopenmpi-dev libclang-dev) and build with `cargo build --release \
+         --features distributed`"
+    )
+}
+
+/// One rank of `mpirun -np N wgtrain train --distributed`. An error every rank reaches
+/// together (interrupt, divergence, ranks that disagree) ends MPI normally and is printed once,
+/// by rank 0; any other error on one rank (a lost adapter, a missing file) is printed with the
+/// rank and host, and ends the whole job at once so no rank waits for it forever.
+#[cfg(feature = "distributed")]
+fn cmd_train_distributed(a: TrainArgs) -> Result<()> {
+    use wgtrain::dist::{mpi::Mpi, Collective};
+    let mpi = Rc::new(Mpi::init()?);
+    let (rank, size, host) = (mpi.rank(), mpi.size(), mpi.host().to_string());
+    let local = mpi.local_rank();
+    let result = train_run(a, mpi.clone(), local);
+    let Err(e) = result else {
+        return Ok(());
+    };
+    let together = matches!(
+        e.downcast_ref::<wgtrain::Error>(),
+        Some(
+            wgtrain::Error::Interrupted(_)
+                | wgtrain::Error::Diverged { .. }
+                | wgtrain::Error::Distributed(_)
+        )
+    );
+    if together {
+        drop(mpi); // MPI_Finalize, with every rank
+        if rank == 0 {
+            return Err(e);
+        }
+        std::process::exit(1);
+    }
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!(
+        "error: rank {rank} of {size} on {host}: {}; ending every rank",
+        msg.join(": ")
+    );
+    mpi.abort(1)
+}
+
+/// Train as one process (`comm` = [`Solo`]) or as one rank of `comm`; `local_rank` picks the
+/// default adapter among the host's GPUs.
+fn train_run(
+    a: TrainArgs,
+    comm: Rc<dyn wgtrain::dist::Collective>,
+    local_rank: usize,
+) -> Result<()> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let leader = rank == 0;
     if let Some(t) = a.threads {
         wgtrain::backend::cpu::check_threads(t)?;
     }
@@ -688,7 +760,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         a.init.as_deref(),
         a.resume.as_deref(),
     )?;
-    let cfg = start.cfg;
+    let cfg = start.cfg.clone();
 
     let mut data = load_data(&a.data)?;
     if let Some(n) = a.train_limit {
@@ -699,20 +771,36 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     }
     train::check_data(&cfg.arch, &data.train, "training")?;
     train::check_data(&cfg.arch, &data.test, "test")?;
+    if ranks > 1 {
+        session::check_ranks_agree(comm.as_ref(), &start, &data.train, &data.test)?;
+    }
 
-    let be = open_backend(a.device, a.threads, &a.gpu)?;
-    let mut engine = Engine::new(
+    let mut gpu = a.gpu.clone();
+    if ranks > 1 && gpu.adapter.is_none() && a.device != Device::Cpu {
+        gpu.adapter =
+            context::nth_hardware_adapter(&gpu.choice(), local_rank)?.map(|i| i.to_string());
+    }
+    let be = open_backend(a.device, a.threads, &gpu)?;
+    let mut engine = Engine::with_group(
         be,
         &cfg,
         &start.model,
         start.state.as_ref(),
         &data.train,
         Some(&data.test),
+        comm,
     )?;
     let device = engine.device();
-    if !a.json {
+    if ranks > 1 && !a.json {
+        eprintln!("rank {rank} of {ranks}: {device}");
+    }
+    if leader && !a.json {
+        let each = match ranks {
+            1 => String::new(),
+            n => format!(" (over {n} ranks)"),
+        };
         eprintln!(
-            "training {} on {} ({} train / {} test images), {} lr {} ({:?}) momentum {} l2 {} batch {} epochs {}",
+            "training {} on {} ({} train / {} test images), {} lr {} ({:?}) momentum {} l2 {} batch {}{each} epochs {}",
             cfg.arch, device, data.train.n, data.test.n, cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
     }
@@ -723,7 +811,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         // A second Ctrl-C while saving is ignored; the save is atomic either way.
         let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst));
     }
-    let bar = if a.quiet || a.json {
+    let bar = if a.quiet || a.json || !leader {
         None
     } else {
         let bar = ProgressBar::new(1);
@@ -740,7 +828,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         batch: cfg.batch,
         t_epoch: Instant::now(),
         stop,
-        json: a.json,
+        json: a.json || !leader,
         last_loss: None,
     };
     let lens = (data.train.n, data.test.n);
@@ -767,6 +855,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         &a.out,
     )
     .with_context(|| "saving the results")?;
+    if !leader {
+        return Ok(());
+    }
     if a.json {
         print_json(&serde_json::to_value(&s)?);
     } else {

@@ -213,11 +213,13 @@ pub struct DataId(pub usize);
 /// executes each with its CPU twin.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
-    /// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] (padding rows
-    /// past the end: zeros and [`PADDING_LABEL`]).
+    /// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] for
+    /// cursor + b < `len`; rows at or past `len` are padding (zeros and [`PADDING_LABEL`]).
+    /// `len` ≤ the dataset's samples: the order entries in use (a data-parallel rank's share).
     Gather {
         data: DataId,
         rows: usize,
+        len: usize,
         order: BufId,
         cursor: BufId,
         x: BufId,

@@ -419,6 +419,7 @@ impl CpuBackend {
             Op::Gather {
                 data,
                 rows,
+                len,
                 order,
                 cursor,
                 x,
@@ -431,7 +432,7 @@ impl CpuBackend {
                         &d.images,
                         &d.labels,
                         d.pixels(),
-                        s.u(order),
+                        &s.u(order)[..len],
                         start,
                         bytemuck::cast_slice_mut(xs),
                         &mut ys[..rows],
@@ -603,6 +604,20 @@ impl Backend for CpuBackend {
             return Err(Error::Shape(format!(
                 "an op writes a buffer it also reads or writes twice: {op:?}"
             )));
+        }
+        for op in ops {
+            if let Op::Gather {
+                data, len, order, ..
+            } = *op
+            {
+                let (n, words) = (self.data[data.0].n, self.bufs[order.0].len());
+                if len > n || len > words {
+                    return Err(Error::Shape(format!(
+                        "gather: {len} order entries in use, but the dataset has {n} samples \
+                         and the order buffer {words} entries"
+                    )));
+                }
+            }
         }
         let (steps, elided) = fuse(ops);
         let needed = needs(&steps);

@@ -49,6 +49,7 @@ impl GpuBackend {
             Op::Gather {
                 data,
                 rows,
+                len,
                 order,
                 cursor,
                 x,
@@ -56,6 +57,7 @@ impl GpuBackend {
             } => kernels::gather(
                 ctx,
                 rows,
+                len,
                 &self.data[data.0],
                 b(order),
                 b(cursor),
@@ -226,6 +228,16 @@ impl Backend for GpuBackend {
 
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>> {
         self.ctx.read("buffer", self.buf(buf), words)
+    }
+
+    fn read_many(&mut self, bufs: &[(BufId, usize)]) -> Result<Vec<u32>> {
+        let parts: Vec<(&wgpu::Buffer, usize)> =
+            bufs.iter().map(|&(b, w)| (self.buf(b), 4 * w)).collect();
+        let bytes = self.ctx.read_bytes("buffers", &parts)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
+            .collect())
     }
 
     fn dataset(&mut self, d: &Dataset) -> Result<DataId> {

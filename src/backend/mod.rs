@@ -42,6 +42,15 @@ pub trait Backend {
     fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()>;
     /// The first `words` words of `buf` (waits for queued work).
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>>;
+    /// The first `words` words of each buffer, concatenated (one wait for them all where the
+    /// device allows).
+    fn read_many(&mut self, bufs: &[(BufId, usize)]) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(bufs.iter().map(|b| b.1).sum());
+        for &(b, words) in bufs {
+            out.extend(self.read(b, words)?);
+        }
+        Ok(out)
+    }
     /// Make `d` resident (pixels stay bytes).
     fn dataset(&mut self, d: &Dataset) -> Result<DataId>;
     /// Prepare `ops` to run as one program.

@@ -52,6 +52,7 @@ impl ReferenceBackend {
             Op::Gather {
                 data,
                 rows,
+                len,
                 order,
                 cursor,
                 x,
@@ -63,7 +64,7 @@ impl ReferenceBackend {
                     &d.images,
                     &d.labels,
                     d.pixels(),
-                    self.u(order),
+                    &self.u(order)[..len],
                     start,
                     rows,
                 );

@@ -70,6 +70,25 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, api)
 }
 
+/// The index (into [`list_adapters`]) of the `n`-th hardware GPU of this host, counting each
+/// GPU once (on its best backend) and wrapping around: a data-parallel rank's default adapter
+/// by its local rank. `None` when the host has no hardware GPU (software adapters are not
+/// spread over).
+pub fn nth_hardware_adapter(choice: &AdapterChoice, n: usize) -> Result<Option<usize>> {
+    let adapters = list_adapters(choice)?;
+    let mut seen = std::collections::HashSet::new();
+    let gpus: Vec<usize> = adapters
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            let i = a.get_info();
+            i.device_type != wgpu::DeviceType::Cpu && seen.insert((i.vendor, i.device, i.name))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    Ok((!gpus.is_empty()).then(|| gpus[n % gpus.len()]))
+}
+
 /// One line naming an adapter: `llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan, Cpu]`.
 pub fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} [{:?}, {:?}]", info.name, info.backend, info.device_type)
@@ -468,20 +487,38 @@ impl GpuContext {
         buffer: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<T>> {
-        let bytes = (len * std::mem::size_of::<T>()) as u64;
-        if bytes == 0 {
+        let bytes = len * std::mem::size_of::<T>();
+        let raw = self.read_bytes(what, &[(buffer, bytes)])?;
+        // The bytes may be unaligned for T; copy byte-wise.
+        let mut out = vec![T::zeroed(); len];
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&raw);
+        Ok(out)
+    }
+
+    /// The first `bytes` of each buffer, concatenated: one copy into one staging buffer and
+    /// one wait for them all (data-parallel training reads every gradient so each step).
+    pub fn read_bytes(&self, what: &str, parts: &[(&wgpu::Buffer, usize)]) -> Result<Vec<u8>> {
+        let padded = |b: usize| (b as u64).next_multiple_of(4);
+        let total: u64 = parts.iter().map(|&(_, b)| padded(b)).sum();
+        if total == 0 {
             return Ok(Vec::new());
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: bytes.next_multiple_of(4),
+            size: total,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.next_multiple_of(4));
+        let mut at = 0;
+        for &(buffer, bytes) in parts {
+            if bytes > 0 {
+                enc.copy_buffer_to_buffer(buffer, 0, &staging, at, padded(bytes));
+            }
+            at += padded(bytes);
+        }
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
@@ -499,9 +536,12 @@ impl GpuContext {
             None => return Err(fail("map callback never ran".into())),
         }
         let view = slice.get_mapped_range().map_err(|e| fail(e.to_string()))?;
-        // The mapped range may be unaligned for T; copy byte-wise.
-        let mut out = vec![T::zeroed(); len];
-        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&view[..bytes as usize]);
+        let mut out = Vec::with_capacity(total as usize);
+        let mut at = 0;
+        for &(_, bytes) in parts {
+            out.extend_from_slice(&view[at..at + bytes]);
+            at += padded(bytes) as usize;
+        }
         drop(view);
         staging.unmap();
         Ok(out)

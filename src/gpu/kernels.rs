@@ -869,12 +869,14 @@ impl GpuDataset {
     }
 }
 
-/// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]]: one launch per
-/// shard, each writing the rows whose sample it holds.
+/// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] for
+/// cursor + b < `len` (the order entries in use), padding rows after: one launch per shard,
+/// each writing the rows whose sample it holds.
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     ctx: &GpuContext,
     rows: usize,
+    len: usize,
     data: &GpuDataset,
     order: &Buffer,
     cursor: &Buffer,
@@ -886,7 +888,13 @@ pub fn gather(
         name,
         &[("B", rows), ("P", data.pixels), ("N", data.samples)],
     )?;
-    need(name, "order", order, data.samples)?;
+    if len > data.samples {
+        return Err(Error::Shape(format!(
+            "{name}: {len} order entries in use but the dataset has {} samples",
+            data.samples
+        )));
+    }
+    need(name, "order", order, len)?;
     need(name, "x", x, rows * data.pixels)?;
     need(name, "y", y, rows)?;
     need(name, "labels", &data.labels, data.samples)?;
@@ -905,7 +913,7 @@ pub fn gather(
                 &[
                     rows as u32,
                     data.pixels as u32,
-                    data.samples as u32,
+                    len as u32,
                     shard.start as u32,
                     shard.count as u32,
                 ],

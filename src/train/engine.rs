@@ -6,16 +6,24 @@
 //! forward, loss, metrics, advance). Per epoch only the shuffled order is written; steps run in
 //! chunks (one command buffer each on the GPU) with no readback; metrics are read once per
 //! epoch.
+//!
+//! Data-parallel ([`Engine::with_group`]): each rank's engine holds a full replica and takes its
+//! [`Shard`] of every global minibatch; the step is split into a gradient program (gather,
+//! forward, loss, metrics, backward) and an update program, with the gradients summed over the
+//! ranks in between. The loss is scaled by the global batch size, so the summed gradient is the
+//! one a single process computes for the whole minibatch.
 
 use super::{Optimizer, TrainConfig, Which};
 use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
+use crate::dist::{Collective, Shard, Solo};
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
 use crate::nn::{self, Io, Layer, ParamBufs};
 use crate::ops::{BufId, DataId, MetricsAcc, Op};
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
+use std::rc::Rc;
 
 /// Optimiser state outside the weights: named slots shaped like the parameters (SGD:
 /// `velocity`; Adam: `adam.m`, `adam.v`) and the number of updates done.
@@ -33,10 +41,25 @@ pub fn slot_names(opt: Optimizer) -> &'static [&'static str] {
     }
 }
 
+/// Seconds spent moving gradients between ranks, summed over `steps` steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CommTime {
+    pub steps: usize,
+    /// Reading the gradients back from the device.
+    pub read: f64,
+    /// The all-reduce (waiting for the slowest rank included).
+    pub sum: f64,
+    /// Writing the sums back to the device.
+    pub write: f64,
+}
+
 /// One resident dataset with its own order and cursor.
 struct Resident {
     data: DataId,
-    n: usize,
+    /// Order entries a training epoch uses: the samples, or this rank's share of them.
+    len: usize,
+    /// The samples this rank evaluates, in file order (all of them in one process).
+    eval: std::ops::Range<usize>,
     order: BufId,
     cursor: BufId,
 }
@@ -54,6 +77,16 @@ struct ParamSlot {
 pub struct Engine {
     be: Box<dyn Backend>,
     cfg: TrainConfig,
+    /// The ranks this engine trains with, and this rank's share of every minibatch.
+    comm: Rc<dyn Collective>,
+    shard: Shard,
+    /// Rows of this rank's part of a minibatch (the whole batch in one process).
+    rows: usize,
+    /// Data-parallel: the step as gradient and update programs, and the gradient buffers
+    /// (with their lengths) summed between them.
+    split: Option<(ProgramId, ProgramId)>,
+    grads: Vec<(BufId, usize)>,
+    comm_time: CommTime,
     model_shapes: Vec<Shape>,
     layers: Vec<Box<dyn Layer>>,
     params: Vec<ParamSlot>,
@@ -113,14 +146,40 @@ impl Engine {
     /// Build the network in `be`, upload `model` (and optimiser state) and the datasets, and
     /// prepare the programs.
     pub fn new(
-        mut be: Box<dyn Backend>,
+        be: Box<dyn Backend>,
         cfg: &TrainConfig,
         model: &Model,
         state: Option<&OptState>,
         train: &Dataset,
         test: Option<&Dataset>,
     ) -> Result<Self> {
-        let bsz = cfg.batch;
+        Self::with_group(be, cfg, model, state, train, test, Rc::new(Solo))
+    }
+
+    /// As [`Engine::new`], as one rank of data-parallel training over `comm`: this engine
+    /// takes its [`Shard`] of every minibatch of `cfg.batch` rows and evaluates its part of
+    /// each dataset; gradients and metrics are summed over the ranks. Every rank must be built
+    /// from the same configuration, model and data (see [`crate::dist::check_agreement`]).
+    pub fn with_group(
+        mut be: Box<dyn Backend>,
+        cfg: &TrainConfig,
+        model: &Model,
+        state: Option<&OptState>,
+        train: &Dataset,
+        test: Option<&Dataset>,
+        comm: Rc<dyn Collective>,
+    ) -> Result<Self> {
+        let shard = Shard::of(comm.as_ref());
+        if cfg.batch < shard.ranks {
+            return Err(Error::InvalidArg {
+                name: "--batch-size",
+                reason: format!(
+                    "{} is smaller than the {} ranks: every rank needs at least one row of each minibatch",
+                    cfg.batch, shard.ranks
+                ),
+            });
+        }
+        let bsz = shard.rows(cfg.batch).len();
         let arch = &model.arch;
         let shapes = arch.shapes()?;
         let n = arch.layers.len();
@@ -212,7 +271,8 @@ impl Engine {
             be.write(order, &(0..d.n as u32).collect::<Vec<_>>())?;
             Ok(Resident {
                 data,
-                n: d.n,
+                len: shard.local_len(d.n, cfg.batch),
+                eval: shard.eval_range(d.n, cfg.batch),
                 order,
                 cursor: be.alloc("cursor", 1)?,
             })
@@ -225,6 +285,12 @@ impl Engine {
         let mut e = Engine {
             be,
             cfg: cfg.clone(),
+            comm,
+            shard,
+            rows: bsz,
+            split: None,
+            grads: Vec::new(),
+            comm_time: CommTime::default(),
             model_shapes: shapes,
             layers,
             params,
@@ -260,8 +326,18 @@ impl Engine {
             }
             Optimizer::Sgd => None,
         };
-        let step = e.step_ops(sched);
-        e.step = e.be.prepare(&step)?;
+        let (grad, update) = (e.grad_step_ops(), e.update_ops(sched));
+        if e.shard.ranks > 1 {
+            let g = e.be.prepare(&grad)?;
+            let u = e.be.prepare(&update)?;
+            e.split = Some((g, u));
+            for p in &e.params {
+                let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
+                e.grads.extend([(p.bufs.dw, wn), (p.bufs.db, bn)]);
+            }
+        } else {
+            e.step = e.be.prepare(&[grad, update].concat())?;
+        }
         let ev = e.eval_ops(&e.train);
         e.eval_train = e.be.prepare(&ev)?;
         if let Some(t) = &e.test {
@@ -283,10 +359,11 @@ impl Engine {
         }
     }
 
-    fn gather(&self, r: &Resident) -> Op {
+    fn gather(&self, r: &Resident, len: usize) -> Op {
         Op::Gather {
             data: r.data,
-            rows: self.cfg.batch,
+            rows: self.rows,
+            len,
             order: r.order,
             cursor: r.cursor,
             x: self.x,
@@ -299,7 +376,7 @@ impl Engine {
             self.layers[l].forward(&self.io(l), ops);
         }
         ops.push(Op::SoftmaxXentForward {
-            rows: self.cfg.batch,
+            rows: self.rows,
             classes: self.classes(),
             logits: *self.acts.last().expect("a layer"),
             labels: self.y,
@@ -310,7 +387,7 @@ impl Engine {
 
     fn metrics(&self, acc: BufId) -> Op {
         Op::Metrics {
-            rows: self.cfg.batch,
+            rows: self.rows,
             classes: self.classes(),
             probs: self.probs,
             labels: self.y,
@@ -324,8 +401,9 @@ impl Engine {
         self.forward_ops(ops);
         ops.push(self.metrics(self.acc_train));
         ops.push(Op::SoftmaxXentBackward {
-            rows: self.cfg.batch,
+            rows: self.rows,
             classes: self.classes(),
+            // The global batch: the ranks' gradients sum to the whole minibatch's mean.
             scale: 1.0 / self.cfg.batch as f32,
             probs: self.probs,
             labels: self.y,
@@ -336,9 +414,20 @@ impl Engine {
         }
     }
 
-    fn step_ops(&self, sched: Option<BufId>) -> Vec<Op> {
-        let mut ops = vec![self.gather(&self.train)];
+    /// Gather this rank's rows, forward, loss, metrics, backward, advance the cursor.
+    fn grad_step_ops(&self) -> Vec<Op> {
+        let mut ops = vec![self.gather(&self.train, self.train.len)];
         self.gradient_ops(&mut ops);
+        ops.push(Op::Advance {
+            cursor: self.train.cursor,
+            by: self.rows,
+        });
+        ops
+    }
+
+    /// The optimiser's update of every parameter from its gradient.
+    fn update_ops(&self, sched: Option<BufId>) -> Vec<Op> {
+        let mut ops = Vec::new();
         for p in &self.params {
             let lens = [
                 self.layers[p.layer].param_lens().expect("params").0,
@@ -381,20 +470,16 @@ impl Engine {
                 by: 1,
             });
         }
-        ops.push(Op::Advance {
-            cursor: self.train.cursor,
-            by: self.cfg.batch,
-        });
         ops
     }
 
     fn eval_ops(&self, r: &Resident) -> Vec<Op> {
-        let mut ops = vec![self.gather(r)];
+        let mut ops = vec![self.gather(r, r.eval.len())];
         self.forward_ops(&mut ops);
         ops.push(self.metrics(self.acc_eval));
         ops.push(Op::Advance {
             cursor: r.cursor,
-            by: self.cfg.batch,
+            by: self.rows,
         });
         ops
     }
@@ -422,13 +507,113 @@ impl Engine {
     /// accumulate until [`Engine::take_train_metrics`].
     pub fn train_steps(&mut self, order: &[u32], first: usize, steps: usize) -> Result<()> {
         if first == 0 || !self.order_valid {
-            // The only per-epoch upload: this epoch's order.
-            self.be.write(self.train.order, order)?;
+            // The only per-epoch upload: this epoch's order (this rank's share of it).
+            if self.shard.ranks > 1 {
+                let mine = self.shard.local_order(order, self.cfg.batch);
+                self.be.write(self.train.order, &mine)?;
+            } else {
+                self.be.write(self.train.order, order)?;
+            }
             self.order_valid = true;
         }
         self.be
-            .write(self.train.cursor, &[(first * self.cfg.batch) as u32])?;
-        self.be.run(self.step, steps)
+            .write(self.train.cursor, &[(first * self.rows) as u32])?;
+        self.run_steps(steps)
+    }
+
+    /// `steps` steps from the cursor as it stands: one program run in one process; gradient
+    /// program, sum over the ranks and update program per step in data-parallel training.
+    fn run_steps(&mut self, steps: usize) -> Result<()> {
+        let Some((grad, update)) = self.split else {
+            return self.be.run(self.step, steps);
+        };
+        for _ in 0..steps {
+            self.be.run(grad, 1)?;
+            self.sum_gradients()?;
+            self.be.run(update, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Replace every gradient buffer by its sum over the ranks: one read of them all, one
+    /// all-reduce, one write each.
+    fn sum_gradients(&mut self) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let words = self.be.read_many(&self.grads)?;
+        let t1 = std::time::Instant::now();
+        let mut g: Vec<f32> = bytemuck::cast_slice(&words).to_vec();
+        self.comm.sum_f32(&mut g)?;
+        let t2 = std::time::Instant::now();
+        let mut at = 0;
+        for &(b, n) in &self.grads {
+            self.be.write_f32(b, &g[at..at + n])?;
+            at += n;
+        }
+        let t = &mut self.comm_time;
+        t.steps += 1;
+        t.read += (t1 - t0).as_secs_f64();
+        t.sum += (t2 - t1).as_secs_f64();
+        t.write += t2.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Time spent moving gradients between the ranks so far (zero in one process).
+    pub fn comm_time(&self) -> CommTime {
+        self.comm_time
+    }
+
+    /// This rank (0 in one process).
+    pub fn rank(&self) -> usize {
+        self.shard.rank
+    }
+
+    /// Ranks training together (1 in one process).
+    pub fn ranks(&self) -> usize {
+        self.shard.ranks
+    }
+
+    /// Whether any rank says yes: a collective every rank must call at the same point.
+    pub fn any_rank(&self, mine: bool) -> Result<bool> {
+        crate::dist::any(self.comm.as_ref(), mine)
+    }
+
+    /// Refuse to go on unless every rank's weights are bit-for-bit rank 0's (a collective;
+    /// nothing in one process).
+    pub fn check_replicas(&mut self, epoch: usize) -> Result<()> {
+        if self.shard.ranks == 1 {
+            return Ok(());
+        }
+        let bufs: Vec<(BufId, usize)> = self
+            .params
+            .iter()
+            .flat_map(|p| {
+                let (wn, bn) = self.layers[p.layer].param_lens().expect("params");
+                [(p.bufs.w, wn), (p.bufs.b, bn)]
+            })
+            .collect();
+        let words = self.be.read_many(&bufs)?;
+        let d = crate::dist::digest(bytemuck::cast_slice(&words));
+        crate::dist::check_replicas(self.comm.as_ref(), d, epoch)
+    }
+
+    /// Metrics summed over the ranks.
+    fn sum_metrics(&self, acc: MetricsAcc) -> Result<MetricsAcc> {
+        if self.shard.ranks == 1 {
+            return Ok(acc);
+        }
+        let mut v = [
+            acc.loss_sum as f64,
+            acc.correct as f64,
+            acc.seen as f64,
+            acc.nonfinite as f64,
+        ];
+        self.comm.sum_f64(&mut v)?;
+        Ok(MetricsAcc {
+            loss_sum: v[0] as f32,
+            correct: v[1] as u32,
+            seen: v[2] as u32,
+            nonfinite: v[3] as u32,
+        })
     }
 
     /// Run `steps` steps, `per_submit` per program run, restarting the data cursor at each
@@ -438,7 +623,7 @@ impl Engine {
         while left > 0 {
             let n = per_submit.min(left);
             self.be.write(self.train.cursor, &[0])?;
-            self.be.run(self.step, n)?;
+            self.run_steps(n)?;
             left -= n;
         }
         Ok(())
@@ -450,12 +635,14 @@ impl Engine {
         Ok(bytemuck::pod_read_unaligned(bytemuck::cast_slice(&words)))
     }
 
-    /// Metrics accumulated since the last call, and reset them.
+    /// Metrics accumulated since the last call (summed over the ranks), and reset them.
     pub fn take_train_metrics(&mut self) -> Result<MetricsAcc> {
-        self.read_acc(self.acc_train)
+        let acc = self.read_acc(self.acc_train)?;
+        self.sum_metrics(acc)
     }
 
-    /// Loss and accuracy over a whole dataset (forward only, in file order).
+    /// Loss and accuracy over a whole dataset (forward only, in file order; each rank takes
+    /// its part and the metrics are summed).
     pub fn evaluate(&mut self, which: Which) -> Result<MetricsAcc> {
         let (res, prog) = match which {
             Which::Train => {
@@ -472,11 +659,15 @@ impl Engine {
                 }
             },
         };
-        let (order, cursor, n) = (res.order, res.cursor, res.n);
-        self.be.write(order, &(0..n as u32).collect::<Vec<_>>())?;
-        self.be.write(cursor, &[0])?;
-        self.be.run(prog, n.div_ceil(self.cfg.batch))?;
-        self.read_acc(self.acc_eval)
+        let (order, cursor, part) = (res.order, res.cursor, res.eval.clone());
+        if !part.is_empty() {
+            let indices: Vec<u32> = (part.start as u32..part.end as u32).collect();
+            self.be.write(order, &indices)?;
+            self.be.write(cursor, &[0])?;
+            self.be.run(prog, part.len().div_ceil(self.rows))?;
+        }
+        let acc = self.read_acc(self.acc_eval)?;
+        self.sum_metrics(acc)
     }
 
     /// The forward-only (`gradient` false) or forward + backward program on `x`/`y` as written,
@@ -509,8 +700,7 @@ impl Engine {
         self.be.write_f32(self.x, x)?;
         let prog = self.on_demand(false)?;
         self.be.run(prog, 1)?;
-        self.be
-            .read_f32(self.probs, self.cfg.batch * self.classes())
+        self.be.read_f32(self.probs, self.rows * self.classes())
     }
 
     /// Gradients of the mean batch loss at `x` [B, input] and `labels` [B], without updating

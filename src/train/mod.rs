@@ -15,7 +15,7 @@ use std::time::Instant;
 pub mod engine;
 pub mod session;
 
-pub use engine::{Engine, OptState};
+pub use engine::{CommTime, Engine, OptState};
 
 /// The update rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,7 +314,8 @@ pub fn run(
         let t0 = Instant::now();
         let mut done = first;
         while done < steps {
-            if obs.interrupted() {
+            // Every rank stops at the same step when any of them is interrupted.
+            if engine.any_rank(obs.interrupted())? {
                 return Err(obs.on_interrupt(engine, epoch, done));
             }
             let n = CHUNK.min(steps - done);
@@ -334,6 +335,8 @@ pub fn run(
                 kept: String::new(),
             });
         }
+        // Data-parallel: the replicas must still be identical before anything is saved.
+        engine.check_replicas(epoch + 1)?;
         let (test_loss, test_acc) = if test_len > 0 {
             summarize(&engine.evaluate(Which::Test)?)
         } else {

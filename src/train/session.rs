@@ -223,7 +223,11 @@ impl Observer for Checkpointing<'_> {
 
     fn on_epoch(&mut self, engine: &mut Engine, m: &EpochMetrics) -> Result<()> {
         self.inner.on_epoch(engine, m)?;
-        if self.every > 0 && (m.epoch.is_multiple_of(self.every) || m.epoch == self.cfg.epochs) {
+        // Data-parallel: rank 0 writes for all (the replicas are identical).
+        if engine.rank() == 0
+            && self.every > 0
+            && (m.epoch.is_multiple_of(self.every) || m.epoch == self.cfg.epochs)
+        {
             let at = Position {
                 epoch: m.epoch,
                 step: 0,
@@ -239,6 +243,9 @@ impl Observer for Checkpointing<'_> {
 
     fn on_interrupt(&mut self, engine: &mut Engine, epoch: usize, step: usize) -> Error {
         let _ = self.inner.on_interrupt(engine, epoch, step);
+        if engine.rank() != 0 {
+            return Error::Interrupted(self.path.clone());
+        }
         match save_checkpoint(engine, self.cfg, &self.path, Position { epoch, step }) {
             Ok(()) => Error::Interrupted(self.path.clone()),
             Err(e) => e,
@@ -292,6 +299,10 @@ pub struct Summary {
     pub adapter: String,
     pub backend: String,
     pub hyperparameters: TrainConfig,
+    /// Data-parallel ranks (1: one process).
+    pub ranks: usize,
+    /// Time rank 0 spent reading, summing and writing gradients (zero in one process).
+    pub communication: super::CommTime,
     pub train_images: usize,
     pub test_images: usize,
     pub epochs: Vec<EpochMetrics>,
@@ -315,7 +326,7 @@ pub struct Final {
 
 /// After training: accuracy over the whole training set, then the model (safetensors, with
 /// the run's settings as metadata), the metrics CSV, the PNG plot and the JSON summary next
-/// to `out`.
+/// to `out`. Data-parallel: every rank evaluates its part, rank 0 alone writes.
 pub fn finish(
     engine: &mut Engine,
     cfg: &TrainConfig,
@@ -325,6 +336,7 @@ pub fn finish(
     out: &Path,
 ) -> Result<Summary> {
     let (train_loss, train_acc) = super::summarize(&engine.evaluate(Which::Train)?);
+    let leader = engine.rank() == 0;
     let model = engine.model()?;
     let mut meta = Metadata::new();
     meta.insert(
@@ -332,18 +344,24 @@ pub fn finish(
         serde_json::to_string(cfg).expect("config serialises"),
     );
     meta.insert("device".into(), engine.device());
-    model.save(out, &meta)?;
     let csv = sibling(out, ".metrics.csv");
     let png = sibling(out, ".png");
-    crate::report::csv::write_metrics_csv(&csv, &history)?;
     let (adapter, backend) = engine.adapter();
-    // Short enough for the plot's width: the adapter's name without its details in brackets.
-    let short = adapter.split(" (").next().unwrap_or(&adapter);
-    crate::report::plot::plot_metrics(
-        &png,
-        &history,
-        &format!("{} on {short} ({backend})", cfg.arch),
-    )?;
+    if leader {
+        model.save(out, &meta)?;
+        crate::report::csv::write_metrics_csv(&csv, &history)?;
+        // Short enough for the plot's width: the adapter's name without its details in brackets.
+        let short = adapter.split(" (").next().unwrap_or(&adapter);
+        let ranks = match engine.ranks() {
+            1 => String::new(),
+            n => format!(", rank 0 of {n}"),
+        };
+        crate::report::plot::plot_metrics(
+            &png,
+            &history,
+            &format!("{} on {short} ({backend}{ranks})", cfg.arch),
+        )?;
+    }
     let last = history.last().cloned();
     let s = Summary {
         arch: cfg.arch.to_string(),
@@ -352,6 +370,8 @@ pub fn finish(
         adapter,
         backend,
         hyperparameters: cfg.clone(),
+        ranks: engine.ranks(),
+        communication: engine.comm_time(),
         train_images: lens.0,
         test_images: lens.1,
         epochs: history,
@@ -366,6 +386,9 @@ pub fn finish(
         metrics_csv: csv,
         plot: png,
     };
+    if !leader {
+        return Ok(s);
+    }
     crate::util::atomic_write(
         &sibling(out, ".json"),
         serde_json::to_string_pretty(&s)
@@ -373,4 +396,60 @@ pub fn finish(
             .as_bytes(),
     )?;
     Ok(s)
+}
+
+/// Data-parallel start-up: refuse to train unless every rank has the same architecture,
+/// hyperparameters, data (SHA-256 of images and labels) and starting point (weights,
+/// optimiser state, position), naming the first rank and item that differ. A collective:
+/// every rank gets the same verdict before any training.
+pub fn check_ranks_agree(
+    comm: &dyn crate::dist::Collective,
+    start: &Start,
+    train: &crate::data::Dataset,
+    test: &crate::data::Dataset,
+) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let data = |d: &crate::data::Dataset| {
+        let mut h = Sha256::new();
+        h.update((d.n as u64).to_le_bytes());
+        h.update(&d.images);
+        h.update(&d.labels);
+        format!("{} images, sha256 {:x}", d.n, h.finalize())
+    };
+    let mut hyper = serde_json::to_value(&start.cfg).expect("config serialises");
+    if let Some(m) = hyper.as_object_mut() {
+        m.remove("arch");
+    }
+    let mut h = Sha256::new();
+    let params = |h: &mut Sha256, ps: &[crate::model::Param]| {
+        for p in ps {
+            for v in p.weight.iter().chain(p.bias.iter()) {
+                h.update(v.to_le_bytes());
+            }
+        }
+    };
+    params(&mut h, &start.model.params);
+    if let Some(st) = &start.state {
+        h.update(st.step.to_le_bytes());
+        for (name, ps) in &st.slots {
+            h.update(name.as_bytes());
+            params(&mut h, ps);
+        }
+    }
+    let position = format!(
+        "epoch {} step {}, weights and optimiser state sha256 {:x}",
+        start.position.epoch,
+        start.position.step,
+        h.finalize()
+    );
+    crate::dist::check_agreement(
+        comm,
+        &[
+            ("architecture", start.cfg.arch.to_string()),
+            ("hyperparameters", hyper.to_string()),
+            ("training data", data(train)),
+            ("test data", data(test)),
+            ("starting point", position),
+        ],
+    )
 }

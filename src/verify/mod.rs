@@ -833,20 +833,25 @@ pub fn check_gather(
     rows: usize,
     shard_bytes: Option<u64>,
 ) -> Result<Vec<Check>> {
-    let d = GatherData::new(inp, samples, pixels, rows);
+    // The sharded dataset also uses only part of its order, as a data-parallel rank does.
+    let len = match shard_bytes {
+        Some(_) => samples - samples / 3,
+        None => samples,
+    };
+    let d = GatherData::new(inp, samples, pixels, rows, len);
     let data = kernels::GpuDataset::upload(ctx, &d.images, &d.labels, pixels, shard_bytes)?;
     let ob = ctx.upload("order", &d.order);
     let cb = ctx.upload("cursor", &[d.start as u32]);
     let xb = ctx.poisoned("x", rows * pixels);
     let yb = ctx.upload("y", &vec![GATHER_Y_POISON; rows]);
-    let mut launches = kernels::gather(ctx, rows, &data, &ob, &cb, &xb, &yb)?;
+    let mut launches = kernels::gather(ctx, rows, d.len, &data, &ob, &cb, &xb, &yb)?;
     launches.push(kernels::advance(ctx, rows, &cb)?);
     ctx.submit(&launches.iter().collect::<Vec<_>>(), 1)?;
     let x: Vec<f32> = ctx.read("x", &xb, rows * pixels)?;
     let y: Vec<u32> = ctx.read("y", &yb, rows)?;
     let cursor: Vec<u32> = ctx.read("cursor", &cb, 1)?;
     let shape = format!(
-        "{rows}x{pixels} of {samples} in {} shard(s)",
+        "{rows}x{pixels} of {samples} ({len} in use) in {} shard(s)",
         data.shards.len()
     );
     Ok(d.compare(pixels, rows, &x, &y, cursor[0], shape))
@@ -855,17 +860,19 @@ pub fn check_gather(
 /// What the gather checks poison y with (u32::MAX is the padding label itself).
 pub(crate) const GATHER_Y_POISON: u32 = 12345;
 
-/// A random dataset of `samples` images of `pixels` bytes with labels 0–9, a shuffled order,
-/// and a cursor `rows / 2` before its end so the minibatch runs into padding rows.
+/// A random dataset of `samples` images of `pixels` bytes with labels 0–9, a shuffled order
+/// of which the first `len` entries are in use (the rest are valid indices a kernel must not
+/// read), and a cursor `rows / 2` before `len` so the minibatch runs into padding rows.
 pub(crate) struct GatherData {
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
     pub order: Vec<u32>,
+    pub len: usize,
     pub start: usize,
 }
 
 impl GatherData {
-    pub fn new(inp: &mut Inputs, samples: usize, pixels: usize, rows: usize) -> Self {
+    pub fn new(inp: &mut Inputs, samples: usize, pixels: usize, rows: usize, len: usize) -> Self {
         let images: Vec<u8> = (0..samples * pixels)
             .map(|_| inp.next_u64() as u8)
             .collect();
@@ -874,11 +881,12 @@ impl GatherData {
         for i in (1..samples).rev() {
             order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);
         }
-        let start = samples.saturating_sub(rows / 2);
+        let start = len.saturating_sub(rows / 2);
         GatherData {
             images,
             labels,
             order,
+            len,
             start,
         }
     }
@@ -897,7 +905,7 @@ impl GatherData {
             &self.images,
             &self.labels,
             pixels,
-            &self.order,
+            &self.order[..self.len],
             self.start,
             rows,
         );
