@@ -416,7 +416,9 @@ pub fn check_ranks_agree(
         h.update(&d.labels);
         format!("{} images, sha256 {:x}", d.n, h.finalize())
     };
-    let mut hyper = serde_json::to_value(&start.cfg).expect("config serialises");
+    // Through text, so an f32 reads as written (0.1, not 0.10000000149011612).
+    let text = serde_json::to_string(&start.cfg).expect("config serialises");
+    let mut hyper: serde_json::Value = serde_json::from_str(&text).expect("config parses");
     if let Some(m) = hyper.as_object_mut() {
         m.remove("arch");
     }
