@@ -594,6 +594,20 @@ impl Backend for CpuBackend {
         Ok(self.bufs[buf.0][..words].to_vec())
     }
 
+    fn read_into(&mut self, bufs: &[(BufId, usize)], out: &mut [u32]) -> Result<()> {
+        let mut at = 0;
+        for &(b, words) in bufs {
+            if self.elided.contains(&b) {
+                return Err(Error::Shape(format!(
+                    "buffer {b:?} is a convolution scratch buffer the CPU engine fuses away"
+                )));
+            }
+            out[at..at + words].copy_from_slice(&self.bufs[b.0][..words]);
+            at += words;
+        }
+        Ok(())
+    }
+
     fn dataset(&mut self, d: &Dataset) -> Result<DataId> {
         self.data.push(Arc::new(d.clone()));
         Ok(DataId(self.data.len() - 1))

@@ -230,14 +230,11 @@ impl Backend for GpuBackend {
         self.ctx.read("buffer", self.buf(buf), words)
     }
 
-    fn read_many(&mut self, bufs: &[(BufId, usize)]) -> Result<Vec<u32>> {
+    fn read_into(&mut self, bufs: &[(BufId, usize)], out: &mut [u32]) -> Result<()> {
         let parts: Vec<(&wgpu::Buffer, usize)> =
             bufs.iter().map(|&(b, w)| (self.buf(b), 4 * w)).collect();
-        let bytes = self.ctx.read_bytes("buffers", &parts)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+        self.ctx
+            .read_bytes_into("buffers", &parts, bytemuck::cast_slice_mut(out))
     }
 
     fn dataset(&mut self, d: &Dataset) -> Result<DataId> {

@@ -42,14 +42,15 @@ pub trait Backend {
     fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()>;
     /// The first `words` words of `buf` (waits for queued work).
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>>;
-    /// The first `words` words of each buffer, concatenated (one wait for them all where the
-    /// device allows).
-    fn read_many(&mut self, bufs: &[(BufId, usize)]) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(bufs.iter().map(|b| b.1).sum());
+    /// The first `words` words of each buffer, one after another, into `out` (which holds
+    /// their sum): one wait for them all where the device allows, no allocation.
+    fn read_into(&mut self, bufs: &[(BufId, usize)], out: &mut [u32]) -> Result<()> {
+        let mut at = 0;
         for &(b, words) in bufs {
-            out.extend(self.read(b, words)?);
+            out[at..at + words].copy_from_slice(&self.read(b, words)?);
+            at += words;
         }
-        Ok(out)
+        Ok(())
     }
     /// Make `d` resident (pixels stay bytes).
     fn dataset(&mut self, d: &Dataset) -> Result<DataId>;

@@ -16,6 +16,7 @@ pub struct Mpi {
     local_rank: usize,
     local_size: usize,
     host: String,
+    scratch: std::cell::RefCell<Vec<f32>>,
     _universe: mpi::environment::Universe,
 }
 
@@ -31,6 +32,7 @@ impl Mpi {
             local_rank: local.rank() as usize,
             local_size: local.size() as usize,
             host: mpi::environment::processor_name().unwrap_or_else(|_| "?".into()),
+            scratch: Default::default(),
             world,
             _universe: universe,
         })
@@ -68,7 +70,10 @@ impl Collective for Mpi {
     }
 
     fn sum_f32(&self, data: &mut [f32]) -> Result<()> {
-        let send = data.to_vec();
+        // The send side of the all-reduce, kept between steps (no allocation per step).
+        let mut send = self.scratch.borrow_mut();
+        send.clear();
+        send.extend_from_slice(data);
         self.world
             .all_reduce_into(&send[..], data, SystemOperation::sum());
         Ok(())

@@ -488,20 +488,24 @@ impl GpuContext {
         len: usize,
     ) -> Result<Vec<T>> {
         let bytes = len * std::mem::size_of::<T>();
-        let raw = self.read_bytes(what, &[(buffer, bytes)])?;
-        // The bytes may be unaligned for T; copy byte-wise.
         let mut out = vec![T::zeroed(); len];
-        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&raw);
+        self.read_bytes_into(what, &[(buffer, bytes)], bytemuck::cast_slice_mut(&mut out))?;
         Ok(out)
     }
 
-    /// The first `bytes` of each buffer, concatenated: one copy into one staging buffer and
-    /// one wait for them all (data-parallel training reads every gradient so each step).
-    pub fn read_bytes(&self, what: &str, parts: &[(&wgpu::Buffer, usize)]) -> Result<Vec<u8>> {
+    /// The first `bytes` of each buffer, one after another, into `out` (which holds their
+    /// sum): one copy into one staging buffer and one wait for them all (data-parallel training
+    /// reads every gradient so each step).
+    pub fn read_bytes_into(
+        &self,
+        what: &str,
+        parts: &[(&wgpu::Buffer, usize)],
+        out: &mut [u8],
+    ) -> Result<()> {
         let padded = |b: usize| (b as u64).next_multiple_of(4);
         let total: u64 = parts.iter().map(|&(_, b)| padded(b)).sum();
         if total == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -536,15 +540,15 @@ impl GpuContext {
             None => return Err(fail("map callback never ran".into())),
         }
         let view = slice.get_mapped_range().map_err(|e| fail(e.to_string()))?;
-        let mut out = Vec::with_capacity(total as usize);
-        let mut at = 0;
+        let (mut at, mut to) = (0, 0);
         for &(_, bytes) in parts {
-            out.extend_from_slice(&view[at..at + bytes]);
+            out[to..to + bytes].copy_from_slice(&view[at..at + bytes]);
             at += padded(bytes) as usize;
+            to += bytes;
         }
         drop(view);
         staging.unmap();
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Engine {
     /// (with their lengths) summed between them.
     split: Option<(ProgramId, ProgramId)>,
     grads: Vec<(BufId, usize)>,
+    /// The gradients on the host while they are summed (kept: no allocation per step).
+    grad_host: Vec<u32>,
     comm_time: CommTime,
     model_shapes: Vec<Shape>,
     layers: Vec<Box<dyn Layer>>,
@@ -290,6 +292,7 @@ impl Engine {
             rows: bsz,
             split: None,
             grads: Vec::new(),
+            grad_host: Vec::new(),
             comm_time: CommTime::default(),
             model_shapes: shapes,
             layers,
@@ -539,16 +542,18 @@ impl Engine {
     /// all-reduce, one write each.
     fn sum_gradients(&mut self) -> Result<()> {
         let t0 = std::time::Instant::now();
-        let words = self.be.read_many(&self.grads)?;
+        let mut host = std::mem::take(&mut self.grad_host);
+        host.resize(self.grads.iter().map(|g| g.1).sum(), 0);
+        self.be.read_into(&self.grads, &mut host)?;
         let t1 = std::time::Instant::now();
-        let mut g: Vec<f32> = bytemuck::cast_slice(&words).to_vec();
-        self.comm.sum_f32(&mut g)?;
+        self.comm.sum_f32(bytemuck::cast_slice_mut(&mut host))?;
         let t2 = std::time::Instant::now();
         let mut at = 0;
         for &(b, n) in &self.grads {
-            self.be.write_f32(b, &g[at..at + n])?;
+            self.be.write(b, &host[at..at + n])?;
             at += n;
         }
+        self.grad_host = host;
         let t = &mut self.comm_time;
         t.steps += 1;
         t.read += (t1 - t0).as_secs_f64();
@@ -591,7 +596,8 @@ impl Engine {
                 [(p.bufs.w, wn), (p.bufs.b, bn)]
             })
             .collect();
-        let words = self.be.read_many(&bufs)?;
+        let mut words = vec![0; bufs.iter().map(|b| b.1).sum()];
+        self.be.read_into(&bufs, &mut words)?;
         let d = crate::dist::digest(bytemuck::cast_slice(&words));
         crate::dist::check_replicas(self.comm.as_ref(), d, epoch)
     }
