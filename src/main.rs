@@ -250,6 +250,12 @@ struct TrainArgs {
     /// `--features distributed` (Open MPI installed).
     #[arg(long)]
     distributed: bool,
+    /// With --distributed: sum each layer's gradients on a communication thread while the
+    /// layers below it run their backward pass, instead of all of them after it. Pays when the
+    /// all-reduce is slow (between hosts) and each rank has a core to spare; not available for
+    /// conv nets on the CPU engine (which fuses a convolution's passes), where a note says so.
+    #[arg(long)]
+    overlap: bool,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -790,6 +796,12 @@ fn train_run(
         Some(&data.test),
         comm,
     )?;
+    if a.overlap && ranks > 1 && !engine.overlap_communication()? && leader {
+        eprintln!(
+            "note: --overlap is not available for this run (a rank's engine cannot cut its step, \
+             or MPI lacks MPI_THREAD_MULTIPLE); gradients are summed after the backward pass"
+        );
+    }
     let device = engine.device();
     if ranks > 1 && !a.json {
         eprintln!("rank {rank} of {ranks}: {device}");

@@ -29,7 +29,7 @@ fn config(arch: &str, epochs: usize) -> TrainConfig {
 /// Where a rank computes.
 enum Device {
     Cpu,
-    Gpu(GpuContext),
+    Gpu(Box<GpuContext>),
 }
 
 impl Device {
@@ -37,7 +37,7 @@ impl Device {
         match self {
             // One thread each: the ranks share this machine's cores.
             Device::Cpu => Box::new(CpuBackend::with_threads(1).unwrap()),
-            Device::Gpu(ctx) => Box::new(GpuBackend::new(ctx)),
+            Device::Gpu(ctx) => Box::new(GpuBackend::new(*ctx)),
         }
     }
 }
@@ -46,6 +46,8 @@ impl Device {
 struct Outcome {
     model: Model,
     history: Vec<EpochMetrics>,
+    /// Whether the gradient sums overlapped the backward pass.
+    overlapped: bool,
 }
 
 /// Train `cfg` from `model` (and `state` at `start`) on one thread per device, as ranks of one
@@ -57,6 +59,19 @@ fn train_ranks(
     start: Position,
     data: &Mnist,
     devices: Vec<Device>,
+) -> Vec<Outcome> {
+    train_ranks_overlapped(cfg, model, state, start, data, devices, false)
+}
+
+/// [`train_ranks`], asking for [`Engine::overlap_communication`] when `overlap`.
+fn train_ranks_overlapped(
+    cfg: &TrainConfig,
+    model: &Model,
+    state: Option<&train::OptState>,
+    start: Position,
+    data: &Mnist,
+    devices: Vec<Device>,
+    overlap: bool,
 ) -> Vec<Outcome> {
     let group = ThreadGroup::new(devices.len());
     std::thread::scope(|s| {
@@ -76,12 +91,14 @@ fn train_ranks(
                         comm,
                     )
                     .unwrap();
+                    let overlapped = overlap && e.overlap_communication().unwrap();
                     let history =
                         train::run(&mut e, cfg, data.train.n, data.test.n, start, &mut Quiet)
                             .unwrap();
                     Outcome {
                         model: e.model().unwrap(),
                         history,
+                        overlapped,
                     }
                 })
             })
@@ -203,13 +220,69 @@ fn a_gpu_rank_and_a_cpu_rank_train_as_one_process_within_rounding() {
             None,
             Position::default(),
             &data,
-            vec![Device::Gpu(ctx), Device::Cpu],
+            vec![Device::Gpu(Box::new(ctx)), Device::Cpu],
         );
         assert_replicas_identical(&outs);
         let d = max_diff(&one.model, &outs[0].model);
         eprintln!("{name} + cpu: max |w_2 − w_1| = {d:.3e}");
         assert!(d < SGD_20_STEPS_TOL, "{name} + cpu: weights differ by {d}");
     }
+}
+
+#[test]
+fn overlapped_sums_give_the_same_bits_and_fall_back_together_where_a_rank_cannot_cut() {
+    // Summing per layer while the backward pass goes on adds the same numbers in the same
+    // rank order as summing everything afterwards: identical weights.
+    let data = sample();
+    let cfg = config("784-32-16-10", 1);
+    let model = cfg.init_model();
+    let run = |overlap, devices| {
+        train_ranks_overlapped(
+            &cfg,
+            &model,
+            None,
+            Position::default(),
+            &data,
+            devices,
+            overlap,
+        )
+    };
+    let plain = run(false, vec![Device::Cpu, Device::Cpu]);
+    let over = run(true, vec![Device::Cpu, Device::Cpu]);
+    assert!(
+        over.iter().all(|o| o.overlapped),
+        "an MLP on the CPU engine can overlap"
+    );
+    assert_replicas_identical(&over);
+    assert_eq!(over[0].model, plain[0].model);
+    // A conv net: the CPU engine fuses each convolution's passes and cannot cut the step, so
+    // every rank (the GPU one too) keeps the step whole; the run is still right.
+    let mut cfg = config("1x28x28-c4k3-m2-10", 1);
+    cfg.max_steps = Some(5);
+    let model = cfg.init_model();
+    let mut devices = vec![Device::Cpu];
+    devices.extend(
+        common::contexts("dp_overlap")
+            .into_iter()
+            .take(1)
+            .map(|c| Device::Gpu(Box::new(c))),
+    );
+    devices.push(Device::Cpu);
+    let n = devices.len();
+    let outs = train_ranks_overlapped(
+        &cfg,
+        &model,
+        None,
+        Position::default(),
+        &data,
+        devices,
+        true,
+    );
+    assert!(
+        outs.iter().all(|o| !o.overlapped),
+        "{n} ranks fell back together"
+    );
+    assert_replicas_identical(&outs);
 }
 
 #[test]
@@ -413,4 +486,52 @@ fn a_batch_smaller_than_the_ranks_is_refused_in_one_line() {
         e.contains("--batch-size") && e.contains("3 ranks") && !e.contains('\n'),
         "{e}"
     );
+}
+
+#[test]
+fn replicas_that_drift_apart_are_made_rank_0s_again_after_the_epoch() {
+    // Devices that round the update differently drift apart by ulps; here rank 1 starts with
+    // weights one part in 10⁶ off, as if it had drifted. After each epoch the ranks compare
+    // digests and rank 0's replica (weights and momentum) is copied to every rank: once here,
+    // as they are equal from then on.
+    let data = sample();
+    let cfg = config("784-32-16-10", 2);
+    let model = cfg.init_model();
+    let mut off = model.clone();
+    off.params[0].weight.mapv_inplace(|w| w * (1.0 + 1e-6));
+    let group = ThreadGroup::new(2);
+    let outs: Vec<(Model, usize)> = std::thread::scope(|s| {
+        let joins: Vec<_> = group
+            .into_iter()
+            .map(|comm| {
+                let (cfg, data) = (&cfg, &data);
+                let start = if comm.rank() == 0 { &model } else { &off };
+                s.spawn(move || {
+                    let mut e = Engine::with_group(
+                        Device::Cpu.backend(),
+                        cfg,
+                        start,
+                        None,
+                        &data.train,
+                        Some(&data.test),
+                        Rc::new(comm),
+                    )
+                    .unwrap();
+                    train::run(
+                        &mut e,
+                        cfg,
+                        data.train.n,
+                        data.test.n,
+                        Position::default(),
+                        &mut Quiet,
+                    )
+                    .unwrap();
+                    (e.model().unwrap(), e.comm_time().resyncs)
+                })
+            })
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    assert_eq!(outs[0].0, outs[1].0, "replicas equal again");
+    assert_eq!((outs[0].1, outs[1].1), (1, 1), "copied after epoch 1 only");
 }

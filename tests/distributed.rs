@@ -191,6 +191,28 @@ fn a_gpu_rank_and_a_cpu_rank_under_mpirun_train_as_one_process_within_rounding()
     assert!(d < SGD_20_STEPS_TOL, "weights differ by {d}\n{all}");
 }
 
+#[test]
+fn overlapped_sums_under_mpirun_give_the_same_bits() {
+    // Per-layer all-reduces on a communication thread (a duplicated communicator under
+    // MPI_THREAD_MULTIPLE) add the same two numbers per element as one all-reduce afterwards.
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, over) = (
+        dir.path().join("p.safetensors"),
+        dir.path().join("o.safetensors"),
+    );
+    for (out, extra) in [(&plain, &[][..]), (&over, &["--overlap"][..])] {
+        let mut args = vec!["--epochs", "1"];
+        args.extend(extra);
+        let o = run(mpirun(&train_args("784-64-32-10", out, &args), &[CPU, CPU]));
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(!text(&o).contains("not available"), "{}", text(&o));
+    }
+    assert_eq!(
+        Model::load(&plain).unwrap().0,
+        Model::load(&over).unwrap().0
+    );
+}
+
 /// The pid of rank `rank` of the job whose processes carry `WGTRAIN_TEST_JOB=tag`.
 fn rank_pid(tag: &str, rank: usize) -> Option<u32> {
     let want = [

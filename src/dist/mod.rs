@@ -26,13 +26,19 @@ pub trait Collective {
     /// How many ranks.
     fn size(&self) -> usize;
     /// Element-wise sum over all ranks, in place. Every rank receives the same bits (the
-    /// replicas' identical updates depend on it; [`check_replicas`] verifies it once per
+    /// replicas' identical updates depend on it; the engine compares the replicas once per
     /// epoch).
     fn sum_f32(&self, data: &mut [f32]) -> Result<()>;
+    /// Rank 0's `data` on every rank (same length everywhere).
+    fn broadcast_f32(&self, data: &mut [f32]) -> Result<()>;
     /// As [`Collective::sum_f32`], in f64 (metrics and flags: exact for counts below 2⁵³).
     fn sum_f64(&self, data: &mut [f64]) -> Result<()>;
     /// Every rank's bytes, in rank order.
     fn exchange(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// A new group of the same ranks for another thread (a collective: every rank calls it),
+    /// whose sums run beside this group's own calls; `None` where the transport cannot (MPI
+    /// without `MPI_THREAD_MULTIPLE`). Overlapping communication with computation uses it.
+    fn fork(&self) -> Result<Option<Box<dyn Collective + Send>>>;
 }
 
 /// One process alone: sums and exchanges are the identity.
@@ -52,8 +58,14 @@ impl Collective for Solo {
     fn sum_f64(&self, _: &mut [f64]) -> Result<()> {
         Ok(())
     }
+    fn broadcast_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
     fn exchange(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         Ok(vec![mine.to_vec()])
+    }
+    fn fork(&self) -> Result<Option<Box<dyn Collective + Send>>> {
+        Ok(Some(Box::new(Solo)))
     }
 }
 
@@ -70,6 +82,8 @@ pub struct ThreadGroup {
 struct Shared {
     state: Mutex<Round>,
     cv: Condvar,
+    /// The handles of a group being forked, until each rank has taken its own.
+    forks: Mutex<Vec<Option<ThreadGroup>>>,
 }
 
 /// One exchange in progress: the contributions so far, the last completed round's result.
@@ -94,6 +108,7 @@ impl ThreadGroup {
                 left: None,
             }),
             cv: Condvar::new(),
+            forks: Mutex::new(Vec::new()),
         });
         (0..size)
             .map(|rank| ThreadGroup {
@@ -182,8 +197,40 @@ impl Collective for ThreadGroup {
         let all = self.all(bytemuck::cast_slice(data))?;
         sum_in_rank_order(&all, data)
     }
+    fn broadcast_f32(&self, data: &mut [f32]) -> Result<()> {
+        let mine: &[u8] = if self.rank == 0 {
+            bytemuck::cast_slice(data)
+        } else {
+            &[]
+        };
+        let all = self.all(mine)?;
+        if all[0].len() != 4 * data.len() {
+            return Err(Error::Distributed(format!(
+                "rank 0 broadcast {} bytes where rank {} expects {}",
+                all[0].len(),
+                self.rank,
+                4 * data.len()
+            )));
+        }
+        bytemuck::cast_slice_mut(data).copy_from_slice(&all[0]);
+        Ok(())
+    }
     fn exchange(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         Ok(self.all(mine)?.as_ref().clone())
+    }
+    fn fork(&self) -> Result<Option<Box<dyn Collective + Send>>> {
+        let mine = {
+            let mut forks = self.shared.forks.lock().expect("thread group lock");
+            if forks.iter().all(Option::is_none) {
+                *forks = ThreadGroup::new(self.size).into_iter().map(Some).collect();
+            }
+            forks[self.rank]
+                .take()
+                .expect("one fork per rank at a time")
+        };
+        // Nobody forks again before every rank has taken its handle of this fork.
+        self.all(&[])?;
+        Ok(Some(Box::new(mine)))
     }
 }
 
@@ -307,17 +354,11 @@ fn difference(rank0: &str, theirs: &str, r: usize) -> String {
     format!("{theirs:?} on rank {r}, {rank0:?} on rank 0")
 }
 
-/// Check that every rank holds the same weights: each gives a digest of its replica (see
-/// [`digest`]); a mismatch means a sum reached the ranks with different bits.
-pub fn check_replicas(comm: &dyn Collective, mine: [u8; 32], epoch: usize) -> Result<()> {
-    let all = comm.exchange(&mine)?;
-    if let Some(r) = (1..all.len()).find(|&r| all[r] != all[0]) {
-        return Err(Error::Distributed(format!(
-            "after epoch {epoch} rank {r}'s weights differ from rank 0's: the replicas drifted \
-             apart (a gradient sum reached the ranks with different bits)"
-        )));
-    }
-    Ok(())
+/// The ranks whose `mine` (e.g. a digest of their replica) differs from rank 0's: a collective,
+/// every rank gets the same list.
+pub fn differing_ranks(comm: &dyn Collective, mine: &[u8]) -> Result<Vec<usize>> {
+    let all = comm.exchange(mine)?;
+    Ok((1..all.len()).filter(|&r| all[r] != all[0]).collect())
 }
 
 /// SHA-256 of `words`.

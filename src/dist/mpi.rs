@@ -11,20 +11,36 @@ use mpi::traits::*;
 
 /// `MPI_COMM_WORLD` of a process started by `mpirun`.
 pub struct Mpi {
-    // Finalises MPI when dropped; declared last so the communicators go first.
-    world: SimpleCommunicator,
+    world: Comm,
     local_rank: usize,
     local_size: usize,
     host: String,
-    scratch: std::cell::RefCell<Vec<f32>>,
+    /// Whether other threads may call MPI too (`MPI_THREAD_MULTIPLE`), for [`Collective::fork`].
+    multiple: bool,
+    // Finalises MPI when dropped; declared last so the communicators go first.
     _universe: mpi::environment::Universe,
 }
 
+/// A communicator and the send buffer of its sums (kept between steps: no allocation per step).
+struct Comm {
+    comm: SimpleCommunicator,
+    scratch: std::cell::RefCell<Vec<f32>>,
+}
+
+/// A duplicate of the world communicator owned by one other thread.
+struct Forked(Comm);
+
+// SAFETY: MPI was initialised with MPI_THREAD_MULTIPLE (`fork` checks), under which any thread
+// may call MPI; the communicator is a duplicate used only by the thread that owns this value,
+// so its collectives never interleave with another thread's on the same communicator.
+unsafe impl Send for Forked {}
+
 impl Mpi {
-    /// Initialise MPI (funnelled: only the main thread calls it; the CPU engine's and
-    /// wgpu's own threads never do).
+    /// Initialise MPI, asking for `MPI_THREAD_MULTIPLE` (a communication thread may then sum
+    /// gradients while the main thread computes; the CPU engine's and wgpu's own threads never
+    /// call MPI).
     pub fn init() -> Result<Self> {
-        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| Error::Distributed("MPI was initialised twice".into()))?;
         let world = universe.world();
         let local = world.split_shared(world.rank());
@@ -32,8 +48,11 @@ impl Mpi {
             local_rank: local.rank() as usize,
             local_size: local.size() as usize,
             host: mpi::environment::processor_name().unwrap_or_else(|_| "?".into()),
-            scratch: Default::default(),
-            world,
+            multiple: level == mpi::Threading::Multiple,
+            world: Comm {
+                comm: world,
+                scratch: Default::default(),
+            },
             _universe: universe,
         })
     }
@@ -56,17 +75,72 @@ impl Mpi {
     /// End the whole job (every rank) with `code`: for an error on one rank, which would
     /// otherwise leave the others waiting in a collective.
     pub fn abort(&self, code: i32) -> ! {
-        self.world.abort(code)
+        self.world.comm.abort(code)
     }
 }
 
 impl Collective for Mpi {
     fn rank(&self) -> usize {
-        self.world.rank() as usize
+        self.world.rank()
+    }
+    fn size(&self) -> usize {
+        self.world.size()
+    }
+    fn sum_f32(&self, data: &mut [f32]) -> Result<()> {
+        self.world.sum_f32(data)
+    }
+    fn broadcast_f32(&self, data: &mut [f32]) -> Result<()> {
+        self.world.broadcast_f32(data)
+    }
+    fn sum_f64(&self, data: &mut [f64]) -> Result<()> {
+        self.world.sum_f64(data)
+    }
+    fn exchange(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.world.exchange(mine)
+    }
+    fn fork(&self) -> Result<Option<Box<dyn Collective + Send>>> {
+        if !self.multiple {
+            return Ok(None);
+        }
+        let comm = self.world.comm.duplicate();
+        Ok(Some(Box::new(Forked(Comm {
+            comm,
+            scratch: Default::default(),
+        }))))
+    }
+}
+
+impl Collective for Forked {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn sum_f32(&self, data: &mut [f32]) -> Result<()> {
+        self.0.sum_f32(data)
+    }
+    fn broadcast_f32(&self, data: &mut [f32]) -> Result<()> {
+        self.0.broadcast_f32(data)
+    }
+    fn sum_f64(&self, data: &mut [f64]) -> Result<()> {
+        self.0.sum_f64(data)
+    }
+    fn exchange(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.0.exchange(mine)
+    }
+    fn fork(&self) -> Result<Option<Box<dyn Collective + Send>>> {
+        Ok(None)
+    }
+}
+
+impl Comm {
+    fn rank(&self) -> usize {
+        self.comm.rank() as usize
     }
 
     fn size(&self) -> usize {
-        self.world.size() as usize
+        self.comm.size() as usize
     }
 
     fn sum_f32(&self, data: &mut [f32]) -> Result<()> {
@@ -74,14 +148,19 @@ impl Collective for Mpi {
         let mut send = self.scratch.borrow_mut();
         send.clear();
         send.extend_from_slice(data);
-        self.world
+        self.comm
             .all_reduce_into(&send[..], data, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn broadcast_f32(&self, data: &mut [f32]) -> Result<()> {
+        self.comm.process_at_rank(0).broadcast_into(data);
         Ok(())
     }
 
     fn sum_f64(&self, data: &mut [f64]) -> Result<()> {
         let send = data.to_vec();
-        self.world
+        self.comm
             .all_reduce_into(&send[..], data, SystemOperation::sum());
         Ok(())
     }
@@ -89,7 +168,7 @@ impl Collective for Mpi {
     fn exchange(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         let n = self.size();
         let mut lens = vec![0u64; n];
-        self.world
+        self.comm
             .all_gather_into(&(mine.len() as u64), &mut lens[..]);
         let width = *lens.iter().max().unwrap_or(&0) as usize;
         if width == 0 {
@@ -98,7 +177,7 @@ impl Collective for Mpi {
         let mut padded = mine.to_vec();
         padded.resize(width, 0);
         let mut all = vec![0u8; width * n];
-        self.world.all_gather_into(&padded[..], &mut all[..]);
+        self.comm.all_gather_into(&padded[..], &mut all[..]);
         Ok(all
             .chunks(width)
             .zip(&lens)

@@ -41,16 +41,42 @@ pub fn slot_names(opt: Optimizer) -> &'static [&'static str] {
     }
 }
 
+/// The pieces of a data-parallel step whose gradients are summed while the next piece runs,
+/// and the thread that sums them (over a forked group of the same ranks).
+struct Overlap {
+    /// Gradient program pieces, top layer first, each with the gradient buffers it completes.
+    pieces: Vec<(ProgramId, Vec<(BufId, usize)>)>,
+    update: ProgramId,
+    /// Each piece's host buffer while it is not with the thread (kept: no allocation per step).
+    bufs: Vec<Vec<f32>>,
+    to: Option<std::sync::mpsc::Sender<(usize, Vec<f32>)>>,
+    from: std::sync::mpsc::Receiver<Result<(usize, Vec<f32>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Overlap {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; its group is dropped before MPI is finalised.
+        self.to = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Seconds spent moving gradients between ranks, summed over `steps` steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct CommTime {
     pub steps: usize,
     /// Reading the gradients back from the device.
     pub read: f64,
-    /// The all-reduce (waiting for the slowest rank included).
+    /// The all-reduce (waiting for the slowest rank included); with the sums overlapped, only
+    /// the wait after the backward pass for the sums still under way.
     pub sum: f64,
     /// Writing the sums back to the device.
     pub write: f64,
+    /// Epochs after which the replicas differed and rank 0's was copied to every rank.
+    pub resyncs: usize,
 }
 
 /// One resident dataset with its own order and cursor.
@@ -89,6 +115,8 @@ pub struct Engine {
     /// The gradients on the host while they are summed (kept: no allocation per step).
     grad_host: Vec<u32>,
     comm_time: CommTime,
+    /// Data-parallel with the sums overlapped with the backward pass.
+    overlap: Option<Overlap>,
     model_shapes: Vec<Shape>,
     layers: Vec<Box<dyn Layer>>,
     params: Vec<ParamSlot>,
@@ -294,6 +322,7 @@ impl Engine {
             grads: Vec::new(),
             grad_host: Vec::new(),
             comm_time: CommTime::default(),
+            overlap: None,
             model_shapes: shapes,
             layers,
             params,
@@ -401,6 +430,14 @@ impl Engine {
 
     /// Forward, loss and backward without gather or update.
     fn gradient_ops(&self, ops: &mut Vec<Op>) {
+        self.loss_ops(ops);
+        for l in (0..self.layers.len()).rev() {
+            self.layers[l].backward(&self.io(l), ops);
+        }
+    }
+
+    /// Forward, loss, metrics and the loss gradient.
+    fn loss_ops(&self, ops: &mut Vec<Op>) {
         self.forward_ops(ops);
         ops.push(self.metrics(self.acc_train));
         ops.push(Op::SoftmaxXentBackward {
@@ -412,9 +449,133 @@ impl Engine {
             labels: self.y,
             dlogits: *self.dacts.last().expect("a layer"),
         });
+    }
+
+    /// The gradient step cut after each parameterised layer's backward pass, top layer first:
+    /// each piece with the gradient buffers it completes (the first piece also gathers and
+    /// runs the forward pass; the last advances the cursor).
+    fn grad_pieces(&self) -> Vec<(Vec<Op>, Vec<(BufId, usize)>)> {
+        let mut ops = vec![self.gather(&self.train, self.train.len)];
+        self.loss_ops(&mut ops);
+        let mut pieces = Vec::new();
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), ops);
+            self.layers[l].backward(&self.io(l), &mut ops);
+            if let Some(p) = self.params.iter().position(|p| p.layer == l) {
+                pieces.push((
+                    std::mem::take(&mut ops),
+                    self.grads[2 * p..2 * p + 2].to_vec(),
+                ));
+            }
         }
+        if !ops.is_empty() || pieces.is_empty() {
+            pieces.push((ops, Vec::new()));
+        }
+        pieces.last_mut().expect("a piece").0.push(Op::Advance {
+            cursor: self.train.cursor,
+            by: self.rows,
+        });
+        pieces
+    }
+
+    /// Data-parallel: sum each layer's gradients on a communication thread while the backward
+    /// pass of the layers below it runs (bucketed per layer, as PyTorch's DDP does), instead of
+    /// summing all of them after the whole backward pass. A collective: every rank must call
+    /// it. `Ok(false)` (and the step unchanged) where some rank cannot: its transport has no
+    /// second thread (MPI without `MPI_THREAD_MULTIPLE`), or its engine cannot cut the step
+    /// into pieces (the CPU engine fuses a convolution's forward and backward passes).
+    pub fn overlap_communication(&mut self) -> Result<bool> {
+        let Some((_, update)) = self.split else {
+            return Ok(false);
+        };
+        let fork = self.comm.fork()?;
+        let mut pieces = Vec::new();
+        let mut ok = fork.is_some();
+        for (ops, bucket) in self.grad_pieces() {
+            match self.be.prepare(&ops) {
+                Ok(p) => pieces.push((p, bucket)),
+                Err(e) => {
+                    log::info!("overlap: this rank's engine cannot cut the step: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if self.any_rank(!ok)? {
+            return Ok(false);
+        }
+        let comm = fork.expect("checked");
+        let (to, inbox) = std::sync::mpsc::channel::<(usize, Vec<f32>)>();
+        let (outbox, from) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("gradient sums".into())
+            .spawn(move || {
+                for (i, mut v) in inbox {
+                    let r = comm.sum_f32(&mut v).map(|()| (i, v));
+                    if outbox.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::Distributed(format!("cannot start the communication thread: {e}"))
+            })?;
+        self.overlap = Some(Overlap {
+            bufs: vec![Vec::new(); pieces.len()],
+            pieces,
+            update,
+            to: Some(to),
+            from,
+            thread: Some(thread),
+        });
+        Ok(true)
+    }
+
+    /// One data-parallel step with [`Engine::overlap_communication`] on.
+    fn overlapped_step(&mut self, ov: &mut Overlap) -> Result<()> {
+        let mut read = 0.0;
+        let mut sent = 0;
+        for (i, (prog, bucket)) in ov.pieces.iter().enumerate() {
+            self.be.run(*prog, 1)?;
+            if bucket.is_empty() {
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let mut host = std::mem::take(&mut ov.bufs[i]);
+            host.resize(bucket.iter().map(|b| b.1).sum(), 0.0);
+            self.be
+                .read_into(bucket, bytemuck::cast_slice_mut(&mut host))?;
+            read += t.elapsed().as_secs_f64();
+            ov.to
+                .as_ref()
+                .expect("running")
+                .send((i, host))
+                .map_err(|_| Error::Distributed("the communication thread stopped".into()))?;
+            sent += 1;
+        }
+        let t1 = std::time::Instant::now();
+        let mut write = 0.0;
+        for _ in 0..sent {
+            let (i, host) = ov
+                .from
+                .recv()
+                .map_err(|_| Error::Distributed("the communication thread stopped".into()))??;
+            let t = std::time::Instant::now();
+            let mut at = 0;
+            for &(b, n) in &ov.pieces[i].1 {
+                self.be.write_f32(b, &host[at..at + n])?;
+                at += n;
+            }
+            write += t.elapsed().as_secs_f64();
+            ov.bufs[i] = host;
+        }
+        let wait = t1.elapsed().as_secs_f64() - write;
+        self.be.run(ov.update, 1)?;
+        let c = &mut self.comm_time;
+        c.steps += 1;
+        c.read += read;
+        c.sum += wait;
+        c.write += write;
+        Ok(())
     }
 
     /// Gather this rank's rows, forward, loss, metrics, backward, advance the cursor.
@@ -530,6 +691,11 @@ impl Engine {
         let Some((grad, update)) = self.split else {
             return self.be.run(self.step, steps);
         };
+        if let Some(mut ov) = self.overlap.take() {
+            let r = (0..steps).try_for_each(|_| self.overlapped_step(&mut ov));
+            self.overlap = Some(ov);
+            return r;
+        }
         for _ in 0..steps {
             self.be.run(grad, 1)?;
             self.sum_gradients()?;
@@ -582,24 +748,47 @@ impl Engine {
         crate::dist::any(self.comm.as_ref(), mine)
     }
 
-    /// Refuse to go on unless every rank's weights are bit-for-bit rank 0's (a collective;
-    /// nothing in one process).
-    pub fn check_replicas(&mut self, epoch: usize) -> Result<()> {
+    /// Data-parallel, once per epoch: compare every rank's replica (weights and optimiser
+    /// state, by SHA-256) with rank 0's. Ranks of one kind of device stay bit-for-bit equal,
+    /// as every rank applies the same update to the same sums; ranks on devices that round the
+    /// update differently (one fusing `w − α·v` into an FMA, another not) drift apart by an
+    /// ulp here and there. Then rank 0's replica is copied to every rank (a warning, once per
+    /// run), so they never train different networks. A collective; nothing in one process.
+    pub fn sync_replicas(&mut self, epoch: usize) -> Result<()> {
         if self.shard.ranks == 1 {
             return Ok(());
         }
-        let bufs: Vec<(BufId, usize)> = self
-            .params
-            .iter()
-            .flat_map(|p| {
-                let (wn, bn) = self.layers[p.layer].param_lens().expect("params");
-                [(p.bufs.w, wn), (p.bufs.b, bn)]
-            })
-            .collect();
+        let mut bufs = Vec::new();
+        for p in &self.params {
+            let (wn, bn) = self.layers[p.layer].param_lens().expect("params");
+            bufs.extend([(p.bufs.w, wn), (p.bufs.b, bn)]);
+            for &(w, b) in &p.slots {
+                bufs.extend([(w, wn), (b, bn)]);
+            }
+        }
         let mut words = vec![0; bufs.iter().map(|b| b.1).sum()];
         self.be.read_into(&bufs, &mut words)?;
-        let d = crate::dist::digest(bytemuck::cast_slice(&words));
-        crate::dist::check_replicas(self.comm.as_ref(), d, epoch)
+        let digest = crate::dist::digest(bytemuck::cast_slice(&words));
+        let differ = crate::dist::differing_ranks(self.comm.as_ref(), &digest)?;
+        if differ.is_empty() {
+            return Ok(());
+        }
+        if self.shard.rank == 0 && self.comm_time.resyncs == 0 {
+            log::warn!(
+                "after epoch {epoch} the replicas of rank(s) {differ:?} differ from rank 0's \
+                 (their devices round the update differently); copying rank 0's weights and \
+                 optimiser state to every rank after each epoch where they differ"
+            );
+        }
+        self.comm
+            .broadcast_f32(bytemuck::cast_slice_mut(&mut words))?;
+        let mut at = 0;
+        for &(b, n) in &bufs {
+            self.be.write(b, &words[at..at + n])?;
+            at += n;
+        }
+        self.comm_time.resyncs += 1;
+        Ok(())
     }
 
     /// Metrics summed over the ranks.

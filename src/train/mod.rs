@@ -335,8 +335,8 @@ pub fn run(
                 kept: String::new(),
             });
         }
-        // Data-parallel: the replicas must still be identical before anything is saved.
-        engine.check_replicas(epoch + 1)?;
+        // Data-parallel: the replicas are made identical again before anything is saved.
+        engine.sync_replicas(epoch + 1)?;
         let (test_loss, test_acc) = if test_len > 0 {
             summarize(&engine.evaluate(Which::Test)?)
         } else {
