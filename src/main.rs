@@ -32,7 +32,7 @@ struct Cli {
 enum Cmd {
     /// Train a network (MLP or conv net) on MNIST or any dataset in MNIST's IDX format. With no flags: the
     /// lecture's large network, 784-512-512-512-10, for 10 epochs.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Test accuracy and loss of a saved model.
     Eval(EvalArgs),
     /// Classify PNG or JPEG digit images with a saved model.
@@ -353,7 +353,7 @@ fn main() {
         }
     }
     let result = match cli.cmd {
-        Cmd::Train(a) => cmd_train(a),
+        Cmd::Train(a) => cmd_train(*a),
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Predict(a) => cmd_predict(a),
         Cmd::Devices(a) => cmd_devices(a),

@@ -41,11 +41,14 @@ pub fn slot_names(opt: Optimizer) -> &'static [&'static str] {
     }
 }
 
+/// Buffers and their lengths in words, read and summed together.
+type Bucket = Vec<(BufId, usize)>;
+
 /// The pieces of a data-parallel step whose gradients are summed while the next piece runs,
 /// and the thread that sums them (over a forked group of the same ranks).
 struct Overlap {
     /// Gradient program pieces, top layer first, each with the gradient buffers it completes.
-    pieces: Vec<(ProgramId, Vec<(BufId, usize)>)>,
+    pieces: Vec<(ProgramId, Bucket)>,
     update: ProgramId,
     /// Each piece's host buffer while it is not with the thread (kept: no allocation per step).
     bufs: Vec<Vec<f32>>,
@@ -454,7 +457,7 @@ impl Engine {
     /// The gradient step cut after each parameterised layer's backward pass, top layer first:
     /// each piece with the gradient buffers it completes (the first piece also gathers and
     /// runs the forward pass; the last advances the cursor).
-    fn grad_pieces(&self) -> Vec<(Vec<Op>, Vec<(BufId, usize)>)> {
+    fn grad_pieces(&self) -> Vec<(Vec<Op>, Bucket)> {
         let mut ops = vec![self.gather(&self.train, self.train.len)];
         self.loss_ops(&mut ops);
         let mut pieces = Vec::new();
