@@ -444,3 +444,14 @@ fn without_an_adapter_train_says_so_and_uses_the_cpu() {
         "mesa-vulkan-drivers",
     );
 }
+
+/// Without the `distributed` feature, `--distributed` says how to get it instead of running
+/// alone as if it were one rank.
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn distributed_without_the_feature_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_small(dir.path(), &["--distributed"]);
+    fails_cleanly(&out, "--features distributed");
+    assert!(!dir.path().join("m.safetensors").exists());
+}
