@@ -111,8 +111,8 @@ pub struct Engine {
     shard: Shard,
     /// Rows of this rank's part of a minibatch (the whole batch in one process).
     rows: usize,
-    /// Data-parallel: the step as gradient and update programs, and the gradient buffers
-    /// (with their lengths) summed between them.
+    /// Data-parallel: the step as gradient and update programs; the gradient buffers (with
+    /// their lengths, (dw, db) per parameterised layer) summed between them.
     split: Option<(ProgramId, ProgramId)>,
     grads: Vec<(BufId, usize)>,
     /// The gradients on the host while they are summed (kept: no allocation per step).
@@ -361,15 +361,16 @@ impl Engine {
             }
             Optimizer::Sgd => None,
         };
-        let (grad, update) = (e.grad_step_ops(), e.update_ops(sched));
+        for p in &e.params {
+            let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
+            e.grads.extend([(p.bufs.dw, wn), (p.bufs.db, bn)]);
+        }
+        let grad: Vec<Op> = e.grad_pieces().into_iter().flat_map(|p| p.0).collect();
+        let update = e.update_ops(sched);
         if e.shard.ranks > 1 {
             let g = e.be.prepare(&grad)?;
             let u = e.be.prepare(&update)?;
             e.split = Some((g, u));
-            for p in &e.params {
-                let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
-                e.grads.extend([(p.bufs.dw, wn), (p.bufs.db, bn)]);
-            }
         } else {
             e.step = e.be.prepare(&[grad, update].concat())?;
         }
@@ -454,9 +455,10 @@ impl Engine {
         });
     }
 
-    /// The gradient step cut after each parameterised layer's backward pass, top layer first:
-    /// each piece with the gradient buffers it completes (the first piece also gathers and
-    /// runs the forward pass; the last advances the cursor).
+    /// The gradient step (gather this rank's rows, forward, loss, metrics, backward, advance
+    /// the cursor) cut after each parameterised layer's backward pass, top layer first: each
+    /// piece with the gradient buffers it completes. One program of them all is the step's
+    /// first half; [`Engine::overlap_communication`] prepares them one by one.
     fn grad_pieces(&self) -> Vec<(Vec<Op>, Bucket)> {
         let mut ops = vec![self.gather(&self.train, self.train.len)];
         self.loss_ops(&mut ops);
@@ -579,17 +581,6 @@ impl Engine {
         c.sum += wait;
         c.write += write;
         Ok(())
-    }
-
-    /// Gather this rank's rows, forward, loss, metrics, backward, advance the cursor.
-    fn grad_step_ops(&self) -> Vec<Op> {
-        let mut ops = vec![self.gather(&self.train, self.train.len)];
-        self.gradient_ops(&mut ops);
-        ops.push(Op::Advance {
-            cursor: self.train.cursor,
-            by: self.rows,
-        });
-        ops
     }
 
     /// The optimiser's update of every parameter from its gradient.
