@@ -50,6 +50,55 @@ struct Outcome {
     overlapped: bool,
 }
 
+/// Run `f` on one thread per rank of a new [`ThreadGroup`] of `n`; what each returns, rank 0
+/// first.
+fn on_ranks<T: Send>(n: usize, f: impl Fn(ThreadGroup) -> T + Sync) -> Vec<T> {
+    let group = ThreadGroup::new(n);
+    std::thread::scope(|s| {
+        let f = &f;
+        let joins: Vec<_> = group.into_iter().map(|c| s.spawn(move || f(c))).collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    })
+}
+
+/// Rank `comm`'s engine on `dev`, from `model` (and optimiser `state`).
+fn engine(
+    comm: ThreadGroup,
+    dev: Device,
+    cfg: &TrainConfig,
+    model: &Model,
+    state: Option<&train::OptState>,
+    data: &Mnist,
+) -> Engine {
+    let comm: Rc<dyn Collective> = Rc::new(comm);
+    Engine::with_group(
+        dev.backend(),
+        cfg,
+        model,
+        state,
+        &data.train,
+        Some(&data.test),
+        comm,
+    )
+    .unwrap()
+}
+
+/// Train `e` from `start` to the end of `cfg`.
+fn outcome(
+    e: &mut Engine,
+    cfg: &TrainConfig,
+    start: Position,
+    data: &Mnist,
+    overlapped: bool,
+) -> Outcome {
+    let history = train::run(e, cfg, data.train.n, data.test.n, start, &mut Quiet).unwrap();
+    Outcome {
+        model: e.model().unwrap(),
+        history,
+        overlapped,
+    }
+}
+
 /// Train `cfg` from `model` (and `state` at `start`) on one thread per device, as ranks of one
 /// group; every rank's outcome, rank 0 first.
 fn train_ranks(
@@ -73,37 +122,13 @@ fn train_ranks_overlapped(
     devices: Vec<Device>,
     overlap: bool,
 ) -> Vec<Outcome> {
-    let group = ThreadGroup::new(devices.len());
-    std::thread::scope(|s| {
-        let joins: Vec<_> = group
-            .into_iter()
-            .zip(devices)
-            .map(|(comm, dev)| {
-                s.spawn(move || {
-                    let comm: Rc<dyn Collective> = Rc::new(comm);
-                    let mut e = Engine::with_group(
-                        dev.backend(),
-                        cfg,
-                        model,
-                        state,
-                        &data.train,
-                        Some(&data.test),
-                        comm,
-                    )
-                    .unwrap();
-                    let overlapped = overlap && e.overlap_communication().unwrap();
-                    let history =
-                        train::run(&mut e, cfg, data.train.n, data.test.n, start, &mut Quiet)
-                            .unwrap();
-                    Outcome {
-                        model: e.model().unwrap(),
-                        history,
-                        overlapped,
-                    }
-                })
-            })
-            .collect();
-        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    let n = devices.len();
+    let devices = std::sync::Mutex::new(devices.into_iter().map(Some).collect::<Vec<_>>());
+    on_ranks(n, |comm| {
+        let dev = devices.lock().unwrap()[comm.rank()].take().unwrap();
+        let mut e = engine(comm, dev, cfg, model, state, data);
+        let overlapped = overlap && e.overlap_communication().unwrap();
+        outcome(&mut e, cfg, start, data, overlapped)
     })
 }
 
@@ -117,21 +142,6 @@ fn one_process(cfg: &TrainConfig, model: &Model, data: &Mnist) -> Outcome {
         vec![Device::Cpu],
     )
     .remove(0)
-}
-
-fn max_diff(a: &Model, b: &Model) -> f32 {
-    a.params
-        .iter()
-        .zip(&b.params)
-        .flat_map(|(x, y)| {
-            x.weight
-                .iter()
-                .zip(y.weight.iter())
-                .chain(x.bias.iter().zip(y.bias.iter()))
-                .map(|(p, q)| (p - q).abs())
-                .collect::<Vec<_>>()
-        })
-        .fold(0.0, f32::max)
 }
 
 /// ‖a − b‖ / ‖a − from‖ over all parameters: how far apart two runs ended, relative to how
@@ -195,8 +205,8 @@ fn two_cpu_ranks_train_as_one_process_within_rounding() {
         vec![Device::Cpu, Device::Cpu],
     );
     assert_replicas_identical(&outs);
-    let d = max_diff(&one.model, &outs[0].model);
-    let moved = max_diff(&one.model, &model);
+    let d = common::max_diff(&one.model, &outs[0].model);
+    let moved = common::max_diff(&one.model, &model);
     eprintln!("2 cpu ranks: max |w_2 − w_1| = {d:.3e} (moved {moved:.3e})");
     assert!(moved > 1e-2, "the weights barely moved: {moved}");
     assert!(d < SGD_20_STEPS_TOL, "weights differ by {d}");
@@ -223,7 +233,7 @@ fn a_gpu_rank_and_a_cpu_rank_train_as_one_process_within_rounding() {
             vec![Device::Gpu(Box::new(ctx)), Device::Cpu],
         );
         assert_replicas_identical(&outs);
-        let d = max_diff(&one.model, &outs[0].model);
+        let d = common::max_diff(&one.model, &outs[0].model);
         eprintln!("{name} + cpu: max |w_2 − w_1| = {d:.3e}");
         assert!(d < SGD_20_STEPS_TOL, "{name} + cpu: weights differ by {d}");
     }
@@ -307,7 +317,7 @@ fn three_ranks_split_uneven_batches_and_a_padded_last_batch_like_one_process() {
     assert_replicas_identical(&outs);
     // Every image was seen once (padding rows are not counted), and evaluated once.
     let h = &outs[0].history[0];
-    let d = max_diff(&one.model, &outs[0].model);
+    let d = common::max_diff(&one.model, &outs[0].model);
     let gap = relative_gap(&one.model, &outs[0].model, &model);
     eprintln!("3 ranks, uneven: max |w_3 − w_1| = {d:.3e}, relative gap {gap:.3e}");
     // 21 steps of the same kind of rounding as above through deeper sums (a conv layer's
@@ -354,38 +364,15 @@ fn a_run_resumed_with_a_different_number_of_ranks_matches_an_uninterrupted_one()
     let whole = one_process(&cfg, &model, &data);
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("run.ckpt.safetensors");
-    let group = ThreadGroup::new(2);
-    std::thread::scope(|s| {
-        for comm in group {
-            let (cfg, model, data, ckpt) = (&cfg, &model, &data, &ckpt);
-            s.spawn(move || {
-                let mut first = cfg.clone();
-                first.max_steps = Some(20);
-                let rank = comm.rank();
-                let mut e = Engine::with_group(
-                    Device::Cpu.backend(),
-                    &first,
-                    model,
-                    None,
-                    &data.train,
-                    Some(&data.test),
-                    Rc::new(comm),
-                )
-                .unwrap();
-                train::run(
-                    &mut e,
-                    &first,
-                    data.train.n,
-                    data.test.n,
-                    Position::default(),
-                    &mut Quiet,
-                )
-                .unwrap();
-                if rank == 0 {
-                    let at = Position { epoch: 1, step: 0 };
-                    session::save_checkpoint(&mut e, cfg, ckpt, at).unwrap();
-                }
-            });
+    let mut first = cfg.clone();
+    first.max_steps = Some(20);
+    on_ranks(2, |comm| {
+        let rank = comm.rank();
+        let mut e = engine(comm, Device::Cpu, &first, &model, None, &data);
+        outcome(&mut e, &first, Position::default(), &data, false);
+        if rank == 0 {
+            let at = Position { epoch: 1, step: 0 };
+            session::save_checkpoint(&mut e, &cfg, &ckpt, at).unwrap();
         }
     });
     let start: Start = session::start(
@@ -406,7 +393,7 @@ fn a_run_resumed_with_a_different_number_of_ranks_matches_an_uninterrupted_one()
     );
     assert_replicas_identical(&outs);
     assert_eq!(outs[0].history.len(), 1, "only epoch 2 was left");
-    let d = max_diff(&whole.model, &outs[0].model);
+    let d = common::max_diff(&whole.model, &outs[0].model);
     eprintln!("resumed 2 → 3 ranks: max |w − w_uninterrupted| = {d:.3e}");
     // 40 steps: the momentum sum α·Σ_s Σ_(i<s) μ^i grows to 0.05·301 = 15 (3e-8 each: 4.5e-7)
     // and the update rounding to 40·2u·0.09 = 4.3e-7; 8.8e-7 in all.
@@ -419,32 +406,22 @@ fn ranks_that_disagree_on_settings_or_data_are_refused_before_training() {
     let cfg = config("784-32-16-10", 1);
     let model = cfg.init_model();
     let check = |lr1: f32, limit1: usize| -> Vec<String> {
-        let group = ThreadGroup::new(2);
-        std::thread::scope(|s| {
-            let joins: Vec<_> = group
-                .into_iter()
-                .map(|comm| {
-                    let (cfg, model, data) = (&cfg, &model, &data);
-                    s.spawn(move || {
-                        let mut start = Start {
-                            cfg: cfg.clone(),
-                            model: model.clone(),
-                            state: None,
-                            position: Position::default(),
-                        };
-                        let mut train = data.train.clone();
-                        if comm.rank() == 1 {
-                            start.cfg.lr = lr1;
-                            train = train.subset(limit1);
-                        }
-                        match session::check_ranks_agree(&comm, &start, &train, &data.test) {
-                            Ok(()) => "agreed".to_string(),
-                            Err(e) => e.to_string(),
-                        }
-                    })
-                })
-                .collect();
-            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        on_ranks(2, |comm| {
+            let mut start = Start {
+                cfg: cfg.clone(),
+                model: model.clone(),
+                state: None,
+                position: Position::default(),
+            };
+            let mut train = data.train.clone();
+            if comm.rank() == 1 {
+                start.cfg.lr = lr1;
+                train = train.subset(limit1);
+            }
+            match session::check_ranks_agree(&comm, &start, &train, &data.test) {
+                Ok(()) => "agreed".to_string(),
+                Err(e) => e.to_string(),
+            }
         })
     };
     assert_eq!(check(cfg.lr, data.train.n), vec!["agreed", "agreed"]);
@@ -468,8 +445,7 @@ fn a_batch_smaller_than_the_ranks_is_refused_in_one_line() {
     let mut cfg = config("784-10", 1);
     cfg.batch = 2;
     let model = cfg.init_model();
-    let group = ThreadGroup::new(3);
-    let comm: Rc<dyn Collective> = Rc::new(group.into_iter().next().unwrap());
+    let comm: Rc<dyn Collective> = Rc::new(ThreadGroup::new(3).remove(0));
     let e = Engine::with_group(
         Device::Cpu.backend(),
         &cfg,
@@ -499,38 +475,11 @@ fn replicas_that_drift_apart_are_made_rank_0s_again_after_the_epoch() {
     let model = cfg.init_model();
     let mut off = model.clone();
     off.params[0].weight.mapv_inplace(|w| w * (1.0 + 1e-6));
-    let group = ThreadGroup::new(2);
-    let outs: Vec<(Model, usize)> = std::thread::scope(|s| {
-        let joins: Vec<_> = group
-            .into_iter()
-            .map(|comm| {
-                let (cfg, data) = (&cfg, &data);
-                let start = if comm.rank() == 0 { &model } else { &off };
-                s.spawn(move || {
-                    let mut e = Engine::with_group(
-                        Device::Cpu.backend(),
-                        cfg,
-                        start,
-                        None,
-                        &data.train,
-                        Some(&data.test),
-                        Rc::new(comm),
-                    )
-                    .unwrap();
-                    train::run(
-                        &mut e,
-                        cfg,
-                        data.train.n,
-                        data.test.n,
-                        Position::default(),
-                        &mut Quiet,
-                    )
-                    .unwrap();
-                    (e.model().unwrap(), e.comm_time().resyncs)
-                })
-            })
-            .collect();
-        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    let outs = on_ranks(2, |comm| {
+        let start = if comm.rank() == 0 { &model } else { &off };
+        let mut e = engine(comm, Device::Cpu, &cfg, start, None, &data);
+        let o = outcome(&mut e, &cfg, Position::default(), &data, false);
+        (o.model, e.comm_time().resyncs)
     });
     assert_eq!(outs[0].0, outs[1].0, "replicas equal again");
     assert_eq!((outs[0].1, outs[1].1), (1, 1), "copied after epoch 1 only");

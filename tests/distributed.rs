@@ -115,44 +115,33 @@ fn one_process(arch: &str, out: &Path, extra: &[&str]) -> Model {
     Model::load(out).unwrap().0
 }
 
-fn max_diff(a: &Model, b: &Model) -> f32 {
-    a.params
-        .iter()
-        .zip(&b.params)
-        .flat_map(|(x, y)| {
-            x.weight
-                .iter()
-                .zip(y.weight.iter())
-                .chain(x.bias.iter().zip(y.bias.iter()))
-                .map(|(p, q)| (p - q).abs())
-                .collect::<Vec<_>>()
-        })
-        .fold(0.0, f32::max)
-}
-
 const CPU: &[&str] = &["--device", "cpu", "--threads", "1"];
+
+/// One epoch of 784-32-16-10 on the sample by `mpirun` with `ranks` and by one process: both
+/// runs' weights must be within [`SGD_20_STEPS_TOL`]. Returns everything the job printed and
+/// the path of its model.
+fn as_one_process(label: &str, ranks: &[&[&str]], dir: &Path) -> (String, PathBuf) {
+    let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
+    let reference = one_process("784-32-16-10", &one, &["--epochs", "1"]);
+    let o = run(mpirun(
+        &train_args("784-32-16-10", &two, &["--epochs", "1"]),
+        ranks,
+    ));
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    let d = common::max_diff(&reference, &Model::load(&two).unwrap().0);
+    eprintln!("mpirun, {label}: max |w_2 − w_1| = {d:.3e}");
+    assert!(d < SGD_20_STEPS_TOL, "weights differ by {d}\n{all}");
+    (all, two)
+}
 
 #[test]
 fn two_cpu_ranks_under_mpirun_train_as_one_process_within_rounding() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (
-        dir.path().join("one.safetensors"),
-        dir.path().join("two.safetensors"),
-    );
-    let reference = one_process("784-32-16-10", &one, &["--epochs", "1"]);
-    let o = run(mpirun(
-        &train_args("784-32-16-10", &two, &["--epochs", "1"]),
-        &[CPU, CPU],
-    ));
-    let all = text(&o);
-    assert!(o.status.success(), "{all}");
+    let (all, two) = as_one_process("2 cpu ranks", &[CPU, CPU], dir.path());
     // Rank 0 alone reports and writes.
     assert_eq!(all.matches("final:").count(), 1, "{all}");
     assert!(all.contains("(over 2 ranks)"), "{all}");
-    let got = Model::load(&two).unwrap().0;
-    let d = max_diff(&reference, &got);
-    eprintln!("mpirun, 2 cpu ranks: max |w_2 − w_1| = {d:.3e}");
-    assert!(d < SGD_20_STEPS_TOL, "weights differ by {d}\n{all}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(two.with_extension("json")).unwrap()).unwrap();
     assert_eq!(summary["ranks"], 2);
@@ -170,25 +159,13 @@ fn a_gpu_rank_and_a_cpu_rank_under_mpirun_train_as_one_process_within_rounding()
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (
-        dir.path().join("one.safetensors"),
-        dir.path().join("two.safetensors"),
-    );
-    let reference = one_process("784-32-16-10", &one, &["--epochs", "1"]);
-    let o = run(mpirun(
-        &train_args("784-32-16-10", &two, &["--epochs", "1"]),
-        &[&["--device", "gpu", "--backend", "vulkan"], CPU],
-    ));
-    let all = text(&o);
-    assert!(o.status.success(), "{all}");
+    let gpu: &[&str] = &["--device", "gpu", "--backend", "vulkan"];
+    let (all, _) = as_one_process("lavapipe + cpu", &[gpu, CPU], dir.path());
     assert!(
         all.contains("rank 0 of 2: ") && all.contains("Vulkan"),
         "{all}"
     );
     assert!(all.contains("rank 1 of 2: cpu"), "{all}");
-    let d = max_diff(&reference, &Model::load(&two).unwrap().0);
-    eprintln!("mpirun, lavapipe + cpu: max |w_2 − w_1| = {d:.3e}");
-    assert!(d < SGD_20_STEPS_TOL, "weights differ by {d}\n{all}");
 }
 
 #[test]

@@ -17,21 +17,6 @@ fn config(arch: &str, epochs: usize) -> TrainConfig {
     cfg
 }
 
-fn max_diff(a: &Model, b: &Model) -> f32 {
-    a.params
-        .iter()
-        .zip(&b.params)
-        .flat_map(|(x, y)| {
-            x.weight
-                .iter()
-                .zip(y.weight.iter())
-                .chain(x.bias.iter().zip(y.bias.iter()))
-                .map(|(p, q)| (p - q).abs())
-                .collect::<Vec<_>>()
-        })
-        .fold(0.0, f32::max)
-}
-
 /// Every layer's weight and bias moved by more than `min` from `before` (a layer the optimiser
 /// never updated would otherwise pass a comparison of two engines that both skip it).
 fn assert_every_layer_moved(name: &str, before: &Model, after: &Model, min: f32) {
@@ -131,10 +116,10 @@ fn gpu_and_cpu_training_agree_within_rounding() {
         .unwrap();
         let mg = gpu.model().unwrap();
         assert_every_layer_moved(&name, &model, &mg, 1e-3);
-        let d = max_diff(&mc, &mg);
+        let d = common::max_diff(&mc, &mg);
         eprintln!(
             "{name}: max |w_gpu − w_cpu| = {d:.3e} (moved {:.3e})",
-            max_diff(&mg, &model)
+            common::max_diff(&mg, &model)
         );
         assert!(d < SGD_20_STEPS_TOL, "{name}: weights differ by {d}");
         assert!((hc[0].train_loss - hg[0].train_loss).abs() < 1e-4);
@@ -280,7 +265,7 @@ fn short_conv_net_training_learns_on_both_engines_and_they_agree() {
     let mut runs = train_everywhere(&cfg, &model, &data, true, "conv_train");
     let (_, hc, cpu) = &mut runs[0];
     assert!(
-        max_diff(&cpu.model().unwrap(), &model) > 1e-3,
+        common::max_diff(&cpu.model().unwrap(), &model) > 1e-3,
         "the weights moved"
     );
     let hc = hc.clone();
@@ -305,9 +290,9 @@ fn conv_net_sgd_steps_agree_across_engines_within_rounding() {
     let model = cfg.init_model();
     let mut runs = train_everywhere(&cfg, &model, &data, false, "conv_sgd_agree");
     let mc = runs[0].2.model().unwrap();
-    assert!(max_diff(&mc, &model) > 1e-3, "the weights moved");
+    assert!(common::max_diff(&mc, &model) > 1e-3, "the weights moved");
     for (name, _, e) in runs.iter_mut().skip(1) {
-        let d = max_diff(&mc, &e.model().unwrap());
+        let d = common::max_diff(&mc, &e.model().unwrap());
         eprintln!("{name}: max |w_gpu − w_cpu| = {d:.3e}");
         // 20 SGD steps; the engines differ only in summation order. Per step a gradient
         // element carries a relative error of a few u·√n in practice (n ≤ 78,400 terms for the
@@ -330,7 +315,7 @@ fn adam_gpu_and_cpu_agree_on_an_mlp() {
     let mut runs = train_everywhere(&cfg, &model, &data, false, "adam_agree");
     let mc = runs[0].2.model().unwrap();
     assert!(
-        max_diff(&mc, &model) > 5e-3,
+        common::max_diff(&mc, &model) > 5e-3,
         "10 steps of lr 1e-3 moved the weights"
     );
     for (name, _, e) in runs.iter_mut() {
@@ -339,7 +324,7 @@ fn adam_gpu_and_cpu_agree_on_an_mlp() {
             10,
             "{name}: Adam counted its updates"
         );
-        let d = max_diff(&mc, &e.model().unwrap());
+        let d = common::max_diff(&mc, &e.model().unwrap());
         eprintln!("{name}: max |w_gpu − w_cpu| = {d:.3e}");
         // 10 steps from the same start on an MLP (no pooling): Adam's ±lr amplification needs
         // a gradient at exactly 0 on one side, which dense layers with live inputs do not give.
@@ -393,9 +378,12 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
             .unwrap(),
         ));
         let (hr, mr) = run(Box::new(ReferenceBackend::new()));
-        let d = max_diff(&mf, &mr);
+        let d = common::max_diff(&mf, &mr);
         eprintln!("{name}: max |w_fast − w_reference| = {d:.3e}");
-        assert!(max_diff(&mf, &model) > 1e-3, "{name}: the weights moved");
+        assert!(
+            common::max_diff(&mf, &model) > 1e-3,
+            "{name}: the weights moved"
+        );
         assert!(d < 1e-5, "{name}: weights differ by {d}");
         assert!((hf[0].train_loss - hr[0].train_loss).abs() < 1e-5, "{name}");
         assert!((hf[0].test_acc - hr[0].test_acc).abs() <= 0.001, "{name}");
@@ -502,7 +490,7 @@ fn sgd_with_l2_decays_the_weights_not_the_biases_as_pytorch_does_on_every_engine
     // 1.2e-3 away), so matching PyTorch's rule cannot happen by accident.
     for rule in [L2Rule::None, L2Rule::BiasesToo, L2Rule::Decoupled] {
         let other = sgd_by_hand(&cfg, &model, &data.train, STEPS, rule);
-        let d = max_diff(&other, &want);
+        let d = common::max_diff(&other, &want);
         eprintln!("{rule:?}: {d:.3e} from PyTorch's rule");
         assert!(
             d > 1000.0 * TOL,
@@ -543,7 +531,7 @@ fn sgd_with_l2_decays_the_weights_not_the_biases_as_pytorch_does_on_every_engine
         )
         .unwrap();
         let got = e.model().unwrap();
-        let d = max_diff(&got, &want);
+        let d = common::max_diff(&got, &want);
         eprintln!("{}: {d:.3e} from PyTorch's rule", e.device());
         assert_every_layer_moved(&e.device(), &model, &got, 1e-3);
         assert!(d <= TOL, "{}: {d:e} from PyTorch's rule", e.device());

@@ -183,3 +183,19 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: seed {s} (replay with WGTRAIN_SEED={s})");
     s
 }
+
+/// Largest |a − b| over every weight and bias of two models of one architecture.
+pub fn max_diff(a: &wgtrain::model::Model, b: &wgtrain::model::Model) -> f32 {
+    a.params
+        .iter()
+        .zip(&b.params)
+        .flat_map(|(x, y)| {
+            x.weight
+                .iter()
+                .zip(y.weight.iter())
+                .chain(x.bias.iter().zip(y.bias.iter()))
+                .map(|(p, q)| (p - q).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f32::max)
+}
