@@ -2,7 +2,7 @@
 //! cache and the autotuner.
 
 use crate::{Error, Result};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,16 +83,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 
     // `create_new` so a leftover file with the same name (pid reuse after a crash) is never
     // shared with another writer; the error then names the temp file, which the user can delete.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(&tmp, e));
-    drop(file);
+    let written = {
+        // Closed at the end of this block, before the rename.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(&tmp, e))
+    };
     let renamed = written.and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if let Err(e) = renamed {
         let _ = fs::remove_file(&tmp);
@@ -106,7 +107,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Windows cannot open one as a file; the data itself was already synced.
 fn sync_dir(dir: &Path) {
     #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
+    if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     #[cfg(not(unix))]

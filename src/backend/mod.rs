@@ -11,6 +11,7 @@ use crate::data::Dataset;
 use crate::ops::{BufId, DataId, Op};
 use crate::Result;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cpu;
 pub mod gpu;
 pub mod reference;
@@ -127,15 +128,23 @@ pub fn open(
     adapter: &crate::gpu::AdapterChoice,
     threads: Option<usize>,
 ) -> Result<(Box<dyn Backend>, Option<String>)> {
+    #[cfg(not(target_arch = "wasm32"))]
     let cpu = || -> Result<Box<dyn Backend>> {
         Ok(Box::new(match threads {
             Some(t) => cpu::CpuBackend::with_threads(t)?,
             None => cpu::CpuBackend::new(),
         }))
     };
+    #[cfg(not(target_arch = "wasm32"))]
     if let Some(t) = threads {
         cpu::check_threads(t)?;
     }
+    // In the browser: the plain twins, on the page's one thread.
+    #[cfg(target_arch = "wasm32")]
+    let cpu = || -> Result<Box<dyn Backend>> {
+        let _ = threads;
+        Ok(Box::new(reference::ReferenceBackend::new()))
+    };
     match device {
         DeviceChoice::Cpu => Ok((cpu()?, None)),
         DeviceChoice::Gpu => Ok((

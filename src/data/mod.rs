@@ -6,6 +6,8 @@
 
 pub mod idx;
 pub mod image;
+// Finding or downloading MNIST on disk: native only (the browser hands over bytes).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod mnist;
 
 use std::path::{Path, PathBuf};

@@ -1,11 +1,14 @@
 //! Training reports: per-epoch metrics, written as CSV and plotted as a PNG.
 
 pub mod csv;
+// A PNG file with plotters' embedded font: native only (the browser draws on a canvas).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 
 use serde::{Deserialize, Serialize};
 
 pub use csv::write_metrics_csv;
+#[cfg(not(target_arch = "wasm32"))]
 pub use plot::plot_metrics;
 
 /// What one epoch of training measured.

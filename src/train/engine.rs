@@ -14,7 +14,7 @@
 //! one a single process computes for the whole minibatch.
 
 use super::{Optimizer, TrainConfig, Which};
-use crate::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend, EngineKind, ProgramId};
+use crate::backend::{gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::dist::{Collective, Shard, Solo};
 use crate::gpu::GpuContext;
@@ -173,7 +173,11 @@ impl Engine {
         train: &Dataset,
         test: Option<&Dataset>,
     ) -> Result<Self> {
-        Self::new(Box::new(CpuBackend::new()), cfg, model, state, train, test)
+        #[cfg(not(target_arch = "wasm32"))]
+        let be = Box::new(crate::backend::cpu::CpuBackend::new());
+        #[cfg(target_arch = "wasm32")]
+        let be = Box::new(crate::backend::reference::ReferenceBackend::new());
+        Self::new(be, cfg, model, state, train, test)
     }
 
     /// Build the network in `be`, upload `model` (and optimiser state) and the datasets, and

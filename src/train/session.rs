@@ -356,11 +356,14 @@ pub fn finish(
             1 => String::new(),
             n => format!(", rank 0 of {n}"),
         };
+        #[cfg(not(target_arch = "wasm32"))]
         crate::report::plot::plot_metrics(
             &png,
             &history,
             &format!("{} on {short} ({backend}{ranks})", cfg.arch),
         )?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = (&png, short, ranks);
     }
     let last = history.last().cloned();
     let s = Summary {
