@@ -227,14 +227,27 @@ impl Backend for GpuBackend {
     }
 
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>> {
-        self.ctx.read("buffer", self.buf(buf), words)
+        let mut out = vec![0; words];
+        self.read_into(&[(buf, words)], &mut out)?;
+        Ok(out)
     }
 
     fn read_into(&mut self, bufs: &[(BufId, usize)], out: &mut [u32]) -> Result<()> {
-        let parts: Vec<(&wgpu::Buffer, usize)> =
-            bufs.iter().map(|&(b, w)| (self.buf(b), 4 * w)).collect();
-        self.ctx
-            .read_bytes_into("buffers", &parts, bytemuck::cast_slice_mut(out))
+        crate::gpu::context::wait_for("buffers", self.read_into_async(bufs, out))
+    }
+
+    fn read_into_async<'a>(
+        &'a mut self,
+        bufs: &'a [(BufId, usize)],
+        out: &'a mut [u32],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>> {
+        Box::pin(async move {
+            let parts: Vec<(&wgpu::Buffer, usize)> =
+                bufs.iter().map(|&(b, w)| (self.buf(b), 4 * w)).collect();
+            self.ctx
+                .read_bytes_into_async("buffers", &parts, bytemuck::cast_slice_mut(out))
+                .await
+        })
     }
 
     fn dataset(&mut self, d: &Dataset) -> Result<DataId> {

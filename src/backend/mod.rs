@@ -43,6 +43,15 @@ pub trait Backend {
     fn write(&mut self, buf: BufId, data: &[u32]) -> Result<()>;
     /// The first `words` words of `buf` (waits for queued work).
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>>;
+    /// [`Backend::read_into`] without blocking the browser's thread: the GPU backend's waits
+    /// for the device; the CPU backends' is ready at once.
+    fn read_into_async<'a>(
+        &'a mut self,
+        bufs: &'a [(BufId, usize)],
+        out: &'a mut [u32],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>> {
+        Box::pin(std::future::ready(self.read_into(bufs, out)))
+    }
     /// The first `words` words of each buffer, one after another, into `out` (which holds
     /// their sum): one wait for them all where the device allows, no allocation.
     fn read_into(&mut self, bufs: &[(BufId, usize)], out: &mut [u32]) -> Result<()> {
@@ -111,6 +120,7 @@ pub(crate) fn print_profile(mut rows: Vec<(String, (usize, f64))>, repeat: usize
 
 /// Where to train or evaluate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg(not(target_arch = "wasm32"))]
 pub enum DeviceChoice {
     /// The best GPU adapter when it is a hardware one; the CPU engine when the best is a
     /// software rasteriser (lavapipe, llvmpipe, SwiftShader, WARP) or there is none.
@@ -123,28 +133,21 @@ pub enum DeviceChoice {
 
 /// The backend for `device`, and a one-line note for the user when `Auto` chose the CPU
 /// engine. `threads` sizes the CPU engine's pool (default: every core available).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn open(
     device: DeviceChoice,
     adapter: &crate::gpu::AdapterChoice,
     threads: Option<usize>,
 ) -> Result<(Box<dyn Backend>, Option<String>)> {
-    #[cfg(not(target_arch = "wasm32"))]
     let cpu = || -> Result<Box<dyn Backend>> {
         Ok(Box::new(match threads {
             Some(t) => cpu::CpuBackend::with_threads(t)?,
             None => cpu::CpuBackend::new(),
         }))
     };
-    #[cfg(not(target_arch = "wasm32"))]
     if let Some(t) = threads {
         cpu::check_threads(t)?;
     }
-    // In the browser: the plain twins, on the page's one thread.
-    #[cfg(target_arch = "wasm32")]
-    let cpu = || -> Result<Box<dyn Backend>> {
-        let _ = threads;
-        Ok(Box::new(reference::ReferenceBackend::new()))
-    };
     match device {
         DeviceChoice::Cpu => Ok((cpu()?, None)),
         DeviceChoice::Gpu => Ok((

@@ -33,6 +33,7 @@ pub fn parse_backends(s: &str) -> Result<wgpu::Backends> {
     Ok(out)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn backends_for(choice: &AdapterChoice) -> Result<wgpu::Backends> {
     match &choice.backend {
         Some(b) => parse_backends(b),
@@ -47,6 +48,7 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 }
 
 /// Every adapter on the chosen backends, in a stable order (best first).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<wgpu::Adapter>> {
     let backends = backends_for(choice)?;
     let mut adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
@@ -55,6 +57,7 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<wgpu::Adapter>> {
 }
 
 /// Lower is better: discrete GPUs first, CPU adapters last; native APIs before GL.
+#[cfg(not(target_arch = "wasm32"))]
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     let ty = match info.device_type {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -70,6 +73,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, api)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The index (into [`list_adapters`]) of the `n`-th hardware GPU of this host, counting each
 /// GPU once (on its best backend) and wrapping around: a data-parallel rank's default adapter
 /// by its local rank. `None` when the host has no hardware GPU (software adapters are not
@@ -95,6 +99,7 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
 }
 
 /// Pick one adapter according to `choice` (see [`AdapterChoice`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn choose_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
     let adapters = list_adapters(choice)?;
     if adapters.is_empty() {
@@ -172,13 +177,35 @@ pub struct GpuContext {
 
 impl GpuContext {
     /// Choose an adapter and open it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(choice: &AdapterChoice) -> Result<Self> {
         Self::from_adapter(choose_adapter(choice)?)
     }
 
+    /// Open a given adapter (see [`GpuContext::open`]), waiting for it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        pollster::block_on(Self::open(adapter))
+    }
+
+    /// The adapter the platform offers first (high performance preferred), opened: the entry
+    /// point in the browser, where adapters are requested rather than listed.
+    pub async fn request(backends: wgpu::Backends) -> Result<Self> {
+        let adapter = instance(backends)
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter {
+                backends: format!("{backends:?} ({e})"),
+            })?;
+        Self::open(adapter).await
+    }
+
     /// Open a given adapter, requesting the limits it offers (not wgpu's conservative
     /// defaults), so large layers and datasets fit wherever the hardware allows.
-    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+    pub async fn open(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Subgroups let the matmul share operands across lanes (autotune picks such variants
@@ -192,12 +219,14 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::RequestDevice {
-                adapter: describe(&info),
-                reason: e.to_string(),
-            }
-        })?;
+        let (device, queue) =
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|e| Error::RequestDevice {
+                    adapter: describe(&info),
+                    reason: e.to_string(),
+                })?;
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         // wgpu's default handler panics; keep the message and report it from `submit`.
@@ -280,25 +309,25 @@ impl GpuContext {
         if let Some(p) = self.pipelines.lock().unwrap().get(key) {
             return Ok(p.clone());
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(key),
-                source: wgpu::ShaderSource::Wgsl(source().into()),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(key),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(self.kernel_error(key, &e.to_string()));
+        let (pipeline, error) = self.scoped(wgpu::ErrorFilter::Validation, || {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key),
+                    source: wgpu::ShaderSource::Wgsl(source().into()),
+                });
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(key),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        });
+        if let Some(e) = error {
+            return Err(self.kernel_error(key, &e));
         }
         let p = Arc::new(pipeline);
         self.pipelines
@@ -393,22 +422,23 @@ impl GpuContext {
                 hint: format!("; kernel `{name}`"),
             });
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = bindings
-            .iter()
-            .map(|(b, buf)| wgpu::BindGroupEntry {
-                binding: *b,
-                resource: buf.as_entire_binding(),
+        let (bind_group, error) = self.scoped(wgpu::ErrorFilter::Validation, || {
+            let layout = pipeline.get_bind_group_layout(0);
+            let entries: Vec<wgpu::BindGroupEntry> = bindings
+                .iter()
+                .map(|(b, buf)| wgpu::BindGroupEntry {
+                    binding: *b,
+                    resource: buf.as_entire_binding(),
+                })
+                .collect();
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(name),
+                layout: &layout,
+                entries: &entries,
             })
-            .collect();
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(name),
-            layout: &layout,
-            entries: &entries,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(self.kernel_error(name, &e.to_string()));
+        if let Some(e) = error {
+            return Err(self.kernel_error(name, &e));
         }
         Ok(Launch {
             name: name.to_string(),
@@ -421,38 +451,57 @@ impl GpuContext {
     /// Record `launches` in order into one compute pass, `repeat` times, and submit once.
     /// WebGPU orders dispatches within a pass and makes each one's writes visible to the next.
     pub fn submit(&self, launches: &[&Launch], repeat: usize) -> Result<wgpu::SubmissionIndex> {
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-            for _ in 0..repeat {
-                for l in launches {
-                    pass.set_pipeline(&l.pipeline);
-                    pass.set_bind_group(0, &l.bind_group, &[]);
-                    pass.dispatch_workgroups(l.groups[0], l.groups[1], l.groups[2]);
+        let record = || {
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                });
+                for _ in 0..repeat {
+                    for l in launches {
+                        pass.set_pipeline(&l.pipeline);
+                        pass.set_bind_group(0, &l.bind_group, &[]);
+                        pass.dispatch_workgroups(l.groups[0], l.groups[1], l.groups[2]);
+                    }
                 }
             }
-        }
-        let idx = self.queue.submit([enc.finish()]);
+            self.queue.submit([enc.finish()])
+        };
+        let ((idx, invalid), oom) = self.scoped(wgpu::ErrorFilter::OutOfMemory, || {
+            self.scoped(wgpu::ErrorFilter::Validation, record)
+        });
         let names = || {
             let mut n: Vec<&str> = launches.iter().map(|l| l.name.as_str()).collect();
             n.dedup();
             n.join(", ")
         };
-        if let Some(e) = pollster::block_on(val.pop()) {
-            return Err(self.kernel_error(&names(), &e.to_string()));
-        }
-        if let Some(e) = pollster::block_on(oom.pop()) {
-            return Err(self.kernel_error(&names(), &e.to_string()));
+        if let Some(e) = invalid.or(oom) {
+            return Err(self.kernel_error(&names(), &e));
         }
         self.health(&names())?;
         Ok(idx)
+    }
+
+    /// `f`'s result and the first error of kind `filter` it raised, as text. Native: an error
+    /// scope, settled at once (wgpu validates on the calling thread). In the browser errors
+    /// arrive asynchronously, so there is no scope to wait for: they reach the
+    /// uncaptured-error handler and the next [`GpuContext::health`] check reports them.
+    fn scoped<T>(&self, filter: wgpu::ErrorFilter, f: impl FnOnce() -> T) -> (T, Option<String>) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(filter);
+            let t = f();
+            let e = pollster::block_on(scope.pop()).map(|e| e.to_string());
+            (t, e)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = filter;
+            (f(), None)
+        }
     }
 
     /// Report a lost device or an uncaught error.
@@ -487,16 +536,37 @@ impl GpuContext {
         buffer: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<T>> {
+        wait_for(what, self.read_async(what, buffer, len))
+    }
+
+    /// Copy `len` elements of `buffer` back to the host, without blocking in the browser.
+    pub async fn read_async<T: bytemuck::Pod>(
+        &self,
+        what: &str,
+        buffer: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>> {
         let bytes = len * std::mem::size_of::<T>();
         let mut out = vec![T::zeroed(); len];
-        self.read_bytes_into(what, &[(buffer, bytes)], bytemuck::cast_slice_mut(&mut out))?;
+        self.read_bytes_into_async(what, &[(buffer, bytes)], bytemuck::cast_slice_mut(&mut out))
+            .await?;
         Ok(out)
+    }
+
+    /// [`GpuContext::read_bytes_into_async`], waiting for it (see [`wait_for`]).
+    pub fn read_bytes_into(
+        &self,
+        what: &str,
+        parts: &[(&wgpu::Buffer, usize)],
+        out: &mut [u8],
+    ) -> Result<()> {
+        wait_for(what, self.read_bytes_into_async(what, parts, out))
     }
 
     /// The first `bytes` of each buffer, one after another, into `out` (which holds their
     /// sum): one copy into one staging buffer and one wait for them all (data-parallel training
-    /// reads every gradient so each step).
-    pub fn read_bytes_into(
+    /// reads every gradient so each step). In the browser the wait yields to the page.
+    pub async fn read_bytes_into_async(
         &self,
         what: &str,
         parts: &[(&wgpu::Buffer, usize)],
@@ -534,7 +604,7 @@ impl GpuContext {
             what: what.to_string(),
             reason,
         };
-        match pollster::block_on(rx.receive()) {
+        match rx.receive().await {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(fail(e.to_string())),
             None => return Err(fail("map callback never ran".into())),
@@ -549,6 +619,30 @@ impl GpuContext {
         drop(view);
         staging.unmap();
         Ok(())
+    }
+}
+
+/// The blocking entry points on top of the async ones: natively, block on `f` (a read's future
+/// is ready once the device has been polled to idle). The browser's thread must not block:
+/// there `f` is polled once and a read still waiting for the GPU fails in one line naming
+/// `what` (the synchronous paths — autotuning, the kernel checks — are not ported yet; the
+/// async ones are what a page uses).
+pub fn wait_for<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = what;
+        pollster::block_on(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(f).poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(Error::Readback {
+                what: what.to_string(),
+                reason: "the browser cannot wait for the GPU here; use the async API".into(),
+            }),
+        }
     }
 }
 
