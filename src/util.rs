@@ -114,6 +114,30 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
+/// The blocking entry points on top of the async ones: natively, block on `f` (a read's future
+/// is ready once the device has been polled to idle). The browser's thread must not block:
+/// there `f` is polled once and a read still waiting for the GPU fails in one line naming
+/// `what` (the synchronous paths — autotuning, the kernel checks — are not ported yet; the
+/// async ones are what a page uses).
+pub fn wait_for<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = what;
+        pollster::block_on(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(f).poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(Error::Readback {
+                what: what.to_string(),
+                reason: "the browser cannot wait for the GPU here; use the async API".into(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,7 +233,7 @@ impl Backend for GpuBackend {
     }
 
     fn read_into(&mut self, bufs: &[(BufId, usize)], out: &mut [u32]) -> Result<()> {
-        crate::gpu::context::wait_for("buffers", self.read_into_async(bufs, out))
+        crate::util::wait_for("buffers", self.read_into_async(bufs, out))
     }
 
     fn read_into_async<'a>(

@@ -536,7 +536,7 @@ impl GpuContext {
         buffer: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<T>> {
-        wait_for(what, self.read_async(what, buffer, len))
+        crate::util::wait_for(what, self.read_async(what, buffer, len))
     }
 
     /// Copy `len` elements of `buffer` back to the host, without blocking in the browser.
@@ -553,14 +553,14 @@ impl GpuContext {
         Ok(out)
     }
 
-    /// [`GpuContext::read_bytes_into_async`], waiting for it (see [`wait_for`]).
+    /// [`GpuContext::read_bytes_into_async`], waiting for it (see [`crate::util::wait_for`]).
     pub fn read_bytes_into(
         &self,
         what: &str,
         parts: &[(&wgpu::Buffer, usize)],
         out: &mut [u8],
     ) -> Result<()> {
-        wait_for(what, self.read_bytes_into_async(what, parts, out))
+        crate::util::wait_for(what, self.read_bytes_into_async(what, parts, out))
     }
 
     /// The first `bytes` of each buffer, one after another, into `out` (which holds their
@@ -619,30 +619,6 @@ impl GpuContext {
         drop(view);
         staging.unmap();
         Ok(())
-    }
-}
-
-/// The blocking entry points on top of the async ones: natively, block on `f` (a read's future
-/// is ready once the device has been polled to idle). The browser's thread must not block:
-/// there `f` is polled once and a read still waiting for the GPU fails in one line naming
-/// `what` (the synchronous paths — autotuning, the kernel checks — are not ported yet; the
-/// async ones are what a page uses).
-pub fn wait_for<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let _ = what;
-        pollster::block_on(f)
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::pin::pin!(f).poll(&mut cx) {
-            std::task::Poll::Ready(r) => r,
-            std::task::Poll::Pending => Err(Error::Readback {
-                what: what.to_string(),
-                reason: "the browser cannot wait for the GPU here; use the async API".into(),
-            }),
-        }
     }
 }
 

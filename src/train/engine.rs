@@ -822,21 +822,40 @@ impl Engine {
         Ok(())
     }
 
-    fn read_acc(&mut self, buf: BufId) -> Result<MetricsAcc> {
-        let words = self.be.read(buf, 4)?;
+    /// The first `words` words of each buffer, concatenated; one wait, which in the browser
+    /// yields to the page. Every read of the engine goes through here; the blocking methods
+    /// ([`Engine::model`] beside [`Engine::model_async`], ...) wait for it natively.
+    async fn read_async(&mut self, bufs: &[(BufId, usize)]) -> Result<Vec<u32>> {
+        let mut out = vec![0; bufs.iter().map(|b| b.1).sum()];
+        self.be.read_into_async(bufs, &mut out).await?;
+        Ok(out)
+    }
+
+    async fn read_acc(&mut self, buf: BufId) -> Result<MetricsAcc> {
+        let words = self.read_async(&[(buf, 4)]).await?;
         self.be.write(buf, &[0; 4])?;
         Ok(bytemuck::pod_read_unaligned(bytemuck::cast_slice(&words)))
     }
 
     /// Metrics accumulated since the last call (summed over the ranks), and reset them.
     pub fn take_train_metrics(&mut self) -> Result<MetricsAcc> {
-        let acc = self.read_acc(self.acc_train)?;
+        crate::util::wait_for("training metrics", self.take_train_metrics_async())
+    }
+
+    /// [`Engine::take_train_metrics`] without blocking the browser.
+    pub async fn take_train_metrics_async(&mut self) -> Result<MetricsAcc> {
+        let acc = self.read_acc(self.acc_train).await?;
         self.sum_metrics(acc)
     }
 
     /// Loss and accuracy over a whole dataset (forward only, in file order; each rank takes
     /// its part and the metrics are summed).
     pub fn evaluate(&mut self, which: Which) -> Result<MetricsAcc> {
+        crate::util::wait_for("evaluation metrics", self.evaluate_async(which))
+    }
+
+    /// [`Engine::evaluate`] without blocking the browser.
+    pub async fn evaluate_async(&mut self, which: Which) -> Result<MetricsAcc> {
         let (res, prog) = match which {
             Which::Train => {
                 self.order_valid = false;
@@ -859,7 +878,7 @@ impl Engine {
             self.be.write(cursor, &[0])?;
             self.be.run(prog, part.len().div_ceil(self.rows))?;
         }
-        let acc = self.read_acc(self.acc_eval)?;
+        let acc = self.read_acc(self.acc_eval).await?;
         self.sum_metrics(acc)
     }
 
@@ -890,10 +909,18 @@ impl Engine {
 
     /// Class probabilities [B, classes] for `x` [B, input] (forward only; for `predict`).
     pub fn probabilities(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        crate::util::wait_for("probabilities", self.probabilities_async(x))
+    }
+
+    /// [`Engine::probabilities`] without blocking the browser.
+    pub async fn probabilities_async(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         self.be.write_f32(self.x, x)?;
         let prog = self.on_demand(false)?;
         self.be.run(prog, 1)?;
-        self.be.read_f32(self.probs, self.rows * self.classes())
+        let words = self
+            .read_async(&[(self.probs, self.rows * self.classes())])
+            .await?;
+        Ok(bytemuck::cast_slice(&words).to_vec())
     }
 
     /// Gradients of the mean batch loss at `x` [B, input] and `labels` [B], without updating
@@ -910,25 +937,48 @@ impl Engine {
     }
 
     fn read_params(&mut self, pairs: &[(BufId, BufId)]) -> Result<Vec<Param>> {
+        crate::util::wait_for("parameters", self.read_params_async(pairs))
+    }
+
+    /// The (weight, bias) buffer pairs of every parameterised layer, in file layout: one read
+    /// of them all.
+    async fn read_params_async(&mut self, pairs: &[(BufId, BufId)]) -> Result<Vec<Param>> {
+        let lens: Vec<(usize, usize)> = self
+            .params
+            .iter()
+            .map(|p| self.layers[p.layer].param_lens().expect("params"))
+            .collect();
+        let bufs: Vec<(BufId, usize)> = pairs
+            .iter()
+            .zip(&lens)
+            .flat_map(|(&(w, b), &(wn, bn))| [(w, wn), (b, bn)])
+            .collect();
+        let words = self.read_async(&bufs).await?;
+        let all: &[f32] = bytemuck::cast_slice(&words);
         let mut out = Vec::with_capacity(pairs.len());
-        for (p, &(w, b)) in self.params.iter().zip(pairs) {
-            let (wn, bn) = self.layers[p.layer].param_lens().expect("params");
-            let wv = self.be.read_f32(w, wn)?;
-            let wv = self.layers[p.layer].weight_from_engine(wv);
+        let mut at = 0;
+        for (p, &(wn, bn)) in self.params.iter().zip(&lens) {
+            let wv = self.layers[p.layer].weight_from_engine(all[at..at + wn].to_vec());
             out.push(Param {
                 weight: ArrayD::from_shape_vec(IxDyn(&p.shape), wv).expect("param shape"),
-                bias: Array1::from(self.be.read_f32(b, bn)?),
+                bias: Array1::from(all[at + wn..at + wn + bn].to_vec()),
             });
+            at += wn + bn;
         }
         Ok(out)
     }
 
     /// The current weights.
     pub fn model(&mut self) -> Result<Model> {
+        crate::util::wait_for("weights", self.model_async())
+    }
+
+    /// [`Engine::model`] without blocking the browser.
+    pub async fn model_async(&mut self) -> Result<Model> {
         let pairs: Vec<(BufId, BufId)> = self.params.iter().map(|p| (p.bufs.w, p.bufs.b)).collect();
         Ok(Model {
             arch: self.cfg.arch.clone(),
-            params: self.read_params(&pairs)?,
+            params: self.read_params_async(&pairs).await?,
         })
     }
 
