@@ -45,6 +45,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lerp_switches_formula_at_a_weight_of_one_half_as_pytorch_does() {
+        // PyTorch takes start + w·(end − start) only for |w| < 0.5; at 0.5 exactly it takes
+        // end − (end − start)·(1 − w), which rounds differently here (found by cargo-mutants:
+        // `<` → `<=` passed every check, since Adam's weight 1 − β1 is 0.1).
+        let (start, end) = (-1.092_173_2_f32, 31.334_517_f32);
+        let second = end - (end - start) * 0.5;
+        assert_ne!(
+            second,
+            start + 0.5 * (end - start),
+            "the two formulas differ here"
+        );
+        assert_eq!(lerp(start, end, 0.5), second);
+        assert_eq!(lerp(start, end, 0.25), start + 0.25 * (end - start));
+    }
+
+    #[test]
     fn first_step_moves_each_weight_by_about_lr_against_the_gradient() {
         // With m = v = 0 and λ = 0, step 1 gives m/(1−β1) = g, √(v/(1−β2)) = |g|, so each
         // weight moves by lr·g/(|g| + ε) ≈ ±lr.
