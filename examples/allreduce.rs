@@ -10,7 +10,7 @@ use wgtrain::dist::{mpi::Mpi, Collective};
 use wgtrain::model::Arch;
 
 fn main() -> wgtrain::Result<()> {
-    let mpi = Mpi::init()?;
+    let mpi = Mpi::init(false)?;
     let n = mpi.size();
     let mut sizes: Vec<(String, usize)> = vec![("1k floats".into(), 1_000)];
     for preset in ["seed-small", "seed-large", "lenet5", "cnn"] {

@@ -57,9 +57,14 @@ pub enum Error {
     #[error("invalid shape: {0}")]
     Shape(String),
 
-    /// Data-parallel ranks that disagree, or a collective that failed.
+    /// Data-parallel ranks that disagree: a verdict every rank reaches together.
     #[error("distributed training: {0}")]
     Distributed(String),
+
+    /// Communication between data-parallel ranks failed on this rank (a rank left, the
+    /// communication thread stopped): the others may not know yet.
+    #[error("communication between ranks failed: {0}")]
+    Collective(String),
 
     /// A bad argument or hyperparameter.
     #[error("invalid argument {name}: {reason}")]

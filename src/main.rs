@@ -694,15 +694,20 @@ fn cmd_train_distributed(_: TrainArgs) -> Result<()> {
 
 /// One rank of `mpirun -np N wgtrain train --distributed`. An error every rank reaches
 /// together (interrupt, divergence, ranks that disagree) ends MPI normally and is printed once,
-/// by rank 0; any other error on one rank (a lost adapter, a missing file) is printed with the
-/// rank and host, and ends the whole job at once so no rank waits for it forever.
+/// by rank 0; any other error on one rank (a lost adapter, a missing file, a panic) is printed
+/// with the rank and host, and ends the whole job at once so no rank waits for it forever.
 #[cfg(feature = "distributed")]
 fn cmd_train_distributed(a: TrainArgs) -> Result<()> {
     use wgtrain::dist::{mpi::Mpi, Collective};
-    let mpi = Rc::new(Mpi::init()?);
+    // A second thread calls MPI only with --overlap; other runs keep MPI's cheaper level.
+    let mpi = Rc::new(Mpi::init(a.overlap)?);
     let (rank, size, host) = (mpi.rank(), mpi.size(), mpi.host().to_string());
     let local = mpi.local_rank();
-    let result = train_run(a, mpi.clone(), local);
+    let comm = mpi.clone();
+    // A panic must not unwind into MPI_Finalize while the other ranks wait in a collective.
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train_run(a, comm, local)))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked (see above)")));
     let Err(e) = result else {
         return Ok(());
     };
@@ -779,6 +784,8 @@ fn train_run(
     train::check_data(&cfg.arch, &data.test, "test")?;
     if ranks > 1 {
         session::check_ranks_agree(comm.as_ref(), &start, &data.train, &data.test)?;
+        // Forking the communicator for --overlap is itself a collective: all ranks or none.
+        wgtrain::dist::check_agreement(comm.as_ref(), &[("--overlap", a.overlap.to_string())])?;
     }
 
     let mut gpu = a.gpu.clone();

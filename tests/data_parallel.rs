@@ -315,7 +315,8 @@ fn three_ranks_split_uneven_batches_and_a_padded_last_batch_like_one_process() {
         vec![Device::Cpu, Device::Cpu, Device::Cpu],
     );
     assert_replicas_identical(&outs);
-    // Every image was seen once (padding rows are not counted), and evaluated once.
+    // Every image trained on once (padding rows are not counted) and evaluated once: the
+    // losses agree within rounding.
     let h = &outs[0].history[0];
     let d = common::max_diff(&one.model, &outs[0].model);
     let gap = relative_gap(&one.model, &outs[0].model, &model);
@@ -326,6 +327,7 @@ fn three_ranks_split_uneven_batches_and_a_padded_last_batch_like_one_process() {
     // step's gradient by ~2%: a gap above 1e-3).
     assert!(gap < 1e-5, "relative gap {gap}");
     assert!((h.train_loss - one.history[0].train_loss).abs() < 1e-5);
+    assert!((h.test_loss - one.history[0].test_loss).abs() < 1e-5);
     assert!((h.test_acc - one.history[0].test_acc).abs() <= 0.002);
 }
 
@@ -465,11 +467,11 @@ fn a_batch_smaller_than_the_ranks_is_refused_in_one_line() {
 }
 
 #[test]
-fn replicas_that_drift_apart_are_made_rank_0s_again_after_the_epoch() {
+fn replicas_that_drift_apart_are_made_rank_0s_again() {
     // Devices that round the update differently drift apart by ulps; here rank 1 starts with
-    // weights one part in 10⁶ off, as if it had drifted. After each epoch the ranks compare
-    // digests and rank 0's replica (weights and momentum) is copied to every rank: once here,
-    // as they are equal from then on.
+    // weights one part in 10⁶ off, as if it had drifted. The check after an epoch copies rank
+    // 0's replica (weights and momentum) to every rank — rank 0's, not rank 1's — and finds
+    // nothing to do when they agree.
     let data = sample();
     let cfg = config("784-32-16-10", 2);
     let model = cfg.init_model();
@@ -478,9 +480,83 @@ fn replicas_that_drift_apart_are_made_rank_0s_again_after_the_epoch() {
     let outs = on_ranks(2, |comm| {
         let start = if comm.rank() == 0 { &model } else { &off };
         let mut e = engine(comm, Device::Cpu, &cfg, start, None, &data);
-        let o = outcome(&mut e, &cfg, Position::default(), &data, false);
-        (o.model, e.comm_time().resyncs)
+        e.sync_replicas(1).unwrap();
+        let after = (e.model().unwrap(), e.comm_time().resyncs);
+        e.sync_replicas(2).unwrap();
+        (after, e.comm_time().resyncs)
     });
-    assert_eq!(outs[0].0, outs[1].0, "replicas equal again");
-    assert_eq!((outs[0].1, outs[1].1), (1, 1), "copied after epoch 1 only");
+    for ((m, once), twice) in outs {
+        assert_eq!(m, model, "every rank holds rank 0's weights");
+        assert_eq!((once, twice), (1, 1), "copied once, then equal");
+    }
+}
+
+#[test]
+fn an_interrupt_on_one_rank_stops_every_rank_at_the_same_step() {
+    // Rank 1 alone is interrupted (as by a signal only it received) before epoch 2: the ranks
+    // vote between chunks, so both stop there together instead of waiting for each other.
+    struct StopBeforeEpoch2 {
+        asked: std::cell::Cell<usize>,
+        me: usize,
+        at: Option<(usize, usize)>,
+    }
+    impl train::Observer for StopBeforeEpoch2 {
+        fn interrupted(&self) -> bool {
+            self.asked.set(self.asked.get() + 1);
+            self.me == 1 && self.asked.get() > 1
+        }
+        fn on_interrupt(&mut self, _: &mut Engine, epoch: usize, step: usize) -> wgtrain::Error {
+            self.at = Some((epoch, step));
+            wgtrain::Error::InvalidArg {
+                name: "training",
+                reason: "interrupted".into(),
+            }
+        }
+    }
+    let data = sample();
+    let cfg = config("784-32-10", 3);
+    let model = cfg.init_model();
+    let stops = on_ranks(2, |comm| {
+        let me = comm.rank();
+        let mut e = engine(comm, Device::Cpu, &cfg, &model, None, &data);
+        let mut obs = StopBeforeEpoch2 {
+            asked: Default::default(),
+            me,
+            at: None,
+        };
+        let r = train::run(
+            &mut e,
+            &cfg,
+            data.train.n,
+            data.test.n,
+            Position::default(),
+            &mut obs,
+        );
+        assert!(r.is_err(), "rank {me} stopped");
+        obs.at
+    });
+    assert_eq!(stops, vec![Some((1, 0)), Some((1, 0))]);
+}
+
+#[test]
+fn ranks_with_nothing_to_evaluate_still_join_the_sum() {
+    // A test set of 2 images over 3 ranks (batch 50: shares of 16, 17 and 17 rows): rank 0
+    // evaluates both, ranks 1 and 2 none, and every rank reports the same 2 images.
+    let mut data = sample();
+    data.test = data.test.subset(2);
+    let mut cfg = config("784-32-10", 1);
+    cfg.batch = 50;
+    let model = cfg.init_model();
+    let want = Engine::cpu(&cfg, &model, None, &data.train, Some(&data.test))
+        .unwrap()
+        .evaluate(train::Which::Test)
+        .unwrap();
+    let got = on_ranks(3, |comm| {
+        let mut e = engine(comm, Device::Cpu, &cfg, &model, None, &data);
+        e.evaluate(train::Which::Test).unwrap()
+    });
+    for g in got {
+        assert_eq!((g.seen, g.correct), (2, want.correct));
+        assert!((g.loss_sum - want.loss_sum).abs() <= 1e-6 * want.loss_sum.abs());
+    }
 }

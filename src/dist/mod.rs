@@ -120,7 +120,7 @@ impl ThreadGroup {
     }
 
     fn all(&self, mine: &[u8]) -> Result<Arc<Vec<Vec<u8>>>> {
-        let gone = |r: usize| Error::Distributed(format!("rank {r} left the group"));
+        let gone = |r: usize| Error::Collective(format!("rank {r} left the group"));
         let mut st = self.shared.state.lock().expect("thread group lock");
         if let Some(r) = st.left {
             return Err(gone(r));
@@ -163,9 +163,9 @@ fn sum_in_rank_order<T: bytemuck::Pod + std::ops::AddAssign>(
 ) -> Result<()> {
     for (r, bytes) in all.iter().enumerate() {
         let theirs: &[T] = bytemuck::try_cast_slice(bytes)
-            .map_err(|e| Error::Distributed(format!("rank {r} sent a malformed array: {e}")))?;
+            .map_err(|e| Error::Collective(format!("rank {r} sent a malformed array: {e}")))?;
         if theirs.len() != data.len() {
-            return Err(Error::Distributed(format!(
+            return Err(Error::Collective(format!(
                 "rank {r} summed {} values where this rank has {}",
                 theirs.len(),
                 data.len()
@@ -205,7 +205,7 @@ impl Collective for ThreadGroup {
         };
         let all = self.all(mine)?;
         if all[0].len() != 4 * data.len() {
-            return Err(Error::Distributed(format!(
+            return Err(Error::Collective(format!(
                 "rank 0 broadcast {} bytes where rank {} expects {}",
                 all[0].len(),
                 self.rank,

@@ -36,12 +36,17 @@ struct Forked(Comm);
 unsafe impl Send for Forked {}
 
 impl Mpi {
-    /// Initialise MPI, asking for `MPI_THREAD_MULTIPLE` (a communication thread may then sum
-    /// gradients while the main thread computes; the CPU engine's and wgpu's own threads never
-    /// call MPI).
-    pub fn init() -> Result<Self> {
-        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
-            .ok_or_else(|| Error::Distributed("MPI was initialised twice".into()))?;
+    /// Initialise MPI: funnelled (only this thread calls MPI; the CPU engine's and wgpu's own
+    /// threads never do), or with `multiple` `MPI_THREAD_MULTIPLE`, so that a communication
+    /// thread may sum gradients while this one computes ([`Collective::fork`]).
+    pub fn init(multiple: bool) -> Result<Self> {
+        let wanted = if multiple {
+            mpi::Threading::Multiple
+        } else {
+            mpi::Threading::Funneled
+        };
+        let (universe, level) = mpi::initialize_with_threading(wanted)
+            .ok_or_else(|| Error::Collective("MPI was initialised twice".into()))?;
         let world = universe.world();
         let local = world.split_shared(world.rank());
         Ok(Mpi {

@@ -74,23 +74,29 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-/// The index (into [`list_adapters`]) of the `n`-th hardware GPU of this host, counting each
-/// GPU once (on its best backend) and wrapping around: a data-parallel rank's default adapter
-/// by its local rank. `None` when the host has no hardware GPU (software adapters are not
-/// spread over).
+/// The index (into [`list_adapters`]) of the `n`-th hardware GPU of this host, wrapping
+/// around: a data-parallel rank's default adapter by its local rank. The GPUs are those the
+/// best backend lists (each physical GPU once, identical ones included; the same GPU seen again
+/// through GL is not counted). `None` when the host has no hardware GPU (software adapters are
+/// not spread over).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn nth_hardware_adapter(choice: &AdapterChoice, n: usize) -> Result<Option<usize>> {
     let adapters = list_adapters(choice)?;
-    let mut seen = std::collections::HashSet::new();
+    let hardware = |a: &wgpu::Adapter| a.get_info().device_type != wgpu::DeviceType::Cpu;
+    let Some(best) = adapters
+        .iter()
+        .find(|a| hardware(a))
+        .map(|a| a.get_info().backend)
+    else {
+        return Ok(None);
+    };
     let gpus: Vec<usize> = adapters
         .iter()
         .enumerate()
-        .filter(|(_, a)| {
-            let i = a.get_info();
-            i.device_type != wgpu::DeviceType::Cpu && seen.insert((i.vendor, i.device, i.name))
-        })
+        .filter(|(_, a)| hardware(a) && a.get_info().backend == best)
         .map(|(k, _)| k)
         .collect();
-    Ok((!gpus.is_empty()).then(|| gpus[n % gpus.len()]))
+    Ok(Some(gpus[n % gpus.len()]))
 }
 
 /// One line naming an adapter: `llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan, Cpu]`.

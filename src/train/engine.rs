@@ -509,25 +509,32 @@ impl Engine {
                 }
             }
         }
-        if self.any_rank(!ok)? {
-            return Ok(false);
-        }
-        let comm = fork.expect("checked");
+        // Start the thread before the vote, so that a rank that cannot start one says so.
         let (to, inbox) = std::sync::mpsc::channel::<(usize, Vec<f32>)>();
         let (outbox, from) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("gradient sums".into())
-            .spawn(move || {
-                for (i, mut v) in inbox {
-                    let r = comm.sum_f32(&mut v).map(|()| (i, v));
-                    if outbox.send(r).is_err() {
-                        break;
+        let thread = match fork.filter(|_| ok) {
+            Some(comm) => std::thread::Builder::new()
+                .name("gradient sums".into())
+                .spawn(move || {
+                    for (i, mut v) in inbox {
+                        let r = comm.sum_f32(&mut v).map(|()| (i, v));
+                        if outbox.send(r).is_err() {
+                            break;
+                        }
                     }
-                }
-            })
-            .map_err(|e| {
-                Error::Distributed(format!("cannot start the communication thread: {e}"))
-            })?;
+                })
+                .map_err(|e| log::info!("overlap: no communication thread: {e}"))
+                .ok(),
+            None => None,
+        };
+        if self.any_rank(thread.is_none())? {
+            drop(to);
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            return Ok(false);
+        }
+        let thread = thread.expect("voted");
         self.overlap = Some(Overlap {
             bufs: vec![Vec::new(); pieces.len()],
             pieces,
@@ -558,7 +565,7 @@ impl Engine {
                 .as_ref()
                 .expect("running")
                 .send((i, host))
-                .map_err(|_| Error::Distributed("the communication thread stopped".into()))?;
+                .map_err(|_| Error::Collective("the communication thread stopped".into()))?;
             sent += 1;
         }
         let t1 = std::time::Instant::now();
@@ -567,7 +574,7 @@ impl Engine {
             let (i, host) = ov
                 .from
                 .recv()
-                .map_err(|_| Error::Distributed("the communication thread stopped".into()))??;
+                .map_err(|_| Error::Collective("the communication thread stopped".into()))??;
             let t = std::time::Instant::now();
             let mut at = 0;
             for &(b, n) in &ov.pieces[i].1 {
@@ -691,7 +698,10 @@ impl Engine {
         };
         if let Some(mut ov) = self.overlap.take() {
             let r = (0..steps).try_for_each(|_| self.overlapped_step(&mut ov));
-            self.overlap = Some(ov);
+            // After an error, sums may still be under way: the pieces are not reused.
+            if r.is_ok() {
+                self.overlap = Some(ov);
+            }
             return r;
         }
         for _ in 0..steps {
