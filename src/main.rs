@@ -362,10 +362,25 @@ fn main() {
     };
     if let Err(e) = result {
         // One line: the context chain joined, no backtrace.
-        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", msg.join(": "));
+        say_error(&format!("error: {}", error_chain(&e)));
         std::process::exit(1);
     }
+}
+
+/// The context chain of `e` joined into one line, no backtrace.
+fn error_chain(e: &anyhow::Error) -> String {
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    msg.join(": ")
+}
+
+/// Write `line` to stderr in one `write` call. `eprintln!` writes each formatted piece
+/// separately to the unbuffered stderr, and under `mpirun` another process's output can land
+/// between "error: " and the rest of the line.
+fn say_error(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -720,17 +735,18 @@ fn cmd_train_distributed(a: TrainArgs) -> Result<()> {
         )
     );
     if together {
-        drop(mpi); // MPI_Finalize, with every rank
+        // Rank 0 speaks before MPI_Finalize (which waits for every rank): once another rank
+        // has exited non-zero, mpirun ends the job and a line not yet written is lost.
         if rank == 0 {
-            return Err(e);
+            say_error(&format!("error: {}", error_chain(&e)));
         }
+        drop(mpi); // MPI_Finalize, with every rank
         std::process::exit(1);
     }
-    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    eprintln!(
+    say_error(&format!(
         "error: rank {rank} of {size} on {host}: {}; ending every rank",
-        msg.join(": ")
-    );
+        error_chain(&e)
+    ));
     mpi.abort(1)
 }
 
