@@ -286,10 +286,20 @@ fn matmul_tolerance_catches_a_dot_product_missing_one_term() {
     for make in &backends {
         let mut good = make();
         let name = good.describe();
-        let ok = check_matmul_op(good.as_mut(), &mut verify::Inputs::new(seed), &spec).unwrap();
+        let ok = pollster::block_on(check_matmul_op(
+            good.as_mut(),
+            &mut verify::Inputs::new(seed),
+            &spec,
+        ))
+        .unwrap();
         assert!(ok.iter().all(|c| c.pass()), "{name}: {ok:?}");
         let mut bad = DropsOneTerm::new(make());
-        let checks = check_matmul_op(&mut bad, &mut verify::Inputs::new(seed), &spec).unwrap();
+        let checks = pollster::block_on(check_matmul_op(
+            &mut bad,
+            &mut verify::Inputs::new(seed),
+            &spec,
+        ))
+        .unwrap();
         let (c, untouched) = (&checks[0], &checks[1]);
         eprintln!(
             "{name}: dropped |term| {:.3e}: {} bad of {}, error/tolerance {:.1} (clean run {:.3})",

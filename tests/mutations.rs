@@ -340,7 +340,7 @@ fn caught(
 fn a_dropped_k_term_fails_the_matmul_check() {
     for (m, n, k) in [(15, 17, 9), (7, 13, 257), (100, 512, 784)] {
         caught(Fault::DroppedKTerm, "matmul", |be, inp| {
-            check_matmul_op(be, inp, &MatmulSpec::new(m, n, k))
+            pollster::block_on(check_matmul_op(be, inp, &MatmulSpec::new(m, n, k)))
         });
     }
 }
@@ -349,7 +349,7 @@ fn a_dropped_k_term_fails_the_matmul_check() {
 fn a_skipped_last_row_fails_the_matmul_check() {
     for (m, n, k) in [(65, 63, 17), (2, 3, 4099)] {
         caught(Fault::SkippedLastRow, "matmul", |be, inp| {
-            check_matmul_op(be, inp, &MatmulSpec::new(m, n, k))
+            pollster::block_on(check_matmul_op(be, inp, &MatmulSpec::new(m, n, k)))
         });
     }
 }
@@ -361,7 +361,7 @@ fn a_flipped_relu_mask_fails_the_matmul_check() {
             epilogue: Epilogue::ReluMask,
             ..MatmulSpec::new(100, 512, 10)
         };
-        check_matmul_op(be, inp, &spec)
+        pollster::block_on(check_matmul_op(be, inp, &spec))
     });
 }
 
@@ -373,7 +373,7 @@ fn a_missing_bias_fails_the_matmul_check() {
             epilogue: Epilogue::Bias,
             ..MatmulSpec::new(100, 10, 512)
         };
-        check_matmul_op(be, inp, &spec)
+        pollster::block_on(check_matmul_op(be, inp, &spec))
     });
 }
 
@@ -387,7 +387,7 @@ fn zeroed_small_probabilities_fail_the_softmax_check() {
         "softmax_xent",
         |be, inp| {
             let logits = verify::softmax_logits(inp, 13, 1000);
-            check_softmax_op(be, inp, &logits, "13x1000".into())
+            pollster::block_on(check_softmax_op(be, inp, &logits, "13x1000".into()))
         },
     );
 }
@@ -395,21 +395,21 @@ fn zeroed_small_probabilities_fail_the_softmax_check() {
 #[test]
 fn an_off_by_one_gather_fails_the_gather_check() {
     caught(Fault::GatherOffByOne(13), "gather x", |be, inp| {
-        check_gather_op(be, inp, 257, 13, 100, Cursor::NearEnd)
+        pollster::block_on(check_gather_op(be, inp, 257, 13, 100, Cursor::NearEnd))
     });
 }
 
 #[test]
 fn a_bias_gradient_without_the_last_row_fails_the_bias_check() {
     caught(Fault::BiasGradDropsLastRow, "bias_backward", |be, inp| {
-        check_bias_op(be, inp, 100, 512, "")
+        pollster::block_on(check_bias_op(be, inp, 100, 512, ""))
     });
 }
 
 #[test]
 fn sgd_without_momentum_fails_the_sgd_check() {
     caught(Fault::SgdWithoutMomentum, "sgd_update", |be, inp| {
-        check_sgd_op(
+        pollster::block_on(check_sgd_op(
             be,
             inp,
             1000,
@@ -418,14 +418,14 @@ fn sgd_without_momentum_fails_the_sgd_check() {
                 momentum: 0.9,
                 l2: 1e-3,
             },
-        )
+        ))
     });
 }
 
 #[test]
 fn a_frozen_adam_moment_fails_the_adam_check() {
     caught(Fault::AdamFrozenMoment, "adam_update", |be, inp| {
-        check_adam_op(be, inp, &verify::adam_cases()[1])
+        pollster::block_on(check_adam_op(be, inp, &verify::adam_cases()[1]))
     });
 }
 
@@ -434,21 +434,21 @@ fn metrics_missing_a_row_fail_the_metrics_check() {
     caught(
         Fault::MetricsMissLastRow,
         "accumulate_metrics counts",
-        |be, inp| check_metrics_op(be, inp, 100, 10),
+        |be, inp| pollster::block_on(check_metrics_op(be, inp, 100, 10)),
     );
 }
 
 #[test]
 fn an_off_by_one_im2col_fails_the_im2col_check() {
     caught(Fault::Im2colOffByOne, "im2col", |be, inp| {
-        check_conv2d_op(be, inp, &verify::conv2d_shapes()[16], "")
+        pollster::block_on(check_conv2d_op(be, inp, &verify::conv2d_shapes()[16], ""))
     });
 }
 
 #[test]
 fn a_col2im_ignoring_its_mask_fails_the_masked_check() {
     caught(Fault::Col2imIgnoresMask, "col2im masked", |be, inp| {
-        check_conv2d_op(be, inp, &verify::conv2d_shapes()[16], "")
+        pollster::block_on(check_conv2d_op(be, inp, &verify::conv2d_shapes()[16], ""))
     });
 }
 
@@ -459,7 +459,13 @@ fn an_off_by_one_pooling_index_fails_the_maxpool_check() {
         "maxpool_forward idx",
         |be, inp| {
             let spec = verify::maxpool_shapes()[1];
-            check_maxpool_op(be, inp, &spec, verify::PoolInput::Uniform, "")
+            pollster::block_on(check_maxpool_op(
+                be,
+                inp,
+                &spec,
+                verify::PoolInput::Uniform,
+                "",
+            ))
         },
     );
 }

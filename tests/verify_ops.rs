@@ -215,9 +215,16 @@ fn the_checker_fails_a_backend_with_a_faulty_matmul() {
                 products: Vec::new(),
             };
             // The sound backend passes the same check (the fault, not the inputs, fails it).
-            let ok = check_matmul_op(&mut be.inner, &mut Inputs::new(seed), &spec).unwrap();
+            let ok = pollster::block_on(check_matmul_op(
+                &mut be.inner,
+                &mut Inputs::new(seed),
+                &spec,
+            ))
+            .unwrap();
             assert!(failures(&ok).is_empty(), "{:?}", failures(&ok));
-            let checks = check_matmul_op(&mut be, &mut Inputs::new(seed), &spec).unwrap();
+            let checks =
+                pollster::block_on(check_matmul_op(&mut be, &mut Inputs::new(seed), &spec))
+                    .unwrap();
             let bad = failures(&checks);
             eprintln!("{fault:?} on {spec:?}: {bad:?}");
             assert_eq!(

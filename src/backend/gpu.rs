@@ -288,7 +288,7 @@ fn profile(ctx: &GpuContext, launches: &[&Launch], repeat: usize) -> Result<()> 
     let mut per: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
     for _ in 0..repeat {
         for l in launches {
-            let t = std::time::Instant::now();
+            let t = web_time::Instant::now();
             ctx.submit(&[l], 1)?;
             ctx.wait()?;
             let e = per.entry(l.name.as_str()).or_default();

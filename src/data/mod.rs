@@ -150,6 +150,23 @@ pub fn locate(dir: &Path) -> Result<MnistFiles> {
 pub fn load_split(images: &Path, labels: &Path) -> Result<Dataset> {
     let img = idx::read_idx_images(images)?;
     let lab = idx::read_idx_labels(labels)?;
+    split_of(img, lab, images, labels)
+}
+
+/// [`load_split`] from the two files' bytes (files dropped onto a web page); the names only
+/// name them in errors.
+pub fn split_from_bytes(
+    images: &[u8],
+    images_name: &Path,
+    labels: &[u8],
+    labels_name: &Path,
+) -> Result<Dataset> {
+    let img = idx::parse_idx_images(images, images_name)?;
+    let lab = idx::parse_idx_labels(labels, labels_name)?;
+    split_of(img, lab, images_name, labels_name)
+}
+
+fn split_of(img: idx::IdxImages, lab: Vec<u8>, images: &Path, labels: &Path) -> Result<Dataset> {
     if img.n != lab.len() {
         return Err(Error::bad_data(
             labels,
@@ -236,5 +253,29 @@ mod tests {
     fn candidate_spellings() {
         let c = candidates("train-images-idx3-ubyte");
         assert!(c.contains(&"train-images.idx3-ubyte.gz".to_string()));
+    }
+
+    #[test]
+    fn split_from_bytes_reads_raw_and_gzipped_and_refuses_mismatched_counts() {
+        let d = ds();
+        let images = idx::encode_idx_images(d.n, d.rows, d.cols, &d.images).unwrap();
+        let labels = idx::encode_idx_labels(&d.labels).unwrap();
+        let (i, l) = (Path::new("img"), Path::new("lab"));
+        let raw = split_from_bytes(&images, i, &labels, l).unwrap();
+        let gz = split_from_bytes(&idx::gzip(&images), i, &idx::gzip(&labels), l).unwrap();
+        assert_eq!(
+            (raw.images.clone(), raw.labels.clone()),
+            (d.images.clone(), d.labels.clone())
+        );
+        assert_eq!((gz.images, gz.labels), (d.images, d.labels));
+        let short = idx::encode_idx_labels(&[1, 2]).unwrap();
+        let e = split_from_bytes(&images, i, &short, l)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "lab: holds 2 labels but img holds 3 images");
+        let e = split_from_bytes(&labels, i, &labels, l)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("img: "), "{e}");
     }
 }

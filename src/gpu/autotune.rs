@@ -63,7 +63,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// Environment variable: `0` turns autotuning off.
 pub const ENV_AUTOTUNE: &str = "WGTRAIN_AUTOTUNE";
@@ -89,8 +90,13 @@ pub const CHECK_FULL_TILES: usize = 2;
 /// Seed of the check inputs (fixed, so a failure replays).
 const CHECK_SEED: u64 = 0x5eed;
 
-/// Whether autotuning is on (`WGTRAIN_AUTOTUNE` is not `0`/`off`/`false`/`no`).
+/// Whether autotuning is on (`WGTRAIN_AUTOTUNE` is not `0`/`off`/`false`/`no`). Never in the
+/// browser: timing candidates waits on the GPU, which a web page's thread may not do, so there
+/// every product runs the adapter default ([`MatmulTile::default_for`]).
 pub fn enabled() -> bool {
+    if cfg!(target_arch = "wasm32") {
+        return false;
+    }
     match std::env::var(ENV_AUTOTUNE) {
         Ok(v) => !matches!(
             v.trim().to_ascii_lowercase().as_str(),
@@ -652,8 +658,8 @@ fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> Mat
                         (x.tile.to_string(), v)
                     })
                     .collect(),
-                tuned_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
+                tuned_at: web_time::SystemTime::now()
+                    .duration_since(web_time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
             };

@@ -554,9 +554,21 @@ impl Model {
     /// parameters do not match `self.arch`. Values are not checked: a file holding NaN is
     /// written, and refused when loaded.
     pub fn save(&self, path: impl AsRef<Path>, extra_meta: &Metadata) -> Result<()> {
+        let path = path.as_ref();
+        crate::util::atomic_write(path, &self.to_bytes(path, extra_meta)?)
+    }
+
+    /// The bytes [`Model::save`] writes (the browser offers them as a download); `name` only
+    /// names the file in errors.
+    pub fn to_bytes(&self, name: impl AsRef<Path>, extra_meta: &Metadata) -> Result<Vec<u8>> {
         self.check_shapes()?;
         let meta = model_metadata(self, MODEL_FORMAT, extra_meta);
-        save_owned(path.as_ref(), &param_tensors("layers", &self.params), &meta)
+        let tensors = param_tensors("layers", &self.params);
+        let refs: Vec<(&str, &[usize], &[f32])> = tensors
+            .iter()
+            .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_ref()))
+            .collect();
+        encode(&refs, &meta).map_err(|r| Error::bad_model(name.as_ref(), r))
     }
 
     /// Load a model written by [`Model::save`] (or by earlier versions), a [`Checkpoint`], or any
@@ -571,8 +583,21 @@ impl Model {
     /// checkpoint, `run`, or an old checkpoint's `epoch`, `lr`, ...).
     pub fn load(path: impl AsRef<Path>) -> Result<(Model, Metadata)> {
         let path = path.as_ref();
+        Self::from_bytes(&read_capped(path)?, path)
+    }
+
+    /// [`Model::load`] from the file's bytes (a file dropped onto a web page); `name` only
+    /// names it in errors.
+    pub fn from_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<(Model, Metadata)> {
+        let path = name.as_ref();
         let bad = |r: String| Error::bad_model(path, r);
-        let (mut tensors, meta) = load_tensors(path)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(bad(format!(
+                "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit for model files",
+                bytes.len()
+            )));
+        }
+        let (mut tensors, meta) = decode(bytes).map_err(bad)?;
         check_all_finite(&tensors).map_err(bad)?;
         let model = model_from_tensors(&mut tensors, &meta).map_err(bad)?;
         tensors.retain(|k, _| !k.starts_with("optimizer."));
@@ -857,5 +882,40 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         let err = decode(&bytes).unwrap_err();
         assert!(err.contains("truncated or corrupt"), "{err}");
+    }
+
+    #[test]
+    fn model_bytes_are_the_saved_file_and_load_back_the_same() {
+        let arch = crate::model::Arch::parse("784-16-10").unwrap();
+        let m = Model::init_uniform(&arch, 0.07, 3);
+        let mut meta = Metadata::new();
+        meta.insert("note".into(), "x".into());
+        let bytes = m.to_bytes("m.safetensors", &meta).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        m.save(&path, &meta).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "save writes to_bytes");
+        let (back, extra) = Model::from_bytes(&bytes, "dropped.safetensors").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(extra, meta);
+    }
+
+    #[test]
+    fn model_bytes_holding_nan_or_garbage_are_refused_naming_the_file() {
+        let arch = crate::model::Arch::parse("784-16-10").unwrap();
+        let mut m = Model::init_uniform(&arch, 0.07, 3);
+        m.params[0].weight.as_slice_mut().unwrap()[5] = f32::NAN;
+        let bytes = m.to_bytes("m.safetensors", &Metadata::new()).unwrap();
+        let e = Model::from_bytes(&bytes, "dropped.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("dropped.safetensors: ") && e.contains("NaN"),
+            "{e}"
+        );
+        let e = Model::from_bytes(b"not a model", "dropped.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("dropped.safetensors: "), "{e}");
     }
 }

@@ -555,7 +555,7 @@ impl Engine {
             if bucket.is_empty() {
                 continue;
             }
-            let t = std::time::Instant::now();
+            let t = web_time::Instant::now();
             let mut host = std::mem::take(&mut ov.bufs[i]);
             host.resize(bucket.iter().map(|b| b.1).sum(), 0.0);
             self.be
@@ -568,14 +568,14 @@ impl Engine {
                 .map_err(|_| Error::Collective("the communication thread stopped".into()))?;
             sent += 1;
         }
-        let t1 = std::time::Instant::now();
+        let t1 = web_time::Instant::now();
         let mut write = 0.0;
         for _ in 0..sent {
             let (i, host) = ov
                 .from
                 .recv()
                 .map_err(|_| Error::Collective("the communication thread stopped".into()))??;
-            let t = std::time::Instant::now();
+            let t = web_time::Instant::now();
             let mut at = 0;
             for &(b, n) in &ov.pieces[i].1 {
                 self.be.write_f32(b, &host[at..at + n])?;
@@ -715,13 +715,13 @@ impl Engine {
     /// Replace every gradient buffer by its sum over the ranks: one read of them all, one
     /// all-reduce, one write each.
     fn sum_gradients(&mut self) -> Result<()> {
-        let t0 = std::time::Instant::now();
+        let t0 = web_time::Instant::now();
         let mut host = std::mem::take(&mut self.grad_host);
         host.resize(self.grads.iter().map(|g| g.1).sum(), 0);
         self.be.read_into(&self.grads, &mut host)?;
-        let t1 = std::time::Instant::now();
+        let t1 = web_time::Instant::now();
         self.comm.sum_f32(bytemuck::cast_slice_mut(&mut host))?;
-        let t2 = std::time::Instant::now();
+        let t2 = web_time::Instant::now();
         let mut at = 0;
         for &(b, n) in &self.grads {
             self.be.write(b, &host[at..at + n])?;

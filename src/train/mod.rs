@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use web_time::Instant;
 
 pub mod engine;
 pub mod session;

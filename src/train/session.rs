@@ -37,7 +37,8 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    fn apply(&self, cfg: &mut TrainConfig) {
+    /// Set the fields given on `cfg` (the architecture is handled by [`start`]).
+    pub fn apply(&self, cfg: &mut TrainConfig) {
         if let Some(o) = self.optimizer {
             cfg.optimizer = o;
         }

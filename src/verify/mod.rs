@@ -60,7 +60,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub mod coverage;
 pub mod ops;
-pub use ops::{run_backend_family, OP_FAMILIES};
+pub use ops::{run_backend_family, run_backend_family_async, OP_FAMILIES};
 
 /// Unit roundoff of f32.
 pub const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -203,11 +203,13 @@ pub fn run_seed() -> u64 {
     {
         return s;
     }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let t = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    t ^ (std::process::id() as u64).rotate_left(32)
+    #[cfg(not(target_arch = "wasm32"))]
+    let t = t ^ (std::process::id() as u64).rotate_left(32);
+    t
 }
 
 fn f64s(a: &[f32]) -> Vec<f64> {

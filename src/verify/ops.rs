@@ -130,23 +130,26 @@ impl<'a> Harness<'a> {
         self.be.run(p, repeat)
     }
 
-    fn read(&mut self, b: BufId, n: usize) -> Result<Vec<u32>> {
-        self.be.read(b, n)
+    /// The first `n` words of `b` (async: in the browser a read waits for the GPU).
+    async fn read(&mut self, b: BufId, n: usize) -> Result<Vec<u32>> {
+        let mut out = vec![0u32; n];
+        self.be.read_into_async(&[(b, n)], &mut out).await?;
+        Ok(out)
     }
 
-    fn read_f32(&mut self, b: BufId, n: usize) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&self.be.read(b, n)?).to_vec())
+    async fn read_f32(&mut self, b: BufId, n: usize) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.read(b, n).await?).to_vec())
     }
 
     /// "`name` untouched": every input bit-for-bit as written, every guard intact.
-    fn untouched(&mut self, name: &str, shape: &str) -> Result<Check> {
+    async fn untouched(&mut self, name: &str, shape: &str) -> Result<Check> {
         let (mut got, mut want) = (Vec::new(), Vec::new());
         for (b, v) in std::mem::take(&mut self.fixed) {
-            got.extend(self.be.read(b, v.len())?);
+            got.extend(self.read(b, v.len()).await?);
             want.extend(v);
         }
         for (b, n) in std::mem::take(&mut self.guarded) {
-            got.extend_from_slice(&self.be.read(b, n + GUARD)?[n..]);
+            got.extend_from_slice(&self.read(b, n + GUARD).await?[n..]);
             want.extend([GUARD_WORD; GUARD]);
         }
         Ok(compare_u32(
@@ -163,7 +166,7 @@ fn bits(v: &[f32]) -> &[u32] {
 }
 
 /// One product on `spec` (accumulating into random C when `spec.accumulate`).
-pub fn check_matmul_op(
+pub async fn check_matmul_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     spec: &MatmulSpec,
@@ -192,14 +195,14 @@ pub fn check_matmul_op(
         }],
         1,
     )?;
-    let got = h.read_f32(c, m * n)?;
+    let got = h.read_f32(c, m * n).await?;
     let check = super::matmul_compare(spec, &d, &got);
-    let untouched = h.untouched("matmul", &check.shape)?;
+    let untouched = h.untouched("matmul", &check.shape).await?;
     Ok(vec![check, untouched])
 }
 
 /// db = column sums of dy[rows, cols], within γ_rows·Σ|dy| (any order).
-pub fn check_bias_op(
+pub async fn check_bias_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     rows: usize,
@@ -219,15 +222,15 @@ pub fn check_bias_op(
         }],
         1,
     )?;
-    let got = h.read_f32(db, cols)?;
+    let got = h.read_f32(db, cols).await?;
     let shape = format!("{label}{rows}x{cols}");
     let check = super::bias_backward_compare(&dy, &got, rows, shape.clone());
-    Ok(vec![check, h.untouched("bias_backward", &shape)?])
+    Ok(vec![check, h.untouched("bias_backward", &shape).await?])
 }
 
 /// softmax_xent forward then backward (on the backend's probs) on `logits`, about one label
 /// in eight padding.
-pub fn check_softmax_op(
+pub async fn check_softmax_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     logits: &Array2<f32>,
@@ -263,16 +266,16 @@ pub fn check_softmax_op(
         ],
         1,
     )?;
-    let p = h.read_f32(pb, rows * classes)?;
-    let loss = h.read_f32(lossb, rows)?;
-    let d = h.read_f32(db, rows * classes)?;
+    let p = h.read_f32(pb, rows * classes).await?;
+    let loss = h.read_f32(lossb, rows).await?;
+    let d = h.read_f32(db, rows * classes).await?;
     let mut out = softmax_compare(logits, &labels, scale, &p, &loss, &d, shape.clone());
-    out.push(h.untouched("softmax_xent", &shape)?);
+    out.push(h.untouched("softmax_xent", &shape).await?);
     Ok(out)
 }
 
 /// One SGD update of `n` parameters.
-pub fn check_sgd_op(
+pub async fn check_sgd_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     n: usize,
@@ -293,16 +296,16 @@ pub fn check_sgd_op(
         }],
         1,
     )?;
-    let w_got = h.read_f32(wb, n)?;
-    let v_got = h.read_f32(vb, n)?;
+    let w_got = h.read_f32(wb, n).await?;
+    let v_got = h.read_f32(vb, n).await?;
     let shape = format!("{n} lr={} μ={} λ={}", hp.lr, hp.momentum, hp.l2);
     let mut out = sgd_compare(hp, [&w, &g, &v], &w_got, &v_got, shape.clone());
-    out.push(h.untouched("sgd_update", &shape)?);
+    out.push(h.untouched("sgd_update", &shape).await?);
     Ok(out)
 }
 
 /// Metrics accumulation over [rows, classes] into a non-zero accumulator.
-pub fn check_metrics_op(
+pub async fn check_metrics_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     rows: usize,
@@ -326,11 +329,12 @@ pub fn check_metrics_op(
         }],
         1,
     )?;
-    let acc: MetricsAcc = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&h.read(accb, 4)?));
+    let acc: MetricsAcc =
+        bytemuck::pod_read_unaligned(bytemuck::cast_slice(&h.read(accb, 4).await?));
     let shape = format!("{rows}x{classes}");
     // Any order: rows terms plus the accumulator's.
     let mut out = metrics_compare(&scores, &labels, &loss, start, acc, rows, shape.clone());
-    out.push(h.untouched("accumulate_metrics", &shape)?);
+    out.push(h.untouched("accumulate_metrics", &shape).await?);
     Ok(out)
 }
 
@@ -348,7 +352,7 @@ pub enum Cursor {
 
 /// Gather of `rows` samples of `pixels` bytes from a random dataset of `samples`, then
 /// Advance of the cursor.
-pub fn check_gather_op(
+pub async fn check_gather_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     samples: usize,
@@ -404,19 +408,19 @@ pub fn check_gather_op(
         ],
         repeat,
     )?;
-    let x = h.read_f32(xb, rows * pixels)?;
-    let y = h.read(yb, rows)?;
-    let c = h.read(cb, 1)?;
+    let x = h.read_f32(xb, rows * pixels).await?;
+    let y = h.read(yb, rows).await?;
+    let c = h.read(cb, 1).await?;
     // The last run gathered from start + (repeat − 1)·rows.
     d.start += (repeat - 1) * rows;
     let shape = format!("{rows}x{pixels} of {samples} ({len} in use) from {cursor:?}");
     let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());
-    out.push(h.untouched("gather", &shape)?);
+    out.push(h.untouched("gather", &shape).await?);
     Ok(out)
 }
 
 /// Im2col, col2im and col2im with a mask on one geometry, in one program.
-pub fn check_conv2d_op(
+pub async fn check_conv2d_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     spec: &Conv2dSpec,
@@ -453,12 +457,12 @@ pub fn check_conv2d_op(
         ],
         1,
     )?;
-    let cols = h.read_f32(cb, ncols)?;
-    let dx = h.read_f32(dxb, n_in)?;
-    let dxm = h.read_f32(dxmb, n_in)?;
+    let cols = h.read_f32(cb, ncols).await?;
+    let dx = h.read_f32(dxb, n_in).await?;
+    let dxm = h.read_f32(dxmb, n_in).await?;
     let shape = conv2d_shape(spec, label);
     let mut out = conv2d_compare(spec, [&x, &dcols, &mask], [&cols, &dx, &dxm], shape.clone());
-    out.push(h.untouched("im2col/col2im", &shape)?);
+    out.push(h.untouched("im2col/col2im", &shape).await?);
     Ok(out)
 }
 
@@ -471,7 +475,7 @@ pub fn check_conv2d_op(
 /// kernels' vector lanes past OW read) is +∞ and dY is non-negative, so the oracle holds
 /// infinities but no NaN: a kernel multiplying a zero by that element where the product has
 /// no term shows a NaN.
-pub fn check_conv2d_layer_op(
+pub async fn check_conv2d_layer_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     spec: &Conv2dSpec,
@@ -552,9 +556,9 @@ pub fn check_conv2d_layer_op(
         ],
         1,
     )?;
-    let got_y = h.read_f32(yb, rows * o)?;
-    let got_dw = h.read_f32(dwb, o * width)?;
-    let got_dx = h.read_f32(dxb, n_in)?;
+    let got_y = h.read_f32(yb, rows * o).await?;
+    let got_dw = h.read_f32(dwb, o * width).await?;
+    let got_dx = h.read_f32(dxb, n_in).await?;
     // The oracle in f64, and the same computation on absolute values for the bounds (0·∞
     // taken as 0 there: the padding's zeros are exact).
     let c64 = crate::cpu::conv2d::im2col(&f64s(&x), spec);
@@ -592,7 +596,7 @@ pub fn check_conv2d_layer_op(
             c.kernel.push_str(" (∞ input)");
         }
     }
-    out.push(h.untouched("conv layer", &shape)?);
+    out.push(h.untouched("conv layer", &shape).await?);
     Ok(out)
 }
 
@@ -636,7 +640,7 @@ pub fn conv2d_layer_shapes() -> Vec<Conv2dSpec> {
 }
 
 /// Max-pooling forward, then backward on the backend's idx without and with a mask.
-pub fn check_maxpool_op(
+pub async fn check_maxpool_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     spec: &Pool2dSpec,
@@ -678,20 +682,20 @@ pub fn check_maxpool_op(
         ],
         1,
     )?;
-    let y = h.read_f32(yb, n_out)?;
-    let idx = h.read(ib, n_out)?;
-    let dx = h.read_f32(dxb, n_in)?;
-    let dxm = h.read_f32(dxmb, n_in)?;
+    let y = h.read_f32(yb, n_out).await?;
+    let idx = h.read(ib, n_out).await?;
+    let dx = h.read_f32(dxb, n_in).await?;
+    let dxm = h.read_f32(dxmb, n_in).await?;
     let shape = maxpool_shape(spec, input, label);
     let mut out = maxpool_compare(spec, [&x, &dy, &mask], &y, &idx, [&dx, &dxm], shape.clone());
-    out.push(h.untouched("maxpool", &shape)?);
+    out.push(h.untouched("maxpool", &shape).await?);
     Ok(out)
 }
 
 /// As the training step runs Adam: a weight tensor of `case.n` and a bias tensor (λ = 0) of a
 /// few elements share the schedule and the step counter, which an Advance then moves from
 /// t − 1 to t.
-pub fn check_adam_op(
+pub async fn check_adam_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     case: &AdamCase,
@@ -744,9 +748,9 @@ pub fn check_adam_op(
         (&bias_case, bb, [&bw, &bg, &bm, &bv]),
     ] {
         let got = [
-            h.read_f32(bufs[0], c.n)?,
-            h.read_f32(bufs[2], c.n)?,
-            h.read_f32(bufs[3], c.n)?,
+            h.read_f32(bufs[0], c.n).await?,
+            h.read_f32(bufs[2], c.n).await?,
+            h.read_f32(bufs[3], c.n).await?,
         ];
         out.extend(adam_compare(
             c,
@@ -756,14 +760,14 @@ pub fn check_adam_op(
         ));
     }
     let shape = adam_shape(case);
-    let step_after = h.read(step, 1)?;
+    let step_after = h.read(step, 1).await?;
     out.push(compare_u32(
         "adam step after advance",
         shape.clone(),
         &step_after,
         &[case.t as u32],
     ));
-    out.push(h.untouched("adam_update", &shape)?);
+    out.push(h.untouched("adam_update", &shape).await?);
     Ok(out)
 }
 
@@ -782,8 +786,23 @@ pub const PRESET_LAYERS: [(&str, usize, usize, usize); 9] = [
 ];
 
 /// Run every check of op family `family` (see [`OP_FAMILIES`]) on `backend` with inputs from
-/// `seed`; `presets` adds the presets' full-size layers (slow on a debug build).
+/// `seed`; `presets` adds the presets' full-size layers (slow on a debug build). Blocks for
+/// the device; a web page uses [`run_backend_family_async`].
 pub fn run_backend_family(
+    backend: &mut dyn Backend,
+    family: &str,
+    seed: u64,
+    presets: bool,
+) -> Result<Vec<Check>> {
+    crate::util::wait_for(
+        "kernel checks",
+        run_backend_family_async(backend, family, seed, presets),
+    )
+}
+
+/// [`run_backend_family`] without blocking: every read-back waits for the device
+/// asynchronously (the checks on the browser's thread).
+pub async fn run_backend_family_async(
     backend: &mut dyn Backend,
     family: &str,
     seed: u64,
@@ -806,7 +825,7 @@ pub fn run_backend_family(
                         epilogue: Epilogue::ALL[(i + j) % 4],
                         ..MatmulSpec::new(m, n, k)
                     };
-                    out.extend(check_matmul_op(be, inp, &spec)?);
+                    out.extend(check_matmul_op(be, inp, &spec).await?);
                 }
             }
             // Accumulation, with every epilogue and transpose, on a few awkward shapes.
@@ -823,7 +842,7 @@ pub fn run_backend_family(
                         accumulate: true,
                         ..MatmulSpec::new(m, n, k)
                     };
-                    out.extend(check_matmul_op(be, inp, &spec)?);
+                    out.extend(check_matmul_op(be, inp, &spec).await?);
                 }
             }
             // Every combination training, evaluation or bench launches on every shape but
@@ -831,12 +850,12 @@ pub fn run_backend_family(
             for c in super::coverage::launched_combos()? {
                 for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
                     let spec = super::coverage::spec_of(c, shape);
-                    out.extend(check_matmul_op(be, inp, &spec)?);
+                    out.extend(check_matmul_op(be, inp, &spec).await?);
                 }
             }
             if presets {
                 for (label, spec) in super::coverage::all_preset_products()? {
-                    for mut c in check_matmul_op(be, inp, &spec)? {
+                    for mut c in check_matmul_op(be, inp, &spec).await? {
                         c.shape = label.clone();
                         out.push(c);
                     }
@@ -845,59 +864,54 @@ pub fn run_backend_family(
         }
         "bias" => {
             for &(r, c) in ROW_SHAPES {
-                out.extend(check_bias_op(be, inp, r, c, "")?);
+                out.extend(check_bias_op(be, inp, r, c, "").await?);
             }
             if presets {
                 for (label, rows, o, _) in PRESET_LAYERS {
-                    out.extend(check_bias_op(be, inp, rows, o, &format!("{label} "))?);
+                    out.extend(check_bias_op(be, inp, rows, o, &format!("{label} ")).await?);
                 }
             }
         }
         "softmax_xent" => {
             for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
                 let logits = softmax_logits(inp, r, c);
-                out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}"))?);
+                out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}")).await?);
             }
             let extreme = softmax_extreme_logits();
-            let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into())?;
+            let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into()).await?;
             fail_nonfinite(&mut checks);
             out.extend(checks);
         }
         "sgd" => {
             for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
-                out.extend(check_sgd_op(
-                    be,
-                    inp,
-                    r * c,
-                    SGD_PARAMS[i % SGD_PARAMS.len()],
-                )?);
+                out.extend(check_sgd_op(be, inp, r * c, SGD_PARAMS[i % SGD_PARAMS.len()]).await?);
             }
         }
         "metrics" => {
             for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                out.extend(check_metrics_op(be, inp, r, c)?);
+                out.extend(check_metrics_op(be, inp, r, c).await?);
             }
         }
         "gather" => {
             for &(samples, pixels, rows) in super::GATHER_SHAPES {
                 for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
-                    out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor)?);
+                    out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor).await?);
                 }
             }
         }
         "conv2d" => {
             for spec in conv2d_shapes() {
-                out.extend(check_conv2d_op(be, inp, &spec, "")?);
+                out.extend(check_conv2d_op(be, inp, &spec, "").await?);
             }
             for (i, spec) in conv2d_layer_shapes().iter().enumerate() {
-                out.extend(check_conv2d_layer_op(be, inp, spec, false, "")?);
+                out.extend(check_conv2d_layer_op(be, inp, spec, false, "").await?);
                 if spec.w >= spec.k.max(2) && i % 2 == 0 {
-                    out.extend(check_conv2d_layer_op(be, inp, spec, true, "")?);
+                    out.extend(check_conv2d_layer_op(be, inp, spec, true, "").await?);
                 }
             }
             if presets {
                 for (label, spec) in conv2d_preset_shapes() {
-                    out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} "))?);
+                    out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} ")).await?);
                 }
                 for (label, c_out) in [("lenet5 conv1", 6), ("cnn conv1", 32)] {
                     let spec = Conv2dSpec {
@@ -905,23 +919,23 @@ pub fn run_backend_family(
                         ..conv2d_preset_shapes()[0].1
                     };
                     let label = format!("{label} ");
-                    out.extend(check_conv2d_layer_op(be, inp, &spec, false, &label)?);
+                    out.extend(check_conv2d_layer_op(be, inp, &spec, false, &label).await?);
                 }
             }
         }
         "maxpool" => {
             let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
             for (i, spec) in maxpool_shapes().iter().enumerate() {
-                out.extend(check_maxpool_op(be, inp, spec, inputs[i % 3], "")?);
+                out.extend(check_maxpool_op(be, inp, spec, inputs[i % 3], "").await?);
                 if i % 4 == 1 {
-                    out.extend(check_maxpool_op(be, inp, spec, PoolInput::Nan, "")?);
+                    out.extend(check_maxpool_op(be, inp, spec, PoolInput::Nan, "").await?);
                 }
             }
             if presets {
                 for (label, spec) in maxpool_preset_shapes() {
                     for input in [PoolInput::Quantised, PoolInput::Relu] {
                         let label = format!("{label} ");
-                        out.extend(check_maxpool_op(be, inp, &spec, input, &label)?);
+                        out.extend(check_maxpool_op(be, inp, &spec, input, &label).await?);
                     }
                 }
             }
@@ -931,7 +945,7 @@ pub fn run_backend_family(
                 .iter()
                 .filter(|c| presets || c.n <= ADAM_TEST_MAX)
             {
-                out.extend(check_adam_op(be, inp, case)?);
+                out.extend(check_adam_op(be, inp, case).await?);
             }
         }
         other => {

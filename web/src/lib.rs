@@ -1,0 +1,803 @@
+//! wgtrain in the browser: a JavaScript API over the same engine, WGSL kernels and CPU twins
+//! as the native build (wasm-bindgen; `web/build.sh` makes `web/www/pkg/`).
+//!
+//! Everything that waits for the GPU is async (a page's thread may not block); every error is
+//! a JavaScript `Error` whose message is the one line the CLI would print. Where the browser
+//! offers no WebGPU, training runs on the CPU twins compiled to WebAssembly.
+//!
+//! A `Trainer` drives the engine one chunk of steps at a time so the page can draw between
+//! chunks and pause; the chunk itself (`Engine::train_steps`, the same programs and epoch
+//! order as `wgtrain train`) is the library's.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wgtrain::backend::{reference::ReferenceBackend, Backend};
+use wgtrain::gpu::GpuContext;
+use wgtrain::model::{Arch, Model};
+use wgtrain::train::{self, session, Engine, Optimizer, Position, TrainConfig, Which};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** What the page's WebGPU adapter is, or why there is none. */
+export interface AdapterInfo {
+  webgpu: boolean;
+  /** Plain words: why this browser offers no WebGPU (training then runs on the CPU). */
+  reason?: string;
+  name?: string;
+  backend?: string;
+  deviceType?: string;
+  limits?: Record<string, number>;
+  features?: string[];
+}
+/** The `wgtrain train` flags, by the same names in camelCase; unset ones take the preset's. */
+export interface TrainOptions {
+  /** A preset (`seed-small`, `seed-large`, `lenet5`, `cnn`) or an `--arch` string. */
+  arch?: string;
+  optimizer?: "sgd" | "adam";
+  lr?: number;
+  momentum?: number;
+  l2?: number;
+  batchSize?: number;
+  epochs?: number;
+  maxSteps?: number;
+  seed?: number;
+  lrSchedule?: "constant" | "cosine";
+  shuffle?: boolean;
+  /** `auto` (WebGPU where offered, else the CPU), `gpu` or `cpu`. */
+  device?: "auto" | "gpu" | "cpu";
+}
+/** One chunk of training steps. */
+export interface ChunkReport {
+  /** 1-based epoch the chunk belongs to. */
+  epoch: number;
+  /** Steps done in the whole run. */
+  step: number;
+  totalSteps: number;
+  /** Mean training loss and accuracy (0..1) over the chunk's samples. */
+  loss: number;
+  accuracy: number;
+  imagesPerSecond: number;
+  /** The chunk ended its epoch: the test set was evaluated (when there is one). */
+  epochEnd: boolean;
+  testLoss?: number;
+  testAccuracy?: number;
+  done: boolean;
+}
+export interface Evaluation { loss: number; accuracy: number; n: number }
+export interface VerifyCheck { family: string; name: string; shape: string; ok: boolean; detail: string }
+export interface VerifyReport { device: string; seed: number; passed: number; failed: number; checks: VerifyCheck[] }
+"#;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        console_error_panic_hook::set_once();
+        // Warnings (a fallback to the CPU, a dropped tuning) reach the browser's console.
+        let _ = console_log::init_with_level(log::Level::Warn);
+    }
+}
+
+/// One line, as the CLI prints it.
+fn js_err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// Plain JavaScript objects (not `Map`s) for the page.
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsError> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(js_err)
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(f: &js_sys::Function, ms: i32) -> JsValue;
+}
+
+/// Let the page draw and handle input (the CPU path never waits on its own).
+async fn yield_now() {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        set_timeout(&resolve, 0);
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+/// The browser's words for its adapter (`GPUAdapter.info`: vendor, architecture, device,
+/// description), which wgpu's WebGPU backend leaves empty.
+async fn browser_adapter_name() -> Option<String> {
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).ok();
+    let gpu = get(&get(&js_sys::global(), "navigator")?, "gpu")?;
+    let request: js_sys::Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let promise: js_sys::Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let adapter = JsFuture::from(promise).await.ok()?;
+    let info = get(&adapter, "info")?;
+    let words: Vec<String> = ["vendor", "architecture", "device", "description"]
+        .iter()
+        .filter_map(|k| get(&info, k)?.as_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// Why this page cannot use WebGPU, if it cannot: `navigator.gpu` missing (browser or flags),
+/// or no adapter/device offered.
+fn webgpu_missing() -> Option<String> {
+    let nav = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    let gpu = js_sys::Reflect::get(&nav, &"gpu".into()).ok();
+    match gpu {
+        Some(g) if !g.is_undefined() && !g.is_null() => None,
+        _ => Some(
+            "this browser offers no WebGPU (navigator.gpu is missing: an older browser, \
+             WebGPU switched off, or a page not served from https or localhost)"
+                .into(),
+        ),
+    }
+}
+
+async fn open_webgpu() -> Result<GpuContext, String> {
+    if let Some(why) = webgpu_missing() {
+        return Err(why);
+    }
+    GpuContext::request(wgpu::Backends::BROWSER_WEBGPU)
+        .await
+        .map_err(|e| format!("WebGPU gave no usable device: {e}"))
+}
+
+/// The adapter's name as wgpu has it, else as the browser tells it.
+async fn adapter_name(ctx: &GpuContext) -> String {
+    if !ctx.info.name.is_empty() {
+        return ctx.info.name.clone();
+    }
+    browser_adapter_name()
+        .await
+        .unwrap_or_else(|| "unnamed WebGPU adapter".into())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdapterInfo {
+    webgpu: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<std::collections::BTreeMap<&'static str, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<Vec<&'static str>>,
+}
+
+/// The WebGPU adapter the engine would use, with the limits that bound what fits (the
+/// browser's, not the native driver's), or why there is none.
+#[wasm_bindgen(js_name = adapterInfo, unchecked_return_type = "AdapterInfo")]
+pub async fn adapter_info() -> Result<JsValue, JsError> {
+    let info = match open_webgpu().await {
+        Err(reason) => AdapterInfo {
+            webgpu: false,
+            reason: Some(reason),
+            name: None,
+            backend: None,
+            device_type: None,
+            limits: None,
+            features: None,
+        },
+        Ok(ctx) => {
+            let l = &ctx.limits;
+            let limits = [
+                (
+                    "maxStorageBufferBindingSize",
+                    l.max_storage_buffer_binding_size as f64,
+                ),
+                ("maxBufferSize", l.max_buffer_size as f64),
+                (
+                    "maxComputeInvocationsPerWorkgroup",
+                    l.max_compute_invocations_per_workgroup as f64,
+                ),
+                (
+                    "maxComputeWorkgroupSizeX",
+                    l.max_compute_workgroup_size_x as f64,
+                ),
+                (
+                    "maxComputeWorkgroupStorageSize",
+                    l.max_compute_workgroup_storage_size as f64,
+                ),
+                (
+                    "maxComputeWorkgroupsPerDimension",
+                    l.max_compute_workgroups_per_dimension as f64,
+                ),
+                (
+                    "maxStorageBuffersPerShaderStage",
+                    l.max_storage_buffers_per_shader_stage as f64,
+                ),
+            ]
+            .into_iter()
+            .collect();
+            let f = ctx.device.features();
+            let features = [
+                ("subgroups", wgpu::Features::SUBGROUP),
+                ("timestamp-query", wgpu::Features::TIMESTAMP_QUERY),
+            ]
+            .into_iter()
+            .filter(|(_, x)| f.contains(*x))
+            .map(|(n, _)| n)
+            .collect();
+            AdapterInfo {
+                webgpu: true,
+                reason: None,
+                name: Some(adapter_name(&ctx).await),
+                backend: Some(format!("{:?}", ctx.info.backend)),
+                device_type: Some(format!("{:?}", ctx.info.device_type)),
+                limits: Some(limits),
+                features: Some(features),
+            }
+        }
+    };
+    to_js(&info)
+}
+
+/// The presets, in order of size.
+#[wasm_bindgen]
+pub fn presets() -> Vec<String> {
+    ["seed-small", "seed-large", "lenet5", "cnn"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Options as the page sends them; unknown names are refused (a misspelt option would
+/// otherwise be ignored).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TrainOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    optimizer: Option<Optimizer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    momentum: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l2: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr_schedule: Option<train::LrSchedule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shuffle: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+}
+
+/// `wgtrain train --preset NAME`'s settings, as [`TrainOptions`] (what a page fills its form
+/// with).
+#[wasm_bindgen(unchecked_return_type = "TrainOptions")]
+pub fn defaults(preset: &str) -> Result<JsValue, JsError> {
+    let cfg = TrainConfig::preset(preset).map_err(js_err)?;
+    to_js(&TrainOptions {
+        arch: Some(preset.to_string()),
+        optimizer: Some(cfg.optimizer),
+        lr: Some(cfg.lr),
+        momentum: Some(cfg.momentum),
+        l2: Some(cfg.l2),
+        batch_size: Some(cfg.batch),
+        epochs: Some(cfg.epochs),
+        max_steps: cfg.max_steps,
+        seed: Some(cfg.seed as u32),
+        lr_schedule: Some(cfg.lr_schedule),
+        shuffle: Some(cfg.shuffle),
+        device: Some("auto".into()),
+    })
+}
+
+/// The run `o` asks for, and its starting weights (`model`: a safetensors file's bytes), as
+/// `wgtrain train [--preset P | --arch A] [--init FILE] ...` resolves them.
+fn resolve(o: &TrainOptions, model: Option<&[u8]>) -> wgtrain::Result<(TrainConfig, Model)> {
+    let ov = session::Overrides {
+        arch: None,
+        optimizer: o.optimizer,
+        lr_schedule: o.lr_schedule,
+        lr: o.lr,
+        momentum: o.momentum,
+        l2: o.l2,
+        epochs: o.epochs,
+        batch: o.batch_size,
+        max_steps: o.max_steps,
+        seed: o.seed.map(u64::from),
+        no_shuffle: o.shuffle == Some(false),
+    };
+    // A preset's name brings its hyperparameters; an arch string the CLI's defaults.
+    let (base, arch) = match o.arch.as_deref().map(str::trim) {
+        Some(a) if Arch::preset(a).is_some() => (TrainConfig::preset(a)?, None),
+        Some(a) => (TrainConfig::preset("seed-small")?, Some(Arch::parse(a)?)),
+        None => (TrainConfig::preset("seed-small")?, None),
+    };
+    let Some(bytes) = model else {
+        let ov = session::Overrides { arch, ..ov };
+        let s = session::start(base, &ov, None, None)?;
+        return Ok((s.cfg, s.model));
+    };
+    let name = Path::new("model file");
+    let (m, _) = Model::from_bytes(bytes, name)?;
+    let mut cfg = match o.arch.as_deref().map(str::trim) {
+        // The page's architecture must be the file's: a seed-large file is not a seed-small.
+        Some(a) => {
+            let want = arch.unwrap_or_else(|| base.arch.clone());
+            if m.arch != want {
+                return Err(wgtrain::Error::InvalidArg {
+                    name: "arch",
+                    reason: format!(
+                        "{a} ({want}) disagrees with the model file, which holds {}",
+                        m.arch
+                    ),
+                });
+            }
+            base
+        }
+        None => TrainConfig::lecture(m.arch.clone()),
+    };
+    ov.apply(&mut cfg);
+    cfg.validate()?;
+    Ok((cfg, m))
+}
+
+/// A training or test set, resident in WebAssembly memory until a [`Trainer`] uploads it.
+#[wasm_bindgen]
+pub struct Dataset {
+    inner: wgtrain::data::Dataset,
+}
+
+#[wasm_bindgen]
+impl Dataset {
+    /// Images and labels from IDX files (raw or gzipped, as MNIST ships them); `name` names
+    /// the pair in errors (e.g. `train`).
+    #[wasm_bindgen(js_name = fromIdx)]
+    pub fn from_idx(images: &[u8], labels: &[u8], name: &str) -> Result<Dataset, JsError> {
+        let inner = wgtrain::data::split_from_bytes(
+            images,
+            Path::new(&format!("{name} images")),
+            labels,
+            Path::new(&format!("{name} labels")),
+        )
+        .map_err(js_err)?;
+        Ok(Dataset { inner })
+    }
+
+    /// Samples.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> usize {
+        self.inner.n
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn rows(&self) -> usize {
+        self.inner.rows
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn cols(&self) -> usize {
+        self.inner.cols
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChunkReport {
+    epoch: usize,
+    step: usize,
+    total_steps: usize,
+    loss: f32,
+    accuracy: f32,
+    images_per_second: f64,
+    epoch_end: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_loss: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_accuracy: Option<f32>,
+    done: bool,
+}
+
+#[derive(Serialize)]
+struct Evaluation {
+    loss: f32,
+    accuracy: f32,
+    n: u32,
+}
+
+/// A network being trained on one device (WebGPU or the CPU twins), with its data resident.
+#[wasm_bindgen]
+pub struct Trainer {
+    engine: Engine,
+    cfg: TrainConfig,
+    train_len: usize,
+    test_len: usize,
+    /// Where training stands: epochs done, steps done in the next one.
+    pos: Position,
+    steps_done: usize,
+    /// The order of epoch `.0` (drawn once per epoch, as the CLI does).
+    order: (usize, Vec<u32>),
+    device: String,
+}
+
+#[wasm_bindgen]
+impl Trainer {
+    /// Build the network (fresh, or from `model`, a safetensors file's bytes), upload the
+    /// data and prepare the programs on the device `options.device` asks for.
+    pub async fn create(
+        #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: JsValue,
+        train: &Dataset,
+        test: &Dataset,
+        model: Option<Vec<u8>>,
+    ) -> Result<Trainer, JsError> {
+        let o: TrainOptions = if options.is_undefined() || options.is_null() {
+            TrainOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options)
+                .map_err(|e| js_err(format!("invalid training options: {e}")))?
+        };
+        let (cfg, model) = resolve(&o, model.as_deref()).map_err(js_err)?;
+        // Both sets stay the page's (a by-value `Dataset` would be moved out of JavaScript).
+        let test = Some(&test.inner);
+        train::check_data(&cfg.arch, &train.inner, "training").map_err(js_err)?;
+        if let Some(t) = test {
+            train::check_data(&cfg.arch, t, "test").map_err(js_err)?;
+        }
+        let be: Box<dyn Backend> = match o.device.as_deref().unwrap_or("auto") {
+            "cpu" => Box::new(ReferenceBackend::new()),
+            "gpu" => Box::new(wgtrain::backend::gpu::GpuBackend::new(
+                open_webgpu().await.map_err(js_err)?,
+            )),
+            "auto" => match open_webgpu().await {
+                Ok(ctx) => Box::new(wgtrain::backend::gpu::GpuBackend::new(ctx)),
+                Err(why) => {
+                    log::warn!("{why}; training on the CPU twins (WebAssembly) instead");
+                    Box::new(ReferenceBackend::new())
+                }
+            },
+            other => {
+                return Err(js_err(format!(
+                    "invalid training options: device {other:?} is not one of \"auto\", \"gpu\", \"cpu\""
+                )))
+            }
+        };
+        let engine = Engine::new(be, &cfg, &model, None, &train.inner, test).map_err(js_err)?;
+        let device = match engine.kind() {
+            wgtrain::backend::EngineKind::Gpu => {
+                let (name, _) = engine.adapter();
+                let name = if name.is_empty() {
+                    browser_adapter_name()
+                        .await
+                        .unwrap_or_else(|| "unnamed adapter".into())
+                } else {
+                    name
+                };
+                format!("WebGPU: {name}")
+            }
+            _ => "CPU (WebAssembly twins)".into(),
+        };
+        Ok(Trainer {
+            engine,
+            train_len: train.inner.n,
+            test_len: test.map_or(0, |t| t.n),
+            cfg,
+            pos: Position::default(),
+            steps_done: 0,
+            order: (usize::MAX, Vec::new()),
+            device,
+        })
+    }
+
+    /// The device training runs on, in words.
+    #[wasm_bindgen(getter)]
+    pub fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    /// The architecture as an `--arch` string.
+    #[wasm_bindgen(getter)]
+    pub fn arch(&self) -> String {
+        self.cfg.arch.to_string()
+    }
+
+    /// The resolved settings (every [`TrainOptions`] field).
+    #[wasm_bindgen(getter, unchecked_return_type = "TrainOptions")]
+    pub fn config(&self) -> Result<JsValue, JsError> {
+        let c = &self.cfg;
+        to_js(&TrainOptions {
+            arch: Some(c.arch.to_string()),
+            optimizer: Some(c.optimizer),
+            lr: Some(c.lr),
+            momentum: Some(c.momentum),
+            l2: Some(c.l2),
+            batch_size: Some(c.batch),
+            epochs: Some(c.epochs),
+            max_steps: c.max_steps,
+            seed: Some(c.seed as u32),
+            lr_schedule: Some(c.lr_schedule),
+            shuffle: Some(c.shuffle),
+            device: None,
+        })
+    }
+
+    #[wasm_bindgen(getter, js_name = totalSteps)]
+    pub fn total_steps(&self) -> usize {
+        self.cfg.total_steps(self.train_len)
+    }
+
+    /// Steps done so far.
+    #[wasm_bindgen(getter)]
+    pub fn step(&self) -> usize {
+        self.steps_done
+    }
+
+    /// Epochs completed.
+    #[wasm_bindgen(getter)]
+    pub fn epoch(&self) -> usize {
+        self.pos.epoch
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn done(&self) -> bool {
+        self.steps_done >= self.total_steps()
+    }
+
+    /// Train to the end of the run in chunks of `chunk_steps` steps (never across an epoch's
+    /// end), calling `on_chunk(report)` after each and letting the page draw; `on_chunk`
+    /// returning `false` pauses there (call `train` again to go on). Resolves to the last
+    /// report. A loss that turns NaN or infinite ends with an error naming the epoch.
+    #[wasm_bindgen(unchecked_return_type = "ChunkReport | undefined")]
+    pub async fn train(
+        &mut self,
+        chunk_steps: usize,
+        #[wasm_bindgen(unchecked_param_type = "(report: ChunkReport) => boolean | void")]
+        on_chunk: js_sys::Function,
+    ) -> Result<JsValue, JsError> {
+        if chunk_steps == 0 {
+            return Err(js_err("invalid argument chunk steps: must be at least 1"));
+        }
+        let total = self.total_steps();
+        let per_epoch = self.train_len.div_ceil(self.cfg.batch);
+        let mut last = JsValue::UNDEFINED;
+        while self.steps_done < total {
+            let epoch = self.pos.epoch;
+            if self.order.0 != epoch {
+                let order =
+                    train::epoch_order(self.train_len, self.cfg.seed, epoch, self.cfg.shuffle);
+                self.order = (epoch, order);
+            }
+            let n = chunk_steps
+                .min(per_epoch - self.pos.step)
+                .min(total - self.steps_done);
+            let t = web_time::Instant::now();
+            self.engine
+                .train_steps(&self.order.1, self.pos.step, n)
+                .map_err(js_err)?;
+            // Reading the metrics waits for the chunk: the time is the device's.
+            let m = self
+                .engine
+                .take_train_metrics_async()
+                .await
+                .map_err(js_err)?;
+            let seconds = t.elapsed().as_secs_f64();
+            let (loss, accuracy) = train::summarize(&m);
+            if m.nonfinite > 0 || !loss.is_finite() {
+                return Err(js_err(wgtrain::Error::Diverged {
+                    epoch: epoch + 1,
+                    loss,
+                    lr: self.cfg.lr,
+                    kept: String::new(),
+                }));
+            }
+            self.pos.step += n;
+            self.steps_done += n;
+            let epoch_end = self.pos.step >= per_epoch || self.steps_done >= total;
+            let (mut test_loss, mut test_accuracy) = (None, None);
+            if epoch_end {
+                if self.test_len > 0 {
+                    let e = self
+                        .engine
+                        .evaluate_async(Which::Test)
+                        .await
+                        .map_err(js_err)?;
+                    let (l, a) = train::summarize(&e);
+                    (test_loss, test_accuracy) = (Some(l), Some(a));
+                }
+                self.pos = Position {
+                    epoch: epoch + 1,
+                    step: 0,
+                };
+            }
+            last = to_js(&ChunkReport {
+                epoch: epoch + 1,
+                step: self.steps_done,
+                total_steps: total,
+                loss,
+                accuracy,
+                images_per_second: m.seen as f64 / seconds.max(1e-9),
+                epoch_end,
+                test_loss,
+                test_accuracy,
+                done: self.steps_done >= total,
+            })?;
+            let go_on = on_chunk
+                .call1(&JsValue::NULL, &last)
+                .map_err(|e| js_err(format!("the chunk callback threw: {e:?}")))?;
+            if go_on == JsValue::FALSE {
+                break;
+            }
+            yield_now().await;
+        }
+        Ok(last)
+    }
+
+    /// Mean loss and accuracy over the whole test set (`"test"`, the default) or training
+    /// set (`"train"`).
+    #[wasm_bindgen(unchecked_return_type = "Evaluation")]
+    pub async fn evaluate(&mut self, which: Option<String>) -> Result<JsValue, JsError> {
+        let which = match which.as_deref().unwrap_or("test") {
+            "test" if self.test_len > 0 => Which::Test,
+            "test" => return Err(js_err("no test set was given to this trainer")),
+            "train" => Which::Train,
+            other => {
+                return Err(js_err(format!(
+                    "evaluate: {other:?} is not \"test\" or \"train\""
+                )))
+            }
+        };
+        let m = self.engine.evaluate_async(which).await.map_err(js_err)?;
+        let (loss, accuracy) = train::summarize(&m);
+        to_js(&Evaluation {
+            loss,
+            accuracy,
+            n: m.seen,
+        })
+    }
+
+    /// Class probabilities for one image: `rows·cols` values in [0, 1], row-major, a bright
+    /// digit on a dark background as in MNIST.
+    pub async fn predict(&mut self, pixels: Vec<f32>) -> Result<Vec<f32>, JsError> {
+        let want = self.cfg.arch.input_len();
+        if pixels.len() != want {
+            return Err(js_err(format!(
+                "predict: the image has {} values but {} takes {want}",
+                pixels.len(),
+                self.cfg.arch
+            )));
+        }
+        if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+            return Err(js_err(format!(
+                "predict: value {i} is {}, not a number",
+                pixels[i]
+            )));
+        }
+        // The forward program runs a whole batch; the image is its first row.
+        let mut p = self
+            .engine
+            .probabilities_async(&pixels)
+            .await
+            .map_err(js_err)?;
+        p.truncate(self.cfg.arch.classes());
+        Ok(p)
+    }
+
+    /// The trained weights as a safetensors file (what `wgtrain train --out` writes and
+    /// `wgtrain eval --model` reads). Weights holding NaN or infinity are refused.
+    #[wasm_bindgen(js_name = exportModel)]
+    pub async fn export_model(&mut self) -> Result<Vec<u8>, JsError> {
+        let model = self.engine.model_async().await.map_err(js_err)?;
+        model.check_finite("the trained model").map_err(js_err)?;
+        let mut meta = wgtrain::model::io::Metadata::new();
+        meta.insert(
+            "config".into(),
+            serde_json::to_string(&self.cfg).map_err(js_err)?,
+        );
+        meta.insert("trained_in".into(), "wgtrain-web".into());
+        meta.insert("steps".into(), self.steps_done.to_string());
+        model
+            .to_bytes(Path::new("model.safetensors"), &meta)
+            .map_err(js_err)
+    }
+}
+
+#[derive(Serialize)]
+struct VerifyCheck {
+    family: &'static str,
+    name: String,
+    shape: String,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct VerifyReport {
+    device: String,
+    seed: u32,
+    passed: usize,
+    failed: usize,
+    checks: Vec<VerifyCheck>,
+}
+
+/// Every kernel family (or those in `families`) on `device` (`"gpu"`, the default, or
+/// `"cpu"`) against the CPU twins on random inputs from `seed` (printed in the report): the
+/// same checks as `wgtrain verify --device ...`, with the smaller shape set.
+#[wasm_bindgen(unchecked_return_type = "VerifyReport")]
+pub async fn verify(
+    device: Option<String>,
+    families: Option<Vec<String>>,
+    seed: Option<u32>,
+) -> Result<JsValue, JsError> {
+    let seed = seed.unwrap_or_else(|| wgtrain::verify::run_seed() as u32);
+    let mut be: Box<dyn Backend> = match device.as_deref().unwrap_or("gpu") {
+        "gpu" => Box::new(wgtrain::backend::gpu::GpuBackend::new(
+            open_webgpu().await.map_err(js_err)?,
+        )),
+        "cpu" => Box::new(ReferenceBackend::new()),
+        other => {
+            return Err(js_err(format!(
+                "verify: device {other:?} is not \"gpu\" or \"cpu\""
+            )))
+        }
+    };
+    let all = wgtrain::verify::OP_FAMILIES;
+    let families: Vec<&'static str> = match &families {
+        None => all.to_vec(),
+        Some(f) => f
+            .iter()
+            .map(|name| {
+                all.iter().copied().find(|a| a == name).ok_or_else(|| {
+                    js_err(format!(
+                        "verify: unknown op family {name:?}; expected one of {all:?}"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut checks = Vec::new();
+    for fam in families {
+        let got =
+            wgtrain::verify::run_backend_family_async(be.as_mut(), fam, u64::from(seed), false)
+                .await
+                .map_err(js_err)?;
+        checks.extend(got.into_iter().map(|c| VerifyCheck {
+            family: fam,
+            ok: c.pass(),
+            detail: format!(
+                "max |Δ| {:.3e}, error/tolerance {:.3}, {} of {} out of tolerance",
+                c.max_abs, c.worst, c.bad, c.elements
+            ),
+            name: c.kernel,
+            shape: c.shape,
+        }));
+        yield_now().await;
+    }
+    let passed = checks.iter().filter(|c| c.ok).count();
+    let mut device = be.describe();
+    if device.starts_with(' ') {
+        // wgpu's WebGPU backend has no adapter name; the browser has one.
+        device = format!(
+            "{}{device}",
+            browser_adapter_name().await.unwrap_or_default()
+        );
+    }
+    to_js(&VerifyReport {
+        device,
+        seed,
+        passed,
+        failed: checks.len() - passed,
+        checks,
+    })
+}
