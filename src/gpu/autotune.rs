@@ -90,13 +90,9 @@ pub const CHECK_FULL_TILES: usize = 2;
 /// Seed of the check inputs (fixed, so a failure replays).
 const CHECK_SEED: u64 = 0x5eed;
 
-/// Whether autotuning is on (`WGTRAIN_AUTOTUNE` is not `0`/`off`/`false`/`no`). Never in the
-/// browser: timing candidates waits on the GPU, which a web page's thread may not do, so there
-/// every product runs the adapter default ([`MatmulTile::default_for`]).
+/// Whether autotuning is on (`WGTRAIN_AUTOTUNE` is not `0`/`off`/`false`/`no`; in the browser,
+/// always, through [`prepare_async`]).
 pub fn enabled() -> bool {
-    if cfg!(target_arch = "wasm32") {
-        return false;
-    }
     match std::env::var(ENV_AUTOTUNE) {
         Ok(v) => !matches!(
             v.trim().to_ascii_lowercase().as_str(),
@@ -496,7 +492,7 @@ thread_local! {
 
 /// Run `tile` on one check shape and compare with the CPU twin (as
 /// [`crate::verify::check_matmul`]).
-fn run_check(
+async fn run_check(
     ctx: &GpuContext,
     inp: &mut Inputs,
     shape: &MatmulSpec,
@@ -515,7 +511,7 @@ fn run_check(
     let launch = kernels::matmul(ctx, shape, tile, &ab, &bb, aux.as_ref(), &cb)?;
     ctx.submit(&[&launch], 1)?;
     #[allow(unused_mut)]
-    let mut got: Vec<f32> = ctx.read("check c", &cb, m * n)?;
+    let mut got: Vec<f32> = ctx.read_async("check c", &cb, m * n).await?;
     #[cfg(test)]
     if SABOTAGED.with_borrow(|s| s.contains(tile)) {
         let (tm, tn) = tile_mn(tile);
@@ -531,9 +527,18 @@ fn run_check(
 /// Check `tile` against the CPU twin on [`check_shapes`]`(spec, tile)`: the first check that
 /// fails, or `None` when all pass.
 pub fn check_tile(ctx: &GpuContext, spec: &MatmulSpec, tile: &MatmulTile) -> Result<Option<Check>> {
+    crate::util::wait_for("tile check", check_tile_async(ctx, spec, tile))
+}
+
+/// [`check_tile`] without blocking the browser.
+pub async fn check_tile_async(
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+    tile: &MatmulTile,
+) -> Result<Option<Check>> {
     let mut inp = Inputs::new(CHECK_SEED);
     for shape in check_shapes(spec, tile) {
-        let c = run_check(ctx, &mut inp, &shape, tile)?;
+        let c = run_check(ctx, &mut inp, &shape, tile).await?;
         if !c.pass() {
             return Ok(Some(c));
         }
@@ -595,7 +600,54 @@ pub fn tile_for(ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
     tile_for_in(state(), ctx, spec)
 }
 
+/// Tune the products `specs` ahead of [`tile_for`], which in the browser cannot wait for the
+/// GPU and otherwise returns the adapter default for a product not tuned yet: a web page
+/// awaits this for the products its network will launch before preparing its programs.
+/// Returns the tile chosen for each product.
+pub async fn prepare_async(ctx: &GpuContext, specs: &[MatmulSpec]) -> Vec<MatmulTile> {
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        // One page thread: a second trainer created while the first tunes (the state is held
+        // across its waits) takes the defaults rather than blocking the page.
+        let busy = state().try_lock().is_err();
+        out.push(if enabled() && !busy {
+            tile_for_in_async(state(), ctx, spec).await
+        } else {
+            MatmulTile::default_for(ctx)
+        });
+    }
+    out
+}
+
 fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
+    if cfg!(target_arch = "wasm32") {
+        // No waiting here: what `prepare_async` tuned, else the default.
+        let key = MatmulAutotuneKey::new(ctx, spec);
+        let Ok(st) = state.try_lock() else {
+            // `prepare_async` of another trainer is under way (the page's one thread).
+            return MatmulTile::default_for(ctx);
+        };
+        return match st.entries.get(&key) {
+            Some(e) if st.checked.contains(&key) => e.tile,
+            _ => MatmulTile::default_for(ctx),
+        };
+    }
+    crate::util::wait_for("autotune", async {
+        Ok(tile_for_in_async(state, ctx, spec).await)
+    })
+    .unwrap_or_else(|_| MatmulTile::default_for(ctx))
+}
+
+/// The choice for `spec`: checked cache entry, else a tuning. The state stays locked across
+/// the tuning's waits on purpose: natively each caller blocks its own thread, and concurrent
+/// callers (parallel tests) wait rather than time the same candidates against each other; in
+/// the browser the callers above use `try_lock` so the page's one thread never waits on it.
+#[allow(clippy::await_holding_lock)]
+async fn tile_for_in_async(
+    state: &Mutex<State>,
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+) -> MatmulTile {
     let default = MatmulTile::default_for(ctx);
     let key = MatmulAutotuneKey::new(ctx, spec);
     // Check and tune while holding the lock: concurrent callers wait instead of doing the same.
@@ -610,7 +662,7 @@ fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> Mat
             return tile;
         }
         if tile.unsupported_for(ctx, spec).is_none() {
-            let why = match check_tile(ctx, spec, &tile) {
+            let why = match check_tile_async(ctx, spec, &tile).await {
                 Ok(None) => {
                     st.checked.insert(key);
                     return tile;
@@ -641,7 +693,7 @@ fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> Mat
             }
         }
     }
-    match tune_with(ctx, spec, &wins) {
+    match tune_with(ctx, spec, &wins).await {
         Ok(t) => {
             let entry = Entry {
                 tile: t.best,
@@ -750,6 +802,16 @@ pub fn time_tile(
     tile: &MatmulTile,
     best: Option<f64>,
 ) -> Result<Option<f64>> {
+    crate::util::wait_for("tile timing", time_tile_async(ctx, spec, tile, best))
+}
+
+/// [`time_tile`] without blocking the browser (its clock is the page's `performance.now()`).
+pub async fn time_tile_async(
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+    tile: &MatmulTile,
+    best: Option<f64>,
+) -> Result<Option<f64>> {
     let (m, n, k) = (spec.m, spec.n, spec.k);
     // Written data, not fresh zeroed buffers: on lavapipe, memory never written is backed by
     // the shared zero page 4 KiB at a time, and strided reads of it ran some tiles at half speed.
@@ -758,22 +820,25 @@ pub fn time_tile(
     let aux = ctx.upload("tune aux", &vec![1.0f32; m * n]);
     let c = ctx.upload("tune c", &vec![0f32; m * n]);
     let launch = kernels::matmul(ctx, spec, tile, &a, &b, Some(&aux), &c)?;
-    let run = |reps: usize| -> Result<f64> {
-        let t = Instant::now();
-        ctx.submit(&[&launch], reps)?;
-        ctx.wait()?;
-        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    let run = |reps: usize| {
+        let launch = &launch;
+        async move {
+            let t = Instant::now();
+            ctx.submit(&[launch], reps)?;
+            ctx.wait_async().await?;
+            Ok::<f64, crate::Error>(t.elapsed().as_secs_f64() / reps as f64)
+        }
     };
     // The first launch also pays for any lazy compilation; it only sizes the samples.
-    let first = run(1)?;
+    let first = run(1).await?;
     // Enough launches per submit that each sample lasts ~2 ms (submission overhead amortised).
     let reps = ((2e-3 / first).ceil() as usize).clamp(1, 64);
-    let mut samples = vec![run(reps)?];
+    let mut samples = vec![run(reps).await?];
     if best.is_some_and(|b| samples[0] > SLOW_FACTOR * b) {
         return Ok(None);
     }
-    samples.push(run(reps)?);
-    samples.push(run(reps)?);
+    samples.push(run(reps).await?);
+    samples.push(run(reps).await?);
     samples.sort_by(|x, y| x.total_cmp(y));
     Ok(Some(samples[1]))
 }
@@ -781,18 +846,22 @@ pub fn time_tile(
 /// Time the available candidates for `spec` (each checked against the CPU twin first, within
 /// the budgets in the module docs) and return the fastest. Ignores the cache.
 pub fn tune(ctx: &GpuContext, spec: &MatmulSpec) -> Result<Tuning> {
-    tune_with(ctx, spec, &[])
+    crate::util::wait_for("autotune", tune_with(ctx, spec, &[]))
 }
 
-fn tune_with(ctx: &GpuContext, spec: &MatmulSpec, wins: &[(MatmulTile, usize)]) -> Result<Tuning> {
+async fn tune_with(
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+    wins: &[(MatmulTile, usize)],
+) -> Result<Tuning> {
     let start = Instant::now();
     let before = *spent().lock().unwrap_or_else(|e| e.into_inner());
-    let result = tune_inner(ctx, spec, wins, start, before);
+    let result = tune_inner(ctx, spec, wins, start, before).await;
     *spent().lock().unwrap_or_else(|e| e.into_inner()) += start.elapsed();
     result
 }
 
-fn tune_inner(
+async fn tune_inner(
     ctx: &GpuContext,
     spec: &MatmulSpec,
     wins: &[(MatmulTile, usize)],
@@ -835,7 +904,7 @@ fn tune_inner(
             timed.push(note("skipped: scalar loads".into()));
             continue;
         }
-        match check_tile(ctx, spec, &tile) {
+        match check_tile_async(ctx, spec, &tile).await {
             Ok(None) => {}
             Ok(Some(c)) => {
                 log::warn!(
@@ -857,7 +926,7 @@ fn tune_inner(
             timed.push(note("chosen untimed: product too small to time".into()));
             continue;
         }
-        match time_tile(ctx, spec, &tile, best.map(|b| b.1)) {
+        match time_tile_async(ctx, spec, &tile, best.map(|b| b.1)).await {
             Ok(Some(s)) => {
                 n_timed += 1;
                 if best.is_none_or(|b| s < b.1) {
@@ -1285,7 +1354,13 @@ mod tests {
             n: tn.min(spec.n),
             ..spec
         };
-        let c = run_check(&ctx, &mut Inputs::new(CHECK_SEED), &within, &wrong).unwrap();
+        let c = pollster::block_on(run_check(
+            &ctx,
+            &mut Inputs::new(CHECK_SEED),
+            &within,
+            &wrong,
+        ))
+        .unwrap();
         assert!(c.pass(), "{c:?}");
         assert!(check_tile(&ctx, &spec, &wrong).unwrap().is_some());
 

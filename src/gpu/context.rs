@@ -535,6 +535,23 @@ impl GpuContext {
         self.health("wait")
     }
 
+    /// [`GpuContext::wait`] without blocking the browser: resolves when the queue's work is
+    /// done (natively, after polling the device to idle).
+    pub async fn wait_async(&self) -> Result<()> {
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.wait()?;
+        if rx.receive().await.is_none() {
+            return Err(Error::Readback {
+                what: "queue".into(),
+                reason: "the work-done callback never ran".into(),
+            });
+        }
+        self.health("wait")
+    }
+
     /// Copy `len` elements of `buffer` back to the host.
     pub fn read<T: bytemuck::Pod>(
         &self,

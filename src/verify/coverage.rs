@@ -61,18 +61,25 @@ impl Backend for Recorder {
 /// Every distinct matrix product of the programs the engine prepares for preset `name` at
 /// its batch of 100 (the training step and both evaluations), in program order.
 pub fn preset_products(name: &str) -> Result<Vec<MatmulSpec>> {
-    let cfg = TrainConfig::preset(name)?;
+    program_products(&TrainConfig::preset(name)?)
+}
+
+/// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the
+/// training step and both evaluations), in program order: what the autotuner must have tuned
+/// before a web page prepares them ([`crate::gpu::autotune::prepare_async`]).
+pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
     let model = Model::init_uniform(&cfg.arch, 0.07, 1);
+    let len = cfg.arch.input_len();
     let one = Dataset {
-        images: vec![0; cfg.arch.input_len()],
+        images: vec![0; len],
         labels: vec![0],
         n: 1,
-        rows: 28,
-        cols: cfg.arch.input_len() / 28,
+        rows: 1,
+        cols: len,
     };
     let rec = Recorder::default();
     let programs = Rc::clone(&rec.programs);
-    Engine::new(Box::new(rec), &cfg, &model, None, &one, Some(&one))?;
+    Engine::new(Box::new(rec), cfg, &model, None, &one, Some(&one))?;
     let mut out: Vec<MatmulSpec> = Vec::new();
     for op in programs.borrow().iter().flatten() {
         if let Op::Matmul { spec, .. } = op {

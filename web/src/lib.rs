@@ -16,6 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wgtrain::backend::{reference::ReferenceBackend, Backend};
+use wgtrain::gpu::kernels::MatmulTile;
 use wgtrain::gpu::GpuContext;
 use wgtrain::model::{Arch, Model};
 use wgtrain::train::{self, session, Engine, Optimizer, Position, TrainConfig, Which};
@@ -49,6 +50,8 @@ export interface TrainOptions {
   shuffle?: boolean;
   /** `auto` (WebGPU where offered, else the CPU), `gpu` or `cpu`. */
   device?: "auto" | "gpu" | "cpu";
+  /** Tune the matmul variants on this adapter first (default true). */
+  autotune?: boolean;
 }
 /** One chunk of training steps. */
 export interface ChunkReport {
@@ -281,6 +284,10 @@ struct TrainOptions {
     shuffle: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<String>,
+    /// Tune the matmul variants on this adapter first (default true; false runs the adapter
+    /// defaults, as `WGTRAIN_AUTOTUNE=0` does natively).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    autotune: Option<bool>,
 }
 
 /// `wgtrain train --preset NAME`'s settings, as [`TrainOptions`] (what a page fills its form
@@ -301,6 +308,7 @@ pub fn defaults(preset: &str) -> Result<JsValue, JsError> {
         lr_schedule: Some(cfg.lr_schedule),
         shuffle: Some(cfg.shuffle),
         device: Some("auto".into()),
+        autotune: Some(true),
     })
 }
 
@@ -431,6 +439,8 @@ pub struct Trainer {
     /// The order of epoch `.0` (drawn once per epoch, as the CLI does).
     order: (usize, Vec<u32>),
     device: String,
+    /// The matmul variant chosen for each product (`M×N×K: tile`; empty on the CPU).
+    tuning: Vec<String>,
 }
 
 #[wasm_bindgen]
@@ -456,22 +466,41 @@ impl Trainer {
         if let Some(t) = test {
             train::check_data(&cfg.arch, t, "test").map_err(js_err)?;
         }
-        let be: Box<dyn Backend> = match o.device.as_deref().unwrap_or("auto") {
-            "cpu" => Box::new(ReferenceBackend::new()),
-            "gpu" => Box::new(wgtrain::backend::gpu::GpuBackend::new(
-                open_webgpu().await.map_err(js_err)?,
-            )),
+        let ctx = match o.device.as_deref().unwrap_or("auto") {
+            "cpu" => None,
+            "gpu" => Some(open_webgpu().await.map_err(js_err)?),
             "auto" => match open_webgpu().await {
-                Ok(ctx) => Box::new(wgtrain::backend::gpu::GpuBackend::new(ctx)),
+                Ok(ctx) => Some(ctx),
                 Err(why) => {
                     log::warn!("{why}; training on the CPU twins (WebAssembly) instead");
-                    Box::new(ReferenceBackend::new())
+                    None
                 }
             },
             other => {
                 return Err(js_err(format!(
                     "invalid training options: device {other:?} is not one of \"auto\", \"gpu\", \"cpu\""
                 )))
+            }
+        };
+        let mut tuning = Vec::new();
+        let be: Box<dyn Backend> = match ctx {
+            None => Box::new(ReferenceBackend::new()),
+            Some(ctx) => {
+                // The page cannot wait inside `prepare`: its products are tuned first (each
+                // candidate checked against the CPU twin, then timed on this adapter).
+                let specs = wgtrain::verify::coverage::program_products(&cfg).map_err(js_err)?;
+                let tiles = if o.autotune == Some(false) {
+                    specs
+                        .iter()
+                        .map(|_| MatmulTile::default_for(&ctx))
+                        .collect()
+                } else {
+                    wgtrain::gpu::autotune::prepare_async(&ctx, &specs).await
+                };
+                for (s, t) in specs.iter().zip(tiles) {
+                    tuning.push(format!("{}x{}x{}: {t}", s.m, s.n, s.k));
+                }
+                Box::new(wgtrain::backend::gpu::GpuBackend::new(ctx))
             }
         };
         let engine = Engine::new(be, &cfg, &model, None, &train.inner, test).map_err(js_err)?;
@@ -498,6 +527,7 @@ impl Trainer {
             steps_done: 0,
             order: (usize::MAX, Vec::new()),
             device,
+            tuning,
         })
     }
 
@@ -505,6 +535,13 @@ impl Trainer {
     #[wasm_bindgen(getter)]
     pub fn device(&self) -> String {
         self.device.clone()
+    }
+
+    /// The matmul variant the autotuner chose for each of the network's products, as
+    /// `MxNxK: tile` (empty on the CPU).
+    #[wasm_bindgen(getter)]
+    pub fn tuning(&self) -> Vec<String> {
+        self.tuning.clone()
     }
 
     /// The architecture as an `--arch` string.
@@ -530,6 +567,7 @@ impl Trainer {
             lr_schedule: Some(c.lr_schedule),
             shuffle: Some(c.shuffle),
             device: None,
+            autotune: None,
         })
     }
 
