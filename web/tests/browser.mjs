@@ -1,0 +1,484 @@
+// Headless-Chromium tests of the web page (web/www) and the WebAssembly package under it.
+//
+//   bash web/build.sh && (cd web && npm ci) && node web/tests/browser.mjs
+//
+// Starts its own static server on a free port and Chromium (playwright-core driving the
+// system's Chromium; no browser is downloaded) with WebGPU on SwiftShader, then:
+//   a. kernel verification in the page, on WebGPU and on the CPU twins (seed printed);
+//   b. end to end through the page's own controls: train seed-small on the committed sample,
+//      read the test accuracy, check the curves were drawn, download the model and check that
+//      the native `wgtrain eval` gets the same test accuracy from it; screenshot;
+//   c. bad input (impossible arch, corrupt file, model of another arch) shows an error and
+//      loses nothing; the page trains afterwards;
+//   d. a digit drawn with the mouse gets a prediction whose probabilities sum to 1;
+//   and prints the images/s the page reports (`BENCH ...` lines).
+//
+// Environment: WGTRAIN_CHROMIUM (default /usr/bin/chromium), WGTRAIN_BIN (the native CLI,
+// default target/release/wgtrain), WGTRAIN_BROWSER_SEED (the verification seed; random and
+// printed by default), WGTRAIN_BROWSER_SHOTS (screenshot folder, default target/browser).
+// Exits 0 when every check passed, 1 otherwise.
+
+import { chromium } from 'playwright-core';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const WWW = path.join(ROOT, 'web', 'www');
+const CHROMIUM = process.env.WGTRAIN_CHROMIUM || '/usr/bin/chromium';
+const WGTRAIN_BIN = path.resolve(ROOT, process.env.WGTRAIN_BIN || 'target/release/wgtrain');
+const SHOTS = path.resolve(ROOT, process.env.WGTRAIN_BROWSER_SHOTS || 'target/browser');
+const SEED = process.env.WGTRAIN_BROWSER_SEED !== undefined
+  ? Number(process.env.WGTRAIN_BROWSER_SEED) >>> 0
+  : Math.floor(Math.random() * 2 ** 32) >>> 0;
+
+// What makes headless Chromium offer WebGPU here: `--enable-unsafe-webgpu` (without it
+// requestAdapter() gives null; with it, SwiftShader's Vulkan adapter). The rest keeps a
+// sandboxed network quiet and the profile fresh (Playwright gives each launch its own).
+const CHROMIUM_ARGS = [
+  '--enable-unsafe-webgpu',
+  '--no-sandbox',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-default-apps',
+  '--disable-extensions',
+];
+
+// seed-small (784-10-10-10, SGD, lr 0.05, momentum 0.9, seed 1), 15 epochs of 20 steps on the
+// 2000-image sample: 0.807 test accuracy in the page on WebGPU (SwiftShader), the same as
+// `wgtrain train --preset seed-small --epochs 15 --data-dir assets/mnist-sample`. The run is
+// seeded, so it varies only with float rounding; 0.75 leaves room for that and fails a network
+// that stopped learning (3 epochs give 0.19).
+const E2E_EPOCHS = 15;
+const MIN_TEST_ACCURACY = 0.75;
+
+// ---------- a tiny harness ----------
+
+const results = [];
+async function check(name, fn) {
+  const t0 = Date.now();
+  process.stdout.write(`--- ${name}\n`);
+  try {
+    await fn();
+    results.push({ name, ok: true, ms: Date.now() - t0 });
+    console.log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    return true;
+  } catch (e) {
+    results.push({ name, ok: false, ms: Date.now() - t0, error: e });
+    console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e && e.stack ? e.stack : e}`);
+    return false;
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+// ---------- static server ----------
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.ts': 'text/plain; charset=utf-8',
+};
+
+function serve(dir) {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    let p = path.normalize(decodeURIComponent(url.pathname));
+    if (p.endsWith('/')) p += 'index.html';
+    const file = path.join(dir, p);
+    if (!file.startsWith(dir + path.sep)) {
+      res.writeHead(403).end();
+      return;
+    }
+    fs.readFile(file, (err, body) => {
+      if (err) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+        return;
+      }
+      res.writeHead(200, {
+        'content-type': MIME[path.extname(file)] || 'application/octet-stream',
+        'cache-control': 'no-store',
+      });
+      res.end(body);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+// ---------- page helpers ----------
+
+async function waitState(page, states, timeout) {
+  await page.waitForFunction(
+    (s) => s.includes(document.querySelector('#status').dataset.state),
+    states,
+    { timeout, polling: 100 },
+  );
+}
+
+async function errorText(page) {
+  return page.evaluate(() => (document.querySelector('#error').hidden ? '' : document.querySelector('#error-text').textContent));
+}
+
+async function dismissError(page) {
+  await page.evaluate(() => document.querySelector('#error-close').click());
+}
+
+// Train through the page's controls; returns what the page shows when done.
+async function trainInPage(page, { preset, epochs, batch, device, arch = '', timeout = 240000 }) {
+  await page.selectOption('#preset', preset);
+  await page.fill('#arch', arch);
+  if (epochs !== undefined) await page.fill('#epochs', String(epochs));
+  if (batch !== undefined) await page.fill('#batch', String(batch));
+  if (device !== undefined) await page.selectOption('#device', device);
+  await dismissError(page);
+  const t0 = Date.now();
+  await page.click('#train');
+  await page.waitForFunction(
+    () => document.querySelector('#status').dataset.state === 'done' || !document.querySelector('#error').hidden,
+    null,
+    { timeout, polling: 100 },
+  );
+  const err = await errorText(page);
+  assert(!err, `training ${preset}${arch ? ' ' + arch : ''} showed an error: ${err}`);
+  return page.evaluate((ms) => {
+    const s = document.querySelector('#status');
+    const t = document.querySelector('#test-accuracy');
+    return {
+      status: s.textContent,
+      step: Number(s.dataset.step),
+      imagesPerSecond: Number(s.dataset.imagesPerSecond),
+      testAccuracy: Number(t.dataset.value),
+      device: window.wgtrainPage.run.device,
+      points: Number(document.querySelector('#curves').dataset.points),
+      wallSeconds: ms / 1000,
+    };
+  }, Date.now() - t0);
+}
+
+// Pixels of the curve canvas near a series colour.
+async function curvePixels(page) {
+  return page.evaluate(() => {
+    const c = document.querySelector('#curves');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const near = (i, [r, g, b]) => Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 40;
+    const n = { loss: 0, accuracy: 0, test: 0, nonBackground: 0 };
+    for (let i = 0; i < d.length; i += 4) {
+      if (near(i, [0xe0, 0x66, 0x2b])) n.loss++;
+      if (near(i, [0x2f, 0x6f, 0xde])) n.accuracy++;
+      if (near(i, [0x1f, 0x9d, 0x55])) n.test++;
+      if (!(d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255)) n.nonBackground++;
+    }
+    return n;
+  });
+}
+
+// ---------- the run ----------
+
+async function main() {
+  const tStart = Date.now();
+  if (!fs.existsSync(path.join(WWW, 'pkg', 'wgtrain_web.js'))) {
+    console.log('FAIL web/www/pkg/wgtrain_web.js is missing: run `bash web/build.sh` first');
+    process.exit(1);
+  }
+  if (!fs.existsSync(CHROMIUM)) {
+    console.log(`FAIL no Chromium at ${CHROMIUM} (set WGTRAIN_CHROMIUM)`);
+    process.exit(1);
+  }
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wgtrain-browser-'));
+  const server = await serve(WWW);
+  const base = `http://127.0.0.1:${server.address().port}/`;
+  console.log(`serving ${WWW} at ${base}`);
+  console.log(`chromium ${CHROMIUM} ${CHROMIUM_ARGS.join(' ')}`);
+  console.log(`verification seed ${SEED} (WGTRAIN_BROWSER_SEED=${SEED} repeats it)`);
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const context = await browser.newContext({ viewport: { width: 1100, height: 1000 }, acceptDownloads: true });
+  const page = await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  const bench = [];
+
+  try {
+    let ready = await check('page loads, WebGPU adapter present', async () => {
+      await page.goto(base);
+      await page.waitForSelector('body[data-ready=true]', { timeout: 60000 });
+      const info = await page.evaluate(() => window.wgtrainPage.adapter);
+      console.log(`adapter: ${JSON.stringify(info)}`);
+      assert(info && info.webgpu === true, `adapterInfo().webgpu is not true in headless Chromium: ${JSON.stringify(info)}`);
+      assert((await page.getAttribute('#adapter', 'data-webgpu')) === 'true', '#adapter does not say WebGPU');
+      const presets = await page.$$eval('#preset option', (os) => os.map((o) => o.value));
+      assert(presets.includes('seed-small') && presets.includes('seed-large'), `presets: ${presets}`);
+      assert((await page.inputValue('#preset')) === 'seed-small', 'the default preset is not seed-small');
+      const data = await page.textContent('#data-status');
+      assert(/2,000 training images, 1,000 test images/.test(data), `the sample did not load: ${data}`);
+    });
+    if (!ready) throw new Error('the page did not load with WebGPU; nothing else can run');
+
+    // a. Kernel verification, WebGPU and the CPU twins.
+    for (const device of ['gpu', 'cpu']) {
+      await check(`verify("${device}") in the page`, async () => {
+        const r = await page.evaluate(([d, s]) => window.wgtrain.verify(d, undefined, s), [device, SEED]);
+        const families = [...new Set(r.checks.map((c) => c.family))];
+        console.log(`verify ${device}: device "${r.device}", seed ${r.seed}, passed ${r.passed}, failed ${r.failed}, families ${families.join(',')}`);
+        for (const c of r.checks.filter((c) => !c.ok)) console.log(`  failed: ${c.family} ${c.name} ${c.shape}: ${c.detail}`);
+        assert(r.seed === SEED, `the report's seed ${r.seed} is not ${SEED}`);
+        assert(r.passed > 0, 'no check ran');
+        assert(r.failed === 0, `${r.failed} checks failed`);
+      });
+    }
+    await check('the Verify kernels button shows the result', async () => {
+      await page.selectOption('#verify-device', 'cpu');
+      await page.click('#verify');
+      await page.waitForFunction(() => document.querySelector('#verify-result').dataset.failed !== '' || !document.querySelector('#error').hidden, null, { timeout: 120000 });
+      const [passed, failed, text] = await page.evaluate(() => {
+        const v = document.querySelector('#verify-result');
+        return [Number(v.dataset.passed), Number(v.dataset.failed), v.textContent];
+      });
+      console.log(`#verify-result: ${text.trim()}`);
+      assert(passed > 0 && failed === 0, `verify button: ${passed} passed, ${failed} failed`);
+    });
+
+    // b. End to end through the page's controls.
+    let trained = null;
+    let modelFile = null;
+    await check(`train seed-small ${E2E_EPOCHS} epochs on WebGPU in the page`, async () => {
+      trained = await trainInPage(page, { preset: 'seed-small', epochs: E2E_EPOCHS, batch: 100, device: 'gpu' });
+      console.log(`page: ${trained.status}`);
+      console.log(`page test accuracy ${trained.testAccuracy} (threshold ${MIN_TEST_ACCURACY}), ${trained.step} steps, ${trained.wallSeconds.toFixed(1)} s wall`);
+      bench.push(`BENCH seed-small webgpu-swiftshader images/s=${Math.round(trained.imagesPerSecond)} (batch 100, ${trained.step} steps, ${trained.device})`);
+      assert(trained.device.startsWith('WebGPU'), `trained on ${trained.device}, not WebGPU`);
+      assert(trained.step === 20 * E2E_EPOCHS, `steps ${trained.step}, expected ${20 * E2E_EPOCHS}`);
+      assert(trained.testAccuracy >= MIN_TEST_ACCURACY, `test accuracy ${trained.testAccuracy} < ${MIN_TEST_ACCURACY}`);
+    });
+    await check('the curves are drawn', async () => {
+      const n = await curvePixels(page);
+      console.log(`curve pixels: ${JSON.stringify(n)}`);
+      assert(n.loss > 200 && n.accuracy > 200 && n.test > 30, 'a curve is missing');
+    });
+    await check('download the model; native `wgtrain eval` agrees', async () => {
+      assert(trained, 'nothing was trained');
+      const [download] = await Promise.all([page.waitForEvent('download', { timeout: 30000 }), page.click('#download')]);
+      assert(download.suggestedFilename() === 'model.safetensors', `download named ${download.suggestedFilename()}`);
+      modelFile = path.join(tmp, 'model.safetensors');
+      await download.saveAs(modelFile);
+      console.log(`downloaded ${fs.statSync(modelFile).size} bytes to ${modelFile}`);
+      assert(fs.existsSync(WGTRAIN_BIN), `no native CLI at ${WGTRAIN_BIN} (cargo build --release, or set WGTRAIN_BIN)`);
+      const args = ['eval', '--model', modelFile, '--data-dir', path.join(ROOT, 'assets', 'mnist-sample'), '--device', 'cpu', '--json'];
+      const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || tmp };
+      const r = spawnSync(WGTRAIN_BIN, args, { encoding: 'utf8', env, timeout: 120000 });
+      assert(r.status === 0, `${WGTRAIN_BIN} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+      const native = JSON.parse(r.stdout);
+      console.log(`native eval: test_acc ${native.test_acc}, test_loss ${native.test_loss}, arch ${native.arch}; page: ${trained.testAccuracy}`);
+      assert(native.arch === '784-10-10-10', `native eval sees arch ${native.arch}`);
+      assert(Math.abs(native.test_acc - trained.testAccuracy) <= 1e-3, `native ${native.test_acc} vs page ${trained.testAccuracy}`);
+    });
+    await check('screenshot after training', async () => {
+      const file = path.join(SHOTS, 'page-after-training.png');
+      await page.screenshot({ path: file, fullPage: true });
+      console.log(`screenshot: ${file}`);
+    });
+
+    // d. Drawing a digit.
+    await check('draw a "1": a prediction with probabilities summing to 1', async () => {
+      await page.click('#clear');
+      await page.locator('#draw').scrollIntoViewIfNeeded();
+      const box = await page.locator('#draw').boundingBox();
+      const x = box.x + box.width * 0.5;
+      await page.mouse.move(x, box.y + box.height * 0.15);
+      await page.mouse.down();
+      for (let i = 1; i <= 20; i++) await page.mouse.move(x + i * 0.3, box.y + box.height * (0.15 + (0.7 * i) / 20));
+      await page.mouse.up();
+      await page.waitForFunction(() => document.querySelector('#prediction').dataset.digit !== '' || !document.querySelector('#error').hidden, null, { timeout: 30000 });
+      const err = await errorText(page);
+      assert(!err, `predict showed an error: ${err}`);
+      const { digit, probs } = await page.evaluate(() => ({
+        digit: document.querySelector('#prediction').dataset.digit,
+        probs: [...document.querySelectorAll('#prediction .bar')].map((b) => Number(b.dataset.p)),
+      }));
+      const sum = probs.reduce((a, b) => a + b, 0);
+      console.log(`predicted ${digit}; probabilities ${probs.map((p) => p.toFixed(3)).join(' ')} (sum ${sum.toFixed(6)})`);
+      assert(probs.length === 10, `${probs.length} bars`);
+      assert(Math.abs(sum - 1) < 1e-3, `probabilities sum to ${sum}`);
+      const ink = await page.evaluate(() => {
+        const d = document.querySelector('#draw-preview').getContext('2d').getImageData(0, 0, 28, 28).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++;
+        return n;
+      });
+      assert(ink > 10, `the 28×28 preview has ${ink} bright pixels`);
+      const file = path.join(SHOTS, 'page-after-drawing.png');
+      await page.locator('#draw-card').screenshot({ path: file });
+      console.log(`screenshot: ${file}`);
+    });
+
+    // c. Bad input.
+    const keep = async () => page.evaluate(() => ({
+      acc: document.querySelector('#test-accuracy').dataset.value,
+      download: !document.querySelector('#download').disabled,
+    }));
+    for (const arch of ['784-0-10', 'abc']) {
+      await check(`impossible arch "${arch}": an error, the trained model kept`, async () => {
+        const before = await keep();
+        await dismissError(page);
+        await page.fill('#arch', arch);
+        await page.click('#train');
+        await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
+        const msg = await errorText(page);
+        console.log(`error shown: ${msg}`);
+        assert(msg.length > 0 && !msg.includes('\n'), 'no one-line message');
+        const after = await keep();
+        assert(after.acc === before.acc && after.download, `the trained model was lost: ${JSON.stringify(after)}`);
+        assert(!(await page.isDisabled('#train')), 'Train stays disabled');
+        await page.fill('#arch', '');
+      });
+    }
+    await check('a corrupt train-images file: an error, the sample kept', async () => {
+      await dismissError(page);
+      const junk = Buffer.alloc(4096);
+      for (let i = 0; i < junk.length; i++) junk[i] = (i * 2654435761) >>> 24;
+      await page.setInputFiles('#files', { name: 'train-images-idx3-ubyte.gz', mimeType: 'application/gzip', buffer: junk });
+      await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
+      console.log(`error shown: ${await errorText(page)}`);
+      const data = await page.textContent('#data-status');
+      assert(/committed sample/.test(data), `the data changed: ${data}`);
+    });
+    await check('a wrongly named file: an error', async () => {
+      await dismissError(page);
+      await page.setInputFiles('#files', { name: 'digits.bin', mimeType: 'application/octet-stream', buffer: Buffer.from('hello') });
+      await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
+      console.log(`error shown: ${await errorText(page)}`);
+    });
+    await check('import a model of another arch: an error, the trained model kept', async () => {
+      assert(modelFile, 'no downloaded model');
+      const before = await keep();
+      await dismissError(page);
+      await page.selectOption('#preset', 'lenet5');
+      await page.setInputFiles('#import', modelFile);
+      await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
+      console.log(`error shown: ${await errorText(page)}`);
+      const after = await keep();
+      assert(after.acc === before.acc && after.download, 'the trained model was lost');
+    });
+    await check('import a non-model file: an error', async () => {
+      await dismissError(page);
+      await page.selectOption('#preset', 'seed-small');
+      await page.setInputFiles('#import', { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('not a safetensors file at all') });
+      await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
+      console.log(`error shown: ${await errorText(page)}`);
+    });
+    await check('import the downloaded model: same test accuracy, predictions work', async () => {
+      assert(modelFile && trained, 'no downloaded model');
+      await dismissError(page);
+      await page.selectOption('#preset', 'seed-small');
+      await page.setInputFiles('#import', modelFile);
+      await page.waitForFunction((prev) => {
+        const t = document.querySelector('#test-accuracy');
+        return (t.dataset.when === 'import' && t.dataset.value !== '') || !document.querySelector('#error').hidden;
+      }, null, { timeout: 60000 });
+      const err = await errorText(page);
+      assert(!err, `import showed an error: ${err}`);
+      const acc = Number(await page.getAttribute('#test-accuracy', 'data-value'));
+      console.log(`imported model's test accuracy ${acc} (trained: ${trained.testAccuracy})`);
+      assert(Math.abs(acc - trained.testAccuracy) <= 1e-3, 'the imported model differs');
+      await page.waitForFunction(() => document.querySelector('#prediction').dataset.digit !== '', null, { timeout: 30000 });
+    });
+    await check('the page still trains after the errors (seed-small, CPU twins, 2 epochs)', async () => {
+      const r = await trainInPage(page, { preset: 'seed-small', epochs: 2, batch: 100, device: 'cpu' });
+      console.log(`page: ${r.status}`);
+      assert(r.device.startsWith('CPU'), `trained on ${r.device}`);
+      assert(r.step === 40, `steps ${r.step}`);
+      bench.push(`BENCH seed-small wasm-cpu-twins images/s=${Math.round(r.imagesPerSecond)} (batch 100, ${r.step} steps, ${r.device})`);
+    });
+
+    await check('pause, predict while paused, resume to the end', async () => {
+      await page.selectOption('#preset', 'seed-small');
+      await page.fill('#arch', '');
+      await page.fill('#epochs', '15');
+      await page.fill('#chunk', '2');
+      await page.selectOption('#device', 'gpu');
+      await dismissError(page);
+      await page.click('#train');
+      await page.waitForFunction(() => Number(document.querySelector('#status').dataset.step) >= 20, null, { timeout: 60000, polling: 20 });
+      await page.click('#pause');
+      await waitState(page, ['paused', 'done'], 60000);
+      const paused = await page.evaluate(() => ({
+        state: document.querySelector('#status').dataset.state,
+        step: Number(document.querySelector('#status').dataset.step),
+        when: document.querySelector('#test-accuracy').dataset.when,
+        acc: Number(document.querySelector('#test-accuracy').dataset.value),
+        pause: document.querySelector('#pause').textContent,
+      }));
+      console.log(`paused: ${JSON.stringify(paused)}`);
+      assert(paused.state === 'paused' && paused.step < 300, 'training did not pause before the end');
+      assert(paused.when === 'paused' && paused.acc > 0, 'no test accuracy at the pause');
+      assert(paused.pause === 'Resume', `the pause button says ${paused.pause}`);
+      // A prediction while paused (the drawing from before is still there).
+      await page.evaluate(() => { document.querySelector('#prediction').dataset.digit = ''; });
+      await page.locator('#draw').scrollIntoViewIfNeeded();
+      const box = await page.locator('#draw').boundingBox();
+      await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.5);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.32, box.y + box.height * 0.55);
+      await page.mouse.up();
+      await page.waitForFunction(() => document.querySelector('#prediction').dataset.digit !== '', null, { timeout: 30000 });
+      await page.click('#pause');
+      await waitState(page, ['done'], 120000);
+      const r = await page.evaluate(() => ({
+        step: Number(document.querySelector('#status').dataset.step),
+        acc: Number(document.querySelector('#test-accuracy').dataset.value),
+      }));
+      console.log(`resumed to the end: ${JSON.stringify(r)}`);
+      assert(r.step === 300, `ended at step ${r.step}`);
+      assert(!(await errorText(page)), `an error: ${await errorText(page)}`);
+      // Chunks of 2 instead of 10 change nothing but when the page looks: the same run.
+      assert(!trained || Math.abs(r.acc - trained.testAccuracy) <= 1e-3, `paused run ${r.acc} vs ${trained.testAccuracy}`);
+      await page.fill('#chunk', '10');
+    });
+
+    // Timings for BENCHMARKS.md.
+    await check('seed-large, 1 epoch on WebGPU (timing)', async () => {
+      const r = await trainInPage(page, { preset: 'seed-large', epochs: 1, device: 'gpu', timeout: 300000 });
+      console.log(`page: ${r.status}`);
+      bench.push(`BENCH seed-large webgpu-swiftshader images/s=${Math.round(r.imagesPerSecond)} (${r.step} steps, test acc ${r.testAccuracy}, ${r.device})`);
+    });
+    await check('seed-large, 1 epoch on the CPU twins (timing)', async () => {
+      const r = await trainInPage(page, { preset: 'seed-large', epochs: 1, device: 'cpu', timeout: 300000 });
+      console.log(`page: ${r.status}`);
+      bench.push(`BENCH seed-large wasm-cpu-twins images/s=${Math.round(r.imagesPerSecond)} (${r.step} steps, test acc ${r.testAccuracy}, ${r.device})`);
+    });
+  } finally {
+    const failed = results.filter((r) => !r.ok);
+    if (failed.length && logs.length) {
+      console.log('--- page console');
+      for (const l of logs.slice(-40)) console.log(l);
+    }
+    for (const b of bench) console.log(b);
+    await browser.close().catch(() => {});
+    server.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    console.log(`${results.length - failed.length} passed, ${failed.length} failed, ${((Date.now() - tStart) / 1000).toFixed(1)} s`);
+    for (const f of failed) console.log(`FAILED: ${f.name}`);
+    process.exitCode = failed.length ? 1 : 0;
+  }
+}
+
+main().catch((e) => {
+  console.log(`FAIL ${e && e.stack ? e.stack : e}`);
+  process.exitCode = 1;
+});
