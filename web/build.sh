@@ -21,9 +21,14 @@ fi
 
 target="${CARGO_TARGET_DIR:-target}"
 cargo build -p wgtrain-web --release --target wasm32-unknown-unknown
-rm -rf web/www/pkg
-wasm-bindgen --target web --out-dir web/www/pkg \
+# Into a fresh folder, then swapped in: a page being served keeps a whole package.
+rm -rf web/www/pkg.new
+wasm-bindgen --target web --out-dir web/www/pkg.new \
   "$target/wasm32-unknown-unknown/release/wgtrain_web.wasm"
+rm -rf web/www/pkg.old
+[ -d web/www/pkg ] && mv web/www/pkg web/www/pkg.old
+mv web/www/pkg.new web/www/pkg
+rm -rf web/www/pkg.old
 mkdir -p web/www/data
 cp assets/mnist-sample/*.gz web/www/data/
 echo "built web/www ($(du -sh web/www/pkg/wgtrain_web_bg.wasm | cut -f1) of WebAssembly); serve it with: bash web/serve.sh" >&2

@@ -610,7 +610,16 @@ pub async fn prepare_async(ctx: &GpuContext, specs: &[MatmulSpec]) -> Vec<Matmul
         // One page thread: a second trainer created while the first tunes (the state is held
         // across its waits) takes the defaults rather than blocking the page.
         let busy = state().try_lock().is_err();
-        out.push(if enabled() && !busy {
+        // A product whose operands exceed the adapter's limits is not timed (the engine
+        // refuses its buffers next, naming the limit).
+        let cap = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        let fits = [spec.m * spec.k, spec.k * spec.n, spec.m * spec.n]
+            .iter()
+            .all(|&e| e as u64 * 4 <= cap);
+        out.push(if enabled() && !busy && fits {
             tile_for_in_async(state(), ctx, spec).await
         } else {
             MatmulTile::default_for(ctx)

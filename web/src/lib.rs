@@ -146,19 +146,22 @@ async fn open_webgpu() -> Result<GpuContext, String> {
     if let Some(why) = webgpu_missing() {
         return Err(why);
     }
-    GpuContext::request(wgpu::Backends::BROWSER_WEBGPU)
+    let mut ctx = GpuContext::request(wgpu::Backends::BROWSER_WEBGPU)
         .await
-        .map_err(|e| format!("WebGPU gave no usable device: {e}"))
-}
-
-/// The adapter's name as wgpu has it, else as the browser tells it.
-async fn adapter_name(ctx: &GpuContext) -> String {
-    if !ctx.info.name.is_empty() {
-        return ctx.info.name.clone();
+        .map_err(|e| match e {
+            // The native message advises installing drivers; a page's reader needs other words.
+            wgtrain::Error::NoAdapter { .. } => "this browser has WebGPU but offers no adapter \
+                 (WebGPU may be switched off for this GPU or driver, or blocked by a setting)"
+                .to_string(),
+            other => format!("the WebGPU adapter would not open: {other}"),
+        })?;
+    if ctx.info.name.is_empty() {
+        // wgpu's WebGPU backend leaves the name empty; errors and reports name the adapter.
+        ctx.info.name = browser_adapter_name()
+            .await
+            .unwrap_or_else(|| "unnamed WebGPU adapter".into());
     }
-    browser_adapter_name()
-        .await
-        .unwrap_or_else(|| "unnamed WebGPU adapter".into())
+    Ok(ctx)
 }
 
 #[derive(Serialize)]
@@ -236,7 +239,7 @@ pub async fn adapter_info() -> Result<JsValue, JsError> {
             AdapterInfo {
                 webgpu: true,
                 reason: None,
-                name: Some(adapter_name(&ctx).await),
+                name: Some(ctx.info.name.clone()),
                 backend: Some(format!("{:?}", ctx.info.backend)),
                 device_type: Some(format!("{:?}", ctx.info.device_type)),
                 limits: Some(limits),
@@ -507,13 +510,6 @@ impl Trainer {
         let device = match engine.kind() {
             wgtrain::backend::EngineKind::Gpu => {
                 let (name, _) = engine.adapter();
-                let name = if name.is_empty() {
-                    browser_adapter_name()
-                        .await
-                        .unwrap_or_else(|| "unnamed adapter".into())
-                } else {
-                    name
-                };
                 format!("WebGPU: {name}")
             }
             _ => "CPU (WebAssembly twins)".into(),
@@ -823,16 +819,8 @@ pub async fn verify(
         yield_now().await;
     }
     let passed = checks.iter().filter(|c| c.ok).count();
-    let mut device = be.describe();
-    if device.starts_with(' ') {
-        // wgpu's WebGPU backend has no adapter name; the browser has one.
-        device = format!(
-            "{}{device}",
-            browser_adapter_name().await.unwrap_or_default()
-        );
-    }
     to_js(&VerifyReport {
-        device,
+        device: be.describe(),
         seed,
         passed,
         failed: checks.len() - passed,

@@ -462,6 +462,53 @@ async function main() {
       console.log(`page: ${r.status}`);
       bench.push(`BENCH seed-large wasm-cpu-twins images/s=${Math.round(r.imagesPerSecond)} (${r.step} steps, test acc ${r.testAccuracy}, ${r.device})`);
     });
+
+    await check('a network that does not fit the adapter: refused naming the limit', async () => {
+      const msg = await page.evaluate(async () => {
+        const w = window.wgtrain;
+        const get = async (f) => new Uint8Array(await (await fetch(`data/${f}`)).arrayBuffer());
+        const train = w.Dataset.fromIdx(await get('train-images-idx3-ubyte.gz'), await get('train-labels-idx1-ubyte.gz'), 'train');
+        const test = w.Dataset.fromIdx(await get('t10k-images-idx3-ubyte.gz'), await get('t10k-labels-idx1-ubyte.gz'), 'test');
+        try {
+          // 600,000 rows of 784 inputs: 1.9 GB in one buffer, over SwiftShader's 1 GiB.
+          await w.Trainer.create({ arch: 'seed-large', batchSize: 600000, device: 'gpu' }, train, test);
+          return 'created';
+        } catch (e) {
+          return e.message;
+        } finally {
+          train.free(); test.free();
+        }
+      });
+      console.log(`refused: ${msg}`);
+      assert(/max_buffer_size|max_storage_buffer_binding_size/.test(msg) && /swiftshader/.test(msg), `not refused naming the limit and adapter: ${msg}`);
+    });
+
+    // e. A browser without WebGPU: the page says so in plain words and trains on the twins.
+    await check('without WebGPU: the page says so and trains on the CPU twins', async () => {
+      const plain = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'),
+      });
+      try {
+        const p2 = await (await plain.newContext({ viewport: { width: 1100, height: 1000 } })).newPage();
+        await p2.goto(base);
+        await p2.waitForSelector('body[data-ready=true]', { timeout: 60000 });
+        const info = await p2.evaluate(() => window.wgtrainPage.adapter);
+        const said = (await p2.textContent('#adapter')).replace(/\s+/g, ' ').trim();
+        console.log(`adapter: ${JSON.stringify(info)}; the page says: ${said}`);
+        assert(info && info.webgpu === false, `WebGPU without the flag: ${JSON.stringify(info)}`);
+        assert((await p2.getAttribute('#adapter', 'data-webgpu')) === 'false', '#adapter does not say no WebGPU');
+        assert(/no WebGPU/i.test(said) && /CPU twins/.test(said), `no plain words about the fallback: ${said}`);
+        assert(!/apt-get|--device/.test(said), `command-line advice on a web page: ${said}`);
+        const r = await trainInPage(p2, { preset: 'seed-small', epochs: 2, batch: 100 });
+        console.log(`page: ${r.status}`);
+        assert(r.device.startsWith('CPU'), `trained on ${r.device}`);
+        assert(r.step === 40, `steps ${r.step}`);
+      } finally {
+        await plain.close().catch(() => {});
+      }
+    });
   } finally {
     const failed = results.filter((r) => !r.ok);
     if (failed.length && logs.length) {

@@ -96,7 +96,7 @@ function showAdapter(info) {
   if (!info.webgpu) {
     const p = document.createElement('p');
     p.className = 'note';
-    p.textContent = 'This browser has no WebGPU' + (info.reason ? ` (${info.reason})` : '') +
+    p.textContent = 'No WebGPU here: ' + (info.reason || 'this browser does not offer it') +
       '. Training runs on the CPU twins compiled to WebAssembly instead: the same numbers, only slower.';
     el.append(p);
     const dev = $('device');

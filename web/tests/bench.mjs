@@ -1,0 +1,123 @@
+// Training throughput in the browser beside the native build, in one run on one machine:
+//
+//   bash web/build.sh && cargo build --release && node web/tests/bench.mjs [--reps 3] [--epochs 3]
+//
+// For seed-small and seed-large on the committed sample (batch 100, 20 steps an epoch): the
+// page's WebGPU adapter and its CPU twins (a fresh page each repetition; the first epoch, which
+// pays for pipeline compilation, is left out), then `wgtrain train` on the first Vulkan
+// adapter (`--device gpu`) and on the CPU engine (`--device cpu`). Prints the median images/s
+// of each repetition's epochs, and the median, min and max over the repetitions, as a
+// Markdown table. Timing covers the steps and the read of their metrics; test evaluation is
+// not timed (as in `wgtrain train`'s per-epoch figure).
+
+import { chromium } from 'playwright-core';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const WWW = path.join(ROOT, 'web', 'www');
+const CHROMIUM = process.env.WGTRAIN_CHROMIUM || '/usr/bin/chromium';
+const BIN = path.resolve(ROOT, process.env.WGTRAIN_BIN || 'target/release/wgtrain');
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const REPS = arg('reps', 3);
+const EPOCHS = arg('epochs', 3);
+const PRESETS = ['seed-small', 'seed-large'];
+const ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+const median = (v) => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function serve(root) {
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
+  const server = http.createServer((req, res) => {
+    const p = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    if (!p.startsWith(root)) { res.writeHead(403); res.end(); return; }
+    fs.readFile(p, (e, b) => {
+      if (e) { res.writeHead(404); res.end(); return; }
+      res.writeHead(200, { 'content-type': types[path.extname(p)] || 'application/octet-stream' });
+      res.end(b);
+    });
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
+}
+
+/** One repetition in a fresh page: images/s of each epoch after the first, and the device. */
+async function browserRun(browser, base, preset, device) {
+  const page = await browser.newPage();
+  try {
+    await page.goto(base);
+    await page.waitForSelector('body[data-ready=true]', { timeout: 60000 });
+    return await page.evaluate(async ([preset, device, epochs]) => {
+      const w = window.wgtrain;
+      const get = async (f) => new Uint8Array(await (await fetch(`data/${f}`)).arrayBuffer());
+      const train = w.Dataset.fromIdx(await get('train-images-idx3-ubyte.gz'), await get('train-labels-idx1-ubyte.gz'), 'train');
+      const test = w.Dataset.fromIdx(await get('t10k-images-idx3-ubyte.gz'), await get('t10k-labels-idx1-ubyte.gz'), 'test');
+      const t = await w.Trainer.create({ arch: preset, epochs, device }, train, test);
+      const rates = [];
+      await t.train(20, (r) => { rates.push(r.imagesPerSecond); });
+      const out = { device: t.device, rates: rates.slice(1) };
+      t.free(); train.free(); test.free();
+      return out;
+    }, [preset, device, EPOCHS]);
+  } finally {
+    await page.close();
+  }
+}
+
+/** One native run: images/s of each epoch after the first, from `wgtrain train`'s JSON. */
+function nativeRun(preset, device) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wgtrain-bench-'));
+  const out = path.join(dir, 'm.safetensors');
+  const args = ['train', '--preset', preset, '--data-dir', path.join(ROOT, 'assets/mnist-sample'),
+    '--epochs', String(EPOCHS), '--device', device, '--out', out, '--checkpoint-every', '0'];
+  const r = spawnSync(BIN, args, { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || dir } });
+  if (r.status !== 0) throw new Error(`${BIN} ${args.join(' ')}: ${r.stderr}`);
+  const j = JSON.parse(fs.readFileSync(path.join(dir, 'm.json'), 'utf8'));
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { device: `${j.adapter || j.device} (${j.backend || j.engine})`, rates: j.epochs.slice(1).map((e) => e.images_per_sec) };
+}
+
+const server = await serve(WWW);
+const base = `http://127.0.0.1:${server.address().port}/`;
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+const rows = [];
+try {
+  for (const preset of PRESETS) {
+    const cols = [
+      ['browser WebGPU', () => browserRun(browser, base, preset, 'gpu')],
+      ['browser CPU twins', () => browserRun(browser, base, preset, 'cpu')],
+      ['native GPU', async () => nativeRun(preset, 'gpu')],
+      ['native CPU', async () => nativeRun(preset, 'cpu')],
+    ];
+    for (const [name, run] of cols) {
+      const per = [];
+      let device = '';
+      for (let i = 0; i < REPS; i++) {
+        const r = await run();
+        device = r.device;
+        per.push(median(r.rates));
+      }
+      rows.push({ preset, name, device, med: median(per), min: Math.min(...per), max: Math.max(...per) });
+      console.error(`${preset} ${name} (${device}): ${per.map((x) => x.toFixed(0)).join(', ')}`);
+    }
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
+console.log(`${REPS} repetitions of ${EPOCHS} epochs (the first left out), batch 100, the 2,000-image sample`);
+console.log('| preset | where | device | images/s (median) | min–max |');
+console.log('| --- | --- | --- | ---: | ---: |');
+for (const r of rows) {
+  console.log(`| ${r.preset} | ${r.name} | ${r.device} | ${r.med.toFixed(0)} | ${r.min.toFixed(0)}–${r.max.toFixed(0)} |`);
+}
