@@ -1,6 +1,8 @@
 // Training throughput in the browser beside the native build, in one run on one machine:
 //
 //   bash web/build.sh && cargo build --release && node web/tests/bench.mjs [--reps 3] [--epochs 3]
+//       [--presets seed-small,seed-large] [--where browser-gpu,browser-cpu,native-gpu,native-cpu]
+//       [--no-autotune]
 //
 // For seed-small and seed-large on the committed sample (batch 100, 20 steps an epoch): the
 // page's WebGPU adapter and its CPU twins (a fresh page each repetition; the first epoch, which
@@ -28,7 +30,14 @@ const arg = (name, dflt) => {
 };
 const REPS = arg('reps', 3);
 const EPOCHS = arg('epochs', 3);
-const PRESETS = ['seed-small', 'seed-large'];
+const list = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1].split(',') : dflt;
+};
+const PRESETS = list('presets', ['seed-small', 'seed-large']);
+const WHERE = list('where', ['browser-gpu', 'browser-cpu', 'native-gpu', 'native-cpu']);
+// --no-autotune: the browser runs the adapter's default matmul variants (autotune: false).
+const AUTOTUNE = !process.argv.includes('--no-autotune');
 const ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
@@ -40,7 +49,8 @@ const median = (v) => {
 function serve(root) {
   const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
   const server = http.createServer((req, res) => {
-    const p = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    let p = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    if (p.endsWith(path.sep)) p = path.join(p, 'index.html');
     if (!p.startsWith(root)) { res.writeHead(403); res.end(); return; }
     fs.readFile(p, (e, b) => {
       if (e) { res.writeHead(404); res.end(); return; }
@@ -57,18 +67,18 @@ async function browserRun(browser, base, preset, device) {
   try {
     await page.goto(base);
     await page.waitForSelector('body[data-ready=true]', { timeout: 60000 });
-    return await page.evaluate(async ([preset, device, epochs]) => {
+    return await page.evaluate(async ([preset, device, epochs, autotune]) => {
       const w = window.wgtrain;
       const get = async (f) => new Uint8Array(await (await fetch(`data/${f}`)).arrayBuffer());
       const train = w.Dataset.fromIdx(await get('train-images-idx3-ubyte.gz'), await get('train-labels-idx1-ubyte.gz'), 'train');
       const test = w.Dataset.fromIdx(await get('t10k-images-idx3-ubyte.gz'), await get('t10k-labels-idx1-ubyte.gz'), 'test');
-      const t = await w.Trainer.create({ arch: preset, epochs, device }, train, test);
+      const t = await w.Trainer.create({ arch: preset, epochs, device, autotune }, train, test);
       const rates = [];
       await t.train(20, (r) => { rates.push(r.imagesPerSecond); });
       const out = { device: t.device, rates: rates.slice(1) };
       t.free(); train.free(); test.free();
       return out;
-    }, [preset, device, EPOCHS]);
+    }, [preset, device, EPOCHS, AUTOTUNE]);
   } finally {
     await page.close();
   }
@@ -84,7 +94,8 @@ function nativeRun(preset, device) {
   if (r.status !== 0) throw new Error(`${BIN} ${args.join(' ')}: ${r.stderr}`);
   const j = JSON.parse(fs.readFileSync(path.join(dir, 'm.json'), 'utf8'));
   fs.rmSync(dir, { recursive: true, force: true });
-  return { device: `${j.adapter || j.device} (${j.backend || j.engine})`, rates: j.epochs.slice(1).map((e) => e.images_per_sec) };
+  const where = device === 'gpu' ? `${j.adapter} (${j.backend})` : `CPU engine, ${j.device}`;
+  return { device: where, rates: j.epochs.slice(1).map((e) => e.images_per_sec) };
 }
 
 const server = await serve(WWW);
@@ -94,11 +105,11 @@ const rows = [];
 try {
   for (const preset of PRESETS) {
     const cols = [
-      ['browser WebGPU', () => browserRun(browser, base, preset, 'gpu')],
-      ['browser CPU twins', () => browserRun(browser, base, preset, 'cpu')],
-      ['native GPU', async () => nativeRun(preset, 'gpu')],
-      ['native CPU', async () => nativeRun(preset, 'cpu')],
-    ];
+      ['browser-gpu', 'browser WebGPU', () => browserRun(browser, base, preset, 'gpu')],
+      ['browser-cpu', 'browser CPU twins', () => browserRun(browser, base, preset, 'cpu')],
+      ['native-gpu', 'native GPU', async () => nativeRun(preset, 'gpu')],
+      ['native-cpu', 'native CPU', async () => nativeRun(preset, 'cpu')],
+    ].filter((c) => WHERE.includes(c[0])).map((c) => c.slice(1));
     for (const [name, run] of cols) {
       const per = [];
       let device = '';
@@ -115,7 +126,7 @@ try {
   await browser.close();
   server.close();
 }
-console.log(`${REPS} repetitions of ${EPOCHS} epochs (the first left out), batch 100, the 2,000-image sample`);
+console.log(`${REPS} repetitions of ${EPOCHS} epochs (the first left out), batch 100, the 2,000-image sample${AUTOTUNE ? '' : ', browser without autotuning'}`);
 console.log('| preset | where | device | images/s (median) | min–max |');
 console.log('| --- | --- | --- | ---: | ---: |');
 for (const r of rows) {
