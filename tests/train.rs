@@ -537,3 +537,44 @@ fn sgd_with_l2_decays_the_weights_not_the_biases_as_pytorch_does_on_every_engine
         assert!(d <= TOL, "{}: {d:e} from PyTorch's rule", e.device());
     }
 }
+
+#[test]
+fn chunked_progress_stops_at_each_epoch_end_and_max_steps_and_trains_as_the_epoch_loop() {
+    // 3 epochs of 20 steps cut by max_steps at 47 (in the third epoch); the browser's driver
+    // goes 7 steps at a time, the CLI's loop 50 (CHUNK): the same steps in the same order.
+    let data = sample();
+    let mut cfg = config("784-16-10", 3);
+    cfg.max_steps = Some(47);
+    let model = cfg.init_model();
+    let mut looped = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
+    let hist = train::run(
+        &mut looped,
+        &cfg,
+        data.train.n,
+        0,
+        Position::default(),
+        &mut Quiet,
+    )
+    .unwrap();
+    assert_eq!(hist.len(), 3, "the cut third epoch is recorded");
+
+    let mut chunked = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
+    let mut p = train::Progress::new(&cfg, data.train.n, Position::default());
+    let mut seen = Vec::new();
+    while !p.finished() {
+        let c = p.advance(&mut chunked, 7).unwrap();
+        assert!(c.done <= c.of && c.epoch_end == (c.done == c.of), "{c:?}");
+        seen.push((c.epoch, c.done, c.of, c.epoch_end));
+    }
+    let ends: Vec<_> = seen.iter().filter(|c| c.3).map(|c| (c.0, c.1)).collect();
+    assert_eq!(ends, [(0, 20), (1, 20), (2, 7)], "chunks: {seen:?}");
+    assert_eq!(p.steps(), (47, 47));
+    assert_eq!(p.position(), Position { epoch: 3, step: 0 });
+    assert_eq!(chunked.model().unwrap(), looped.model().unwrap());
+
+    // Resumed mid-epoch (epoch 1, step 5): the books pick up where they stand.
+    let mut r = train::Progress::new(&cfg, data.train.n, Position { epoch: 1, step: 5 });
+    assert_eq!(r.steps(), (25, 47));
+    let c = r.advance(&mut chunked, 100).unwrap();
+    assert_eq!((c.epoch, c.done, c.of, c.epoch_end), (1, 20, 20, true));
+}

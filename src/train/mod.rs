@@ -288,6 +288,118 @@ pub struct Position {
     pub step: usize,
 }
 
+/// Where a run stands between chunks of steps, and what the next chunk is: the bookkeeping of
+/// the epoch loop (each epoch's order, drawn once; the epoch's end; `max_steps`), shared by
+/// [`run`] and by drivers that go one chunk at a time (the browser's trainer, which yields to
+/// the page between chunks and reads metrics after each).
+pub struct Progress {
+    steps_per_epoch: usize,
+    total: usize,
+    train_len: usize,
+    seed: u64,
+    shuffle: bool,
+    /// Epochs completed, and steps done in the next one.
+    pos: Position,
+    /// Steps done in the whole run.
+    done: usize,
+    /// The order of one epoch (drawn once per epoch).
+    order: Option<(usize, Vec<u32>)>,
+}
+
+/// One chunk of steps, as [`Progress::advance`] ran it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The epoch it belongs to (0-based).
+    pub epoch: usize,
+    /// Steps done in that epoch after it, of how many the epoch runs.
+    pub done: usize,
+    pub of: usize,
+    /// It ended its epoch (or the run).
+    pub epoch_end: bool,
+}
+
+impl Progress {
+    /// A run of `cfg` over `train_len` samples, starting at `start`.
+    pub fn new(cfg: &TrainConfig, train_len: usize, start: Position) -> Self {
+        let steps_per_epoch = train_len.div_ceil(cfg.batch.max(1));
+        Progress {
+            steps_per_epoch,
+            total: cfg.total_steps(train_len),
+            train_len,
+            seed: cfg.seed,
+            shuffle: cfg.shuffle,
+            pos: start,
+            done: start.epoch * steps_per_epoch + start.step,
+            order: None,
+        }
+    }
+
+    /// Epochs completed and steps done in the next.
+    pub fn position(&self) -> Position {
+        self.pos
+    }
+
+    /// Steps done in the whole run, and how many it takes.
+    pub fn steps(&self) -> (usize, usize) {
+        (self.done, self.total)
+    }
+
+    pub fn finished(&self) -> bool {
+        self.done >= self.total
+    }
+
+    /// Run the next chunk of at most `max` steps on `engine`, never past its epoch's end or
+    /// the run's (`max_steps`).
+    pub fn advance(&mut self, engine: &mut Engine, max: usize) -> Result<Chunk> {
+        let Position { epoch, step: first } = self.pos;
+        // The steps this epoch runs: all of them, or what max_steps leaves.
+        let of = self
+            .steps_per_epoch
+            .min(first + self.total.saturating_sub(self.done));
+        if self.order.as_ref().is_none_or(|o| o.0 != epoch) {
+            let order = epoch_order(self.train_len, self.seed, epoch, self.shuffle);
+            self.order = Some((epoch, order));
+        }
+        let n = max.max(1).min(of.saturating_sub(first));
+        if n > 0 {
+            let order = &self.order.as_ref().expect("drawn above").1;
+            engine.train_steps(order, first, n)?;
+        }
+        self.done += n;
+        let done = first + n;
+        let epoch_end = done >= of;
+        self.pos = if epoch_end {
+            Position {
+                epoch: epoch + 1,
+                step: 0,
+            }
+        } else {
+            Position { epoch, step: done }
+        };
+        Ok(Chunk {
+            epoch,
+            done,
+            of,
+            epoch_end,
+        })
+    }
+}
+
+/// The mean loss and accuracy of `acc`, or [`Error::Diverged`] when the loss of a step in it
+/// was NaN or infinite (`epoch` 1-based, for the message).
+pub fn finite_summary(acc: &MetricsAcc, epoch: usize, lr: f32) -> Result<(f32, f32)> {
+    let (loss, accuracy) = summarize(acc);
+    if acc.nonfinite > 0 || !loss.is_finite() {
+        return Err(Error::Diverged {
+            epoch,
+            loss,
+            lr,
+            kept: String::new(),
+        });
+    }
+    Ok((loss, accuracy))
+}
+
 /// Train until `cfg.epochs` epochs are done, starting at `start`; returns one record per
 /// epoch run. Loss becoming NaN/Inf stops with [`Error::Diverged`].
 pub fn run(
@@ -298,43 +410,25 @@ pub fn run(
     start: Position,
     obs: &mut dyn Observer,
 ) -> Result<Vec<EpochMetrics>> {
-    let steps_per_epoch = train_len.div_ceil(cfg.batch);
+    let mut progress = Progress::new(cfg, train_len, start);
     let mut history = Vec::new();
-    let mut steps_total = start.epoch * steps_per_epoch + start.step;
-    for epoch in start.epoch..cfg.epochs {
-        let first = if epoch == start.epoch { start.step } else { 0 };
-        let order = epoch_order(train_len, cfg.seed, epoch, cfg.shuffle);
-        let mut steps = steps_per_epoch;
-        if let Some(max) = cfg.max_steps {
-            steps = steps.min(first + max.saturating_sub(steps_total));
-        }
-        if steps <= first {
-            break;
-        }
+    while !progress.finished() {
         let t0 = Instant::now();
-        let mut done = first;
-        while done < steps {
+        let epoch = loop {
             // Every rank stops at the same step when any of them is interrupted.
             if engine.any_rank(obs.interrupted())? {
-                return Err(obs.on_interrupt(engine, epoch, done));
+                let at = progress.position();
+                return Err(obs.on_interrupt(engine, at.epoch, at.step));
             }
-            let n = CHUNK.min(steps - done);
-            engine.train_steps(&order, done, n)?;
-            done += n;
-            obs.on_steps(epoch, done, steps);
-        }
-        steps_total += steps - first;
+            let c = progress.advance(engine, CHUNK)?;
+            obs.on_steps(c.epoch, c.done, c.of);
+            if c.epoch_end {
+                break c.epoch;
+            }
+        };
         let train = engine.take_train_metrics()?;
         let seconds = t0.elapsed().as_secs_f64();
-        let (train_loss, train_acc) = summarize(&train);
-        if train.nonfinite > 0 || !train_loss.is_finite() {
-            return Err(Error::Diverged {
-                epoch: epoch + 1,
-                loss: train_loss,
-                lr: cfg.lr,
-                kept: String::new(),
-            });
-        }
+        let (train_loss, train_acc) = finite_summary(&train, epoch + 1, cfg.lr)?;
         // Data-parallel: the replicas are made identical again before anything is saved.
         engine.sync_replicas(epoch + 1)?;
         let (test_loss, test_acc) = if test_len > 0 {
@@ -353,9 +447,6 @@ pub fn run(
         };
         obs.on_epoch(engine, &m)?;
         history.push(m);
-        if cfg.max_steps.is_some_and(|max| steps_total >= max) {
-            break;
-        }
     }
     Ok(history)
 }

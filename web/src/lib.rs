@@ -6,8 +6,8 @@
 //! offers no WebGPU, training runs on the CPU twins compiled to WebAssembly.
 //!
 //! A `Trainer` drives the engine one chunk of steps at a time so the page can draw between
-//! chunks and pause; the chunk itself (`Engine::train_steps`, the same programs and epoch
-//! order as `wgtrain train`) is the library's.
+//! chunks and pause; the chunk and the run's books (`train::Progress`: each epoch's order, its
+//! end, `maxSteps`) are the ones `wgtrain train`'s epoch loop uses.
 
 use std::path::Path;
 
@@ -434,13 +434,9 @@ struct Evaluation {
 pub struct Trainer {
     engine: Engine,
     cfg: TrainConfig,
-    train_len: usize,
     test_len: usize,
-    /// Where training stands: epochs done, steps done in the next one.
-    pos: Position,
-    steps_done: usize,
-    /// The order of epoch `.0` (drawn once per epoch, as the CLI does).
-    order: (usize, Vec<u32>),
+    /// Where training stands (the CLI's epoch loop keeps the same books).
+    progress: train::Progress,
     device: String,
     /// The matmul variant chosen for each product (`M×N×K: tile`; empty on the CPU).
     tuning: Vec<String>,
@@ -516,12 +512,9 @@ impl Trainer {
         };
         Ok(Trainer {
             engine,
-            train_len: train.inner.n,
             test_len: test.map_or(0, |t| t.n),
+            progress: train::Progress::new(&cfg, train.inner.n, Position::default()),
             cfg,
-            pos: Position::default(),
-            steps_done: 0,
-            order: (usize::MAX, Vec::new()),
             device,
             tuning,
         })
@@ -569,24 +562,24 @@ impl Trainer {
 
     #[wasm_bindgen(getter, js_name = totalSteps)]
     pub fn total_steps(&self) -> usize {
-        self.cfg.total_steps(self.train_len)
+        self.progress.steps().1
     }
 
     /// Steps done so far.
     #[wasm_bindgen(getter)]
     pub fn step(&self) -> usize {
-        self.steps_done
+        self.progress.steps().0
     }
 
     /// Epochs completed.
     #[wasm_bindgen(getter)]
     pub fn epoch(&self) -> usize {
-        self.pos.epoch
+        self.progress.position().epoch
     }
 
     #[wasm_bindgen(getter)]
     pub fn done(&self) -> bool {
-        self.steps_done >= self.total_steps()
+        self.progress.finished()
     }
 
     /// Train to the end of the run in chunks of `chunk_steps` steps (never across an epoch's
@@ -603,22 +596,13 @@ impl Trainer {
         if chunk_steps == 0 {
             return Err(js_err("invalid argument chunk steps: must be at least 1"));
         }
-        let total = self.total_steps();
-        let per_epoch = self.train_len.div_ceil(self.cfg.batch);
         let mut last = JsValue::UNDEFINED;
-        while self.steps_done < total {
-            let epoch = self.pos.epoch;
-            if self.order.0 != epoch {
-                let order =
-                    train::epoch_order(self.train_len, self.cfg.seed, epoch, self.cfg.shuffle);
-                self.order = (epoch, order);
-            }
-            let n = chunk_steps
-                .min(per_epoch - self.pos.step)
-                .min(total - self.steps_done);
+        while !self.progress.finished() {
             let t = web_time::Instant::now();
-            self.engine
-                .train_steps(&self.order.1, self.pos.step, n)
+            // The library's chunk: the epoch's order, never past the epoch's end or max_steps.
+            let c = self
+                .progress
+                .advance(&mut self.engine, chunk_steps)
                 .map_err(js_err)?;
             // Reading the metrics waits for the chunk: the time is the device's.
             let m = self
@@ -627,45 +611,30 @@ impl Trainer {
                 .await
                 .map_err(js_err)?;
             let seconds = t.elapsed().as_secs_f64();
-            let (loss, accuracy) = train::summarize(&m);
-            if m.nonfinite > 0 || !loss.is_finite() {
-                return Err(js_err(wgtrain::Error::Diverged {
-                    epoch: epoch + 1,
-                    loss,
-                    lr: self.cfg.lr,
-                    kept: String::new(),
-                }));
-            }
-            self.pos.step += n;
-            self.steps_done += n;
-            let epoch_end = self.pos.step >= per_epoch || self.steps_done >= total;
+            let (loss, accuracy) =
+                train::finite_summary(&m, c.epoch + 1, self.cfg.lr).map_err(js_err)?;
             let (mut test_loss, mut test_accuracy) = (None, None);
-            if epoch_end {
-                if self.test_len > 0 {
-                    let e = self
-                        .engine
-                        .evaluate_async(Which::Test)
-                        .await
-                        .map_err(js_err)?;
-                    let (l, a) = train::summarize(&e);
-                    (test_loss, test_accuracy) = (Some(l), Some(a));
-                }
-                self.pos = Position {
-                    epoch: epoch + 1,
-                    step: 0,
-                };
+            if c.epoch_end && self.test_len > 0 {
+                let e = self
+                    .engine
+                    .evaluate_async(Which::Test)
+                    .await
+                    .map_err(js_err)?;
+                let (l, a) = train::summarize(&e);
+                (test_loss, test_accuracy) = (Some(l), Some(a));
             }
+            let (step, total) = self.progress.steps();
             last = to_js(&ChunkReport {
-                epoch: epoch + 1,
-                step: self.steps_done,
+                epoch: c.epoch + 1,
+                step,
                 total_steps: total,
                 loss,
                 accuracy,
                 images_per_second: m.seen as f64 / seconds.max(1e-9),
-                epoch_end,
+                epoch_end: c.epoch_end,
                 test_loss,
                 test_accuracy,
-                done: self.steps_done >= total,
+                done: step >= total,
             })?;
             let go_on = on_chunk
                 .call1(&JsValue::NULL, &last)
@@ -740,7 +709,7 @@ impl Trainer {
             serde_json::to_string(&self.cfg).map_err(js_err)?,
         );
         meta.insert("trained_in".into(), "wgtrain-web".into());
-        meta.insert("steps".into(), self.steps_done.to_string());
+        meta.insert("steps".into(), self.progress.steps().0.to_string());
         model
             .to_bytes(Path::new("model.safetensors"), &meta)
             .map_err(js_err)
