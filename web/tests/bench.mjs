@@ -2,7 +2,7 @@
 //
 //   bash web/build.sh && cargo build --release && node web/tests/bench.mjs [--reps 3] [--epochs 3]
 //       [--presets seed-small,seed-large] [--where browser-gpu,browser-cpu,native-gpu,native-cpu]
-//       [--no-autotune]
+//       [--no-autotune] [--data DIR]
 //
 // For seed-small and seed-large on the committed sample (batch 100, 20 steps an epoch): the
 // page's WebGPU adapter and its CPU twins (a fresh page each repetition; the first epoch, which
@@ -38,6 +38,10 @@ const PRESETS = list('presets', ['seed-small', 'seed-large']);
 const WHERE = list('where', ['browser-gpu', 'browser-cpu', 'native-gpu', 'native-cpu']);
 // --no-autotune: the browser runs the adapter's default matmul variants (autotune: false).
 const AUTOTUNE = !process.argv.includes('--no-autotune');
+// --data DIR: the four MNIST files from DIR (e.g. the full set) instead of the sample.
+const DATA = list('data', [path.join(ROOT, 'assets/mnist-sample')])[0];
+const FILES = ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'];
+const DATA_B64 = FILES.map((f) => fs.readFileSync(path.join(DATA, f)).toString('base64'));
 const ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
@@ -67,18 +71,21 @@ async function browserRun(browser, base, preset, device) {
   try {
     await page.goto(base);
     await page.waitForSelector('body[data-ready=true]', { timeout: 60000 });
-    return await page.evaluate(async ([preset, device, epochs, autotune]) => {
+    return await page.evaluate(async ([preset, device, epochs, autotune, files]) => {
       const w = window.wgtrain;
-      const get = async (f) => new Uint8Array(await (await fetch(`data/${f}`)).arrayBuffer());
-      const train = w.Dataset.fromIdx(await get('train-images-idx3-ubyte.gz'), await get('train-labels-idx1-ubyte.gz'), 'train');
-      const test = w.Dataset.fromIdx(await get('t10k-images-idx3-ubyte.gz'), await get('t10k-labels-idx1-ubyte.gz'), 'test');
+      const b = files.map((f) => Uint8Array.from(atob(f), (c) => c.charCodeAt(0)));
+      const train = w.Dataset.fromIdx(b[0], b[1], 'train');
+      const test = w.Dataset.fromIdx(b[2], b[3], 'test');
       const t = await w.Trainer.create({ arch: preset, epochs, device, autotune }, train, test);
+      // One rate per epoch: chunks of a whole epoch (they never cross its end).
+      const perEpoch = Math.ceil(train.length / 100);
       const rates = [];
-      await t.train(20, (r) => { rates.push(r.imagesPerSecond); });
-      const out = { device: t.device, rates: rates.slice(1) };
+      let last;
+      await t.train(perEpoch, (r) => { rates.push(r.imagesPerSecond); last = r; });
+      const out = { device: t.device, rates: rates.slice(1), testAccuracy: last.testAccuracy };
       t.free(); train.free(); test.free();
       return out;
-    }, [preset, device, EPOCHS, AUTOTUNE]);
+    }, [preset, device, EPOCHS, AUTOTUNE, DATA_B64]);
   } finally {
     await page.close();
   }
@@ -88,14 +95,14 @@ async function browserRun(browser, base, preset, device) {
 function nativeRun(preset, device) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wgtrain-bench-'));
   const out = path.join(dir, 'm.safetensors');
-  const args = ['train', '--preset', preset, '--data-dir', path.join(ROOT, 'assets/mnist-sample'),
+  const args = ['train', '--preset', preset, '--data-dir', DATA,
     '--epochs', String(EPOCHS), '--device', device, '--out', out, '--checkpoint-every', '0'];
   const r = spawnSync(BIN, args, { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || dir } });
   if (r.status !== 0) throw new Error(`${BIN} ${args.join(' ')}: ${r.stderr}`);
   const j = JSON.parse(fs.readFileSync(path.join(dir, 'm.json'), 'utf8'));
   fs.rmSync(dir, { recursive: true, force: true });
   const where = device === 'gpu' ? `${j.adapter} (${j.backend})` : `CPU engine, ${j.device}`;
-  return { device: where, rates: j.epochs.slice(1).map((e) => e.images_per_sec) };
+  return { device: where, rates: j.epochs.slice(1).map((e) => e.images_per_sec), testAccuracy: j.final.test_acc };
 }
 
 const server = await serve(WWW);
@@ -112,23 +119,26 @@ try {
     ].filter((c) => WHERE.includes(c[0])).map((c) => c.slice(1));
     for (const [name, run] of cols) {
       const per = [];
+      const acc = [];
       let device = '';
       for (let i = 0; i < REPS; i++) {
         const r = await run();
         device = r.device;
         per.push(median(r.rates));
+        acc.push(r.testAccuracy);
       }
-      rows.push({ preset, name, device, med: median(per), min: Math.min(...per), max: Math.max(...per) });
-      console.error(`${preset} ${name} (${device}): ${per.map((x) => x.toFixed(0)).join(', ')}`);
+      rows.push({ preset, name, device, med: median(per), min: Math.min(...per), max: Math.max(...per), acc });
+      console.error(`${preset} ${name} (${device}): ${per.map((x) => x.toFixed(0)).join(', ')} images/s; test accuracy ${acc.join(', ')}`);
     }
   }
 } finally {
   await browser.close();
   server.close();
 }
-console.log(`${REPS} repetitions of ${EPOCHS} epochs (the first left out), batch 100, the 2,000-image sample${AUTOTUNE ? '' : ', browser without autotuning'}`);
-console.log('| preset | where | device | images/s (median) | min–max |');
-console.log('| --- | --- | --- | ---: | ---: |');
+console.log(`${REPS} repetitions of ${EPOCHS} epochs (the first left out), batch 100, data ${path.relative(ROOT, DATA) || DATA}${AUTOTUNE ? '' : ', browser without autotuning'}`);
+console.log('| preset | where | device | images/s (median) | min–max | final test accuracy |');
+console.log('| --- | --- | --- | ---: | ---: | ---: |');
 for (const r of rows) {
-  console.log(`| ${r.preset} | ${r.name} | ${r.device} | ${r.med.toFixed(0)} | ${r.min.toFixed(0)}–${r.max.toFixed(0)} |`);
+  const acc = [...new Set(r.acc.map((a) => (100 * a).toFixed(2)))].join(', ');
+  console.log(`| ${r.preset} | ${r.name} | ${r.device} | ${r.med.toFixed(0)} | ${r.min.toFixed(0)}–${r.max.toFixed(0)} | ${acc} % |`);
 }

@@ -483,6 +483,41 @@ async function main() {
       assert(/max_buffer_size|max_storage_buffer_binding_size/.test(msg) && /swiftshader/.test(msg), `not refused naming the limit and adapter: ${msg}`);
     });
 
+    // f. The full MNIST dropped onto the page (when MNIST_DIR names a folder holding it; the
+    //    CI machine has only the sample): a real drop event, 60,000 images trained on WebGPU,
+    //    the test accuracy the native CLI gets from the same files and seed.
+    const full = process.env.MNIST_DIR;
+    const names = ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'];
+    if (full && names.every((n) => fs.existsSync(path.join(full, n)))) {
+      await check('the full MNIST dropped onto the page trains as the native CLI does', async () => {
+        const files = names.map((n) => [n, fs.readFileSync(path.join(full, n)).toString('base64')]);
+        const dt = await page.evaluateHandle((files) => {
+          const t = new DataTransfer();
+          for (const [name, b64] of files) {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            t.items.add(new File([bytes], name, { type: 'application/gzip' }));
+          }
+          return t;
+        }, files);
+        await dismissError(page);
+        await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+        await page.waitForFunction(() => /60,000 training images, 10,000 test images/.test(document.querySelector('#data-status').textContent) || !document.querySelector('#error').hidden, null, { timeout: 60000 });
+        assert(!(await errorText(page)), `dropping the full MNIST: ${await errorText(page)}`);
+        const r = await trainInPage(page, { preset: 'seed-small', epochs: 1, batch: 100, device: 'gpu', timeout: 300000 });
+        const dir = fs.mkdtempSync(path.join(tmp, 'full-'));
+        const out = spawnSync(WGTRAIN_BIN, ['train', '--preset', 'seed-small', '--epochs', '1', '--data-dir', full, '--device', 'cpu', '--out', path.join(dir, 'm.safetensors'), '--json'], { encoding: 'utf8' });
+        assert(out.status === 0, `native train: ${out.stderr}`);
+        const native = JSON.parse(out.stdout).final.test_acc;
+        console.log(`full MNIST, seed-small 1 epoch: page ${r.testAccuracy} on ${r.device} at ${Math.round(r.imagesPerSecond)} images/s, native ${native}`);
+        bench.push(`BENCH seed-small full-mnist webgpu-swiftshader images/s=${Math.round(r.imagesPerSecond)} (600 steps, test acc ${r.testAccuracy})`);
+        assert(r.step === 600, `steps ${r.step}`);
+        assert(Math.abs(r.testAccuracy - native) <= 2e-3, `page ${r.testAccuracy} vs native ${native}`);
+        await page.click('#use-sample');
+      });
+    } else {
+      console.log('(the full-MNIST drop check runs when MNIST_DIR names a folder with the four files)');
+    }
+
     // e. A browser without WebGPU: the page says so in plain words and trains on the twins.
     await check('without WebGPU: the page says so and trains on the CPU twins', async () => {
       const plain = await chromium.launch({
