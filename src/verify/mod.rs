@@ -815,6 +815,11 @@ pub(crate) fn metrics_compare(
     let mut want = start;
     cpu::metrics::accumulate_metrics(&mut want, scores.view(), labels.view(), loss.view());
     let abs_sum: f64 = loss.iter().map(|&l| l as f64).sum::<f64>() + start.loss_sum.abs() as f64;
+    let exact = start.loss_sum as f64
+        + (0..rows)
+            .filter(|&r| labels[r] < classes as u32)
+            .map(|r| loss[r] as f64)
+            .sum::<f64>();
     vec![
         compare_u32(
             "accumulate_metrics counts",
@@ -824,15 +829,20 @@ pub(crate) fn metrics_compare(
         ),
         compare(
             "accumulate_metrics loss",
-            shape,
+            shape.clone(),
             &[got.loss_sum],
             // Exact reference: the f64 sum over the counted rows (the f32 twin sums serially).
-            &[start.loss_sum as f64
-                + (0..rows)
-                    .filter(|&r| labels[r] < classes as u32)
-                    .map(|r| loss[r] as f64)
-                    .sum::<f64>()],
+            &[exact],
             |_| (gamma(depth + 1) * abs_sum, 0.0),
+        ),
+        // The twin, whose counts are the reference above, holds its own loss to the same sum
+        // (a serial chain of `rows` additions, then one into the accumulator).
+        compare(
+            "accumulate_metrics twin loss",
+            shape,
+            &[want.loss_sum],
+            &[exact],
+            |_| (gamma(rows + 1) * abs_sum, 0.0),
         ),
     ]
 }
