@@ -122,18 +122,29 @@ pub fn start(
             position: run.position,
         });
     }
+    if let Some(path) = init {
+        return start_from(cfg, ov, Model::load(path)?.0, path);
+    }
     ov.apply(&mut cfg);
-    let model = if let Some(path) = init {
-        let (m, _) = Model::load(path)?;
-        if let Some(a) = &ov.arch {
-            m.check_compatible(a, path)?;
-        }
-        cfg.arch = m.arch.clone();
-        m
-    } else {
-        cfg.validate()?;
-        cfg.init_model()
-    };
+    cfg.validate()?;
+    let model = cfg.init_model();
+    Ok(Start {
+        cfg,
+        model,
+        state: None,
+        position: Position::default(),
+    })
+}
+
+/// [`start`] from the weights `model` (`--init`; read from `name`, which errors name): the
+/// architecture is the model's, and one asked for in `ov` must be the same.
+pub fn start_from(preset: TrainConfig, ov: &Overrides, model: Model, name: &Path) -> Result<Start> {
+    if let Some(a) = &ov.arch {
+        model.check_compatible(a, name)?;
+    }
+    let mut cfg = preset;
+    ov.apply(&mut cfg);
+    cfg.arch = model.arch.clone();
     cfg.validate()?;
     Ok(Start {
         cfg,

@@ -315,10 +315,15 @@ pub fn defaults(preset: &str) -> Result<JsValue, JsError> {
     })
 }
 
-/// The run `o` asks for, and its starting weights (`model`: a safetensors file's bytes), as
-/// `wgtrain train [--preset P | --arch A] [--init FILE] ...` resolves them.
-fn resolve(o: &TrainOptions, model: Option<&[u8]>) -> wgtrain::Result<(TrainConfig, Model)> {
-    let ov = session::Overrides {
+/// The run `o` asks for, and its starting weights (`model`: a safetensors file's bytes, read
+/// from `model_name`), as `wgtrain train [--preset P | --arch A] [--init FILE] ...` resolves
+/// them. A preset's name brings its hyperparameters, an arch string the CLI's defaults; with a
+/// model and no `arch`, the preset of the model's architecture (if any) gives the defaults.
+fn resolve(
+    o: &TrainOptions,
+    model: Option<(&[u8], &str)>,
+) -> wgtrain::Result<(TrainConfig, Model)> {
+    let mut ov = session::Overrides {
         arch: None,
         optimizer: o.optimizer,
         lr_schedule: o.lr_schedule,
@@ -331,39 +336,38 @@ fn resolve(o: &TrainOptions, model: Option<&[u8]>) -> wgtrain::Result<(TrainConf
         seed: o.seed.map(u64::from),
         no_shuffle: o.shuffle == Some(false),
     };
-    // A preset's name brings its hyperparameters; an arch string the CLI's defaults.
-    let (base, arch) = match o.arch.as_deref().map(str::trim) {
-        Some(a) if Arch::preset(a).is_some() => (TrainConfig::preset(a)?, None),
-        Some(a) => (TrainConfig::preset("seed-small")?, Some(Arch::parse(a)?)),
-        None => (TrainConfig::preset("seed-small")?, None),
-    };
-    let Some(bytes) = model else {
-        let ov = session::Overrides { arch, ..ov };
-        let s = session::start(base, &ov, None, None)?;
-        return Ok((s.cfg, s.model));
-    };
-    let name = Path::new("model file");
-    let (m, _) = Model::from_bytes(bytes, name)?;
-    let mut cfg = match o.arch.as_deref().map(str::trim) {
-        // The page's architecture must be the file's: a seed-large file is not a seed-small.
-        Some(a) => {
-            let want = arch.unwrap_or_else(|| base.arch.clone());
-            if m.arch != want {
-                return Err(wgtrain::Error::InvalidArg {
-                    name: "arch",
-                    reason: format!(
-                        "{a} ({want}) disagrees with the model file, which holds {}",
-                        m.arch
-                    ),
-                });
-            }
-            base
+    let asked = o.arch.as_deref().map(str::trim);
+    let base = match asked {
+        Some(a) if Arch::preset(a).is_some() => {
+            let cfg = TrainConfig::preset(a)?;
+            // Named, so a model file must hold this network.
+            ov.arch = Some(cfg.arch.clone());
+            cfg
         }
-        None => TrainConfig::lecture(m.arch.clone()),
+        Some(a) => {
+            ov.arch = Some(Arch::parse(a)?);
+            TrainConfig::preset("seed-small")?
+        }
+        None => TrainConfig::preset("seed-small")?,
     };
-    ov.apply(&mut cfg);
-    cfg.validate()?;
-    Ok((cfg, m))
+    let s = match model {
+        None => session::start(base, &ov, None, None)?,
+        Some((bytes, name)) => {
+            let name = Path::new(name);
+            let (m, _) = Model::from_bytes(bytes, name)?;
+            let base = match (
+                asked,
+                presets().iter().find(|p| {
+                    Arch::preset(p).and_then(|a| Arch::parse(a).ok()) == Some(m.arch.clone())
+                }),
+            ) {
+                (None, Some(p)) => TrainConfig::preset(p)?,
+                _ => base,
+            };
+            session::start_from(base, &ov, m, name)?
+        }
+    };
+    Ok((s.cfg, s.model))
 }
 
 /// A training or test set, resident in WebAssembly memory until a [`Trainer`] uploads it.
@@ -444,13 +448,15 @@ pub struct Trainer {
 
 #[wasm_bindgen]
 impl Trainer {
-    /// Build the network (fresh, or from `model`, a safetensors file's bytes), upload the
-    /// data and prepare the programs on the device `options.device` asks for.
+    /// Build the network (fresh, or from `model`, a safetensors file's bytes, named
+    /// `modelName` in errors), upload the data and prepare the programs on the device
+    /// `options.device` asks for.
     pub async fn create(
         #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: JsValue,
         train: &Dataset,
         test: &Dataset,
         model: Option<Vec<u8>>,
+        model_name: Option<String>,
     ) -> Result<Trainer, JsError> {
         let o: TrainOptions = if options.is_undefined() || options.is_null() {
             TrainOptions::default()
@@ -458,7 +464,9 @@ impl Trainer {
             serde_wasm_bindgen::from_value(options)
                 .map_err(|e| js_err(format!("invalid training options: {e}")))?
         };
-        let (cfg, model) = resolve(&o, model.as_deref()).map_err(js_err)?;
+        let name = model_name.unwrap_or_else(|| "the model file".into());
+        let (cfg, model) =
+            resolve(&o, model.as_deref().map(|b| (b, name.as_str()))).map_err(js_err)?;
         // Both sets stay the page's (a by-value `Dataset` would be moved out of JavaScript).
         let test = Some(&test.inner);
         train::check_data(&cfg.arch, &train.inner, "training").map_err(js_err)?;

@@ -371,7 +371,9 @@ async function main() {
       await page.selectOption('#preset', 'lenet5');
       await page.setInputFiles('#import', modelFile);
       await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
-      console.log(`error shown: ${await errorText(page)}`);
+      const said = await errorText(page);
+      console.log(`error shown: ${said}`);
+      assert(said.includes(path.basename(modelFile)) && /disagrees/.test(said) && said.includes('784-10-10-10'), `the message names neither the file nor the networks: ${said}`);
       const after = await keep();
       assert(after.acc === before.acc && after.download, 'the trained model was lost');
     });
@@ -380,7 +382,9 @@ async function main() {
       await page.selectOption('#preset', 'seed-small');
       await page.setInputFiles('#import', { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('not a safetensors file at all') });
       await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
-      console.log(`error shown: ${await errorText(page)}`);
+      const said = await errorText(page);
+      console.log(`error shown: ${said}`);
+      assert(said.startsWith('model.safetensors: '), `the message does not name the file: ${said}`);
     });
     await check('import the downloaded model: same test accuracy, predictions work', async () => {
       assert(modelFile && trained, 'no downloaded model');

@@ -276,12 +276,12 @@ function newRun(trainer) {
   };
 }
 
-async function createTrainer(opts, modelBytes) {
+async function createTrainer(opts, modelBytes, modelName) {
   // A fresh test Dataset each time: whether `create` borrows it or takes it, it is done with
   // it once the data is uploaded.
   const test = makeTestSet();
   try {
-    return await wg.Trainer.create(opts, state.trainSet, test, modelBytes);
+    return await wg.Trainer.create(opts, state.trainSet, test, modelBytes, modelName);
   } finally {
     // Still ours (borrowed, or refused before it was taken): free it.
     if (test && test.__wbg_ptr) test.free();
@@ -559,9 +559,10 @@ async function importModel(file) {
   let t;
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
-    t = await createTrainer(opts, bytes);
+    t = await createTrainer(opts, bytes, file.name);
   } catch (e) {
-    showError(`${file.name}: ${message(e)}`);
+    // The message names the file.
+    showError(e);
     return;
   } finally {
     state.trainerBusy = false;
