@@ -1784,6 +1784,16 @@ pub fn run_family_with(
 mod tests {
     use super::*;
 
+    #[test]
+    fn gamma_is_highams_n_u_over_one_minus_n_u() {
+        // γ_n = n·u / (1 − n·u), u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1). At
+        // n = 2²⁰, n·u = 1/16 and γ_n = 1/15, well apart from n·u and from 1/17.
+        assert_eq!(gamma(1 << 20), (1.0 / 16.0) / (15.0 / 16.0));
+        assert!((gamma(1 << 20) - 1.0 / 15.0).abs() < 1e-15);
+        assert_eq!(gamma(1), U / (1.0 - U));
+        assert!(gamma(1000) > 1000.0 * U);
+    }
+
     /// The adam bound, evaluated with correctly rounded sqrt and division, must hold for the
     /// f32 twin (whose sqrt and division are correctly rounded): a check of the derivation that
     /// needs no GPU.
