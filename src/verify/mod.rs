@@ -131,7 +131,9 @@ pub fn compare(
         let err = (g as f64 - r).abs();
         let (atol, rtol) = tol(i);
         let t = atol + rtol * r.abs();
-        if err.is_nan() || (g.is_nan() != r.is_nan()) {
+        // Unequal and either side NaN or infinite: a failure (an infinite reference would
+        // also make the relative tolerance infinite and pass anything).
+        if !err.is_finite() {
             c.bad += 1;
             c.worst = f64::INFINITY;
             c.max_abs = f64::INFINITY;
@@ -1783,6 +1785,35 @@ pub fn run_family_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_counts_out_of_tolerance_and_nan_and_reports_exact_statistics() {
+        // Tolerance 0.5 + 0.25·|cpu|. Element 0: error 0.5 of tolerance 1.0 (cpu 2);
+        // element 1: error exactly at its tolerance 0.5 (cpu 0) passes; element 2: error 3 of
+        // tolerance 1.5 (cpu 4) fails; element 3: equal infinities pass.
+        let c = compare(
+            "k",
+            "s".into(),
+            &[2.5, 0.5, 1.0, f32::INFINITY],
+            &[2.0, 0.0, 4.0, f64::INFINITY],
+            |_| (0.5, 0.25),
+        );
+        assert_eq!((c.bad, c.elements), (1, 4));
+        assert_eq!(c.max_abs, 3.0);
+        assert_eq!(c.max_rel, 0.75, "3/4; the zero reference is left out");
+        assert_eq!(c.worst, 2.0, "3 / 1.5");
+        // NaN anywhere fails, NaN against NaN included; opposite infinities fail.
+        for (g, r) in [
+            (f32::NAN, 1.0),
+            (1.0, f64::NAN),
+            (f32::NAN, f64::NAN),
+            (f32::INFINITY, f64::NEG_INFINITY),
+        ] {
+            let c = compare("k", "s".into(), &[g], &[r], |_| (1.0, 1.0));
+            assert_eq!(c.bad, 1, "{g} vs {r}");
+            assert_eq!(c.worst, f64::INFINITY, "{g} vs {r}");
+        }
+    }
 
     #[test]
     fn gamma_is_highams_n_u_over_one_minus_n_u() {
