@@ -300,19 +300,31 @@ pub fn defaults(preset: &str) -> Result<JsValue, JsError> {
     let cfg = TrainConfig::preset(preset).map_err(js_err)?;
     to_js(&TrainOptions {
         arch: Some(preset.to_string()),
-        optimizer: Some(cfg.optimizer),
-        lr: Some(cfg.lr),
-        momentum: Some(cfg.momentum),
-        l2: Some(cfg.l2),
-        batch_size: Some(cfg.batch),
-        epochs: Some(cfg.epochs),
-        max_steps: cfg.max_steps,
-        seed: Some(cfg.seed as u32),
-        lr_schedule: Some(cfg.lr_schedule),
-        shuffle: Some(cfg.shuffle),
         device: Some("auto".into()),
         autotune: Some(true),
+        ..TrainOptions::from(&cfg)
     })
+}
+
+impl From<&TrainConfig> for TrainOptions {
+    /// Every setting of `c` (the architecture as its `--arch` string; no device).
+    fn from(c: &TrainConfig) -> Self {
+        TrainOptions {
+            arch: Some(c.arch.to_string()),
+            optimizer: Some(c.optimizer),
+            lr: Some(c.lr),
+            momentum: Some(c.momentum),
+            l2: Some(c.l2),
+            batch_size: Some(c.batch),
+            epochs: Some(c.epochs),
+            max_steps: c.max_steps,
+            seed: Some(c.seed as u32),
+            lr_schedule: Some(c.lr_schedule),
+            shuffle: Some(c.shuffle),
+            device: None,
+            autotune: None,
+        }
+    }
 }
 
 /// The run `o` asks for, and its starting weights (`model`: a safetensors file's bytes, read
@@ -550,22 +562,7 @@ impl Trainer {
     /// The resolved settings (every [`TrainOptions`] field).
     #[wasm_bindgen(getter, unchecked_return_type = "TrainOptions")]
     pub fn config(&self) -> Result<JsValue, JsError> {
-        let c = &self.cfg;
-        to_js(&TrainOptions {
-            arch: Some(c.arch.to_string()),
-            optimizer: Some(c.optimizer),
-            lr: Some(c.lr),
-            momentum: Some(c.momentum),
-            l2: Some(c.l2),
-            batch_size: Some(c.batch),
-            epochs: Some(c.epochs),
-            max_steps: c.max_steps,
-            seed: Some(c.seed as u32),
-            lr_schedule: Some(c.lr_schedule),
-            shuffle: Some(c.shuffle),
-            device: None,
-            autotune: None,
-        })
+        to_js(&TrainOptions::from(&self.cfg))
     }
 
     #[wasm_bindgen(getter, js_name = totalSteps)]
