@@ -13,9 +13,9 @@
 // not timed (as in `wgtrain train`'s per-epoch figure).
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, serve } from './shared.mjs';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,28 +42,12 @@ const AUTOTUNE = !process.argv.includes('--no-autotune');
 const DATA = list('data', [path.join(ROOT, 'assets/mnist-sample')])[0];
 const FILES = ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'];
 const DATA_B64 = FILES.map((f) => fs.readFileSync(path.join(DATA, f)).toString('base64'));
-const ARGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 const median = (v) => {
   const s = [...v].sort((a, b) => a - b);
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function serve(root) {
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
-  const server = http.createServer((req, res) => {
-    let p = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    if (p.endsWith(path.sep)) p = path.join(p, 'index.html');
-    if (!p.startsWith(root)) { res.writeHead(403); res.end(); return; }
-    fs.readFile(p, (e, b) => {
-      if (e) { res.writeHead(404); res.end(); return; }
-      res.writeHead(200, { 'content-type': types[path.extname(p)] || 'application/octet-stream' });
-      res.end(b);
-    });
-  });
-  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
-}
 
 /** One repetition in a fresh page: images/s of each epoch after the first, and the device. */
 async function browserRun(browser, base, preset, device) {
@@ -107,7 +91,7 @@ function nativeRun(preset, device) {
 
 const server = await serve(WWW);
 const base = `http://127.0.0.1:${server.address().port}/`;
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 const rows = [];
 try {
   for (const preset of PRESETS) {

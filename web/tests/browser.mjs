@@ -19,9 +19,9 @@
 // Exits 0 when every check passed, 1 otherwise.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, serve } from './shared.mjs';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,20 +35,6 @@ const SEED = process.env.WGTRAIN_BROWSER_SEED !== undefined
   ? Number(process.env.WGTRAIN_BROWSER_SEED) >>> 0
   : Math.floor(Math.random() * 2 ** 32) >>> 0;
 
-// What makes headless Chromium offer WebGPU here: `--enable-unsafe-webgpu` (without it
-// requestAdapter() gives null; with it, SwiftShader's Vulkan adapter). The rest keeps a
-// sandboxed network quiet and the profile fresh (Playwright gives each launch its own).
-const CHROMIUM_ARGS = [
-  '--enable-unsafe-webgpu',
-  '--no-sandbox',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-default-apps',
-  '--disable-extensions',
-];
 
 // seed-small (784-10-10-10, SGD, lr 0.05, momentum 0.9, seed 1), 15 epochs of 20 steps on the
 // 2000-image sample: 0.807 test accuracy in the page on WebGPU (SwiftShader), the same as
@@ -82,42 +68,6 @@ function assert(cond, msg) {
 
 // ---------- static server ----------
 
-const MIME = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
-  '.wasm': 'application/wasm',
-  '.png': 'image/png',
-  '.svg': 'image/svg+xml',
-  '.ts': 'text/plain; charset=utf-8',
-};
-
-function serve(dir) {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://localhost');
-    let p = path.normalize(decodeURIComponent(url.pathname));
-    if (p.endsWith('/')) p += 'index.html';
-    const file = path.join(dir, p);
-    if (!file.startsWith(dir + path.sep)) {
-      res.writeHead(403).end();
-      return;
-    }
-    fs.readFile(file, (err, body) => {
-      if (err) {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-        return;
-      }
-      res.writeHead(200, {
-        'content-type': MIME[path.extname(file)] || 'application/octet-stream',
-        'cache-control': 'no-store',
-      });
-      res.end(body);
-    });
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 // ---------- page helpers ----------
 

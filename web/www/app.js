@@ -251,6 +251,16 @@ function readOptions() {
   return opts;
 }
 
+/** The form's options, or null after showing why they are invalid. */
+function optionsOrError() {
+  try {
+    return readOptions();
+  } catch (e) {
+    showError(e);
+    return null;
+  }
+}
+
 function chunkSteps() {
   const v = Number($('chunk').value);
   return Number.isInteger(v) && v >= 1 ? v : 10;
@@ -301,13 +311,8 @@ function adoptTrainer(t) {
 async function startTraining() {
   clearError();
   if (state.running || state.trainerBusy) return;
-  let opts;
-  try {
-    opts = readOptions();
-  } catch (e) {
-    showError(e);
-    return;
-  }
+  const opts = optionsOrError();
+  if (!opts) return;
   const before = $('status').dataset.state;
   const beforeText = $('status').textContent;
   setStatus('preparing', 'Preparing the network and uploading the data…');
@@ -547,13 +552,8 @@ async function importModel(file) {
     showError('pause training before importing a model');
     return;
   }
-  let opts;
-  try {
-    opts = readOptions();
-  } catch (e) {
-    showError(e);
-    return;
-  }
+  const opts = optionsOrError();
+  if (!opts) return;
   state.trainerBusy = true;
   updateButtons();
   let t;
