@@ -560,3 +560,35 @@ fn ranks_with_nothing_to_evaluate_still_join_the_sum() {
         assert!((g.loss_sum - want.loss_sum).abs() <= 1e-6 * want.loss_sum.abs());
     }
 }
+
+/// The smallest batch allowed: as many rows as ranks, one each. It trains as one process does,
+/// and every rank's communication books count each step once, with times that are real
+/// durations (positive reads and writes, a non-negative wait), plain and overlapped.
+#[test]
+fn a_batch_as_small_as_the_ranks_trains_one_row_each_and_books_every_sum() {
+    let data = sample();
+    let mut cfg = config("784-16-10", 1);
+    cfg.batch = 2;
+    cfg.max_steps = Some(6);
+    let model = cfg.init_model();
+    let alone = one_process(&cfg, &model, &data);
+    for overlap in [false, true] {
+        let outs = on_ranks(2, |comm| {
+            let mut e = engine(comm, Device::Cpu, &cfg, &model, None, &data);
+            let overlapped = overlap && e.overlap_communication().unwrap();
+            assert_eq!(overlapped, overlap, "the CPU engine cuts an MLP's step");
+            assert_eq!((e.rank() < 2, e.ranks()), (true, 2));
+            let wall = std::time::Instant::now();
+            let out = outcome(&mut e, &cfg, Position::default(), &data, overlapped);
+            (out, e.comm_time(), wall.elapsed().as_secs_f64())
+        });
+        for (rank, (out, t, wall)) in outs.iter().enumerate() {
+            let gap = relative_gap(&out.model, &alone.model, &model);
+            eprintln!("overlap {overlap}, rank {rank}: relative gap {gap:.2e}, {t:?}");
+            assert!(gap < 1e-5, "rank {rank}: gap {gap:e} to one process");
+            assert_eq!(t.steps, 6, "rank {rank}: one sum per step");
+            assert!(t.read > 0.0 && t.write > 0.0 && t.sum >= 0.0, "{t:?}");
+            assert!(t.read + t.sum + t.write <= *wall, "{t:?} within {wall} s");
+        }
+    }
+}

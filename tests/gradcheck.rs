@@ -21,6 +21,10 @@ use wgtrain::verify::{Inputs, U};
 
 /// Every layer type: padded conv, pooling, strided conv, flatten, two dense layers.
 const CONV_ARCH: &str = "1x8x8-c3k3p1-m2-c4k3s2p1-5-3";
+/// 1×1 convolutions, one above a ReLU layer and one above pooling: no im2col or col2im, the
+/// input gradient one product, with the ReLU mask fused into it or without one (paths of
+/// their own in `nn::conv2d`).
+const CONV_1X1_ARCH: &str = "1x8x8-c3k3p1-c4k1-m2-c4k1-5-3";
 const MLP_ARCH: &str = "6-5-4-3";
 const B: usize = 4;
 
@@ -325,6 +329,11 @@ fn engine_check(arch: &str, test: &str) {
 #[test]
 fn conv_net_engine_gradients_match_the_f64_oracle_on_every_backend() {
     engine_check(CONV_ARCH, "gradcheck_engine_conv");
+}
+
+#[test]
+fn one_by_one_conv_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(CONV_1X1_ARCH, "gradcheck_engine_conv_1x1");
 }
 
 #[test]

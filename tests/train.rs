@@ -578,3 +578,37 @@ fn chunked_progress_stops_at_each_epoch_end_and_max_steps_and_trains_as_the_epoc
     let c = r.advance(&mut chunked, 100).unwrap();
     assert_eq!((c.epoch, c.done, c.of, c.epoch_end), (1, 20, 20, true));
 }
+
+/// Evaluating the training set mid-epoch overwrites the order buffer the step reads (the
+/// evaluation walks the file in order); the next `train_steps` of that epoch must upload the
+/// epoch's order again, so the run ends bit-for-bit where an uninterrupted one does.
+#[test]
+fn evaluating_mid_epoch_then_training_on_continues_the_epochs_own_order() {
+    let data = sample();
+    let cfg = config("784-32-10", 1);
+    let model = cfg.init_model();
+    // Not file order, so training on the evaluation's order would take other images.
+    let order: Vec<u32> = (0..data.train.n as u32).rev().collect();
+    let steps = 4;
+    let run = |evaluate_between: bool| {
+        let mut e = Engine::cpu(&cfg, &model, None, &data.train, Some(&data.test)).unwrap();
+        e.train_steps(&order, 0, steps).unwrap();
+        if evaluate_between {
+            let m = e.evaluate(Which::Train).unwrap();
+            assert_eq!(m.seen as usize, data.train.n, "the evaluation ran");
+        }
+        e.train_steps(&order, steps, steps).unwrap();
+        e.model().unwrap()
+    };
+    let straight = run(false);
+    let interrupted = run(true);
+    assert!(
+        common::max_diff(&straight, &model) > 1e-3,
+        "the weights moved"
+    );
+    assert_eq!(
+        common::max_diff(&straight, &interrupted),
+        0.0,
+        "an evaluation between two chunks of an epoch changed what the second chunk trained on"
+    );
+}
