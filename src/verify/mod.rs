@@ -1816,6 +1816,48 @@ mod tests {
     }
 
     #[test]
+    fn sgd_compare_holds_each_element_to_the_documented_first_order_bound() {
+        // Every term of the bound matters here (λ|w| and μ|v| as large as |g|), so a bound
+        // with a term dropped, flipped or loosened reports another error/tolerance ratio.
+        let hp = crate::ops::SgdParams {
+            lr: 0.5,
+            momentum: 0.9,
+            l2: 0.25,
+        };
+        let (w, g, v) = ([0.75f32, -0.5], [-0.5f32, 0.125], [0.25f32, -1.0]);
+        let (lr, mu, l2) = (0.5f64, 0.9f32 as f64, 0.25f64);
+        let f = |x: &[f32]| x.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        let (wd, gd, vd) = (f(&w), f(&g), f(&v));
+        let v_want: Vec<f64> = (0..2).map(|i| mu * vd[i] + gd[i] + l2 * wd[i]).collect();
+        let w_want: Vec<f64> = (0..2).map(|i| wd[i] - lr * v_want[i]).collect();
+        // The exact updates rounded to f32 and moved 2 ulps: a non-zero error near the bound.
+        let nudge = |x: f64| f32::from_bits((x as f32).to_bits() + 2);
+        let v_got: Vec<f32> = v_want.iter().map(|&x| nudge(x)).collect();
+        let w_got: Vec<f32> = w_want.iter().map(|&x| nudge(x)).collect();
+        let slack = 1.0 + 64.0 * U;
+        let mag = |i: usize| mu * vd[i].abs() + gd[i].abs() + l2 * wd[i].abs();
+        let ratio = |got: &[f32], want: &[f64], tol: &dyn Fn(usize) -> f64| {
+            (0..2)
+                .map(|i| (got[i] as f64 - want[i]).abs() / tol(i))
+                .fold(0.0, f64::max)
+        };
+        let want_v = ratio(&v_got, &v_want, &|i| 3.0 * U * mag(i) * slack);
+        let want_w = ratio(&w_got, &w_want, &|i| {
+            (U * wd[i].abs() + 5.0 * U * lr * mag(i)) * slack
+        });
+        let c = sgd_compare(hp, [&w, &g, &v], &w_got, &v_got, "2".into());
+        for (c, want) in c.iter().zip([want_v, want_w]) {
+            assert!(want > 0.05, "{}: a ratio to compare ({want})", c.kernel);
+            assert!(
+                (c.worst - want).abs() <= 1e-12 * want,
+                "{}: error/tolerance {} where the documented bound gives {want}",
+                c.kernel,
+                c.worst
+            );
+        }
+    }
+
+    #[test]
     fn gamma_is_highams_n_u_over_one_minus_n_u() {
         // γ_n = n·u / (1 − n·u), u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1). At
         // n = 2²⁰, n·u = 1/16 and γ_n = 1/15, well apart from n·u and from 1/17.
