@@ -1858,6 +1858,23 @@ mod tests {
     }
 
     #[test]
+    fn compare_exact_passes_equal_values_and_matching_nans_and_fails_a_nan_for_a_number() {
+        let ok = compare_exact(
+            "k",
+            "s".into(),
+            &[1.0, f32::NAN, f32::INFINITY],
+            &[1.0, f64::NAN, f64::INFINITY],
+        );
+        assert_eq!(ok.bad, 0, "equal values, NaN for NaN, equal infinities");
+        // An unwritten (NaN-poisoned) output where the reference is a number, a number where
+        // the reference is NaN, and a plain wrong value each fail.
+        for (g, r) in [(f32::NAN, 1.0), (1.0, f64::NAN), (2.0, 1.0)] {
+            let c = compare_exact("k", "s".into(), &[g], &[r]);
+            assert_eq!(c.bad, 1, "{g} vs {r}");
+        }
+    }
+
+    #[test]
     fn gamma_is_highams_n_u_over_one_minus_n_u() {
         // γ_n = n·u / (1 − n·u), u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1). At
         // n = 2²⁰, n·u = 1/16 and γ_n = 1/15, well apart from n·u and from 1/17.
