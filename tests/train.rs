@@ -403,6 +403,36 @@ enum L2Rule {
     Decoupled,
 }
 
+/// The reference twins' gradients of the mean loss of `model` on minibatch `s` of `data` in
+/// file order (no L2).
+fn twin_gradients(
+    cfg: &TrainConfig,
+    model: &Model,
+    data: &wgtrain::data::Dataset,
+    s: usize,
+) -> Vec<wgtrain::model::Param> {
+    use wgtrain::backend::reference::ReferenceBackend;
+    let (b, px) = (cfg.batch, data.pixels());
+    let x: Vec<f32> = data.images[s * b * px..(s + 1) * b * px]
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect();
+    let y: Vec<u32> = data.labels[s * b..(s + 1) * b]
+        .iter()
+        .map(|&l| l as u32)
+        .collect();
+    let mut e = Engine::new(
+        Box::new(ReferenceBackend::new()),
+        cfg,
+        model,
+        None,
+        data,
+        None,
+    )
+    .unwrap();
+    e.gradients(&x, &y).unwrap()
+}
+
 /// `steps` SGD steps from `model` over the training set in file order, applied by hand in f32
 /// to gradients from the reference twins (`Engine::gradients`: the mean loss's gradient, no
 /// L2), with PyTorch's order of operations: d ← g + λw; v ← μv + d (v = d at the first
@@ -414,8 +444,6 @@ fn sgd_by_hand(
     steps: usize,
     rule: L2Rule,
 ) -> Model {
-    use wgtrain::backend::reference::ReferenceBackend;
-    let (b, px) = (cfg.batch, data.pixels());
     let (lr, mu, l2) = (cfg.lr, cfg.momentum, cfg.l2);
     let mut m = model.clone();
     let mut v: Vec<(Vec<f32>, Vec<f32>)> = m
@@ -424,17 +452,7 @@ fn sgd_by_hand(
         .map(|p| (vec![0.0; p.weight.len()], vec![0.0; p.bias.len()]))
         .collect();
     for s in 0..steps {
-        let x: Vec<f32> = data.images[s * b * px..(s + 1) * b * px]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
-        let y: Vec<u32> = data.labels[s * b..(s + 1) * b]
-            .iter()
-            .map(|&l| l as u32)
-            .collect();
-        let mut e =
-            Engine::new(Box::new(ReferenceBackend::new()), cfg, &m, None, data, None).unwrap();
-        let g = e.gradients(&x, &y).unwrap();
+        let g = twin_gradients(cfg, &m, data, s);
         let (l2_w, l2_b) = match rule {
             L2Rule::Pytorch => (l2, 0.0),
             L2Rule::None | L2Rule::Decoupled => (0.0, 0.0),
@@ -618,8 +636,7 @@ fn evaluating_mid_epoch_then_training_on_continues_the_epochs_own_order() {
 /// CosineAnnealingLR's rate α_t = α·(1 + cos(π(t − 1)/T))/2 over T = the configured epochs'
 /// steps, on gradients from the reference twins (file order).
 fn adam_cosine_by_hand(cfg: &TrainConfig, model: &Model, data: &wgtrain::data::Dataset) -> Model {
-    use wgtrain::backend::reference::ReferenceBackend;
-    let (b, px) = (cfg.batch, data.pixels());
+    let b = cfg.batch;
     let per_epoch = data.n / b;
     let span = (cfg.epochs * per_epoch) as f64;
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f32);
@@ -633,17 +650,7 @@ fn adam_cosine_by_hand(cfg: &TrainConfig, model: &Model, data: &wgtrain::data::D
     let (mut mom, mut vel) = (zeros(&m), zeros(&m));
     for t in 1..=cfg.max_steps.unwrap() {
         let s = (t - 1) % per_epoch;
-        let x: Vec<f32> = data.images[s * b * px..(s + 1) * b * px]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
-        let y: Vec<u32> = data.labels[s * b..(s + 1) * b]
-            .iter()
-            .map(|&l| l as u32)
-            .collect();
-        let mut e =
-            Engine::new(Box::new(ReferenceBackend::new()), cfg, &m, None, data, None).unwrap();
-        let g = e.gradients(&x, &y).unwrap();
+        let g = twin_gradients(cfg, &m, data, s);
         let lr = cfg.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * (t - 1) as f64 / span).cos());
         let step_size = (lr / (1.0 - b1.powi(t as i32))) as f32;
         let bc2_sqrt = (1.0 - b2.powi(t as i32)).sqrt() as f32;
