@@ -403,6 +403,16 @@ enum L2Rule {
     Decoupled,
 }
 
+/// `cfg`'s whole run on `e` (no test set) from the start; the weights it ends with.
+fn train_without_test_set(
+    e: &mut Engine,
+    cfg: &TrainConfig,
+    train: &wgtrain::data::Dataset,
+) -> Model {
+    train::run(e, cfg, train.n, 0, Position::default(), &mut Quiet).unwrap();
+    e.model().unwrap()
+}
+
 /// The reference twins' gradients of the mean loss of `model` on minibatch `s` of `data` in
 /// file order (no L2).
 fn twin_gradients(
@@ -539,16 +549,7 @@ fn sgd_with_l2_decays_the_weights_not_the_biases_as_pytorch_does_on_every_engine
         engines.push(Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap());
     }
     for mut e in engines {
-        train::run(
-            &mut e,
-            &cfg,
-            data.train.n,
-            0,
-            Position::default(),
-            &mut Quiet,
-        )
-        .unwrap();
-        let got = e.model().unwrap();
+        let got = train_without_test_set(&mut e, &cfg, &data.train);
         let d = common::max_diff(&got, &want);
         eprintln!("{}: {d:.3e} from PyTorch's rule", e.device());
         assert_every_layer_moved(&e.device(), &model, &got, 1e-3);
@@ -697,16 +698,7 @@ fn adam_with_the_cosine_schedule_spans_the_configured_epochs_as_pytorch_does() {
         None,
     )
     .unwrap();
-    train::run(
-        &mut e,
-        &cfg,
-        data.train.n,
-        0,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap();
-    let got = e.model().unwrap();
+    let got = train_without_test_set(&mut e, &cfg, &data.train);
     let d = common::max_diff(&got, &want);
     // Tolerance: the same gradients (the reference twins) and the same update, up to the
     // kernel's order of roundings (a few u of each step, |step| ≤ α_t·|m̂/√v̂|) fed back through
