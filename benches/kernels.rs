@@ -138,7 +138,7 @@ fn training_step(c: &mut Criterion) {
         cols: 28,
     };
     for name in ["seed-small", "seed-large", "lenet5"] {
-        let cfg = wgtrain::train::TrainConfig::preset(name).expect("preset");
+        let cfg = wgtrain::train::TrainConfig::preset(name.parse().expect("preset"));
         let model = cfg.init_model();
         let gctx = GpuContext::from_adapter(ctx.adapter.clone()).expect("device");
         let mut engine =

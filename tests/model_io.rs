@@ -8,6 +8,7 @@ use safetensors::Dtype;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use wgtrain::error::Setting;
 use wgtrain::model::io::{
     load_tensors, save_tensors, Checkpoint, Metadata, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_V1,
     MODEL_FORMAT, MODEL_FORMAT_V1,
@@ -526,7 +527,7 @@ fn inconsistent_model_is_not_saved() {
     let mut m = model("4-3-2", 1);
     m.params[1].bias = Array1::zeros(5);
     let err = m.save(d.path("m"), &Metadata::new()).unwrap_err();
-    assert!(matches!(err, Error::Shape(_)), "{err}");
+    assert!(matches!(err, Error::Weights { .. }), "{err}");
     assert!(err.to_string().contains("`layers.1.bias`"), "{err}");
     m.params.pop();
     assert!(m.save(d.path("m"), &Metadata::new()).is_err());
@@ -541,10 +542,16 @@ fn check_compatible_names_both_architectures() {
     let err = m
         .check_compatible(&arch("784-512-10"), Path::new("x.safetensors"))
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidArg { name: "--arch", .. }));
+    assert!(matches!(
+        err,
+        Error::InvalidSetting {
+            setting: Setting::Arch,
+            ..
+        }
+    ));
     assert_eq!(
         err.to_string(),
-        "invalid argument --arch: 784-512-10 disagrees with model file x.safetensors (784-256-10)"
+        "invalid argument network: 784-512-10 disagrees with model file x.safetensors (784-256-10)"
     );
 }
 
@@ -647,7 +654,7 @@ fn adam_checkpoint_of_a_conv_net_round_trips() {
     let mut c = c.clone();
     c.slots[1].1[2].bias = Array1::zeros(3);
     let e = c.save(d.path("bad.safetensors")).unwrap_err();
-    assert!(matches!(e, Error::Shape(_)), "{e}");
+    assert!(matches!(e, Error::Weights { .. }), "{e}");
     assert!(e.to_string().contains("`optimizer.adam.m.2.bias`"), "{e}");
 }
 
@@ -878,7 +885,10 @@ fn broken_checkpoints_are_rejected() {
 
     let mut c = checkpoint();
     c.slots[0].1.pop();
-    assert!(matches!(c.save(d.path("x")).unwrap_err(), Error::Shape(_)));
+    assert!(matches!(
+        c.save(d.path("x")).unwrap_err(),
+        Error::Weights { .. }
+    ));
 }
 
 #[test]
@@ -1154,7 +1164,13 @@ fn impossible_nets_are_refused_naming_the_layer() {
     ] {
         let err = Arch::parse(s).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidArg { name: "--arch", .. }),
+            matches!(
+                err,
+                Error::InvalidSetting {
+                    setting: Setting::Arch,
+                    ..
+                } | Error::Network { .. }
+            ),
             "{err}"
         );
         let msg = err.to_string();

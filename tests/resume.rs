@@ -254,7 +254,7 @@ fn adam_conv_net_resumed_from_a_checkpoint_matches_the_uninterrupted_run_bitwise
     };
     let data = wgtrain::data::load_dir(Path::new("assets/mnist-sample")).unwrap();
     let train_set = data.train.subset(500);
-    let mut cfg = TrainConfig::preset("lenet5").unwrap();
+    let mut cfg = TrainConfig::preset(wgtrain::model::Preset::Lenet5);
     cfg.arch = wgtrain::model::Arch::parse("1x28x28-c4k5p2-m2-c6k5-m2-24-10").unwrap();
     cfg.epochs = 2;
     cfg.batch = 50;
@@ -289,7 +289,7 @@ fn adam_conv_net_resumed_from_a_checkpoint_matches_the_uninterrupted_run_bitwise
         session::save_checkpoint(&mut first, &cfg, &path, at).unwrap();
 
         let start = session::start(
-            TrainConfig::preset("seed-large").unwrap(),
+            TrainConfig::preset(wgtrain::model::Preset::SeedLarge),
             &session::Overrides::default(),
             None,
             Some(&path),

@@ -6,6 +6,7 @@
 
 use super::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
+use crate::error::Setting;
 use crate::fastcpu;
 use crate::ops::{BufId, Conv2dSpec, DataId, Epilogue, MatmulSpec, MetricsAcc, Op};
 use crate::{Error, Result};
@@ -265,12 +266,20 @@ pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The error for reading a buffer the CPU engine never fills.
+fn elided_read(buf: BufId) -> Error {
+    Error::Unsupported {
+        what: format!("reading buffer {}", buf.0),
+        reason: "it is a convolution scratch buffer the CPU engine fuses away".into(),
+    }
+}
+
 /// Refuse a thread count of 0 or above the cores available, in one line.
 pub fn check_threads(threads: usize) -> Result<usize> {
     let cores = available_threads();
     if threads == 0 || threads > cores {
-        return Err(Error::InvalidArg {
-            name: "--threads",
+        return Err(Error::InvalidSetting {
+            setting: Setting::Threads,
             reason: format!(
                 "{threads} is not between 1 and {cores}, the cores available to this process"
             ),
@@ -293,8 +302,8 @@ impl CpuBackend {
             .num_threads(threads)
             .thread_name(|i| format!("wgtrain-cpu-{i}"))
             .build()
-            .map_err(|e| Error::InvalidArg {
-                name: "--threads",
+            .map_err(|e| Error::InvalidSetting {
+                setting: Setting::Threads,
                 reason: format!("cannot start {threads} threads: {e}"),
             })?;
         Ok(CpuBackend {
@@ -587,9 +596,7 @@ impl Backend for CpuBackend {
 
     fn read(&mut self, buf: BufId, words: usize) -> Result<Vec<u32>> {
         if self.elided.contains(&buf) {
-            return Err(Error::Shape(format!(
-                "buffer {buf:?} is a convolution scratch buffer the CPU engine fuses away"
-            )));
+            return Err(elided_read(buf));
         }
         Ok(self.bufs[buf.0][..words].to_vec())
     }
@@ -598,9 +605,7 @@ impl Backend for CpuBackend {
         let mut at = 0;
         for &(b, words) in bufs {
             if self.elided.contains(&b) {
-                return Err(Error::Shape(format!(
-                    "buffer {b:?} is a convolution scratch buffer the CPU engine fuses away"
-                )));
+                return Err(elided_read(b));
             }
             out[at..at + words].copy_from_slice(&self.bufs[b.0][..words]);
             at += words;
@@ -615,9 +620,10 @@ impl Backend for CpuBackend {
 
     fn prepare(&mut self, ops: &[Op]) -> Result<ProgramId> {
         if let Some(op) = ops.iter().find(|op| !op.is_alias_free()) {
-            return Err(Error::Shape(format!(
-                "an op writes a buffer it also reads or writes twice: {op:?}"
-            )));
+            return Err(Error::KernelShape {
+                kernel: "program".into(),
+                reason: format!("an op writes a buffer it also reads or writes twice: {op:?}"),
+            });
         }
         for op in ops {
             if let Op::Gather {
@@ -626,10 +632,13 @@ impl Backend for CpuBackend {
             {
                 let (n, words) = (self.data[data.0].n, self.bufs[order.0].len());
                 if len > n || len > words {
-                    return Err(Error::Shape(format!(
-                        "gather: {len} order entries in use, but the dataset has {n} samples \
-                         and the order buffer {words} entries"
-                    )));
+                    return Err(Error::KernelShape {
+                        kernel: "gather".into(),
+                        reason: format!(
+                            "{len} order entries in use, but the dataset has {n} samples and \
+                             the order buffer {words} entries"
+                        ),
+                    });
                 }
             }
         }
@@ -642,11 +651,12 @@ impl Backend for CpuBackend {
             .chain([&needed])
             .any(|n| !n.is_disjoint(&elided))
         {
-            return Err(Error::Shape(
-                "a program reads a convolution scratch buffer that the CPU engine fuses away \
-                 before writing it"
+            return Err(Error::Unsupported {
+                what: "program".into(),
+                reason: "it reads a convolution scratch buffer that the CPU engine fuses away \
+                         before writing it"
                     .into(),
-            ));
+            });
         }
         self.elided = elided;
         self.program_needs.push(needed);

@@ -202,18 +202,18 @@ impl Backend for GpuBackend {
 
     fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
         let bytes = words as u64 * 4;
-        let hint = format!("buffer `{label}`: use a smaller --batch-size or a smaller network");
+        let used_by = crate::error::LimitUse::Buffer(label.to_string());
         self.ctx.check_limit(
             "max_buffer_size",
             self.ctx.limits.max_buffer_size,
             bytes,
-            &hint,
+            &used_by,
         )?;
         self.ctx.check_limit(
             "max_storage_buffer_binding_size",
             self.ctx.limits.max_storage_buffer_binding_size,
             bytes,
-            &hint,
+            &used_by,
         )?;
         self.bufs.push(self.ctx.storage(label, bytes));
         Ok(BufId(self.bufs.len() - 1))

@@ -91,9 +91,11 @@ impl dyn Backend + '_ {
 /// memory); refused in one line when the allocation fails.
 pub(crate) fn host_alloc(bufs: &mut Vec<Vec<u32>>, label: &str, words: usize) -> Result<BufId> {
     let mut v = Vec::new();
-    v.try_reserve_exact(words.max(1)).map_err(|_| {
-        crate::Error::Shape(format!("buffer `{label}`: cannot allocate {words} words"))
-    })?;
+    v.try_reserve_exact(words.max(1))
+        .map_err(|_| crate::Error::OutOfMemory {
+            label: label.to_string(),
+            words,
+        })?;
     v.resize(words.max(1), 0);
     bufs.push(v);
     Ok(BufId(bufs.len() - 1))

@@ -82,9 +82,9 @@ pub fn encode_idx_images(n: usize, rows: usize, cols: usize, data: &[u8]) -> Res
     let expected = n
         .checked_mul(rows)
         .and_then(|v| v.checked_mul(cols))
-        .ok_or_else(|| Error::Shape(format!("{n}×{rows}×{cols} images overflow usize")))?;
+        .ok_or_else(|| encode_error(format!("{n}×{rows}×{cols} images overflow usize")))?;
     if data.len() != expected {
-        return Err(Error::Shape(format!(
+        return Err(encode_error(format!(
             "{n} images of {rows}×{cols} need {expected} bytes, got {}",
             data.len()
         )));
@@ -141,7 +141,15 @@ fn write_gz(path: &Path, raw: &[u8]) -> Result<()> {
 }
 
 fn dim_u32(d: usize) -> Result<u32> {
-    u32::try_from(d).map_err(|_| Error::Shape(format!("IDX dimension {d} does not fit in u32")))
+    u32::try_from(d).map_err(|_| encode_error(format!("dimension {d} does not fit in u32")))
+}
+
+/// Arrays that cannot be written as IDX.
+fn encode_error(reason: String) -> Error {
+    Error::Unsupported {
+        what: "encoding IDX".into(),
+        reason,
+    }
 }
 
 fn read_file(path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)> {

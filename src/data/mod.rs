@@ -116,7 +116,7 @@ pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
 /// Locate the four standard files in `dir`; the error lists every missing one.
 pub fn locate(dir: &Path) -> Result<MnistFiles> {
     if !dir.is_dir() {
-        return Err(Error::DatasetUnavailable(format!(
+        return Err(Error::dataset(format!(
             "dataset folder {} does not exist or is not a folder",
             dir.display()
         )));
@@ -130,7 +130,7 @@ pub fn locate(dir: &Path) -> Result<MnistFiles> {
             .filter(|(_, f)| f.is_none())
             .map(|(s, _)| format!("{s}[.gz]"))
             .collect();
-        return Err(Error::DatasetUnavailable(format!(
+        return Err(Error::dataset(format!(
             "{} lacks {} (a dataset folder holds the four standard MNIST-format files {}, each raw or gzipped)",
             dir.display(),
             missing.join(", "),
@@ -199,7 +199,7 @@ pub fn load_dir(dir: &Path) -> Result<Mnist> {
         let train = s.spawn(|| load_split(&f.train_images, &f.train_labels));
         let test = load_split(&f.test_images, &f.test_labels);
         let train = train.join().unwrap_or_else(|_| {
-            Err(Error::DatasetUnavailable(format!(
+            Err(Error::dataset(format!(
                 "loading {} failed unexpectedly",
                 f.train_images.display()
             )))

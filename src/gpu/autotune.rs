@@ -954,8 +954,8 @@ async fn tune_inner(
             Err(e) => timed.push(note(format!("error: {e}"))),
         }
     }
-    let (best, s) = best.ok_or_else(|| crate::Error::InvalidArg {
-        name: "matmul autotune",
+    let (best, s) = best.ok_or_else(|| crate::Error::Unsupported {
+        what: "matmul autotune".into(),
         reason: format!(
             "no matmul variant passed the CPU check on {}",
             ctx.describe()

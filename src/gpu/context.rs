@@ -2,6 +2,7 @@
 //! needs, a cache of compute pipelines, buffers, launches and readback, and the translation of
 //! wgpu errors into [`Error`]s that name the kernel.
 
+use crate::error::LimitUse;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -271,23 +272,29 @@ impl GpuContext {
     }
 
     /// Fail with a message naming the limit when `needs` exceeds the adapter.
-    pub fn check(&self, needs: &Needs, hint: &str) -> Result<()> {
+    pub fn check(&self, needs: &Needs, used_by: &LimitUse) -> Result<()> {
         self.check_limit(
             "max_buffer_size",
             self.limits.max_buffer_size,
             needs.max_buffer,
-            hint,
+            used_by,
         )?;
         self.check_limit(
             "max_storage_buffer_binding_size",
             self.limits.max_storage_buffer_binding_size,
             needs.max_binding,
-            hint,
+            used_by,
         )
     }
 
     /// Fail with [`Error::LimitExceeded`] when `need > have`.
-    pub fn check_limit(&self, limit: &'static str, have: u64, need: u64, hint: &str) -> Result<()> {
+    pub fn check_limit(
+        &self,
+        limit: &'static str,
+        have: u64,
+        need: u64,
+        used_by: &LimitUse,
+    ) -> Result<()> {
         if need > have {
             return Err(Error::LimitExceeded {
                 adapter: self.describe(),
@@ -295,11 +302,7 @@ impl GpuContext {
                 have,
                 need,
                 short: need - have,
-                hint: if hint.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {hint}")
-                },
+                used_by: used_by.clone(),
             });
         }
         Ok(())
@@ -345,16 +348,12 @@ impl GpuContext {
 
     fn kernel_error(&self, kernel: &str, reason: &str) -> Error {
         let reason = one_line(reason);
-        let hint = if reason.to_lowercase().contains("memory") {
-            "; try a smaller --batch-size or --device cpu".to_string()
-        } else {
-            String::new()
-        };
+        let out_of_memory = reason.to_lowercase().contains("memory");
         Error::Kernel {
             kernel: kernel.to_string(),
             adapter: self.describe(),
             reason,
-            hint,
+            out_of_memory,
         }
     }
 
@@ -425,7 +424,7 @@ impl GpuContext {
                 have: max as u64,
                 need: g as u64,
                 short: (g - max) as u64,
-                hint: format!("; kernel `{name}`"),
+                used_by: LimitUse::Kernel(name.to_string()),
             });
         }
         let (bind_group, error) = self.scoped(wgpu::ErrorFilter::Validation, || {

@@ -3,6 +3,7 @@
 //! workgroups. Launches are reusable: training builds them once and replays them every step.
 
 use super::context::{grid_1d, GpuContext, Launch};
+use crate::error::LimitUse;
 pub use crate::ops::{Epilogue, MatmulSpec, MetricsAcc, SgdParams, PADDING_LABEL};
 use crate::{Error, Result};
 use wgpu::Buffer;
@@ -74,10 +75,13 @@ fn matmul_sources<'a>(tiles: impl Iterator<Item = &'a MatmulTile>) -> Vec<(Strin
 fn need(kernel: &str, what: &str, buf: &Buffer, elems: usize) -> Result<()> {
     let bytes = (elems * 4) as u64;
     if buf.size() < bytes {
-        return Err(Error::Shape(format!(
-            "kernel `{kernel}`: buffer `{what}` holds {} elements, the shape needs {elems}",
-            buf.size() / 4
-        )));
+        return Err(Error::KernelShape {
+            kernel: kernel.to_string(),
+            reason: format!(
+                "buffer `{what}` holds {} elements, the shape needs {elems}",
+                buf.size() / 4
+            ),
+        });
     }
     Ok(())
 }
@@ -85,9 +89,10 @@ fn need(kernel: &str, what: &str, buf: &Buffer, elems: usize) -> Result<()> {
 fn nonzero(kernel: &str, dims: &[(&str, usize)]) -> Result<()> {
     for (name, d) in dims {
         if *d == 0 || *d > u32::MAX as usize {
-            return Err(Error::Shape(format!(
-                "kernel `{kernel}`: {name} = {d} must be in 1..=4294967295"
-            )));
+            return Err(Error::KernelShape {
+                kernel: kernel.to_string(),
+                reason: format!("{name} = {d} must be in 1..=4294967295"),
+            });
         }
     }
     Ok(())
@@ -481,26 +486,27 @@ pub fn matmul(
             mask
         }
         (e, None) => {
-            return Err(Error::Shape(format!(
-                "kernel `{name}`: epilogue {e:?} needs an aux buffer"
-            )))
+            return Err(Error::KernelShape {
+                kernel: name.to_string(),
+                reason: format!("epilogue {e:?} needs an aux buffer"),
+            })
         }
     };
     ctx.check_limit(
         "max_compute_workgroup_storage_size",
         ctx.limits.max_compute_workgroup_storage_size as u64,
         tile.shared_bytes() as u64,
-        &format!("matmul tile {tile}"),
+        &LimitUse::Kernel(format!("matmul tile {tile}")),
     )?;
     ctx.check_limit(
         "max_compute_invocations_per_workgroup",
         ctx.limits.max_compute_invocations_per_workgroup as u64,
         (tile.wg_x * tile.wg_y) as u64,
-        &format!("matmul tile {tile}"),
+        &LimitUse::Kernel(format!("matmul tile {tile}")),
     )?;
     if let Some(why) = tile.unsupported_for(ctx, spec) {
-        return Err(Error::InvalidArg {
-            name: "matmul tile",
+        return Err(Error::Unsupported {
+            what: format!("matmul tile {tile}"),
             reason: format!("{why} on {}", ctx.describe()),
         });
     }
@@ -827,10 +833,13 @@ impl GpuDataset {
         let samples = labels.len();
         nonzero("dataset", &[("samples", samples), ("pixels", pixels)])?;
         if images.len() != samples * pixels {
-            return Err(Error::Shape(format!(
-                "dataset: {} image bytes for {samples} samples of {pixels} pixels",
-                images.len()
-            )));
+            return Err(Error::KernelShape {
+                kernel: "dataset".into(),
+                reason: format!(
+                    "{} image bytes for {samples} samples of {pixels} pixels",
+                    images.len()
+                ),
+            });
         }
         let limit = max_shard_bytes.unwrap_or(
             ctx.limits
@@ -844,7 +853,7 @@ impl GpuDataset {
                 "max_storage_buffer_binding_size",
                 limit,
                 4 * pixels as u64,
-                "one binding must hold at least four images",
+                &LimitUse::Dataset("one binding must hold at least four images".into()),
             )?;
         }
         let shards = (0..samples)
@@ -889,10 +898,13 @@ pub fn gather(
         &[("B", rows), ("P", data.pixels), ("N", data.samples)],
     )?;
     if len > data.samples {
-        return Err(Error::Shape(format!(
-            "{name}: {len} order entries in use but the dataset has {} samples",
-            data.samples
-        )));
+        return Err(Error::KernelShape {
+            kernel: name.to_string(),
+            reason: format!(
+                "{len} order entries in use but the dataset has {} samples",
+                data.samples
+            ),
+        });
     }
     need(name, "order", order, len)?;
     need(name, "x", x, rows * data.pixels)?;
@@ -1019,14 +1031,16 @@ fn conv_geometry(kernel: &str, spec: &Conv2dSpec) -> Result<Im2colParams> {
     )?;
     let (oh, ow) = (s.out_h(), s.out_w());
     if oh == 0 || ow == 0 {
-        return Err(Error::Shape(format!(
-            "kernel `{kernel}`: a {k}x{k} kernel does not fit the {h}x{w} input padded by {p} \
-             (output {oh}x{ow})",
-            k = s.k,
-            h = s.h,
-            w = s.w,
-            p = s.pad
-        )));
+        return Err(Error::KernelShape {
+            kernel: kernel.to_string(),
+            reason: format!(
+                "a {k}x{k} kernel does not fit the {h}x{w} input padded by {p} (output {oh}x{ow})",
+                k = s.k,
+                h = s.h,
+                w = s.w,
+                p = s.pad
+            ),
+        });
     }
     nonzero(
         kernel,
@@ -1146,12 +1160,15 @@ fn pool_geometry(kernel: &str, spec: &Pool2dSpec) -> Result<PoolParams> {
         ],
     )?;
     if s.out_h() == 0 || s.out_w() == 0 {
-        return Err(Error::Shape(format!(
-            "kernel `{kernel}`: a {k}x{k} window does not fit the {h}x{w} input",
-            k = s.k,
-            h = s.h,
-            w = s.w
-        )));
+        return Err(Error::KernelShape {
+            kernel: kernel.to_string(),
+            reason: format!(
+                "a {k}x{k} window does not fit the {h}x{w} input",
+                k = s.k,
+                h = s.h,
+                w = s.w
+            ),
+        });
     }
     nonzero(kernel, &[("B·H·W·C", s.input_len())])?;
     Ok(PoolParams {

@@ -16,6 +16,7 @@
 //! included; every failure is a one-line [`Error::BadModel`] naming the file.
 
 use super::{check_finite_tensor, check_param_shapes, Arch, Model, Param, MAX_DIM};
+use crate::error::Setting;
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
@@ -410,7 +411,7 @@ fn arch_from_dense(raw: &[RawParam]) -> std::result::Result<Arch, String> {
     }
     let arch = Arch::mlp(&sizes);
     arch.shapes().map_err(|e| match e {
-        Error::Shape(r) => r,
+        Error::Network { arch, reason } => format!("{arch}: {reason}"),
         e => e.to_string(),
     })?;
     Ok(arch)
@@ -474,10 +475,11 @@ fn check_all_finite(tensors: &NamedTensors) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The reason of an [`Arch::parse`] error, without the `invalid argument --arch:` prefix.
+/// The reason of an [`Arch::parse`] error, without the `invalid argument network:` prefix.
 fn arch_reason(e: Error) -> String {
     match e {
-        Error::InvalidArg { reason, .. } | Error::Shape(reason) => reason,
+        Error::InvalidSetting { reason, .. } => reason,
+        Error::Network { arch, reason } => format!("{arch}: {reason}"),
         e => e.to_string(),
     }
 }
@@ -550,7 +552,7 @@ impl Model {
     ///
     /// Metadata is `extra_meta` plus `format` (`wgtrain-model-v2`), `arch` (the canonical
     /// string), `activation` and `output`, which are always written by this function (a
-    /// same-named key in `extra_meta` is overridden). Fails with [`Error::Shape`] if the
+    /// same-named key in `extra_meta` is overridden). Fails with [`Error::Weights`] if the
     /// parameters do not match `self.arch`. Values are not checked: a file holding NaN is
     /// written, and refused when loaded.
     pub fn save(&self, path: impl AsRef<Path>, extra_meta: &Metadata) -> Result<()> {
@@ -616,14 +618,14 @@ impl Model {
     }
 
     /// Check that a model loaded from `file` has the architecture `arch` asked for on the
-    /// command line; the error names both, e.g. `invalid argument --arch: 784-512-10 disagrees
-    /// with model file x.safetensors (784-256-10)`.
+    /// for; the error ([`Error::InvalidSetting`] for [`Setting::Arch`]) names both, e.g.
+    /// `784-512-10 disagrees with model file x.safetensors (784-256-10)`.
     pub fn check_compatible(&self, arch: &Arch, file: &Path) -> Result<()> {
         if self.arch == *arch {
             return Ok(());
         }
-        Err(Error::InvalidArg {
-            name: "--arch",
+        Err(Error::InvalidSetting {
+            setting: Setting::Arch,
             reason: format!(
                 "{arch} disagrees with model file {} ({})",
                 file.display(),
@@ -686,7 +688,7 @@ impl Checkpoint {
     /// Save to `path` atomically: `layers.{i}.*` as in a model file plus
     /// `optimizer.{slot}.{i}.weight|bias`, with `format` = `wgtrain-checkpoint-v2`, `run` (the
     /// JSON text of [`Checkpoint::run`]) and `slots` (the JSON list of slot names, in order).
-    /// Fails with [`Error::Shape`] if the model or a slot does not match the arch, and with
+    /// Fails with [`Error::Weights`] if the model or a slot does not match the arch, and with
     /// [`Error::BadModel`] for a slot name that is empty, repeated or not made of
     /// dot-separated `[A-Za-z0-9_]` parts.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {

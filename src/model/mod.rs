@@ -7,12 +7,16 @@
 //! layer's `weight` is `[O, I]` (`nn.Linear`), a convolution's `[O, C, K, K]` (`nn.Conv2d`), a
 //! bias is `[O]`, so a saved file loads in PyTorch unchanged.
 
+use crate::error::Setting;
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use std::fmt;
 
 pub mod io;
+mod preset;
+
+pub use preset::Preset;
 
 /// Largest size accepted along any one dimension (a width, a channel count, a side, a kernel,
 /// a stride, a padding).
@@ -247,12 +251,10 @@ impl Arch {
     /// token with two `x`s followed by more layers (`1x28x28-...`) is an image input, and a
     /// string without `-` or `,` is always a width list. The result is checked with
     /// [`Arch::shapes`], so a parsed architecture is always a possible network. Errors are
-    /// [`Error::InvalidArg`] for `--arch`, one line naming the bad token or layer.
+    /// [`Error::InvalidSetting`] for [`Setting::Arch`] naming the bad token, or
+    /// [`Error::Network`] naming the impossible layer; one line each.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidArg {
-            name: "--arch",
-            reason,
-        };
+        let bad = |reason: String| Error::setting(Setting::Arch, reason);
         let tokens: Vec<&str> = s.split(['-', ',']).map(str::trim).collect();
         let image = tokens.len() > 1 && tokens[0].matches('x').count() == 2;
         let (input, layer_tokens): (Input, Vec<&str>) = if image {
@@ -285,26 +287,17 @@ impl Arch {
             })
             .collect::<Result<Vec<_>>>()?;
         let arch = Arch { input, layers };
-        arch.shapes().map_err(|e| match e {
-            Error::Shape(reason) => bad(reason),
-            e => e,
-        })?;
+        arch.shapes()?;
         Ok(arch)
     }
 
-    /// The architecture a preset name stands for.
+    /// The architecture string a preset name stands for (see [`Preset`]).
     pub fn preset(name: &str) -> Option<&'static str> {
-        Some(match name {
-            "seed-small" => "784-10-10-10",
-            "seed-large" => "784-512-512-512-10",
-            "lenet5" => "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10",
-            "cnn" => "1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10",
-            _ => return None,
-        })
+        Preset::from_name(name).map(Preset::arch_str)
     }
 
     /// The input shape, then the shape out of each layer. Refuses an impossible network with
-    /// one [`Error::Shape`] line naming the layer (its index in the dash list, the input being
+    /// one [`Error::Network`] line naming the layer (its index in the dash list, the input being
     /// 0, and its token) and the shapes involved: a kernel larger than its padded input, pooling
     /// to zero, a convolution or pooling on a flat input (the input, or after a dense layer), a
     /// last layer that is not dense, zero sizes, and sizes over [`MAX_DIM`] per dimension,
@@ -316,7 +309,10 @@ impl Arch {
             } else {
                 format!("layer {at} `{what}`")
             };
-            Error::Shape(format!("{self}: {place}: {reason}"))
+            Error::Network {
+                arch: self.to_string(),
+                reason: format!("{place}: {reason}"),
+            }
         };
         let within = |at: usize, what: &dyn fmt::Display, shape: Shape| -> Result<()> {
             let dims: Vec<usize> = match shape {
@@ -350,9 +346,11 @@ impl Arch {
         }
         within(0, &self.input, input)?;
         let Some(last) = self.layers.last() else {
-            return Err(Error::Shape(format!(
-                "{self} has no layers: it needs at least an input and an output width, e.g. 784-10"
-            )));
+            return Err(Error::Network {
+                arch: self.to_string(),
+                reason: "no layers: it needs at least an input and an output width, e.g. 784-10"
+                    .into(),
+            });
         };
         let mut shapes = vec![input];
         let mut params: u128 = 0;
@@ -655,7 +653,7 @@ impl Model {
     }
 
     /// Check that the parameters have exactly the shapes `self.arch` calls for, and that the
-    /// architecture is possible ([`Error::Shape`] otherwise).
+    /// architecture is possible ([`Error::Weights`] or [`Error::Network`] otherwise).
     pub fn check_shapes(&self) -> Result<()> {
         check_param_shapes("model", "layers", &self.arch, &self.params)
     }
@@ -670,23 +668,28 @@ pub(crate) fn check_param_shapes(
 ) -> Result<()> {
     arch.shapes()?;
     let want = arch.param_shapes();
+    let bad = |reason: String| Error::Weights {
+        what: what.to_string(),
+        arch: arch.to_string(),
+        reason,
+    };
     if params.len() != want.len() {
-        return Err(Error::Shape(format!(
-            "{what} has {} parametrised layers but arch {arch} has {}",
+        return Err(bad(format!(
+            "it has {} parametrised layers but arch {arch} has {}",
             params.len(),
             want.len()
         )));
     }
     for (i, (p, (w, o))) in params.iter().zip(&want).enumerate() {
         if p.weight.shape() != w.as_slice() {
-            return Err(Error::Shape(format!(
-                "{what}: tensor `{prefix}.{i}.weight` has shape {:?} but arch {arch} needs {w:?}",
+            return Err(bad(format!(
+                "tensor `{prefix}.{i}.weight` has shape {:?} but arch {arch} needs {w:?}",
                 p.weight.shape()
             )));
         }
         if p.bias.len() != *o {
-            return Err(Error::Shape(format!(
-                "{what}: tensor `{prefix}.{i}.bias` has shape [{}] but arch {arch} needs [{o}]",
+            return Err(bad(format!(
+                "tensor `{prefix}.{i}.bias` has shape [{}] but arch {arch} needs [{o}]",
                 p.bias.len()
             )));
         }
@@ -700,8 +703,11 @@ mod tests {
 
     fn shape_err(s: &str) -> String {
         let e = Arch::parse(s).expect_err(s).to_string();
-        assert!(!e.contains('\n'), "{e}");
-        assert!(e.starts_with("invalid argument --arch: "), "{e}");
+        assert!(e.starts_with("invalid argument network: "), "{e}");
+        let flag = e
+            .match_indices("--")
+            .any(|(i, _)| e[i + 2..].starts_with(|c: char| c.is_ascii_lowercase()));
+        assert!(!flag, "the library names no flag: {e}");
         e
     }
 
@@ -853,12 +859,12 @@ mod tests {
             let e = shape_err(s);
             assert!(e.contains(want), "{s}: {e}");
         }
-        // shapes() on a hand-built arch gives Error::Shape.
+        // shapes() on a hand-built arch gives Error::Network.
         let a = Arch {
             input: Input::Flat(4),
             layers: vec![LayerSpec::Pool { k: 2 }, LayerSpec::Dense { out: 2 }],
         };
-        assert!(matches!(a.shapes(), Err(Error::Shape(_))));
+        assert!(matches!(a.shapes(), Err(Error::Network { .. })));
         let _ = (a.n_params(), a.param_shapes(), a.classes());
         let empty = Arch {
             input: Input::Flat(4),

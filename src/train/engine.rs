@@ -17,6 +17,7 @@ use super::{Optimizer, TrainConfig, Which};
 use crate::backend::{gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::dist::{Collective, Shard, Solo};
+use crate::error::Setting;
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
 use crate::nn::{self, Io, Layer, ParamBufs};
@@ -208,8 +209,8 @@ impl Engine {
     ) -> Result<Self> {
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
-            return Err(Error::InvalidArg {
-                name: "--batch-size",
+            return Err(Error::InvalidSetting {
+                setting: Setting::BatchSize,
                 reason: format!(
                     "{} is smaller than the {} ranks: every rank needs at least one row of each minibatch",
                     cfg.batch, shard.ranks
@@ -243,8 +244,8 @@ impl Engine {
         if let Some(st) = state {
             let names: Vec<&str> = st.slots.iter().map(|(s, _)| s.as_str()).collect();
             if names != slot_names {
-                return Err(Error::InvalidArg {
-                    name: "--optimizer",
+                return Err(Error::InvalidSetting {
+                    setting: Setting::Optimizer,
                     reason: format!(
                         "{} needs optimiser state {slot_names:?} but the checkpoint holds {names:?}",
                         cfg.optimizer
@@ -874,8 +875,8 @@ impl Engine {
             Which::Test => match (&self.test, self.eval_test) {
                 (Some(t), Some(p)) => (t, p),
                 _ => {
-                    return Err(Error::InvalidArg {
-                        name: "evaluate",
+                    return Err(Error::Unsupported {
+                        what: "evaluating the test set".into(),
                         reason: "no test set was uploaded".into(),
                     })
                 }

@@ -3,7 +3,8 @@
 //! and [`session`] starting, resuming and checkpointing a run.
 
 use crate::data::Dataset;
-use crate::model::Arch;
+use crate::error::{Mismatch, Setting};
+use crate::model::{Arch, Preset};
 use crate::ops::{AdamParams, MetricsAcc, SgdParams};
 use crate::report::EpochMetrics;
 use crate::{Error, Result};
@@ -131,23 +132,18 @@ impl TrainConfig {
         }
     }
 
-    /// The settings of a named preset (`seed-small`, `seed-large`, `lenet5`, `cnn`; see
-    /// [`crate::model::Arch::preset`] for the networks): the lecture's SGD settings for the two
-    /// MLPs, Adam with a cosine learning-rate schedule and PyTorch's initialisation for the
-    /// conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`).
-    pub fn preset(name: &str) -> Result<Self> {
-        let arch = Arch::parse(Arch::preset(name).ok_or_else(|| Error::InvalidArg {
-            name: "--preset",
-            reason: format!("unknown preset {name:?}"),
-        })?)?;
-        let mut cfg = TrainConfig::lecture(arch);
+    /// The settings of a preset (its network: [`Preset::arch`]): the lecture's SGD settings
+    /// for the two MLPs, Adam with a cosine learning-rate schedule and PyTorch's initialisation
+    /// for the conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`).
+    pub fn preset(preset: Preset) -> Self {
+        let mut cfg = TrainConfig::lecture(preset.arch());
         if !cfg.arch.is_mlp() {
             cfg.optimizer = Optimizer::Adam;
             cfg.lr = 1e-3;
             cfg.lr_schedule = LrSchedule::Cosine;
             cfg.init = Init::Pytorch;
         }
-        Ok(cfg)
+        cfg
     }
 
     /// Steps the whole run takes over `train_len` samples.
@@ -168,35 +164,44 @@ impl TrainConfig {
 
     /// Refuse impossible hyperparameters up front.
     pub fn validate(&self) -> Result<()> {
-        let bad = |name, reason: String| Err(Error::InvalidArg { name, reason });
+        let bad = |setting, reason: String| Err(Error::InvalidSetting { setting, reason });
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("--lr", format!("{} must be a finite number > 0", self.lr));
+            return bad(
+                Setting::Lr,
+                format!("{} must be a finite number > 0", self.lr),
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return bad("--momentum", format!("{} must be in [0, 1)", self.momentum));
+            return bad(
+                Setting::Momentum,
+                format!("{} must be in [0, 1)", self.momentum),
+            );
         }
         if !(self.l2 >= 0.0 && self.l2.is_finite()) {
-            return bad("--l2", format!("{} must be a finite number ≥ 0", self.l2));
+            return bad(
+                Setting::L2,
+                format!("{} must be a finite number ≥ 0", self.l2),
+            );
         }
         if self.batch == 0 {
-            return bad("--batch-size", "must be at least 1".into());
+            return bad(Setting::BatchSize, "must be at least 1".into());
         }
         if self.batch > 1 << 20 {
             return bad(
-                "--batch-size",
+                Setting::BatchSize,
                 format!("{} is larger than 1048576", self.batch),
             );
         }
         if self.epochs == 0 {
-            return bad("--epochs", "must be at least 1".into());
+            return bad(Setting::Epochs, "must be at least 1".into());
         }
         if self.max_steps == Some(0) {
-            return bad("--max-steps", "must be at least 1".into());
+            return bad(Setting::MaxSteps, "must be at least 1".into());
         }
         if self.lr_schedule != LrSchedule::Constant && self.optimizer != Optimizer::Adam {
             return bad(
-                "--lr-schedule",
-                "cosine is implemented for --optimizer adam only (SGD's learning rate is fixed per run)".into(),
+                Setting::LrSchedule,
+                "cosine is implemented for the Adam optimizer only (SGD's learning rate is fixed per run)".into(),
             );
         }
         self.arch.shapes()?;
@@ -265,9 +270,9 @@ pub trait Observer {
     /// Called when [`Observer::interrupted`] said stop, after `step` steps of `epoch`
     /// (0-based); returns the error to end the run with (e.g. after saving a checkpoint).
     fn on_interrupt(&mut self, _engine: &mut Engine, epoch: usize, step: usize) -> Error {
-        Error::InvalidArg {
-            name: "training",
-            reason: format!("interrupted at epoch {} step {step}", epoch + 1),
+        Error::Stopped {
+            epoch: epoch + 1,
+            step,
         }
     }
 }
@@ -394,7 +399,7 @@ pub fn finite_summary(acc: &MetricsAcc, epoch: usize, lr: f32) -> Result<(f32, f
             epoch,
             loss,
             lr,
-            kept: String::new(),
+            kept: None,
         });
     }
     Ok((loss, accuracy))
@@ -451,21 +456,26 @@ pub fn run(
     Ok(history)
 }
 
-/// Check a dataset against an architecture.
+/// Check a dataset against an architecture ([`Error::DataMismatch`] naming `what`, the split).
 pub fn check_data(arch: &Arch, data: &Dataset, what: &str) -> Result<()> {
+    let mismatch = |mismatch| {
+        Err(Error::DataMismatch {
+            split: what.to_string(),
+            arch: arch.to_string(),
+            mismatch,
+        })
+    };
     if data.pixels() != arch.input_len() {
-        return Err(Error::Shape(format!(
-            "{what} images have {} pixels but --arch {arch} expects {} inputs",
-            data.pixels(),
-            arch.input_len()
-        )));
+        return mismatch(Mismatch::Inputs {
+            got: data.pixels(),
+            expected: arch.input_len(),
+        });
     }
     if data.n_classes() > arch.classes() {
-        return Err(Error::Shape(format!(
-            "{what} labels go up to {} but --arch {arch} has only {} outputs",
-            data.n_classes() - 1,
-            arch.classes()
-        )));
+        return mismatch(Mismatch::Classes {
+            max_label: data.n_classes() - 1,
+            outputs: arch.classes(),
+        });
     }
     Ok(())
 }
@@ -494,8 +504,18 @@ mod tests {
     fn cosine_with_sgd_is_refused_in_one_line() {
         let mut cfg = TrainConfig::lecture(Arch::parse("784-10").unwrap());
         cfg.lr_schedule = LrSchedule::Cosine;
-        let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.contains("--lr-schedule") && !e.contains('\n'), "{e}");
+        let e = cfg.validate().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidSetting {
+                    setting: Setting::LrSchedule,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('\n'), "{e}");
         cfg.optimizer = Optimizer::Adam;
         cfg.validate().unwrap();
     }

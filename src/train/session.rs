@@ -4,6 +4,7 @@
 //! the end. All typed: the checkpoint stores a [`RunState`] as JSON.
 
 use super::{Engine, EpochMetrics, Observer, OptState, Optimizer, Position, TrainConfig, Which};
+use crate::error::Setting;
 use crate::model::io::{Checkpoint, Metadata};
 use crate::model::{Arch, Model};
 use crate::{Error, Result};
@@ -78,9 +79,11 @@ pub fn start(
     resume: Option<&Path>,
 ) -> Result<Start> {
     if init.is_some() && resume.is_some() {
-        return Err(Error::InvalidArg {
-            name: "--init",
-            reason: "cannot be combined with --resume (the checkpoint holds the weights)".into(),
+        return Err(Error::InvalidSetting {
+            setting: Setting::Init,
+            reason:
+                "cannot be combined with resuming a checkpoint (the checkpoint holds the weights)"
+                    .into(),
         });
     }
     let mut cfg = preset;
@@ -106,8 +109,8 @@ pub fn start(
         };
         let names: Vec<&str> = state.slots.iter().map(|(s, _)| s.as_str()).collect();
         if names != super::engine::slot_names(cfg.optimizer) {
-            return Err(Error::InvalidArg {
-                name: "--optimizer",
+            return Err(Error::InvalidSetting {
+                setting: Setting::Optimizer,
                 reason: format!(
                     "{} cannot resume {}: it holds optimiser state {names:?}",
                     cfg.optimizer,
@@ -285,19 +288,12 @@ pub fn train(
     match super::run(engine, cfg, lens.0, lens.1, position, &mut wrapped) {
         Err(Error::Diverged {
             epoch, loss, lr, ..
-        }) => {
-            let kept = if ckpt.exists() {
-                format!("; last good checkpoint kept: {}", ckpt.display())
-            } else {
-                "; no checkpoint had been saved yet".into()
-            };
-            Err(Error::Diverged {
-                epoch,
-                loss,
-                lr,
-                kept,
-            })
-        }
+        }) => Err(Error::Diverged {
+            epoch,
+            loss,
+            lr,
+            kept: ckpt.exists().then(|| ckpt.to_path_buf()),
+        }),
         r => r,
     }
 }

@@ -61,7 +61,7 @@ impl Backend for Recorder {
 /// Every distinct matrix product of the programs the engine prepares for preset `name` at
 /// its batch of 100 (the training step and both evaluations), in program order.
 pub fn preset_products(name: &str) -> Result<Vec<MatmulSpec>> {
-    program_products(&TrainConfig::preset(name)?)
+    program_products(&TrainConfig::preset(name.parse()?))
 }
 
 /// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the

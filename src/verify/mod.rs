@@ -1773,8 +1773,8 @@ pub fn run_family_with(
             }
         }
         other => {
-            return Err(crate::Error::InvalidArg {
-                name: "--kernel",
+            return Err(crate::Error::InvalidSetting {
+                setting: crate::error::Setting::Kernel,
                 reason: format!("unknown kernel family {other:?}; expected one of {FAMILIES:?}"),
             })
         }

@@ -949,8 +949,8 @@ pub async fn run_backend_family_async(
             }
         }
         other => {
-            return Err(crate::Error::InvalidArg {
-                name: "--kernel",
+            return Err(crate::Error::InvalidSetting {
+                setting: crate::error::Setting::Kernel,
                 reason: format!("unknown op family {other:?}; expected one of {OP_FAMILIES:?}"),
             })
         }

@@ -16,9 +16,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wgtrain::backend::{reference::ReferenceBackend, Backend};
+use wgtrain::error::{Setting, Wording};
 use wgtrain::gpu::kernels::MatmulTile;
 use wgtrain::gpu::GpuContext;
-use wgtrain::model::{Arch, Model};
+use wgtrain::model::{Arch, Model, Preset};
 use wgtrain::train::{self, session, Engine, Optimizer, Position, TrainConfig, Which};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -85,9 +86,39 @@ pub fn start() {
     }
 }
 
-/// One line, as the CLI prints it.
-fn js_err(e: impl std::fmt::Display) -> JsError {
-    JsError::new(&e.to_string())
+/// One line: the library's errors worded with this API's option names ([`Options`]), anything
+/// else as it displays.
+fn js_err(e: impl std::fmt::Display + 'static) -> JsError {
+    let any: &dyn std::any::Any = &e;
+    match any.downcast_ref::<wgtrain::Error>() {
+        Some(e) => JsError::new(&e.worded(&Options)),
+        None => JsError::new(&e.to_string()),
+    }
+}
+
+/// How this API names what a caller can change: the [`TrainOptions`] fields.
+struct Options;
+
+impl Wording for Options {
+    fn setting(&self, s: Setting) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match s {
+            Setting::Arch => "option arch",
+            Setting::Preset => "option arch (a preset)",
+            Setting::Optimizer => "option optimizer",
+            Setting::LrSchedule => "option lrSchedule",
+            Setting::Lr => "option lr",
+            Setting::Momentum => "option momentum",
+            Setting::L2 => "option l2",
+            Setting::BatchSize => "option batchSize",
+            Setting::Epochs => "option epochs",
+            Setting::MaxSteps => "option maxSteps",
+            Setting::Init => "starting model",
+            other => other.describe(),
+        })
+    }
+    fn use_cpu(&self) -> std::borrow::Cow<'static, str> {
+        "train with device \"cpu\"".into()
+    }
 }
 
 /// Plain JavaScript objects (not `Map`s) for the page.
@@ -253,9 +284,7 @@ pub async fn adapter_info() -> Result<JsValue, JsError> {
 /// The presets, in order of size.
 #[wasm_bindgen]
 pub fn presets() -> Vec<String> {
-    ["seed-small", "seed-large", "lenet5", "cnn"]
-        .map(String::from)
-        .to_vec()
+    Preset::ALL.map(|p| p.name().to_string()).to_vec()
 }
 
 /// Options as the page sends them; unknown names are refused (a misspelt option would
@@ -297,7 +326,7 @@ struct TrainOptions {
 /// with).
 #[wasm_bindgen(unchecked_return_type = "TrainOptions")]
 pub fn defaults(preset: &str) -> Result<JsValue, JsError> {
-    let cfg = TrainConfig::preset(preset).map_err(js_err)?;
+    let cfg = TrainConfig::preset(preset.parse::<Preset>().map_err(js_err)?);
     to_js(&TrainOptions {
         arch: Some(preset.to_string()),
         device: Some("auto".into()),
@@ -350,30 +379,25 @@ fn resolve(
     };
     let asked = o.arch.as_deref().map(str::trim);
     let base = match asked {
-        Some(a) if Arch::preset(a).is_some() => {
-            let cfg = TrainConfig::preset(a)?;
+        Some(a) if Preset::from_name(a).is_some() => {
+            let cfg = TrainConfig::preset(a.parse()?);
             // Named, so a model file must hold this network.
             ov.arch = Some(cfg.arch.clone());
             cfg
         }
         Some(a) => {
             ov.arch = Some(Arch::parse(a)?);
-            TrainConfig::preset("seed-small")?
+            TrainConfig::preset(Preset::SeedSmall)
         }
-        None => TrainConfig::preset("seed-small")?,
+        None => TrainConfig::preset(Preset::SeedSmall),
     };
     let s = match model {
         None => session::start(base, &ov, None, None)?,
         Some((bytes, name)) => {
             let name = Path::new(name);
             let (m, _) = Model::from_bytes(bytes, name)?;
-            let base = match (
-                asked,
-                presets().iter().find(|p| {
-                    Arch::preset(p).and_then(|a| Arch::parse(a).ok()) == Some(m.arch.clone())
-                }),
-            ) {
-                (None, Some(p)) => TrainConfig::preset(p)?,
+            let base = match (asked, Preset::ALL.into_iter().find(|p| p.arch() == m.arch)) {
+                (None, Some(p)) => TrainConfig::preset(p),
                 _ => base,
             };
             session::start_from(base, &ov, m, name)?
