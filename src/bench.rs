@@ -24,7 +24,7 @@ use crate::data::Dataset;
 use crate::fastcpu;
 use crate::gpu::kernels::{self, Epilogue, MatmulSpec, MatmulTile, SgdParams};
 use crate::gpu::{autotune, GpuContext, Launch};
-use crate::model::{Arch, LayerSpec, Model, Shape};
+use crate::model::{Arch, LayerSpec, Model, Preset, Shape};
 use crate::train;
 use crate::Result;
 use ndarray::{Array1, Array2, IxDyn};
@@ -629,8 +629,8 @@ fn bench_train(
     let batch = 100;
     let data = synthetic(5000);
     let mut out = Vec::new();
-    for name in ["seed-small", "seed-large", "lenet5", "cnn"] {
-        let arch = Arch::parse(Arch::preset(name).expect("preset"))?;
+    for preset in Preset::ALL {
+        let (name, arch) = (preset.name(), preset.arch());
         let mut cfg = train::TrainConfig::lecture(arch.clone());
         cfg.batch = batch;
         let model = Model::init_uniform(&arch, 0.07, cfg.seed);
@@ -720,13 +720,18 @@ fn bench_train(
     Ok(out)
 }
 
+/// The presets with convolutions.
+fn conv_presets() -> impl Iterator<Item = Preset> {
+    Preset::ALL.into_iter().filter(|p| !p.arch().is_mlp())
+}
+
 /// The three products of every convolution of the `lenet5` and `cnn` presets at batch `b` (a
 /// convolution is im2col + these; see `src/nn/conv2d.rs`): forward y = cols·Wᵀ (+bias, ReLU),
 /// weight gradient dW = dYᵀ·cols, and dcols = dY·W.
 pub fn conv_products(b: usize) -> Result<Vec<(String, MatmulSpec)>> {
     let mut out = Vec::new();
-    for name in ["lenet5", "cnn"] {
-        let arch = Arch::parse(Arch::preset(name).expect("preset"))?;
+    for preset in conv_presets() {
+        let (name, arch) = (preset.name(), preset.arch());
         let shapes = arch.shapes()?;
         for (l, spec) in arch.layers.iter().enumerate() {
             let (
@@ -767,8 +772,8 @@ pub fn conv_products(b: usize) -> Result<Vec<(String, MatmulSpec)>> {
 fn bench_conv_kernels(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Result<Vec<Record>> {
     use crate::ops::{Conv2dSpec, Pool2dSpec};
     let mut out = Vec::new();
-    for name in ["lenet5", "cnn"] {
-        let arch = Arch::parse(Arch::preset(name).expect("preset"))?;
+    for preset in conv_presets() {
+        let (name, arch) = (preset.name(), preset.arch());
         let shapes = arch.shapes()?;
         for (l, spec) in arch.layers.iter().enumerate() {
             let Shape::Image { c, h, w } = shapes[l] else {

@@ -571,7 +571,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
     }
     if a.json {
         print_json(&json!({
-            "device": format!("{:?}", a.device).to_lowercase(),
+            "device": a.device.to_possible_value().expect("a value").get_name(),
             "adapter": adapter,
             "backend": backend,
             "seed": seed,
@@ -850,7 +850,7 @@ fn train_run(
             n => format!(" (over {n} ranks)"),
         };
         eprintln!(
-            "training {} on {} ({} train / {} test images), {} lr {} ({:?}) momentum {} l2 {} batch {}{each} epochs {}",
+            "training {} on {} ({} train / {} test images), {} lr {} ({} schedule) momentum {} l2 {} batch {}{each} epochs {}",
             cfg.arch, device, data.train.n, data.test.n, cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
     }

@@ -49,6 +49,15 @@ pub enum LrSchedule {
     Cosine,
 }
 
+impl std::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Cosine => "cosine",
+        })
+    }
+}
+
 impl LrSchedule {
     /// The learning rate of update `t` (1-based) of `total`, in f64.
     pub fn lr(self, lr: f32, t: usize, total: usize) -> f64 {
