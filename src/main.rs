@@ -627,8 +627,12 @@ fn open_backend(
     gpu: &GpuArgs,
 ) -> Result<Box<dyn wgtrain::backend::Backend>> {
     let (be, note) = wgtrain::backend::open(device.into(), &gpu.choice(), threads)?;
-    if let Some(note) = note {
-        eprintln!("{note}");
+    match note {
+        Some(n @ wgtrain::backend::CpuFallback::SoftwareAdapter { .. }) => {
+            eprintln!("{n} (--device gpu forces the adapter)")
+        }
+        Some(n) => eprintln!("{n}"),
+        None => {}
     }
     Ok(be)
 }

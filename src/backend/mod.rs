@@ -133,14 +133,49 @@ pub enum DeviceChoice {
     Cpu,
 }
 
-/// The backend for `device`, and a one-line note for the user when `Auto` chose the CPU
-/// engine. `threads` sizes the CPU engine's pool (default: every core available).
+/// Why [`DeviceChoice::Auto`] chose the CPU engine; `Display` is a one-line note for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CpuFallback {
+    /// The best adapter is a software rasteriser, which the CPU engine outruns.
+    SoftwareAdapter {
+        /// The adapter's name.
+        adapter: String,
+        /// The CPU engine, described.
+        engine: String,
+    },
+    /// There is no adapter.
+    NoAdapter {
+        /// The CPU engine, described.
+        engine: String,
+    },
+}
+
+impl std::fmt::Display for CpuFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CpuFallback::SoftwareAdapter { adapter, engine } => write!(
+                f,
+                "note: the best GPU adapter is a software one ({adapter}); using the CPU engine, \
+                 {engine}"
+            ),
+            CpuFallback::NoAdapter { engine } => {
+                write!(
+                    f,
+                    "note: no GPU adapter found; using the CPU engine, {engine}"
+                )
+            }
+        }
+    }
+}
+
+/// The backend for `device`, and why `Auto` chose the CPU engine when it did. `threads` sizes
+/// the CPU engine's pool (default: every core available).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open(
     device: DeviceChoice,
     adapter: &crate::gpu::AdapterChoice,
     threads: Option<usize>,
-) -> Result<(Box<dyn Backend>, Option<String>)> {
+) -> Result<(Box<dyn Backend>, Option<CpuFallback>)> {
     let cpu = || -> Result<Box<dyn Backend>> {
         Ok(Box::new(match threads {
             Some(t) => cpu::CpuBackend::with_threads(t)?,
@@ -159,21 +194,18 @@ pub fn open(
         DeviceChoice::Auto => match crate::gpu::GpuContext::new(adapter) {
             Ok(ctx) if ctx.info.device_type == wgpu::DeviceType::Cpu => {
                 let be = cpu()?;
-                let note = format!(
-                    "note: the best GPU adapter is a software one ({}); using the CPU engine, \
-                     {} (--device gpu forces the adapter)",
-                    ctx.info.name,
-                    be.describe()
-                );
+                let note = CpuFallback::SoftwareAdapter {
+                    adapter: ctx.info.name.clone(),
+                    engine: be.describe(),
+                };
                 Ok((be, Some(note)))
             }
             Ok(ctx) => Ok((Box::new(gpu::GpuBackend::new(ctx)), None)),
             Err(crate::Error::NoAdapter { .. }) => {
                 let be = cpu()?;
-                let note = format!(
-                    "note: no GPU adapter found; using the CPU engine, {}",
-                    be.describe()
-                );
+                let note = CpuFallback::NoAdapter {
+                    engine: be.describe(),
+                };
                 Ok((be, Some(note)))
             }
             Err(e) => Err(e),

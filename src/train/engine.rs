@@ -918,6 +918,11 @@ impl Engine {
         Ok(p)
     }
 
+    /// Rows of this rank's minibatch: the B of [`Engine::probabilities`]' input.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Class probabilities [B, classes] for `x` [B, input] (forward only; for `predict`).
     pub fn probabilities(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         crate::util::wait_for("probabilities", self.probabilities_async(x))

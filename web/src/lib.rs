@@ -37,7 +37,7 @@ export interface AdapterInfo {
 }
 /** The `wgtrain train` flags, by the same names in camelCase; unset ones take the preset's. */
 export interface TrainOptions {
-  /** A preset (`seed-small`, `seed-large`, `lenet5`, `cnn`) or an `--arch` string. */
+  /** A preset (`seed-small`, `seed-large`, `lenet5`, `cnn`) or an arch string such as `784-128-10`. */
   arch?: string;
   optimizer?: "sgd" | "adam";
   lr?: number;
