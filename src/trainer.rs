@@ -267,7 +267,7 @@ impl Trainer {
     /// [0, 1] as [`crate::data::image`] makes them), one row of `classes` per sample.
     pub fn predict(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         let input = self.cfg.arch.input_len();
-        if x.is_empty() || x.len() % input != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(input) {
             return Err(Error::DataMismatch {
                 split: "prediction".into(),
                 arch: self.cfg.arch.to_string(),
