@@ -174,8 +174,8 @@ pub fn digit_input(
     let scale = f64::min(box_w as f64 / bw as f64, box_h as f64 / bh as f64);
     let tw = ((bw as f64 * scale).round() as u32).clamp(1, box_w);
     let th = ((bh as f64 * scale).round() as u32).clamp(1, box_h);
-    // The crop keeps a margin of one target pixel (1/scale source pixels, fewer at the
-    // picture's edge) around the ink's box: the fringe fainter than INK_LEVEL, and what the
+    // The crop keeps a margin of one target pixel (1/scale source pixels rounded up, at
+    // least one; fewer at the picture's edge) around the ink's box: the fringe fainter than INK_LEVEL, and what the
     // filter needs to anti-alias the box's edges, stay in; at scale 1 the crop is copied as it
     // is.
     let m = (1.0 / scale).ceil() as u32;
