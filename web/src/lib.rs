@@ -287,6 +287,30 @@ pub fn presets() -> Vec<String> {
     Preset::ALL.map(|p| p.name().to_string()).to_vec()
 }
 
+/// The network input for a picture of one digit, prepared exactly as `wgtrain predict`
+/// prepares an image file (`wgtrain::data::image`: a light background inverted, cropped to the
+/// ink, fitted into 20×20 keeping its aspect, centre of mass at the centre): `rgba` holds
+/// `width × height` pixels of 4 bytes, row-major (a canvas's `getImageData(...).data`); the
+/// result is `rows × cols` values in [0, 1] (28 × 28 unless given), what `Trainer.predict`
+/// takes. `undefined` when the picture holds no digit (blank, or nothing stands out from the
+/// background); an error when the sizes disagree.
+#[wasm_bindgen(js_name = preprocessDigit)]
+pub fn preprocess_digit(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array | Uint8ClampedArray")] rgba: &[u8],
+    width: u32,
+    height: u32,
+    rows: Option<usize>,
+    cols: Option<usize>,
+) -> Result<Option<Vec<f32>>, JsError> {
+    use wgtrain::data::image::{rgba_input, PictureError};
+    let (rows, cols) = (rows.unwrap_or(28), cols.unwrap_or(28));
+    match rgba_input(rgba, width, height, rows, cols) {
+        Ok(x) => Ok(Some(x)),
+        Err(PictureError::NoInk) => Ok(None),
+        Err(e) => Err(js_err(format!("preprocessDigit: {e}"))),
+    }
+}
+
 /// Options as the page sends them; unknown names are refused (a misspelt option would
 /// otherwise be ignored).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

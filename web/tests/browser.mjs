@@ -10,7 +10,9 @@
 //      the native `wgtrain eval` gets the same test accuracy from it; screenshot;
 //   c. bad input (impossible arch, corrupt file, model of another arch) shows an error and
 //      loses nothing; the page trains afterwards;
-//   d. a digit drawn with the mouse gets a prediction whose probabilities sum to 1;
+//   d. a digit drawn with the mouse gets a prediction whose probabilities sum to 1; one
+//      picture gives the same probabilities through preprocessDigit and the page's model as
+//      through the native `wgtrain predict` with the downloaded model;
 //   and prints the images/s the page reports (`BENCH ...` lines).
 //
 // Environment: WGTRAIN_CHROMIUM (default /usr/bin/chromium), WGTRAIN_BIN (the native CLI,
@@ -237,6 +239,55 @@ async function main() {
       console.log(`native eval: test_acc ${native.test_acc}, test_loss ${native.test_loss}, arch ${native.arch}; page: ${trained.testAccuracy}`);
       assert(native.arch === '784-10-10-10', `native eval sees arch ${native.arch}`);
       assert(Math.abs(native.test_acc - trained.testAccuracy) <= 1e-3, `native ${native.test_acc} vs page ${trained.testAccuracy}`);
+    });
+    await check('one picture: the same probabilities through the JS API as from `wgtrain predict`', async () => {
+      assert(modelFile, 'no downloaded model');
+      // assets/digits/7_0_inverted.png (MNIST test digit 0, dark on white) scaled to 48 px on a
+      // 200×150 white canvas, off-centre; the canvas's pixels go to preprocessDigit and the
+      // trained model in the page, and as a PNG to the native CLI with the downloaded model.
+      const src = fs.readFileSync(path.join(ROOT, 'assets', 'digits', '7_0_inverted.png')).toString('base64');
+      const inPage = await page.evaluate(async (b64) => {
+        const img = new Image();
+        img.src = `data:image/png;base64,${b64}`;
+        await img.decode();
+        const c = document.createElement('canvas');
+        c.width = 200;
+        c.height = 150;
+        const g = c.getContext('2d', { willReadFrequently: true });
+        g.fillStyle = '#fff';
+        g.fillRect(0, 0, 200, 150);
+        g.drawImage(img, 130, 12, 48, 48);
+        const rgba = g.getImageData(0, 0, 200, 150).data;
+        const s = window.wgtrainPage;
+        if (s.running || s.trainerBusy) throw new Error('the trainer is busy');
+        const x = window.wgtrain.preprocessDigit(rgba, 200, 150);
+        const blank = window.wgtrain.preprocessDigit(new Uint8Array(4 * 6).fill(255), 3, 2);
+        let sizeError = '';
+        try { window.wgtrain.preprocessDigit(new Uint8Array(5), 3, 2); } catch (e) { sizeError = e.message; }
+        const probs = Array.from(await s.trainer.predict(x));
+        return { png: c.toDataURL('image/png').split(',')[1], probs, len: x.length, blank: blank === undefined, sizeError };
+      }, src);
+      assert(inPage.len === 784, `preprocessDigit gave ${inPage.len} values`);
+      assert(inPage.blank, 'a blank picture did not give undefined');
+      assert(/preprocessDigit/.test(inPage.sizeError), `wrong sizes: ${inPage.sizeError}`);
+      const file = path.join(tmp, 'offcentre-7.png');
+      fs.writeFileSync(file, Buffer.from(inPage.png, 'base64'));
+      const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || tmp };
+      const r = spawnSync(WGTRAIN_BIN, ['predict', '--model', modelFile, '--top', '10', '--json', file], { encoding: 'utf8', env, timeout: 60000 });
+      assert(r.status === 0, `wgtrain predict exited ${r.status}: ${r.stderr}`);
+      const native = new Array(10).fill(NaN);
+      for (const t of JSON.parse(r.stdout).predictions[0].top) native[t.class] = t.probability;
+      const diff = Math.max(...native.map((p, i) => Math.abs(p - inPage.probs[i])));
+      const top = (ps) => ps.indexOf(Math.max(...ps));
+      console.log(`page (${trained.device}): ${inPage.probs.map((p) => p.toFixed(5)).join(' ')}`);
+      console.log(`native (CPU engine):  ${native.map((p) => p.toFixed(5)).join(' ')}; max |diff| ${diff.toExponential(2)}`);
+      // One input (the same library code on the same pixels: a PNG is lossless and the canvas
+      // opaque), two engines: WebGPU here, the native CPU engine there, summing in different
+      // orders. Each first-layer sum has 784 terms: its float32 error is at most
+      // γ₇₈₄·Σ|w·x| ≈ 4.7e-5·Σ|w·x|, under 1e-3 for Σ|w·x| ≤ 20, and a probability moves by at
+      // most half the largest logit error (softmax's Jacobian rows sum to 2p(1−p) ≤ 1/2).
+      assert(!Number.isNaN(diff) && diff <= 1e-3, `page and CLI probabilities differ by ${diff}`);
+      assert(top(native) === top(inPage.probs), 'page and CLI disagree on the class');
     });
     await check('screenshot after training', async () => {
       const file = path.join(SHOTS, 'page-after-training.png');

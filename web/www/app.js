@@ -633,60 +633,14 @@ function setupDrawing() {
   $('clear').addEventListener('click', clear);
 }
 
-// The drawing as MNIST prepares its digits: cropped to the ink's bounding box, scaled (keeping
-// the aspect) to fit 20×20, then placed in 28×28 with its centre of mass at the centre.
-function drawingToMnist(size = 28, box = 20) {
+// The drawing as the network's input: the library's one preprocessing (`wgtrain predict`
+// prepares a picture file the same way: cropped to the ink, fitted into 20×20 keeping the
+// aspect, centre of mass at the centre); null when nothing is drawn.
+function drawingToInput() {
   const c = $('draw');
   const { width: W, height: H } = c;
-  const src = c.getContext('2d', { willReadFrequently: true }).getImageData(0, 0, W, H).data;
-  const ink = new Float32Array(W * H);
-  let x0 = W, y0 = H, x1 = -1, y1 = -1;
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      const v = src[4 * (y * W + x)] / 255;
-      ink[y * W + x] = v;
-      if (v > 0.05) {
-        if (x < x0) x0 = x;
-        if (x > x1) x1 = x;
-        if (y < y0) y0 = y;
-        if (y > y1) y1 = y;
-      }
-    }
-  }
-  if (x1 < 0) return null;
-  const bw = x1 - x0 + 1, bh = y1 - y0 + 1;
-  const scale = box / Math.max(bw, bh); // target pixels per source pixel
-  const tw = Math.max(1, Math.round(bw * scale)), th = Math.max(1, Math.round(bh * scale));
-  // Area averaging: each source pixel adds to the target cell it falls in.
-  const sum = new Float32Array(tw * th), cnt = new Float32Array(tw * th);
-  for (let y = y0; y <= y1; y++) {
-    const ty = Math.min(th - 1, Math.floor((y - y0) * scale));
-    for (let x = x0; x <= x1; x++) {
-      const tx = Math.min(tw - 1, Math.floor((x - x0) * scale));
-      sum[ty * tw + tx] += ink[y * W + x];
-      cnt[ty * tw + tx] += 1;
-    }
-  }
-  let m = 0, mx = 0, my = 0;
-  const small = new Float32Array(tw * th);
-  for (let i = 0; i < tw * th; i++) {
-    const v = cnt[i] ? sum[i] / cnt[i] : 0;
-    small[i] = v;
-    m += v;
-    mx += v * (i % tw);
-    my += v * Math.floor(i / tw);
-  }
-  // Centre of mass (pixel centres at +0.5) onto the image centre.
-  const cx = m > 0 ? mx / m + 0.5 : tw / 2, cy = m > 0 ? my / m + 0.5 : th / 2;
-  const ox = Math.round(size / 2 - cx), oy = Math.round(size / 2 - cy);
-  const out = new Float32Array(size * size);
-  for (let y = 0; y < th; y++) {
-    for (let x = 0; x < tw; x++) {
-      const X = x + ox, Y = y + oy;
-      if (X >= 0 && X < size && Y >= 0 && Y < size) out[Y * size + X] = Math.min(1, small[y * tw + x]);
-    }
-  }
-  return out;
+  const rgba = c.getContext('2d', { willReadFrequently: true }).getImageData(0, 0, W, H).data;
+  return wg.preprocessDigit(rgba, W, H) ?? null;
 }
 
 function showPreview(pixels, size = 28) {
@@ -740,7 +694,12 @@ function showPrediction(probs, note) {
 
 async function predictDrawing() {
   if (!draw.dirty) return;
-  const pixels = drawingToMnist();
+  let pixels;
+  try {
+    pixels = drawingToInput();
+  } catch (e) {
+    return showError(e);
+  }
   if (!pixels) return showPrediction(null);
   showPreview(pixels);
   if (!state.trainer) return showPrediction(null, 'Train or import a model to read this digit.');
