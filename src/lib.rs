@@ -27,6 +27,7 @@ pub mod gpu;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod oracle;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod peak;
 pub mod report;

@@ -294,8 +294,8 @@ struct VerifyArgs {
     /// Only these kernel families (see `wgtrain verify --help`; default: all of them:
     /// matmul, bias, relu, softmax_xent, sgd, metrics, gather, conv2d, maxpool, adam; relu has
     /// no op of its own and is left out on the CPU, where it is a matmul epilogue).
-    #[arg(long, value_delimiter = ',')]
-    kernel: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kernel: Vec<wgtrain::verify::Family>,
     /// Seed for the random inputs (default: fresh; also WGTRAIN_SEED).
     #[arg(long)]
     seed: Option<u64>,
@@ -500,12 +500,12 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
         }
     };
     let seed = a.seed.unwrap_or_else(wgtrain::verify::run_seed);
-    let all = match a.device {
-        VerifyDevice::Gpu => wgtrain::verify::FAMILIES,
-        VerifyDevice::Cpu => wgtrain::verify::OP_FAMILIES,
+    let all: &[wgtrain::verify::Family] = match a.device {
+        VerifyDevice::Gpu => &wgtrain::verify::Family::ALL,
+        VerifyDevice::Cpu => &wgtrain::verify::Family::OPS,
     };
-    let families: Vec<String> = if a.kernel.is_empty() {
-        all.iter().map(|s| s.to_string()).collect()
+    let families = if a.kernel.is_empty() {
+        all.to_vec()
     } else {
         a.kernel.clone()
     };
@@ -518,7 +518,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
     }
     let mut all_pass = true;
     let mut fams = Vec::new();
-    for fam in &families {
+    for &fam in &families {
         let t = Instant::now();
         let checks = match &ctx {
             Some(ctx) => wgtrain::verify::run_family(ctx, fam, seed)?,
@@ -527,7 +527,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
         // One table row per kernel entry point: shapes tried, worst errors, pass/fail.
         let mut rows: BTreeMap<String, (usize, f64, f64, f64, usize)> = BTreeMap::new();
         for c in &checks {
-            let r = rows.entry(c.kernel.clone()).or_default();
+            let r = rows.entry(c.name()).or_default();
             r.0 += 1;
             r.1 = r.1.max(c.max_abs);
             r.2 = r.2.max(c.max_rel);
@@ -556,12 +556,16 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
             for c in checks.iter().filter(|c| !c.pass()).take(10) {
                 println!(
                     "  FAIL {} {}: {} of {} elements out of tolerance (max abs {:.3e})",
-                    c.kernel, c.shape, c.bad, c.elements, c.max_abs
+                    c.name(),
+                    c.shape,
+                    c.bad,
+                    c.elements,
+                    c.max_abs
                 );
             }
         }
         fams.push(json!({
-            "family": fam,
+            "family": fam.name(),
             "pass": pass,
             "kernels": rows.iter().map(|(k, r)| json!({
                 "kernel": k, "shapes": r.0, "max_abs": r.1, "max_rel": r.2,

@@ -63,6 +63,173 @@ impl MatmulSpec {
     }
 }
 
+/// Which algorithm (entry point of `shaders/matmul.wgsl`) a tile runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MatmulAlgo {
+    /// `matmul`: K stepped through workgroup-memory tiles. The right choice on GPUs.
+    Tiled,
+    /// `matmul_direct`: 4×4 register blocks straight from global memory, vec4 loads where the
+    /// layout allows, no workgroup memory and no barriers. For CPU adapters (llvmpipe), where
+    /// barriers split the SIMD loop and workgroup memory is no faster than global memory.
+    Direct,
+    /// `matmul_direct` with the right operand's loads shared by the 8 lanes of a subgroup through
+    /// `subgroupBroadcast`. Needs the device feature SUBGROUP and subgroups of at least 8.
+    Subgroup,
+}
+
+/// One matmul variant. For [`MatmulAlgo::Tiled`], a WG_X×WG_Y workgroup covers (WG_Y·TM)×(WG_X·TN)
+/// outputs, each invocation a TM×TN register block, K stepped BK at a time through workgroup
+/// memory. For `Direct`/`Subgroup`, WG_X invocations (lanes) each own TM rows and WG_Y column
+/// blocks of TN columns, so a workgroup covers (WG_X·TM)×(WG_Y·TN); TM ∈ {4, 8}, TN ∈ {4, 8, 16}.
+/// With `swap` the kernel computes Cᵀ = op(B)ᵀ·op(A)ᵀ, so "rows" above run along N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MatmulTile {
+    pub algo: MatmulAlgo,
+    pub wg_x: u32,
+    pub wg_y: u32,
+    pub tm: u32,
+    pub tn: u32,
+    pub bk: u32,
+    pub swap: bool,
+}
+
+impl MatmulTile {
+    /// Workgroup-memory tile.
+    pub const fn tiled(wg_x: u32, wg_y: u32, tm: u32, tn: u32, bk: u32) -> Self {
+        MatmulTile {
+            algo: MatmulAlgo::Tiled,
+            wg_x,
+            wg_y,
+            tm,
+            tn,
+            bk,
+            swap: false,
+        }
+    }
+
+    /// Direct tile: 8 lanes × TM rows by `wg_y` × TN columns per workgroup.
+    pub const fn direct(wg_y: u32, tm: u32, tn: u32) -> Self {
+        MatmulTile {
+            algo: MatmulAlgo::Direct,
+            wg_x: 8,
+            wg_y,
+            tm,
+            tn,
+            bk: 4,
+            swap: false,
+        }
+    }
+
+    /// Subgroup tile: one subgroup of 8 lanes × TM rows by TN columns per workgroup.
+    pub const fn subgroup(tm: u32, tn: u32) -> Self {
+        MatmulTile {
+            algo: MatmulAlgo::Subgroup,
+            wg_x: 8,
+            wg_y: 1,
+            tm,
+            tn,
+            bk: 4,
+            swap: false,
+        }
+    }
+
+    /// The same tile computing Cᵀ = op(B)ᵀ·op(A)ᵀ.
+    pub const fn swapped(self) -> Self {
+        MatmulTile { swap: true, ..self }
+    }
+
+    /// The portable default (used when autotuning is off and nothing better is known): 64×64
+    /// outputs per workgroup of 256 invocations, 4×4 each, through workgroup memory.
+    pub const DEFAULT: MatmulTile = MatmulTile::tiled(16, 16, 4, 4, 16);
+
+    /// The default on CPU adapters (llvmpipe, SwiftShader, WARP) without subgroups: a direct
+    /// 8×8 tile, about 8× faster there than [`MatmulTile::DEFAULT`].
+    pub const DEFAULT_CPU: MatmulTile = MatmulTile::direct(1, 8, 8);
+
+    /// The default on CPU adapters with subgroups: 8 lanes × 8 rows by 16 shared columns, about
+    /// twice as fast again as [`MatmulTile::DEFAULT_CPU`].
+    pub const DEFAULT_CPU_SUBGROUP: MatmulTile = MatmulTile::subgroup(8, 16);
+
+    /// Every variant: what the autotuner times (those [`available`](Self::available) on the
+    /// device) and what `verify` checks. Within each algorithm, the more often fastest first
+    /// (the autotuner tries them in this order).
+    pub const CANDIDATES: [MatmulTile; 13] = [
+        MatmulTile::DEFAULT,
+        // Small workgroup with a taller register block: less workgroup memory traffic.
+        MatmulTile::tiled(8, 8, 4, 4, 8),
+        // A plain 16×16 tile, one output per invocation.
+        MatmulTile::tiled(16, 16, 1, 1, 16),
+        MatmulTile::DEFAULT_CPU,
+        // Two column blocks per workgroup: 64×32 outputs.
+        MatmulTile::direct(2, 8, 16),
+        MatmulTile::direct(1, 8, 16),
+        // Swapped: the tile's long side along M, for narrow N (e.g. 10 classes).
+        MatmulTile::direct(1, 8, 8).swapped(),
+        MatmulTile::direct(1, 4, 16).swapped(),
+        MatmulTile::DEFAULT_CPU_SUBGROUP,
+        MatmulTile::subgroup(8, 16).swapped(),
+        MatmulTile::subgroup(4, 16).swapped(),
+        MatmulTile::subgroup(4, 16),
+        // Cheap to compile; fine for tiny products.
+        MatmulTile::subgroup(4, 4).swapped(),
+    ];
+
+    /// Rows of C' (C, or Cᵀ with `swap`) per workgroup.
+    pub fn bm(&self) -> u32 {
+        match self.algo {
+            MatmulAlgo::Tiled => self.wg_y * self.tm,
+            _ => self.wg_x * self.tm,
+        }
+    }
+    /// Columns of C' per workgroup.
+    pub fn bn(&self) -> u32 {
+        match self.algo {
+            MatmulAlgo::Tiled => self.wg_x * self.tn,
+            _ => self.wg_y * self.tn,
+        }
+    }
+    /// Workgroup memory used, bytes.
+    pub fn shared_bytes(&self) -> u32 {
+        match self.algo {
+            MatmulAlgo::Tiled => 4 * self.bk * (self.bm() + self.bn()),
+            _ => 0,
+        }
+    }
+    /// Storage buffers bound.
+    pub(crate) fn storage_buffers(&self) -> u32 {
+        match self.algo {
+            MatmulAlgo::Tiled => 5,
+            _ => 7,
+        }
+    }
+}
+
+impl std::fmt::Display for MatmulTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.algo {
+            MatmulAlgo::Tiled => write!(
+                f,
+                "wg{}x{}_r{}x{}_k{}",
+                self.wg_x, self.wg_y, self.tm, self.tn, self.bk
+            )?,
+            MatmulAlgo::Direct => write!(
+                f,
+                "direct_wg{}x{}_r{}x{}",
+                self.wg_x, self.wg_y, self.tm, self.tn
+            )?,
+            MatmulAlgo::Subgroup => write!(
+                f,
+                "sg_wg{}x{}_r{}x{}",
+                self.wg_x, self.wg_y, self.tm, self.tn
+            )?,
+        }
+        if self.swap {
+            write!(f, "_swap")?;
+        }
+        Ok(())
+    }
+}
+
 /// Hyperparameters of one SGD update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdParams {
@@ -144,6 +311,11 @@ fn out_side(side: usize, k: usize, stride: usize, pad: usize) -> usize {
     } else {
         (padded - k) / stride + 1
     }
+}
+
+/// The most terms any col2im output sums: ⌈K/s⌉² (its rounding error is within γ of this).
+pub fn col2im_terms(spec: &Conv2dSpec) -> usize {
+    spec.k.div_ceil(spec.stride.max(1)).pow(2)
 }
 
 /// Max-pooling K×K with stride K over channels-last x[B,H,W,C] → y[B,H/K,W/K,C] (floor, as

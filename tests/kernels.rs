@@ -7,7 +7,7 @@ use wgtrain::backend::{Backend, EngineKind, ProgramId};
 use wgtrain::gpu::kernels::{MatmulSpec, MatmulTile};
 use wgtrain::ops::{BufId, DataId, Op};
 use wgtrain::verify::ops::check_matmul_op;
-use wgtrain::verify::{self, Check};
+use wgtrain::verify::{self, Check, Family};
 
 fn assert_all_pass(test: &str, adapter: &str, checks: &[Check]) {
     assert!(!checks.is_empty(), "{test}: no checks ran");
@@ -23,27 +23,33 @@ fn assert_all_pass(test: &str, adapter: &str, checks: &[Check]) {
         .map(|c| {
             format!(
                 "{} {}: {} bad of {}, max abs {:.3e}",
-                c.kernel, c.shape, c.bad, c.elements, c.max_abs
+                c.name(),
+                c.shape,
+                c.bad,
+                c.elements,
+                c.max_abs
             )
         })
         .collect();
     assert!(bad.is_empty(), "{test} on {adapter}: {}", bad.join("; "));
 }
 
-fn family(name: &str) {
+fn family(fam: Family) {
+    let name = fam.name();
     let seed = common::seed(name);
     for ctx in common::contexts(name) {
-        let checks = verify::run_family(&ctx, name, seed).expect("kernel launch");
+        let checks = verify::run_family(&ctx, fam, seed).expect("kernel launch");
         assert_all_pass(name, &ctx.describe(), &checks);
     }
 }
 
 /// Like [`family`] without the presets' batch-100 layers (those run in `wgtrain verify`).
-fn family_without_presets(name: &str) {
+fn family_without_presets(fam: Family) {
+    let name = fam.name();
     let seed = common::seed(name);
     for ctx in common::contexts(name) {
         let t = std::time::Instant::now();
-        let checks = verify::run_family_with(&ctx, name, seed, false).expect("kernel launch");
+        let checks = verify::run_family_with(&ctx, fam, seed, false).expect("kernel launch");
         eprintln!(
             "{name} on {}: {:.2} s",
             ctx.describe(),
@@ -55,17 +61,17 @@ fn family_without_presets(name: &str) {
 
 #[test]
 fn im2col_and_col2im_match_cpu_with_padding_strides_and_masks() {
-    family_without_presets("conv2d");
+    family_without_presets(Family::Conv2d);
 }
 
 #[test]
 fn maxpool_matches_cpu_including_ties_and_nan() {
-    family_without_presets("maxpool");
+    family_without_presets(Family::Maxpool);
 }
 
 #[test]
 fn adam_update_matches_exact_and_f32_twin() {
-    family_without_presets("adam");
+    family_without_presets(Family::Adam);
 }
 
 #[test]
@@ -127,37 +133,37 @@ fn conv_and_pool_shapes_that_cannot_work_are_refused_with_a_message() {
 
 #[test]
 fn matmul_matches_cpu_on_all_shapes_and_transposes() {
-    family("matmul");
+    family(Family::Matmul);
 }
 
 #[test]
 fn bias_add_and_backward_match_cpu() {
-    family("bias");
+    family(Family::Bias);
 }
 
 #[test]
 fn relu_forward_and_backward_match_cpu() {
-    family("relu");
+    family(Family::Relu);
 }
 
 #[test]
 fn softmax_xent_matches_cpu_including_extreme_logits() {
-    family("softmax_xent");
+    family(Family::SoftmaxXent);
 }
 
 #[test]
 fn sgd_update_matches_cpu() {
-    family("sgd");
+    family(Family::Sgd);
 }
 
 #[test]
 fn argmax_and_metrics_match_cpu() {
-    family("metrics");
+    family(Family::Metrics);
 }
 
 #[test]
 fn gather_matches_cpu_and_pads_past_the_end() {
-    family("gather");
+    family(Family::Gather);
 }
 
 #[test]
@@ -176,9 +182,14 @@ fn softmax_of_huge_logits_is_finite_and_exact() {
 fn unwritten_output_is_caught_by_nan_poison() {
     // A product with K = 0 is refused; emulate a kernel that skips elements by comparing a
     // poisoned buffer that nothing wrote: the comparison must fail.
-    let c = verify::compare("poison", "2".into(), &[f32::NAN, 1.0], &[1.0, 1.0], |_| {
-        (1.0, 1.0)
-    });
+    let c = verify::compare(
+        Family::Matmul,
+        "poison",
+        "2".into(),
+        &[f32::NAN, 1.0],
+        &[1.0, 1.0],
+        |_| (1.0, 1.0),
+    );
     assert_eq!(c.bad, 1);
     assert!(!c.pass());
 }

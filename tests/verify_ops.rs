@@ -10,7 +10,7 @@ use wgtrain::backend::reference::ReferenceBackend;
 use wgtrain::backend::{Backend, EngineKind, ProgramId};
 use wgtrain::data::Dataset;
 use wgtrain::ops::{BufId, DataId, Epilogue, MatmulSpec, Op};
-use wgtrain::verify::{self, ops::check_matmul_op, Check, Inputs, OP_FAMILIES};
+use wgtrain::verify::{self, ops::check_matmul_op, Check, Family, Inputs};
 use wgtrain::Result;
 
 fn failures(checks: &[Check]) -> Vec<String> {
@@ -20,7 +20,12 @@ fn failures(checks: &[Check]) -> Vec<String> {
         .map(|c| {
             format!(
                 "{} {}: {} bad of {}, max abs {:.3e}, err/tol {:.3}",
-                c.kernel, c.shape, c.bad, c.elements, c.max_abs, c.worst
+                c.name(),
+                c.shape,
+                c.bad,
+                c.elements,
+                c.max_abs,
+                c.worst
             )
         })
         .collect()
@@ -38,7 +43,7 @@ enum Backends {
 fn all_families_pass(name: &str, mut backends: Backends) {
     let seed = common::seed(name);
     let mut bad = Vec::new();
-    for fam in OP_FAMILIES {
+    for fam in Family::OPS {
         let t = std::time::Instant::now();
         let mut fresh;
         let be: &mut dyn Backend = match &mut backends {
@@ -103,8 +108,8 @@ fn every_op_family_passes_on_the_gpu_backend() {
 }
 
 #[test]
-fn an_unknown_family_is_refused_in_one_line() {
-    let err = verify::run_backend_family(&mut CpuBackend::new(), "relu", 1, false)
+fn relu_which_has_no_op_is_refused_in_one_line() {
+    let err = verify::run_backend_family(&mut CpuBackend::new(), Family::Relu, 1, false)
         .expect_err("relu is no op family")
         .to_string();
     assert!(err.contains("relu") && err.contains("matmul"), "{err}");

@@ -87,7 +87,10 @@ pub fn load_digit(path: &Path, rows: usize, cols: usize) -> Result<Vec<f32>> {
         reason,
     };
     if let Err(e) = target_dims(rows, cols) {
-        return Err(Error::setting(crate::error::Setting::ImageSize, e.to_string()));
+        return Err(Error::setting(
+            crate::error::Setting::ImageSize,
+            e.to_string(),
+        ));
     }
     let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?

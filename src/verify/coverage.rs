@@ -7,15 +7,12 @@
 use crate::backend::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
-use crate::model::Model;
+use crate::model::{Model, Preset};
 use crate::ops::{BufId, DataId, Op};
 use crate::train::{Engine, TrainConfig};
 use crate::Result;
 use std::cell::RefCell;
 use std::rc::Rc;
-
-/// The presets whose programs define what training launches.
-pub const PRESETS: [&str; 4] = ["seed-small", "seed-large", "lenet5", "cnn"];
 
 /// A backend that runs nothing: it hands out buffer ids and keeps the programs the engine
 /// prepares (in a list the caller shares), so their ops can be read.
@@ -58,10 +55,10 @@ impl Backend for Recorder {
     }
 }
 
-/// Every distinct matrix product of the programs the engine prepares for preset `name` at
+/// Every distinct matrix product of the programs the engine prepares for `preset` at
 /// its batch of 100 (the training step and both evaluations), in program order.
-pub fn preset_products(name: &str) -> Result<Vec<MatmulSpec>> {
-    program_products(&TrainConfig::preset(name.parse()?))
+pub fn preset_products(preset: Preset) -> Result<Vec<MatmulSpec>> {
+    program_products(&TrainConfig::preset(preset))
 }
 
 /// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the
@@ -94,8 +91,9 @@ pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
 /// The products of every preset, labelled "preset m×n×k".
 pub fn all_preset_products() -> Result<Vec<(String, MatmulSpec)>> {
     let mut out = Vec::new();
-    for name in PRESETS {
-        for spec in preset_products(name)? {
+    for preset in Preset::ALL {
+        let name = preset.name();
+        for spec in preset_products(preset)? {
             out.push((format!("{name} {}x{}x{}", spec.m, spec.n, spec.k), spec));
         }
     }
@@ -159,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_presets_launch_forward_weight_gradient_and_input_gradient_products() {
-        let lenet = preset_products("lenet5").unwrap();
+        let lenet = preset_products(Preset::Lenet5).unwrap();
         // conv 1 forward (im2col rows × 6 channels × 25 taps), its weight gradient, and the
         // dense input gradient through the ReLU mask.
         let fwd = MatmulSpec {

@@ -2,7 +2,7 @@
 //! buffers, poisons the outputs, prepares and runs a program of one op (or the few a check
 //! needs: forward then backward, an op then its counter's advance), reads the outputs back and
 //! compares them with the f64 oracle at the tolerances of the kernel checks (the oracle and
-//! tolerance code is shared with them, see the parent module).
+//! tolerance code is shared with them: [`crate::oracle`]).
 //!
 //! Where a GPU bound assumes the kernel's summation order (bias_backward's and the metrics'
 //! partial sums), the backend checks use the bound for any order of the same terms instead:
@@ -10,34 +10,18 @@
 //! come back unchanged, and every input must come back bit-for-bit: one "… untouched" check
 //! per program reports writes outside the outputs.
 
-use super::{
-    adam_cases, adam_compare, adam_inputs, adam_schedule_table, adam_shape, compare_u32,
-    conv2d_compare, conv2d_inputs, conv2d_preset_shapes, conv2d_shape, conv2d_shapes,
-    fail_nonfinite, maxpool_compare, maxpool_inputs, maxpool_preset_shapes, maxpool_shape,
-    maxpool_shapes, metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare,
-    softmax_extreme_logits, softmax_logits, AdamCase, Check, GatherData, Inputs, MatmulData,
-    PoolInput, ADAM_TEST_MAX, GATHER_Y_POISON, MATMUL_SHAPES, METRICS_START, ROW_SHAPES,
-    SGD_PARAMS,
-};
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::ops::{AdamParams, BufId, Conv2dSpec, Epilogue, MatmulSpec, MetricsAcc, Op, Pool2dSpec};
+use crate::oracle::{
+    adam_compare, adam_inputs, adam_schedule_table, adam_shape, bias_backward_compare, compare_u32,
+    conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, matmul_compare,
+    maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare, metrics_inputs, sgd_compare,
+    sgd_inputs, softmax_compare, AdamCase, Check, Family, GatherData, Inputs, MatmulData,
+    PoolInput, GATHER_Y_POISON, METRICS_START,
+};
 use crate::Result;
 use ndarray::Array2;
-
-/// The op families [`run_backend_family`] knows (the kernel families less relu, which no op
-/// runs alone: ReLU is a matmul epilogue).
-pub const OP_FAMILIES: &[&str] = &[
-    "matmul",
-    "bias",
-    "softmax_xent",
-    "sgd",
-    "metrics",
-    "gather",
-    "conv2d",
-    "maxpool",
-    "adam",
-];
 
 /// Words after each buffer's used part that no op may write.
 pub const GUARD: usize = 3;
@@ -51,6 +35,8 @@ const NAN: u32 = 0x7fc0_0000;
 /// Buffers of one check on a backend, remembering what must come back unchanged.
 struct Harness<'a> {
     be: &'a mut dyn Backend,
+    /// The family of the op under test (of the "… untouched" check).
+    family: Family,
     /// Inputs and their full contents (guard included).
     fixed: Vec<(BufId, Vec<u32>)>,
     /// Outputs and in-place buffers with their used length (the guard follows).
@@ -58,9 +44,10 @@ struct Harness<'a> {
 }
 
 impl<'a> Harness<'a> {
-    fn new(be: &'a mut dyn Backend) -> Self {
+    fn new(be: &'a mut dyn Backend, family: Family) -> Self {
         Harness {
             be,
+            family,
             fixed: Vec::new(),
             guarded: Vec::new(),
         }
@@ -153,6 +140,7 @@ impl<'a> Harness<'a> {
             want.extend([GUARD_WORD; GUARD]);
         }
         Ok(compare_u32(
+            self.family,
             &format!("{name} untouched"),
             shape.to_string(),
             &got,
@@ -173,7 +161,7 @@ pub async fn check_matmul_op(
 ) -> Result<Vec<Check>> {
     let (m, n) = (spec.m, spec.n);
     let d = MatmulData::new(inp, spec);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Matmul);
     let a = h.input_f32("a", d.a.as_slice().unwrap())?;
     let b = h.input_f32("b", d.b.as_slice().unwrap())?;
     let aux = match d.aux(spec.epilogue) {
@@ -196,7 +184,7 @@ pub async fn check_matmul_op(
         1,
     )?;
     let got = h.read_f32(c, m * n).await?;
-    let check = super::matmul_compare(spec, &d, &got);
+    let check = matmul_compare(spec, &d, &got);
     let untouched = h.untouched("matmul", &check.shape).await?;
     Ok(vec![check, untouched])
 }
@@ -210,7 +198,7 @@ pub async fn check_bias_op(
     label: &str,
 ) -> Result<Vec<Check>> {
     let dy = inp.matrix(rows, cols);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Bias);
     let dyb = h.input_f32("dy", dy.as_slice().unwrap())?;
     let db = h.output("db", cols, NAN)?;
     h.run(
@@ -224,7 +212,7 @@ pub async fn check_bias_op(
     )?;
     let got = h.read_f32(db, cols).await?;
     let shape = format!("{label}{rows}x{cols}");
-    let check = super::bias_backward_compare(&dy, &got, rows, shape.clone());
+    let check = bias_backward_compare(&dy, &got, rows, shape.clone());
     Ok(vec![check, h.untouched("bias_backward", &shape).await?])
 }
 
@@ -239,7 +227,7 @@ pub async fn check_softmax_op(
     let (rows, classes) = logits.dim();
     let labels = inp.labels(rows, classes, true);
     let scale = 1.0 / rows as f32;
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::SoftmaxXent);
     let zb = h.input_f32("logits", logits.as_slice().unwrap())?;
     let lb = h.input("labels", labels.as_slice().unwrap())?;
     let pb = h.output("probs", rows * classes, NAN)?;
@@ -282,7 +270,7 @@ pub async fn check_sgd_op(
     hp: crate::ops::SgdParams,
 ) -> Result<Vec<Check>> {
     let [w, g, v] = sgd_inputs(inp, n);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Sgd);
     let wb = h.inout_f32("w", &w)?;
     let gb = h.input_f32("g", &g)?;
     let vb = h.inout_f32("v", &v)?;
@@ -313,7 +301,7 @@ pub async fn check_metrics_op(
 ) -> Result<Vec<Check>> {
     let (scores, labels, loss) = metrics_inputs(inp, rows, classes);
     let start = METRICS_START;
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Metrics);
     let sb = h.input_f32("probs", scores.as_slice().unwrap())?;
     let lb = h.input("labels", labels.as_slice().unwrap())?;
     let lossb = h.input_f32("loss", loss.as_slice().unwrap())?;
@@ -384,7 +372,7 @@ pub async fn check_gather_op(
         rows: 1,
         cols: pixels,
     };
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Gather);
     let data = h.dataset(&set)?;
     let ob = h.input_exact("order", &d.order)?;
     let cb = h.inout("cursor", &[d.start as u32])?;
@@ -428,7 +416,7 @@ pub async fn check_conv2d_op(
 ) -> Result<Vec<Check>> {
     let (ncols, n_in) = (spec.col_rows() * spec.col_cols(), spec.input_len());
     let [x, dcols, mask] = conv2d_inputs(inp, spec);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Conv2d);
     let xb = h.input_f32("x", &x)?;
     let db = h.input_f32("dcols", &dcols)?;
     let mb = h.input_f32("mask", &mask)?;
@@ -482,7 +470,6 @@ pub async fn check_conv2d_layer_op(
     inf: bool,
     label: &str,
 ) -> Result<Vec<Check>> {
-    use super::{f64s, gamma};
     let (rows, width, o) = (spec.col_rows(), spec.col_cols(), spec.c_out);
     let n_in = spec.input_len();
     let [mut x, _, mask] = conv2d_inputs(inp, spec);
@@ -495,7 +482,7 @@ pub async fn check_conv2d_layer_op(
     let w = inp.uniform(o * width, -1.0, 1.0);
     let bias = inp.uniform(o, -1.0, 1.0);
     let dy = inp.uniform(rows * o, if inf { 1e-3 } else { -1.0 }, 1.0);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Conv2d);
     let [xb, wb, bb, dyb, mb] = [
         ("x", &x),
         ("w", &w),
@@ -559,84 +546,16 @@ pub async fn check_conv2d_layer_op(
     let got_y = h.read_f32(yb, rows * o).await?;
     let got_dw = h.read_f32(dwb, o * width).await?;
     let got_dx = h.read_f32(dxb, n_in).await?;
-    // The oracle in f64, and the same computation on absolute values for the bounds (0·∞
-    // taken as 0 there: the padding's zeros are exact).
-    let c64 = crate::cpu::conv2d::im2col(&f64s(&x), spec);
-    let w64 = Array2::from_shape_vec((o, width), f64s(&w)).expect("shape");
-    let dy64 = Array2::from_shape_vec((rows, o), f64s(&dy)).expect("shape");
-    let b64 = ndarray::Array1::from(f64s(&bias));
-    let y_pre = c64.dot(&w64.t()) + &b64;
-    let y = y_pre.mapv(|v| if v > 0.0 { v } else { 0.0 });
-    let abs = |a: &Array2<f64>| a.mapv(|v| if v.is_finite() { v.abs() } else { 0.0 });
-    let y_abs = abs(&c64).dot(&abs(&w64).t()) + &b64.mapv(f64::abs);
-    let dw = dy64.t().dot(&c64);
-    let dw_abs = abs(&dy64).t().dot(&abs(&c64));
-    let dcols64 = dy64.dot(&w64);
-    let m64 = f64s(&mask);
-    let dx = crate::cpu::conv2d::col2im(dcols64.view(), spec, Some(&m64));
-    let dx_abs = crate::cpu::conv2d::col2im(abs(&dy64).dot(&abs(&w64)).view(), spec, None);
     let shape = format!("{} o{o}", conv2d_shape(spec, label));
-    let (gy, gw) = (gamma(width + 1), gamma(rows));
-    let gx = gamma(o + crate::gpu::kernels::col2im_terms(spec));
-    let std = |a: &Array2<f64>| a.iter().copied().collect::<Vec<f64>>();
-    let (y, y_abs, dw, dw_abs) = (std(&y), std(&y_abs), std(&dw), std(&dw_abs));
-    let mut out = vec![
-        super::compare("conv layer y", shape.clone(), &got_y, &y, |i| {
-            (gy * y_abs[i], 0.0)
-        }),
-        super::compare("conv layer dW", shape.clone(), &got_dw, &dw, |i| {
-            (gw * dw_abs[i], 0.0)
-        }),
-        super::compare("conv layer dx", shape.clone(), &got_dx, &dx, |i| {
-            (gx * dx_abs[i], 0.0)
-        }),
-    ];
-    if inf {
-        for c in &mut out {
-            c.kernel.push_str(" (∞ input)");
-        }
-    }
+    let mut out = conv_layer_compare(
+        spec,
+        [&x, &w, &bias, &dy, &mask],
+        [&got_y, &got_dw, &got_dx],
+        inf,
+        shape.clone(),
+    );
     out.push(h.untouched("conv layer", &shape).await?);
     Ok(out)
-}
-
-/// Layer geometries for [`check_conv2d_layer_op`]: every im2col shape with 1–17 output
-/// channels (one, several and a partial group of the CPU engine's 8), and one-channel stride-1
-/// layers (its direct kernels) whose OW is 1, 15, 16, 17, 31 and 33 (vector edges of 8 and 16
-/// lanes) with kernels 1–7 and padding 0–3.
-pub fn conv2d_layer_shapes() -> Vec<Conv2dSpec> {
-    let outs = [1, 6, 8, 9, 17];
-    let mut v: Vec<Conv2dSpec> = conv2d_shapes()
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| Conv2dSpec {
-            c_out: outs[i % outs.len()],
-            ..s
-        })
-        .collect();
-    // (batch, H, W, K, pad, O): OW = W + 2·pad − K + 1.
-    for (batch, h, w, k, pad, c_out) in [
-        (2, 5, 5, 5, 0, 3),
-        (1, 7, 15, 1, 0, 9),
-        (2, 6, 20, 5, 0, 6),
-        (1, 9, 13, 3, 2, 16),
-        (3, 4, 27, 7, 3, 1),
-        (2, 11, 31, 3, 1, 17),
-        (1, 3, 33, 3, 1, 8),
-        (2, 28, 28, 5, 2, 6),
-    ] {
-        v.push(Conv2dSpec {
-            batch,
-            c_in: 1,
-            h,
-            w,
-            c_out,
-            k,
-            stride: 1,
-            pad,
-        });
-    }
-    v
 }
 
 /// Max-pooling forward, then backward on the backend's idx without and with a mask.
@@ -649,7 +568,7 @@ pub async fn check_maxpool_op(
 ) -> Result<Vec<Check>> {
     let (n_in, n_out) = (spec.input_len(), spec.output_len());
     let [x, dy, mask] = maxpool_inputs(inp, spec, input);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Maxpool);
     let xb = h.input_f32("x", &x)?;
     let dyb = h.input_f32("dy", &dy)?;
     let mb = h.input_f32("mask", &mask)?;
@@ -707,7 +626,7 @@ pub async fn check_adam_op(
     };
     let [w, g, m, v] = adam_inputs(inp, case.n);
     let [bw, bg, bm, bv] = adam_inputs(inp, bias_case.n);
-    let mut h = Harness::new(be);
+    let mut h = Harness::new(be, Family::Adam);
     let sched = h.input_exact("sched", bits(&adam_schedule_table(case.hp)))?;
     let step = h.inout("step", &[(case.t - 1) as u32])?;
     let tensor = |h: &mut Harness<'_>, c: &AdamCase, [w, g, m, v]: [&[f32]; 4]| -> Result<_> {
@@ -762,198 +681,12 @@ pub async fn check_adam_op(
     let shape = adam_shape(case);
     let step_after = h.read(step, 1).await?;
     out.push(compare_u32(
+        Family::Adam,
         "adam step after advance",
         shape.clone(),
         &step_after,
         &[case.t as u32],
     ));
     out.push(h.untouched("adam_update", &shape).await?);
-    Ok(out)
-}
-
-/// The presets' weighted layers at batch 100 as products: (label, rows, outputs O, inputs I
-/// per row), rows = B·OH·OW for a convolution (its im2col rows) and B for a dense layer.
-pub const PRESET_LAYERS: [(&str, usize, usize, usize); 9] = [
-    ("lenet5 conv1", 78_400, 6, 25),
-    ("lenet5 conv2", 10_000, 16, 150),
-    ("lenet5 fc1", 100, 120, 400),
-    ("lenet5 fc2", 100, 84, 120),
-    ("lenet5 fc3", 100, 10, 84),
-    ("cnn conv1", 78_400, 32, 25),
-    ("cnn conv2", 19_600, 64, 800),
-    ("cnn fc1", 100, 1024, 3136),
-    ("cnn fc2", 100, 10, 1024),
-];
-
-/// Run every check of op family `family` (see [`OP_FAMILIES`]) on `backend` with inputs from
-/// `seed`; `presets` adds the presets' full-size layers (slow on a debug build). Blocks for
-/// the device; a web page uses [`run_backend_family_async`].
-pub fn run_backend_family(
-    backend: &mut dyn Backend,
-    family: &str,
-    seed: u64,
-    presets: bool,
-) -> Result<Vec<Check>> {
-    crate::util::wait_for(
-        "kernel checks",
-        run_backend_family_async(backend, family, seed, presets),
-    )
-}
-
-/// [`run_backend_family`] without blocking: every read-back waits for the device
-/// asynchronously (the checks on the browser's thread).
-pub async fn run_backend_family_async(
-    backend: &mut dyn Backend,
-    family: &str,
-    seed: u64,
-    presets: bool,
-) -> Result<Vec<Check>> {
-    let mut inp = Inputs::new(seed);
-    let inp = &mut inp;
-    let be = backend;
-    let mut out = Vec::new();
-    match family {
-        "matmul" => {
-            // Every shape in every transpose combination, the epilogue turning with both so
-            // that each (transposes, epilogue) pair meets several shapes.
-            let trans = [(false, false), (false, true), (true, false), (true, true)];
-            for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
-                for (j, &(ta, tb)) in trans.iter().enumerate() {
-                    let spec = MatmulSpec {
-                        trans_a: ta,
-                        trans_b: tb,
-                        epilogue: Epilogue::ALL[(i + j) % 4],
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.extend(check_matmul_op(be, inp, &spec).await?);
-                }
-            }
-            // Accumulation, with every epilogue and transpose, on a few awkward shapes.
-            for (i, &(m, n, k)) in [(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)]
-                .iter()
-                .enumerate()
-            {
-                for (j, epi) in Epilogue::ALL.into_iter().enumerate() {
-                    let (ta, tb) = trans[(i + j) % 4];
-                    let spec = MatmulSpec {
-                        trans_a: ta,
-                        trans_b: tb,
-                        epilogue: epi,
-                        accumulate: true,
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.extend(check_matmul_op(be, inp, &spec).await?);
-                }
-            }
-            // Every combination training, evaluation or bench launches on every shape but
-            // the 1000³ one (coverage::launched_combos, read from the programs).
-            for c in super::coverage::launched_combos()? {
-                for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
-                    let spec = super::coverage::spec_of(c, shape);
-                    out.extend(check_matmul_op(be, inp, &spec).await?);
-                }
-            }
-            if presets {
-                for (label, spec) in super::coverage::all_preset_products()? {
-                    for mut c in check_matmul_op(be, inp, &spec).await? {
-                        c.shape = label.clone();
-                        out.push(c);
-                    }
-                }
-            }
-        }
-        "bias" => {
-            for &(r, c) in ROW_SHAPES {
-                out.extend(check_bias_op(be, inp, r, c, "").await?);
-            }
-            if presets {
-                for (label, rows, o, _) in PRESET_LAYERS {
-                    out.extend(check_bias_op(be, inp, rows, o, &format!("{label} ")).await?);
-                }
-            }
-        }
-        "softmax_xent" => {
-            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                let logits = softmax_logits(inp, r, c);
-                out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}")).await?);
-            }
-            let extreme = softmax_extreme_logits();
-            let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into()).await?;
-            fail_nonfinite(&mut checks);
-            out.extend(checks);
-        }
-        "sgd" => {
-            for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
-                out.extend(check_sgd_op(be, inp, r * c, SGD_PARAMS[i % SGD_PARAMS.len()]).await?);
-            }
-        }
-        "metrics" => {
-            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                out.extend(check_metrics_op(be, inp, r, c).await?);
-            }
-        }
-        "gather" => {
-            for &(samples, pixels, rows) in super::GATHER_SHAPES {
-                for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
-                    out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor).await?);
-                }
-            }
-        }
-        "conv2d" => {
-            for spec in conv2d_shapes() {
-                out.extend(check_conv2d_op(be, inp, &spec, "").await?);
-            }
-            for (i, spec) in conv2d_layer_shapes().iter().enumerate() {
-                out.extend(check_conv2d_layer_op(be, inp, spec, false, "").await?);
-                if spec.w >= spec.k.max(2) && i % 2 == 0 {
-                    out.extend(check_conv2d_layer_op(be, inp, spec, true, "").await?);
-                }
-            }
-            if presets {
-                for (label, spec) in conv2d_preset_shapes() {
-                    out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} ")).await?);
-                }
-                for (label, c_out) in [("lenet5 conv1", 6), ("cnn conv1", 32)] {
-                    let spec = Conv2dSpec {
-                        c_out,
-                        ..conv2d_preset_shapes()[0].1
-                    };
-                    let label = format!("{label} ");
-                    out.extend(check_conv2d_layer_op(be, inp, &spec, false, &label).await?);
-                }
-            }
-        }
-        "maxpool" => {
-            let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
-            for (i, spec) in maxpool_shapes().iter().enumerate() {
-                out.extend(check_maxpool_op(be, inp, spec, inputs[i % 3], "").await?);
-                if i % 4 == 1 {
-                    out.extend(check_maxpool_op(be, inp, spec, PoolInput::Nan, "").await?);
-                }
-            }
-            if presets {
-                for (label, spec) in maxpool_preset_shapes() {
-                    for input in [PoolInput::Quantised, PoolInput::Relu] {
-                        let label = format!("{label} ");
-                        out.extend(check_maxpool_op(be, inp, &spec, input, &label).await?);
-                    }
-                }
-            }
-        }
-        "adam" => {
-            for case in adam_cases()
-                .iter()
-                .filter(|c| presets || c.n <= ADAM_TEST_MAX)
-            {
-                out.extend(check_adam_op(be, inp, case).await?);
-            }
-        }
-        other => {
-            return Err(crate::Error::InvalidSetting {
-                setting: crate::error::Setting::Kernel,
-                reason: format!("unknown op family {other:?}; expected one of {OP_FAMILIES:?}"),
-            })
-        }
-    }
     Ok(out)
 }

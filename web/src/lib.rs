@@ -808,15 +808,16 @@ pub async fn verify(
             )))
         }
     };
-    let all = wgtrain::verify::OP_FAMILIES;
-    let families: Vec<&'static str> = match &families {
+    let all = wgtrain::verify::Family::OPS;
+    let families: Vec<wgtrain::verify::Family> = match &families {
         None => all.to_vec(),
         Some(f) => f
             .iter()
             .map(|name| {
-                all.iter().copied().find(|a| a == name).ok_or_else(|| {
+                all.into_iter().find(|a| a.name() == name).ok_or_else(|| {
                     js_err(format!(
-                        "verify: unknown op family {name:?}; expected one of {all:?}"
+                        "verify: unknown op family {name:?}; expected one of {:?}",
+                        all.map(|a| a.name())
                     ))
                 })
             })
@@ -829,13 +830,13 @@ pub async fn verify(
                 .await
                 .map_err(js_err)?;
         checks.extend(got.into_iter().map(|c| VerifyCheck {
-            family: fam,
+            family: fam.name(),
             ok: c.pass(),
             detail: format!(
                 "max |Δ| {:.3e}, error/tolerance {:.3}, {} of {} out of tolerance",
                 c.max_abs, c.worst, c.bad, c.elements
             ),
-            name: c.kernel,
+            name: c.name(),
             shape: c.shape,
         }));
         yield_now().await;

@@ -1,0 +1,131 @@
+//! The families of kernels and ops that are checked together.
+
+/// A family of kernels (on a GPU adapter) or ops (on any backend) checked together, as
+/// `wgtrain verify --kernel` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Family {
+    /// Matrix products: every variant, transpose, epilogue and accumulation.
+    #[value(name = "matmul")]
+    Matmul,
+    /// Bias add and its gradient (column sums).
+    #[value(name = "bias")]
+    Bias,
+    /// ReLU forward and backward (on a backend a matmul epilogue, no op of its own).
+    #[value(name = "relu")]
+    Relu,
+    /// Softmax with cross-entropy, forward and backward.
+    #[value(name = "softmax_xent")]
+    SoftmaxXent,
+    /// SGD with momentum and L2.
+    #[value(name = "sgd")]
+    Sgd,
+    /// Argmax and the metrics accumulation.
+    #[value(name = "metrics")]
+    Metrics,
+    /// The minibatch gather and the cursor's advance.
+    #[value(name = "gather")]
+    Gather,
+    /// im2col, col2im and (on a backend) whole convolution layers.
+    #[value(name = "conv2d")]
+    Conv2d,
+    /// Max-pooling forward and backward.
+    #[value(name = "maxpool")]
+    Maxpool,
+    /// The Adam update.
+    #[value(name = "adam")]
+    Adam,
+}
+
+impl Family {
+    /// Every kernel family, in the order `wgtrain verify` runs them on a GPU adapter.
+    pub const ALL: [Family; 10] = [
+        Family::Matmul,
+        Family::Bias,
+        Family::Relu,
+        Family::SoftmaxXent,
+        Family::Sgd,
+        Family::Metrics,
+        Family::Gather,
+        Family::Conv2d,
+        Family::Maxpool,
+        Family::Adam,
+    ];
+
+    /// The op families a backend is checked on: all but [`Family::Relu`], which no op runs
+    /// alone (ReLU is a matmul epilogue).
+    pub const OPS: [Family; 9] = [
+        Family::Matmul,
+        Family::Bias,
+        Family::SoftmaxXent,
+        Family::Sgd,
+        Family::Metrics,
+        Family::Gather,
+        Family::Conv2d,
+        Family::Maxpool,
+        Family::Adam,
+    ];
+
+    /// The name on the command line and in reports, e.g. `softmax_xent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Matmul => "matmul",
+            Family::Bias => "bias",
+            Family::Relu => "relu",
+            Family::SoftmaxXent => "softmax_xent",
+            Family::Sgd => "sgd",
+            Family::Metrics => "metrics",
+            Family::Gather => "gather",
+            Family::Conv2d => "conv2d",
+            Family::Maxpool => "maxpool",
+            Family::Adam => "adam",
+        }
+    }
+
+    /// Whether a backend runs this family as ops (see [`Family::OPS`]).
+    pub fn has_op(self) -> bool {
+        Family::OPS.contains(&self)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+
+    /// A family by its [`name`](Family::name).
+    fn from_str(s: &str) -> Result<Self, String> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown kernel family {s:?}; expected one of {:?}",
+                    Family::ALL.map(Family::name)
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn names_round_trip_through_clap_and_from_str() {
+        for f in Family::ALL {
+            assert_eq!(f.to_string(), f.name());
+            assert_eq!(f.name().parse::<Family>(), Ok(f));
+            assert_eq!(Family::from_str(f.name(), false), Ok(f));
+            assert_eq!(f.to_possible_value().unwrap().get_name(), f.name());
+        }
+        assert_eq!(Family::value_variants(), Family::ALL);
+        assert!("softmax-xent".parse::<Family>().is_err());
+        assert!(!Family::Relu.has_op());
+        assert_eq!(Family::OPS.len() + 1, Family::ALL.len());
+    }
+}

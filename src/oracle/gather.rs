@@ -1,0 +1,91 @@
+//! The minibatch gather: x within WGSL's 2.5-ULP division, labels and the cursor exact.
+
+use super::compare::{compare, compare_u32, f64s, Check};
+use super::tolerance::U;
+use super::{Family, Inputs};
+use crate::cpu;
+
+/// What the gather checks poison y with (u32::MAX is the padding label itself).
+pub const GATHER_Y_POISON: u32 = 12345;
+
+/// A random dataset of `samples` images of `pixels` bytes with labels 0–9, a shuffled order
+/// of which the first `len` entries are in use (the rest are valid indices a kernel must not
+/// read), and a cursor `rows / 2` before `len` so the minibatch runs into padding rows.
+pub struct GatherData {
+    /// `samples` images of `pixels` bytes.
+    pub images: Vec<u8>,
+    /// One label per sample.
+    pub labels: Vec<u8>,
+    /// A shuffled order of all samples.
+    pub order: Vec<u32>,
+    /// Entries of `order` in use.
+    pub len: usize,
+    /// Where the cursor starts.
+    pub start: usize,
+}
+
+impl GatherData {
+    /// Fresh data from `inp` (see [`GatherData`]).
+    pub fn new(inp: &mut Inputs, samples: usize, pixels: usize, rows: usize, len: usize) -> Self {
+        let images: Vec<u8> = (0..samples * pixels)
+            .map(|_| inp.next_u64() as u8)
+            .collect();
+        let labels: Vec<u8> = (0..samples).map(|_| (inp.next_u64() % 10) as u8).collect();
+        let mut order: Vec<u32> = (0..samples as u32).collect();
+        for i in (1..samples).rev() {
+            order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let start = len.saturating_sub(rows / 2);
+        GatherData {
+            images,
+            labels,
+            order,
+            len,
+            start,
+        }
+    }
+
+    /// x (within WGSL's 2.5-ULP division), y exactly, and the cursor advanced by `rows`.
+    pub fn compare(
+        &self,
+        pixels: usize,
+        rows: usize,
+        x: &[f32],
+        y: &[u32],
+        cursor: u32,
+        shape: String,
+    ) -> Vec<Check> {
+        let (wx, wy) = cpu::gather::gather(
+            &self.images,
+            &self.labels,
+            pixels,
+            &self.order[..self.len],
+            self.start,
+            rows,
+        );
+        vec![
+            compare(
+                Family::Gather,
+                "gather x",
+                shape.clone(),
+                x,
+                &f64s(wx.as_slice().unwrap()),
+                |_| (0.0, 5.0 * U),
+            ),
+            compare_u32(
+                Family::Gather,
+                "gather y",
+                shape.clone(),
+                y,
+                wy.as_slice().unwrap(),
+            ),
+            compare_u32(
+                Family::Gather,
+                "advance",
+                shape,
+                &[cursor],
+                &[(self.start + rows) as u32],
+            ),
+        ]
+    }
+}

@@ -1,0 +1,281 @@
+//! What the checks run on: the shapes of every family, the presets' full-size layers, the Adam
+//! cases. Shared by the kernel checks ([`super::kernels`]) and the op checks ([`super::ops`]).
+
+use crate::ops::{AdamParams, Conv2dSpec, Pool2dSpec};
+use crate::oracle::{AdamCase, ADAM_SCHEDULE_LEN};
+
+/// The matmul shapes (M, N, K) every variant is checked on: 1, smaller than a tile, exact tile
+/// multiples, primes, K ≫ M·N, the MNIST MLP's products, and one ≥ 1000³.
+pub const MATMUL_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 1, 7),
+    (3, 5, 2),
+    (15, 17, 9),
+    (16, 16, 16),
+    (64, 64, 64),
+    (128, 64, 32),
+    (65, 63, 17),
+    (7, 13, 257),
+    (13, 7, 1),
+    (31, 1000, 1),
+    (2, 3, 4099),
+    (5, 3, 10007),
+    (1, 512, 784),
+    (257, 1, 3),
+    (100, 512, 784),
+    (100, 10, 512),
+    (100, 512, 512),
+    (512, 784, 100),
+    (100, 784, 512),
+    (10, 512, 100),
+    (1000, 1000, 1000),
+];
+
+/// Shapes for the element-wise families: 1, primes, tile non-multiples, MLP shapes, large.
+pub const ROW_SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 10),
+    (2, 3),
+    (7, 13),
+    (13, 7),
+    (31, 1),
+    (64, 64),
+    (65, 17),
+    (100, 10),
+    (100, 512),
+    (100, 784),
+    (255, 257),
+    (1000, 10),
+    (1, 100_003),
+    (1000, 1000),
+    (3, 70_001),
+    (70_001, 3),
+    (10_000, 10),
+    (256, 256),
+    (97, 101),
+];
+
+/// Gather checks as (samples in the dataset, pixels per sample, rows per minibatch): one of
+/// everything, odd sizes, MNIST's shapes (the whole training set at batch 1 and 100), minibatches
+/// of one more, one less and as many rows as samples, and minibatches running past the end.
+pub const GATHER_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (3, 5, 4),
+    (10, 784, 7),
+    (257, 13, 100),
+    (1000, 784, 100),
+    (60_000, 784, 100),
+    (5, 3, 20),
+    (2, 1, 1),
+    (1, 784, 100),
+    (99, 784, 100),
+    (100, 784, 100),
+    (101, 784, 100),
+    (7, 1, 13),
+    (60_000, 784, 1),
+    (33, 17, 32),
+    (64, 64, 64),
+    (3, 1000, 2),
+    (500, 3, 499),
+    (12, 28, 5),
+    (31, 784, 31),
+    (10_000, 784, 250),
+    (4, 4, 3),
+];
+
+/// A convolution's input geometry (what im2col/col2im depend on): B, C, H, W, K, stride, pad.
+fn conv(
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Conv2dSpec {
+    Conv2dSpec {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out: 1,
+        k,
+        stride,
+        pad,
+    }
+}
+
+/// im2col/col2im shapes: batch 1, 1 and 3 channels, 1×1, 3×3 and 5×5 kernels, even kernels,
+/// stride 2 and 3, stride > K (inputs no window reads), padding 1–3, odd sizes, kernels as
+/// large as the padded input.
+pub fn conv2d_shapes() -> Vec<Conv2dSpec> {
+    vec![
+        conv(1, 1, 1, 1, 1, 1, 0),
+        conv(1, 1, 5, 5, 3, 1, 0),
+        conv(2, 3, 7, 7, 3, 1, 1),
+        conv(1, 3, 8, 8, 3, 2, 1),
+        conv(2, 1, 9, 7, 5, 2, 2),
+        conv(3, 3, 6, 5, 1, 1, 0),
+        conv(2, 3, 5, 5, 1, 2, 0),
+        conv(1, 1, 3, 3, 5, 1, 1),
+        conv(2, 3, 4, 6, 8, 1, 2),
+        conv(1, 3, 11, 13, 5, 3, 2),
+        conv(2, 2, 7, 7, 3, 3, 0),
+        conv(1, 1, 6, 6, 2, 4, 0),
+        conv(2, 4, 7, 9, 4, 2, 3),
+        conv(1, 2, 5, 5, 3, 1, 2),
+        conv(3, 1, 10, 10, 7, 2, 3),
+        conv(1, 5, 5, 5, 5, 1, 0),
+        conv(2, 3, 28, 28, 5, 1, 2),
+        conv(1, 3, 1, 9, 1, 1, 0),
+        conv(4, 2, 13, 3, 3, 2, 1),
+        conv(1, 1, 2, 2, 4, 1, 1),
+    ]
+}
+
+/// The convolutions of the presets at batch 100: `lenet5` = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10
+/// and `cnn` = 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 (both first layers share one im2col).
+pub fn conv2d_preset_shapes() -> Vec<(&'static str, Conv2dSpec)> {
+    vec![
+        ("lenet5/cnn conv1", conv(100, 1, 28, 28, 5, 1, 2)),
+        ("lenet5 conv2", conv(100, 6, 14, 14, 5, 1, 0)),
+        ("cnn conv2", conv(100, 32, 14, 14, 5, 1, 2)),
+    ]
+}
+
+fn pool(batch: usize, c: usize, h: usize, w: usize, k: usize) -> Pool2dSpec {
+    Pool2dSpec { batch, c, h, w, k }
+}
+
+/// Max-pooling shapes: K = 1 (identity), 2, 3, 4 and 5, floors (H or W not a multiple of K),
+/// one window, batch 1, odd sizes.
+pub fn maxpool_shapes() -> Vec<Pool2dSpec> {
+    vec![
+        pool(1, 1, 1, 1, 1),
+        pool(1, 1, 2, 2, 2),
+        pool(1, 1, 5, 5, 2),
+        pool(2, 3, 7, 9, 3),
+        pool(3, 2, 6, 6, 1),
+        pool(2, 4, 8, 8, 4),
+        pool(1, 3, 5, 7, 5),
+        pool(2, 5, 13, 11, 2),
+        pool(1, 1, 4, 4, 4),
+        pool(3, 3, 9, 9, 3),
+        pool(2, 2, 10, 3, 3),
+        pool(1, 7, 6, 6, 2),
+        pool(4, 1, 3, 3, 2),
+        pool(1, 16, 15, 15, 4),
+        pool(2, 1, 31, 17, 2),
+        pool(1, 2, 2, 8, 2),
+        pool(2, 6, 28, 28, 2),
+        pool(1, 3, 11, 4, 2),
+        pool(5, 2, 7, 7, 7),
+        pool(1, 64, 14, 14, 2),
+    ]
+}
+
+/// The presets' pooling layers at batch 100 (see [`conv2d_preset_shapes`]).
+pub fn maxpool_preset_shapes() -> Vec<(&'static str, Pool2dSpec)> {
+    vec![
+        ("lenet5 pool1", pool(100, 6, 28, 28, 2)),
+        ("lenet5 pool2", pool(100, 16, 10, 10, 2)),
+        ("cnn pool1", pool(100, 32, 28, 28, 2)),
+        ("cnn pool2", pool(100, 64, 14, 14, 2)),
+    ]
+}
+
+/// Adam cases larger than this run only with the presets (see [`super::run_family_with`]).
+pub const ADAM_TEST_MAX: usize = 200_000;
+
+/// Adam cases: 1 element, around one workgroup (255–257), odd sizes and primes, the lenet5 and
+/// cnn presets' parameter tensors (cnn's 3136×1024 layer, 3.2M weights, only with the presets),
+/// L2 on weights and 0 on biases, t = 1, 2, 10, the schedule's last entry and beyond it
+/// (clamped to it), and β1 < 0.5 (PyTorch's other lerp form) with a larger ε and learning rate.
+pub fn adam_cases() -> Vec<AdamCase> {
+    let torch = AdamParams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        l2: 0.0,
+    };
+    let wd = AdamParams { l2: 1e-2, ..torch };
+    let odd = AdamParams {
+        lr: 0.05,
+        beta1: 0.3,
+        beta2: 0.9,
+        eps: 1e-4,
+        l2: 5e-4,
+    };
+    let sizes = [
+        1, 2, 7, 255, 256, 257, 1000, 4099, 65_537, 100_003, 150, 6, 2400, 48_000, 10_080, 800,
+        51_200, 3_211_264, 10_240, 1024, 33,
+    ];
+    let ts = [1, 2, 10, ADAM_SCHEDULE_LEN, 1000];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| AdamCase {
+            n,
+            t: ts[i % ts.len()],
+            hp: match i % 4 {
+                0 | 2 => wd,
+                1 => torch,
+                _ => odd,
+            },
+        })
+        .collect()
+}
+
+/// Layer geometries for [`super::ops::check_conv2d_layer_op`]: every im2col shape with 1–17 output
+/// channels (one, several and a partial group of the CPU engine's 8), and one-channel stride-1
+/// layers (its direct kernels) whose OW is 1, 15, 16, 17, 31 and 33 (vector edges of 8 and 16
+/// lanes) with kernels 1–7 and padding 0–3.
+pub fn conv2d_layer_shapes() -> Vec<Conv2dSpec> {
+    let outs = [1, 6, 8, 9, 17];
+    let mut v: Vec<Conv2dSpec> = conv2d_shapes()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Conv2dSpec {
+            c_out: outs[i % outs.len()],
+            ..s
+        })
+        .collect();
+    // (batch, H, W, K, pad, O): OW = W + 2·pad − K + 1.
+    for (batch, h, w, k, pad, c_out) in [
+        (2, 5, 5, 5, 0, 3),
+        (1, 7, 15, 1, 0, 9),
+        (2, 6, 20, 5, 0, 6),
+        (1, 9, 13, 3, 2, 16),
+        (3, 4, 27, 7, 3, 1),
+        (2, 11, 31, 3, 1, 17),
+        (1, 3, 33, 3, 1, 8),
+        (2, 28, 28, 5, 2, 6),
+    ] {
+        v.push(Conv2dSpec {
+            batch,
+            c_in: 1,
+            h,
+            w,
+            c_out,
+            k,
+            stride: 1,
+            pad,
+        });
+    }
+    v
+}
+
+/// The presets' weighted layers at batch 100 as products: (label, rows, outputs O, inputs I
+/// per row), rows = B·OH·OW for a convolution (its im2col rows) and B for a dense layer.
+pub const PRESET_LAYERS: [(&str, usize, usize, usize); 9] = [
+    ("lenet5 conv1", 78_400, 6, 25),
+    ("lenet5 conv2", 10_000, 16, 150),
+    ("lenet5 fc1", 100, 120, 400),
+    ("lenet5 fc2", 100, 84, 120),
+    ("lenet5 fc3", 100, 10, 84),
+    ("cnn conv1", 78_400, 32, 25),
+    ("cnn conv2", 19_600, 64, 800),
+    ("cnn fc1", 100, 1024, 3136),
+    ("cnn fc2", 100, 10, 1024),
+];
