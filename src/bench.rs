@@ -110,12 +110,17 @@ pub struct Record {
     pub images_per_s: Option<f64>,
     /// The CPU reference path on the same shape.
     pub cpu_median_ms: Option<f64>,
+    /// The CPU reference path's GFLOP/s, where `gflops` is given.
     pub cpu_gflops: Option<f64>,
+    /// The CPU reference path's GB/s, where `gbps` is given.
     pub cpu_gbps: Option<f64>,
+    /// The CPU reference path's images per second, where `images_per_s` is given.
     pub cpu_images_per_s: Option<f64>,
-    /// Adapter name and backend.
+    /// Adapter name.
     pub adapter: String,
+    /// Graphics backend (Vulkan, Metal, …).
     pub backend: String,
+
     /// How the GPU time was taken: `timestamp` (queries around the submission) or `wall`
     /// (clock around submit + wait), with samples × launches per sample.
     pub timing: String,

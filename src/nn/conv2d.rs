@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::ops::{BufId, Conv2dSpec, Epilogue, MatmulSpec, Op};
 use crate::Result;
 
+/// A convolution layer over a batch (see the module docs), with its im2col buffers.
 pub struct Conv2d {
     spec: Conv2dSpec,
     relu: bool,
@@ -22,6 +23,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// The layer `spec` (ReLU fused if `relu`), allocating its cols and dcols buffers on `be`
+    /// unless im2col is the identity; fails if the device cannot hold them.
     pub fn new(spec: Conv2dSpec, relu: bool, be: &mut dyn Backend) -> Result<Self> {
         let identity = spec.k == 1 && spec.stride == 1 && spec.pad == 0;
         let n = spec.col_rows() * spec.col_cols();

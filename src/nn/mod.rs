@@ -24,9 +24,13 @@ pub mod maxpool;
 /// A layer's parameters and their gradients, in engine layout.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamBufs {
+    /// Weight: dense [O, I] (columns in H,W,C order after a flatten), convolution [O, C·K·K].
     pub w: BufId,
+    /// Bias [O].
     pub b: BufId,
+    /// Gradient of the weight, laid out as `w`.
     pub dw: BufId,
+    /// Gradient of the bias [O].
     pub db: BufId,
 }
 
