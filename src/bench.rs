@@ -1,9 +1,10 @@
 //! Microbenchmarks of the kernels and of training, each next to the CPU reference path.
 //!
 //! [`run`] measures, on one adapter:
-//! * matmul on square sizes 128, 256, … up to [`BenchOpts::max_size`] and on the products of the
-//!   lecture's 784-512-512-512-10 MLP at batch 100 (forward with the fused bias/ReLU epilogue,
-//!   weight gradients, input gradients with the ReLU-mask epilogue), with the autotuned variant
+//! * matmul on square sizes 128, 256, … up to
+//!   [`BenchOpts::max_size`](field@BenchOpts::max_size) and on the products of the lecture's
+//!   784-512-512-512-10 MLP at batch 100 (forward with the fused bias/ReLU epilogue, weight
+//!   gradients, input gradients with the ReLU-mask epilogue), with the autotuned variant
 //!   (and, with [`BenchOpts::variants`], every variant): GFLOP/s = 2·M·N·K / median time;
 //! * the element-wise kernels bias_add, bias_backward, relu_forward, softmax_xent_forward and
 //!   sgd_update at a few sizes: GB/s = bytes read and written once / median time;

@@ -10,11 +10,11 @@
 pub enum Epilogue {
     /// C = A·B
     None,
-    /// C = A·B + bias[N]
+    /// C = A·B + bias\[N\]
     Bias,
-    /// C = max(A·B + bias[N], 0)
+    /// C = max(A·B + bias\[N\], 0)
     BiasRelu,
-    /// C = A·B where aux[M,N] > 0, else 0 (ReLU backward through the layer below).
+    /// C = A·B where aux\[M,N\] > 0, else 0 (ReLU backward through the layer below).
     ReluMask,
 }
 
@@ -28,7 +28,7 @@ impl Epilogue {
     ];
 }
 
-/// Shape and flavour of one product C[M,N] = op(A)[M,K]·op(B)[K,N].
+/// Shape and flavour of one product C\[M,N\] = op(A)\[M,K\]·op(B)\[K,N\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulSpec {
     /// M: rows of C and of op(A).
@@ -95,10 +95,10 @@ pub struct MetricsAcc {
 /// The label value that marks a padding row (see `gather.wgsl`).
 pub const PADDING_LABEL: u32 = u32::MAX;
 
-/// A 2-D convolution over channels-last activations x[B,H,W,C] with weights w[O, C·K·K]
-/// (PyTorch's [O,C,K,K] flattened) and bias[O], zero padding `pad` on every side, stride
+/// A 2-D convolution over channels-last activations x\[B,H,W,C\] with weights w[O, C·K·K]
+/// (PyTorch's \[O,C,K,K\] flattened) and bias\[O\], zero padding `pad` on every side, stride
 /// `stride`. The engine runs it as im2col + the tuned matmul: cols[B·OH·OW, C·K·K] with column
-/// index c·K·K + ky·K + kx, then y[B·OH·OW, O] = cols·wᵀ, which is y[B,OH,OW,O] channels-last.
+/// index c·K·K + ky·K + kx, then y[B·OH·OW, O] = cols·wᵀ, which is y\[B,OH,OW,O\] channels-last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dSpec {
     /// B
@@ -136,11 +136,11 @@ impl Conv2dSpec {
     pub fn col_cols(&self) -> usize {
         self.c_in * self.k * self.k
     }
-    /// Elements of the input x[B,H,W,C].
+    /// Elements of the input x\[B,H,W,C\].
     pub fn input_len(&self) -> usize {
         self.batch * self.h * self.w * self.c_in
     }
-    /// Elements of the output y[B,OH,OW,O].
+    /// Elements of the output y\[B,OH,OW,O\].
     pub fn output_len(&self) -> usize {
         self.col_rows() * self.c_out
     }
@@ -159,8 +159,8 @@ fn out_side(side: usize, k: usize, stride: usize, pad: usize) -> usize {
     }
 }
 
-/// Max-pooling K×K with stride K over channels-last x[B,H,W,C] → y[B,H/K,W/K,C] (floor, as
-/// PyTorch's default), remembering in idx[B,OH,OW,C] the flat index into x of each window's
+/// Max-pooling K×K with stride K over channels-last x\[B,H,W,C\] → y[B,H/K,W/K,C] (floor, as
+/// PyTorch's default), remembering in idx\[B,OH,OW,C\] the flat index into x of each window's
 /// maximum (the first one in row-major window order on ties; NaN wins, as in PyTorch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pool2dSpec {
@@ -185,11 +185,11 @@ impl Pool2dSpec {
     pub fn out_w(&self) -> usize {
         self.w.checked_div(self.k).unwrap_or(0)
     }
-    /// Elements of the input x[B,H,W,C].
+    /// Elements of the input x\[B,H,W,C\].
     pub fn input_len(&self) -> usize {
         self.batch * self.h * self.w * self.c
     }
-    /// Elements of the output y[B,OH,OW,C] (and of idx).
+    /// Elements of the output y\[B,OH,OW,C\] (and of idx).
     pub fn output_len(&self) -> usize {
         self.batch * self.out_h() * self.out_w() * self.c
     }
@@ -239,7 +239,7 @@ pub struct DataId(pub usize);
 /// executes each with its CPU twin.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
-    /// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] for
+    /// x\[B,P\] = images[order[cursor + b]] / 255, y\[B\] = labels[order[cursor + b]] for
     /// cursor + b < `len`; rows at or past `len` are padding (zeros and [`PADDING_LABEL`]).
     /// `len` ≤ the dataset's samples: the order entries in use (a data-parallel rank's share).
     Gather {
@@ -253,9 +253,9 @@ pub enum Op {
         order: BufId,
         /// u32 counter: the position in `order` of row 0.
         cursor: BufId,
-        /// Output f32 x[B,P], P pixels per sample, scaled to [0, 1].
+        /// Output f32 x\[B,P\], P pixels per sample, scaled to [0, 1].
         x: BufId,
-        /// Output u32 labels y[B].
+        /// Output u32 labels y\[B\].
         y: BufId,
     },
     /// cursor += by (a u32 counter).
@@ -265,91 +265,91 @@ pub enum Op {
         /// The increment.
         by: usize,
     },
-    /// C = op(A)·op(B) with the epilogue; `aux` is the bias [N] or the mask [M,N].
+    /// C = op(A)·op(B) with the epilogue; `aux` is the bias \[N\] or the mask \[M,N\].
     Matmul {
         /// Shape, transposes, epilogue and accumulation.
         spec: MatmulSpec,
-        /// A: [M,K], or [K,M] if `spec.trans_a`.
+        /// A: \[M,K\], or \[K,M\] if `spec.trans_a`.
         a: BufId,
-        /// B: [K,N], or [N,K] if `spec.trans_b`.
+        /// B: \[K,N\], or \[N,K\] if `spec.trans_b`.
         b: BufId,
-        /// Bias [N] (Bias, BiasRelu), mask [M,N] (ReluMask), none otherwise.
+        /// Bias \[N\] (Bias, BiasRelu), mask \[M,N\] (ReluMask), none otherwise.
         aux: Option<BufId>,
-        /// Output C[M,N].
+        /// Output C\[M,N\].
         c: BufId,
     },
-    /// db[O] = Σ_B dy[B,O]
+    /// db\[O\] = Σ_B dy\[B,O\]
     BiasBackward {
         /// B: rows of dy.
         rows: usize,
         /// O: columns of dy, elements of db.
         cols: usize,
-        /// Gradient with respect to the layer's output, dy[B,O].
+        /// Gradient with respect to the layer's output, dy\[B,O\].
         dy: BufId,
-        /// Output bias gradient db[O].
+        /// Output bias gradient db\[O\].
         db: BufId,
     },
-    /// cols[B·OH·OW, C·K·K] from x[B,H,W,C].
+    /// cols[B·OH·OW, C·K·K] from x\[B,H,W,C\].
     Im2col {
         /// The convolution whose columns are built.
         spec: Conv2dSpec,
-        /// Input x[B,H,W,C].
+        /// Input x\[B,H,W,C\].
         x: BufId,
         /// Output cols[B·OH·OW, C·K·K].
         cols: BufId,
     },
-    /// dx[B,H,W,C] = Σ of the dcols entries im2col copied from each element, zero where
+    /// dx\[B,H,W,C\] = Σ of the dcols entries im2col copied from each element, zero where
     /// mask ≤ 0.
     Col2im {
         /// The convolution whose columns are folded back.
         spec: Conv2dSpec,
         /// Gradient of the columns, dcols[B·OH·OW, C·K·K].
         dcols: BufId,
-        /// Optional [B,H,W,C] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
+        /// Optional \[B,H,W,C\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
         mask: Option<BufId>,
-        /// Output dx[B,H,W,C].
+        /// Output dx\[B,H,W,C\].
         dx: BufId,
     },
     /// y, idx from x (see [`Pool2dSpec`]).
     MaxPoolForward {
         /// The pooling.
         spec: Pool2dSpec,
-        /// Input x[B,H,W,C].
+        /// Input x\[B,H,W,C\].
         x: BufId,
-        /// Output y[B,OH,OW,C].
+        /// Output y\[B,OH,OW,C\].
         y: BufId,
-        /// Output u32 idx[B,OH,OW,C]: flat index into x of each maximum.
+        /// Output u32 idx\[B,OH,OW,C\]: flat index into x of each maximum.
         idx: BufId,
     },
     /// dx = dy at each window's maximum, else 0; zero where mask ≤ 0.
     MaxPoolBackward {
         /// The pooling.
         spec: Pool2dSpec,
-        /// Gradient of the output, dy[B,OH,OW,C].
+        /// Gradient of the output, dy\[B,OH,OW,C\].
         dy: BufId,
-        /// The forward pass's u32 idx[B,OH,OW,C].
+        /// The forward pass's u32 idx\[B,OH,OW,C\].
         idx: BufId,
-        /// Optional [B,H,W,C] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
+        /// Optional \[B,H,W,C\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
         mask: Option<BufId>,
-        /// Output dx[B,H,W,C].
+        /// Output dx\[B,H,W,C\].
         dx: BufId,
     },
-    /// logits[B,C], labels[B] → probs[B,C], loss[B].
+    /// logits\[B,C\], labels\[B\] → probs\[B,C\], loss\[B\].
     SoftmaxXentForward {
         /// B
         rows: usize,
         /// C: classes.
         classes: usize,
-        /// Input logits[B,C].
+        /// Input logits\[B,C\].
         logits: BufId,
-        /// u32 labels[B] (≥ C, e.g. [`PADDING_LABEL`], for a padding row).
+        /// u32 labels\[B\] (≥ C, e.g. [`PADDING_LABEL`], for a padding row).
         labels: BufId,
-        /// Output softmax probabilities probs[B,C].
+        /// Output softmax probabilities probs\[B,C\].
         probs: BufId,
-        /// Output per-row cross-entropy loss[B].
+        /// Output per-row cross-entropy loss\[B\].
         loss: BufId,
     },
-    /// dlogits[B,C] = (probs − onehot(labels))·scale.
+    /// dlogits\[B,C\] = (probs − onehot(labels))·scale.
     SoftmaxXentBackward {
         /// B
         rows: usize,
@@ -357,11 +357,11 @@ pub enum Op {
         classes: usize,
         /// Factor applied to every gradient (the engine's: 1 / the global batch size).
         scale: f32,
-        /// The forward pass's probs[B,C].
+        /// The forward pass's probs\[B,C\].
         probs: BufId,
-        /// u32 labels[B].
+        /// u32 labels\[B\].
         labels: BufId,
-        /// Output dlogits[B,C].
+        /// Output dlogits\[B,C\].
         dlogits: BufId,
     },
     /// acc += (Σ loss, #correct, #rows) over non-padding rows (acc is a [`MetricsAcc`]).
@@ -370,11 +370,11 @@ pub enum Op {
         rows: usize,
         /// C: classes; a label ≥ C marks a padding row.
         classes: usize,
-        /// Scores probs[B,C] whose argmax is the prediction.
+        /// Scores probs\[B,C\] whose argmax is the prediction.
         probs: BufId,
-        /// u32 labels[B].
+        /// u32 labels\[B\].
         labels: BufId,
-        /// Per-row loss[B].
+        /// Per-row loss\[B\].
         loss: BufId,
         /// The [`MetricsAcc`] (4 words) updated in place.
         acc: BufId,
@@ -385,11 +385,11 @@ pub enum Op {
         n: usize,
         /// Learning rate, momentum, L2.
         hp: SgdParams,
-        /// Parameters w[n], updated in place.
+        /// Parameters w\[n\], updated in place.
         w: BufId,
-        /// Gradient g[n].
+        /// Gradient g\[n\].
         g: BufId,
-        /// Momentum buffer v[n], updated in place.
+        /// Momentum buffer v\[n\], updated in place.
         v: BufId,
     },
     /// Adam over n elements; `sched` holds [`AdamParams::schedule`] pairs, `step` the number of
@@ -399,13 +399,13 @@ pub enum Op {
         n: usize,
         /// β1, β2, ε, L2 (the learning rate comes from `sched`).
         hp: AdamParams,
-        /// Parameters w[n], updated in place.
+        /// Parameters w\[n\], updated in place.
         w: BufId,
-        /// Gradient g[n].
+        /// Gradient g\[n\].
         g: BufId,
-        /// First moment m[n], updated in place.
+        /// First moment m\[n\], updated in place.
         m: BufId,
-        /// Second moment v[n], updated in place.
+        /// Second moment v\[n\], updated in place.
         v: BufId,
         /// f32 [`AdamParams::schedule`] pairs of updates 1, 2, …; past the end, the last serves.
         sched: BufId,

@@ -1,6 +1,6 @@
 //! Conv2d as im2col + the tuned matmul: cols[B·OH·OW, C·K·K] = im2col(x), then
-//! y[B·OH·OW, O] = cols·Wᵀ + b (ReLU fused), which is y[B,OH,OW,O] channels-last. W is
-//! PyTorch's [O,C,K,K] read as [O, C·K·K], whose column order im2col follows.
+//! y[B·OH·OW, O] = cols·Wᵀ + b (ReLU fused), which is y\[B,OH,OW,O\] channels-last. W is
+//! PyTorch's \[O,C,K,K\] read as [O, C·K·K], whose column order im2col follows.
 //!
 //! Why im2col: every FLOP then runs in the matmul the autotuner already picks per adapter and
 //! shape (see BENCHMARKS.md for the measured rates); the price is the cols buffer

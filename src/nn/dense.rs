@@ -1,4 +1,4 @@
-//! A dense layer y = x·Wᵀ + b (ReLU optional), W [O,I] as PyTorch's `nn.Linear`. After a
+//! A dense layer y = x·Wᵀ + b (ReLU optional), W \[O,I\] as PyTorch's `nn.Linear`. After a
 //! convolution or pooling block its input is the channels-last image viewed as [B, H·W·C].
 
 use super::{Io, Layer};

@@ -14,7 +14,7 @@ pub struct MaxPool2d {
 }
 
 impl MaxPool2d {
-    /// The layer `spec`, allocating its u32 argmax buffer idx[B,OH,OW,C] on `be`; fails if the
+    /// The layer `spec`, allocating its u32 argmax buffer idx\[B,OH,OW,C\] on `be`; fails if the
     /// device cannot hold it.
     pub fn new(spec: Pool2dSpec, be: &mut dyn Backend) -> Result<Self> {
         let idx = be.alloc("pool argmax", spec.output_len())?;

@@ -944,7 +944,7 @@ impl Engine {
         Ok(bytemuck::cast_slice(&words).to_vec())
     }
 
-    /// Gradients of the mean batch loss at `x` [B, input] and `labels` [B], without updating
+    /// Gradients of the mean batch loss at `x` [B, input] and `labels` \[B\], without updating
     /// (for tests), in file layout.
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
         self.be.write_f32(self.x, x)?;
