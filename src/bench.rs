@@ -1,9 +1,10 @@
 //! Microbenchmarks of the kernels and of training, each next to the CPU reference path.
 //!
 //! [`run`] measures, on one adapter:
-//! * matmul on square sizes 128, 256, … up to [`BenchOpts::max_size`] and on the products of the
-//!   lecture's 784-512-512-512-10 MLP at batch 100 (forward with the fused bias/ReLU epilogue,
-//!   weight gradients, input gradients with the ReLU-mask epilogue), with the autotuned variant
+//! * matmul on square sizes 128, 256, … up to
+//!   [`BenchOpts::max_size`](field@BenchOpts::max_size) and on the products of the lecture's
+//!   784-512-512-512-10 MLP at batch 100 (forward with the fused bias/ReLU epilogue, weight
+//!   gradients, input gradients with the ReLU-mask epilogue), with the autotuned variant
 //!   (and, with [`BenchOpts::variants`], every variant): GFLOP/s = 2·M·N·K / median time;
 //! * the element-wise kernels bias_add, bias_backward, relu_forward, softmax_xent_forward and
 //!   sgd_update at a few sizes: GB/s = bytes read and written once / median time;
@@ -110,12 +111,17 @@ pub struct Record {
     pub images_per_s: Option<f64>,
     /// The CPU reference path on the same shape.
     pub cpu_median_ms: Option<f64>,
+    /// The CPU reference path's GFLOP/s, where `gflops` is given.
     pub cpu_gflops: Option<f64>,
+    /// The CPU reference path's GB/s, where `gbps` is given.
     pub cpu_gbps: Option<f64>,
+    /// The CPU reference path's images per second, where `images_per_s` is given.
     pub cpu_images_per_s: Option<f64>,
-    /// Adapter name and backend.
+    /// Adapter name.
     pub adapter: String,
+    /// Graphics backend (Vulkan, Metal, …).
     pub backend: String,
+
     /// How the GPU time was taken: `timestamp` (queries around the submission) or `wall`
     /// (clock around submit + wait), with samples × launches per sample.
     pub timing: String,

@@ -10,11 +10,11 @@
 pub enum Epilogue {
     /// C = A·B
     None,
-    /// C = A·B + bias[N]
+    /// C = A·B + bias\[N\]
     Bias,
-    /// C = max(A·B + bias[N], 0)
+    /// C = max(A·B + bias\[N\], 0)
     BiasRelu,
-    /// C = A·B where aux[M,N] > 0, else 0 (ReLU backward through the layer below).
+    /// C = A·B where aux\[M,N\] > 0, else 0 (ReLU backward through the layer below).
     ReluMask,
 }
 
@@ -28,16 +28,20 @@ impl Epilogue {
     ];
 }
 
-/// Shape and flavour of one product C[M,N] = op(A)[M,K]·op(B)[K,N].
+/// Shape and flavour of one product C\[M,N\] = op(A)\[M,K\]·op(B)\[K,N\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulSpec {
+    /// M: rows of C and of op(A).
     pub m: usize,
+    /// N: columns of C and of op(B).
     pub n: usize,
+    /// K: the summed dimension (columns of op(A), rows of op(B)).
     pub k: usize,
     /// A is stored as [K, M].
     pub trans_a: bool,
     /// B is stored as [N, K].
     pub trans_b: bool,
+    /// What is applied to each element of C after the dot product.
     pub epilogue: Epilogue,
     /// C += result.
     pub accumulate: bool,
@@ -233,7 +237,9 @@ impl std::fmt::Display for MatmulTile {
 /// Hyperparameters of one SGD update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdParams {
+    /// Learning rate α.
     pub lr: f32,
+    /// Momentum μ (0: plain SGD).
     pub momentum: f32,
     /// L2 coefficient λ (0 for biases).
     pub l2: f32,
@@ -243,33 +249,40 @@ pub struct SgdParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct MetricsAcc {
+    /// Σ of the per-row cross-entropy losses over the rows seen.
     pub loss_sum: f32,
+    /// Rows whose argmax (the first maximum) equals the label.
     pub correct: u32,
+    /// Non-padding rows accumulated (label < C).
     pub seen: u32,
+    /// Launches whose batch loss sum was NaN or infinite.
     pub nonfinite: u32,
 }
 
 /// The label value that marks a padding row (see `gather.wgsl`).
 pub const PADDING_LABEL: u32 = u32::MAX;
 
-/// A 2-D convolution over channels-last activations x[B,H,W,C] with weights w[O, C·K·K]
-/// (PyTorch's [O,C,K,K] flattened) and bias[O], zero padding `pad` on every side, stride
+/// A 2-D convolution over channels-last activations x\[B,H,W,C\] with weights w[O, C·K·K]
+/// (PyTorch's \[O,C,K,K\] flattened) and bias\[O\], zero padding `pad` on every side, stride
 /// `stride`. The engine runs it as im2col + the tuned matmul: cols[B·OH·OW, C·K·K] with column
-/// index c·K·K + ky·K + kx, then y[B·OH·OW, O] = cols·wᵀ, which is y[B,OH,OW,O] channels-last.
+/// index c·K·K + ky·K + kx, then y[B·OH·OW, O] = cols·wᵀ, which is y\[B,OH,OW,O\] channels-last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dSpec {
     /// B
     pub batch: usize,
     /// C: input channels.
     pub c_in: usize,
-    /// H, W: input height and width.
+    /// H: input height.
     pub h: usize,
+    /// W: input width.
     pub w: usize,
     /// O: output channels.
     pub c_out: usize,
     /// K: the kernel is K×K.
     pub k: usize,
+    /// Step between kernel positions, in input pixels, along both axes.
     pub stride: usize,
+    /// Zero padding added on each of the four sides, in pixels.
     pub pad: usize,
 }
 
@@ -290,11 +303,11 @@ impl Conv2dSpec {
     pub fn col_cols(&self) -> usize {
         self.c_in * self.k * self.k
     }
-    /// Elements of the input x[B,H,W,C].
+    /// Elements of the input x\[B,H,W,C\].
     pub fn input_len(&self) -> usize {
         self.batch * self.h * self.w * self.c_in
     }
-    /// Elements of the output y[B,OH,OW,O].
+    /// Elements of the output y\[B,OH,OW,O\].
     pub fn output_len(&self) -> usize {
         self.col_rows() * self.c_out
     }
@@ -318,28 +331,37 @@ pub fn col2im_terms(spec: &Conv2dSpec) -> usize {
     spec.k.div_ceil(spec.stride.max(1)).pow(2)
 }
 
-/// Max-pooling K×K with stride K over channels-last x[B,H,W,C] → y[B,H/K,W/K,C] (floor, as
-/// PyTorch's default), remembering in idx[B,OH,OW,C] the flat index into x of each window's
+/// Max-pooling K×K with stride K over channels-last x\[B,H,W,C\] → y[B,H/K,W/K,C] (floor, as
+/// PyTorch's default), remembering in idx\[B,OH,OW,C\] the flat index into x of each window's
 /// maximum (the first one in row-major window order on ties; NaN wins, as in PyTorch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pool2dSpec {
+    /// B
     pub batch: usize,
+    /// C: channels (unchanged by pooling).
     pub c: usize,
+    /// H: input height.
     pub h: usize,
+    /// W: input width.
     pub w: usize,
+    /// K: the window is K×K and the stride K.
     pub k: usize,
 }
 
 impl Pool2dSpec {
+    /// Output height OH = H / K, rounded down (0 if K is 0).
     pub fn out_h(&self) -> usize {
         self.h.checked_div(self.k).unwrap_or(0)
     }
+    /// Output width OW = W / K, rounded down (0 if K is 0).
     pub fn out_w(&self) -> usize {
         self.w.checked_div(self.k).unwrap_or(0)
     }
+    /// Elements of the input x\[B,H,W,C\].
     pub fn input_len(&self) -> usize {
         self.batch * self.h * self.w * self.c
     }
+    /// Elements of the output y\[B,OH,OW,C\] (and of idx).
     pub fn output_len(&self) -> usize {
         self.batch * self.out_h() * self.out_w() * self.c
     }
@@ -348,9 +370,13 @@ impl Pool2dSpec {
 /// Hyperparameters of one Adam update, with PyTorch's `torch.optim.Adam` semantics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamParams {
+    /// Learning rate α (the base rate; a schedule scales it per update).
     pub lr: f32,
+    /// β1: decay of the first-moment (mean) estimate m.
     pub beta1: f32,
+    /// β2: decay of the second-moment estimate v.
     pub beta2: f32,
+    /// ε added to √v̂ in the denominator.
     pub eps: f32,
     /// L2 coefficient λ added to the gradient (0 for biases), like PyTorch's weight_decay.
     pub l2: f32,
@@ -385,109 +411,177 @@ pub struct DataId(pub usize);
 /// executes each with its CPU twin.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
-    /// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] for
+    /// x\[B,P\] = images[order[cursor + b]] / 255, y\[B\] = labels[order[cursor + b]] for
     /// cursor + b < `len`; rows at or past `len` are padding (zeros and [`PADDING_LABEL`]).
     /// `len` ≤ the dataset's samples: the order entries in use (a data-parallel rank's share).
     Gather {
+        /// The resident dataset read.
         data: DataId,
+        /// B: rows written to x and y.
         rows: usize,
+        /// Order entries in use; rows from `cursor + b ≥ len` on are padding.
         len: usize,
+        /// u32 sample indices into the dataset, in visiting order.
         order: BufId,
+        /// u32 counter: the position in `order` of row 0.
         cursor: BufId,
+        /// Output f32 x\[B,P\], P pixels per sample, scaled to [0, 1].
         x: BufId,
+        /// Output u32 labels y\[B\].
         y: BufId,
     },
     /// cursor += by (a u32 counter).
-    Advance { cursor: BufId, by: usize },
-    /// C = op(A)·op(B) with the epilogue; `aux` is the bias [N] or the mask [M,N].
+    Advance {
+        /// The u32 counter incremented.
+        cursor: BufId,
+        /// The increment.
+        by: usize,
+    },
+    /// C = op(A)·op(B) with the epilogue; `aux` is the bias \[N\] or the mask \[M,N\].
     Matmul {
+        /// Shape, transposes, epilogue and accumulation.
         spec: MatmulSpec,
+        /// A: \[M,K\], or \[K,M\] if `spec.trans_a`.
         a: BufId,
+        /// B: \[K,N\], or \[N,K\] if `spec.trans_b`.
         b: BufId,
+        /// Bias \[N\] (Bias, BiasRelu), mask \[M,N\] (ReluMask), none otherwise.
         aux: Option<BufId>,
+        /// Output C\[M,N\].
         c: BufId,
     },
-    /// db[O] = Σ_B dy[B,O]
+    /// db\[O\] = Σ_B dy\[B,O\]
     BiasBackward {
+        /// B: rows of dy.
         rows: usize,
+        /// O: columns of dy, elements of db.
         cols: usize,
+        /// Gradient with respect to the layer's output, dy\[B,O\].
         dy: BufId,
+        /// Output bias gradient db\[O\].
         db: BufId,
     },
-    /// cols[B·OH·OW, C·K·K] from x[B,H,W,C].
+    /// cols[B·OH·OW, C·K·K] from x\[B,H,W,C\].
     Im2col {
+        /// The convolution whose columns are built.
         spec: Conv2dSpec,
+        /// Input x\[B,H,W,C\].
         x: BufId,
+        /// Output cols[B·OH·OW, C·K·K].
         cols: BufId,
     },
-    /// dx[B,H,W,C] = Σ of the dcols entries im2col copied from each element, zero where
+    /// dx\[B,H,W,C\] = Σ of the dcols entries im2col copied from each element, zero where
     /// mask ≤ 0.
     Col2im {
+        /// The convolution whose columns are folded back.
         spec: Conv2dSpec,
+        /// Gradient of the columns, dcols[B·OH·OW, C·K·K].
         dcols: BufId,
+        /// Optional \[B,H,W,C\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
         mask: Option<BufId>,
+        /// Output dx\[B,H,W,C\].
         dx: BufId,
     },
     /// y, idx from x (see [`Pool2dSpec`]).
     MaxPoolForward {
+        /// The pooling.
         spec: Pool2dSpec,
+        /// Input x\[B,H,W,C\].
         x: BufId,
+        /// Output y\[B,OH,OW,C\].
         y: BufId,
+        /// Output u32 idx\[B,OH,OW,C\]: flat index into x of each maximum.
         idx: BufId,
     },
     /// dx = dy at each window's maximum, else 0; zero where mask ≤ 0.
     MaxPoolBackward {
+        /// The pooling.
         spec: Pool2dSpec,
+        /// Gradient of the output, dy\[B,OH,OW,C\].
         dy: BufId,
+        /// The forward pass's u32 idx\[B,OH,OW,C\].
         idx: BufId,
+        /// Optional \[B,H,W,C\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
         mask: Option<BufId>,
+        /// Output dx\[B,H,W,C\].
         dx: BufId,
     },
-    /// logits[B,C], labels[B] → probs[B,C], loss[B].
+    /// logits\[B,C\], labels\[B\] → probs\[B,C\], loss\[B\].
     SoftmaxXentForward {
+        /// B
         rows: usize,
+        /// C: classes.
         classes: usize,
+        /// Input logits\[B,C\].
         logits: BufId,
+        /// u32 labels\[B\] (≥ C, e.g. [`PADDING_LABEL`], for a padding row).
         labels: BufId,
+        /// Output softmax probabilities probs\[B,C\].
         probs: BufId,
+        /// Output per-row cross-entropy loss\[B\].
         loss: BufId,
     },
-    /// dlogits[B,C] = (probs − onehot(labels))·scale.
+    /// dlogits\[B,C\] = (probs − onehot(labels))·scale.
     SoftmaxXentBackward {
+        /// B
         rows: usize,
+        /// C: classes.
         classes: usize,
+        /// Factor applied to every gradient (the engine's: 1 / the global batch size).
         scale: f32,
+        /// The forward pass's probs\[B,C\].
         probs: BufId,
+        /// u32 labels\[B\].
         labels: BufId,
+        /// Output dlogits\[B,C\].
         dlogits: BufId,
     },
     /// acc += (Σ loss, #correct, #rows) over non-padding rows (acc is a [`MetricsAcc`]).
     Metrics {
+        /// B
         rows: usize,
+        /// C: classes; a label ≥ C marks a padding row.
         classes: usize,
+        /// Scores probs\[B,C\] whose argmax is the prediction.
         probs: BufId,
+        /// u32 labels\[B\].
         labels: BufId,
+        /// Per-row loss\[B\].
         loss: BufId,
+        /// The [`MetricsAcc`] (4 words) updated in place.
         acc: BufId,
     },
     /// SGD with momentum over n elements.
     Sgd {
+        /// Elements updated.
         n: usize,
+        /// Learning rate, momentum, L2.
         hp: SgdParams,
+        /// Parameters w\[n\], updated in place.
         w: BufId,
+        /// Gradient g\[n\].
         g: BufId,
+        /// Momentum buffer v\[n\], updated in place.
         v: BufId,
     },
     /// Adam over n elements; `sched` holds [`AdamParams::schedule`] pairs, `step` the number of
     /// updates done (a u32 counter advanced once per training step).
     Adam {
+        /// Elements updated.
         n: usize,
+        /// β1, β2, ε, L2 (the learning rate comes from `sched`).
         hp: AdamParams,
+        /// Parameters w\[n\], updated in place.
         w: BufId,
+        /// Gradient g\[n\].
         g: BufId,
+        /// First moment m\[n\], updated in place.
         m: BufId,
+        /// Second moment v\[n\], updated in place.
         v: BufId,
+        /// f32 [`AdamParams::schedule`] pairs of updates 1, 2, …; past the end, the last serves.
         sched: BufId,
+        /// u32 counter: updates done, which is the index of the pair in `sched` used.
         step: BufId,
     },
 }

@@ -18,6 +18,7 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
+    /// A backend on the open device `ctx`, holding no buffers, datasets or programs yet.
     pub fn new(ctx: GpuContext) -> Self {
         GpuBackend {
             ctx,

@@ -24,7 +24,9 @@ pub struct ProgramId(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// WGSL kernels through wgpu ([`gpu::GpuBackend`]).
     Gpu,
+    /// The CPU twins, plain or fast ([`cpu::CpuBackend`], [`reference::ReferenceBackend`]).
     Cpu,
 }
 

@@ -18,6 +18,7 @@ pub struct ReferenceBackend {
 }
 
 impl ReferenceBackend {
+    /// An empty backend: no buffers, datasets or programs yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -238,7 +238,9 @@ impl Collective for ThreadGroup {
 /// of m (so shares differ by at most one row), and of a dataset evaluated in file order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
+    /// This process's rank, 0-based.
     pub rank: usize,
+    /// N: the number of ranks.
     pub ranks: usize,
 }
 

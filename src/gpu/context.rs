@@ -168,9 +168,13 @@ impl Default for Needs {
 
 /// An open device with its queue, pipeline cache and error plumbing.
 pub struct GpuContext {
+    /// The adapter the device was opened on.
     pub adapter: wgpu::Adapter,
+    /// The logical device: buffers, pipelines, bind groups.
     pub device: wgpu::Device,
+    /// The device's one queue: writes and command submissions.
     pub queue: wgpu::Queue,
+    /// The adapter's name, backend and kind, for reports.
     pub info: wgpu::AdapterInfo,
     /// The limits the device was created with (the adapter's own).
     pub limits: wgpu::Limits,
@@ -646,9 +650,11 @@ impl GpuContext {
 
 /// A prepared dispatch: pipeline, bind group and workgroup counts. Reusable across steps.
 pub struct Launch {
+    /// The kernel's name: the bind group's label, and what errors about the launch name.
     pub name: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
+    /// Workgroup counts in x, y, z.
     pub groups: [u32; 3],
 }
 

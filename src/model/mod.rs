@@ -34,23 +34,40 @@ pub enum Input {
     /// A flat vector of this many values, e.g. `784`.
     Flat(usize),
     /// An image of `c` channels, `h` rows and `w` columns, e.g. `1x28x28`.
-    Image { c: usize, h: usize, w: usize },
+    Image {
+        /// Channels C.
+        c: usize,
+        /// Height H (rows).
+        h: usize,
+        /// Width W (columns).
+        w: usize,
+    },
 }
 
 /// One layer of an [`Arch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LayerSpec {
     /// A dense layer with `out` outputs (a flatten is implied when its input is an image).
-    Dense { out: usize },
+    Dense {
+        /// Outputs O.
+        out: usize,
+    },
     /// A 2-D convolution: `out` channels, `k`×`k` kernel, stride and zero padding on every side.
     Conv {
+        /// Output channels O.
         out: usize,
+        /// Kernel side K.
         k: usize,
+        /// Step between kernel positions, in pixels (1 by default).
         stride: usize,
+        /// Zero padding on each side, in pixels (0 by default).
         pad: usize,
     },
     /// Max pooling over `k`×`k` windows with stride `k` (output side floor(side / k)).
-    Pool { k: usize },
+    Pool {
+        /// Window side and stride K.
+        k: usize,
+    },
 }
 
 impl LayerSpec {
@@ -63,8 +80,17 @@ impl LayerSpec {
 /// The shape flowing out of a layer (or the input), for one sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shape {
+    /// A vector of this many values (after a dense layer, or a flat input).
     Flat(usize),
-    Image { c: usize, h: usize, w: usize },
+    /// A feature map of `c` channels, `h` rows and `w` columns (stored channels-last, H×W×C).
+    Image {
+        /// Channels C.
+        c: usize,
+        /// Height H (rows).
+        h: usize,
+        /// Width W (columns).
+        w: usize,
+    },
 }
 
 impl Shape {
@@ -135,7 +161,9 @@ impl fmt::Display for LayerSpec {
 /// `1x28x28-c6k5p2-m2-c16k5-m2-120-84-10` or `784-512-10`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Arch {
+    /// What one sample is.
     pub input: Input,
+    /// The layers, input side first; the last one's outputs are the class scores.
     pub layers: Vec<LayerSpec>,
 }
 
@@ -543,7 +571,9 @@ pub struct Param {
 /// A network and its parameters: one [`Param`] per parametrised layer of `arch`, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
+    /// The network.
     pub arch: Arch,
+    /// Weight and bias of each layer with parameters (not pooling), input side first.
     pub params: Vec<Param>,
 }
 

@@ -1,6 +1,6 @@
 //! Conv2d as im2col + the tuned matmul: cols[B·OH·OW, C·K·K] = im2col(x), then
-//! y[B·OH·OW, O] = cols·Wᵀ + b (ReLU fused), which is y[B,OH,OW,O] channels-last. W is
-//! PyTorch's [O,C,K,K] read as [O, C·K·K], whose column order im2col follows.
+//! y[B·OH·OW, O] = cols·Wᵀ + b (ReLU fused), which is y\[B,OH,OW,O\] channels-last. W is
+//! PyTorch's \[O,C,K,K\] read as [O, C·K·K], whose column order im2col follows.
 //!
 //! Why im2col: every FLOP then runs in the matmul the autotuner already picks per adapter and
 //! shape (see BENCHMARKS.md for the measured rates); the price is the cols buffer
@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::ops::{BufId, Conv2dSpec, Epilogue, MatmulSpec, Op};
 use crate::Result;
 
+/// A convolution layer over a batch (see the module docs), with its im2col buffers.
 pub struct Conv2d {
     spec: Conv2dSpec,
     relu: bool,
@@ -22,6 +23,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// The layer `spec` (ReLU fused if `relu`), allocating its cols and dcols buffers on `be`
+    /// unless im2col is the identity; fails if the device cannot hold them.
     pub fn new(spec: Conv2dSpec, relu: bool, be: &mut dyn Backend) -> Result<Self> {
         let identity = spec.k == 1 && spec.stride == 1 && spec.pad == 0;
         let n = spec.col_rows() * spec.col_cols();

@@ -1,10 +1,11 @@
-//! A dense layer y = x·Wᵀ + b (ReLU optional), W [O,I] as PyTorch's `nn.Linear`. After a
+//! A dense layer y = x·Wᵀ + b (ReLU optional), W \[O,I\] as PyTorch's `nn.Linear`. After a
 //! convolution or pooling block its input is the channels-last image viewed as [B, H·W·C].
 
 use super::{Io, Layer};
 use crate::model::Shape;
 use crate::ops::{Epilogue, MatmulSpec, Op};
 
+/// A dense layer over a batch of rows (see the module docs).
 pub struct Dense {
     batch: usize,
     i: usize,
@@ -16,6 +17,7 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// A layer from `input` (flattened) to `out` outputs over `batch` rows, ReLU fused if `relu`.
     pub fn new(input: Shape, out: usize, batch: usize, relu: bool) -> Self {
         let image = match input {
             Shape::Image { c, h, w } if c > 1 => Some((c, h, w)),

@@ -7,12 +7,15 @@ use crate::backend::Backend;
 use crate::ops::{BufId, Op, Pool2dSpec};
 use crate::Result;
 
+/// A max-pooling layer over a batch (see the module docs), with its argmax buffer.
 pub struct MaxPool2d {
     spec: Pool2dSpec,
     idx: BufId,
 }
 
 impl MaxPool2d {
+    /// The layer `spec`, allocating its u32 argmax buffer idx\[B,OH,OW,C\] on `be`; fails if the
+    /// device cannot hold it.
     pub fn new(spec: Pool2dSpec, be: &mut dyn Backend) -> Result<Self> {
         let idx = be.alloc("pool argmax", spec.output_len())?;
         Ok(MaxPool2d { spec, idx })

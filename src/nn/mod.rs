@@ -2,7 +2,7 @@
 //! [`Op`]s; the training step ([`crate::train::Engine`]) strings them together and a backend
 //! runs them (the GPU records launches, the CPU runs the twins).
 //!
-//! Activations are channels-last, x[B,H,W,C], so every convolution is one call of the tuned
+//! Activations are channels-last, x\[B,H,W,C\], so every convolution is one call of the tuned
 //! matmul (see [`crate::ops::Conv2dSpec`]) and a flatten is a view. Model files keep PyTorch's
 //! layouts; the one place where the two differ, the weights of the first dense layer after a
 //! flatten (PyTorch flattens C,H,W), is converted by that layer when parameters enter or leave
@@ -24,9 +24,13 @@ pub mod maxpool;
 /// A layer's parameters and their gradients, in engine layout.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamBufs {
+    /// Weight: dense [O, I] (columns in H,W,C order after a flatten), convolution [O, C·K·K].
     pub w: BufId,
+    /// Bias \[O\].
     pub b: BufId,
+    /// Gradient of the weight, laid out as `w`.
     pub dw: BufId,
+    /// Gradient of the bias \[O\].
     pub db: BufId,
 }
 

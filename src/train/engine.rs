@@ -30,7 +30,10 @@ use std::rc::Rc;
 /// `velocity`; Adam: `adam.m`, `adam.v`) and the number of updates done.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptState {
+    /// (slot name, one [`Param`]-shaped tensor pair per parametrised layer), in the order of
+    /// [`slot_names`].
     pub slots: Vec<(String, Vec<Param>)>,
+    /// Optimiser updates done (Adam's t).
     pub step: u64,
 }
 
@@ -71,7 +74,9 @@ impl Drop for Overlap {
 /// Seconds spent moving gradients between ranks, summed over `steps` steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct CommTime {
+    /// Steps the times are summed over.
     pub steps: usize,
+
     /// Reading the gradients back from the device.
     pub read: f64,
     /// The all-reduce (waiting for the slowest rank included); with the sums overlapped, only
@@ -939,7 +944,7 @@ impl Engine {
         Ok(bytemuck::cast_slice(&words).to_vec())
     }
 
-    /// Gradients of the mean batch loss at `x` [B, input] and `labels` [B], without updating
+    /// Gradients of the mean batch loss at `x` [B, input] and `labels` \[B\], without updating
     /// (for tests), in file layout.
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
         self.be.write_f32(self.x, x)?;

@@ -76,7 +76,10 @@ impl LrSchedule {
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// Weights uniform in [−scale, scale], biases 0 (the lecture's).
-    Uniform { scale: f32 },
+    Uniform {
+        /// Half-width of the interval (0.07 in the lecture).
+        scale: f32,
+    },
     /// PyTorch's default for nn.Linear / nn.Conv2d: U(±1/√fan_in) for weights and biases.
     Pytorch,
 }
@@ -84,8 +87,10 @@ pub enum Init {
 /// Everything that defines a training run (stored in checkpoints as JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The network trained (stored as its `--arch` string).
     #[serde(with = "arch_string")]
     pub arch: Arch,
+    /// The update rule.
     pub optimizer: Optimizer,
     /// Learning rate α.
     pub lr: f32,
@@ -99,6 +104,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many steps in total.
     pub max_steps: Option<usize>,
+    /// Seeds the fresh weights and every epoch's shuffle.
     pub seed: u64,
     /// Shuffle every epoch (false = file order).
     pub shuffle: bool,
@@ -254,7 +260,9 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<u32>
 /// Which resident dataset to evaluate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
+    /// The training set.
     Train,
+    /// The test set.
     Test,
 }
 
@@ -298,7 +306,9 @@ pub const CHUNK: usize = 50;
 /// only when resuming a checkpoint saved mid-epoch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
+    /// Epochs completed.
     pub epoch: usize,
+    /// Steps already done in the next epoch (0 at an epoch boundary).
     pub step: usize,
 }
 
@@ -325,8 +335,9 @@ pub struct Progress {
 pub struct Chunk {
     /// The epoch it belongs to (0-based).
     pub epoch: usize,
-    /// Steps done in that epoch after it, of how many the epoch runs.
+    /// Steps done in that epoch after it.
     pub done: usize,
+    /// Steps the epoch runs (fewer than a full epoch's if `max_steps` ends the run in it).
     pub of: usize,
     /// It ended its epoch (or the run).
     pub epoch_end: bool,
@@ -358,6 +369,7 @@ impl Progress {
         (self.done, self.total)
     }
 
+    /// Whether the run has done all its steps.
     pub fn finished(&self) -> bool {
         self.done >= self.total
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// What a checkpoint records besides the tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
+    /// The run's settings, as resumed.
     pub config: TrainConfig,
     /// Epochs completed and steps into the next.
     pub position: Position,
@@ -24,16 +25,27 @@ pub struct RunState {
 /// Settings given on the command line; `None` keeps the preset's (or the checkpoint's) value.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
+    /// `--arch`: the network (a conv net also switches to PyTorch's initialisation).
     pub arch: Option<Arch>,
+    /// `--optimizer`: the update rule.
     pub optimizer: Option<Optimizer>,
+    /// `--lr-schedule`: how the learning rate changes over the run.
     pub lr_schedule: Option<super::LrSchedule>,
+    /// `--lr`: learning rate α.
     pub lr: Option<f32>,
+    /// `--momentum`: SGD's momentum μ.
     pub momentum: Option<f32>,
+    /// `--l2`: L2 coefficient λ on the weights.
     pub l2: Option<f32>,
+    /// `--epochs`: epochs T.
     pub epochs: Option<usize>,
+    /// `--batch-size`: minibatch size m.
     pub batch: Option<usize>,
+    /// `--max-steps`: stop after this many steps in total.
     pub max_steps: Option<usize>,
+    /// `--seed`: seed of the initialisation and the shuffles.
     pub seed: Option<u64>,
+    /// `--no-shuffle`: take minibatches in file order (false keeps the configured setting).
     pub no_shuffle: bool,
 }
 
@@ -63,9 +75,13 @@ impl Overrides {
 
 /// Where a run starts.
 pub struct Start {
+    /// The resolved settings (validated).
     pub cfg: TrainConfig,
+    /// The starting weights: fresh, the `init` model's or the checkpoint's.
     pub model: Model,
+    /// The checkpoint's optimiser state; `None` starts with zeroed slots and step 0.
     pub state: Option<OptState>,
+    /// Where in the run to continue (zero unless resuming).
     pub position: Position,
 }
 
@@ -301,24 +317,38 @@ pub fn train(
 /// What a finished run wrote and measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The network as its `--arch` string.
     pub arch: String,
+    /// GPU or CPU engine.
     pub engine: crate::backend::EngineKind,
+    /// Human-readable device ([`crate::backend::Backend::describe`]).
     pub device: String,
+    /// Adapter name ("cpu" on the CPU).
     pub adapter: String,
+    /// Graphics backend (Vulkan, Metal, …; "ndarray" on the CPU).
     pub backend: String,
+    /// The run's settings.
     pub hyperparameters: TrainConfig,
     /// Data-parallel ranks (1: one process).
     pub ranks: usize,
     /// Time rank 0 spent reading, summing and writing gradients (zero in one process).
     pub communication: super::CommTime,
+    /// Training set size (samples).
     pub train_images: usize,
+    /// Test set size (samples).
     pub test_images: usize,
+    /// One entry per epoch trained in this process (a resumed run: from the resume point).
     pub epochs: Vec<EpochMetrics>,
+    /// The final figures (`final` in JSON).
     #[serde(rename = "final")]
     pub last: Final,
+    /// Wall-clock seconds of the training, as the caller measured them.
     pub seconds: f64,
+    /// The model file written (safetensors).
     pub model: PathBuf,
+    /// The per-epoch metrics CSV written next to it.
     pub metrics_csv: PathBuf,
+    /// The PNG plot of the metrics written next to it.
     pub plot: PathBuf,
 }
 
@@ -326,9 +356,13 @@ pub struct Summary {
 /// epoch.
 #[derive(Clone, Debug, Serialize)]
 pub struct Final {
+    /// Mean cross-entropy over the whole training set, final weights.
     pub train_loss: f32,
+    /// Accuracy (fraction in [0, 1]) over the whole training set, final weights.
     pub train_acc: f32,
+    /// Mean test cross-entropy of the last epoch (`None` if no epoch ran).
     pub test_loss: Option<f32>,
+    /// Test accuracy (fraction in [0, 1]) of the last epoch (`None` if no epoch ran).
     pub test_acc: Option<f32>,
 }
 
