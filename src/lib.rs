@@ -14,6 +14,8 @@
 //! (`fastcpu`, threads and SIMD products), the benchmarks and the dataset download are left
 //! out, and the CPU path is the plain twins ([`backend::reference`]).
 
+#![warn(missing_docs)]
+
 pub mod backend;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;

@@ -88,12 +88,19 @@ pub enum MatmulAlgo {
 /// With `swap` the kernel computes Cᵀ = op(B)ᵀ·op(A)ᵀ, so "rows" above run along N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MatmulTile {
+    /// How the product is computed.
     pub algo: MatmulAlgo,
+    /// Workgroup width WG_X (invocations).
     pub wg_x: u32,
+    /// Workgroup height WG_Y (invocations).
     pub wg_y: u32,
+    /// Output rows per invocation, TM.
     pub tm: u32,
+    /// Output columns per invocation (or per column block), TN.
     pub tn: u32,
+    /// K step through workgroup memory, BK (`Tiled` only).
     pub bk: u32,
+    /// Compute Cᵀ = op(B)ᵀ·op(A)ᵀ, so the tile's rows run along N.
     pub swap: bool,
 }
 

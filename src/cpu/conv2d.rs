@@ -2,8 +2,8 @@
 //! direct convolution in PyTorch's NCHW layout with its gradient, the reference for whole-layer
 //! tests.
 //!
-//! Layouts: x[B,H,W,C] channels-last; cols[B·OH·OW, C·K·K] with row (b·OH + oy)·OW + ox and
-//! column c·K·K + ky·K + kx; PyTorch tensors x[B,C,H,W], w[O,C,K,K], y[B,O,OH,OW].
+//! Layouts: x\[B,H,W,C\] channels-last; cols[B·OH·OW, C·K·K] with row (b·OH + oy)·OW + ox and
+//! column c·K·K + ky·K + kx; PyTorch tensors x\[B,C,H,W\], w\[O,C,K,K\], y\[B,O,OH,OW\].
 
 use crate::ops::Conv2dSpec;
 use ndarray::{Array2, ArrayView2, NdFloat};
@@ -42,7 +42,7 @@ pub fn im2col<F: NdFloat>(x: &[F], spec: &Conv2dSpec) -> Array2<F> {
     cols
 }
 
-/// The adjoint of [`im2col`]: dx[B,H,W,C] accumulates every dcols entry that im2col copied
+/// The adjoint of [`im2col`]: dx\[B,H,W,C\] accumulates every dcols entry that im2col copied
 /// from that element (a scatter here; the shader gathers). With `mask` (x's shape, e.g. the
 /// ReLU output below), dx is 0 wherever the mask is not > 0.
 pub fn col2im<F: NdFloat>(dcols: ArrayView2<F>, spec: &Conv2dSpec, mask: Option<&[F]>) -> Vec<F> {
@@ -79,7 +79,7 @@ pub fn col2im<F: NdFloat>(dcols: ArrayView2<F>, spec: &Conv2dSpec, mask: Option<
     dx
 }
 
-/// Direct convolution in NCHW: y[b,o,oy,ox] = bias[o] + Σ_{c,ky,kx} x[b,c,iy,ix]·w[o,c,ky,kx]
+/// Direct convolution in NCHW: y\[b,o,oy,ox\] = bias\[o\] + Σ_{c,ky,kx} x\[b,c,iy,ix\]·w\[o,c,ky,kx\]
 /// with iy = oy·s + ky − pad (zero padding), like `torch.nn.functional.conv2d`.
 pub fn conv2d_nchw<F: NdFloat>(x: &[F], w: &[F], bias: &[F], spec: &Conv2dSpec) -> Vec<F> {
     let (oh, ow, k) = (spec.out_h(), spec.out_w(), spec.k);
@@ -111,7 +111,7 @@ pub fn conv2d_nchw<F: NdFloat>(x: &[F], w: &[F], bias: &[F], spec: &Conv2dSpec) 
     y
 }
 
-/// Gradients of [`conv2d_nchw`] given dy[B,O,OH,OW]: (dx[B,C,H,W], dw[O,C,K,K], db[O]).
+/// Gradients of [`conv2d_nchw`] given dy\[B,O,OH,OW\]: (dx\[B,C,H,W\], dw\[O,C,K,K\], db\[O\]).
 pub fn conv2d_nchw_backward<F: NdFloat>(
     x: &[F],
     w: &[F],
@@ -155,7 +155,7 @@ pub fn conv2d_nchw_backward<F: NdFloat>(
     (dx, dw, db)
 }
 
-/// x[B,H,W,C] → x[B,C,H,W].
+/// x\[B,H,W,C\] → x\[B,C,H,W\].
 pub fn nhwc_to_nchw<F: Copy>(x: &[F], b: usize, h: usize, w: usize, c: usize) -> Vec<F> {
     assert_eq!(x.len(), b * h * w * c, "nhwc_to_nchw: length");
     let mut out = Vec::with_capacity(x.len());
@@ -171,7 +171,7 @@ pub fn nhwc_to_nchw<F: Copy>(x: &[F], b: usize, h: usize, w: usize, c: usize) ->
     out
 }
 
-/// x[B,C,H,W] → x[B,H,W,C] (dimensions named as for [`nhwc_to_nchw`]).
+/// x\[B,C,H,W\] → x\[B,H,W,C\] (dimensions named as for [`nhwc_to_nchw`]).
 pub fn nchw_to_nhwc<F: Copy>(x: &[F], b: usize, h: usize, w: usize, c: usize) -> Vec<F> {
     assert_eq!(x.len(), b * h * w * c, "nchw_to_nhwc: length");
     let mut out = Vec::with_capacity(x.len());

@@ -3,7 +3,7 @@
 use crate::ops::PADDING_LABEL;
 use ndarray::{Array1, Array2};
 
-/// x[B,P] = images[order[start + b]] / 255, y[B] = labels[order[start + b]]; rows past the
+/// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the
 /// end are zeros with the padding label.
 pub fn gather(
     images: &[u8],

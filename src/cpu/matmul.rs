@@ -3,7 +3,7 @@
 use crate::ops::Epilogue;
 use ndarray::{Array2, ArrayView1, ArrayView2, LinalgScalar};
 
-/// C[M,N] = op(A)·op(B), op = transpose when the flag is set (A stored [K,M], B stored [N,K]).
+/// C\[M,N\] = op(A)·op(B), op = transpose when the flag is set (A stored \[K,M\], B stored \[N,K\]).
 pub fn matmul<F: LinalgScalar>(
     a: ArrayView2<F>,
     b: ArrayView2<F>,

@@ -1,5 +1,5 @@
 //! Twin of `shaders/maxpool.wgsl`: K×K max-pooling with stride K over channels-last
-//! x[B,H,W,C] → y[B,OH,OW,C] (OH = H/K, floor), and its gradient.
+//! x\[B,H,W,C\] → y\[B,OH,OW,C\] (OH = H/K, floor), and its gradient.
 
 use crate::ops::Pool2dSpec;
 use ndarray::NdFloat;
@@ -12,7 +12,7 @@ fn replaces<F: NdFloat>(v: F, best: F) -> bool {
     !best.is_nan() && (v.is_nan() || v > best)
 }
 
-/// y[B,OH,OW,C] and idx[B,OH,OW,C], the flat index into x of each window's maximum.
+/// y\[B,OH,OW,C\] and idx\[B,OH,OW,C\], the flat index into x of each window's maximum.
 pub fn maxpool_forward<F: NdFloat>(x: &[F], spec: &Pool2dSpec) -> (Vec<F>, Vec<u32>) {
     let (oh, ow, k, c) = (spec.out_h(), spec.out_w(), spec.k, spec.c);
     assert_eq!(
@@ -49,7 +49,7 @@ pub fn maxpool_forward<F: NdFloat>(x: &[F], spec: &Pool2dSpec) -> (Vec<F>, Vec<u
     (y, idx)
 }
 
-/// dx[B,H,W,C]: dy of an element's window where that window's idx is the element, else 0
+/// dx\[B,H,W,C\]: dy of an element's window where that window's idx is the element, else 0
 /// (also 0 in the rows and columns past OH·K, OW·K that no window covers). With `mask`, dx is
 /// 0 wherever the mask is not > 0.
 pub fn maxpool_backward<F: NdFloat>(

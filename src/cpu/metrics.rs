@@ -3,7 +3,7 @@
 use crate::ops::MetricsAcc;
 use ndarray::{Array1, ArrayView1, ArrayView2};
 
-/// pred[B] = argmax_C scores[B,C], the first maximum winning.
+/// pred\[B\] = argmax_C scores\[B,C\], the first maximum winning.
 pub fn argmax(scores: ArrayView2<f32>) -> Array1<u32> {
     scores
         .rows()

@@ -7,7 +7,7 @@ pub fn relu_forward<F: NdFloat>(x: ArrayView2<F>) -> Array2<F> {
     x.mapv(|v| v.max(F::zero()))
 }
 
-/// dX = dY · 1[Y > 0]
+/// dX = dY · 1\[Y > 0\]
 pub fn relu_backward<F: NdFloat>(y: ArrayView2<F>, dy: ArrayView2<F>) -> Array2<F> {
     Zip::from(&y)
         .and(&dy)

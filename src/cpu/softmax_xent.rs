@@ -2,7 +2,7 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, NdFloat};
 
-/// logits[B,C], labels[B] -> (probs[B,C], loss[B]). Labels ≥ C are padding rows (loss 0).
+/// logits\[B,C\], labels\[B\] -> (probs\[B,C\], loss\[B\]). Labels ≥ C are padding rows (loss 0).
 pub fn softmax_xent_forward<F: NdFloat>(
     logits: ArrayView2<F>,
     labels: ArrayView1<u32>,
@@ -24,7 +24,7 @@ pub fn softmax_xent_forward<F: NdFloat>(
     (probs, loss)
 }
 
-/// dlogits[B,C] = (probs − onehot(labels)) · scale; padding rows get 0.
+/// dlogits\[B,C\] = (probs − onehot(labels)) · scale; padding rows get 0.
 pub fn softmax_xent_backward<F: NdFloat>(
     probs: ArrayView2<F>,
     labels: ArrayView1<u32>,

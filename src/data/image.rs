@@ -8,7 +8,7 @@
 //! their aspect ratio", anti-aliased, then "centered in a 28x28 image by computing the center of
 //! mass of the pixels"):
 //!
-//! 1. grayscale, any alpha composited over white paper ([`flatten_on_white`]);
+//! 1. grayscale, any alpha composited over white paper (`flatten_on_white`);
 //! 2. inverted when the border is light on average, in integers, so that pen on paper becomes
 //!    bright ink on black and a picture and its negative give identical inputs;
 //! 3. the background level (the border's median) mapped to black, levels stretched linearly so

@@ -1,6 +1,6 @@
 //! Fast twin of `shaders/bias.wgsl` (the backward; the forward is the matmul epilogue).
 
-/// db[O] = Σ_B dY[B,O]. With few columns (a convolution's bias, O = 6 over B·OH·OW = 78,400
+/// db\[O\] = Σ_B dY\[B,O\]. With few columns (a convolution's bias, O = 6 over B·OH·OW = 78,400
 /// rows) a row is too short to vectorise, so groups of ⌊64/O⌋ rows are summed lane by lane
 /// into 64 accumulators first and the groups' sums folded at the end: each db element is then
 /// a sum in a different order than the twin's, within the same γ_B bound.

@@ -8,7 +8,7 @@
 //! of any convolution one image at a time, its dcols product in cache between the product
 //! and col2im ([`input_grad`]).
 //!
-//! Layouts as in [`crate::cpu::conv2d`]: x[B,H,W,C]; cols[B·OH·OW, C·K·K] with row
+//! Layouts as in [`crate::cpu::conv2d`]: x\[B,H,W,C\]; cols[B·OH·OW, C·K·K] with row
 //! (b·OH + oy)·OW + ox and column c·K·K + ky·K + kx.
 
 use super::matmul::matmul_local;
@@ -42,7 +42,7 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// cols = im2col(x): every column of every row written (zeros in the padding). Work goes by
-/// blocks of one output row (b, oy) ([`im2col_row`]), split over threads.
+/// blocks of one output row (b, oy) (`im2col_row`), split over threads.
 pub fn im2col(x: &[f32], spec: &Conv2dSpec, cols: &mut [f32]) {
     let (oh, ow, width) = (spec.out_h(), spec.out_w(), spec.col_cols());
     if width == 0 || ow == 0 || oh == 0 {
@@ -105,7 +105,7 @@ pub fn col2im(dcols: &[f32], spec: &Conv2dSpec, mask: Option<&[f32]>, dx: &mut [
         });
 }
 
-/// One image's dx[H,W,C] from its dcols rows [OH·OW, C·K·K] (and mask[H,W,C]).
+/// One image's dx\[H,W,C\] from its dcols rows [OH·OW, C·K·K] (and mask\[H,W,C\]).
 fn col2im_image(dcols: &[f32], spec: &Conv2dSpec, mask: Option<&[f32]>, dx: &mut [f32]) {
     let (oh, ow, k, c_in) = (spec.out_h(), spec.out_w(), spec.k, spec.c_in);
     let width = spec.col_cols();
@@ -166,7 +166,7 @@ fn pad_image(x: &[f32], spec: &Conv2dSpec, xp: &mut Vec<f32>) {
     }
 }
 
-/// y[B·OH·OW, O] = epilogue(im2col(x)·Wᵀ) with W [O, K²] and `bias` [O]: what `Im2col` +
+/// y[B·OH·OW, O] = epilogue(im2col(x)·Wᵀ) with W [O, K²] and `bias` \[O\]: what `Im2col` +
 /// `Matmul` (trans_b, a bias epilogue or none) compute, for a [`direct`] convolution, images
 /// split over threads. Each output is the sum over taps in the cols column order
 /// (ky·K + kx), then the bias, as in the product (zero padding adds exact zeros).
@@ -407,7 +407,7 @@ impl WithSimd for WeightGradImage<'_> {
     }
 }
 
-/// dx[B,H,W,C] = col2im(dY·W) (zero where `mask` ≤ 0): what `Matmul` into the dcols buffer +
+/// dx\[B,H,W,C\] = col2im(dY·W) (zero where `mask` ≤ 0): what `Matmul` into the dcols buffer +
 /// `Col2im` compute, one image at a time (an image's dcols stay in cache between the two).
 /// The product runs on W with its columns reordered tap-major, (ky·K + kx)·C + c, so each
 /// dcols row holds, per kernel row, one contiguous run in x's channels-last order and col2im

@@ -4,7 +4,7 @@ use super::PAR_MIN;
 use crate::ops::PADDING_LABEL;
 use rayon::prelude::*;
 
-/// x[B,P] = images[order[start + b]] / 255, y[B] = labels[order[start + b]]; rows past the end
+/// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the end
 /// of `order` are zeros with the padding label. B = `y.len()`.
 pub fn gather(
     images: &[u8],

@@ -5,8 +5,8 @@ use super::PAR_MIN;
 use crate::ops::{Epilogue, MatmulSpec};
 use rayon::prelude::*;
 
-/// C[M,N] = epilogue(op(A)·op(B)) (+ C when `spec.accumulate`). A is stored [M,K] (or [K,M]
-/// with `trans_a`), B [K,N] (or [N,K] with `trans_b`); `aux` is the bias [N] or the mask [M,N].
+/// C\[M,N\] = epilogue(op(A)·op(B)) (+ C when `spec.accumulate`). A is stored \[M,K\] (or \[K,M\]
+/// with `trans_a`), B \[K,N\] (or \[N,K\] with `trans_b`); `aux` is the bias \[N\] or the mask \[M,N\].
 /// `scratch` holds the partial products of a split K (see [`split_k`]), grown once. Runs on
 /// the current rayon pool's threads.
 pub fn matmul(

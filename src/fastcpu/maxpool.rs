@@ -1,9 +1,9 @@
 //! Fast twin of `shaders/maxpool.wgsl`: K×K max-pooling with stride K over channels-last
-//! x[B,H,W,C], images split over threads.
+//! x\[B,H,W,C\], images split over threads.
 //!
-//! Each image runs one body written once ([`forward_image`], [`backward_image`]) with the
+//! Each image runs one body written once (`forward_image`, `backward_image`) with the
 //! channel count C as an argument; for the counts the presets use it is instantiated with C
-//! a compile-time constant ([`specialise`]), so the per-window channel loops unroll into a
+//! a compile-time constant (`specialise`), so the per-window channel loops unroll into a
 //! few vector instructions instead of a short run-time loop (measured: ~3× on LeNet-5's
 //! C = 6 pool, see BENCHMARKS.md).
 
@@ -31,7 +31,7 @@ macro_rules! specialise {
     };
 }
 
-/// One image b: y[OH,OW,C] and idx (flat index into the whole x, so offset by `base` = the
+/// One image b: y\[OH,OW,C\] and idx (flat index into the whole x, so offset by `base` = the
 /// image's first element) of each window's first maximum; NaN wins. Windows are scanned in
 /// row-major (ky, kx) order, one C-run of channels at a time, compared branch-free (random
 /// data mispredicts a branch half the time): a larger value, or the first NaN, replaces.
@@ -78,7 +78,7 @@ fn forward_image<const C: usize>(
     }
 }
 
-/// One image's dx[H,W,C] (flat index of its first element: `base`): dy of an element's
+/// One image's dx\[H,W,C\] (flat index of its first element: `base`): dy of an element's
 /// window where that window's idx names the element, else 0; 0 wherever `mask` is not > 0,
 /// and in the rows and columns past OH·K, OW·K that no window covers. Windows do not overlap,
 /// so every covered element is written once, from its own window (a gather: no scatter,
@@ -133,7 +133,7 @@ fn backward_image<const C: usize>(
     dx[oh * k * w * c..].fill(0.0);
 }
 
-/// y[B,OH,OW,C] and idx (flat index into x of each window's first maximum; NaN wins).
+/// y\[B,OH,OW,C\] and idx (flat index into x of each window's first maximum; NaN wins).
 pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
     let (per_image, image) = (
         spec.out_h() * spec.out_w() * spec.c,
@@ -158,7 +158,7 @@ pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
         });
 }
 
-/// dx[B,H,W,C] = dy at each window's recorded maximum, else 0 (also 0 past OH·K, OW·K); 0
+/// dx\[B,H,W,C\] = dy at each window's recorded maximum, else 0 (also 0 past OH·K, OW·K); 0
 /// wherever `mask` is not > 0.
 pub fn backward(dy: &[f32], idx: &[u32], spec: &Pool2dSpec, mask: Option<&[f32]>, dx: &mut [f32]) {
     let (per_image, image) = (

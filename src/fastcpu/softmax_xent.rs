@@ -1,6 +1,6 @@
 //! Fast twin of `shaders/softmax_xent.wgsl`: each row in one sweep, in place.
 
-/// probs[B,C] = softmax(logits), loss[B] = −log probs[label] (0 for padding rows, label ≥ C).
+/// probs\[B,C\] = softmax(logits), loss\[B\] = −log probs\[label\] (0 for padding rows, label ≥ C).
 pub fn forward(
     logits: &[f32],
     labels: &[u32],
@@ -28,7 +28,7 @@ pub fn forward(
     }
 }
 
-/// dlogits[B,C] = (probs − onehot(labels))·scale; padding rows get 0.
+/// dlogits\[B,C\] = (probs − onehot(labels))·scale; padding rows get 0.
 pub fn backward(probs: &[f32], labels: &[u32], classes: usize, scale: f32, dlogits: &mut [f32]) {
     for (r, &y) in labels.iter().enumerate() {
         let p = &probs[r * classes..(r + 1) * classes];

@@ -298,7 +298,7 @@ pub fn matmul_source(spec: &MatmulSpec, tile: &MatmulTile) -> String {
     s + MATMUL_WGSL
 }
 
-/// C = op(A)·op(B) with the spec's epilogue. `aux` is the bias [N] or the mask [M,N].
+/// C = op(A)·op(B) with the spec's epilogue. `aux` is the bias \[N\] or the mask \[M,N\].
 pub fn matmul(
     ctx: &GpuContext,
     spec: &MatmulSpec,
@@ -382,7 +382,7 @@ pub fn matmul(
 // ---------------------------------------------------------------------------------------------
 // bias
 
-/// Y[B,O] = X[B,O] + b[O]
+/// Y\[B,O\] = X\[B,O\] + b\[O\]
 pub fn bias_add(
     ctx: &GpuContext,
     rows: usize,
@@ -406,7 +406,7 @@ pub fn bias_add(
     )
 }
 
-/// db[O] = Σ_B dY[B,O]
+/// db\[O\] = Σ_B dY\[B,O\]
 pub fn bias_backward(
     ctx: &GpuContext,
     rows: usize,
@@ -473,7 +473,7 @@ pub fn relu_forward(ctx: &GpuContext, n: usize, x: &Buffer, y: &Buffer) -> Resul
     )
 }
 
-/// dX = dY · 1[Y > 0], `n` elements.
+/// dX = dY · 1\[Y > 0\], `n` elements.
 pub fn relu_backward(
     ctx: &GpuContext,
     n: usize,
@@ -499,7 +499,7 @@ pub fn relu_backward(
 // ---------------------------------------------------------------------------------------------
 // softmax + cross-entropy
 
-/// logits[B,C], labels[B] -> probs[B,C], loss[B]
+/// logits\[B,C\], labels\[B\] -> probs\[B,C\], loss\[B\]
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_xent_forward(
     ctx: &GpuContext,
@@ -532,7 +532,7 @@ pub fn softmax_xent_forward(
     )
 }
 
-/// dlogits[B,C] = (probs − onehot(labels)) · scale
+/// dlogits\[B,C\] = (probs − onehot(labels)) · scale
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_xent_backward(
     ctx: &GpuContext,
@@ -588,7 +588,7 @@ pub fn sgd_update(
 // ---------------------------------------------------------------------------------------------
 // metrics
 
-/// pred[B] = argmax_C scores[B,C]
+/// pred\[B\] = argmax_C scores\[B,C\]
 pub fn argmax(
     ctx: &GpuContext,
     rows: usize,
@@ -642,6 +642,7 @@ pub fn accumulate_metrics(
 
 /// One contiguous run of samples in its own buffer (pixels packed four to a u32).
 pub struct Shard {
+    /// The samples' pixels, four bytes to a u32, sample after sample.
     pub images: Buffer,
     /// First sample held.
     pub start: usize,
@@ -652,9 +653,13 @@ pub struct Shard {
 /// The dataset resident on the GPU: pixels as bytes, split into shards that each fit one
 /// storage binding, and labels as u32.
 pub struct GpuDataset {
+    /// The pixels, in runs of whole samples that each fit one storage binding.
     pub shards: Vec<Shard>,
+    /// One u32 class index per sample.
     pub labels: Buffer,
+    /// Samples held.
     pub samples: usize,
+    /// Pixels (bytes) per sample.
     pub pixels: usize,
 }
 
@@ -716,7 +721,7 @@ impl GpuDataset {
     }
 }
 
-/// x[B,P] = images[order[cursor + b]] / 255, y[B] = labels[order[cursor + b]] for
+/// x\[B,P\] = images[order[cursor + b]] / 255, y\[B\] = labels[order[cursor + b]] for
 /// cursor + b < `len` (the order entries in use), padding rows after: one launch per shard,
 /// each writing the rows whose sample it holds.
 #[allow(clippy::too_many_arguments)]
@@ -901,7 +906,7 @@ fn conv_geometry(kernel: &str, spec: &Conv2dSpec) -> Result<Im2colParams> {
     })
 }
 
-/// cols[B·OH·OW, C·K·K] = im2col(x[B,H,W,C]) (see `shaders/conv2d.wgsl`).
+/// cols[B·OH·OW, C·K·K] = im2col(x\[B,H,W,C\]) (see `shaders/conv2d.wgsl`).
 pub fn im2col(ctx: &GpuContext, spec: &Conv2dSpec, x: &Buffer, cols: &Buffer) -> Result<Launch> {
     let name = "im2col";
     let params = conv_geometry(name, spec)?;
@@ -919,7 +924,7 @@ pub fn im2col(ctx: &GpuContext, spec: &Conv2dSpec, x: &Buffer, cols: &Buffer) ->
     )
 }
 
-/// dx[B,H,W,C] = col2im(dcols[B·OH·OW, C·K·K]), zero where `mask` (x's shape) is not > 0.
+/// dx\[B,H,W,C\] = col2im(dcols[B·OH·OW, C·K·K]), zero where `mask` (x's shape) is not > 0.
 pub fn col2im(
     ctx: &GpuContext,
     spec: &Conv2dSpec,
@@ -1015,7 +1020,7 @@ fn pool_geometry(kernel: &str, spec: &Pool2dSpec) -> Result<PoolParams> {
     })
 }
 
-/// y[B,OH,OW,C], idx[B,OH,OW,C] (u32) = max-pool of x[B,H,W,C] (see `shaders/maxpool.wgsl`).
+/// y\[B,OH,OW,C\], idx\[B,OH,OW,C\] (u32) = max-pool of x\[B,H,W,C\] (see `shaders/maxpool.wgsl`).
 pub fn maxpool_forward(
     ctx: &GpuContext,
     spec: &Pool2dSpec,
@@ -1038,7 +1043,7 @@ pub fn maxpool_forward(
     )
 }
 
-/// dx[B,H,W,C] = dy at each window's recorded maximum, else 0; zero where `mask` is not > 0.
+/// dx\[B,H,W,C\] = dy at each window's recorded maximum, else 0; zero where `mask` is not > 0.
 pub fn maxpool_backward(
     ctx: &GpuContext,
     spec: &Pool2dSpec,

@@ -1,7 +1,7 @@
 //! Model and checkpoint files: safetensors in PyTorch's `nn.Linear` / `nn.Conv2d` layouts.
 //!
 //! A model file holds `layers.{i}.weight` (`[O, I]` for a dense layer, `[O, C, K, K]` for a
-//! convolution) and `layers.{i}.bias` (`[O]`) as little-endian F32, `i` counting the layers that
+//! convolution) and `layers.{i}.bias` (`\[O\]`) as little-endian F32, `i` counting the layers that
 //! have parameters from 0 (so multilayer perceptron files keep their names), plus string
 //! metadata (`format`, `arch` — the full architecture string, `activation`, `output` and
 //! whatever the caller adds). A checkpoint adds the optimizer's state buffers as
@@ -371,7 +371,7 @@ fn take_params(
 }
 
 /// Rebuild a multilayer perceptron from dense layer shapes (a file without `arch` metadata):
-/// each weight `[O, I]`, each bias `[O]`, each layer's input the previous one's output.
+/// each weight `[O, I]`, each bias `\[O\]`, each layer's input the previous one's output.
 fn arch_from_dense(raw: &[RawParam]) -> std::result::Result<Arch, String> {
     if raw.is_empty() {
         return Err("no `layers.0.weight` tensor".into());
@@ -548,7 +548,7 @@ fn strip(mut meta: Metadata, reserved: &[&str]) -> Metadata {
 
 impl Model {
     /// Save to `path` as safetensors in PyTorch layout (`layers.{i}.weight` `[O, I]` or `[O, C,
-    /// K, K]`, `layers.{i}.bias` `[O]`, `i` counting layers with parameters), atomically.
+    /// K, K]`, `layers.{i}.bias` `\[O\]`, `i` counting layers with parameters), atomically.
     ///
     /// Metadata is `extra_meta` plus `format` (`wgtrain-model-v2`), `arch` (the canonical
     /// string), `activation` and `output`, which are always written by this function (a

@@ -5,7 +5,7 @@
 //! pooling and dense layers, with ReLU after every convolution and every dense layer except the
 //! last, whose outputs feed softmax + cross-entropy. Parameters use PyTorch's layouts: a dense
 //! layer's `weight` is `[O, I]` (`nn.Linear`), a convolution's `[O, C, K, K]` (`nn.Conv2d`), a
-//! bias is `[O]`, so a saved file loads in PyTorch unchanged.
+//! bias is `\[O\]`, so a saved file loads in PyTorch unchanged.
 
 use crate::error::Setting;
 use crate::{Error, Result};
@@ -564,7 +564,7 @@ impl Arch {
 pub struct Param {
     /// `[O, I]` for a dense layer, `[O, C, K, K]` for a convolution.
     pub weight: ArrayD<f32>,
-    /// `[O]`
+    /// `\[O\]`
     pub bias: Array1<f32>,
 }
 

@@ -14,7 +14,7 @@ pub struct MatmulData {
     pub a: Array2<f32>,
     /// B, stored [K, N] or [N, K].
     pub b: Array2<f32>,
-    /// The bias, [N].
+    /// The bias, \[N\].
     pub bias: Array1<f32>,
     /// The ReLU mask, [M, N], about half exact zeros.
     pub mask: Array2<f32>,

@@ -26,14 +26,18 @@ pub struct Entry {
 /// One key and its decision in the cache file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CacheRecord {
+    /// Adapter, driver, shader and product class.
     pub key: MatmulAutotuneKey,
+    /// The decision for it.
     pub entry: Entry,
 }
 
 /// The cache file: `{"version": 2, "entries": [{"key": {..}, "entry": {..}}, ..]}`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CacheFile {
+    /// The file format's version; another version's file is ignored.
     pub version: u32,
+    /// Every decision, one per key.
     pub entries: Vec<CacheRecord>,
 }
 

@@ -14,8 +14,11 @@ pub(crate) fn bucket(d: usize) -> usize {
 /// multiple of 4. Shown as `m128.n512.k1024.a011`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ShapeClass {
+    /// M rounded up to a power of two.
     pub m: usize,
+    /// N rounded up to a power of two.
     pub n: usize,
+    /// K rounded up to a power of two.
     pub k: usize,
     /// M is a multiple of 4.
     pub m4: bool,
@@ -26,6 +29,7 @@ pub struct ShapeClass {
 }
 
 impl ShapeClass {
+    /// The class of the product `spec`.
     pub fn of(spec: &MatmulSpec) -> Self {
         ShapeClass {
             m: bucket(spec.m),
@@ -90,11 +94,16 @@ pub struct MatmulAutotuneKey {
     pub driver_info: String,
     /// Changes with the matmul shader and the candidate list.
     pub fingerprint: String,
+    /// The product's shape class.
     pub class: ShapeClass,
+    /// A is read transposed.
     pub trans_a: bool,
+    /// B is read transposed.
     pub trans_b: bool,
+    /// What the kernel applies to each output.
     #[serde(with = "epilogue_name")]
     pub epilogue: Epilogue,
+    /// C += A·B rather than C = A·B.
     pub accumulate: bool,
 }
 

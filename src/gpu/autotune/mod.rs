@@ -1,12 +1,12 @@
 //! Per-device choice of the matmul variant: checked against the CPU twin, timed on first use,
 //! cached on disk, and checked again before a cached choice is trusted.
 //!
-//! Files by job: [`key`] (what a choice is cached under), [`cache`] (the file), [`check`] (the
+//! Files by job: [`key`](mod@key) (what a choice is cached under), [`cache`] (the file), [`check`] (the
 //! correctness check on tile-edge shapes, through [`crate::oracle`]), [`tuner`] (the choice:
 //! ordering, timing, budgets, the process-wide state).
 //!
 //! The first time a product of a given *shape class* runs on an adapter, [`tile_for`] takes the
-//! available [`MatmulTile::CANDIDATES`], checks each against the CPU twin on that class's
+//! available `MatmulTile::CANDIDATES`, checks each against the CPU twin on that class's
 //! [`check_shapes`] for that variant, times the ones that pass on the real shape, and remembers
 //! the fastest: in memory for the process and in a JSON file for later runs, so those start at
 //! once.
@@ -14,7 +14,7 @@
 //! What is checked ([`check_tile`]). For a product and a variant, [`check_shapes`] gives one or
 //! two shapes with the product's transposes, epilogue and accumulation and with M, N, K each a
 //! multiple of 4 exactly when the product's are, so the very pipeline the product uses runs
-//! (same vec4 loads, same [`MatmulSpec::key`]). Each dimension crosses the variant's tile edges:
+//! (same vec4 loads, same `MatmulSpec::key`). Each dimension crosses the variant's tile edges:
 //! * M and N, against the rows and columns of C one workgroup covers (a swapped tile's rows run
 //!   along N): full tiles, then a partial tile of 1 in one shape and tile−1 in the other (4 and
 //!   tile−4 when the class is a multiple of 4, the nearest it allows; with a 4-wide tile only
@@ -48,7 +48,7 @@
 //!   another version, or one that does not parse just means tuning again; the next save replaces
 //!   it.
 //! * `WGTRAIN_AUTOTUNE=0` (or `off`/`false`/`no`) turns it off: every product then uses
-//!   [`MatmulTile::default_for`] the device, unchecked (the test suite and `verify` check it).
+//!   `MatmulTile::default_for` the device, unchecked (the test suite and `verify` check it).
 //!
 //! Cost: each candidate compiles one pipeline (0.1–0.8 s on lavapipe with a cold Mesa shader
 //! cache), runs its check shapes and a few timed launches. Candidates are tried best guess

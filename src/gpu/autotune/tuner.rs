@@ -19,6 +19,7 @@ use web_time::Instant;
 /// The outcome of timing one candidate.
 #[derive(Clone, Debug)]
 pub struct Timed {
+    /// The variant timed.
     pub tile: MatmulTile,
     /// Median seconds per launch, when it ran to the end.
     pub median_s: Option<f64>,
@@ -31,8 +32,11 @@ pub struct Timed {
 /// The outcome of tuning one product.
 #[derive(Clone, Debug)]
 pub struct Tuning {
+    /// The fastest variant that passed the CPU check.
     pub best: MatmulTile,
+    /// Its rate on the product, in GFLOP/s (2·M·N·K per launch).
     pub gflops: f64,
+    /// Every candidate, in the order tried, with its time or why it has none.
     pub timed: Vec<Timed>,
 }
 
