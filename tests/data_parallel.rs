@@ -458,10 +458,20 @@ fn a_batch_smaller_than_the_ranks_is_refused_in_one_line() {
         comm,
     )
     .err()
-    .expect("refused")
-    .to_string();
+    .expect("refused");
     assert!(
-        e.contains("--batch-size") && e.contains("3 ranks") && !e.contains('\n'),
+        matches!(
+            e,
+            wgtrain::Error::InvalidSetting {
+                setting: wgtrain::error::Setting::BatchSize,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = e.to_string();
+    assert!(
+        e.contains("batch size") && e.contains("3 ranks") && !e.contains('\n'),
         "{e}"
     );
 }
