@@ -44,7 +44,7 @@ use crate::data::Dataset;
 use crate::model::io::Metadata;
 use crate::model::{Model, Preset};
 use crate::report::EpochMetrics;
-use crate::train::{self, finite_summary, Engine, OptState, Position, Progress, TrainConfig};
+use crate::train::{self, Engine, OptState, Position, Progress, TrainConfig};
 use crate::{Error, Result};
 
 pub use crate::train::Which;
@@ -216,24 +216,14 @@ impl Trainer {
             metrics: None,
         };
         if c.epoch_end {
-            let train = self.engine.take_train_metrics()?;
-            let seconds = start.elapsed().as_secs_f64();
             self.epoch_start = None;
-            let (train_loss, train_acc) = finite_summary(&train, c.epoch + 1, self.cfg.lr)?;
-            let (test_loss, test_acc) = if self.lens.1 > 0 {
-                train::summarize(&self.engine.evaluate(Which::Test)?)
-            } else {
-                (f32::NAN, f32::NAN)
-            };
-            let m = EpochMetrics {
-                epoch: c.epoch + 1,
-                train_loss,
-                train_acc,
-                test_loss,
-                test_acc,
-                seconds,
-                images_per_sec: train.seen as f64 / seconds.max(1e-9),
-            };
+            let m = train::end_epoch(
+                &mut self.engine,
+                c.epoch,
+                self.cfg.lr,
+                self.lens.1 > 0,
+                start,
+            )?;
             self.history.push(m.clone());
             report.metrics = Some(m);
         }

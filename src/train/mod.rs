@@ -452,29 +452,42 @@ pub fn run(
                 break c.epoch;
             }
         };
-        let train = engine.take_train_metrics()?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let (train_loss, train_acc) = finite_summary(&train, epoch + 1, cfg.lr)?;
-        // Data-parallel: the replicas are made identical again before anything is saved.
-        engine.sync_replicas(epoch + 1)?;
-        let (test_loss, test_acc) = if test_len > 0 {
-            summarize(&engine.evaluate(Which::Test)?)
-        } else {
-            (f32::NAN, f32::NAN)
-        };
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss,
-            train_acc,
-            test_loss,
-            test_acc,
-            seconds,
-            images_per_sec: train.seen as f64 / seconds.max(1e-9),
-        };
+        let m = end_epoch(engine, epoch, cfg.lr, test_len > 0, t0)?;
         obs.on_epoch(engine, &m)?;
         history.push(m);
     }
     Ok(history)
+}
+
+/// Close epoch `epoch` (0-based) that started at `t0`: its training metrics (refused with
+/// [`Error::Diverged`] when a loss was NaN or infinite), the replicas made identical again
+/// (data-parallel), and the test set evaluated when `test` (else NaN).
+pub fn end_epoch(
+    engine: &mut Engine,
+    epoch: usize,
+    lr: f32,
+    test: bool,
+    t0: Instant,
+) -> Result<EpochMetrics> {
+    let train = engine.take_train_metrics()?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let (train_loss, train_acc) = finite_summary(&train, epoch + 1, lr)?;
+    // Data-parallel: the replicas are made identical again before anything is saved.
+    engine.sync_replicas(epoch + 1)?;
+    let (test_loss, test_acc) = if test {
+        summarize(&engine.evaluate(Which::Test)?)
+    } else {
+        (f32::NAN, f32::NAN)
+    };
+    Ok(EpochMetrics {
+        epoch: epoch + 1,
+        train_loss,
+        train_acc,
+        test_loss,
+        test_acc,
+        seconds,
+        images_per_sec: train.seen as f64 / seconds.max(1e-9),
+    })
 }
 
 /// Check a dataset against an architecture ([`Error::DataMismatch`] naming `what`, the split).
