@@ -616,9 +616,9 @@ pub fn train_flops(arch: &Arch, b: usize) -> Result<f64> {
     for (l, spec) in arch.layers.iter().enumerate() {
         let (i, o) = (shapes[l], shapes[l + 1]);
         s += match (*spec, i, o) {
-            (LayerSpec::Dense { out }, _, _) => (i.len() * out) as f64,
-            (LayerSpec::Conv { out, k, .. }, Shape::Image { c, .. }, Shape::Image { h, w, .. }) => {
-                (h * w * c * k * k * out) as f64
+            (LayerSpec::Dense(d), _, _) => (i.len() * d.out) as f64,
+            (LayerSpec::Conv(cv), Shape::Image { c, .. }, Shape::Image { h, w, .. }) => {
+                (h * w * c * cv.k * cv.k * cv.out) as f64
             }
             _ => 0.0,
         };
@@ -741,7 +741,7 @@ pub fn conv_products(b: usize) -> Result<Vec<(String, MatmulSpec)>> {
         let shapes = arch.shapes()?;
         for (l, spec) in arch.layers.iter().enumerate() {
             let (
-                LayerSpec::Conv { out: o, k, .. },
+                LayerSpec::Conv(crate::nn::conv2d::Conv { out: o, k, .. }),
                 Shape::Image { c, .. },
                 Shape::Image { h, w, .. },
             ) = (*spec, shapes[l], shapes[l + 1])
@@ -787,12 +787,12 @@ fn bench_conv_kernels(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Resu
             };
             let tag = format!("{name} layer {}", l + 1);
             match *spec {
-                LayerSpec::Conv {
+                LayerSpec::Conv(crate::nn::conv2d::Conv {
                     out: o,
                     k,
                     stride,
                     pad,
-                } => {
+                }) => {
                     let cs = Conv2dSpec {
                         batch: 100,
                         c_in: c,
@@ -834,7 +834,7 @@ fn bench_conv_kernels(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Resu
                     r.note = tag;
                     out.push(r);
                 }
-                LayerSpec::Pool { k } => {
+                LayerSpec::MaxPool(crate::nn::maxpool::MaxPool { k }) => {
                     let ps = Pool2dSpec {
                         batch: 100,
                         c,
@@ -885,7 +885,7 @@ fn bench_conv_kernels(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Resu
                     r.note = tag;
                     out.push(r);
                 }
-                LayerSpec::Dense { .. } => {}
+                _ => {}
             }
         }
     }
@@ -896,7 +896,7 @@ fn bench_conv_kernels(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Resu
 fn mlp_widths(arch: &Arch) -> Vec<usize> {
     let mut w = vec![arch.input_len()];
     w.extend(arch.layers.iter().filter_map(|l| match l {
-        LayerSpec::Dense { out } => Some(*out),
+        LayerSpec::Dense(d) => Some(d.out),
         _ => None,
     }));
     w

@@ -374,6 +374,50 @@ impl Pool2dSpec {
     }
 }
 
+/// Average pooling over KH×KW windows with stride (KH, KW) over channels-last x\[B,H,W,C\] →
+/// y\[B,OH,OW,C\], OH = H/KH and OW = W/KW (floor, no padding), as PyTorch's
+/// `nn.AvgPool2d(k)` (KH = KW = k) and, with KH = H and KW = W, global average pooling
+/// (`nn.AdaptiveAvgPool2d(1)` then a flatten: y\[B,1,1,C\] is y\[B,C\] channels-last). Each
+/// output is the window's sum in row-major (ky, kx) order divided by KH·KW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AvgPool2dSpec {
+    /// B
+    pub batch: usize,
+    /// C: channels (unchanged by pooling).
+    pub c: usize,
+    /// H: input height.
+    pub h: usize,
+    /// W: input width.
+    pub w: usize,
+    /// KH: window height and vertical stride.
+    pub kh: usize,
+    /// KW: window width and horizontal stride.
+    pub kw: usize,
+}
+
+impl AvgPool2dSpec {
+    /// Output height OH = H / KH, rounded down (0 if KH is 0).
+    pub fn out_h(&self) -> usize {
+        self.h.checked_div(self.kh).unwrap_or(0)
+    }
+    /// Output width OW = W / KW, rounded down (0 if KW is 0).
+    pub fn out_w(&self) -> usize {
+        self.w.checked_div(self.kw).unwrap_or(0)
+    }
+    /// Terms each output averages: KH·KW.
+    pub fn window(&self) -> usize {
+        self.kh * self.kw
+    }
+    /// Elements of the input x\[B,H,W,C\].
+    pub fn input_len(&self) -> usize {
+        self.batch * self.h * self.w * self.c
+    }
+    /// Elements of the output y\[B,OH,OW,C\].
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_h() * self.out_w() * self.c
+    }
+}
+
 /// Hyperparameters of one Adam update, with PyTorch's `torch.optim.Adam` semantics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamParams {
@@ -513,6 +557,27 @@ pub enum Op {
         /// Output dx\[B,H,W,C\].
         dx: BufId,
     },
+    /// y = the mean of each window of x (see [`AvgPool2dSpec`]).
+    AvgPoolForward {
+        /// The pooling.
+        spec: AvgPool2dSpec,
+        /// Input x\[B,H,W,C\].
+        x: BufId,
+        /// Output y\[B,OH,OW,C\].
+        y: BufId,
+    },
+    /// dx = dy of the element's window / (KH·KW), 0 past the last whole window; zero where
+    /// mask ≤ 0.
+    AvgPoolBackward {
+        /// The pooling.
+        spec: AvgPool2dSpec,
+        /// Gradient of the output, dy\[B,OH,OW,C\].
+        dy: BufId,
+        /// Optional \[B,H,W,C\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
+        mask: Option<BufId>,
+        /// Output dx\[B,H,W,C\].
+        dx: BufId,
+    },
     /// logits\[B,C\], labels\[B\] → probs\[B,C\], loss\[B\].
     SoftmaxXentForward {
         /// B
@@ -618,6 +683,10 @@ impl Op {
             Op::MaxPoolBackward {
                 dy, idx, mask, dx, ..
             } => ([dy, idx].into_iter().chain(mask).collect(), vec![dx]),
+            Op::AvgPoolForward { x, y, .. } => (vec![x], vec![y]),
+            Op::AvgPoolBackward { dy, mask, dx, .. } => {
+                (std::iter::once(dy).chain(mask).collect(), vec![dx])
+            }
             Op::SoftmaxXentForward {
                 logits,
                 labels,

@@ -489,6 +489,12 @@ impl CpuBackend {
             } => self.with_out(dx, |s, dx| {
                 fastcpu::maxpool::backward(s.f(dy), s.u(idx), &spec, mask.map(|m| s.f(m)), dx)
             }),
+            Op::AvgPoolForward { spec, x, y } => {
+                self.with_out(y, |s, y| fastcpu::avgpool::forward(s.f(x), &spec, y))
+            }
+            Op::AvgPoolBackward { spec, dy, mask, dx } => self.with_out(dx, |s, dx| {
+                fastcpu::avgpool::backward(s.f(dy), &spec, mask.map(|m| s.f(m)), dx)
+            }),
             Op::SoftmaxXentForward {
                 rows,
                 classes,

@@ -112,6 +112,16 @@ impl GpuBackend {
                 self.opt(mask),
                 b(dx),
             )),
+            Op::AvgPoolForward { spec, x, y } => {
+                one(kernels::avgpool_forward(ctx, &spec, b(x), b(y)))
+            }
+            Op::AvgPoolBackward { spec, dy, mask, dx } => one(kernels::avgpool_backward(
+                ctx,
+                &spec,
+                b(dy),
+                self.opt(mask),
+                b(dx),
+            )),
             Op::SoftmaxXentForward {
                 rows,
                 classes,

@@ -146,6 +146,16 @@ impl ReferenceBackend {
                     cpu::maxpool::maxpool_backward(&self.f(dy)[..n], &self.u(idx)[..n], &spec, m);
                 self.put(dx, &out);
             }
+            Op::AvgPoolForward { spec, x, y } => {
+                let out = cpu::avgpool::avgpool_forward(&self.f(x)[..spec.input_len()], &spec);
+                self.put(y, &out);
+            }
+            Op::AvgPoolBackward { spec, dy, mask, dx } => {
+                let m = mask.map(|m| &self.f(m)[..spec.input_len()]);
+                let out =
+                    cpu::avgpool::avgpool_backward(&self.f(dy)[..spec.output_len()], &spec, m);
+                self.put(dx, &out);
+            }
             Op::SoftmaxXentForward {
                 rows,
                 classes,

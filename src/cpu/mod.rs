@@ -3,6 +3,7 @@
 //! trains with them.
 
 pub mod adam;
+pub mod avgpool;
 pub mod bias;
 pub mod conv2d;
 pub mod gather;

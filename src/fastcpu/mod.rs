@@ -21,6 +21,7 @@
 //! and the test suite, with the same tolerances as a GPU adapter.
 
 pub mod adam;
+pub mod avgpool;
 pub mod bias;
 pub mod conv2d;
 pub mod gather;

@@ -814,10 +814,11 @@ pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------------
 // conv2d: im2col / col2im
 
-pub use crate::ops::{AdamParams, Conv2dSpec, Pool2dSpec};
+pub use crate::ops::{AdamParams, AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
 
 const CONV2D_WGSL: &str = include_str!("../../shaders/conv2d.wgsl");
 const MAXPOOL_WGSL: &str = include_str!("../../shaders/maxpool.wgsl");
+const AVGPOOL_WGSL: &str = include_str!("../../shaders/avgpool.wgsl");
 const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
 
 /// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
@@ -825,6 +826,7 @@ fn layer_shader_sources() -> Vec<(String, String)> {
     vec![
         ("conv2d".to_string(), CONV2D_WGSL.to_string()),
         ("maxpool".to_string(), MAXPOOL_WGSL.to_string()),
+        ("avgpool".to_string(), AVGPOOL_WGSL.to_string()),
         ("adam".to_string(), ADAM_WGSL.to_string()),
     ]
 }
@@ -1078,6 +1080,112 @@ pub fn maxpool_backward(
             (6, idx),
             (7, mask.unwrap_or(&ctx.dummy)),
             (8, dx),
+        ],
+        grid_1d(spec.output_len(), WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// avgpool
+
+/// `Params` in `avgpool.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AvgPoolParams {
+    batch: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    oh: u32,
+    ow: u32,
+    apply_mask: u32,
+}
+
+fn avgpool_params(kernel: &str, spec: &AvgPool2dSpec, apply_mask: bool) -> Result<AvgPoolParams> {
+    let s = spec;
+    nonzero(
+        kernel,
+        &[
+            ("B", s.batch),
+            ("C", s.c),
+            ("H", s.h),
+            ("W", s.w),
+            ("KH", s.kh),
+            ("KW", s.kw),
+        ],
+    )?;
+    if s.out_h() == 0 || s.out_w() == 0 {
+        return Err(Error::KernelShape {
+            kernel: kernel.to_string(),
+            reason: format!(
+                "a {}x{} window does not fit the {}x{} input",
+                s.kh, s.kw, s.h, s.w
+            ),
+        });
+    }
+    nonzero(kernel, &[("B·H·W·C", s.input_len())])?;
+    Ok(AvgPoolParams {
+        batch: s.batch as u32,
+        c: s.c as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        kh: s.kh as u32,
+        kw: s.kw as u32,
+        oh: s.out_h() as u32,
+        ow: s.out_w() as u32,
+        apply_mask: apply_mask as u32,
+    })
+}
+
+/// y\[B,OH,OW,C\] = the mean of each KH×KW window of x\[B,H,W,C\] (see `shaders/avgpool.wgsl`).
+pub fn avgpool_forward(
+    ctx: &GpuContext,
+    spec: &AvgPool2dSpec,
+    x: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "avgpool_forward";
+    let params = avgpool_params(name, spec, false)?;
+    need(name, "x", x, spec.input_len())?;
+    need(name, "y", y, spec.output_len())?;
+    let pipeline = ctx.pipeline(name, || AVGPOOL_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, y)],
+        grid_1d(spec.output_len(), WG_ELEMENTWISE),
+    )
+}
+
+/// dx\[B,H,W,C\] = dy of the element's window / (KH·KW), 0 past the last whole window; zero
+/// where `mask` is not > 0.
+pub fn avgpool_backward(
+    ctx: &GpuContext,
+    spec: &AvgPool2dSpec,
+    dy: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "avgpool_backward";
+    let params = avgpool_params(name, spec, mask.is_some())?;
+    need(name, "dy", dy, spec.output_len())?;
+    need(name, "dx", dx, spec.input_len())?;
+    if let Some(m) = mask {
+        need(name, "mask", m, spec.input_len())?;
+    }
+    let pipeline = ctx.pipeline(name, || AVGPOOL_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (3, dy),
+            (4, mask.unwrap_or(&ctx.dummy)),
+            (5, dx),
         ],
         grid_1d(spec.output_len(), WG_ELEMENTWISE),
     )

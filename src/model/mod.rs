@@ -8,6 +8,7 @@
 //! bias is `\[O\]`, so a saved file loads in PyTorch unchanged.
 
 use crate::error::Setting;
+use crate::nn::number;
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
@@ -18,9 +19,7 @@ mod preset;
 
 pub use preset::Preset;
 
-/// Largest size accepted along any one dimension (a width, a channel count, a side, a kernel,
-/// a stride, a padding).
-pub const MAX_DIM: usize = 1 << 20;
+pub use crate::nn::{LayerSpec, Shape, MAX_DIM};
 
 /// Largest number of elements of one sample's activations after any layer (or of the input).
 pub const MAX_ELEMENTS: usize = 1 << 28;
@@ -44,70 +43,6 @@ pub enum Input {
     },
 }
 
-/// One layer of an [`Arch`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LayerSpec {
-    /// A dense layer with `out` outputs (a flatten is implied when its input is an image).
-    Dense {
-        /// Outputs O.
-        out: usize,
-    },
-    /// A 2-D convolution: `out` channels, `k`×`k` kernel, stride and zero padding on every side.
-    Conv {
-        /// Output channels O.
-        out: usize,
-        /// Kernel side K.
-        k: usize,
-        /// Step between kernel positions, in pixels (1 by default).
-        stride: usize,
-        /// Zero padding on each side, in pixels (0 by default).
-        pad: usize,
-    },
-    /// Max pooling over `k`×`k` windows with stride `k` (output side floor(side / k)).
-    Pool {
-        /// Window side and stride K.
-        k: usize,
-    },
-}
-
-impl LayerSpec {
-    /// Whether the layer has a weight and a bias.
-    pub fn has_params(&self) -> bool {
-        !matches!(self, LayerSpec::Pool { .. })
-    }
-}
-
-/// The shape flowing out of a layer (or the input), for one sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Shape {
-    /// A vector of this many values (after a dense layer, or a flat input).
-    Flat(usize),
-    /// A feature map of `c` channels, `h` rows and `w` columns (stored channels-last, H×W×C).
-    Image {
-        /// Channels C.
-        c: usize,
-        /// Height H (rows).
-        h: usize,
-        /// Width W (columns).
-        w: usize,
-    },
-}
-
-impl Shape {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match *self {
-            Shape::Flat(n) => n,
-            Shape::Image { c, h, w } => c.saturating_mul(h).saturating_mul(w),
-        }
-    }
-
-    /// Whether the shape holds no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl From<Input> for Shape {
     fn from(i: Input) -> Self {
         match i {
@@ -117,42 +52,9 @@ impl From<Input> for Shape {
     }
 }
 
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Shape::Flat(n) => write!(f, "{n}"),
-            Shape::Image { c, h, w } => write!(f, "{c}x{h}x{w}"),
-        }
-    }
-}
-
 impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Shape::from(*self).fmt(f)
-    }
-}
-
-impl fmt::Display for LayerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            LayerSpec::Dense { out } => write!(f, "{out}"),
-            LayerSpec::Conv {
-                out,
-                k,
-                stride,
-                pad,
-            } => {
-                write!(f, "c{out}k{k}")?;
-                if stride != 1 {
-                    write!(f, "s{stride}")?;
-                }
-                if pad != 0 {
-                    write!(f, "p{pad}")?;
-                }
-                Ok(())
-            }
-            LayerSpec::Pool { k } => write!(f, "m{k}"),
-        }
     }
 }
 
@@ -174,95 +76,6 @@ impl fmt::Display for Arch {
             write!(f, "-{l}")?;
         }
         Ok(())
-    }
-}
-
-/// Parse a run of ASCII digits as a count; `None` for anything else (sign, empty, overflow).
-fn number(s: &str) -> Option<usize> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Parse one layer token: `512`, `m2`, `c32k5`, `c8k3s2p1` (`s` and `p` in any order, each at
-/// most once).
-fn parse_layer(tok: &str) -> Option<LayerSpec> {
-    if let Some(n) = number(tok) {
-        return Some(LayerSpec::Dense { out: n });
-    }
-    if let Some(k) = tok.strip_prefix('m') {
-        return number(k).map(|k| LayerSpec::Pool { k });
-    }
-    let rest = tok.strip_prefix('c')?;
-    // Split into letter-led fields: the channel count, then k, then optional s and p.
-    let (out, rest) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit())?);
-    let out = number(out)?;
-    let mut fields = Vec::new();
-    let mut rest = rest;
-    while let Some(tag) = rest.chars().next() {
-        let body = &rest[1..];
-        let end = body
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(body.len());
-        fields.push((tag, number(&body[..end])?));
-        rest = &body[end..];
-    }
-    let [('k', k), ref suffixes @ ..] = fields[..] else {
-        return None;
-    };
-    let (mut stride, mut pad) = (None, None);
-    for &(tag, v) in suffixes {
-        let slot = match tag {
-            's' => &mut stride,
-            'p' => &mut pad,
-            _ => return None,
-        };
-        if slot.replace(v).is_some() {
-            return None;
-        }
-    }
-    Some(LayerSpec::Conv {
-        out,
-        k,
-        stride: stride.unwrap_or(1),
-        pad: pad.unwrap_or(0),
-    })
-}
-
-/// The shape out of `layer` given the shape into it, without any checks (saturating, so that
-/// even an invalid architecture gives some answer without panicking).
-fn step(prev: Shape, layer: &LayerSpec) -> Shape {
-    let (c, h, w) = match prev {
-        Shape::Image { c, h, w } => (c, h, w),
-        Shape::Flat(n) => (n, 1, 1),
-    };
-    match *layer {
-        LayerSpec::Dense { out } => Shape::Flat(out),
-        LayerSpec::Conv {
-            out,
-            k,
-            stride,
-            pad,
-        } => {
-            let side = |s: usize| {
-                let padded = s.saturating_add(pad.saturating_mul(2));
-                match padded.checked_sub(k) {
-                    Some(d) if stride > 0 && k > 0 => d / stride + 1,
-                    _ => 0,
-                }
-            };
-            Shape::Image {
-                c: out,
-                h: side(h),
-                w: side(w),
-            }
-        }
-        LayerSpec::Pool { k } => Shape::Image {
-            c,
-            h: h.checked_div(k).unwrap_or(0),
-            w: w.checked_div(k).unwrap_or(0),
-        },
     }
 }
 
@@ -307,9 +120,11 @@ impl Arch {
         let layers = layer_tokens
             .iter()
             .map(|&t| {
-                parse_layer(t).ok_or_else(|| {
+                LayerSpec::parse(t).ok_or_else(|| {
+                    let examples: Vec<&str> = LayerSpec::GRAMMAR.iter().map(|g| g.2).collect();
                     bad(format!(
-                        "`{t}` in `{s}` is not a layer: expected a width like 512, a convolution like c32k5p2 or a pooling like m2"
+                        "`{t}` in `{s}` is not a layer: expected one like {}",
+                        examples.join(", ")
                     ))
                 })
             })
@@ -390,71 +205,13 @@ impl Arch {
             } else {
                 format!("layer {i} `{}`", self.layers[i - 1])
             };
-            match *layer {
-                LayerSpec::Dense { out } => {
-                    if out == 0 {
-                        return Err(fail(at, layer, "width must be at least 1".into()));
-                    }
-                    if out > MAX_DIM {
-                        return Err(fail(at, layer, format!("width is over {MAX_DIM}")));
-                    }
-                    params += (prev.len() as u128 + 1) * out as u128;
-                }
-                LayerSpec::Conv {
-                    out,
-                    k,
-                    stride,
-                    pad,
-                } => {
-                    let Shape::Image { c, h, w } = prev else {
-                        return Err(fail(
-                            at,
-                            layer,
-                            format!("a convolution needs an image, but {after} gives a flat {prev} (use an image input like 1x28x28, and no dense layer before a convolution)"),
-                        ));
-                    };
-                    for (v, name, min) in [
-                        (out, "output channels", 1),
-                        (k, "kernel size", 1),
-                        (stride, "stride", 1),
-                        (pad, "padding", 0),
-                    ] {
-                        if v < min {
-                            return Err(fail(at, layer, format!("{name} must be at least {min}")));
-                        }
-                        if v > MAX_DIM {
-                            return Err(fail(at, layer, format!("{name} {v} is over {MAX_DIM}")));
-                        }
-                    }
-                    let (ph, pw) = (h + 2 * pad, w + 2 * pad);
-                    if k > ph || k > pw {
-                        return Err(fail(
-                            at,
-                            layer,
-                            format!("{k}x{k} kernel is larger than its input {prev} padded to {ph}x{pw}"),
-                        ));
-                    }
-                    params += (c as u128 * k as u128 * k as u128 + 1) * out as u128;
-                }
-                LayerSpec::Pool { k } => {
-                    let Shape::Image { h, w, .. } = prev else {
-                        return Err(fail(
-                            at,
-                            layer,
-                            format!("pooling needs an image, but {after} gives a flat {prev} (use an image input like 1x28x28, and no dense layer before pooling)"),
-                        ));
-                    };
-                    if k == 0 {
-                        return Err(fail(at, layer, "pooling size must be at least 1".into()));
-                    }
-                    if k > h || k > w {
-                        return Err(fail(
-                            at,
-                            layer,
-                            format!("{k}x{k} pooling of its input {prev} gives zero size"),
-                        ));
-                    }
-                }
+            let kind = layer.kind();
+            let out = kind
+                .output(prev, &after)
+                .map_err(|reason| fail(at, layer, reason))?;
+            if let Some((w, b)) = kind.params(prev) {
+                let w = w.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128));
+                params = params.saturating_add(w.saturating_add(b as u128));
             }
             if params > MAX_PARAMS {
                 return Err(fail(
@@ -463,11 +220,10 @@ impl Arch {
                     format!("brings the network over {MAX_PARAMS} parameters"),
                 ));
             }
-            let out = step(prev, layer);
             within(at, layer, out)?;
             shapes.push(out);
         }
-        if !matches!(last, LayerSpec::Dense { .. }) {
+        if !matches!(last, LayerSpec::Dense(_)) {
             return Err(fail(
                 self.layers.len(),
                 last,
@@ -482,7 +238,9 @@ impl Arch {
         let mut shapes = vec![Shape::from(self.input)];
         for l in &self.layers {
             let prev = *shapes.last().expect("starts with the input");
-            shapes.push(step(prev, l));
+            // Some answer for any architecture, never a panic: a refused layer gives nothing.
+            let from = "the layer before";
+            shapes.push(l.kind().output(prev, from).unwrap_or(Shape::Flat(0)));
         }
         shapes
     }
@@ -498,7 +256,7 @@ impl Arch {
             .iter()
             .rev()
             .find_map(|l| match *l {
-                LayerSpec::Dense { out } => Some(out),
+                LayerSpec::Dense(d) => Some(d.out),
                 _ => None,
             })
             .unwrap_or(0)
@@ -524,27 +282,14 @@ impl Arch {
         self.layers
             .iter()
             .zip(&shapes)
-            .filter_map(|(l, prev)| match *l {
-                LayerSpec::Dense { out } => Some((vec![out, prev.len()], out)),
-                LayerSpec::Conv { out, k, .. } => {
-                    let c = match *prev {
-                        Shape::Image { c, .. } => c,
-                        Shape::Flat(n) => n,
-                    };
-                    Some((vec![out, c, k, k], out))
-                }
-                LayerSpec::Pool { .. } => None,
-            })
+            .filter_map(|(l, prev)| l.kind().params(*prev))
             .collect()
     }
 
     /// Whether this is a multilayer perceptron: flat input and only dense layers.
     pub fn is_mlp(&self) -> bool {
         matches!(self.input, Input::Flat(_))
-            && self
-                .layers
-                .iter()
-                .all(|l| matches!(l, LayerSpec::Dense { .. }))
+            && self.layers.iter().all(|l| matches!(l, LayerSpec::Dense(_)))
     }
 
     /// The MLP with these widths, input first (no checks).
@@ -553,7 +298,7 @@ impl Arch {
             input: Input::Flat(sizes[0]),
             layers: sizes[1..]
                 .iter()
-                .map(|&out| LayerSpec::Dense { out })
+                .map(|&out| LayerSpec::Dense(crate::nn::dense::Dense { out }))
                 .collect(),
         }
     }
@@ -730,6 +475,10 @@ pub(crate) fn check_param_shapes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::avgpool::AvgPool;
+    use crate::nn::conv2d::Conv;
+    use crate::nn::dense::Dense;
+    use crate::nn::global_pool::GlobalAvgPool;
 
     fn shape_err(s: &str) -> String {
         let e = Arch::parse(s).expect_err(s).to_string();
@@ -747,7 +496,7 @@ mod tests {
         assert_eq!(a.input, Input::Flat(784));
         assert_eq!(
             a.layers,
-            vec![LayerSpec::Dense { out: 512 }, LayerSpec::Dense { out: 10 }]
+            vec![Dense { out: 512 }.into(), Dense { out: 10 }.into()]
         );
         assert!(a.is_mlp());
         assert_eq!(a.to_string(), "784-512-10");
@@ -792,12 +541,12 @@ mod tests {
         let c = Arch::parse("3x9x9-c8k3s2p1-c4k2p1s3-m1-5").unwrap();
         assert_eq!(
             c.layers[0],
-            LayerSpec::Conv {
+            LayerSpec::Conv(Conv {
                 out: 8,
                 k: 3,
                 stride: 2,
                 pad: 1
-            }
+            })
         );
         assert_eq!(c.to_string(), "3x9x9-c8k3s2p1-c4k2s3p1-m1-5");
         assert_eq!(c.shapes().unwrap()[1], Shape::Image { c: 8, h: 5, w: 5 });
@@ -805,6 +554,59 @@ mod tests {
         // A convolution straight to the output.
         assert!(Arch::parse("1x4x4-c2k4-3").is_ok());
         assert!(Arch::parse("1x4x4-c2k4s1p0-3").unwrap().to_string() == "1x4x4-c2k4-3");
+    }
+
+    #[test]
+    fn average_and_global_pooling_parse_print_and_shape() {
+        let a = Arch::parse("3x9x7-c4k3p1-a2-c8k3p1-g-10").unwrap();
+        assert_eq!(a.layers[1], AvgPool { k: 2 }.into());
+        assert_eq!(a.layers[3], GlobalAvgPool.into());
+        assert_eq!(a.to_string(), "3x9x7-c4k3p1-a2-c8k3p1-g-10");
+        let s: Vec<String> = a.shapes().unwrap().iter().map(|s| s.to_string()).collect();
+        assert_eq!(s, ["3x9x7", "4x9x7", "4x4x3", "8x4x3", "8", "10"]);
+        // No parameters in either pooling; the dense layer after `g` reads C values.
+        assert_eq!(
+            a.param_shapes(),
+            vec![
+                (vec![4, 3, 3, 3], 4),
+                (vec![8, 4, 3, 3], 8),
+                (vec![10, 8], 10)
+            ]
+        );
+        assert!(!a.layers[1].has_params() && !a.layers[3].has_params());
+        assert!(a.layers[0].has_params());
+        // Pooling is followed by no ReLU; convolutions and dense layers are.
+        let relu: Vec<bool> = a.layers.iter().map(|l| l.kind().relu_after()).collect();
+        assert_eq!(relu, [true, false, true, false, true]);
+        for (arch, why) in [
+            (
+                "1x4x4-a5-2",
+                "layer 1 `a5`: 5x5 pooling of its input 1x4x4 gives zero size",
+            ),
+            (
+                "1x4x4-a0-2",
+                "layer 1 `a0`: pooling size must be at least 1",
+            ),
+            (
+                "1x4x4-8-g-2",
+                "layer 2 `g`: global pooling needs an image, but layer 1 `8` gives a flat 8",
+            ),
+            (
+                "1x4x4-g-c2k1-2",
+                "layer 2 `c2k1`: a convolution needs an image, but layer 1 `g` gives a flat 1",
+            ),
+            ("1x4x4-c2k3-g", "layer 2 `g`: the last layer must be dense"),
+        ] {
+            let e = Arch::parse(arch).unwrap_err().to_string();
+            assert!(e.contains(why), "{arch}: {e}");
+        }
+        for bad in ["1x4x4-a-2", "1x4x4-gg-2", "1x4x4-a2x-2", "1x4x4-g2-2"] {
+            let e = Arch::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("is not a layer") && e.contains("a2, g"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -892,7 +694,10 @@ mod tests {
         // shapes() on a hand-built arch gives Error::Network.
         let a = Arch {
             input: Input::Flat(4),
-            layers: vec![LayerSpec::Pool { k: 2 }, LayerSpec::Dense { out: 2 }],
+            layers: vec![
+                crate::nn::maxpool::MaxPool { k: 2 }.into(),
+                crate::nn::dense::Dense { out: 2 }.into(),
+            ],
         };
         assert!(matches!(a.shapes(), Err(Error::Network { .. })));
         let _ = (a.n_params(), a.param_shapes(), a.classes());

@@ -1,12 +1,68 @@
 //! A dense layer y = x·Wᵀ + b (ReLU optional), W \[O,I\] as PyTorch's `nn.Linear`. After a
 //! convolution or pooling block its input is the channels-last image viewed as [B, H·W·C].
 
-use super::{Io, Layer};
-use crate::model::Shape;
+use super::{number, Grammar, Io, Layer, LayerKind, Refusal, Shape, MAX_DIM};
+use crate::backend::Backend;
 use crate::ops::{Epilogue, MatmulSpec, Op};
+use crate::Result;
+use std::fmt;
+
+/// A dense layer of `out` outputs, `512` in an architecture (a flatten is implied when its
+/// input is an image); PyTorch's `nn.Linear`, weight \[O, I\] and bias \[O\].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Dense {
+    /// Outputs O.
+    pub out: usize,
+}
+
+impl Grammar for Dense {
+    const TOKEN: &'static str = "{n}";
+    const MEANING: &'static str = "a dense layer of n outputs (flatten implied)";
+    const EXAMPLE: &'static str = "512";
+    fn parse(tok: &str) -> Option<Self> {
+        number(tok).map(|out| Dense { out })
+    }
+}
+
+impl fmt::Display for Dense {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.out)
+    }
+}
+
+impl LayerKind for Dense {
+    fn output(&self, _input: Shape, _from: &str) -> std::result::Result<Shape, Refusal> {
+        if self.out == 0 {
+            return Err("width must be at least 1".into());
+        }
+        if self.out > MAX_DIM {
+            return Err(format!("width is over {MAX_DIM}"));
+        }
+        Ok(Shape::Flat(self.out))
+    }
+
+    fn params(&self, input: Shape) -> Option<(Vec<usize>, usize)> {
+        Some((vec![self.out, input.len()], self.out))
+    }
+
+    fn relu_after(&self) -> bool {
+        true
+    }
+
+    fn build(
+        &self,
+        input: Shape,
+        _output: Shape,
+        batch: usize,
+        relu: bool,
+        _be: &mut dyn Backend,
+    ) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(DenseLayer::new(input, self.out, batch, relu)))
+    }
+}
 
 /// A dense layer over a batch of rows (see the module docs).
-pub struct Dense {
+pub struct DenseLayer {
     batch: usize,
     i: usize,
     o: usize,
@@ -16,14 +72,14 @@ pub struct Dense {
     image: Option<(usize, usize, usize)>,
 }
 
-impl Dense {
+impl DenseLayer {
     /// A layer from `input` (flattened) to `out` outputs over `batch` rows, ReLU fused if `relu`.
     pub fn new(input: Shape, out: usize, batch: usize, relu: bool) -> Self {
         let image = match input {
             Shape::Image { c, h, w } if c > 1 => Some((c, h, w)),
             _ => None,
         };
-        Dense {
+        DenseLayer {
             batch,
             i: input.len(),
             o: out,
@@ -55,7 +111,7 @@ impl Dense {
     }
 }
 
-impl Layer for Dense {
+impl Layer for DenseLayer {
     fn param_lens(&self) -> Option<(usize, usize)> {
         Some((self.o * self.i, self.o))
     }

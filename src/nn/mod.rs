@@ -1,6 +1,10 @@
-//! Layers. Each layer type writes its forward and its backward once, as backend-neutral
-//! [`Op`]s; the training step ([`crate::train::Engine`]) strings them together and a backend
-//! runs them (the GPU records launches, the CPU runs the twins).
+//! Layers. Each layer type lives in one file here that declares everything about it above the
+//! kernels: its token in an architecture string ([`Grammar`]), the shape it gives and the
+//! inputs it refuses, its parameters' shapes, whether a ReLU follows it ([`LayerKind`]), and
+//! its forward and backward programs as backend-neutral [`Op`]s ([`Layer`]); the training step
+//! ([`crate::train::Engine`]) strings them together and a backend runs them (the GPU records
+//! launches, the CPU runs the twins). `wgtrain verify` and `wgtrain bench` read the ops a
+//! layer launches from the recorded programs, so neither lists layer shapes by hand.
 //!
 //! Activations are channels-last, x\[B,H,W,C\], so every convolution is one call of the tuned
 //! matmul (see [`crate::ops::Conv2dSpec`]) and a flatten is a view. Model files keep PyTorch's
@@ -8,18 +12,209 @@
 //! flatten (PyTorch flattens C,H,W), is converted by that layer when parameters enter or leave
 //! the engine.
 //!
-//! Adding a layer type: a WGSL file in `shaders/` with its launchers in `gpu/kernels.rs`, its
-//! CPU twin under the same name in `cpu/`, an [`Op`] for each entry point, and one
-//! implementation of [`Layer`] here.
+//! Adding a layer type (README, "Adding a layer"): one file here implementing [`Grammar`],
+//! [`LayerKind`] and [`Layer`], and one line in the `layer_types!` list below. A layer that
+//! needs a new op family also brings the op's WGSL file in `shaders/`, its twin under the
+//! same name in `cpu/` and its fast kernel in `fastcpu/`, the [`Op`] variants with one arm
+//! per backend, and the op's reference check in `oracle/` (see `avgpool.rs`, which did).
 
 use crate::backend::Backend;
-use crate::model::{LayerSpec, Shape};
 use crate::ops::{BufId, Op};
 use crate::Result;
+use std::fmt;
 
+pub mod avgpool;
 pub mod conv2d;
 pub mod dense;
+pub mod global_pool;
 pub mod maxpool;
+
+/// Largest size accepted along any one dimension (a width, a channel count, a side, a kernel,
+/// a stride, a padding).
+pub const MAX_DIM: usize = 1 << 20;
+
+/// The shape flowing out of a layer (or the input), for one sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// A vector of this many values (after a dense layer, or a flat input).
+    Flat(usize),
+    /// A feature map of `c` channels, `h` rows and `w` columns (stored channels-last, H×W×C).
+    Image {
+        /// Channels C.
+        c: usize,
+        /// Height H (rows).
+        h: usize,
+        /// Width W (columns).
+        w: usize,
+    },
+}
+
+impl Shape {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match *self {
+            Shape::Flat(n) => n,
+            Shape::Image { c, h, w } => c.saturating_mul(h).saturating_mul(w),
+        }
+    }
+
+    /// Whether the shape holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Shape::Flat(n) => write!(f, "{n}"),
+            Shape::Image { c, h, w } => write!(f, "{c}x{h}x{w}"),
+        }
+    }
+}
+
+/// Parse a run of ASCII digits as a count; `None` for anything else (sign, empty, overflow).
+pub(crate) fn number(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A layer type's token in an architecture string: how to read it, and a line for the help
+/// and for the error that names a token no type reads.
+pub trait Grammar: Sized {
+    /// The token's form, e.g. `a{k}`.
+    const TOKEN: &'static str;
+    /// What it means, e.g. `k×k average pooling with stride k`.
+    const MEANING: &'static str;
+    /// A token of this type, e.g. `a2`.
+    const EXAMPLE: &'static str;
+    /// The layer `tok` describes, or `None` when it is not this type's token (the
+    /// [`Display`](fmt::Display) of the result gives the token back).
+    fn parse(tok: &str) -> Option<Self>;
+}
+
+/// Why a layer cannot follow the shape before it: one line, shown after the layer's place
+/// ("layer 3 `m4`: ").
+pub type Refusal = String;
+
+/// What a layer type declares about itself above the kernels.
+pub trait LayerKind: fmt::Display + fmt::Debug {
+    /// The shape out of the layer given the shape into it, or why it cannot take that input.
+    /// `from` names where the input comes from ("the input", "layer 2 `120`") for the
+    /// refusal. Must not panic on any input (checked arithmetic).
+    fn output(&self, input: Shape, from: &str) -> std::result::Result<Shape, Refusal>;
+    /// (weight shape in PyTorch's layout, bias length) for a layer with parameters, given
+    /// its input shape.
+    fn params(&self, _input: Shape) -> Option<(Vec<usize>, usize)> {
+        None
+    }
+    /// Whether a ReLU follows the layer when it is not the network's last.
+    fn relu_after(&self) -> bool;
+    /// The engine layer between shapes `input` and `output` for minibatches of `batch`,
+    /// allocating its scratch buffers in `be`; `relu`: whether its output goes through a ReLU.
+    fn build(
+        &self,
+        input: Shape,
+        output: Shape,
+        batch: usize,
+        relu: bool,
+        be: &mut dyn Backend,
+    ) -> Result<Box<dyn Layer>>;
+}
+
+/// The channels, height and width of an image input, or the refusal of a layer (`what`, e.g.
+/// "pooling") that needs one.
+pub(crate) fn image_input(
+    input: Shape,
+    what: &str,
+    from: &str,
+) -> std::result::Result<(usize, usize, usize), Refusal> {
+    match input {
+        Shape::Image { c, h, w } => Ok((c, h, w)),
+        Shape::Flat(_) => Err(format!(
+            "{what} needs an image, but {from} gives a flat {input} (use an image input like 1x28x28, and no dense layer before {what})"
+        )),
+    }
+}
+
+/// Declares [`LayerSpec`] with one variant per layer type, its dispatch to the type's
+/// [`LayerKind`], and the token parser over every type's [`Grammar`]. Written as a macro so
+/// that a new layer type is one line in the list below.
+macro_rules! layer_types {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+        /// One layer of an [`Arch`](crate::model::Arch), one variant per layer type.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum LayerSpec {
+            $($(#[$doc])* $variant($ty),)*
+        }
+
+        impl LayerSpec {
+            /// What the layer's type declares (its file in this module).
+            pub fn kind(&self) -> &dyn LayerKind {
+                match self {
+                    $(LayerSpec::$variant(l) => l,)*
+                }
+            }
+
+            /// The layer a token names, trying every type's [`Grammar`] in turn.
+            pub fn parse(tok: &str) -> Option<LayerSpec> {
+                $(if let Some(l) = <$ty as Grammar>::parse(tok) {
+                    return Some(LayerSpec::$variant(l));
+                })*
+                None
+            }
+
+            /// Every layer type's (token form, meaning, example), for help texts and errors.
+            pub const GRAMMAR: &'static [(&'static str, &'static str, &'static str)] = &[
+                $((<$ty as Grammar>::TOKEN, <$ty as Grammar>::MEANING, <$ty as Grammar>::EXAMPLE),)*
+            ];
+        }
+
+        $(impl From<$ty> for LayerSpec {
+            fn from(l: $ty) -> Self {
+                LayerSpec::$variant(l)
+            }
+        })*
+    };
+}
+
+layer_types! {
+    /// A dense layer, `512`.
+    Dense(dense::Dense),
+    /// A 2-D convolution, `c32k5p2`.
+    Conv(conv2d::Conv),
+    /// Max pooling, `m2`.
+    MaxPool(maxpool::MaxPool),
+    /// Average pooling, `a2`.
+    AvgPool(avgpool::AvgPool),
+    /// Global average pooling, `g`.
+    GlobalAvgPool(global_pool::GlobalAvgPool),
+}
+
+impl LayerSpec {
+    /// Whether the layer has a weight and a bias.
+    pub fn has_params(&self) -> bool {
+        // Any input gives the answer: whether a type has parameters does not depend on it.
+        self.kind().params(Shape::Flat(1)).is_some()
+    }
+
+    /// One line per layer type, `form  meaning (e.g. example)`, for help texts.
+    pub fn grammar_help() -> String {
+        Self::GRAMMAR
+            .iter()
+            .map(|(form, meaning, example)| format!("`{form}` {meaning} (e.g. `{example}`)"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.kind(), f)
+    }
+}
 
 /// A layer's parameters and their gradients, in engine layout.
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +228,6 @@ pub struct ParamBufs {
     /// Gradient of the bias \[O\].
     pub db: BufId,
 }
-
 /// The buffers one layer reads and writes in a step.
 #[derive(Clone, Copy, Debug)]
 pub struct Io {
@@ -51,7 +245,6 @@ pub struct Io {
     /// Parameters, for layers that have them.
     pub p: Option<ParamBufs>,
 }
-
 /// One layer of a network.
 pub trait Layer {
     /// (weight, bias) element counts, for layers with parameters.
@@ -72,8 +265,8 @@ pub trait Layer {
     }
 }
 
-/// Build the layer for `spec` between shapes `input` and `output` for minibatches of `batch`,
-/// allocating its scratch buffers in `be`. `relu`: whether a ReLU follows it.
+/// Build the engine layer for `spec` between shapes `input` and `output` for minibatches of
+/// `batch`, allocating its scratch buffers in `be`. `relu`: whether a ReLU follows it.
 pub fn build(
     spec: &LayerSpec,
     input: Shape,
@@ -82,36 +275,5 @@ pub fn build(
     relu: bool,
     be: &mut dyn Backend,
 ) -> Result<Box<dyn Layer>> {
-    Ok(match *spec {
-        LayerSpec::Dense { out } => Box::new(dense::Dense::new(input, out, batch, relu)),
-        LayerSpec::Conv {
-            out,
-            k,
-            stride,
-            pad,
-        } => {
-            let Shape::Image { c, h, w } = input else {
-                unreachable!("Arch::shapes refuses a convolution after a flat shape")
-            };
-            let spec = crate::ops::Conv2dSpec {
-                batch,
-                c_in: c,
-                h,
-                w,
-                c_out: out,
-                k,
-                stride,
-                pad,
-            };
-            debug_assert_eq!(output.len() * batch, spec.output_len());
-            Box::new(conv2d::Conv2d::new(spec, relu, be)?)
-        }
-        LayerSpec::Pool { k } => {
-            let Shape::Image { c, h, w } = input else {
-                unreachable!("Arch::shapes refuses pooling after a flat shape")
-            };
-            let spec = crate::ops::Pool2dSpec { batch, c, h, w, k };
-            Box::new(maxpool::MaxPool2d::new(spec, be)?)
-        }
-    })
+    spec.kind().build(input, output, batch, relu, be)
 }

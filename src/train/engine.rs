@@ -233,7 +233,7 @@ impl Engine {
         let mut acts = Vec::with_capacity(n);
         let mut dacts = Vec::with_capacity(n);
         for (l, spec) in arch.layers.iter().enumerate() {
-            let relu = l + 1 < n && !matches!(spec, crate::model::LayerSpec::Pool { .. });
+            let relu = l + 1 < n && spec.kind().relu_after();
             layers.push(nn::build(
                 spec,
                 shapes[l],
