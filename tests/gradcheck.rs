@@ -15,12 +15,16 @@ use wgtrain::cpu::maxpool::{maxpool_backward, maxpool_forward};
 use wgtrain::cpu::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
 use wgtrain::data::Dataset;
 use wgtrain::model::{Arch, LayerSpec, Model, Param, Shape};
+use wgtrain::nn::conv2d::Conv;
 use wgtrain::ops::{Conv2dSpec, Pool2dSpec};
 use wgtrain::train::{Engine, TrainConfig};
 use wgtrain::verify::{Inputs, U};
 
-/// Every layer type: padded conv, pooling, strided conv, flatten, two dense layers.
+/// Padded conv, max pooling, strided conv, flatten, two dense layers.
 const CONV_ARCH: &str = "1x8x8-c3k3p1-m2-c4k3s2p1-5-3";
+/// Average pooling with a ragged edge (7×7 → 3×3: row and column 6 get no gradient) above a
+/// ReLU, and global average pooling into the dense layers.
+const AVG_ARCH: &str = "1x7x7-c3k3p1-a2-c4k3p1-g-5-3";
 /// 1×1 convolutions, one above a ReLU layer and one above pooling: no im2col or col2im, the
 /// input gradient one product, with the ReLU mask fused into it or without one (paths of
 /// their own in `nn::conv2d`).
@@ -52,12 +56,12 @@ impl Oracle {
 
     fn conv(&self, l: usize) -> Conv2dSpec {
         let (c, h, w) = image(self.shapes[l]);
-        let LayerSpec::Conv {
+        let LayerSpec::Conv(Conv {
             out,
             k,
             stride,
             pad,
-        } = self.arch.layers[l]
+        }) = self.arch.layers[l]
         else {
             unreachable!()
         };
@@ -75,7 +79,7 @@ impl Oracle {
 
     fn pool(&self, l: usize) -> Pool2dSpec {
         let (c, h, w) = image(self.shapes[l]);
-        let LayerSpec::Pool { k } = self.arch.layers[l] else {
+        let LayerSpec::MaxPool(m) = self.arch.layers[l] else {
             unreachable!()
         };
         Pool2dSpec {
@@ -83,12 +87,58 @@ impl Oracle {
             c,
             h,
             w,
-            k,
+            k: m.k,
         }
     }
 
+    /// (C, H, W, KH, KW) of an average pooling, global or K×K, written here in NCHW from the
+    /// definition (PyTorch's `nn.AvgPool2d`, `nn.AdaptiveAvgPool2d(1)`), not with the twin.
+    fn avg(&self, l: usize) -> (usize, usize, usize, usize, usize) {
+        let (c, h, w) = image(self.shapes[l]);
+        match self.arch.layers[l] {
+            LayerSpec::AvgPool(a) => (c, h, w, a.k, a.k),
+            LayerSpec::GlobalAvgPool(_) => (c, h, w, h, w),
+            _ => unreachable!(),
+        }
+    }
+
+    /// y\[B,C,OH,OW\] = the mean of each KH×KW window of x\[B,C,H,W\] (with `dy`, the
+    /// gradient: dx gets dy / (KH·KW) over its window, 0 past the last whole window).
+    fn avg_forward(&self, l: usize, x: &[f64]) -> Vec<f64> {
+        let (c, h, w, kh, kw) = self.avg(l);
+        let (oh, ow) = (h / kh, w / kw);
+        let mut y = vec![0.0; B * c * oh * ow];
+        for (o, v) in y.iter_mut().enumerate() {
+            let (ox, oy, bc) = (o % ow, (o / ow) % oh, o / (ow * oh));
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    *v += x[(bc * h + oy * kh + ky) * w + ox * kw + kx];
+                }
+            }
+            *v /= (kh * kw) as f64;
+        }
+        y
+    }
+
+    fn avg_backward(&self, l: usize, dy: &[f64]) -> Vec<f64> {
+        let (c, h, w, kh, kw) = self.avg(l);
+        let (oh, ow) = (h / kh, w / kw);
+        let mut dx = vec![0.0; B * c * h * w];
+        for (o, &g) in dy.iter().enumerate() {
+            let (ox, oy, bc) = (o % ow, (o / ow) % oh, o / (ow * oh));
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    dx[(bc * h + oy * kh + ky) * w + ox * kw + kx] = g / (kh * kw) as f64;
+                }
+            }
+        }
+        dx
+    }
+
     fn relu(&self, l: usize) -> bool {
-        l + 1 < self.arch.layers.len() && !matches!(self.arch.layers[l], LayerSpec::Pool { .. })
+        // Written out, not `relu_after`: convolutions and dense layers have one, pooling not.
+        l + 1 < self.arch.layers.len()
+            && matches!(self.arch.layers[l], LayerSpec::Conv(_) | LayerSpec::Dense(_))
     }
 
     /// Mean loss and the gradients of every parameter.
@@ -101,19 +151,21 @@ impl Oracle {
         for l in 0..n {
             let input = &acts[l];
             let mut y = match self.arch.layers[l] {
-                LayerSpec::Conv { .. } => {
+                LayerSpec::Conv(_) => {
                     pidx[l] = pi;
                     pi += 1;
                     conv2d_nchw(input, &p[pidx[l]].0, &p[pidx[l]].1, &self.conv(l))
                 }
-                LayerSpec::Pool { .. } => {
+                LayerSpec::AvgPool(_) | LayerSpec::GlobalAvgPool(_) => self.avg_forward(l, input),
+                LayerSpec::MaxPool(_) => {
                     let s = self.pool(l);
                     let nhwc = nchw_to_nhwc(input, B, s.h, s.w, s.c);
                     let (y, idx) = maxpool_forward(&nhwc, &s);
                     pool_idx[l] = idx;
                     nhwc_to_nchw(&y, B, s.out_h(), s.out_w(), s.c)
                 }
-                LayerSpec::Dense { out } => {
+                LayerSpec::Dense(d) => {
+                    let out = d.out;
                     pidx[l] = pi;
                     pi += 1;
                     let i = self.shapes[l].len();
@@ -151,18 +203,20 @@ impl Oracle {
             }
             let x = &acts[l];
             g = match self.arch.layers[l] {
-                LayerSpec::Conv { .. } => {
+                LayerSpec::Conv(_) => {
                     let (dx, dw, db) = conv2d_nchw_backward(x, &p[pidx[l]].0, &g, &self.conv(l));
                     grads[pidx[l]] = (dw, db);
                     dx
                 }
-                LayerSpec::Pool { .. } => {
+                LayerSpec::AvgPool(_) | LayerSpec::GlobalAvgPool(_) => self.avg_backward(l, &g),
+                LayerSpec::MaxPool(_) => {
                     let s = self.pool(l);
                     let dy = nchw_to_nhwc(&g, B, s.out_h(), s.out_w(), s.c);
                     let dx = maxpool_backward(&dy, &pool_idx[l], &s, None);
                     nhwc_to_nchw(&dx, B, s.h, s.w, s.c)
                 }
-                LayerSpec::Dense { out } => {
+                LayerSpec::Dense(d) => {
+                    let out = d.out;
                     let i = self.shapes[l].len();
                     let xm = Array2::from_shape_vec((B, i), x.clone()).unwrap();
                     let dy = Array2::from_shape_vec((B, out), g.clone()).unwrap();
@@ -251,6 +305,11 @@ fn conv_net_oracle_backward_matches_central_differences_in_f64() {
 }
 
 #[test]
+fn avg_pool_net_oracle_backward_matches_central_differences_in_f64() {
+    fd_check(AVG_ARCH, "gradcheck_fd_avg");
+}
+
+#[test]
 fn mlp_oracle_backward_matches_central_differences_in_f64() {
     fd_check(MLP_ARCH, "gradcheck_fd_mlp");
 }
@@ -334,6 +393,11 @@ fn conv_net_engine_gradients_match_the_f64_oracle_on_every_backend() {
 #[test]
 fn one_by_one_conv_engine_gradients_match_the_f64_oracle_on_every_backend() {
     engine_check(CONV_1X1_ARCH, "gradcheck_engine_conv_1x1");
+}
+
+#[test]
+fn avg_pool_net_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(AVG_ARCH, "gradcheck_engine_avg");
 }
 
 #[test]
