@@ -138,7 +138,10 @@ impl Oracle {
     fn relu(&self, l: usize) -> bool {
         // Written out, not `relu_after`: convolutions and dense layers have one, pooling not.
         l + 1 < self.arch.layers.len()
-            && matches!(self.arch.layers[l], LayerSpec::Conv(_) | LayerSpec::Dense(_))
+            && matches!(
+                self.arch.layers[l],
+                LayerSpec::Conv(_) | LayerSpec::Dense(_)
+            )
     }
 
     /// Mean loss and the gradients of every parameter.

@@ -70,6 +70,11 @@ fn maxpool_matches_cpu_including_ties_and_nan() {
 }
 
 #[test]
+fn avgpool_matches_cpu_on_square_global_and_ragged_windows_and_nan() {
+    family_without_presets(Family::Avgpool);
+}
+
+#[test]
 fn adam_update_matches_exact_and_f32_twin() {
     family_without_presets(Family::Adam);
 }

@@ -62,7 +62,8 @@ pub fn avgpool_backward<F: NdFloat>(dy: &[F], spec: &AvgPool2dSpec, mask: Option
             "avgpool_backward: mask has the wrong length"
         );
         for (d, &mv) in dx.iter_mut().zip(m) {
-            if !(mv > F::zero()) {
+            // Not `mv <= 0`: a NaN mask zeroes too, as in the shader.
+            if mv.partial_cmp(&F::zero()) != Some(std::cmp::Ordering::Greater) {
                 *d = F::zero();
             }
         }

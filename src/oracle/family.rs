@@ -31,6 +31,9 @@ pub enum Family {
     /// Max-pooling forward and backward.
     #[value(name = "maxpool")]
     Maxpool,
+    /// Average-pooling forward and backward (K×K and global).
+    #[value(name = "avgpool")]
+    Avgpool,
     /// The Adam update.
     #[value(name = "adam")]
     Adam,
@@ -38,7 +41,7 @@ pub enum Family {
 
 impl Family {
     /// Every kernel family, in the order `wgtrain verify` runs them on a GPU adapter.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Matmul,
         Family::Bias,
         Family::Relu,
@@ -48,12 +51,13 @@ impl Family {
         Family::Gather,
         Family::Conv2d,
         Family::Maxpool,
+        Family::Avgpool,
         Family::Adam,
     ];
 
     /// The op families a backend is checked on: all but [`Family::Relu`], which no op runs
     /// alone (ReLU is a matmul epilogue).
-    pub const OPS: [Family; 9] = [
+    pub const OPS: [Family; 10] = [
         Family::Matmul,
         Family::Bias,
         Family::SoftmaxXent,
@@ -62,6 +66,7 @@ impl Family {
         Family::Gather,
         Family::Conv2d,
         Family::Maxpool,
+        Family::Avgpool,
         Family::Adam,
     ];
 
@@ -77,6 +82,7 @@ impl Family {
             Family::Gather => "gather",
             Family::Conv2d => "conv2d",
             Family::Maxpool => "maxpool",
+            Family::Avgpool => "avgpool",
             Family::Adam => "adam",
         }
     }

@@ -37,6 +37,8 @@
 //! * im2col, maxpool (y, idx and backward): exact — they only copy values (maxpool compares
 //!   them); NaN matches NaN in maxpool's output, and idx (poisoned with u32::MAX) proves every
 //!   window was written.
+//! * avgpool: a serial sum of KH·KW terms and a division (γ_n·Σ|x|/n + 5u·|y|), see
+//!   [`avgpool`]; its backward one division (5u relative).
 //! * col2im: each dx element is a serial f32 sum of at most n = ⌈K/s⌉² dcols entries (fewer at
 //!   the borders), so atol = γ_n·Σ|terms| (Higham's bound for recursive summation), where Σ|terms|
 //!   is col2im of |dcols| in f64; masked elements are exactly 0.
@@ -52,6 +54,7 @@
 //!   are correctly rounded: u each).
 
 pub mod adam;
+pub mod avgpool;
 pub mod bias;
 pub mod compare;
 pub mod conv2d;
@@ -70,6 +73,7 @@ pub use adam::{
     adam_bounds, adam_compare, adam_exact, adam_inputs, adam_schedule_table, adam_shape, AdamCase,
     ADAM_SCHEDULE_LEN,
 };
+pub use avgpool::{avgpool_compare, avgpool_inputs, avgpool_shape};
 pub use bias::{bias_add_compare, bias_backward_compare};
 pub use compare::{compare, compare_exact, compare_u32, fail_nonfinite, Check};
 pub use conv2d::{conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare};

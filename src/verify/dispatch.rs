@@ -4,16 +4,18 @@
 
 use super::coverage;
 use super::kernels::{
-    check_adam, check_bias, check_conv2d, check_gather, check_matmul, check_maxpool, check_metrics,
-    check_relu, check_sgd, check_softmax, check_softmax_extremes,
+    check_adam, check_avgpool, check_bias, check_conv2d, check_gather, check_matmul, check_maxpool,
+    check_metrics, check_relu, check_sgd, check_softmax, check_softmax_extremes,
 };
 use super::ops::{
-    check_adam_op, check_bias_op, check_conv2d_layer_op, check_conv2d_op, check_gather_op,
-    check_matmul_op, check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, Cursor,
+    check_adam_op, check_avgpool_op, check_bias_op, check_conv2d_layer_op, check_conv2d_op,
+    check_gather_op, check_matmul_op, check_maxpool_op, check_metrics_op, check_sgd_op,
+    check_softmax_op, Cursor,
 };
 use super::shapes::{
-    adam_cases, conv2d_layer_shapes, conv2d_preset_shapes, conv2d_shapes, maxpool_preset_shapes,
-    maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, PRESET_LAYERS, ROW_SHAPES,
+    adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_preset_shapes, conv2d_shapes,
+    maxpool_preset_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES,
+    PRESET_LAYERS, ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
@@ -185,6 +187,15 @@ pub fn run_family_with(
                 }
             }
         }
+        Family::Avgpool => {
+            let inputs = [PoolInput::Uniform, PoolInput::Relu];
+            for (i, spec) in avgpool_shapes().iter().enumerate() {
+                out.extend(check_avgpool(ctx, &mut inp, spec, inputs[i % 2], "")?);
+                if i % 4 == 1 {
+                    out.extend(check_avgpool(ctx, &mut inp, spec, PoolInput::Nan, "")?);
+                }
+            }
+        }
         Family::Adam => {
             // The cnn preset's 3.2M-weight layer only with the presets (slow in debug builds).
             for case in adam_cases()
@@ -350,6 +361,15 @@ pub async fn run_backend_family_async(
                         let label = format!("{label} ");
                         out.extend(check_maxpool_op(be, inp, &spec, input, &label).await?);
                     }
+                }
+            }
+        }
+        Family::Avgpool => {
+            let inputs = [PoolInput::Uniform, PoolInput::Relu];
+            for (i, spec) in avgpool_shapes().iter().enumerate() {
+                out.extend(check_avgpool_op(be, inp, spec, inputs[i % 2], "").await?);
+                if i % 4 == 1 {
+                    out.extend(check_avgpool_op(be, inp, spec, PoolInput::Nan, "").await?);
                 }
             }
         }

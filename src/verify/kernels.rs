@@ -5,14 +5,14 @@
 use crate::gpu::autotune::check_matmul_async;
 use crate::gpu::kernels::{self, MatmulSpec, MatmulTile, MetricsAcc};
 use crate::gpu::GpuContext;
-use crate::ops::{Conv2dSpec, Pool2dSpec};
+use crate::ops::{AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
 use crate::oracle::{
-    adam_compare, adam_inputs, adam_schedule_table, adam_shape, argmax_compare, bias_add_compare,
-    bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape,
-    fail_nonfinite, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare,
-    metrics_inputs, relu_compare, sgd_compare, sgd_inputs, softmax_compare, softmax_extreme_logits,
-    softmax_logits, AdamCase, Check, Family, GatherData, Inputs, PoolInput, GATHER_Y_POISON,
-    METRICS_START, SGD_PARAMS,
+    adam_compare, adam_inputs, adam_schedule_table, adam_shape, argmax_compare, avgpool_compare,
+    avgpool_inputs, avgpool_shape, bias_add_compare, bias_backward_compare, compare_u32,
+    conv2d_compare, conv2d_inputs, conv2d_shape, fail_nonfinite, maxpool_compare, maxpool_inputs,
+    maxpool_shape, metrics_compare, metrics_inputs, relu_compare, sgd_compare, sgd_inputs,
+    softmax_compare, softmax_extreme_logits, softmax_logits, AdamCase, Check, Family, GatherData,
+    Inputs, PoolInput, GATHER_Y_POISON, METRICS_START, SGD_PARAMS,
 };
 use crate::Result;
 use ndarray::Array2;
@@ -268,6 +268,38 @@ pub fn check_maxpool(
         &idx,
         [&dx, &dxm],
         maxpool_shape(spec, input, label),
+    ))
+}
+
+/// avgpool_forward, then avgpool_backward without and with a mask.
+pub fn check_avgpool(
+    ctx: &GpuContext,
+    inp: &mut Inputs,
+    spec: &AvgPool2dSpec,
+    input: PoolInput,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let (n_in, n_out) = (spec.input_len(), spec.output_len());
+    let [x, dy, mask] = avgpool_inputs(inp, spec, input);
+    let xb = ctx.upload("x", &x);
+    let dyb = ctx.upload("dy", &dy);
+    let mb = ctx.upload("mask", &mask);
+    let yb = ctx.poisoned("y", n_out);
+    let dxb = ctx.poisoned("dx", n_in);
+    let dxmb = ctx.poisoned("dx masked", n_in);
+    let l1 = kernels::avgpool_forward(ctx, spec, &xb, &yb)?;
+    let l2 = kernels::avgpool_backward(ctx, spec, &dyb, None, &dxb)?;
+    let l3 = kernels::avgpool_backward(ctx, spec, &dyb, Some(&mb), &dxmb)?;
+    ctx.submit(&[&l1, &l2, &l3], 1)?;
+    let y: Vec<f32> = ctx.read("y", &yb, n_out)?;
+    let dx: Vec<f32> = ctx.read("dx", &dxb, n_in)?;
+    let dxm: Vec<f32> = ctx.read("dx masked", &dxmb, n_in)?;
+    Ok(avgpool_compare(
+        spec,
+        [&x, &dy, &mask],
+        &y,
+        [&dx, &dxm],
+        avgpool_shape(spec, input, label),
     ))
 }
 

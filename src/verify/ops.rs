@@ -12,13 +12,15 @@
 
 use crate::backend::Backend;
 use crate::data::Dataset;
-use crate::ops::{AdamParams, BufId, Conv2dSpec, Epilogue, MatmulSpec, MetricsAcc, Op, Pool2dSpec};
+use crate::ops::{
+    AdamParams, AvgPool2dSpec, BufId, Conv2dSpec, Epilogue, MatmulSpec, MetricsAcc, Op, Pool2dSpec,
+};
 use crate::oracle::{
-    adam_compare, adam_inputs, adam_schedule_table, adam_shape, bias_backward_compare, compare_u32,
-    conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, matmul_compare,
-    maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare, metrics_inputs, sgd_compare,
-    sgd_inputs, softmax_compare, AdamCase, Check, Family, GatherData, Inputs, MatmulData,
-    PoolInput, GATHER_Y_POISON, METRICS_START,
+    adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
+    avgpool_shape, bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape,
+    conv_layer_compare, matmul_compare, maxpool_compare, maxpool_inputs, maxpool_shape,
+    metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, Check,
+    Family, GatherData, Inputs, MatmulData, PoolInput, GATHER_Y_POISON, METRICS_START,
 };
 use crate::Result;
 use ndarray::Array2;
@@ -608,6 +610,54 @@ pub async fn check_maxpool_op(
     let shape = maxpool_shape(spec, input, label);
     let mut out = maxpool_compare(spec, [&x, &dy, &mask], &y, &idx, [&dx, &dxm], shape.clone());
     out.push(h.untouched("maxpool", &shape).await?);
+    Ok(out)
+}
+
+/// Average-pooling forward, then backward without and with a mask.
+pub async fn check_avgpool_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &AvgPool2dSpec,
+    input: PoolInput,
+    label: &str,
+) -> Result<Vec<Check>> {
+    let (n_in, n_out) = (spec.input_len(), spec.output_len());
+    let [x, dy, mask] = avgpool_inputs(inp, spec, input);
+    let mut h = Harness::new(be, Family::Avgpool);
+    let xb = h.input_f32("x", &x)?;
+    let dyb = h.input_f32("dy", &dy)?;
+    let mb = h.input_f32("mask", &mask)?;
+    let yb = h.output("y", n_out, NAN)?;
+    let dxb = h.output("dx", n_in, NAN)?;
+    let dxmb = h.output("dx masked", n_in, NAN)?;
+    h.run(
+        &[
+            Op::AvgPoolForward {
+                spec: *spec,
+                x: xb,
+                y: yb,
+            },
+            Op::AvgPoolBackward {
+                spec: *spec,
+                dy: dyb,
+                mask: None,
+                dx: dxb,
+            },
+            Op::AvgPoolBackward {
+                spec: *spec,
+                dy: dyb,
+                mask: Some(mb),
+                dx: dxmb,
+            },
+        ],
+        1,
+    )?;
+    let y = h.read_f32(yb, n_out).await?;
+    let dx = h.read_f32(dxb, n_in).await?;
+    let dxm = h.read_f32(dxmb, n_in).await?;
+    let shape = avgpool_shape(spec, input, label);
+    let mut out = avgpool_compare(spec, [&x, &dy, &mask], &y, [&dx, &dxm], shape.clone());
+    out.push(h.untouched("avgpool", &shape).await?);
     Ok(out)
 }
 

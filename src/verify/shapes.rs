@@ -1,7 +1,7 @@
 //! What the checks run on: the shapes of every family, the presets' full-size layers, the Adam
 //! cases. Shared by the kernel checks ([`super::kernels`]) and the op checks ([`super::ops`]).
 
-use crate::ops::{AdamParams, Conv2dSpec, Pool2dSpec};
+use crate::ops::{AdamParams, AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
 use crate::oracle::{AdamCase, ADAM_SCHEDULE_LEN};
 
 /// The matmul shapes (M, N, K) every variant is checked on: 1, smaller than a tile, exact tile
@@ -182,6 +182,39 @@ pub fn maxpool_preset_shapes() -> Vec<(&'static str, Pool2dSpec)> {
         ("cnn pool1", pool(100, 32, 28, 28, 2)),
         ("cnn pool2", pool(100, 64, 14, 14, 2)),
     ]
+}
+
+fn avg(batch: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> AvgPool2dSpec {
+    AvgPool2dSpec {
+        batch,
+        c,
+        h,
+        w,
+        kh,
+        kw,
+    }
+}
+
+/// Average-pooling shapes: K×K windows as [`maxpool_shapes`] (identity, floors, one window,
+/// odd sizes), and global windows (KH = H, KW = W) from 1×1 to 28×28, square and not.
+pub fn avgpool_shapes() -> Vec<AvgPool2dSpec> {
+    let mut v: Vec<AvgPool2dSpec> = maxpool_shapes()
+        .iter()
+        .map(|p| avg(p.batch, p.c, p.h, p.w, p.k, p.k))
+        .collect();
+    for (b, c, h, w) in [
+        (1, 1, 1, 1),
+        (2, 3, 2, 2),
+        (3, 5, 7, 7),
+        (2, 16, 5, 3),
+        (1, 64, 8, 8),
+        (4, 2, 1, 9),
+        (2, 7, 28, 28),
+        (1, 300, 4, 4),
+    ] {
+        v.push(avg(b, c, h, w, h, w));
+    }
+    v
 }
 
 /// Adam cases larger than this run only with the presets (see [`super::run_family_with`]).
