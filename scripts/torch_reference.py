@@ -4,8 +4,9 @@ Shared by calibrate_torch.py and make_conv_fixture.py. It follows wgtrain's conv
 
 * input pixels are bytes / 255 as f32, images NCHW [B, C, H, W];
 * every convolution and every dense layer but the last is followed by ReLU;
-  `m{k}` is MaxPool2d(k) (stride k, floor); a flatten (C, H, W order) comes before the
-  first dense layer;
+  `m{k}` is MaxPool2d(k) and `a{k}` AvgPool2d(k) (stride k, floor), `g` is global average
+  pooling (AdaptiveAvgPool2d(1) then a flatten: C values); a flatten (C, H, W order) comes
+  before the first dense layer;
 * loss is the mean cross-entropy over the minibatch;
 * weight decay (L2, lambda) applies to weights only, never to biases;
 * SGD is torch.optim.SGD(momentum, dampening 0, nesterov False);
@@ -50,6 +51,12 @@ class Conv:
 @dataclass
 class Pool:
     k: int
+    avg: bool = False
+
+
+@dataclass
+class GlobalPool:
+    pass
 
 
 _CONV = re.compile(r"^c(\d+)k(\d+)((?:[sp]\d+)*)$")
@@ -58,9 +65,11 @@ _CONV = re.compile(r"^c(\d+)k(\d+)((?:[sp]\d+)*)$")
 def _parse_layer(tok: str):
     if tok.isdigit():
         return Dense(int(tok))
-    m = re.fullmatch(r"m(\d+)", tok)
+    m = re.fullmatch(r"([ma])(\d+)", tok)
     if m:
-        return Pool(int(m.group(1)))
+        return Pool(int(m.group(2)), avg=m.group(1) == "a")
+    if tok == "g":
+        return GlobalPool()
     m = _CONV.match(tok)
     if m:
         opts = {}
@@ -69,7 +78,7 @@ def _parse_layer(tok: str):
                 raise ValueError(f"`{tok}`: `{tag}` given twice")
             opts[tag] = int(v)
         return Conv(int(m.group(1)), int(m.group(2)), opts.get("s", 1), opts.get("p", 0))
-    raise ValueError(f"`{tok}` is not a layer (width like 512, conv like c32k5p2, pool like m2)")
+    raise ValueError(f"`{tok}` is not a layer (like 512, c32k5p2, m2, a2, g)")
 
 
 def parse_arch(s: str):
@@ -105,7 +114,8 @@ class Net(nn.Module):
         shape = self.input_shape
         n_dense = sum(isinstance(l, Dense) for l in self.specs)
         seen_dense = 0
-        self.plan = []  # ("conv", idx) | ("pool", k) | ("flatten",) | ("dense", idx, relu)
+        # ("conv", idx) | ("pool", k) | ("avgpool", k) | ("gap",) | ("flatten",) | ("dense", idx, relu)
+        self.plan = []
         for spec in self.specs:
             if isinstance(spec, Conv):
                 if len(shape) != 3:
@@ -119,8 +129,13 @@ class Net(nn.Module):
                 if len(shape) != 3:
                     raise ValueError(f"{self.arch}: pooling on a flat input")
                 c, h, w = shape
-                self.plan.append(("pool", spec.k))
+                self.plan.append(("avgpool" if spec.avg else "pool", spec.k))
                 shape = (c, h // spec.k, w // spec.k)
+            elif isinstance(spec, GlobalPool):
+                if len(shape) != 3:
+                    raise ValueError(f"{self.arch}: global pooling on a flat input")
+                self.plan.append(("gap",))
+                shape = (shape[0],)
             else:
                 if len(shape) == 3:
                     self.plan.append(("flatten",))
@@ -139,6 +154,10 @@ class Net(nn.Module):
                 x = F.relu(self.layers[step[1]](x))
             elif kind == "pool":
                 x = F.max_pool2d(x, step[1])
+            elif kind == "avgpool":
+                x = F.avg_pool2d(x, step[1])
+            elif kind == "gap":
+                x = F.adaptive_avg_pool2d(x, 1).flatten(1)
             elif kind == "flatten":
                 x = x.flatten(1)
             else:

@@ -141,6 +141,17 @@ struct DataArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// `--arch`'s long help, its layer list read from the library's layer types.
+fn arch_help() -> String {
+    format!(
+        "Layers, input first, dash-separated (overrides the preset's network). The input: `784` \
+         (flat) or `1x28x28` (C×H×W). Layers: {}. ReLU follows every convolution and every \
+         dense layer except the last, which gives the class scores. E.g. 784-512-10, \
+         1x28x28-c8k3p1-m2-10 or 3x32x32-c16k3p1-a2-c32k3p1-g-10.",
+        wgtrain::model::LayerSpec::grammar_help()
+    )
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Network and hyperparameters (all 10 epochs): seed-small = 784-10-10-10 and seed-large =
@@ -150,12 +161,9 @@ struct TrainArgs {
     /// the run, batch 100, PyTorch's init).
     #[arg(long, value_enum, default_value = "seed-large")]
     preset: Preset,
-    /// Layers, input first, dash-separated (overrides the preset's network): input `784` (flat)
-    /// or `1x28x28` (C×H×W); `c32k5` a convolution with 32 channels and a 5×5 kernel, optional
-    /// `s2` stride and `p2` zero padding (defaults 1 and 0); `m2` 2×2 max-pooling; a number is a
-    /// dense layer of that width (flatten implied). ReLU follows every convolution and every
-    /// dense layer except the last. E.g. 784-512-10 or 1x28x28-c8k3p1-m2-10.
-    #[arg(long)]
+    /// Layers, input first, dash-separated (overrides the preset's network), e.g. 784-512-10 or
+    /// 1x28x28-c8k3p1-m2-10 (--help lists every layer type)
+    #[arg(long, long_help = arch_help())]
     arch: Option<String>,
     /// Update rule: sgd (momentum) or adam (default: the preset's).
     #[arg(long, value_enum)]

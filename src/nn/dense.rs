@@ -16,8 +16,8 @@ pub struct Dense {
 }
 
 impl Grammar for Dense {
-    const TOKEN: &'static str = "{n}";
-    const MEANING: &'static str = "a dense layer of n outputs (flatten implied)";
+    const TOKEN: &'static str = "{o}";
+    const MEANING: &'static str = "a dense layer of o outputs (flatten implied)";
     const EXAMPLE: &'static str = "512";
     fn parse(tok: &str) -> Option<Self> {
         number(tok).map(|out| Dense { out })
