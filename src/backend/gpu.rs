@@ -285,7 +285,7 @@ impl Backend for GpuBackend {
     }
 
     /// Timestamps around the program's one submission where the device has TIMESTAMP_QUERY
-    /// (see [`Stopwatch`]), else the wall clock around submit + wait.
+    /// (see `Stopwatch`), else the wall clock around submit + wait.
     fn run_timed(&mut self, program: ProgramId, repeat: usize) -> Result<Timed> {
         let ctx = &self.ctx;
         let watch = self.stopwatch.get_or_insert_with(|| Stopwatch::new(ctx));

@@ -24,8 +24,9 @@
 //!   from its program) beside what the step's products and ops cost as one-op programs, and
 //!   the per-step cost of submitting every step separately instead of 50 per submission.
 //!
-//! Times are medians over repeats. A sample is one [`Backend::run_timed`]
-//! (crate::backend::Backend::run_timed) of a program `inner` times in a row (on the GPU one
+//! Times are medians over repeats. A sample is one
+//! [`Backend::run_timed`](crate::backend::Backend::run_timed) of a program `inner` times in a
+//! row (on the GPU one
 //! submission, so a sub-millisecond kernel is not drowned in submission cost) divided by
 //! `inner`. On the GPU it is timed with timestamp queries written around the submission when
 //! the device has TIMESTAMP_QUERY (GPU time, without the host's submit and wait), else with the

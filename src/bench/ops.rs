@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn one_recorded_step_runs_every_product_once_and_each_op_runs_alone() {
-        let data = super::super::synthetic(300);
+        let data = crate::bench::synthetic(300);
         let cfg = TrainConfig::preset(Preset::SeedSmall);
         let rec = Recorded::new(Box::new(CpuBackend::new()), &cfg, &data).unwrap();
         // 784-10-10-10 at batch 100: the forward product and the weight gradient of every
