@@ -1,15 +1,19 @@
 //! Criterion benchmarks of the kernels and of one training step, on the first adapter wgpu finds
 //! (`cargo bench --bench kernels`; `WGPU_BACKEND` / `WGPU_ADAPTER_NAME` pick another). Without
-//! any adapter they print a notice and measure nothing. Matmul throughput is in FLOP (criterion's
-//! "elements"), the element-wise kernels' in bytes read and written. Each iteration is one
-//! submission of a few launches plus the wait, so the figures include submission overhead; the
-//! `wgtrain bench` command (src/bench.rs) reports kernel time alone and the CPU path beside it.
+//! any adapter they print a notice and measure nothing. Each op runs as a one-op program on the
+//! GPU backend, as training runs it. Matmul throughput is in FLOP (criterion's "elements"), the
+//! element-wise ops' in bytes read and written. Each iteration is one `run` of a few repeats
+//! (one submission) plus the wait, so the figures include submission overhead; the
+//! `wgtrain bench` command (src/bench/) reports GPU time alone and the CPU engine beside it.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::OnceLock;
 use std::time::Duration;
-use wgtrain::gpu::kernels::{self, MatmulSpec, SgdParams};
-use wgtrain::gpu::{autotune, AdapterChoice, GpuContext, Launch};
+use wgtrain::backend::gpu::GpuBackend;
+use wgtrain::backend::Backend;
+use wgtrain::gpu::{autotune, AdapterChoice, GpuContext};
+use wgtrain::model::Preset;
+use wgtrain::ops::{BufId, Epilogue, MatmulSpec, Op, SgdParams};
 
 fn context() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
@@ -34,16 +38,25 @@ fn context() -> Option<&'static GpuContext> {
     .as_ref()
 }
 
-/// Launches per iteration: enough that submission overhead does not dominate small kernels.
+/// Runs of a program per iteration: enough that submission overhead does not dominate small
+/// kernels.
 const REPS: usize = 4;
 
-fn run(ctx: &GpuContext, launch: &Launch) {
-    ctx.submit(&[launch], REPS).expect("submit");
-    ctx.wait().expect("wait");
+/// A GPU backend on the benchmarked adapter (a device of its own).
+fn backend(ctx: &GpuContext) -> GpuBackend {
+    GpuBackend::new(GpuContext::from_adapter(ctx.adapter.clone()).expect("device"))
+}
+
+/// A buffer of `n` words filled with `v`.
+fn filled(be: &mut GpuBackend, n: usize, v: f32) -> BufId {
+    let b = be.alloc("bench", n).expect("alloc");
+    be.write(b, &vec![v.to_bits(); n]).expect("write");
+    b
 }
 
 fn matmul(c: &mut Criterion) {
     let Some(ctx) = context() else { return };
+    let mut be = backend(ctx);
     let mut g = c.benchmark_group("matmul");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -52,27 +65,31 @@ fn matmul(c: &mut Criterion) {
         .iter()
         .map(|&s| (format!("{s}^3"), MatmulSpec::new(s, s, s)))
         .collect();
-    let products = wgtrain::bench::mlp_products(&[784, 512, 512, 512, 10], 100);
-    // Forward layer 1, weight grad layer 1, input grad layer 2 of seed-large.
-    for want in [
-        "forward layer 1",
-        "weight grad layer 1",
-        "input grad layer 2",
-    ] {
-        if let Some((label, spec)) = products.iter().find(|(l, _)| l == want) {
-            shapes.push((format!("{} {}x{}x{}", label, spec.m, spec.n, spec.k), *spec));
-        }
+    // The first three products seed-large's programs run (forward layers 1 and 2, …), read
+    // from the programs the engine prepares.
+    let products = wgtrain::verify::coverage::preset_products(Preset::SeedLarge).expect("programs");
+    for spec in products.into_iter().take(3) {
+        shapes.push((format!("seed-large {spec}"), spec));
     }
     for (name, spec) in shapes {
-        let a = ctx.upload("a", &vec![0.5f32; spec.m * spec.k]);
-        let b = ctx.upload("b", &vec![0.25f32; spec.k * spec.n]);
-        let aux = ctx.upload("aux", &vec![1.0f32; spec.m * spec.n]);
-        let out = ctx.storage("c", (spec.m * spec.n * 4) as u64);
+        let a = filled(&mut be, spec.m * spec.k, 0.5);
+        let b = filled(&mut be, spec.k * spec.n, 0.25);
+        let aux = filled(&mut be, spec.m * spec.n, 1.0);
+        let out = filled(&mut be, spec.m * spec.n, 0.0);
+        let aux = (spec.epilogue != Epilogue::None).then_some(aux);
+        let p = be
+            .prepare(&[Op::Matmul {
+                spec,
+                a,
+                b,
+                aux,
+                c: out,
+            }])
+            .expect("matmul");
         let tile = autotune::tile_for(ctx, &spec);
-        let launch = kernels::matmul(ctx, &spec, &tile, &a, &b, Some(&aux), &out).expect("matmul");
         g.throughput(Throughput::Elements((spec.flops() as u64) * REPS as u64));
         g.bench_function(BenchmarkId::new(name, tile.to_string()), |it| {
-            it.iter(|| run(ctx, &launch))
+            it.iter(|| be.run(p, REPS).expect("run"))
         });
     }
     g.finish();
@@ -80,46 +97,60 @@ fn matmul(c: &mut Criterion) {
 
 fn elementwise(c: &mut Criterion) {
     let Some(ctx) = context() else { return };
+    let mut be = backend(ctx);
     let mut g = c.benchmark_group("elementwise");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     let (rows, cols) = (1000, 1000);
     let n = rows * cols;
-    let x = ctx.upload("x", &vec![0.5f32; n]);
-    let y = ctx.storage("y", (n * 4) as u64);
-    let bias = ctx.upload("bias", &vec![0.1f32; cols]);
-    let launch = kernels::bias_add(ctx, rows, cols, &x, &bias, &y).expect("bias_add");
-    g.throughput(Throughput::Bytes((8 * n * REPS) as u64));
-    g.bench_function("bias_add 1000x1000", |it| it.iter(|| run(ctx, &launch)));
-
-    let launch = kernels::relu_forward(ctx, n, &x, &y).expect("relu");
-    g.bench_function("relu_forward 1000000", |it| it.iter(|| run(ctx, &launch)));
+    let (dy, db) = (filled(&mut be, n, 0.5), filled(&mut be, cols, 0.0));
+    let p = be
+        .prepare(&[Op::BiasBackward { rows, cols, dy, db }])
+        .expect("bias_backward");
+    g.throughput(Throughput::Bytes((4 * (n + cols) * REPS) as u64));
+    g.bench_function("bias_backward 1000x1000", |it| {
+        it.iter(|| be.run(p, REPS).expect("run"))
+    });
 
     let (w, gr, v) = (
-        ctx.upload("w", &vec![0.5f32; n]),
-        ctx.upload("g", &vec![0.1f32; n]),
-        ctx.upload("v", &vec![0f32; n]),
+        filled(&mut be, n, 0.5),
+        filled(&mut be, n, 0.1),
+        filled(&mut be, n, 0.0),
     );
     let hp = SgdParams {
         lr: 1e-6,
         momentum: 0.9,
         l2: 0.0,
     };
-    let launch = kernels::sgd_update(ctx, n, hp, &w, &gr, &v).expect("sgd");
+    let p = be.prepare(&[Op::Sgd { n, hp, w, g: gr, v }]).expect("sgd");
     g.throughput(Throughput::Bytes((20 * n * REPS) as u64));
-    g.bench_function("sgd_update 1000000", |it| it.iter(|| run(ctx, &launch)));
+    g.bench_function("sgd 1000000", |it| {
+        it.iter(|| be.run(p, REPS).expect("run"))
+    });
 
-    let (b, classes) = (10_000, 10);
-    let logits = ctx.upload("logits", &vec![0.5f32; b * classes]);
-    let labels = ctx.upload("labels", &(0..b as u32).map(|i| i % 10).collect::<Vec<_>>());
-    let probs = ctx.storage("probs", (b * classes * 4) as u64);
-    let loss = ctx.storage("loss", (b * 4) as u64);
-    let launch = kernels::softmax_xent_forward(ctx, b, classes, &logits, &labels, &probs, &loss)
+    let (rows, classes) = (10_000, 10);
+    let logits = filled(&mut be, rows * classes, 0.5);
+    let labels = be.alloc("labels", rows).expect("alloc");
+    let l: Vec<u32> = (0..rows as u32).map(|i| i % 10).collect();
+    be.write(labels, &l).expect("write");
+    let probs = filled(&mut be, rows * classes, 0.0);
+    let loss = filled(&mut be, rows, 0.0);
+    let p = be
+        .prepare(&[Op::SoftmaxXentForward {
+            rows,
+            classes,
+            logits,
+            labels,
+            probs,
+            loss,
+        }])
         .expect("softmax");
-    g.throughput(Throughput::Bytes(((8 * b * classes + 8 * b) * REPS) as u64));
+    g.throughput(Throughput::Bytes(
+        ((8 * rows * classes + 8 * rows) * REPS) as u64,
+    ));
     g.bench_function("softmax_xent_forward 10000x10", |it| {
-        it.iter(|| run(ctx, &launch))
+        it.iter(|| be.run(p, REPS).expect("run"))
     });
     g.finish();
 }

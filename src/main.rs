@@ -44,8 +44,9 @@ enum Cmd {
     /// or driver), or with `--device cpu` every op of the CPU engine; exits non-zero on any
     /// mismatch.
     Verify(VerifyArgs),
-    /// Benchmark the kernels (GFLOP/s, GB/s, medians) and training throughput on the chosen
-    /// adapter, next to the CPU engine and the machine's measured FMA peak.
+    /// Benchmark every op the presets' programs run (one-op programs: GFLOP/s, GB/s, medians),
+    /// matrix products and training throughput on the chosen adapter's GPU backend, next to the
+    /// CPU engine and the machine's measured FMA peak.
     Bench(BenchArgs),
 }
 
@@ -69,7 +70,7 @@ struct BenchArgs {
     /// Skip the training-throughput and dispatch-overhead measurements.
     #[arg(long)]
     no_train: bool,
-    /// Print one JSON object: {"records": [{op, shape, median_ms, gflops|gbps, adapter, backend, timing, ...}]}.
+    /// Print one JSON object: {"records": [{op, shape, median_ms, gflops|gbps, cpu_median_ms, cpu_over_gpu, adapter, backend, cpu_engine, timing, ...}]}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]

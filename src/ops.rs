@@ -730,3 +730,86 @@ impl Op {
             .all(|(i, w)| !reads.contains(w) && !writes[i + 1..].contains(w))
     }
 }
+
+impl std::fmt::Display for MatmulSpec {
+    /// `M×N×K`, the transposes of A and B, and the epilogue when there is one:
+    /// e.g. `100x512x784 NT BiasRelu`, `512x784x100 TN`, `1024x1024x1024 NN +=`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |x: bool| if x { 'T' } else { 'N' };
+        write!(
+            f,
+            "{}x{}x{} {}{}",
+            self.m,
+            self.n,
+            self.k,
+            t(self.trans_a),
+            t(self.trans_b)
+        )?;
+        if self.epilogue != Epilogue::None {
+            write!(f, " {:?}", self.epilogue)?;
+        }
+        if self.accumulate {
+            write!(f, " +=")?;
+        }
+        Ok(())
+    }
+}
+
+impl Op {
+    /// The op's name in reports (`wgtrain bench`), snake case: `matmul`, `maxpool_forward`, …
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Gather { .. } => "gather",
+            Op::Advance { .. } => "advance",
+            Op::Matmul { .. } => "matmul",
+            Op::BiasBackward { .. } => "bias_backward",
+            Op::Im2col { .. } => "im2col",
+            Op::Col2im { .. } => "col2im",
+            Op::MaxPoolForward { .. } => "maxpool_forward",
+            Op::MaxPoolBackward { .. } => "maxpool_backward",
+            Op::AvgPoolForward { .. } => "avgpool_forward",
+            Op::AvgPoolBackward { .. } => "avgpool_backward",
+            Op::SoftmaxXentForward { .. } => "softmax_xent_forward",
+            Op::SoftmaxXentBackward { .. } => "softmax_xent_backward",
+            Op::Metrics { .. } => "metrics",
+            Op::Sgd { .. } => "sgd",
+            Op::Adam { .. } => "adam",
+        }
+    }
+
+    /// What sizes the op's work, without its buffers or hyperparameters, for reports: two ops
+    /// with the same [`name`](Op::name) and shape do the same work on buffers of the same
+    /// sizes. E.g. `100x512x784 NT BiasRelu` (a product, see [`MatmulSpec`]'s `Display`),
+    /// `100x28x28x1 k5 s1 p2 o6` (a convolution's x\[B,H,W,C\], kernel, stride, padding and
+    /// output channels), `100x28x28x6 k2` (a pooling; `ReluMask` after a gradient zeroed
+    /// through the ReLU below), `100x10` (rows × columns or classes),
+    /// `n=401920` (an update), `100 of 60000` (a gather's rows and order entries in use).
+    pub fn shape(&self) -> String {
+        let conv = |s: &Conv2dSpec| {
+            format!(
+                "{}x{}x{}x{} k{} s{} p{} o{}",
+                s.batch, s.h, s.w, s.c_in, s.k, s.stride, s.pad, s.c_out
+            )
+        };
+        let pool = |s: &Pool2dSpec| format!("{}x{}x{}x{} k{}", s.batch, s.h, s.w, s.c, s.k);
+        let avg =
+            |s: &AvgPool2dSpec| format!("{}x{}x{}x{} k{}x{}", s.batch, s.h, s.w, s.c, s.kh, s.kw);
+        let masked = |m: &Option<BufId>| if m.is_some() { " ReluMask" } else { "" };
+        match self {
+            Op::Gather { rows, len, .. } => format!("{rows} of {len}"),
+            Op::Advance { by, .. } => format!("by {by}"),
+            Op::Matmul { spec, .. } => spec.to_string(),
+            Op::BiasBackward { rows, cols, .. } => format!("{rows}x{cols}"),
+            Op::Im2col { spec, .. } => conv(spec),
+            Op::Col2im { spec, mask, .. } => conv(spec) + masked(mask),
+            Op::MaxPoolForward { spec, .. } => pool(spec),
+            Op::MaxPoolBackward { spec, mask, .. } => pool(spec) + masked(mask),
+            Op::AvgPoolForward { spec, .. } => avg(spec),
+            Op::AvgPoolBackward { spec, mask, .. } => avg(spec) + masked(mask),
+            Op::SoftmaxXentForward { rows, classes, .. }
+            | Op::SoftmaxXentBackward { rows, classes, .. }
+            | Op::Metrics { rows, classes, .. } => format!("{rows}x{classes}"),
+            Op::Sgd { n, .. } | Op::Adam { n, .. } => format!("n={n}"),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The GPU backend: buffers are wgpu storage buffers, each op becomes a prepared launch, and a
 //! program is replayed `repeat` times from one command buffer.
 
-use super::{Backend, EngineKind, ProgramId};
+use super::{Backend, Clock, EngineKind, ProgramId, Timed};
 use crate::data::Dataset;
 use crate::gpu::kernels::{self, GpuDataset};
 use crate::gpu::{autotune, GpuContext, Launch};
@@ -15,6 +15,8 @@ pub struct GpuBackend {
     bufs: Vec<Buffer>,
     data: Vec<GpuDataset>,
     programs: Vec<Vec<Launch>>,
+    /// Made on the first [`Backend::run_timed`].
+    stopwatch: Option<Stopwatch>,
 }
 
 impl GpuBackend {
@@ -25,6 +27,7 @@ impl GpuBackend {
             bufs: Vec::new(),
             data: Vec::new(),
             programs: Vec::new(),
+            stopwatch: None,
         }
     }
 
@@ -289,6 +292,103 @@ impl Backend for GpuBackend {
         self.ctx.submit(&launches, repeat)?;
         // Wait so progress reflects finished work and the queue does not grow without bound.
         self.ctx.wait()
+    }
+
+    /// Timestamps around the program's one submission where the device has TIMESTAMP_QUERY
+    /// (see `Stopwatch`), else the wall clock around submit + wait.
+    fn run_timed(&mut self, program: ProgramId, repeat: usize) -> Result<Timed> {
+        let ctx = &self.ctx;
+        let watch = self.stopwatch.get_or_insert_with(|| Stopwatch::new(ctx));
+        let launches: Vec<&Launch> = self.programs[program.0].iter().collect();
+        watch.time(ctx, || ctx.submit(&launches, repeat).map(|_| ()))
+    }
+}
+
+/// Times GPU work: with timestamp queries written by empty compute passes submitted just
+/// before and just after it, where the device has TIMESTAMP_QUERY, else with the wall clock
+/// around submit + wait. A timestamp span that is not positive or exceeds 1.5× the wall time
+/// (a driver returning zeros or garbage) falls back to the wall time.
+pub(crate) struct Stopwatch {
+    queries: Option<(wgpu::QuerySet, Buffer)>,
+}
+
+impl Stopwatch {
+    pub(crate) fn new(ctx: &GpuContext) -> Self {
+        let queries = ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| {
+                let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("stopwatch"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                });
+                let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("stopwatch"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                (set, buf)
+            });
+        Stopwatch { queries }
+    }
+
+    /// One empty compute pass writing timestamp `index`; the end pass also resolves both.
+    fn mark(&self, ctx: &GpuContext, index: u32) {
+        let Some((set, buf)) = &self.queries else {
+            return;
+        };
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let writes = wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: (index == 0).then_some(0),
+                end_of_pass_write_index: (index == 1).then_some(1),
+            };
+            let _pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("stopwatch"),
+                timestamp_writes: Some(writes),
+            });
+        }
+        if index == 1 {
+            enc.resolve_query_set(set, 0..2, buf, 0);
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
+    /// The time of `submit` (which submits GPU work) and of the work, waited for.
+    pub(crate) fn time(
+        &self,
+        ctx: &GpuContext,
+        submit: impl FnOnce() -> Result<()>,
+    ) -> Result<Timed> {
+        let t = web_time::Instant::now();
+        self.mark(ctx, 0);
+        submit()?;
+        self.mark(ctx, 1);
+        ctx.wait()?;
+        let wall = Timed {
+            secs: t.elapsed().as_secs_f64(),
+            clock: Clock::Wall,
+        };
+        let Some((_, buf)) = &self.queries else {
+            return Ok(wall);
+        };
+        let ticks: Vec<u64> = ctx.read("timestamps", buf, 2)?;
+        let period_ns = ctx.queue.get_timestamp_period() as f64;
+        let secs = ticks[1].wrapping_sub(ticks[0]) as f64 * period_ns * 1e-9;
+        Ok(if secs > 0.0 && secs <= wall.secs * 1.5 {
+            Timed {
+                secs,
+                clock: Clock::Timestamp,
+            }
+        } else {
+            wall
+        })
     }
 }
 

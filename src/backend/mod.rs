@@ -30,6 +30,35 @@ pub enum EngineKind {
     Cpu,
 }
 
+/// How [`Backend::run_timed`] took a run's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// The device's timestamp queries written just before and just after the run's work: the
+    /// time the device spent, without the host's submission and wait.
+    Timestamp,
+    /// The host's clock around [`Backend::run`]: submission (if any), execution and the wait.
+    Wall,
+}
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Clock::Timestamp => "timestamp",
+            Clock::Wall => "wall",
+        })
+    }
+}
+
+/// Seconds a run took ([`Backend::run_timed`]) and how they were taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timed {
+    /// Seconds for the whole run (every repeat).
+    pub secs: f64,
+    /// Which clock measured them.
+    pub clock: Clock,
+}
+
 /// Buffers, datasets and programs on one device.
 pub trait Backend {
     /// Human-readable device ("cpu (ndarray)" or the adapter and backend).
@@ -70,6 +99,16 @@ pub trait Backend {
     fn prepare(&mut self, ops: &[Op]) -> Result<ProgramId>;
     /// Run a program `repeat` times in a row and wait for it to finish.
     fn run(&mut self, program: ProgramId, repeat: usize) -> Result<()>;
+    /// [`Backend::run`], timed (for benchmarks): by the device's own timestamps where the
+    /// backend can take them, else (the default) by the host's clock around `run`.
+    fn run_timed(&mut self, program: ProgramId, repeat: usize) -> Result<Timed> {
+        let t = web_time::Instant::now();
+        self.run(program, repeat)?;
+        Ok(Timed {
+            secs: t.elapsed().as_secs_f64(),
+            clock: Clock::Wall,
+        })
+    }
 }
 
 impl dyn Backend + '_ {
