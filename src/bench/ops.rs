@@ -312,4 +312,34 @@ mod tests {
             assert!(rec.bytes(&op) >= 4.0, "{op:?}");
         }
     }
+
+    #[test]
+    fn a_layer_type_in_no_bench_list_gets_rows_from_its_program() {
+        // Average and global pooling appear nowhere in bench: their rows come from the step.
+        let data = crate::bench::synthetic(300);
+        let arch = crate::model::Arch::parse("1x28x28-c4k3p1-a2-c8k3p1-g-10").unwrap();
+        let cfg = TrainConfig::lecture(arch);
+        let rec = Recorded::new(Box::new(CpuBackend::new()), &cfg, &data).unwrap();
+        let ops = rec.ops();
+        let shapes: std::collections::BTreeSet<String> = ops
+            .iter()
+            .filter(|op| op.name().starts_with("avgpool"))
+            .map(|op| format!("{} {}", op.name(), op.shape()))
+            .collect();
+        let want = [
+            "avgpool_backward 100x14x14x8 k14x14 ReluMask",
+            "avgpool_backward 100x28x28x4 k2x2 ReluMask",
+            "avgpool_forward 100x14x14x8 k14x14",
+            "avgpool_forward 100x28x28x4 k2x2",
+        ];
+        assert_eq!(shapes.iter().map(String::as_str).collect::<Vec<_>>(), want);
+        let opts = BenchOpts {
+            repeats: 1,
+            ..BenchOpts::default()
+        };
+        for op in ops.iter().filter(|op| op.name().starts_with("avgpool")) {
+            let s = rec.time(op, &opts, 1e-4).unwrap();
+            assert!(s.secs.is_finite() && s.secs > 0.0, "{op:?}: {s:?}");
+        }
+    }
 }
