@@ -898,12 +898,9 @@ fn train_run(
         json: a.json || !leader,
         last_loss: None,
     };
-    let lens = (data.train.n, data.test.n);
     let t0 = Instant::now();
     let result = session::train(
         &mut engine,
-        &cfg,
-        lens,
         start.position,
         &session::sibling(&a.out, ".ckpt.safetensors"),
         a.checkpoint_every,
@@ -913,15 +910,8 @@ fn train_run(
         bar.finish_and_clear();
     }
     let history = result?;
-    let s = session::finish(
-        &mut engine,
-        &cfg,
-        lens,
-        history,
-        t0.elapsed().as_secs_f64(),
-        &a.out,
-    )
-    .with_context(|| "saving the results")?;
+    let s = session::finish(&mut engine, history, t0.elapsed().as_secs_f64(), &a.out)
+        .with_context(|| "saving the results")?;
     if !leader {
         return Ok(());
     }

@@ -78,10 +78,9 @@ pub struct Evaluation {
 /// A training run held in memory: the engine with its resident data, the run's settings and
 /// where it stands.
 pub struct Trainer {
+    /// The engine, which holds the run's settings and the datasets.
     engine: Engine,
-    cfg: TrainConfig,
     progress: Progress,
-    lens: (usize, usize),
     history: Vec<EpochMetrics>,
     /// When the epoch under way started (its first chunk).
     epoch_start: Option<Instant>,
@@ -160,12 +159,9 @@ impl Trainer {
             train::check_data(&cfg.arch, t, "test")?;
         }
         let engine = Engine::new(backend, &cfg, model, state, train, test)?;
-        let lens = (train.n, test.map_or(0, |t| t.n));
         Ok(Trainer {
+            progress: Progress::of(&engine, position),
             engine,
-            progress: Progress::new(&cfg, lens.0, position),
-            cfg,
-            lens,
             history: Vec::new(),
             epoch_start: None,
         })
@@ -173,7 +169,7 @@ impl Trainer {
 
     /// The run's settings.
     pub fn config(&self) -> &TrainConfig {
-        &self.cfg
+        self.engine.config()
     }
 
     /// Where the engine runs, in words.
@@ -217,13 +213,7 @@ impl Trainer {
         };
         if c.epoch_end {
             self.epoch_start = None;
-            let m = train::end_epoch(
-                &mut self.engine,
-                c.epoch,
-                self.cfg.lr,
-                self.lens.1 > 0,
-                start,
-            )?;
+            let m = train::end_epoch(&mut self.engine, c.epoch, start)?;
             self.history.push(m.clone());
             report.metrics = Some(m);
         }
@@ -246,8 +236,8 @@ impl Trainer {
     /// Mean loss and accuracy over the training or test set.
     pub fn evaluate(&mut self, which: Which) -> Result<Evaluation> {
         let n = match which {
-            Which::Train => self.lens.0,
-            Which::Test => self.lens.1,
+            Which::Train => self.engine.train_len(),
+            Which::Test => self.engine.test_len(),
         };
         let (loss, accuracy) = train::summarize(&self.engine.evaluate(which)?);
         Ok(Evaluation { loss, accuracy, n })
@@ -256,11 +246,12 @@ impl Trainer {
     /// Class probabilities for the samples in `x` (each the network's input length, values in
     /// [0, 1] as [`crate::data::image`] makes them), one row of `classes` per sample.
     pub fn predict(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        let input = self.cfg.arch.input_len();
+        let arch = &self.engine.config().arch;
+        let input = arch.input_len();
         if x.is_empty() || !x.len().is_multiple_of(input) {
             return Err(Error::DataMismatch {
                 split: "prediction".into(),
-                arch: self.cfg.arch.to_string(),
+                arch: arch.to_string(),
                 mismatch: crate::error::Mismatch::Inputs {
                     got: x.len(),
                     expected: input,
@@ -268,7 +259,7 @@ impl Trainer {
             });
         }
         let rows = self.engine.rows();
-        let classes = self.cfg.arch.classes();
+        let classes = arch.classes();
         let mut out = Vec::with_capacity(x.len() / input * classes);
         for chunk in x.chunks(rows * input) {
             let n = chunk.len() / input;
@@ -293,7 +284,7 @@ impl Trainer {
         let mut meta = Metadata::new();
         meta.insert(
             "config".into(),
-            serde_json::to_string(&self.cfg).expect("config serialises"),
+            serde_json::to_string(self.engine.config()).expect("config serialises"),
         );
         meta.insert("device".into(), self.engine.device());
         model.save(path, &meta)

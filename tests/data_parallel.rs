@@ -83,15 +83,9 @@ fn engine(
     .unwrap()
 }
 
-/// Train `e` from `start` to the end of `cfg`.
-fn outcome(
-    e: &mut Engine,
-    cfg: &TrainConfig,
-    start: Position,
-    data: &Mnist,
-    overlapped: bool,
-) -> Outcome {
-    let history = train::run(e, cfg, data.train.n, data.test.n, start, &mut Quiet).unwrap();
+/// Train `e` from `start` to the end of its run.
+fn outcome(e: &mut Engine, start: Position, overlapped: bool) -> Outcome {
+    let history = train::run(e, start, &mut Quiet).unwrap();
     Outcome {
         model: e.model().unwrap(),
         history,
@@ -128,7 +122,7 @@ fn train_ranks_overlapped(
         let dev = devices.lock().unwrap()[comm.rank()].take().unwrap();
         let mut e = engine(comm, dev, cfg, model, state, data);
         let overlapped = overlap && e.overlap_communication().unwrap();
-        outcome(&mut e, cfg, start, data, overlapped)
+        outcome(&mut e, start, overlapped)
     })
 }
 
@@ -371,7 +365,7 @@ fn a_run_resumed_with_a_different_number_of_ranks_matches_an_uninterrupted_one()
     on_ranks(2, |comm| {
         let rank = comm.rank();
         let mut e = engine(comm, Device::Cpu, &first, &model, None, &data);
-        outcome(&mut e, &first, Position::default(), &data, false);
+        outcome(&mut e, Position::default(), false);
         if rank == 0 {
             let at = Position { epoch: 1, step: 0 };
             session::save_checkpoint(&mut e, &cfg, &ckpt, at).unwrap();
@@ -534,14 +528,7 @@ fn an_interrupt_on_one_rank_stops_every_rank_at_the_same_step() {
             me,
             at: None,
         };
-        let r = train::run(
-            &mut e,
-            &cfg,
-            data.train.n,
-            data.test.n,
-            Position::default(),
-            &mut obs,
-        );
+        let r = train::run(&mut e, Position::default(), &mut obs);
         assert!(r.is_err(), "rank {me} stopped");
         obs.at
     });
@@ -588,7 +575,7 @@ fn a_batch_as_small_as_the_ranks_trains_one_row_each_and_books_every_sum() {
             let overlapped = overlap && e.overlap_communication().unwrap();
             assert_eq!(overlapped, overlap, "the CPU engine cuts an MLP's step");
             let wall = std::time::Instant::now();
-            let out = outcome(&mut e, &cfg, Position::default(), &data, overlapped);
+            let out = outcome(&mut e, Position::default(), overlapped);
             let books = (e.rank(), e.ranks(), e.comm_time());
             (out, books, wall.elapsed().as_secs_f64())
         });

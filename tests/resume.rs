@@ -276,14 +276,14 @@ fn adam_conv_net_resumed_from_a_checkpoint_matches_the_uninterrupted_run_bitwise
     for make in &engines {
         let mut whole = make(&cfg, &model, None);
         let n = train_set.n;
-        train::run(&mut whole, &cfg, n, 0, Position::default(), &mut Quiet).unwrap();
+        train::run(&mut whole, Position::default(), &mut Quiet).unwrap();
         let want = (whole.model().unwrap(), whole.opt_state().unwrap());
 
         // Interrupted after epoch 1 plus 3 steps of epoch 2.
-        let mut first = make(&cfg, &model, None);
         let mut part = cfg.clone();
         part.max_steps = Some(n / cfg.batch + 3);
-        train::run(&mut first, &part, n, 0, Position::default(), &mut Quiet).unwrap();
+        let mut first = make(&part, &model, None);
+        train::run(&mut first, Position::default(), &mut Quiet).unwrap();
         let path = dir.path().join("c.ckpt.safetensors");
         let at = Position { epoch: 1, step: 3 };
         session::save_checkpoint(&mut first, &cfg, &path, at).unwrap();
@@ -298,7 +298,7 @@ fn adam_conv_net_resumed_from_a_checkpoint_matches_the_uninterrupted_run_bitwise
         assert_eq!(start.cfg, cfg, "the checkpoint carries the run's settings");
         assert_eq!(start.position, at);
         let mut second = make(&start.cfg, &start.model, start.state.as_ref());
-        train::run(&mut second, &start.cfg, n, 0, start.position, &mut Quiet).unwrap();
+        train::run(&mut second, start.position, &mut Quiet).unwrap();
         let got = (second.model().unwrap(), second.opt_state().unwrap());
         assert_eq!(got.1.step, (2 * n / cfg.batch) as u64);
         assert_eq!(got, want, "{}", second.device());

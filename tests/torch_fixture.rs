@@ -108,7 +108,7 @@ fn run(opt: Optimizer, prefix: &str, test: &str) {
     assert!(moved > 1e-3, "the fixture's weights moved ({moved})");
     let torch_loss: f32 = f.t[&format!("{prefix}.loss")].1.iter().sum::<f32>() / 5.0;
     for mut e in engines(&f, &cfg, &init, test) {
-        let h = train::run(&mut e, &cfg, f.data.n, 0, Position::default(), &mut Quiet).unwrap();
+        let h = train::run(&mut e, Position::default(), &mut Quiet).unwrap();
         let got = e.model().unwrap().params;
         let d = max_abs_diff(&got, &want);
         eprintln!(

@@ -44,15 +44,7 @@ fn short_gpu_training_reaches_84_percent_on_the_sample() {
         let name = ctx.describe();
         let model = cfg.init_model();
         let mut e = Engine::gpu(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-        let hist = train::run(
-            &mut e,
-            &cfg,
-            data.train.n,
-            data.test.n,
-            Position::default(),
-            &mut Quiet,
-        )
-        .unwrap();
+        let hist = train::run(&mut e, Position::default(), &mut Quiet).unwrap();
         let last = hist.last().unwrap();
         eprintln!(
             "{name}: test accuracy {:.2}% after {} epochs",
@@ -91,29 +83,13 @@ fn gpu_and_cpu_training_agree_within_rounding() {
     let cfg = config("784-32-16-10", 1);
     let model = cfg.init_model();
     let mut cpu = Engine::cpu(&cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-    let hc = train::run(
-        &mut cpu,
-        &cfg,
-        data.train.n,
-        data.test.n,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap();
+    let hc = train::run(&mut cpu, Position::default(), &mut Quiet).unwrap();
     let mc = cpu.model().unwrap();
     assert_every_layer_moved("cpu", &model, &mc, 1e-3);
     for ctx in common::contexts("gpu_cpu_agree") {
         let name = ctx.describe();
         let mut gpu = Engine::gpu(ctx, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-        let hg = train::run(
-            &mut gpu,
-            &cfg,
-            data.train.n,
-            data.test.n,
-            Position::default(),
-            &mut Quiet,
-        )
-        .unwrap();
+        let hg = train::run(&mut gpu, Position::default(), &mut Quiet).unwrap();
         let mg = gpu.model().unwrap();
         assert_every_layer_moved(&name, &model, &mg, 1e-3);
         let d = common::max_diff(&mc, &mg);
@@ -137,15 +113,7 @@ fn fixed_seed_gives_bitwise_identical_runs() {
         for ctx in common::contexts("reproducible").into_iter().take(1) {
             let model = cfg.init_model();
             let mut e = Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap();
-            train::run(
-                &mut e,
-                &cfg,
-                data.train.n,
-                0,
-                Position::default(),
-                &mut Quiet,
-            )
-            .unwrap();
+            train::run(&mut e, Position::default(), &mut Quiet).unwrap();
             models.push(e.model().unwrap());
         }
     }
@@ -200,8 +168,7 @@ fn diverging_loss_stops_with_a_clear_error() {
         .collect();
     engines.push(Engine::cpu(&cfg, &model, None, &data.train, None).unwrap());
     for e in &mut engines {
-        let err =
-            train::run(e, &cfg, data.train.n, 0, Position::default(), &mut Quiet).unwrap_err();
+        let err = train::run(e, Position::default(), &mut Quiet).unwrap_err();
         assert!(
             err.to_string().contains("diverged"),
             "{}: {err}",
@@ -239,16 +206,7 @@ fn train_everywhere(
     engines
         .into_iter()
         .map(|mut e| {
-            let n_test = if with_test { data.test.n } else { 0 };
-            let h = train::run(
-                &mut e,
-                cfg,
-                data.train.n,
-                n_test,
-                Position::default(),
-                &mut Quiet,
-            )
-            .unwrap();
+            let h = train::run(&mut e, Position::default(), &mut Quiet).unwrap();
             (e.device(), h, e)
         })
         .collect()
@@ -355,15 +313,7 @@ fn fast_cpu_engine_matches_the_reference_twins_step_by_step() {
         let run = |be: Box<dyn wgtrain::backend::Backend>| {
             let t = std::time::Instant::now();
             let mut e = Engine::new(be, &cfg, &model, None, &data.train, Some(&data.test)).unwrap();
-            let h = train::run(
-                &mut e,
-                &cfg,
-                data.train.n,
-                data.test.n,
-                Position::default(),
-                &mut Quiet,
-            )
-            .unwrap();
+            let h = train::run(&mut e, Position::default(), &mut Quiet).unwrap();
             eprintln!(
                 "{name} on {}: {:.3} s",
                 e.device(),
@@ -403,13 +353,9 @@ enum L2Rule {
     Decoupled,
 }
 
-/// `cfg`'s whole run on `e` (no test set) from the start; the weights it ends with.
-fn train_without_test_set(
-    e: &mut Engine,
-    cfg: &TrainConfig,
-    train: &wgtrain::data::Dataset,
-) -> Model {
-    train::run(e, cfg, train.n, 0, Position::default(), &mut Quiet).unwrap();
+/// The whole run of `e` (built without a test set) from the start; the weights it ends with.
+fn train_without_test_set(e: &mut Engine) -> Model {
+    train::run(e, Position::default(), &mut Quiet).unwrap();
     e.model().unwrap()
 }
 
@@ -549,7 +495,7 @@ fn sgd_with_l2_decays_the_weights_not_the_biases_as_pytorch_does_on_every_engine
         engines.push(Engine::gpu(ctx, &cfg, &model, None, &data.train, None).unwrap());
     }
     for mut e in engines {
-        let got = train_without_test_set(&mut e, &cfg, &data.train);
+        let got = train_without_test_set(&mut e);
         let d = common::max_diff(&got, &want);
         eprintln!("{}: {d:.3e} from PyTorch's rule", e.device());
         assert_every_layer_moved(&e.device(), &model, &got, 1e-3);
@@ -566,15 +512,7 @@ fn chunked_progress_stops_at_each_epoch_end_and_max_steps_and_trains_as_the_epoc
     cfg.max_steps = Some(47);
     let model = cfg.init_model();
     let mut looped = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
-    let hist = train::run(
-        &mut looped,
-        &cfg,
-        data.train.n,
-        0,
-        Position::default(),
-        &mut Quiet,
-    )
-    .unwrap();
+    let hist = train::run(&mut looped, Position::default(), &mut Quiet).unwrap();
     assert_eq!(hist.len(), 3, "the cut third epoch is recorded");
 
     let mut chunked = Engine::cpu(&cfg, &model, None, &data.train, None).unwrap();
@@ -698,7 +636,7 @@ fn adam_with_the_cosine_schedule_spans_the_configured_epochs_as_pytorch_does() {
         None,
     )
     .unwrap();
-    let got = train_without_test_set(&mut e, &cfg, &data.train);
+    let got = train_without_test_set(&mut e);
     let d = common::max_diff(&got, &want);
     // Tolerance: the same gradients (the reference twins) and the same update, up to the
     // kernel's order of roundings (a few u of each step, |step| ≤ α_t·|m̂/√v̂|) fed back through

@@ -7,13 +7,10 @@
 //! chunks (one command buffer each on the GPU) with no readback; metrics are read once per
 //! epoch.
 //!
-//! Data-parallel ([`Engine::with_group`]): each rank's engine holds a full replica and takes its
-//! [`Shard`] of every global minibatch; the step is split into a gradient program (gather,
-//! forward, loss, metrics, backward) and an update program, with the gradients summed over the
-//! ranks in between. The loss is scaled by the global batch size, so the summed gradient is the
-//! one a single process computes for the whole minibatch.
+//! The optimiser's state and update program are [`optim`]'s; the data-parallel step (gradients
+//! summed over the ranks between a gradient and an update program) is [`dist`]'s.
 
-use super::{Optimizer, TrainConfig, Which};
+use super::{TrainConfig, Which};
 use crate::backend::{gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::dist::{Collective, Shard, Solo};
@@ -26,71 +23,18 @@ use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::rc::Rc;
 
-/// Optimiser state outside the weights: named slots shaped like the parameters (SGD:
-/// `velocity`; Adam: `adam.m`, `adam.v`) and the number of updates done.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OptState {
-    /// (slot name, one [`Param`]-shaped tensor pair per parametrised layer), in the order of
-    /// [`slot_names`].
-    pub slots: Vec<(String, Vec<Param>)>,
-    /// Optimiser updates done (Adam's t).
-    pub step: u64,
-}
+pub mod dist;
+pub mod optim;
 
-/// The slot names of an optimiser, in order.
-pub fn slot_names(opt: Optimizer) -> &'static [&'static str] {
-    match opt {
-        Optimizer::Sgd => &["velocity"],
-        Optimizer::Adam => &["adam.m", "adam.v"],
-    }
-}
-
-/// Buffers and their lengths in words, read and summed together.
-type Bucket = Vec<(BufId, usize)>;
-
-/// The pieces of a data-parallel step whose gradients are summed while the next piece runs,
-/// and the thread that sums them (over a forked group of the same ranks).
-struct Overlap {
-    /// Gradient program pieces, top layer first, each with the gradient buffers it completes.
-    pieces: Vec<(ProgramId, Bucket)>,
-    update: ProgramId,
-    /// Each piece's host buffer while it is not with the thread (kept: no allocation per step).
-    bufs: Vec<Vec<f32>>,
-    to: Option<std::sync::mpsc::Sender<(usize, Vec<f32>)>>,
-    from: std::sync::mpsc::Receiver<Result<(usize, Vec<f32>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Overlap {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread; its group is dropped before MPI is finalised.
-        self.to = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Seconds spent moving gradients between ranks, summed over `steps` steps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
-pub struct CommTime {
-    /// Steps the times are summed over.
-    pub steps: usize,
-
-    /// Reading the gradients back from the device.
-    pub read: f64,
-    /// The all-reduce (waiting for the slowest rank included); with the sums overlapped, only
-    /// the wait after the backward pass for the sums still under way.
-    pub sum: f64,
-    /// Writing the sums back to the device.
-    pub write: f64,
-    /// Epochs after which the replicas differed and rank 0's was copied to every rank.
-    pub resyncs: usize,
-}
+pub use dist::CommTime;
+use dist::{Bucket, Overlap};
+pub use optim::{OptState, Slot};
 
 /// One resident dataset with its own order and cursor.
 struct Resident {
     data: DataId,
+    /// Samples in the dataset.
+    n: usize,
     /// Order entries a training epoch uses: the samples, or this rank's share of them.
     len: usize,
     /// The samples this rank evaluates, in file order (all of them in one process).
@@ -245,18 +189,8 @@ impl Engine {
             acts.push(be_ref.alloc("activations", bsz * shapes[l + 1].len())?);
             dacts.push(be_ref.alloc("activation gradients", bsz * shapes[l + 1].len())?);
         }
-        let slot_names = slot_names(cfg.optimizer);
         if let Some(st) = state {
-            let names: Vec<&str> = st.slots.iter().map(|(s, _)| s.as_str()).collect();
-            if names != slot_names {
-                return Err(Error::InvalidSetting {
-                    setting: Setting::Optimizer,
-                    reason: format!(
-                        "{} needs optimiser state {slot_names:?} but the checkpoint holds {names:?}",
-                        cfg.optimizer
-                    ),
-                });
-            }
+            st.check(cfg.optimizer)?;
         }
         let param_shapes = arch.param_shapes();
         let mut params = Vec::new();
@@ -282,7 +216,8 @@ impl Engine {
                 db: be_ref.alloc("bias gradient", bn)?,
             };
             let mut slots = Vec::new();
-            for (s, name) in slot_names.iter().enumerate() {
+            for (s, slot) in cfg.optimizer.slots().iter().enumerate() {
+                let name = slot.name();
                 slots.push(match state {
                     Some(st) => up(be_ref, name, &st.slots[s].1[i])?,
                     None => (be_ref.alloc(name, wn)?, be_ref.alloc(name, bn)?),
@@ -300,20 +235,14 @@ impl Engine {
         let loss = be_ref.alloc("loss", bsz)?;
         let acc_train = be_ref.alloc("train metrics", 4)?;
         let acc_eval = be_ref.alloc("eval metrics", 4)?;
-        let opt_step = match cfg.optimizer {
-            Optimizer::Sgd => None,
-            Optimizer::Adam => {
-                let step = be_ref.alloc("adam step", 1)?;
-                be_ref.write(step, &[state.map_or(0, |s| s.step as u32)])?;
-                Some(step)
-            }
-        };
+        let opt_step = optim::step_counter(be_ref, cfg.optimizer, state)?;
         let resident = |be: &mut dyn Backend, d: &Dataset| -> Result<Resident> {
             let data = be.dataset(d)?;
             let order = be.alloc("order", d.n)?;
             be.write(order, &(0..d.n as u32).collect::<Vec<_>>())?;
             Ok(Resident {
                 data,
+                n: d.n,
                 len: shard.local_len(d.n, cfg.batch),
                 eval: shard.eval_range(d.n, cfg.batch),
                 order,
@@ -357,19 +286,9 @@ impl Engine {
             forward_only: None,
             gradient: None,
         };
-        let sched = match cfg.optimizer {
-            Optimizer::Adam => {
-                // Every update of the run, computed on the host once (see AdamParams::schedule).
-                let steps = cfg.total_steps(train.n).max(1);
-                // A schedule spans the configured epochs, whatever --max-steps stops at.
-                let span = cfg.epochs * train.n.div_ceil(cfg.batch);
-                let hp = cfg.adam(true);
-                let table: Vec<f32> = (1..=steps)
-                    .flat_map(|t| hp.schedule_at(t, cfg.lr_schedule.lr(cfg.lr, t, span)))
-                    .collect();
-                Some(e.be.upload_f32("adam schedule", &table)?)
-            }
-            Optimizer::Sgd => None,
+        let sched = match optim::schedule(cfg, train.n) {
+            Some(table) => Some(e.be.upload_f32("adam schedule", &table)?),
+            None => None,
         };
         for p in &e.params {
             let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
@@ -492,162 +411,6 @@ impl Engine {
         pieces
     }
 
-    /// Data-parallel: sum each layer's gradients on a communication thread while the backward
-    /// pass of the layers below it runs (bucketed per layer, as PyTorch's DDP does), instead of
-    /// summing all of them after the whole backward pass. A collective: every rank must call
-    /// it. `Ok(false)` (and the step unchanged) where some rank cannot: its transport has no
-    /// second thread (MPI without `MPI_THREAD_MULTIPLE`), or its engine cannot cut the step
-    /// into pieces (the CPU engine fuses a convolution's forward and backward passes).
-    pub fn overlap_communication(&mut self) -> Result<bool> {
-        let Some((_, update)) = self.split else {
-            return Ok(false);
-        };
-        let fork = self.comm.fork()?;
-        let mut pieces = Vec::new();
-        let mut ok = fork.is_some();
-        for (ops, bucket) in self.grad_pieces() {
-            match self.be.prepare(&ops) {
-                Ok(p) => pieces.push((p, bucket)),
-                Err(e) => {
-                    log::info!("overlap: this rank's engine cannot cut the step: {e}");
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        // Start the thread before the vote, so that a rank that cannot start one says so.
-        let (to, inbox) = std::sync::mpsc::channel::<(usize, Vec<f32>)>();
-        let (outbox, from) = std::sync::mpsc::channel();
-        let thread = match fork.filter(|_| ok) {
-            Some(comm) => std::thread::Builder::new()
-                .name("gradient sums".into())
-                .spawn(move || {
-                    for (i, mut v) in inbox {
-                        let r = comm.sum_f32(&mut v).map(|()| (i, v));
-                        if outbox.send(r).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .map_err(|e| log::info!("overlap: no communication thread: {e}"))
-                .ok(),
-            None => None,
-        };
-        if self.any_rank(thread.is_none())? {
-            drop(to);
-            if let Some(t) = thread {
-                let _ = t.join();
-            }
-            return Ok(false);
-        }
-        let thread = thread.expect("voted");
-        self.overlap = Some(Overlap {
-            bufs: vec![Vec::new(); pieces.len()],
-            pieces,
-            update,
-            to: Some(to),
-            from,
-            thread: Some(thread),
-        });
-        Ok(true)
-    }
-
-    /// One data-parallel step with [`Engine::overlap_communication`] on.
-    fn overlapped_step(&mut self, ov: &mut Overlap) -> Result<()> {
-        let mut read = 0.0;
-        let mut sent = 0;
-        for (i, (prog, bucket)) in ov.pieces.iter().enumerate() {
-            self.be.run(*prog, 1)?;
-            if bucket.is_empty() {
-                continue;
-            }
-            let t = web_time::Instant::now();
-            let mut host = std::mem::take(&mut ov.bufs[i]);
-            host.resize(bucket.iter().map(|b| b.1).sum(), 0.0);
-            self.be
-                .read_into(bucket, bytemuck::cast_slice_mut(&mut host))?;
-            read += t.elapsed().as_secs_f64();
-            ov.to
-                .as_ref()
-                .expect("running")
-                .send((i, host))
-                .map_err(|_| Error::Collective("the communication thread stopped".into()))?;
-            sent += 1;
-        }
-        let t1 = web_time::Instant::now();
-        let mut write = 0.0;
-        for _ in 0..sent {
-            let (i, host) = ov
-                .from
-                .recv()
-                .map_err(|_| Error::Collective("the communication thread stopped".into()))??;
-            let t = web_time::Instant::now();
-            let mut at = 0;
-            for &(b, n) in &ov.pieces[i].1 {
-                self.be.write_f32(b, &host[at..at + n])?;
-                at += n;
-            }
-            write += t.elapsed().as_secs_f64();
-            ov.bufs[i] = host;
-        }
-        let wait = t1.elapsed().as_secs_f64() - write;
-        self.be.run(ov.update, 1)?;
-        let c = &mut self.comm_time;
-        c.steps += 1;
-        c.read += read;
-        c.sum += wait;
-        c.write += write;
-        Ok(())
-    }
-
-    /// The optimiser's update of every parameter from its gradient.
-    fn update_ops(&self, sched: Option<BufId>) -> Vec<Op> {
-        let mut ops = Vec::new();
-        for p in &self.params {
-            let lens = [
-                self.layers[p.layer].param_lens().expect("params").0,
-                self.layers[p.layer].param_lens().expect("params").1,
-            ];
-            let pairs = [
-                (
-                    p.bufs.w,
-                    p.bufs.dw,
-                    p.slots.iter().map(|s| s.0).collect::<Vec<_>>(),
-                ),
-                (p.bufs.b, p.bufs.db, p.slots.iter().map(|s| s.1).collect()),
-            ];
-            for (k, (w, g, slots)) in pairs.into_iter().enumerate() {
-                let weight = k == 0;
-                ops.push(match self.cfg.optimizer {
-                    Optimizer::Sgd => Op::Sgd {
-                        n: lens[k],
-                        hp: self.cfg.sgd(weight),
-                        w,
-                        g,
-                        v: slots[0],
-                    },
-                    Optimizer::Adam => Op::Adam {
-                        n: lens[k],
-                        hp: self.cfg.adam(weight),
-                        w,
-                        g,
-                        m: slots[0],
-                        v: slots[1],
-                        sched: sched.expect("adam schedule"),
-                        step: self.opt_step.expect("adam step"),
-                    },
-                });
-            }
-        }
-        if let Some(step) = self.opt_step {
-            ops.push(Op::Advance {
-                cursor: step,
-                by: 1,
-            });
-        }
-        ops
-    }
-
     fn eval_ops(&self, r: &Resident) -> Vec<Op> {
         let mut ops = vec![self.gather(r, r.eval.len())];
         self.forward_ops(&mut ops);
@@ -699,130 +462,10 @@ impl Engine {
     /// `steps` steps from the cursor as it stands: one program run in one process; gradient
     /// program, sum over the ranks and update program per step in data-parallel training.
     fn run_steps(&mut self, steps: usize) -> Result<()> {
-        let Some((grad, update)) = self.split else {
-            return self.be.run(self.step, steps);
-        };
-        if let Some(mut ov) = self.overlap.take() {
-            let r = (0..steps).try_for_each(|_| self.overlapped_step(&mut ov));
-            // After an error, sums may still be under way: the pieces are not reused.
-            if r.is_ok() {
-                self.overlap = Some(ov);
-            }
-            return r;
+        match self.split {
+            Some(programs) => self.run_split_steps(programs, steps),
+            None => self.be.run(self.step, steps),
         }
-        for _ in 0..steps {
-            self.be.run(grad, 1)?;
-            self.sum_gradients()?;
-            self.be.run(update, 1)?;
-        }
-        Ok(())
-    }
-
-    /// Replace every gradient buffer by its sum over the ranks: one read of them all, one
-    /// all-reduce, one write each.
-    fn sum_gradients(&mut self) -> Result<()> {
-        let t0 = web_time::Instant::now();
-        let mut host = std::mem::take(&mut self.grad_host);
-        host.resize(self.grads.iter().map(|g| g.1).sum(), 0);
-        self.be.read_into(&self.grads, &mut host)?;
-        let t1 = web_time::Instant::now();
-        self.comm.sum_f32(bytemuck::cast_slice_mut(&mut host))?;
-        let t2 = web_time::Instant::now();
-        let mut at = 0;
-        for &(b, n) in &self.grads {
-            self.be.write(b, &host[at..at + n])?;
-            at += n;
-        }
-        self.grad_host = host;
-        let t = &mut self.comm_time;
-        t.steps += 1;
-        t.read += (t1 - t0).as_secs_f64();
-        t.sum += (t2 - t1).as_secs_f64();
-        t.write += t2.elapsed().as_secs_f64();
-        Ok(())
-    }
-
-    /// Time spent moving gradients between the ranks so far (zero in one process).
-    pub fn comm_time(&self) -> CommTime {
-        self.comm_time
-    }
-
-    /// This rank (0 in one process).
-    pub fn rank(&self) -> usize {
-        self.shard.rank
-    }
-
-    /// Ranks training together (1 in one process).
-    pub fn ranks(&self) -> usize {
-        self.shard.ranks
-    }
-
-    /// Whether any rank says yes: a collective every rank must call at the same point.
-    pub fn any_rank(&self, mine: bool) -> Result<bool> {
-        crate::dist::any(self.comm.as_ref(), mine)
-    }
-
-    /// Data-parallel, once per epoch: compare every rank's replica (weights and optimiser
-    /// state, by SHA-256) with rank 0's. Ranks of one kind of device stay bit-for-bit equal,
-    /// as every rank applies the same update to the same sums; ranks on devices that round the
-    /// update differently (one fusing `w − α·v` into an FMA, another not) drift apart by an
-    /// ulp here and there. Then rank 0's replica is copied to every rank (a warning, once per
-    /// run), so they never train different networks. A collective; nothing in one process.
-    pub fn sync_replicas(&mut self, epoch: usize) -> Result<()> {
-        if self.shard.ranks == 1 {
-            return Ok(());
-        }
-        let mut bufs = Vec::new();
-        for p in &self.params {
-            let (wn, bn) = self.layers[p.layer].param_lens().expect("params");
-            bufs.extend([(p.bufs.w, wn), (p.bufs.b, bn)]);
-            for &(w, b) in &p.slots {
-                bufs.extend([(w, wn), (b, bn)]);
-            }
-        }
-        let mut words = vec![0; bufs.iter().map(|b| b.1).sum()];
-        self.be.read_into(&bufs, &mut words)?;
-        let digest = crate::dist::digest(bytemuck::cast_slice(&words));
-        let differ = crate::dist::differing_ranks(self.comm.as_ref(), &digest)?;
-        if differ.is_empty() {
-            return Ok(());
-        }
-        if self.shard.rank == 0 && self.comm_time.resyncs == 0 {
-            log::warn!(
-                "after epoch {epoch} the replicas of rank(s) {differ:?} differ from rank 0's \
-                 (their devices round the update differently); copying rank 0's weights and \
-                 optimiser state to every rank after each epoch where they differ"
-            );
-        }
-        self.comm
-            .broadcast_f32(bytemuck::cast_slice_mut(&mut words))?;
-        let mut at = 0;
-        for &(b, n) in &bufs {
-            self.be.write(b, &words[at..at + n])?;
-            at += n;
-        }
-        self.comm_time.resyncs += 1;
-        Ok(())
-    }
-
-    /// Metrics summed over the ranks.
-    fn sum_metrics(&self, acc: MetricsAcc) -> Result<MetricsAcc> {
-        if self.shard.ranks == 1 {
-            return Ok(acc);
-        }
-        let mut v = [
-            acc.loss_sum as f64,
-            acc.correct as f64,
-            acc.seen as f64,
-            acc.nonfinite as f64,
-        ];
-        self.comm.sum_f64(&mut v)?;
-        Ok(MetricsAcc {
-            loss_sum: v[0] as f32,
-            correct: v[1] as u32,
-            seen: v[2] as u32,
-            nonfinite: v[3] as u32,
-        })
     }
 
     /// Run `steps` steps, `per_submit` per program run, restarting the data cursor at each
@@ -923,6 +566,21 @@ impl Engine {
         Ok(p)
     }
 
+    /// The run's settings, as the engine was built with them.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Samples in the training set (all of them, on every rank).
+    pub fn train_len(&self) -> usize {
+        self.train.n
+    }
+
+    /// Samples in the test set (all of them, on every rank); 0 without one.
+    pub fn test_len(&self) -> usize {
+        self.test.as_ref().map_or(0, |t| t.n)
+    }
+
     /// Rows of this rank's minibatch: the B of [`Engine::probabilities`]' input.
     pub fn rows(&self) -> usize {
         self.rows
@@ -1001,20 +659,5 @@ impl Engine {
             arch: self.cfg.arch.clone(),
             params: self.read_params_async(&pairs).await?,
         })
-    }
-
-    /// The optimiser state (slots and update count).
-    pub fn opt_state(&mut self) -> Result<OptState> {
-        let names = slot_names(self.cfg.optimizer);
-        let mut slots = Vec::new();
-        for (s, name) in names.iter().enumerate() {
-            let pairs: Vec<(BufId, BufId)> = self.params.iter().map(|p| p.slots[s]).collect();
-            slots.push((name.to_string(), self.read_params(&pairs)?));
-        }
-        let step = match self.opt_step {
-            Some(b) => self.be.read(b, 1)?[0] as u64,
-            None => 0,
-        };
-        Ok(OptState { slots, step })
     }
 }

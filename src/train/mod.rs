@@ -16,7 +16,7 @@ use web_time::Instant;
 pub mod engine;
 pub mod session;
 
-pub use engine::{CommTime, Engine, OptState};
+pub use engine::{CommTime, Engine, OptState, Slot};
 
 /// The update rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +344,12 @@ pub struct Chunk {
 }
 
 impl Progress {
+    /// The run `engine` was built for (its settings, over its training set), starting at
+    /// `start`.
+    pub fn of(engine: &Engine, start: Position) -> Self {
+        Progress::new(engine.config(), engine.train_len(), start)
+    }
+
     /// A run of `cfg` over `train_len` samples, starting at `start`.
     pub fn new(cfg: &TrainConfig, train_len: usize, start: Position) -> Self {
         let steps_per_epoch = train_len.div_ceil(cfg.batch.max(1));
@@ -426,17 +432,15 @@ pub fn finite_summary(acc: &MetricsAcc, epoch: usize, lr: f32) -> Result<(f32, f
     Ok((loss, accuracy))
 }
 
-/// Train until `cfg.epochs` epochs are done, starting at `start`; returns one record per
+/// Train until the engine's configured epochs (or `max_steps`) are done, starting at `start`,
+/// evaluating the test set after each epoch if the engine holds one; returns one record per
 /// epoch run. Loss becoming NaN/Inf stops with [`Error::Diverged`].
 pub fn run(
     engine: &mut Engine,
-    cfg: &TrainConfig,
-    train_len: usize,
-    test_len: usize,
     start: Position,
     obs: &mut dyn Observer,
 ) -> Result<Vec<EpochMetrics>> {
-    let mut progress = Progress::new(cfg, train_len, start);
+    let mut progress = Progress::of(engine, start);
     let mut history = Vec::new();
     while !progress.finished() {
         let t0 = Instant::now();
@@ -452,7 +456,7 @@ pub fn run(
                 break c.epoch;
             }
         };
-        let m = end_epoch(engine, epoch, cfg.lr, test_len > 0, t0)?;
+        let m = end_epoch(engine, epoch, t0)?;
         obs.on_epoch(engine, &m)?;
         history.push(m);
     }
@@ -461,20 +465,15 @@ pub fn run(
 
 /// Close epoch `epoch` (0-based) that started at `t0`: its training metrics (refused with
 /// [`Error::Diverged`] when a loss was NaN or infinite), the replicas made identical again
-/// (data-parallel), and the test set evaluated when `test` (else NaN).
-pub fn end_epoch(
-    engine: &mut Engine,
-    epoch: usize,
-    lr: f32,
-    test: bool,
-    t0: Instant,
-) -> Result<EpochMetrics> {
+/// (data-parallel), and the test set evaluated when the engine holds a non-empty one (else
+/// NaN).
+pub fn end_epoch(engine: &mut Engine, epoch: usize, t0: Instant) -> Result<EpochMetrics> {
     let train = engine.take_train_metrics()?;
     let seconds = t0.elapsed().as_secs_f64();
-    let (train_loss, train_acc) = finite_summary(&train, epoch + 1, lr)?;
+    let (train_loss, train_acc) = finite_summary(&train, epoch + 1, engine.config().lr)?;
     // Data-parallel: the replicas are made identical again before anything is saved.
     engine.sync_replicas(epoch + 1)?;
-    let (test_loss, test_acc) = if test {
+    let (test_loss, test_acc) = if engine.test_len() > 0 {
         summarize(&engine.evaluate(Which::Test)?)
     } else {
         (f32::NAN, f32::NAN)

@@ -3,7 +3,9 @@
 //! with the checkpoint that was kept; the model, metrics CSV, plot and JSON summary written at
 //! the end. All typed: the checkpoint stores a [`RunState`] as JSON.
 
-use super::{Engine, EpochMetrics, Observer, OptState, Optimizer, Position, TrainConfig, Which};
+use super::{
+    Engine, EpochMetrics, Observer, OptState, Optimizer, Position, Slot, TrainConfig, Which,
+};
 use crate::error::Setting;
 use crate::model::io::{Checkpoint, Metadata};
 use crate::model::{Arch, Model};
@@ -119,12 +121,9 @@ pub fn start(
         let mut cfg = run.config;
         ov.apply(&mut cfg);
         cfg.validate()?;
-        let state = OptState {
-            slots: ck.slots,
-            step: run.optimizer_step,
-        };
-        let names: Vec<&str> = state.slots.iter().map(|(s, _)| s.as_str()).collect();
-        if names != super::engine::slot_names(cfg.optimizer) {
+        let names: Vec<&str> = ck.slots.iter().map(|(s, _)| s.as_str()).collect();
+        let slots: Vec<Slot> = names.iter().filter_map(|n| Slot::from_name(n)).collect();
+        if slots.len() != names.len() || slots != cfg.optimizer.slots() {
             return Err(Error::InvalidSetting {
                 setting: Setting::Optimizer,
                 reason: format!(
@@ -134,6 +133,14 @@ pub fn start(
                 ),
             });
         }
+        let state = OptState {
+            slots: slots
+                .into_iter()
+                .zip(ck.slots)
+                .map(|(s, p)| (s, p.1))
+                .collect(),
+            step: run.optimizer_step,
+        };
         return Ok(Start {
             cfg,
             model: ck.model,
@@ -223,7 +230,11 @@ pub fn save_checkpoint(
     };
     Checkpoint {
         model: engine.model()?,
-        slots: state.slots,
+        slots: state
+            .slots
+            .into_iter()
+            .map(|(s, p)| (s.name().to_string(), p))
+            .collect(),
         run: serde_json::to_value(&run).expect("run state serialises"),
     }
     .save(path)
@@ -242,7 +253,8 @@ pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
 /// Checkpointing around a caller's observer (progress display, Ctrl-C flag).
 struct Checkpointing<'a> {
     inner: &'a mut dyn Observer,
-    cfg: &'a TrainConfig,
+    /// The engine's settings, recorded in every checkpoint.
+    cfg: TrainConfig,
     path: PathBuf,
     every: usize,
 }
@@ -263,7 +275,7 @@ impl Observer for Checkpointing<'_> {
                 epoch: m.epoch,
                 step: 0,
             };
-            save_checkpoint(engine, self.cfg, &self.path, at)?;
+            save_checkpoint(engine, &self.cfg, &self.path, at)?;
         }
         Ok(())
     }
@@ -277,19 +289,18 @@ impl Observer for Checkpointing<'_> {
         if engine.rank() != 0 {
             return Error::Interrupted(self.path.clone());
         }
-        match save_checkpoint(engine, self.cfg, &self.path, Position { epoch, step }) {
+        match save_checkpoint(engine, &self.cfg, &self.path, Position { epoch, step }) {
             Ok(()) => Error::Interrupted(self.path.clone()),
             Err(e) => e,
         }
     }
 }
 
-/// Train from `start` until `cfg.epochs`, checkpointing to `ckpt` every `every` epochs (0 =
-/// never; an interrupt always saves). Divergence names the checkpoint kept, if any.
+/// Train from `position` to the end of the engine's run, checkpointing to `ckpt` every
+/// `every` epochs (0 = never; an interrupt always saves). Divergence names the checkpoint
+/// kept, if any.
 pub fn train(
     engine: &mut Engine,
-    cfg: &TrainConfig,
-    lens: (usize, usize),
     position: Position,
     ckpt: &Path,
     every: usize,
@@ -297,11 +308,11 @@ pub fn train(
 ) -> Result<Vec<EpochMetrics>> {
     let mut wrapped = Checkpointing {
         inner: obs,
-        cfg,
+        cfg: engine.config().clone(),
         path: ckpt.to_path_buf(),
         every,
     };
-    match super::run(engine, cfg, lens.0, lens.1, position, &mut wrapped) {
+    match super::run(engine, position, &mut wrapped) {
         Err(Error::Diverged {
             epoch, loss, lr, ..
         }) => Err(Error::Diverged {
@@ -371,19 +382,19 @@ pub struct Final {
 /// to `out`. Data-parallel: every rank evaluates its part, rank 0 alone writes.
 pub fn finish(
     engine: &mut Engine,
-    cfg: &TrainConfig,
-    lens: (usize, usize),
     history: Vec<EpochMetrics>,
     seconds: f64,
     out: &Path,
 ) -> Result<Summary> {
+    let cfg = engine.config().clone();
+    let lens = (engine.train_len(), engine.test_len());
     let (train_loss, train_acc) = super::summarize(&engine.evaluate(Which::Train)?);
     let leader = engine.rank() == 0;
     let model = engine.model()?;
     let mut meta = Metadata::new();
     meta.insert(
         "config".into(),
-        serde_json::to_string(cfg).expect("config serialises"),
+        serde_json::to_string(&cfg).expect("config serialises"),
     );
     meta.insert("device".into(), engine.device());
     let csv = sibling(out, ".metrics.csv");
@@ -478,8 +489,8 @@ pub fn check_ranks_agree(
     params(&mut h, &start.model.params);
     if let Some(st) = &start.state {
         h.update(st.step.to_le_bytes());
-        for (name, ps) in &st.slots {
-            h.update(name.as_bytes());
+        for (slot, ps) in &st.slots {
+            h.update(slot.name().as_bytes());
             params(&mut h, ps);
         }
     }
