@@ -482,28 +482,8 @@ fn bench_elementwise(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Resul
     for &(rows, cols) in rows_cols {
         let n = rows * cols;
         let x = filled(rows, cols, 5);
-        let bias = filled(1, cols, 6)
-            .into_shape_with_order(cols)
-            .expect("shape");
         let xb = ctx.upload("x", x.as_slice().unwrap());
-        let bb = ctx.upload("bias", bias.as_slice().unwrap());
-        let yb = ctx.storage("y", (n * 4) as u64);
         let shape = format!("{rows}x{cols}");
-
-        let l = kernels::bias_add(ctx, rows, cols, &xb, &bb, &yb)?;
-        let bytes = (8 * n + 4 * cols) as f64;
-        out.push(elementwise_record(
-            ctx,
-            timer,
-            opts,
-            "bias_add",
-            shape.clone(),
-            bytes,
-            &l,
-            || {
-                std::hint::black_box(cpu::bias::bias_add(x.view(), bias.view()));
-            },
-        )?);
 
         // bias_backward: column sums of a [rows, cols] gradient.
         let db = ctx.storage("db", (cols * 4) as u64);
@@ -518,20 +498,6 @@ fn bench_elementwise(ctx: &GpuContext, timer: &Timer, opts: &BenchOpts) -> Resul
             &l,
             || {
                 std::hint::black_box(cpu::bias::bias_backward(x.view()));
-            },
-        )?);
-
-        let l = kernels::relu_forward(ctx, n, &xb, &yb)?;
-        out.push(elementwise_record(
-            ctx,
-            timer,
-            opts,
-            "relu_forward",
-            shape.clone(),
-            (8 * n) as f64,
-            &l,
-            || {
-                std::hint::black_box(cpu::relu::relu_forward(x.view()));
             },
         )?);
 

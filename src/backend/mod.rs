@@ -70,6 +70,11 @@ pub trait Backend {
     fn prepare(&mut self, ops: &[Op]) -> Result<ProgramId>;
     /// Run a program `repeat` times in a row and wait for it to finish.
     fn run(&mut self, program: ProgramId, repeat: usize) -> Result<()>;
+    /// The GPU backend, when this is one: `verify` pins its matmul variant
+    /// ([`gpu::GpuBackend::pin_matmul_tile`]); `None` for every other backend.
+    fn as_gpu(&mut self) -> Option<&mut gpu::GpuBackend> {
+        None
+    }
 }
 
 impl dyn Backend + '_ {
