@@ -53,8 +53,7 @@ fn family_without_presets(fam: Family) {
     for ctx in common::contexts(name) {
         let t = std::time::Instant::now();
         let mut be = GpuBackend::new(ctx);
-        let checks =
-            verify::run_backend_family(&mut be, fam, seed, false).expect("kernel launch");
+        let checks = verify::run_backend_family(&mut be, fam, seed, false).expect("kernel launch");
         eprintln!(
             "{name} on {}: {:.2} s",
             be.describe(),
@@ -173,9 +172,13 @@ fn softmax_of_huge_logits_is_finite_and_exact() {
         let mut inp = verify::Inputs::new(seed);
         let logits = wgtrain::oracle::softmax_extreme_logits();
         let mut be = GpuBackend::new(ctx);
-        let checks =
-            pollster::block_on(check_softmax_op(&mut be, &mut inp, &logits, "extremes 6x3".into()))
-                .unwrap();
+        let checks = pollster::block_on(check_softmax_op(
+            &mut be,
+            &mut inp,
+            &logits,
+            "extremes 6x3".into(),
+        ))
+        .unwrap();
         for c in &checks {
             assert!(c.pass() && c.max_abs.is_finite(), "{c:?}");
         }

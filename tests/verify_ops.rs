@@ -93,9 +93,9 @@ fn every_op_family_passes_on_the_reference_backend() {
     );
 }
 
-/// The GPU backend (prepared launches) on every adapter; about 20 s on lavapipe, most of it
-/// the 1000³ products. Run with WGTRAIN_AUTOTUNE=0 unless tuning every shape is wanted:
-/// `WGTRAIN_AUTOTUNE=0 cargo test --test verify_ops -- --ignored`.
+/// The GPU backend (prepared launches, every matmul variant pinned in turn) on every adapter,
+/// one backend for all families; `tests/kernels.rs` runs each family on a fresh one:
+/// `cargo test --test verify_ops -- --ignored`.
 #[test]
 #[ignore]
 fn every_op_family_passes_on_the_gpu_backend() {

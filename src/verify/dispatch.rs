@@ -101,12 +101,16 @@ fn unsupported(be: &mut dyn Backend, tile: &MatmulTile, spec: &MatmulSpec) -> Op
 const TRANS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
 /// Awkward shapes every variant meets with every transpose, epilogue and accumulation.
-const AWKWARD: [(usize, usize, usize); 4] = [(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)];
+const AWKWARD: [(usize, usize, usize); 4] =
+    [(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)];
 
-/// Matrix products. On every backend (on the GPU with the adapter default `own`): every shape
-/// in every transpose combination, the epilogue turning with both; accumulation with every
-/// epilogue; every combination training, evaluation or bench launches; the presets' products.
-/// On the GPU backend also every variant the adapter can run, each pinned in turn.
+/// Matrix products. On every backend (on the GPU with the adapter default `own`): accumulation
+/// with every epilogue and transpose. On the CPU backends: every shape in every transpose
+/// combination, the epilogue turning with both; every combination training, evaluation or
+/// bench launches; the presets' products. On the GPU backend instead every variant the adapter
+/// can run, each pinned in turn: the two defaults on every shape and transpose, every variant
+/// in every launched combination over the edges of its tile and on awkward shapes, the
+/// presets' products on the two defaults.
 async fn matmul(
     be: &mut dyn Backend,
     inp: &mut Inputs,
@@ -114,19 +118,6 @@ async fn matmul(
     presets: bool,
 ) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    // Every shape in every transpose combination, the epilogue turning with both so that each
-    // (transposes, epilogue) pair meets several shapes.
-    for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
-        for (j, &(ta, tb)) in TRANS.iter().enumerate() {
-            let spec = MatmulSpec {
-                trans_a: ta,
-                trans_b: tb,
-                epilogue: Epilogue::ALL[(i + j) % 4],
-                ..MatmulSpec::new(m, n, k)
-            };
-            out.extend(product(be, inp, &spec, own).await?);
-        }
-    }
     // Accumulation, with every epilogue and transpose, on a few awkward shapes.
     for (i, &(m, n, k)) in AWKWARD.iter().enumerate() {
         for (j, epi) in Epilogue::ALL.into_iter().enumerate() {
@@ -141,19 +132,29 @@ async fn matmul(
             out.extend(product(be, inp, &spec, own).await?);
         }
     }
-    // Every combination training, evaluation or bench launches on every shape but the 1000³
-    // one (coverage::launched_combos, read from the programs).
     let combos = coverage::launched_combos()?;
-    for &c in &combos {
-        for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
-            let spec = coverage::spec_of(c, shape);
-            out.extend(product(be, inp, &spec, own).await?);
-        }
-    }
-    // The GPU backend: the portable default and the adapter's default on every shape and
-    // transpose; every variant the adapter can run on shapes crossing every edge of its tile.
     let Some(own) = own else {
-        // Elsewhere the presets' products once, on the backend's own kernels.
+        // Every shape in every transpose combination, the epilogue turning with both so that
+        // each (transposes, epilogue) pair meets several shapes.
+        for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
+            for (j, &(ta, tb)) in TRANS.iter().enumerate() {
+                let spec = MatmulSpec {
+                    trans_a: ta,
+                    trans_b: tb,
+                    epilogue: Epilogue::ALL[(i + j) % 4],
+                    ..MatmulSpec::new(m, n, k)
+                };
+                out.extend(product(be, inp, &spec, None).await?);
+            }
+        }
+        // Every combination training, evaluation or bench launches on every shape but the
+        // 1000³ one (coverage::launched_combos, read from the programs).
+        for &c in &combos {
+            for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
+                let spec = coverage::spec_of(c, shape);
+                out.extend(product(be, inp, &spec, None).await?);
+            }
+        }
         if presets {
             for (label, spec) in coverage::all_preset_products()? {
                 for mut c in product(be, inp, &spec, None).await? {
@@ -164,6 +165,9 @@ async fn matmul(
         }
         return Ok(out);
     };
+    // The GPU backend: the portable default and the adapter's default on every shape in every
+    // transpose; every variant the adapter can run on shapes crossing every edge of its tile in
+    // every launched combination (covering the CPU backends' shapes and combinations).
     let ctx = be.as_gpu().expect("the GPU backend").ctx();
     let mut main = vec![MatmulTile::DEFAULT];
     if own != MatmulTile::DEFAULT && own.available(ctx) {
@@ -304,7 +308,9 @@ async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
             gpu.pin_dataset_shards(Some(shard));
             let checks = check_gather_op(be, inp, samples, pixels, rows, Cursor::NearEndOfPart);
             let checks = checks.await;
-            be.as_gpu().expect("the GPU backend").pin_dataset_shards(None);
+            be.as_gpu()
+                .expect("the GPU backend")
+                .pin_dataset_shards(None);
             for mut c in checks? {
                 c.shape = format!("{} in shards of {shard} bytes", c.shape);
                 out.push(c);
@@ -333,9 +339,15 @@ async fn conv2d(
         out.extend(check_conv2d_op(be, inp, &spec, "").await?);
     }
     for (i, spec) in conv2d_layer_shapes().iter().enumerate() {
-        layer(check_conv2d_layer_op(be, inp, spec, false, "").await?, &mut out);
+        layer(
+            check_conv2d_layer_op(be, inp, spec, false, "").await?,
+            &mut out,
+        );
         if spec.w >= spec.k.max(2) && i % 2 == 0 {
-            layer(check_conv2d_layer_op(be, inp, spec, true, "").await?, &mut out);
+            layer(
+                check_conv2d_layer_op(be, inp, spec, true, "").await?,
+                &mut out,
+            );
         }
     }
     if presets {
@@ -348,7 +360,10 @@ async fn conv2d(
                 ..conv2d_preset_shapes()[0].1
             };
             let label = format!("{label} ");
-            layer(check_conv2d_layer_op(be, inp, &spec, false, &label).await?, &mut out);
+            layer(
+                check_conv2d_layer_op(be, inp, &spec, false, &label).await?,
+                &mut out,
+            );
         }
     }
     Ok(out)
