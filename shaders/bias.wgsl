@@ -1,6 +1,5 @@
-// Bias add and its gradient.
+// The bias gradient (the bias add is the matmul epilogue).
 //
-// bias_add:      Y[B,O] = X[B,O] + b[O]
 // bias_backward: db[O]  = Σ_B dY[B,O]   (column sums)
 
 struct Params {
@@ -9,23 +8,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 256u;
 
-// One invocation per element; the 2-D grid avoids the 65535-workgroup limit of one dimension.
-@compute @workgroup_size(WG)
-fn bias_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    if (idx >= p.rows * p.cols) {
-        return;
-    }
-    y[idx] = x[idx] + bias[idx % p.cols];
-}
-
-// bias_backward uses its own binding numbers: two variables may not share one slot.
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dbias: array<f32>;
 

@@ -1,6 +1,5 @@
-// Argmax and accuracy / loss accumulation, so metrics stay on the GPU until an epoch ends.
+// Accuracy / loss accumulation, so metrics stay on the GPU until an epoch ends.
 //
-// argmax:             scores[B,C] -> pred[B]            (first maximum wins, like numpy)
 // accumulate_metrics: scores[B,C], labels[B], loss[B] -> acc += (Σ loss, #correct, #rows)
 //   Rows whose label is ≥ C are padding and are not counted. One workgroup does the whole
 //   batch and is the only writer of `acc`, so no atomics are needed; dispatches run in order.
@@ -20,7 +19,6 @@ struct Acc {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> scores: array<f32>;
-@group(0) @binding(2) var<storage, read_write> pred: array<u32>;
 
 @group(0) @binding(3) var<storage, read> labels: array<u32>;
 @group(0) @binding(4) var<storage, read> loss: array<f32>;
@@ -28,6 +26,7 @@ struct Acc {
 
 const WG: u32 = 256u;
 
+// The first maximum of a row wins, like numpy.
 fn row_argmax(row: u32) -> u32 {
     let base = row * p.classes;
     var best = 0u;
@@ -40,15 +39,6 @@ fn row_argmax(row: u32) -> u32 {
         }
     }
     return best;
-}
-
-@compute @workgroup_size(WG)
-fn argmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row = gid.x + gid.y * nwg.x * WG;
-    if (row >= p.rows) {
-        return;
-    }
-    pred[row] = row_argmax(row);
 }
 
 var<workgroup> red_loss: array<f32, WG>;

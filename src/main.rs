@@ -296,13 +296,13 @@ struct DevicesArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// What to verify: `gpu` checks every WGSL kernel on the adapter; `cpu` checks the CPU
-    /// engine op by op (the same inputs, f64 oracles and tolerances).
+    /// What to verify: `gpu` checks every WGSL kernel on the adapter (every matmul variant
+    /// among them); `cpu` checks the CPU engine. Both op by op, with the same inputs, f64
+    /// oracles and tolerances.
     #[arg(long, value_enum, default_value = "gpu")]
     device: VerifyDevice,
     /// Only these kernel families (see `wgtrain verify --help`; default: all of them:
-    /// matmul, bias, relu, softmax_xent, sgd, metrics, gather, conv2d, maxpool, adam; relu has
-    /// no op of its own and is left out on the CPU, where it is a matmul epilogue).
+    /// matmul, bias, softmax_xent, sgd, metrics, gather, conv2d, maxpool, adam).
     #[arg(long, value_enum, value_delimiter = ',')]
     kernel: Vec<wgtrain::verify::Family>,
     /// Seed for the random inputs (default: fresh; also WGTRAIN_SEED).
@@ -489,10 +489,10 @@ fn cmd_devices(a: DevicesArgs) -> Result<()> {
 }
 
 fn cmd_verify(a: VerifyArgs) -> Result<()> {
-    use wgtrain::backend::{cpu::CpuBackend, Backend};
-    // The GPU checks launch kernels on a context; the CPU ones run ops on a fresh backend per
-    // family (its buffers are freed with it).
-    let ctx = match a.device {
+    use wgtrain::backend::{cpu::CpuBackend, gpu::GpuBackend, Backend};
+    // The checks run ops on a fresh backend per family (its buffers are freed with it); the
+    // GPU's opens the adapter once.
+    let mut ctx = match a.device {
         VerifyDevice::Gpu => Some(GpuContext::new(&a.gpu.choice())?),
         VerifyDevice::Cpu => None,
     };
@@ -509,12 +509,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
         }
     };
     let seed = a.seed.unwrap_or_else(wgtrain::verify::run_seed);
-    let all: &[wgtrain::verify::Family] = match a.device {
-        VerifyDevice::Gpu => &wgtrain::verify::Family::ALL,
-        VerifyDevice::Cpu => &wgtrain::verify::Family::OPS,
-    };
     let families = if a.kernel.is_empty() {
-        all.to_vec()
+        wgtrain::verify::Family::ALL.to_vec()
     } else {
         a.kernel.clone()
     };
@@ -529,8 +525,13 @@ fn cmd_verify(a: VerifyArgs) -> Result<()> {
     let mut fams = Vec::new();
     for &fam in &families {
         let t = Instant::now();
-        let checks = match &ctx {
-            Some(ctx) => wgtrain::verify::run_family(ctx, fam, seed)?,
+        let checks = match ctx.take() {
+            Some(gpu) => {
+                let mut be = GpuBackend::new(gpu);
+                let checks = wgtrain::verify::run_backend_family(&mut be, fam, seed, true);
+                ctx = Some(be.into_ctx());
+                checks?
+            }
             None => wgtrain::verify::run_backend_family(&mut CpuBackend::new(), fam, seed, true)?,
         };
         // One table row per kernel entry point: shapes tried, worst errors, pass/fail.

@@ -3,7 +3,7 @@
 
 use super::{Backend, Clock, EngineKind, ProgramId, Timed};
 use crate::data::Dataset;
-use crate::gpu::kernels::{self, GpuDataset};
+use crate::gpu::kernels::{self, GpuDataset, MatmulTile};
 use crate::gpu::{autotune, GpuContext, Launch};
 use crate::ops::{BufId, DataId, Op};
 use crate::Result;
@@ -17,6 +17,12 @@ pub struct GpuBackend {
     programs: Vec<Vec<Launch>>,
     /// Made on the first [`Backend::run_timed`].
     stopwatch: Option<Stopwatch>,
+    /// The matmul variant of every product prepared while set, instead of the autotuner's
+    /// choice ([`GpuBackend::pin_matmul_tile`]).
+    pinned: Option<MatmulTile>,
+    /// The largest shard of every dataset made resident while set
+    /// ([`GpuBackend::pin_dataset_shards`]).
+    shard_bytes: Option<u64>,
 }
 
 impl GpuBackend {
@@ -28,7 +34,29 @@ impl GpuBackend {
             data: Vec::new(),
             programs: Vec::new(),
             stopwatch: None,
+            pinned: None,
+            shard_bytes: None,
         }
+    }
+
+    /// Run every product of the programs prepared from now on with `tile` instead of the
+    /// variant autotuned for its shape (`None`: back to the autotuner). For `verify`, which
+    /// sweeps every variant over the edges of its tile; training never pins. Programs already
+    /// prepared keep their variants; a product `tile` cannot run is refused when prepared.
+    pub fn pin_matmul_tile(&mut self, tile: Option<MatmulTile>) {
+        self.pinned = tile;
+    }
+
+    /// Split every dataset made resident from now on into shards of at most `bytes` (`None`:
+    /// as few as the device's binding limits allow). For `verify`, which checks the gather
+    /// across shards without a dataset larger than a binding.
+    pub fn pin_dataset_shards(&mut self, bytes: Option<u64>) {
+        self.shard_bytes = bytes;
+    }
+
+    /// The context back, with every buffer, dataset and program of this backend freed.
+    pub fn into_ctx(self) -> GpuContext {
+        self.ctx
     }
 
     /// The context (adapter, limits).
@@ -76,8 +104,12 @@ impl GpuBackend {
                 aux,
                 c,
             } => {
-                // Each product runs the variant autotuned for its shape on this adapter.
-                let tile = autotune::tile_for(ctx, &spec);
+                // Each product runs the variant autotuned for its shape on this adapter, or the
+                // pinned one.
+                let tile = match self.pinned {
+                    Some(tile) => tile,
+                    None => autotune::tile_for(ctx, &spec),
+                };
                 one(kernels::matmul(
                     ctx,
                     &spec,
@@ -207,6 +239,10 @@ impl Backend for GpuBackend {
         EngineKind::Gpu
     }
 
+    fn as_gpu(&mut self) -> Option<&mut GpuBackend> {
+        Some(self)
+    }
+
     fn adapter(&self) -> (String, String) {
         (
             self.ctx.info.name.clone(),
@@ -270,7 +306,7 @@ impl Backend for GpuBackend {
             &d.images,
             &d.labels,
             d.pixels(),
-            None,
+            self.shard_bytes,
         )?);
         Ok(DataId(self.data.len() - 1))
     }

@@ -109,6 +109,11 @@ pub trait Backend {
             clock: Clock::Wall,
         })
     }
+    /// The GPU backend, when this is one: `verify` pins its matmul variant
+    /// ([`gpu::GpuBackend::pin_matmul_tile`]); `None` for every other backend.
+    fn as_gpu(&mut self) -> Option<&mut gpu::GpuBackend> {
+        None
+    }
 }
 
 impl dyn Backend + '_ {

@@ -10,6 +10,5 @@ pub mod gather;
 pub mod matmul;
 pub mod maxpool;
 pub mod metrics;
-pub mod relu;
 pub mod sgd;
 pub mod softmax_xent;

@@ -13,7 +13,6 @@ use wgpu::Buffer;
 
 const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 const BIAS_WGSL: &str = include_str!("../../shaders/bias.wgsl");
-const RELU_WGSL: &str = include_str!("../../shaders/relu.wgsl");
 const SOFTMAX_XENT_WGSL: &str = include_str!("../../shaders/softmax_xent.wgsl");
 const SGD_WGSL: &str = include_str!("../../shaders/sgd.wgsl");
 const METRICS_WGSL: &str = include_str!("../../shaders/metrics.wgsl");
@@ -28,7 +27,6 @@ const WG_ROWS: u32 = 64;
 pub fn all_shader_sources() -> Vec<(String, String)> {
     let mut out = vec![
         ("bias".to_string(), BIAS_WGSL.to_string()),
-        ("relu".to_string(), RELU_WGSL.to_string()),
         ("softmax_xent".to_string(), SOFTMAX_XENT_WGSL.to_string()),
         ("sgd".to_string(), SGD_WGSL.to_string()),
         ("metrics".to_string(), METRICS_WGSL.to_string()),
@@ -382,30 +380,6 @@ pub fn matmul(
 // ---------------------------------------------------------------------------------------------
 // bias
 
-/// Y\[B,O\] = X\[B,O\] + b\[O\]
-pub fn bias_add(
-    ctx: &GpuContext,
-    rows: usize,
-    cols: usize,
-    x: &Buffer,
-    bias: &Buffer,
-    y: &Buffer,
-) -> Result<Launch> {
-    let name = "bias_add";
-    nonzero(name, &[("B", rows), ("O", cols), ("B·O", rows * cols)])?;
-    need(name, "x", x, rows * cols)?;
-    need(name, "bias", bias, cols)?;
-    need(name, "y", y, rows * cols)?;
-    let pipeline = ctx.pipeline(name, || BIAS_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, cols as u32]);
-    ctx.launch(
-        name,
-        pipeline,
-        &[(0, &params), (1, x), (2, bias), (3, y)],
-        grid_1d(rows * cols, WG_ELEMENTWISE),
-    )
-}
-
 /// db\[O\] = Σ_B dY\[B,O\]
 pub fn bias_backward(
     ctx: &GpuContext,
@@ -452,48 +426,6 @@ pub fn bias_backward_depth(rows: usize) -> usize {
     } else {
         rows.div_ceil(WG_ELEMENTWISE as usize) + 8
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// relu
-
-/// Y = max(X, 0), `n` elements.
-pub fn relu_forward(ctx: &GpuContext, n: usize, x: &Buffer, y: &Buffer) -> Result<Launch> {
-    let name = "relu_forward";
-    nonzero(name, &[("n", n)])?;
-    need(name, "x", x, n)?;
-    need(name, "y", y, n)?;
-    let pipeline = ctx.pipeline(name, || RELU_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[n as u32]);
-    ctx.launch(
-        name,
-        pipeline,
-        &[(0, &params), (1, x), (2, y)],
-        grid_1d(n, WG_ELEMENTWISE),
-    )
-}
-
-/// dX = dY · 1\[Y > 0\], `n` elements.
-pub fn relu_backward(
-    ctx: &GpuContext,
-    n: usize,
-    y: &Buffer,
-    dy: &Buffer,
-    dx: &Buffer,
-) -> Result<Launch> {
-    let name = "relu_backward";
-    nonzero(name, &[("n", n)])?;
-    need(name, "y", y, n)?;
-    need(name, "dy", dy, n)?;
-    need(name, "dx", dx, n)?;
-    let pipeline = ctx.pipeline(name, || RELU_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[n as u32]);
-    ctx.launch(
-        name,
-        pipeline,
-        &[(0, &params), (3, y), (4, dy), (5, dx)],
-        grid_1d(n, WG_ELEMENTWISE),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,28 +519,6 @@ pub fn sgd_update(
 
 // ---------------------------------------------------------------------------------------------
 // metrics
-
-/// pred\[B\] = argmax_C scores\[B,C\]
-pub fn argmax(
-    ctx: &GpuContext,
-    rows: usize,
-    classes: usize,
-    scores: &Buffer,
-    pred: &Buffer,
-) -> Result<Launch> {
-    let name = "argmax";
-    nonzero(name, &[("B", rows), ("C", classes)])?;
-    need(name, "scores", scores, rows * classes)?;
-    need(name, "pred", pred, rows)?;
-    let pipeline = ctx.pipeline(name, || METRICS_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, classes as u32]);
-    ctx.launch(
-        name,
-        pipeline,
-        &[(0, &params), (1, scores), (2, pred)],
-        grid_1d(rows, WG_ELEMENTWISE),
-    )
-}
 
 /// acc += (Σ loss, #argmax == label, #rows) over non-padding rows.
 #[allow(clippy::too_many_arguments)]

@@ -7,19 +7,16 @@ pub enum Family {
     /// Matrix products: every variant, transpose, epilogue and accumulation.
     #[value(name = "matmul")]
     Matmul,
-    /// Bias add and its gradient (column sums).
+    /// The bias gradient (column sums; the bias add is a matmul epilogue).
     #[value(name = "bias")]
     Bias,
-    /// ReLU forward and backward (on a backend a matmul epilogue, no op of its own).
-    #[value(name = "relu")]
-    Relu,
     /// Softmax with cross-entropy, forward and backward.
     #[value(name = "softmax_xent")]
     SoftmaxXent,
     /// SGD with momentum and L2.
     #[value(name = "sgd")]
     Sgd,
-    /// Argmax and the metrics accumulation.
+    /// The metrics accumulation (loss sum, correct and seen counts).
     #[value(name = "metrics")]
     Metrics,
     /// The minibatch gather and the cursor's advance.
@@ -40,24 +37,8 @@ pub enum Family {
 }
 
 impl Family {
-    /// Every kernel family, in the order `wgtrain verify` runs them on a GPU adapter.
-    pub const ALL: [Family; 11] = [
-        Family::Matmul,
-        Family::Bias,
-        Family::Relu,
-        Family::SoftmaxXent,
-        Family::Sgd,
-        Family::Metrics,
-        Family::Gather,
-        Family::Conv2d,
-        Family::Maxpool,
-        Family::Avgpool,
-        Family::Adam,
-    ];
-
-    /// The op families a backend is checked on: all but [`Family::Relu`], which no op runs
-    /// alone (ReLU is a matmul epilogue).
-    pub const OPS: [Family; 10] = [
+    /// Every family, in the order `wgtrain verify` runs them.
+    pub const ALL: [Family; 10] = [
         Family::Matmul,
         Family::Bias,
         Family::SoftmaxXent,
@@ -75,7 +56,6 @@ impl Family {
         match self {
             Family::Matmul => "matmul",
             Family::Bias => "bias",
-            Family::Relu => "relu",
             Family::SoftmaxXent => "softmax_xent",
             Family::Sgd => "sgd",
             Family::Metrics => "metrics",
@@ -85,11 +65,6 @@ impl Family {
             Family::Avgpool => "avgpool",
             Family::Adam => "adam",
         }
-    }
-
-    /// Whether a backend runs this family as ops (see [`Family::OPS`]).
-    pub fn has_op(self) -> bool {
-        Family::OPS.contains(&self)
     }
 }
 
@@ -131,7 +106,6 @@ mod tests {
         }
         assert_eq!(Family::value_variants(), Family::ALL);
         assert!("softmax-xent".parse::<Family>().is_err());
-        assert!(!Family::Relu.has_op());
-        assert_eq!(Family::OPS.len() + 1, Family::ALL.len());
+        assert!("relu".parse::<Family>().is_err());
     }
 }

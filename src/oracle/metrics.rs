@@ -1,4 +1,4 @@
-//! Argmax and the metrics accumulation: counts exact, the loss sum within γ of its depth.
+//! The metrics accumulation: counts exact, the loss sum within γ of its depth.
 
 use super::compare::{compare, compare_u32, Check};
 use super::tolerance::gamma;
@@ -6,18 +6,6 @@ use super::{Family, Inputs};
 use crate::cpu;
 use crate::ops::MetricsAcc;
 use ndarray::{Array1, Array2};
-
-/// argmax's predictions `got` of `scores`, exactly (the first maximum wins).
-pub fn argmax_compare(scores: &Array2<f32>, got: &[u32], shape: String) -> Check {
-    let want_pred = cpu::metrics::argmax(scores.view());
-    compare_u32(
-        Family::Metrics,
-        "argmax",
-        shape,
-        got,
-        want_pred.as_slice().unwrap(),
-    )
-}
 
 /// The accumulator the metrics checks start from.
 pub const METRICS_START: MetricsAcc = MetricsAcc {

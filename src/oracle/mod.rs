@@ -5,8 +5,8 @@
 //! and the comparisons that turn an output into a [`Check`].
 //!
 //! It depends only on [`crate::ops`] (shapes and hyperparameters) and the twins; the
-//! autotuner's correctness check ([`crate::gpu::autotune`]) and `verify` (kernels on a GPU
-//! adapter, ops on any backend) both use it, and nothing here imports either.
+//! autotuner's correctness check ([`crate::gpu::autotune`]) and `verify` (ops on any backend)
+//! both use it, and nothing here imports either.
 //!
 //! Each check fills fresh random inputs from a seeded ChaCha8 stream, poisons every output
 //! buffer with NaN before the launch (so an element the kernel never writes fails), runs the
@@ -17,10 +17,9 @@
 //!   within γ_K·Σ|a_k·b_k| of the exact value, γ_K = K·u/(1 − K·u) (Higham, Accuracy and
 //!   Stability of Numerical Algorithms, §3.1). The epilogue's bias add adds one rounding,
 //!   u·|c|. So atol_ij = γ_K·(|A|·|B|)_ij, rtol = 2u.
-//! * bias_add: one correctly rounded addition, rtol = u.
 //! * bias_backward: a serial sum for B ≤ 4096 (atol = γ_B·Σ|dy|), else 256 strided partial
 //!   sums of ⌈B/256⌉ terms and an 8-level tree (atol = γ_(⌈B/256⌉+8)·Σ|dy|).
-//! * relu, argmax, gather labels, correct counts: exact.
+//! * gather labels, correct counts: exact.
 //! * gather pixels: WGSL division is accurate to 2.5 ULP, rtol = 2.5·2u.
 //! * softmax: each term e = exp(z − max z) carries the subtraction's rounding and WGSL's exp
 //!   error, (3 + 2|x|) ULP: (6 + 5|x|)·u relative, x = z − max z; the row sum s of C positive
@@ -64,7 +63,6 @@ pub mod inputs;
 pub mod matmul;
 pub mod maxpool;
 pub mod metrics;
-pub mod relu;
 pub mod sgd;
 pub mod softmax;
 pub mod tolerance;
@@ -74,7 +72,7 @@ pub use adam::{
     ADAM_SCHEDULE_LEN,
 };
 pub use avgpool::{avgpool_compare, avgpool_inputs, avgpool_shape};
-pub use bias::{bias_add_compare, bias_backward_compare};
+pub use bias::bias_backward_compare;
 pub use compare::{compare, compare_exact, compare_u32, fail_nonfinite, Check};
 pub use conv2d::{conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare};
 pub use family::Family;
@@ -82,8 +80,7 @@ pub use gather::{GatherData, GATHER_Y_POISON};
 pub use inputs::{run_seed, Inputs};
 pub use matmul::{matmul_compare, matmul_name, MatmulData};
 pub use maxpool::{maxpool_compare, maxpool_inputs, maxpool_shape, PoolInput};
-pub use metrics::{argmax_compare, metrics_compare, metrics_inputs, METRICS_START};
-pub use relu::relu_compare;
+pub use metrics::{metrics_compare, metrics_inputs, METRICS_START};
 pub use sgd::{sgd_compare, sgd_inputs, SGD_PARAMS};
 pub use softmax::{softmax_compare, softmax_extreme_logits, softmax_logits};
 pub use tolerance::{gamma, U};

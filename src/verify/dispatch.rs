@@ -1,12 +1,13 @@
-//! Which checks each family runs: [`run_family`] launches the WGSL kernels on a
-//! [`GpuContext`] ([`super::kernels`]), [`run_backend_family`] runs ops on any [`Backend`]
-//! ([`super::ops`]), on the shapes of [`super::shapes`].
+//! Which checks each family runs, on any [`Backend`] ([`run_backend_family`]), with the op
+//! checks of [`super::ops`] on the shapes of [`super::shapes`]: one function per family.
+//!
+//! On the GPU backend every product runs a pinned matmul variant
+//! ([`crate::backend::gpu::GpuBackend::pin_matmul_tile`]), named in its checks: the adapter's
+//! default ([`MatmulTile::default_for`]) for the checks every backend runs, and in the matmul
+//! family also every variant the adapter can run (the autotuner may pick any of them) over the
+//! edges of its tile. Verification never autotunes; the autotuner checks its own choices.
 
 use super::coverage;
-use super::kernels::{
-    check_adam, check_avgpool, check_bias, check_conv2d, check_gather, check_matmul, check_maxpool,
-    check_metrics, check_relu, check_sgd, check_softmax, check_softmax_extremes,
-};
 use super::ops::{
     check_adam_op, check_avgpool_op, check_bias_op, check_conv2d_layer_op, check_conv2d_op,
     check_gather_op, check_matmul_op, check_maxpool_op, check_metrics_op, check_sgd_op,
@@ -19,7 +20,6 @@ use super::shapes::{
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
-use crate::gpu::GpuContext;
 use crate::ops::Conv2dSpec;
 use crate::oracle::{
     fail_nonfinite, softmax_extreme_logits, softmax_logits, Check, Family, Inputs, PoolInput,
@@ -27,191 +27,9 @@ use crate::oracle::{
 };
 use crate::Result;
 
-/// Run every check of `family` (one of [`Family::ALL`]) with inputs from `seed`.
-pub fn run_family(ctx: &GpuContext, family: Family, seed: u64) -> Result<Vec<Check>> {
-    run_family_with(ctx, family, seed, true)
-}
-
-/// [`run_family`], with or without the presets' full-size layers (conv2d and maxpool at batch
-/// 100; the test suite leaves them to `wgtrain verify` where they are slow).
-pub fn run_family_with(
-    ctx: &GpuContext,
-    family: Family,
-    seed: u64,
-    presets: bool,
-) -> Result<Vec<Check>> {
-    let mut inp = Inputs::new(seed);
-    let mut out = Vec::new();
-    match family {
-        Family::Matmul => {
-            // The portable default and this adapter's default on every shape and transpose.
-            let mut main = vec![MatmulTile::DEFAULT];
-            let own = MatmulTile::default_for(ctx);
-            if own != MatmulTile::DEFAULT && own.available(ctx) {
-                main.push(own);
-            }
-            for tile in &main {
-                for &(m, n, k) in MATMUL_SHAPES {
-                    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                        let spec = MatmulSpec {
-                            trans_a: ta,
-                            trans_b: tb,
-                            ..MatmulSpec::new(m, n, k)
-                        };
-                        out.push(check_matmul(ctx, &mut inp, &spec, tile)?);
-                    }
-                }
-            }
-            // Every variant the adapter can run (the autotuner may pick any of them), in
-            // every combination training, evaluation or bench launches (read from the
-            // programs: coverage::launched_combos), on shapes crossing every edge of its tile.
-            let combos = coverage::launched_combos()?;
-            for tile in MatmulTile::CANDIDATES.iter().filter(|t| t.available(ctx)) {
-                for &shape in &coverage::tile_edge_shapes(tile) {
-                    for &c in &combos {
-                        let spec = coverage::spec_of(c, shape);
-                        out.push(check_matmul(ctx, &mut inp, &spec, tile)?);
-                    }
-                }
-                // All transposes, epilogues and accumulation on a few awkward shapes.
-                for &(m, n, k) in &[(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)] {
-                    if !main.contains(tile) {
-                        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)]
-                        {
-                            let spec = MatmulSpec {
-                                trans_a: ta,
-                                trans_b: tb,
-                                ..MatmulSpec::new(m, n, k)
-                            };
-                            out.push(check_matmul(ctx, &mut inp, &spec, tile)?);
-                        }
-                    }
-                    for epi in Epilogue::ALL {
-                        let spec = MatmulSpec {
-                            epilogue: epi,
-                            trans_b: true,
-                            ..MatmulSpec::new(m, n, k)
-                        };
-                        out.push(check_matmul(ctx, &mut inp, &spec, tile)?);
-                    }
-                    let acc = MatmulSpec {
-                        accumulate: true,
-                        epilogue: Epilogue::ReluMask,
-                        trans_a: true,
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.push(check_matmul(ctx, &mut inp, &acc, tile)?);
-                }
-            }
-            // The real products of every preset's training step and evaluation, on the
-            // portable default and this adapter's default.
-            if presets {
-                for (label, spec) in coverage::all_preset_products()? {
-                    for tile in &main {
-                        if let Some(why) = tile.unsupported_for(ctx, &spec) {
-                            log::warn!("verify: {label} not checked on {tile}: {why}");
-                            continue;
-                        }
-                        let mut c = check_matmul(ctx, &mut inp, &spec, tile)?;
-                        c.shape = label.clone();
-                        out.push(c);
-                    }
-                }
-            }
-        }
-        Family::Bias => {
-            for &(r, c) in ROW_SHAPES {
-                out.extend(check_bias(ctx, &mut inp, r, c)?);
-            }
-        }
-        Family::Relu => {
-            for &(r, c) in ROW_SHAPES {
-                out.extend(check_relu(ctx, &mut inp, r, c)?);
-            }
-        }
-        Family::SoftmaxXent => {
-            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                out.extend(check_softmax(ctx, &mut inp, r, c)?);
-            }
-            out.extend(check_softmax_extremes(ctx, &mut inp)?);
-        }
-        Family::Sgd => {
-            for &(r, c) in ROW_SHAPES {
-                out.extend(check_sgd(ctx, &mut inp, r * c)?);
-            }
-        }
-        Family::Metrics => {
-            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                out.extend(check_metrics(ctx, &mut inp, r, c)?);
-            }
-        }
-        Family::Gather => {
-            for &(samples, pixels, rows) in GATHER_SHAPES {
-                out.extend(check_gather(ctx, &mut inp, samples, pixels, rows, None)?);
-                // The same split into about three shards, as a dataset beyond one binding is.
-                let shard = ((samples / 3).max(4) * pixels) as u64;
-                out.extend(check_gather(
-                    ctx,
-                    &mut inp,
-                    samples,
-                    pixels,
-                    rows,
-                    Some(shard),
-                )?);
-            }
-        }
-        Family::Conv2d => {
-            for spec in conv2d_shapes() {
-                out.extend(check_conv2d(ctx, &mut inp, &spec, "")?);
-            }
-            if presets {
-                for (label, spec) in conv2d_preset_shapes() {
-                    out.extend(check_conv2d(ctx, &mut inp, &spec, &format!("{label} "))?);
-                }
-            }
-        }
-        Family::Maxpool => {
-            let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
-            for (i, spec) in maxpool_shapes().iter().enumerate() {
-                out.extend(check_maxpool(ctx, &mut inp, spec, inputs[i % 3], "")?);
-                if i % 4 == 1 {
-                    out.extend(check_maxpool(ctx, &mut inp, spec, PoolInput::Nan, "")?);
-                }
-            }
-            if presets {
-                for (label, spec) in maxpool_preset_shapes() {
-                    for input in [PoolInput::Quantised, PoolInput::Relu] {
-                        let label = format!("{label} ");
-                        out.extend(check_maxpool(ctx, &mut inp, &spec, input, &label)?);
-                    }
-                }
-            }
-        }
-        Family::Avgpool => {
-            let inputs = [PoolInput::Uniform, PoolInput::Relu];
-            for (i, spec) in avgpool_shapes().iter().enumerate() {
-                out.extend(check_avgpool(ctx, &mut inp, spec, inputs[i % 2], "")?);
-                if i % 4 == 1 {
-                    out.extend(check_avgpool(ctx, &mut inp, spec, PoolInput::Nan, "")?);
-                }
-            }
-        }
-        Family::Adam => {
-            // The cnn preset's 3.2M-weight layer only with the presets (slow in debug builds).
-            for case in adam_cases()
-                .iter()
-                .filter(|c| presets || c.n <= ADAM_TEST_MAX)
-            {
-                out.extend(check_adam(ctx, &mut inp, case)?);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Run every check of op family `family` (one of [`Family::OPS`]; [`Family::Relu`], which has no op, is refused) on `backend` with inputs from
-/// `seed`; `presets` adds the presets' full-size layers (slow on a debug build). Blocks for
-/// the device; a web page uses [`run_backend_family_async`].
+/// Run every check of `family` on `backend` with inputs from `seed`; `presets` adds the
+/// presets' full-size layers (slow on a debug build; the test suite leaves most of them to
+/// `wgtrain verify`). Blocks for the device; a web page uses [`run_backend_family_async`].
 pub fn run_backend_family(
     backend: &mut dyn Backend,
     family: Family,
@@ -233,164 +51,370 @@ pub async fn run_backend_family_async(
     presets: bool,
 ) -> Result<Vec<Check>> {
     let mut inp = Inputs::new(seed);
-    let inp = &mut inp;
-    let be = backend;
+    let (be, inp) = (backend, &mut inp);
+    // The variant of every product outside the matmul family's sweep: the adapter default.
+    let own = be.as_gpu().map(|gpu| MatmulTile::default_for(gpu.ctx()));
+    pin(be, own);
+    let out = match family {
+        Family::Matmul => matmul(be, inp, own, presets).await,
+        Family::Bias => bias(be, inp, presets).await,
+        Family::SoftmaxXent => softmax_xent(be, inp).await,
+        Family::Sgd => sgd(be, inp).await,
+        Family::Metrics => metrics(be, inp).await,
+        Family::Gather => gather(be, inp).await,
+        Family::Conv2d => conv2d(be, inp, own, presets).await,
+        Family::Maxpool => maxpool(be, inp, presets).await,
+        Family::Avgpool => avgpool(be, inp).await,
+        Family::Adam => adam(be, inp, presets).await,
+    };
+    pin(be, None);
+    out
+}
+
+/// On the GPU backend, run the products of programs prepared from now on with `tile` (`None`:
+/// the autotuner's choice); nothing elsewhere.
+fn pin(be: &mut dyn Backend, tile: Option<MatmulTile>) {
+    if let Some(gpu) = be.as_gpu() {
+        gpu.pin_matmul_tile(tile);
+    }
+}
+
+/// [`check_matmul_op`] with `tile` pinned (on the GPU backend) and named in the checks.
+async fn product(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &MatmulSpec,
+    tile: Option<MatmulTile>,
+) -> Result<Vec<Check>> {
+    pin(be, tile);
+    let mut checks = check_matmul_op(be, inp, spec).await?;
+    for c in &mut checks {
+        c.tile = tile;
+    }
+    Ok(checks)
+}
+
+/// Why `tile` must not run `spec` on the GPU backend `be`, if it must not.
+fn unsupported(be: &mut dyn Backend, tile: &MatmulTile, spec: &MatmulSpec) -> Option<String> {
+    be.as_gpu()
+        .and_then(|gpu| tile.unsupported_for(gpu.ctx(), spec))
+}
+
+/// The four transpose combinations.
+const TRANS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
+
+/// Awkward shapes every variant meets with every transpose, epilogue and accumulation.
+const AWKWARD: [(usize, usize, usize); 4] =
+    [(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)];
+
+/// Matrix products. On every backend (on the GPU with the adapter default `own`): accumulation
+/// with every epilogue and transpose. On the CPU backends: every shape in every transpose
+/// combination, the epilogue turning with both; every combination training, evaluation or
+/// bench launches; the presets' products. On the GPU backend instead every variant the adapter
+/// can run, each pinned in turn: the two defaults on every shape and transpose, every variant
+/// in every launched combination over the edges of its tile and on awkward shapes, the
+/// presets' products on the two defaults.
+async fn matmul(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    own: Option<MatmulTile>,
+    presets: bool,
+) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    match family {
-        Family::Matmul => {
-            // Every shape in every transpose combination, the epilogue turning with both so
-            // that each (transposes, epilogue) pair meets several shapes.
-            let trans = [(false, false), (false, true), (true, false), (true, true)];
-            for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
-                for (j, &(ta, tb)) in trans.iter().enumerate() {
+    // Accumulation, with every epilogue and transpose, on a few awkward shapes.
+    for (i, &(m, n, k)) in AWKWARD.iter().enumerate() {
+        for (j, epi) in Epilogue::ALL.into_iter().enumerate() {
+            let (ta, tb) = TRANS[(i + j) % 4];
+            let spec = MatmulSpec {
+                trans_a: ta,
+                trans_b: tb,
+                epilogue: epi,
+                accumulate: true,
+                ..MatmulSpec::new(m, n, k)
+            };
+            out.extend(product(be, inp, &spec, own).await?);
+        }
+    }
+    let combos = coverage::launched_combos()?;
+    let Some(own) = own else {
+        // Every shape in every transpose combination, the epilogue turning with both so that
+        // each (transposes, epilogue) pair meets several shapes.
+        for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
+            for (j, &(ta, tb)) in TRANS.iter().enumerate() {
+                let spec = MatmulSpec {
+                    trans_a: ta,
+                    trans_b: tb,
+                    epilogue: Epilogue::ALL[(i + j) % 4],
+                    ..MatmulSpec::new(m, n, k)
+                };
+                out.extend(product(be, inp, &spec, None).await?);
+            }
+        }
+        // Every combination training, evaluation or bench launches on every shape but the
+        // 1000³ one (coverage::launched_combos, read from the programs).
+        for &c in &combos {
+            for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
+                let spec = coverage::spec_of(c, shape);
+                out.extend(product(be, inp, &spec, None).await?);
+            }
+        }
+        if presets {
+            for (label, spec) in coverage::all_preset_products()? {
+                for mut c in product(be, inp, &spec, None).await? {
+                    c.shape = label.clone();
+                    out.push(c);
+                }
+            }
+        }
+        return Ok(out);
+    };
+    // The GPU backend: the portable default and the adapter's default on every shape in every
+    // transpose; every variant the adapter can run on shapes crossing every edge of its tile in
+    // every launched combination (covering the CPU backends' shapes and combinations).
+    let ctx = be.as_gpu().expect("the GPU backend").ctx();
+    let mut main = vec![MatmulTile::DEFAULT];
+    if own != MatmulTile::DEFAULT && own.available(ctx) {
+        main.push(own);
+    }
+    let candidates: Vec<MatmulTile> = MatmulTile::CANDIDATES
+        .into_iter()
+        .filter(|t| t.available(ctx))
+        .collect();
+    for &tile in &main {
+        for &(m, n, k) in MATMUL_SHAPES {
+            for (ta, tb) in TRANS {
+                let spec = MatmulSpec {
+                    trans_a: ta,
+                    trans_b: tb,
+                    ..MatmulSpec::new(m, n, k)
+                };
+                out.extend(product(be, inp, &spec, Some(tile)).await?);
+            }
+        }
+    }
+    // Every variant the adapter can run (the autotuner may pick any of them), in every
+    // combination training, evaluation or bench launches, on shapes crossing every edge of
+    // its tile.
+    for &tile in &candidates {
+        for &shape in &coverage::tile_edge_shapes(&tile) {
+            for &c in &combos {
+                let spec = coverage::spec_of(c, shape);
+                out.extend(product(be, inp, &spec, Some(tile)).await?);
+            }
+        }
+        // All transposes, epilogues and accumulation on a few awkward shapes.
+        for &(m, n, k) in &AWKWARD {
+            if !main.contains(&tile) {
+                for (ta, tb) in TRANS {
                     let spec = MatmulSpec {
                         trans_a: ta,
                         trans_b: tb,
-                        epilogue: Epilogue::ALL[(i + j) % 4],
                         ..MatmulSpec::new(m, n, k)
                     };
-                    out.extend(check_matmul_op(be, inp, &spec).await?);
+                    out.extend(product(be, inp, &spec, Some(tile)).await?);
                 }
             }
-            // Accumulation, with every epilogue and transpose, on a few awkward shapes.
-            for (i, &(m, n, k)) in [(1, 1, 1), (7, 13, 257), (65, 63, 17), (100, 512, 784)]
-                .iter()
-                .enumerate()
-            {
-                for (j, epi) in Epilogue::ALL.into_iter().enumerate() {
-                    let (ta, tb) = trans[(i + j) % 4];
-                    let spec = MatmulSpec {
-                        trans_a: ta,
-                        trans_b: tb,
-                        epilogue: epi,
-                        accumulate: true,
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.extend(check_matmul_op(be, inp, &spec).await?);
-                }
+            for epi in Epilogue::ALL {
+                let spec = MatmulSpec {
+                    epilogue: epi,
+                    trans_b: true,
+                    ..MatmulSpec::new(m, n, k)
+                };
+                out.extend(product(be, inp, &spec, Some(tile)).await?);
             }
-            // Every combination training, evaluation or bench launches on every shape but
-            // the 1000³ one (coverage::launched_combos, read from the programs).
-            for c in coverage::launched_combos()? {
-                for &shape in MATMUL_SHAPES.iter().filter(|s| s.0 * s.1 * s.2 < 1 << 28) {
-                    let spec = coverage::spec_of(c, shape);
-                    out.extend(check_matmul_op(be, inp, &spec).await?);
+            let acc = MatmulSpec {
+                accumulate: true,
+                epilogue: Epilogue::ReluMask,
+                trans_a: true,
+                ..MatmulSpec::new(m, n, k)
+            };
+            out.extend(product(be, inp, &acc, Some(tile)).await?);
+        }
+    }
+    // The real products of every preset's training step and evaluation, on the portable
+    // default and the adapter's default.
+    if presets {
+        for (label, spec) in coverage::all_preset_products()? {
+            for &tile in &main {
+                if let Some(why) = unsupported(be, &tile, &spec) {
+                    log::warn!("verify: {label} not checked on {tile}: {why}");
+                    continue;
                 }
-            }
-            if presets {
-                for (label, spec) in coverage::all_preset_products()? {
-                    for mut c in check_matmul_op(be, inp, &spec).await? {
-                        c.shape = label.clone();
-                        out.push(c);
-                    }
+                for mut c in product(be, inp, &spec, Some(tile)).await? {
+                    c.shape = label.clone();
+                    out.push(c);
                 }
             }
         }
-        Family::Bias => {
-            for &(r, c) in ROW_SHAPES {
-                out.extend(check_bias_op(be, inp, r, c, "").await?);
-            }
-            if presets {
-                for (label, rows, o, _) in PRESET_LAYERS {
-                    out.extend(check_bias_op(be, inp, rows, o, &format!("{label} ")).await?);
-                }
+    }
+    Ok(out)
+}
+
+/// The bias gradient (column sums) on every row shape, and the presets' dense layers.
+async fn bias(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for &(r, c) in ROW_SHAPES {
+        out.extend(check_bias_op(be, inp, r, c, "").await?);
+    }
+    if presets {
+        for (label, rows, o, _) in PRESET_LAYERS {
+            out.extend(check_bias_op(be, inp, rows, o, &format!("{label} ")).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Softmax with cross-entropy on random logits up to 1000 classes, and on logits that
+/// overflow a naive softmax (which must also come out finite).
+async fn softmax_xent(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
+        let logits = softmax_logits(inp, r, c);
+        out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}")).await?);
+    }
+    let extreme = softmax_extreme_logits();
+    let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into()).await?;
+    fail_nonfinite(&mut checks);
+    out.extend(checks);
+    Ok(out)
+}
+
+/// SGD on every row shape's element count, the hyperparameters turning.
+async fn sgd(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
+        out.extend(check_sgd_op(be, inp, r * c, SGD_PARAMS[i % SGD_PARAMS.len()]).await?);
+    }
+    Ok(out)
+}
+
+/// The metrics accumulation on row shapes up to 1000 classes.
+async fn metrics(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
+        out.extend(check_metrics_op(be, inp, r, c).await?);
+    }
+    Ok(out)
+}
+
+/// The gather and the cursor's advance from three cursors on every gather shape; on the GPU
+/// backend also from near the end of part of the order on the dataset split into about three
+/// shards, as one larger than a binding is.
+async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for &(samples, pixels, rows) in GATHER_SHAPES {
+        for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
+            out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor).await?);
+        }
+        if let Some(gpu) = be.as_gpu() {
+            let shard = ((samples / 3).max(4) * pixels) as u64;
+            gpu.pin_dataset_shards(Some(shard));
+            let checks = check_gather_op(be, inp, samples, pixels, rows, Cursor::NearEndOfPart);
+            let checks = checks.await;
+            be.as_gpu()
+                .expect("the GPU backend")
+                .pin_dataset_shards(None);
+            for mut c in checks? {
+                c.shape = format!("{} in shards of {shard} bytes", c.shape);
+                out.push(c);
             }
         }
-        Family::SoftmaxXent => {
-            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                let logits = softmax_logits(inp, r, c);
-                out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}")).await?);
-            }
-            let extreme = softmax_extreme_logits();
-            let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into()).await?;
-            fail_nonfinite(&mut checks);
-            out.extend(checks);
+    }
+    Ok(out)
+}
+
+/// im2col and col2im (with and without a mask) on every geometry, whole convolution layers
+/// (with infinities on every other one that allows them), and the presets' layers.
+async fn conv2d(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    own: Option<MatmulTile>,
+    presets: bool,
+) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    let layer = |checks: Vec<Check>, out: &mut Vec<Check>| {
+        out.extend(checks.into_iter().map(|mut c| {
+            c.tile = own;
+            c
+        }))
+    };
+    for spec in conv2d_shapes() {
+        out.extend(check_conv2d_op(be, inp, &spec, "").await?);
+    }
+    for (i, spec) in conv2d_layer_shapes().iter().enumerate() {
+        layer(
+            check_conv2d_layer_op(be, inp, spec, false, "").await?,
+            &mut out,
+        );
+        if spec.w >= spec.k.max(2) && i % 2 == 0 {
+            layer(
+                check_conv2d_layer_op(be, inp, spec, true, "").await?,
+                &mut out,
+            );
         }
-        Family::Sgd => {
-            for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
-                out.extend(check_sgd_op(be, inp, r * c, SGD_PARAMS[i % SGD_PARAMS.len()]).await?);
-            }
+    }
+    if presets {
+        for (label, spec) in conv2d_preset_shapes() {
+            out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} ")).await?);
         }
-        Family::Metrics => {
-            for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
-                out.extend(check_metrics_op(be, inp, r, c).await?);
-            }
+        for (label, c_out) in [("lenet5 conv1", 6), ("cnn conv1", 32)] {
+            let spec = Conv2dSpec {
+                c_out,
+                ..conv2d_preset_shapes()[0].1
+            };
+            let label = format!("{label} ");
+            layer(
+                check_conv2d_layer_op(be, inp, &spec, false, &label).await?,
+                &mut out,
+            );
         }
-        Family::Gather => {
-            for &(samples, pixels, rows) in GATHER_SHAPES {
-                for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
-                    out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor).await?);
-                }
-            }
+    }
+    Ok(out)
+}
+
+/// Max-pooling forward and backward on every geometry (uniform, quantised with ties, ReLU
+/// outputs with zero ties, and NaN inputs on every fourth), and the presets' layers.
+async fn maxpool(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
+    for (i, spec) in maxpool_shapes().iter().enumerate() {
+        out.extend(check_maxpool_op(be, inp, spec, inputs[i % 3], "").await?);
+        if i % 4 == 1 {
+            out.extend(check_maxpool_op(be, inp, spec, PoolInput::Nan, "").await?);
         }
-        Family::Conv2d => {
-            for spec in conv2d_shapes() {
-                out.extend(check_conv2d_op(be, inp, &spec, "").await?);
-            }
-            for (i, spec) in conv2d_layer_shapes().iter().enumerate() {
-                out.extend(check_conv2d_layer_op(be, inp, spec, false, "").await?);
-                if spec.w >= spec.k.max(2) && i % 2 == 0 {
-                    out.extend(check_conv2d_layer_op(be, inp, spec, true, "").await?);
-                }
-            }
-            if presets {
-                for (label, spec) in conv2d_preset_shapes() {
-                    out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} ")).await?);
-                }
-                for (label, c_out) in [("lenet5 conv1", 6), ("cnn conv1", 32)] {
-                    let spec = Conv2dSpec {
-                        c_out,
-                        ..conv2d_preset_shapes()[0].1
-                    };
-                    let label = format!("{label} ");
-                    out.extend(check_conv2d_layer_op(be, inp, &spec, false, &label).await?);
-                }
-            }
-        }
-        Family::Maxpool => {
-            let inputs = [PoolInput::Uniform, PoolInput::Quantised, PoolInput::Relu];
-            for (i, spec) in maxpool_shapes().iter().enumerate() {
-                out.extend(check_maxpool_op(be, inp, spec, inputs[i % 3], "").await?);
-                if i % 4 == 1 {
-                    out.extend(check_maxpool_op(be, inp, spec, PoolInput::Nan, "").await?);
-                }
-            }
-            if presets {
-                for (label, spec) in maxpool_preset_shapes() {
-                    for input in [PoolInput::Quantised, PoolInput::Relu] {
-                        let label = format!("{label} ");
-                        out.extend(check_maxpool_op(be, inp, &spec, input, &label).await?);
-                    }
-                }
-            }
-        }
-        Family::Avgpool => {
-            let inputs = [PoolInput::Uniform, PoolInput::Relu];
-            for (i, spec) in avgpool_shapes().iter().enumerate() {
-                out.extend(check_avgpool_op(be, inp, spec, inputs[i % 2], "").await?);
-                if i % 4 == 1 {
-                    out.extend(check_avgpool_op(be, inp, spec, PoolInput::Nan, "").await?);
-                }
+    }
+    if presets {
+        for (label, spec) in maxpool_preset_shapes() {
+            for input in [PoolInput::Quantised, PoolInput::Relu] {
+                let label = format!("{label} ");
+                out.extend(check_maxpool_op(be, inp, &spec, input, &label).await?);
             }
         }
-        Family::Adam => {
-            for case in adam_cases()
-                .iter()
-                .filter(|c| presets || c.n <= ADAM_TEST_MAX)
-            {
-                out.extend(check_adam_op(be, inp, case).await?);
-            }
+    }
+    Ok(out)
+}
+
+/// Average pooling on K×K and global windows, uniform and ReLU'd inputs, NaN and ±∞ in some.
+async fn avgpool(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    let inputs = [PoolInput::Uniform, PoolInput::Relu];
+    for (i, spec) in avgpool_shapes().iter().enumerate() {
+        out.extend(check_avgpool_op(be, inp, spec, inputs[i % 2], "").await?);
+        if i % 4 == 1 {
+            out.extend(check_avgpool_op(be, inp, spec, PoolInput::Nan, "").await?);
         }
-        Family::Relu => {
-            return Err(crate::Error::InvalidSetting {
-                setting: crate::error::Setting::Kernel,
-                reason: format!(
-                    "relu has no op of its own (ReLU is a matmul epilogue, checked with matmul); \
-                     the op families are {:?}",
-                    Family::OPS.map(Family::name)
-                ),
-            })
-        }
+    }
+    Ok(out)
+}
+
+/// Adam on every case; the cnn preset's 3.2M-weight layer only with the presets.
+async fn adam(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for case in adam_cases()
+        .iter()
+        .filter(|c| presets || c.n <= ADAM_TEST_MAX)
+    {
+        out.extend(check_adam_op(be, inp, case).await?);
     }
     Ok(out)
 }

@@ -1,24 +1,24 @@
 //! Kernel-versus-CPU verification, shared by the test suite and `wgtrain verify`.
 //!
-//! Two paths share the inputs, references and tolerances of [`crate::oracle`]: [`run_family`]
-//! launches the WGSL kernels on a [`crate::gpu::GpuContext`] ([`kernels`]);
-//! [`run_backend_family`] ([`ops`], `wgtrain verify --device cpu`) runs programs of
-//! [`crate::ops::Op`]s on any [`crate::backend::Backend`], poisoning outputs, guarding the words
-//! past every buffer and checking inputs come back unchanged. Where a bound assumes the GPU's
-//! summation order, the backend path uses the any-order bound γ_n·Σ|terms|.
+//! One harness over the [`crate::backend::Backend`] trait, with the inputs, references and
+//! tolerances of [`crate::oracle`]: [`run_backend_family`] runs programs of
+//! [`crate::ops::Op`]s on any backend (the GPU's WGSL kernels, the CPU engine), poisoning
+//! outputs, guarding the words past every buffer and checking inputs come back unchanged. On
+//! the GPU backend it pins each matmul variant in turn, so every variant the autotuner may pick
+//! is checked at the edges of its tile. Where a bound assumes the GPU's summation order, the
+//! other backends are held to the any-order bound γ_n·Σ|terms|.
 //!
 //! Each check fills fresh random inputs from a seeded ChaCha8 stream, poisons every output
 //! buffer with NaN before the launch (so an element the kernel never writes fails), runs the
 //! kernel, and compares against the CPU twin evaluated in f64 on the same f32 inputs, within
 //! the tolerances argued in [`crate::oracle`].
 //!
-//! Files by job: [`shapes`] (what each family runs on), [`kernels`] (the GPU runners), [`ops`]
-//! (the backend runners), [`dispatch`] (which checks a family runs), [`coverage`] (what must be
-//! covered, read from the programs the engine prepares).
+//! Files by job: [`shapes`] (what each family runs on), [`ops`] (the checks, one program
+//! each), [`dispatch`] (which checks a family runs), [`coverage`] (what must be covered, read
+//! from the programs the engine prepares).
 
 pub mod coverage;
 pub mod dispatch;
-pub mod kernels;
 pub mod ops;
 pub mod shapes;
 
@@ -26,11 +26,7 @@ pub use crate::oracle::{
     compare, compare_exact, compare_u32, run_seed, softmax_logits, AdamCase, Check, Family, Inputs,
     PoolInput, U,
 };
-pub use dispatch::{run_backend_family, run_backend_family_async, run_family, run_family_with};
-pub use kernels::{
-    check_adam, check_bias, check_conv2d, check_gather, check_matmul, check_maxpool, check_metrics,
-    check_relu, check_sgd, check_softmax, check_softmax_extremes, check_softmax_on,
-};
+pub use dispatch::{run_backend_family, run_backend_family_async};
 pub use shapes::{
     adam_cases, conv2d_layer_shapes, conv2d_preset_shapes, conv2d_shapes, maxpool_preset_shapes,
     maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, PRESET_LAYERS, ROW_SHAPES,

@@ -5,13 +5,14 @@
 //! tolerance code is shared with them: [`crate::oracle`]).
 //!
 //! Where a GPU bound assumes the kernel's summation order (bias_backward's and the metrics'
-//! partial sums), the backend checks use the bound for any order of the same terms instead:
-//! γ_n·Σ|terms| for n terms. Every buffer also carries [`GUARD`] words past its end that must
+//! partial sums), the checks use that bound on the GPU backend and the bound for any order of
+//! the same terms elsewhere: γ_n·Σ|terms| for n terms. Every buffer also carries [`GUARD`] words past its end that must
 //! come back unchanged, and every input must come back bit-for-bit: one "… untouched" check
 //! per program reports writes outside the outputs.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, EngineKind};
 use crate::data::Dataset;
+use crate::gpu::kernels;
 use crate::ops::{
     AdamParams, AvgPool2dSpec, BufId, Conv2dSpec, Epilogue, MatmulSpec, MetricsAcc, Op, Pool2dSpec,
 };
@@ -132,13 +133,23 @@ impl<'a> Harness<'a> {
 
     /// "`name` untouched": every input bit-for-bit as written, every guard intact.
     async fn untouched(&mut self, name: &str, shape: &str) -> Result<Check> {
+        // One read-back (one wait for the device) for every buffer.
+        let fixed = std::mem::take(&mut self.fixed);
+        let guarded = std::mem::take(&mut self.guarded);
+        let mut parts: Vec<(BufId, usize)> = fixed.iter().map(|(b, v)| (*b, v.len())).collect();
+        parts.extend(guarded.iter().map(|&(b, n)| (b, n + GUARD)));
+        let mut all = vec![0u32; parts.iter().map(|p| p.1).sum()];
+        self.be.read_into_async(&parts, &mut all).await?;
         let (mut got, mut want) = (Vec::new(), Vec::new());
-        for (b, v) in std::mem::take(&mut self.fixed) {
-            got.extend(self.read(b, v.len()).await?);
+        let mut at = 0;
+        for (_, v) in fixed {
+            got.extend_from_slice(&all[at..at + v.len()]);
+            at += v.len();
             want.extend(v);
         }
-        for (b, n) in std::mem::take(&mut self.guarded) {
-            got.extend_from_slice(&self.read(b, n + GUARD).await?[n..]);
+        for (_, n) in guarded {
+            got.extend_from_slice(&all[at + n..at + n + GUARD]);
+            at += n + GUARD;
             want.extend([GUARD_WORD; GUARD]);
         }
         Ok(compare_u32(
@@ -191,7 +202,9 @@ pub async fn check_matmul_op(
     Ok(vec![check, untouched])
 }
 
-/// db = column sums of dy[rows, cols], within γ_rows·Σ|dy| (any order).
+/// db = column sums of dy[rows, cols], within γ_rows·Σ|dy| (any order), on the GPU backend
+/// within γ of the kernel's longest chain of additions
+/// ([`kernels::bias_backward_depth`]).
 pub async fn check_bias_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
@@ -199,6 +212,10 @@ pub async fn check_bias_op(
     cols: usize,
     label: &str,
 ) -> Result<Vec<Check>> {
+    let depth = match be.kind() {
+        EngineKind::Gpu => kernels::bias_backward_depth(rows),
+        EngineKind::Cpu => rows,
+    };
     let dy = inp.matrix(rows, cols);
     let mut h = Harness::new(be, Family::Bias);
     let dyb = h.input_f32("dy", dy.as_slice().unwrap())?;
@@ -214,7 +231,7 @@ pub async fn check_bias_op(
     )?;
     let got = h.read_f32(db, cols).await?;
     let shape = format!("{label}{rows}x{cols}");
-    let check = bias_backward_compare(&dy, &got, rows, shape.clone());
+    let check = bias_backward_compare(&dy, &got, depth, shape.clone());
     Ok(vec![check, h.untouched("bias_backward", &shape).await?])
 }
 
@@ -294,13 +311,19 @@ pub async fn check_sgd_op(
     Ok(out)
 }
 
-/// Metrics accumulation over [rows, classes] into a non-zero accumulator.
+/// Metrics accumulation over [rows, classes] into a non-zero accumulator, the loss sum within
+/// γ of `rows` terms in any order (plus the accumulator's), on the GPU backend of the
+/// kernel's 256 strided partial sums and 8-level tree where that is fewer.
 pub async fn check_metrics_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     rows: usize,
     classes: usize,
 ) -> Result<Vec<Check>> {
+    let depth = match be.kind() {
+        EngineKind::Gpu => rows.min(rows.div_ceil(256) + 8),
+        EngineKind::Cpu => rows,
+    };
     let (scores, labels, loss) = metrics_inputs(inp, rows, classes);
     let start = METRICS_START;
     let mut h = Harness::new(be, Family::Metrics);
@@ -322,8 +345,7 @@ pub async fn check_metrics_op(
     let acc: MetricsAcc =
         bytemuck::pod_read_unaligned(bytemuck::cast_slice(&h.read(accb, 4).await?));
     let shape = format!("{rows}x{classes}");
-    // Any order: rows terms plus the accumulator's.
-    let mut out = metrics_compare(&scores, &labels, &loss, start, acc, rows, shape.clone());
+    let mut out = metrics_compare(&scores, &labels, &loss, start, acc, depth, shape.clone());
     out.push(h.untouched("accumulate_metrics", &shape).await?);
     Ok(out)
 }
@@ -338,6 +360,9 @@ pub enum Cursor {
     StartTwice,
     /// At the end: all padding.
     AtEnd,
+    /// rows/2 before the end of a part of the order (as a data-parallel rank uses): the
+    /// minibatch runs into padding while samples past the part stay unread.
+    NearEndOfPart,
 }
 
 /// Gather of `rows` samples of `pixels` bytes from a random dataset of `samples`, then
@@ -352,12 +377,12 @@ pub async fn check_gather_op(
 ) -> Result<Vec<Check>> {
     // Starting twice from 0 also runs on a part of the order, as a data-parallel rank does.
     let len = match cursor {
-        Cursor::StartTwice => samples - samples / 3,
-        _ => samples,
+        Cursor::StartTwice | Cursor::NearEndOfPart => samples - samples / 3,
+        Cursor::NearEnd | Cursor::AtEnd => samples,
     };
     let mut d = GatherData::new(inp, samples, pixels, rows, len);
     let repeat = match cursor {
-        Cursor::NearEnd => 1,
+        Cursor::NearEnd | Cursor::NearEndOfPart => 1,
         Cursor::StartTwice => {
             d.start = 0;
             2

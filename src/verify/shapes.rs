@@ -1,5 +1,5 @@
 //! What the checks run on: the shapes of every family, the presets' full-size layers, the Adam
-//! cases. Shared by the kernel checks ([`super::kernels`]) and the op checks ([`super::ops`]).
+//! cases. Used by the checks of [`super::dispatch`].
 
 use crate::ops::{AdamParams, AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
 use crate::oracle::{AdamCase, ADAM_SCHEDULE_LEN};
@@ -217,7 +217,7 @@ pub fn avgpool_shapes() -> Vec<AvgPool2dSpec> {
     v
 }
 
-/// Adam cases larger than this run only with the presets (see [`super::run_family_with`]).
+/// Adam cases larger than this run only with the presets (see [`super::run_backend_family`]).
 pub const ADAM_TEST_MAX: usize = 200_000;
 
 /// Adam cases: 1 element, around one workgroup (255–257), odd sizes and primes, the lenet5 and

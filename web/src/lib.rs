@@ -808,7 +808,7 @@ pub async fn verify(
             )))
         }
     };
-    let all = wgtrain::verify::Family::OPS;
+    let all = wgtrain::verify::Family::ALL;
     let families: Vec<wgtrain::verify::Family> = match &families {
         None => all.to_vec(),
         Some(f) => f
