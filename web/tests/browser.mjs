@@ -542,9 +542,17 @@ async function main() {
       assert(after.acc === before.acc && after.download, `the model was lost: ${JSON.stringify(after)}`);
       assert(!(await page.isDisabled('#train')) && !(await page.isDisabled('#preset')), 'the controls stay disabled');
       assert((await downloadBytes()).equals(model), 'the model downloaded after the panic differs');
+      // New data replaces the training set the panic held (never freed under the dead call).
+      await dismissError(page);
+      const sample = path.join(ROOT, 'assets', 'mnist-sample');
+      await page.setInputFiles('#files', fs.readdirSync(sample).filter((f) => f.endsWith('.gz')).map((f) => path.join(sample, f)));
+      await page.waitForFunction(() => document.querySelector('#data-status').dataset.source === 'files' || !document.querySelector('#error').hidden, null, { timeout: 30000 });
+      assert(!(await errorText(page)), `new data after the panic: ${await errorText(page)}`);
       const r = await trainInPage(page, { preset: 'seed-small', epochs: 2, batch: 100, device: 'cpu' });
       console.log(`trained after the panic: ${r.status}`);
       assert(r.step === 40, `steps ${r.step}`);
+      await page.click('#use-sample');
+      await page.waitForFunction(() => document.querySelector('#data-status').dataset.source === 'sample', null, { timeout: 30000 });
     });
 
     await check('pause, predict while paused, resume to the end', async () => {
