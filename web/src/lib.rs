@@ -87,8 +87,11 @@ pub fn start() {
             let message = format!(
                 "{}{}",
                 info.payload_as_str().unwrap_or("a panic without a message"),
-                info.location()
-                    .map_or(String::new(), |l| format!(" (at {}:{})", l.file(), l.line()))
+                info.location().map_or(String::new(), |l| format!(
+                    " (at {}:{})",
+                    l.file(),
+                    l.line()
+                ))
             );
             let handler = PANIC_HANDLER
                 .try_with(|h| h.try_borrow().ok().and_then(|h| h.clone()))
@@ -217,8 +220,7 @@ pub fn set_field_names(
     #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] names: JsValue,
 ) -> Result<(), JsValue> {
     let names: std::collections::BTreeMap<String, String> =
-        serde_wasm_bindgen::from_value(names)
-            .map_err(|e| js_err(format!("setFieldNames: {e}")))?;
+        serde_wasm_bindgen::from_value(names).map_err(|e| js_err(format!("setFieldNames: {e}")))?;
     if let Some(k) = names.keys().find(|k| !NAMEABLE.contains(&k.as_str())) {
         return Err(js_err(format!(
             "setFieldNames: {k:?} is not one of {NAMEABLE:?}"
@@ -562,7 +564,11 @@ fn fmt_bytes(n: u128) -> String {
     if n < 1 << 20 {
         format!("{} bytes", grouped(n))
     } else {
-        format!("{} bytes ({:.2} GiB)", grouped(n), n as f64 / (1u64 << 30) as f64)
+        format!(
+            "{} bytes ({:.2} GiB)",
+            grouped(n),
+            n as f64 / (1u64 << 30) as f64
+        )
     }
 }
 
@@ -621,7 +627,11 @@ fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
                 ),
             ));
         }
-        let acts_limit = if on_cpu { one_piece } else { usize::MAX as u128 / 4 };
+        let acts_limit = if on_cpu {
+            one_piece
+        } else {
+            usize::MAX as u128 / 4
+        };
         if 4 * acts > acts_limit {
             return Err(fail(
                 at,
@@ -834,8 +844,8 @@ impl Trainer {
         let name = model_name.unwrap_or_else(|| "the model file".into());
         // The device first: what must fit in WebAssembly memory depends on it.
         let on_cpu = ctx.is_none();
-        let (cfg, model) = resolve(&o, model.as_deref().map(|b| (b, name.as_str())), on_cpu)
-            .map_err(js_err)?;
+        let (cfg, model) =
+            resolve(&o, model.as_deref().map(|b| (b, name.as_str())), on_cpu).map_err(js_err)?;
         // Both sets stay the page's (a by-value `Dataset` would be moved out of JavaScript).
         let test = Some(&test.inner);
         train::check_data(&cfg.arch, &train.inner, "training").map_err(js_err)?;
