@@ -562,10 +562,21 @@ async function main() {
       await page.fill('#chunk', '2');
       await page.selectOption('#device', 'gpu');
       await dismissError(page);
+      // Pause on an event, not a guess of how fast the page trains: the status's step reaching
+      // 20 clicks Pause in the page before the next chunk starts (it stops at step 22).
+      await page.evaluate(() => {
+        const s = document.querySelector('#status');
+        const watch = new MutationObserver(() => {
+          const run = window.wgtrainPage.run;
+          if (run && run.last && run.last.step >= 20 && s.dataset.state === 'training') {
+            watch.disconnect();
+            document.querySelector('#pause').click();
+          }
+        });
+        watch.observe(s, { attributes: true, childList: true, characterData: true, subtree: true });
+      });
       await page.click('#train');
-      await page.waitForFunction(() => Number(document.querySelector('#status').dataset.step) >= 20, null, { timeout: 60000, polling: 20 });
-      await page.click('#pause');
-      await waitState(page, ['paused', 'done'], 60000);
+      await waitState(page, ['paused', 'done'], 120000);
       const paused = await page.evaluate(() => ({
         state: document.querySelector('#status').dataset.state,
         step: Number(document.querySelector('#status').dataset.step),
@@ -574,7 +585,7 @@ async function main() {
         pause: document.querySelector('#pause').textContent,
       }));
       console.log(`paused: ${JSON.stringify(paused)}`);
-      assert(paused.state === 'paused' && paused.step < 300, 'training did not pause before the end');
+      assert(paused.state === 'paused' && paused.step === 22, `training did not pause at step 22 (the chunk after step 20): ${paused.step}`);
       assert(paused.when === 'paused' && paused.acc > 0, 'no test accuracy at the pause');
       assert(paused.pause === 'Resume', `the pause button says ${paused.pause}`);
       // A prediction while paused (the drawing from before is still there).
