@@ -2,8 +2,11 @@
 //! as the native build (wasm-bindgen; `web/build.sh` makes `web/www/pkg/`).
 //!
 //! Everything that waits for the GPU is async (a page's thread may not block); every error is
-//! a JavaScript `Error` whose message is the one line the CLI would print. Where the browser
-//! offers no WebGPU, training runs on the CPU twins compiled to WebAssembly.
+//! a JavaScript `Error` whose message is the one line the CLI would print, worded with the
+//! option names (or the page's field names, `setFieldNames`), and whose `option` property
+//! names the option it is about, if one. Where the browser offers no WebGPU, training runs on
+//! the CPU twins compiled to WebAssembly. A run the page's memory cannot hold is refused
+//! before anything is allocated; a panic (a bug) is reported to `onPanic`.
 //!
 //! A `Trainer` drives the engine one chunk of steps at a time so the page can draw between
 //! chunks and pause; the chunk and the run's books (`train::Progress`: each epoch's order, its
