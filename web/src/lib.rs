@@ -630,20 +630,21 @@ fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
                 ),
             ));
         }
-        let acts_limit = if on_cpu {
-            one_piece
+        // On the CPU twins the outputs are one allocation here; on WebGPU one buffer, sized
+        // by the adapter's limits, whose word count must still be a number this target holds.
+        let (acts_limit, what) = if on_cpu {
+            (one_piece, "one allocation can hold here")
         } else {
-            usize::MAX as u128 / 4
+            (4 * usize::MAX as u128, "this target can count")
         };
         if 4 * acts > acts_limit {
             return Err(fail(
                 at,
                 format!(
-                    "its outputs for a batch of {batch} need {} in one piece, more than one \
-                     allocation can hold here ({}); {}",
+                    "its outputs for a batch of {batch} need {} in one piece, more than {what} \
+                     ({}); {smaller}",
                     fmt_bytes(4 * acts),
                     fmt_bytes(acts_limit),
-                    smaller
                 ),
             ));
         }
