@@ -252,19 +252,34 @@ mod tests {
 
     /// Run the writer in a child process (this same test binary) and SIGKILL it at varying
     /// moments: the target must always be one complete version.
+    ///
+    /// Event-driven, not timed: the child prints a line on stdout after each completed write,
+    /// and round `r` kills it right after its `r + 1`-th line, while it is in the middle of the
+    /// next write (creating, filling, syncing or renaming its temp file, wherever the scheduler
+    /// lets it be). A loaded machine only slows the rounds down. Each round starts from the
+    /// parent's version `a`, and the child writes only `b` and `c`: after an announced write the
+    /// file must be one of those two, whole.
     #[cfg(unix)]
     #[test]
     fn kill_9_mid_write_never_truncates() {
+        use std::io::BufRead;
         const CHILD_ENV: &str = "WGTRAIN_ATOMIC_WRITE_CHILD";
+        const WROTE: &str = "wgtrain-atomic-write: wrote";
         let a = vec![b'a'; 4 << 20];
         let b = vec![b'b'; (4 << 20) + 1];
+        let c = vec![b'c'; (4 << 20) + 2];
         if let Ok(dir) = std::env::var(CHILD_ENV) {
-            // Child: rewrite the file until killed (bounded in case the parent dies first).
+            // Child: rewrite the file until killed, announcing each completed write (bounded
+            // in case the parent dies first). Straight to the process's stdout, which the test
+            // harness does not capture.
             let p = Path::new(&dir).join("target.bin");
             let start = std::time::Instant::now();
             for i in 0.. {
-                atomic_write(&p, if i % 2 == 0 { &b } else { &a }).unwrap();
-                if start.elapsed().as_secs() > 20 {
+                atomic_write(&p, if i % 2 == 0 { &b } else { &c }).unwrap();
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{WROTE} {i}").unwrap();
+                out.flush().unwrap();
+                if start.elapsed().as_secs() > 60 {
                     break;
                 }
             }
@@ -272,30 +287,41 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("target.bin");
-        atomic_write(&p, &a).unwrap();
-        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
-        let first_inode = inode(&p);
-        let mut saw_b = false;
         for round in 0..6 {
+            atomic_write(&p, &a).unwrap();
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "util::tests::kill_9_mid_write_never_truncates"])
+                .args([
+                    "--exact",
+                    "util::tests::kill_9_mid_write_never_truncates",
+                    "--nocapture",
+                ])
                 .env(CHILD_ENV, dir.path())
-                .stdout(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(40 + 23 * round));
-            child.kill().unwrap(); // SIGKILL
+            // Wait for `round + 1` completed writes; the harness's own lines are skipped.
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut writes = 0;
+            while writes <= round {
+                match lines.next() {
+                    Some(line) => writes += usize::from(line.unwrap().starts_with(WROTE)),
+                    None => panic!("round {round}: the child exited after {writes} writes"),
+                }
+            }
+            child.kill().unwrap(); // SIGKILL, mid-way through the next write
             child.wait().unwrap();
             let got = fs::read(&p).unwrap();
-            assert!(got == a || got == b, "round {round}: {} bytes", got.len());
-            saw_b |= got == b;
+            assert!(
+                got == b || got == c,
+                "round {round}: {} bytes, {}",
+                got.len(),
+                if got == a {
+                    "the child's announced writes did not land"
+                } else {
+                    "not one complete version"
+                }
+            );
         }
-        // Each completed write is a new file (inode), and the child writes `b` first: either
-        // shows the child really was writing when killed.
-        assert!(
-            saw_b || inode(&p) != first_inode,
-            "the child never replaced the file"
-        );
     }
 }

@@ -251,7 +251,8 @@ impl Backend for GpuBackend {
     }
 
     fn alloc(&mut self, label: &str, words: usize) -> Result<BufId> {
-        let bytes = words as u64 * 4;
+        // Saturating: a size past u64 is refused by the limits below, never wrapped to a small one.
+        let bytes = (words as u64).saturating_mul(4);
         let used_by = crate::error::LimitUse::Buffer(label.to_string());
         self.ctx.check_limit(
             "max_buffer_size",

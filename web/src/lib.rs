@@ -2,8 +2,11 @@
 //! as the native build (wasm-bindgen; `web/build.sh` makes `web/www/pkg/`).
 //!
 //! Everything that waits for the GPU is async (a page's thread may not block); every error is
-//! a JavaScript `Error` whose message is the one line the CLI would print. Where the browser
-//! offers no WebGPU, training runs on the CPU twins compiled to WebAssembly.
+//! a JavaScript `Error` whose message is the one line the CLI would print, worded with the
+//! option names (or the page's field names, `setFieldNames`), and whose `option` property
+//! names the option it is about, if one. Where the browser offers no WebGPU, training runs on
+//! the CPU twins compiled to WebAssembly. A run the page's memory cannot hold is refused
+//! before anything is allocated; a panic (a bug) is reported to `onPanic`.
 //!
 //! A `Trainer` drives the engine one chunk of steps at a time so the page can draw between
 //! chunks and pause; the chunk and the run's books (`train::Progress`: each epoch's order, its
@@ -80,27 +83,175 @@ export interface VerifyReport { device: string; seed: number; passed: number; fa
 pub fn start() {
     #[cfg(target_arch = "wasm32")]
     {
-        console_error_panic_hook::set_once();
+        // A panic traps the module: the call (or the pending promise) never returns. The hook
+        // logs it and tells the page (`onPanic`), which settles what it was waiting for.
+        std::panic::set_hook(Box::new(|info| {
+            console_error_panic_hook::hook(info);
+            let message = format!(
+                "{}{}",
+                info.payload_as_str().unwrap_or("a panic without a message"),
+                info.location().map_or(String::new(), |l| format!(
+                    " (at {}:{})",
+                    l.file(),
+                    l.line()
+                ))
+            );
+            let handler = PANIC_HANDLER
+                .try_with(|h| h.try_borrow().ok().and_then(|h| h.clone()))
+                .ok()
+                .flatten();
+            if let Some(f) = handler {
+                let _ = f.call1(&JsValue::NULL, &JsValue::from_str(&message));
+            }
+        }));
         // Warnings (a fallback to the CPU, a dropped tuning) reach the browser's console.
         let _ = console_log::init_with_level(log::Level::Warn);
     }
 }
 
-/// One line: the library's errors worded with this API's option names ([`Options`]), anything
-/// else as it displays.
-fn js_err(e: impl std::fmt::Display + 'static) -> JsError {
-    let any: &dyn std::any::Any = &e;
-    match any.downcast_ref::<wgtrain::Error>() {
-        Some(e) => JsError::new(&e.worded(&Options)),
-        None => JsError::new(&e.to_string()),
+thread_local! {
+    /// The page's `onPanic` handler.
+    static PANIC_HANDLER: std::cell::RefCell<Option<js_sys::Function>> =
+        const { std::cell::RefCell::new(None) };
+    /// The page's names for its fields (`setFieldNames`), by option.
+    static FIELD_NAMES: std::cell::RefCell<std::collections::BTreeMap<String, String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Call `handler(message)` when code in this module panics (a bug: a panic traps the module,
+/// so the call that panicked never returns and its promise never settles). The message is one
+/// line. The handler runs inside the panic: it must not call this module (defer that work with
+/// `setTimeout`); what was not in use at the panic (a trainer not being called, a dataset not
+/// being read) can be used afterwards. `undefined` removes the handler.
+#[wasm_bindgen(js_name = onPanic)]
+pub fn on_panic(
+    #[wasm_bindgen(unchecked_param_type = "((message: string) => void) | undefined")]
+    handler: Option<js_sys::Function>,
+) {
+    PANIC_HANDLER.with(|h| *h.borrow_mut() = handler);
+}
+
+/// For tests of a page's recovery only: panics inside the module on the next turn of the event
+/// loop, as a bug in the engine would, holding `holding` borrowed as `Trainer.create` holds its
+/// datasets; the returned promise never settles (see `onPanic`).
+#[wasm_bindgen(js_name = testOnlyPanic)]
+pub async fn test_only_panic(message: String, holding: &Dataset) -> Result<JsValue, JsValue> {
+    yield_now().await;
+    panic!("{message} (while holding {} samples)", holding.inner.n)
+}
+
+/// The [`TrainOptions`] field a setting is, if it is one.
+fn option_key(s: Setting) -> Option<&'static str> {
+    Some(match s {
+        Setting::Arch | Setting::Preset => "arch",
+        Setting::Optimizer => "optimizer",
+        Setting::LrSchedule => "lrSchedule",
+        Setting::Lr => "lr",
+        Setting::Momentum => "momentum",
+        Setting::L2 => "l2",
+        Setting::BatchSize => "batchSize",
+        Setting::Epochs => "epochs",
+        Setting::MaxSteps => "maxSteps",
+        _ => return None,
+    })
+}
+
+/// The option (a [`TrainOptions`] field) whose value an error is about, if one is.
+fn error_option(e: &wgtrain::Error) -> Option<&'static str> {
+    use wgtrain::error::LimitUse;
+    use wgtrain::Error as E;
+    match e {
+        E::InvalidSetting { setting, .. } => option_key(*setting),
+        E::Network { .. } | E::DataMismatch { .. } | E::OutOfMemory { .. } => Some("arch"),
+        E::LimitExceeded {
+            used_by: LimitUse::Buffer(_),
+            ..
+        } => Some("batchSize"),
+        E::Kernel {
+            out_of_memory: true,
+            ..
+        } => Some("batchSize"),
+        E::Diverged { .. } => Some("lr"),
+        _ => None,
     }
 }
 
-/// How this API names what a caller can change: the [`TrainOptions`] fields.
+/// One line: the library's errors worded with the page's field names ([`set_field_names`])
+/// or this API's option names ([`Options`]), anything else as it displays. An `Error` whose
+/// `option` property names the option it is about (`"arch"`, `"batchSize"`, ...) when the
+/// library's error is about one, so a page can show it beside that field.
+fn js_err(e: impl std::fmt::Display + 'static) -> JsValue {
+    let any: &dyn std::any::Any = &e;
+    let (message, option) = match any.downcast_ref::<wgtrain::Error>() {
+        Some(e) => (e.worded(&Options), error_option(e)),
+        None => (e.to_string(), None),
+    };
+    let err = js_sys::Error::new(&message);
+    if let Some(k) = option {
+        let _ = js_sys::Reflect::set(&err, &"option".into(), &k.into());
+    }
+    err.into()
+}
+
+/// An `Error` with `message` about option `option` (see [`js_err`]).
+fn option_err(option: &str, message: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    let _ = js_sys::Reflect::set(&err, &"option".into(), &option.into());
+    err.into()
+}
+
+/// The options (and `device`) a page may name with its own words.
+const NAMEABLE: [&str; 11] = [
+    "arch",
+    "optimizer",
+    "lrSchedule",
+    "lr",
+    "momentum",
+    "l2",
+    "batchSize",
+    "epochs",
+    "maxSteps",
+    "device",
+    "chunkSteps",
+];
+
+/// How a page names its fields, by option (`{ batchSize: "Batch size", device: "Device" }`):
+/// error messages then say the page's words instead of `option batchSize`. Options not named
+/// keep the API's names; names given before are replaced.
+#[wasm_bindgen(js_name = setFieldNames)]
+pub fn set_field_names(
+    #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] names: JsValue,
+) -> Result<(), JsValue> {
+    let names: std::collections::BTreeMap<String, String> =
+        serde_wasm_bindgen::from_value(names).map_err(|e| js_err(format!("setFieldNames: {e}")))?;
+    if let Some(k) = names.keys().find(|k| !NAMEABLE.contains(&k.as_str())) {
+        return Err(js_err(format!(
+            "setFieldNames: {k:?} is not one of {NAMEABLE:?}"
+        )));
+    }
+    FIELD_NAMES.with(|f| *f.borrow_mut() = names);
+    Ok(())
+}
+
+/// The page's name for option `key`, if it gave one.
+fn field_name(key: &str) -> Option<String> {
+    FIELD_NAMES.with(|f| f.borrow().get(key).cloned())
+}
+
+/// The words for the chunk-size argument of [`Trainer::train`].
+fn chunk_words() -> String {
+    field_name("chunkSteps").unwrap_or_else(|| "chunk steps".into())
+}
+
+/// How this API names what a caller can change: the page's field names when it gave them
+/// ([`set_field_names`]), else the [`TrainOptions`] fields.
 struct Options;
 
 impl Wording for Options {
     fn setting(&self, s: Setting) -> std::borrow::Cow<'static, str> {
+        if let Some(name) = option_key(s).and_then(field_name) {
+            return name.into();
+        }
         std::borrow::Cow::Borrowed(match s {
             Setting::Arch => "option arch",
             Setting::Preset => "option arch (a preset)",
@@ -117,12 +268,18 @@ impl Wording for Options {
         })
     }
     fn use_cpu(&self) -> std::borrow::Cow<'static, str> {
-        "train with device \"cpu\"".into()
+        match field_name("device") {
+            Some(name) => format!("set {name} to cpu").into(),
+            None => "train with device \"cpu\"".into(),
+        }
+    }
+    fn data_dir(&self) -> std::borrow::Cow<'static, str> {
+        "give the four MNIST files (Dataset.fromIdx)".into()
     }
 }
 
 /// Plain JavaScript objects (not `Map`s) for the page.
-fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsError> {
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(js_err)
 }
@@ -216,7 +373,7 @@ struct AdapterInfo {
 /// The WebGPU adapter the engine would use, with the limits that bound what fits (the
 /// browser's, not the native driver's), or why there is none.
 #[wasm_bindgen(js_name = adapterInfo, unchecked_return_type = "AdapterInfo")]
-pub async fn adapter_info() -> Result<JsValue, JsError> {
+pub async fn adapter_info() -> Result<JsValue, JsValue> {
     let info = match open_webgpu().await {
         Err(reason) => AdapterInfo {
             webgpu: false,
@@ -301,7 +458,7 @@ pub fn preprocess_digit(
     height: u32,
     rows: Option<usize>,
     cols: Option<usize>,
-) -> Result<Option<Vec<f32>>, JsError> {
+) -> Result<Option<Vec<f32>>, JsValue> {
     use wgtrain::data::image::{rgba_input, PictureError};
     let (rows, cols) = (rows.unwrap_or(28), cols.unwrap_or(28));
     match rgba_input(rgba, width, height, rows, cols) {
@@ -349,7 +506,7 @@ struct TrainOptions {
 /// `wgtrain train --preset NAME`'s settings, as [`TrainOptions`] (what a page fills its form
 /// with).
 #[wasm_bindgen(unchecked_return_type = "TrainOptions")]
-pub fn defaults(preset: &str) -> Result<JsValue, JsError> {
+pub fn defaults(preset: &str) -> Result<JsValue, JsValue> {
     let cfg = TrainConfig::preset(preset.parse::<Preset>().map_err(js_err)?);
     to_js(&TrainOptions {
         arch: Some(preset.to_string()),
@@ -380,13 +537,146 @@ impl From<&TrainConfig> for TrainOptions {
     }
 }
 
+/// Bytes of memory a WebAssembly module can address in all (its 32-bit linear memory).
+const WASM_MEMORY: u128 = 4 << 30;
+
+/// Bytes of linear memory the module holds now (natively: none counted).
+fn memory_in_use() -> u128 {
+    #[cfg(target_arch = "wasm32")]
+    let bytes = core::arch::wasm32::memory_size(0) as u128 * 65536;
+    #[cfg(not(target_arch = "wasm32"))]
+    let bytes = 0;
+    bytes
+}
+
+/// `n` with thousands separators: `784,000,000`.
+fn grouped(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `n` bytes in words: `3,136,000,000 bytes (2.92 GiB)`.
+fn fmt_bytes(n: u128) -> String {
+    if n < 1 << 20 {
+        format!("{} bytes", grouped(n))
+    } else {
+        format!(
+            "{} bytes ({:.2} GiB)",
+            grouped(n),
+            n as f64 / (1u64 << 30) as f64
+        )
+    }
+}
+
+/// Refuse, before anything is allocated, a run whose memory the page cannot have: in one
+/// [`wgtrain::Error::Network`] line naming the layer and the bytes it needs. In WebAssembly one
+/// allocation holds at most `isize::MAX` bytes (2 GiB) and all of them at most 4 GiB (less what
+/// the page holds already). The weights are made in WebAssembly memory on either device (the
+/// model, and a copy to upload); on the CPU twins (`on_cpu`) the engine's buffers live there
+/// too: the weights, their gradient, the optimiser's slots and two activation buffers per
+/// layer for a batch. On WebGPU the adapter's limits are checked as each buffer is made
+/// (`GpuBackend::alloc`), once its size is known to be a number this target can hold. A
+/// layer's scratch space (a convolution's unfolded input) comes on top: the bound is a floor.
+fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
+    let arch = &cfg.arch;
+    let shapes = arch.shapes()?;
+    let batch = cfg.batch as u128;
+    let one_piece = isize::MAX as u128;
+    let left = if cfg!(target_arch = "wasm32") {
+        WASM_MEMORY.saturating_sub(memory_in_use())
+    } else {
+        u128::MAX
+    };
+    let slots = train::engine::slot_names(cfg.optimizer).len() as u128;
+    // Copies of each parameter: the model and its upload copy; on the CPU twins also the
+    // engine's weights, their gradient and the slots.
+    let copies = if on_cpu { 4 + slots } else { 2 };
+    let smaller = format!(
+        "use a smaller network or a smaller {}",
+        Options.setting(Setting::BatchSize)
+    );
+    let fail = |at: usize, reason: String| wgtrain::Error::Network {
+        arch: arch.to_string(),
+        reason: format!("layer {at} `{}`: {reason}", arch.layers[at - 1]),
+    };
+    // The input and label rows of a batch.
+    let mut total: u128 = if on_cpu {
+        4 * batch * (shapes[0].len() as u128 + 1)
+    } else {
+        0
+    };
+    for (i, layer) in arch.layers.iter().enumerate() {
+        let at = i + 1;
+        let (weights, biases) = layer.kind().params(shapes[i]).map_or((0, 0), |(w, b)| {
+            (w.iter().map(|&d| d as u128).product::<u128>(), b as u128)
+        });
+        let acts = batch * shapes[at].len() as u128;
+        if 4 * weights > one_piece {
+            return Err(fail(
+                at,
+                format!(
+                    "its {} weights need {} in one piece, more than one allocation can \
+                     hold here ({}); use a smaller network",
+                    grouped(weights),
+                    fmt_bytes(4 * weights),
+                    fmt_bytes(one_piece),
+                ),
+            ));
+        }
+        // On the CPU twins the outputs are one allocation here; on WebGPU one buffer, sized
+        // by the adapter's limits, whose word count must still be a number this target holds.
+        let (acts_limit, what) = if on_cpu {
+            (one_piece, "one allocation can hold here")
+        } else {
+            (4 * usize::MAX as u128, "this target can count")
+        };
+        if 4 * acts > acts_limit {
+            return Err(fail(
+                at,
+                format!(
+                    "its outputs for a batch of {batch} need {} in one piece, more than {what} \
+                     ({}); {smaller}",
+                    fmt_bytes(4 * acts),
+                    fmt_bytes(acts_limit),
+                ),
+            ));
+        }
+        total += 4 * ((weights + biases) * copies + if on_cpu { 2 * acts } else { 0 });
+        if total > left {
+            let device = if on_cpu { "on the CPU twins " } else { "" };
+            return Err(fail(
+                at,
+                format!(
+                    "training {device}needs at least {} of WebAssembly memory up to this layer, \
+                     more than the {} this page has left of the 4 GiB it can address; {}",
+                    fmt_bytes(total),
+                    fmt_bytes(left),
+                    smaller
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The run `o` asks for, and its starting weights (`model`: a safetensors file's bytes, read
 /// from `model_name`), as `wgtrain train [--preset P | --arch A] [--init FILE] ...` resolves
 /// them. A preset's name brings its hyperparameters, an arch string the CLI's defaults; with a
 /// model and no `arch`, the preset of the model's architecture (if any) gives the defaults.
+///
+/// Before any weights are made, the run is checked against what the page can hold
+/// ([`check_memory`]; `on_cpu`: it trains on the CPU twins in WebAssembly memory).
 fn resolve(
     o: &TrainOptions,
     model: Option<(&[u8], &str)>,
+    on_cpu: bool,
 ) -> wgtrain::Result<(TrainConfig, Model)> {
     let mut ov = session::Overrides {
         arch: None,
@@ -415,8 +705,19 @@ fn resolve(
         }
         None => TrainConfig::preset(Preset::SeedSmall),
     };
+    // The settings the run will have (`session` resolves them again, with the weights).
+    let settled = |base: &TrainConfig, arch: &Arch| -> wgtrain::Result<()> {
+        let mut cfg = base.clone();
+        cfg.arch = ov.arch.clone().unwrap_or_else(|| arch.clone());
+        ov.apply(&mut cfg);
+        cfg.validate()?;
+        check_memory(&cfg, on_cpu)
+    };
     let s = match model {
-        None => session::start(base, &ov, None, None)?,
+        None => {
+            settled(&base, &base.arch)?;
+            session::start(base, &ov, None, None)?
+        }
         Some((bytes, name)) => {
             let name = Path::new(name);
             let (m, _) = Model::from_bytes(bytes, name)?;
@@ -424,6 +725,7 @@ fn resolve(
                 (None, Some(p)) => TrainConfig::preset(p),
                 _ => base,
             };
+            settled(&base, &m.arch)?;
             session::start_from(base, &ov, m, name)?
         }
     };
@@ -441,7 +743,7 @@ impl Dataset {
     /// Images and labels from IDX files (raw or gzipped, as MNIST ships them); `name` names
     /// the pair in errors (e.g. `train`).
     #[wasm_bindgen(js_name = fromIdx)]
-    pub fn from_idx(images: &[u8], labels: &[u8], name: &str) -> Result<Dataset, JsError> {
+    pub fn from_idx(images: &[u8], labels: &[u8], name: &str) -> Result<Dataset, JsValue> {
         let inner = wgtrain::data::split_from_bytes(
             images,
             Path::new(&format!("{name} images")),
@@ -517,22 +819,13 @@ impl Trainer {
         test: &Dataset,
         model: Option<Vec<u8>>,
         model_name: Option<String>,
-    ) -> Result<Trainer, JsError> {
+    ) -> Result<Trainer, JsValue> {
         let o: TrainOptions = if options.is_undefined() || options.is_null() {
             TrainOptions::default()
         } else {
             serde_wasm_bindgen::from_value(options)
                 .map_err(|e| js_err(format!("invalid training options: {e}")))?
         };
-        let name = model_name.unwrap_or_else(|| "the model file".into());
-        let (cfg, model) =
-            resolve(&o, model.as_deref().map(|b| (b, name.as_str()))).map_err(js_err)?;
-        // Both sets stay the page's (a by-value `Dataset` would be moved out of JavaScript).
-        let test = Some(&test.inner);
-        train::check_data(&cfg.arch, &train.inner, "training").map_err(js_err)?;
-        if let Some(t) = test {
-            train::check_data(&cfg.arch, t, "test").map_err(js_err)?;
-        }
         let ctx = match o.device.as_deref().unwrap_or("auto") {
             "cpu" => None,
             "gpu" => Some(open_webgpu().await.map_err(js_err)?),
@@ -544,11 +837,25 @@ impl Trainer {
                 }
             },
             other => {
-                return Err(js_err(format!(
-                    "invalid training options: device {other:?} is not one of \"auto\", \"gpu\", \"cpu\""
-                )))
+                return Err(option_err(
+                    "device",
+                    &format!(
+                        "invalid training options: device {other:?} is not one of \"auto\", \"gpu\", \"cpu\""
+                    ),
+                ))
             }
         };
+        let name = model_name.unwrap_or_else(|| "the model file".into());
+        // The device first: what must fit in WebAssembly memory depends on it.
+        let on_cpu = ctx.is_none();
+        let (cfg, model) =
+            resolve(&o, model.as_deref().map(|b| (b, name.as_str())), on_cpu).map_err(js_err)?;
+        // Both sets stay the page's (a by-value `Dataset` would be moved out of JavaScript).
+        let test = Some(&test.inner);
+        train::check_data(&cfg.arch, &train.inner, "training").map_err(js_err)?;
+        if let Some(t) = test {
+            train::check_data(&cfg.arch, t, "test").map_err(js_err)?;
+        }
         let mut tuning = Vec::new();
         let be: Box<dyn Backend> = match ctx {
             None => Box::new(ReferenceBackend::new()),
@@ -609,7 +916,7 @@ impl Trainer {
 
     /// The resolved settings (every [`TrainOptions`] field).
     #[wasm_bindgen(getter, unchecked_return_type = "TrainOptions")]
-    pub fn config(&self) -> Result<JsValue, JsError> {
+    pub fn config(&self) -> Result<JsValue, JsValue> {
         to_js(&TrainOptions::from(&self.cfg))
     }
 
@@ -645,9 +952,12 @@ impl Trainer {
         chunk_steps: usize,
         #[wasm_bindgen(unchecked_param_type = "(report: ChunkReport) => boolean | void")]
         on_chunk: js_sys::Function,
-    ) -> Result<JsValue, JsError> {
+    ) -> Result<JsValue, JsValue> {
         if chunk_steps == 0 {
-            return Err(js_err("invalid argument chunk steps: must be at least 1"));
+            return Err(option_err(
+                "chunkSteps",
+                &format!("invalid argument {}: must be at least 1", chunk_words()),
+            ));
         }
         let mut last = JsValue::UNDEFINED;
         while !self.progress.finished() {
@@ -703,7 +1013,7 @@ impl Trainer {
     /// Mean loss and accuracy over the whole test set (`"test"`, the default) or training
     /// set (`"train"`).
     #[wasm_bindgen(unchecked_return_type = "Evaluation")]
-    pub async fn evaluate(&mut self, which: Option<String>) -> Result<JsValue, JsError> {
+    pub async fn evaluate(&mut self, which: Option<String>) -> Result<JsValue, JsValue> {
         let which = match which.as_deref().unwrap_or("test") {
             "test" if self.test_len > 0 => Which::Test,
             "test" => return Err(js_err("no test set was given to this trainer")),
@@ -725,7 +1035,7 @@ impl Trainer {
 
     /// Class probabilities for one image: `rows·cols` values in [0, 1], row-major, a bright
     /// digit on a dark background as in MNIST.
-    pub async fn predict(&mut self, pixels: Vec<f32>) -> Result<Vec<f32>, JsError> {
+    pub async fn predict(&mut self, pixels: Vec<f32>) -> Result<Vec<f32>, JsValue> {
         let want = self.cfg.arch.input_len();
         if pixels.len() != want {
             return Err(js_err(format!(
@@ -753,7 +1063,7 @@ impl Trainer {
     /// The trained weights as a safetensors file (what `wgtrain train --out` writes and
     /// `wgtrain eval --model` reads). Weights holding NaN or infinity are refused.
     #[wasm_bindgen(js_name = exportModel)]
-    pub async fn export_model(&mut self) -> Result<Vec<u8>, JsError> {
+    pub async fn export_model(&mut self) -> Result<Vec<u8>, JsValue> {
         let model = self.engine.model_async().await.map_err(js_err)?;
         model.check_finite("the trained model").map_err(js_err)?;
         let mut meta = wgtrain::model::io::Metadata::new();
@@ -795,7 +1105,7 @@ pub async fn verify(
     device: Option<String>,
     families: Option<Vec<String>>,
     seed: Option<u32>,
-) -> Result<JsValue, JsError> {
+) -> Result<JsValue, JsValue> {
     let seed = seed.unwrap_or_else(|| wgtrain::verify::run_seed() as u32);
     let mut be: Box<dyn Backend> = match device.as_deref().unwrap_or("gpu") {
         "gpu" => Box::new(wgtrain::backend::gpu::GpuBackend::new(

@@ -6,13 +6,17 @@
 // One Trainer at a time, and one call on it at a time (wasm-bindgen objects are not
 // re-entrant): every call goes through `withTrainer`, and training pauses (the chunk callback
 // returns false) before anything else may touch the trainer.
+//
+// Messages appear where the user acted (ui.js `showError(e, near)`), beside the field they are
+// about. A panic inside the module (a bug) rejects whatever the page was waiting for
+// (`guard`), and the page carries on with what the panic did not touch (`recoverFromPanic`).
 
 import init, * as wg from './pkg/wgtrain_web.js';
 import { showAdapter } from './adapter.js';
 import { drawCurves } from './chart.js';
 import { SAMPLE_LABEL, sampleBytes, sortFiles, withFiles } from './data.js';
 import { setupDrawPad } from './drawpad.js';
-import { $, clearError, fmtInt, message, pct, setStatus, showError } from './ui.js';
+import { $, FIELDS, clearError, fieldError, fmtInt, guard, message, pct, rejectWaiting, setStatus, showError } from './ui.js';
 import { runVerify, verifying } from './verify.js';
 
 const state = {
@@ -39,7 +43,7 @@ async function withTrainer(fn) {
   state.trainerBusy = true;
   updateButtons();
   try {
-    return await fn(state.trainer);
+    return await guard(fn(state.trainer));
   } finally {
     state.trainerBusy = false;
     updateButtons();
@@ -70,7 +74,8 @@ function makeTestSet(data = state.data) {
   return wg.Dataset.fromIdx(data.testImages, data.testLabels, 'test');
 }
 
-function setData(data) {
+// `freeOld`: false after a panic, when the old set may be held by a call that never ended.
+function setData(data, freeOld = true) {
   // Both pairs must parse before anything is replaced.
   const train = wg.Dataset.fromIdx(data.trainImages, data.trainLabels, 'train');
   let test;
@@ -82,7 +87,7 @@ function setData(data) {
   }
   const testLen = test ? test.length : 0;
   if (test) test.free();
-  if (state.trainSet) state.trainSet.free();
+  if (state.trainSet && freeOld) state.trainSet.free();
   state.trainSet = train;
   state.data = data;
   const s = $('data-status');
@@ -102,13 +107,13 @@ async function useFiles(fileList) {
   const files = [...fileList];
   if (!files.length) return;
   if (state.running || state.trainerBusy) {
-    showError('pause training before changing the data');
+    showError('pause training before changing the data', $('drop'));
     return;
   }
   try {
     setData(await withFiles(state.data, sortFiles(files)));
   } catch (e) {
-    showError(e);
+    showError(e, $('drop'));
   }
 }
 
@@ -129,35 +134,43 @@ function fillDefaults(preset) {
 function readOptions() {
   const arch = $('arch').value.trim();
   const opts = { arch: arch || $('preset').value, device: $('device').value };
-  const num = (id, key, name, whole) => {
-    const raw = $(id).value.trim();
+  const num = (key, whole) => {
+    const field = FIELDS[key];
+    const raw = $(field.id).value.trim();
     if (raw === '') return;
     const v = Number(raw);
     // Counts go to the API as unsigned integers; whether one is big enough is the API's call.
     if (whole ? !(Number.isSafeInteger(v) && v >= 0) : Number.isNaN(v)) {
-      throw new Error(`${name} must be a ${whole ? 'whole number' : 'number'}, not "${raw}"`);
+      throw fieldError(key, `${field.name} must be a ${whole ? 'whole number' : 'number'}, not "${raw}"`);
     }
     opts[key] = v;
   };
-  num('epochs', 'epochs', 'epochs', true);
-  num('batch', 'batchSize', 'batch size', true);
-  num('lr', 'lr', 'learning rate', false);
+  num('epochs', true);
+  num('batchSize', true);
+  num('lr', false);
   return opts;
 }
 
-/** The form's options, or null after showing why they are invalid. */
-function optionsOrError() {
-  try {
-    return readOptions();
-  } catch (e) {
-    showError(e);
-    return null;
+/** Steps per chunk: a whole number of at least 1, or an error naming the field. */
+function readChunk() {
+  const raw = $('chunk').value.trim();
+  const v = Number(raw);
+  if (raw === '' || !Number.isSafeInteger(v) || v < 1) {
+    throw fieldError('chunkSteps', `${FIELDS.chunkSteps.name} must be a whole number of at least 1, not "${raw}"`);
   }
+  return v;
 }
 
-function chunkSteps() {
-  const v = Number($('chunk').value);
-  return Number.isInteger(v) && v >= 1 ? v : 10;
+/** The form's options, or null after showing why they are invalid next to `near`; `chunk`:
+ * the steps per chunk are checked too (training reads them). */
+function optionsOrError(near, chunk) {
+  try {
+    if (chunk) readChunk();
+    return readOptions();
+  } catch (e) {
+    showError(e, near);
+    return null;
+  }
 }
 
 // ---------- training ----------
@@ -185,10 +198,15 @@ async function createTrainer(opts, modelBytes, modelName) {
   // it once the data is uploaded.
   const test = makeTestSet();
   try {
-    return await wg.Trainer.create(opts, state.trainSet, test, modelBytes, modelName);
+    return await guard(wg.Trainer.create(opts, state.trainSet, test, modelBytes, modelName));
   } finally {
-    // Still ours (borrowed, or refused before it was taken): free it.
-    if (test && test.__wbg_ptr) test.free();
+    // Still ours (borrowed, or refused before it was taken): free it. After a panic it may
+    // stay borrowed for good, and is left to the module.
+    try {
+      if (test && test.__wbg_ptr) test.free();
+    } catch (e) {
+      console.warn('wgtrain page: the test set was not freed:', message(e));
+    }
   }
 }
 
@@ -200,28 +218,51 @@ function adoptTrainer(t) {
   $('test-accuracy').textContent = '—';
   $('test-accuracy').dataset.value = '';
   if (!pad.dirty) pad.showPrediction(null);
+  // What the run does with the settings that the library takes as they are: say so.
+  const n = state.trainSet ? state.trainSet.length : 0;
+  const b = state.run.batch;
+  $('train-note').textContent = n && b > n
+    ? `${FIELDS.batchSize.name} ${fmtInt(b)} is more than the ${fmtInt(n)} training images: ` +
+      `each epoch is one step over all ${fmtInt(n)}.`
+    : '';
+}
+
+const NOT_STARTED = 'Not started: see the message below.';
+const RECOVERED = 'Stopped by an internal error; the page is ready again.';
+
+/** The status after `e` stopped an action started with Train. */
+function statusAfter(e) {
+  if (e && e.panicked) setStatus('recovered', RECOVERED);
+  else setStatus('refused', NOT_STARTED);
 }
 
 async function startTraining() {
   clearError();
   if (state.running || state.trainerBusy) return;
-  const opts = optionsOrError();
-  if (!opts) return;
-  const before = $('status').dataset.state;
-  const beforeText = $('status').textContent;
+  const opts = optionsOrError($('train'), true);
+  if (!opts) {
+    statusAfter(null);
+    return;
+  }
+  $('train-note').textContent = '';
   setStatus('preparing', 'Preparing the network and uploading the data…');
   state.trainerBusy = true;
   updateButtons();
   let t;
+  let failed = null;
   try {
     t = await createTrainer(opts);
   } catch (e) {
-    showError(e);
-    setStatus(before === 'preparing' ? 'idle' : before, beforeText);
-    return;
+    failed = e;
   } finally {
     state.trainerBusy = false;
     updateButtons();
+  }
+  // Once the fields are enabled again: the one the message is about takes the focus.
+  if (failed) {
+    showError(failed, $('train'));
+    statusAfter(failed);
+    return;
   }
   adoptTrainer(t);
   $('model-info').textContent = `${t.arch} on ${t.device}; training…`;
@@ -234,26 +275,38 @@ async function trainLoop() {
   const run = state.run;
   if (!t || state.running || state.trainerBusy) return;
   clearError();
+  let chunk;
+  try {
+    chunk = readChunk();
+  } catch (e) {
+    showError(e, $('train'));
+    return;
+  }
   state.running = true;
   state.pauseRequested = false;
   run.started = true;
   updateButtons();
   setStatus('training', statusText(run));
+  let failed = null;
   try {
-    await t.train(chunkSteps(), (r) => {
+    await guard(t.train(chunk, (r) => {
       recordChunk(run, r);
       setStatus(state.pauseRequested ? 'pausing' : 'training', statusText(run, state.pauseRequested ? 'Pausing' : undefined));
       curves();
       if (state.pauseRequested) return false;
       return true;
-    });
+    }));
   } catch (e) {
-    showError(e);
+    failed = e;
   } finally {
     state.running = false;
     updateButtons();
   }
-  if (state.trainer !== t) return;
+  if (failed) showError(failed, $('train'));
+  if (state.trainer !== t) {
+    if (failed) statusAfter(failed);
+    return;
+  }
   const done = t.done;
   await evaluateTest(done ? 'final' : 'paused');
   if (done) {
@@ -318,7 +371,7 @@ async function evaluateTest(when) {
       curves();
     }
   } catch (e) {
-    showError(e);
+    showError(e, $('test-accuracy'));
   }
 }
 
@@ -347,7 +400,7 @@ async function downloadModel() {
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   } catch (e) {
-    showError(e);
+    showError(e, $('download'));
   }
 }
 
@@ -355,24 +408,28 @@ async function importModel(file) {
   clearError();
   if (!file) return;
   if (state.running || state.trainerBusy) {
-    showError('pause training before importing a model');
+    showError('pause training before importing a model', $('download'));
     return;
   }
-  const opts = optionsOrError();
+  const opts = optionsOrError($('download'), false);
   if (!opts) return;
   state.trainerBusy = true;
   updateButtons();
   let t;
+  let failed = null;
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
     t = await createTrainer(opts, bytes, file.name);
   } catch (e) {
-    // The message names the file.
-    showError(e);
-    return;
+    failed = e;
   } finally {
     state.trainerBusy = false;
     updateButtons();
+  }
+  if (failed) {
+    // The message names the file.
+    showError(failed, $('download'));
+    return;
   }
   adoptTrainer(t);
   curves();
@@ -394,6 +451,47 @@ async function classify(pixels) {
 
 const idleNote = () => (state.trainer ? 'Draw a digit on the black square.' : 'Train or import a model, then draw.');
 
+// ---------- after a panic ----------
+
+// Called (deferred) by the module's panic hook: settle what the page waited for, drop what the
+// panic left in use, and go on with the rest (a trainer not in use keeps its model).
+function recoverFromPanic(panicMessage) {
+  const e = new Error(`the engine stopped on an internal error: ${panicMessage}`);
+  e.panicked = true;
+  // A trainer whose call panicked stays borrowed for good (its getters throw): it is lost.
+  let lost = false;
+  if (state.trainer) {
+    try {
+      void state.trainer.step;
+    } catch {
+      state.trainer = null;
+      lost = true;
+    }
+  }
+  // The training set may be held by the call that never ended: a fresh one from the bytes.
+  if (state.data) {
+    try {
+      setData(state.data, false);
+    } catch (err) {
+      console.warn('wgtrain page: the data could not be reloaded:', message(err));
+    }
+  }
+  if (lost) {
+    $('model-info').textContent = 'The model was lost to the internal error: train or import one.';
+    $('test-accuracy').textContent = '—';
+    $('test-accuracy').dataset.value = '';
+  }
+  rejectWaiting(e);
+  // After the rejected calls' handlers have run.
+  setTimeout(() => {
+    state.running = false;
+    state.trainerBusy = false;
+    if ($('error').hidden) showError(e, $('train'));
+    setStatus('recovered', RECOVERED);
+    updateButtons();
+  }, 0);
+}
+
 // ---------- start ----------
 
 async function main() {
@@ -408,6 +506,9 @@ async function main() {
   }
   window.wgtrain = wg; // for the browser tests and the console
   window.wgtrainPage = state;
+  // The hook runs inside the panic: nothing may call the module until it has unwound.
+  wg.onPanic((msg) => setTimeout(() => recoverFromPanic(msg), 0));
+  wg.setFieldNames(Object.fromEntries(Object.entries(FIELDS).map(([key, f]) => [key, f.name])));
 
   const presetSel = $('preset');
   for (const p of wg.presets()) {
@@ -432,7 +533,7 @@ async function main() {
     useFiles(e.target.files);
     e.target.value = '';
   });
-  $('use-sample').addEventListener('click', () => loadSample().catch(showError));
+  $('use-sample').addEventListener('click', () => loadSample().catch((e) => showError(e, $('drop'))));
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => {
     e.preventDefault();

@@ -81,7 +81,7 @@ export function setupDrawPad({ classify, idleNote }) {
     try {
       pixels = drawingToInput();
     } catch (e) {
-      return showError(e);
+      return showError(e, $('prediction'));
     }
     if (!pixels) return showPrediction(null);
     showPreview(pixels);
@@ -89,7 +89,7 @@ export function setupDrawPad({ classify, idleNote }) {
     try {
       answer = await classify(pixels);
     } catch (e) {
-      return showError(e);
+      return showError(e, $('prediction'));
     }
     if (typeof answer === 'string') showPrediction(null, answer);
     else showPrediction(answer);

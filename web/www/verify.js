@@ -3,7 +3,7 @@
 // (`data-passed`, `data-failed`) and a table of the checks that failed.
 
 import * as wg from './pkg/wgtrain_web.js';
-import { $, clearError, showError } from './ui.js';
+import { $, clearError, guard, showError } from './ui.js';
 
 /** Whether a verification is in flight (the Verify button stays disabled meanwhile). */
 export function verifying() {
@@ -23,7 +23,7 @@ export async function runVerify(onBusy) {
   out.textContent = `Checking every kernel family on ${device === 'gpu' ? 'WebGPU' : 'the CPU'}…`;
   try {
     const t0 = performance.now();
-    const r = await wg.verify(device);
+    const r = await guard(wg.verify(device));
     const secs = (performance.now() - t0) / 1000;
     out.dataset.passed = String(r.passed);
     out.dataset.failed = String(r.failed);
@@ -57,7 +57,7 @@ export async function runVerify(onBusy) {
     }
   } catch (e) {
     out.textContent = '';
-    showError(e);
+    showError(e, btn);
   } finally {
     btn.dataset.running = 'false';
     onBusy();
