@@ -89,7 +89,11 @@ pub fn start() {
             console_error_panic_hook::hook(info);
             let message = format!(
                 "{}{}",
-                info.payload_as_str().unwrap_or("a panic without a message"),
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message"),
                 info.location().map_or(String::new(), |l| format!(
                     " (at {}:{})",
                     l.file(),
@@ -554,7 +558,7 @@ fn grouped(n: u128) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -594,7 +598,7 @@ fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
     } else {
         u128::MAX
     };
-    let slots = train::engine::slot_names(cfg.optimizer).len() as u128;
+    let slots = cfg.optimizer.slots().len() as u128;
     // Copies of each parameter: the model and its upload copy; on the CPU twins also the
     // engine's weights, their gradient and the slots.
     let copies = if on_cpu { 4 + slots } else { 2 };
