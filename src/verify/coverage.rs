@@ -8,7 +8,7 @@ use crate::backend::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
 use crate::model::{Model, Preset};
-use crate::ops::{BufId, DataId, Op};
+use crate::ops::{AvgPool2dSpec, BufId, Conv2dSpec, DataId, Op, Pool2dSpec};
 use crate::train::{Engine, TrainConfig};
 use crate::Result;
 use std::cell::RefCell;
@@ -61,10 +61,9 @@ pub fn preset_products(preset: Preset) -> Result<Vec<MatmulSpec>> {
     program_products(&TrainConfig::preset(preset))
 }
 
-/// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the
-/// training step and both evaluations), in program order: what the autotuner must have tuned
-/// before a web page prepares them ([`crate::gpu::autotune::prepare_async`]).
-pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
+/// Every op of the programs the engine prepares for the run `cfg` (the training step and both
+/// evaluations), in program order, recorded without running anything.
+pub fn program_ops(cfg: &TrainConfig) -> Result<Vec<Op>> {
     let model = Model::init_uniform(&cfg.arch, 0.07, 1);
     let len = cfg.arch.input_len();
     let one = Dataset {
@@ -77,11 +76,19 @@ pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
     let rec = Recorder::default();
     let programs = Rc::clone(&rec.programs);
     Engine::new(Box::new(rec), cfg, &model, None, &one, Some(&one))?;
+    let ops = programs.borrow().concat();
+    Ok(ops)
+}
+
+/// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the
+/// training step and both evaluations), in program order: what the autotuner must have tuned
+/// before a web page prepares them ([`crate::gpu::autotune::prepare_async`]).
+pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
     let mut out: Vec<MatmulSpec> = Vec::new();
-    for op in programs.borrow().iter().flatten() {
+    for op in program_ops(cfg)? {
         if let Op::Matmul { spec, .. } = op {
-            if !out.contains(spec) {
-                out.push(*spec);
+            if !out.contains(&spec) {
+                out.push(spec);
             }
         }
     }
@@ -98,6 +105,71 @@ pub fn all_preset_products() -> Result<Vec<(String, MatmulSpec)>> {
         }
     }
     Ok(out)
+}
+
+/// What `pick` reads from the ops of every preset's programs (at its batch of 100), each
+/// distinct value once, labelled with the presets that launch it (`lenet5/cnn`), in
+/// [`Preset::ALL`]'s and program order. Verification's full-size checks of every family come
+/// from here, so a layer added to a preset is checked at its real shape with no list to update.
+pub fn preset_ops<T: PartialEq>(pick: impl Fn(&Op) -> Option<T>) -> Result<Vec<(String, T)>> {
+    let mut out: Vec<(String, T)> = Vec::new();
+    for preset in Preset::ALL {
+        for op in program_ops(&TrainConfig::preset(preset))? {
+            let Some(v) = pick(&op) else { continue };
+            match out.iter_mut().find(|(_, o)| *o == v) {
+                Some((label, _)) => {
+                    if !label.split('/').any(|p| p == preset.name()) {
+                        label.push('/');
+                        label.push_str(preset.name());
+                    }
+                }
+                None => out.push((preset.name().to_string(), v)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The presets' convolutions as their im2col (whose shape does not depend on the output
+/// channels, set to 1 here so presets sharing a first layer share it), from [`preset_ops`].
+pub fn preset_im2col() -> Result<Vec<(String, Conv2dSpec)>> {
+    preset_ops(|op| match op {
+        Op::Im2col { spec, .. } => Some(Conv2dSpec { c_out: 1, ..*spec }),
+        _ => None,
+    })
+}
+
+/// The presets' whole convolution layers with one input channel (the CPU engine's direct
+/// kernels), from [`preset_ops`].
+pub fn preset_single_channel_convolutions() -> Result<Vec<(String, Conv2dSpec)>> {
+    preset_ops(|op| match op {
+        Op::Im2col { spec, .. } if spec.c_in == 1 => Some(*spec),
+        _ => None,
+    })
+}
+
+/// The presets' max-pooling layers, from [`preset_ops`].
+pub fn preset_maxpools() -> Result<Vec<(String, Pool2dSpec)>> {
+    preset_ops(|op| match op {
+        Op::MaxPoolForward { spec, .. } => Some(*spec),
+        _ => None,
+    })
+}
+
+/// The presets' average-pooling layers, from [`preset_ops`].
+pub fn preset_avgpools() -> Result<Vec<(String, AvgPool2dSpec)>> {
+    preset_ops(|op| match op {
+        Op::AvgPoolForward { spec, .. } => Some(*spec),
+        _ => None,
+    })
+}
+
+/// The presets' bias gradients as (rows, columns), from [`preset_ops`].
+pub fn preset_bias_sums() -> Result<Vec<(String, (usize, usize))>> {
+    preset_ops(|op| match op {
+        Op::BiasBackward { rows, cols, .. } => Some((*rows, *cols)),
+        _ => None,
+    })
 }
 
 /// (trans_a, trans_b, epilogue, accumulate) of a product.

@@ -14,13 +14,11 @@ use super::ops::{
     check_softmax_op, Cursor,
 };
 use super::shapes::{
-    adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_preset_shapes, conv2d_shapes,
-    maxpool_preset_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES,
-    PRESET_LAYERS, ROW_SHAPES,
+    adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_shapes, maxpool_shapes, ADAM_TEST_MAX,
+    GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
-use crate::ops::Conv2dSpec;
 use crate::oracle::{
     fail_nonfinite, softmax_extreme_logits, softmax_logits, Check, Family, Inputs, PoolInput,
     SGD_PARAMS,
@@ -64,7 +62,7 @@ pub async fn run_backend_family_async(
         Family::Gather => gather(be, inp).await,
         Family::Conv2d => conv2d(be, inp, own, presets).await,
         Family::Maxpool => maxpool(be, inp, presets).await,
-        Family::Avgpool => avgpool(be, inp).await,
+        Family::Avgpool => avgpool(be, inp, presets).await,
         Family::Adam => adam(be, inp, presets).await,
     };
     pin(be, None);
@@ -257,7 +255,7 @@ async fn bias(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<V
         out.extend(check_bias_op(be, inp, r, c, "").await?);
     }
     if presets {
-        for (label, rows, o, _) in PRESET_LAYERS {
+        for (label, (rows, o)) in coverage::preset_bias_sums()? {
             out.extend(check_bias_op(be, inp, rows, o, &format!("{label} ")).await?);
         }
     }
@@ -354,14 +352,10 @@ async fn conv2d(
         }
     }
     if presets {
-        for (label, spec) in conv2d_preset_shapes() {
+        for (label, spec) in coverage::preset_im2col()? {
             out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} ")).await?);
         }
-        for (label, c_out) in [("lenet5 conv1", 6), ("cnn conv1", 32)] {
-            let spec = Conv2dSpec {
-                c_out,
-                ..conv2d_preset_shapes()[0].1
-            };
+        for (label, spec) in coverage::preset_single_channel_convolutions()? {
             let label = format!("{label} ");
             layer(
                 check_conv2d_layer_op(be, inp, &spec, false, &label).await?,
@@ -384,7 +378,7 @@ async fn maxpool(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Resul
         }
     }
     if presets {
-        for (label, spec) in maxpool_preset_shapes() {
+        for (label, spec) in coverage::preset_maxpools()? {
             for input in [PoolInput::Quantised, PoolInput::Relu] {
                 let label = format!("{label} ");
                 out.extend(check_maxpool_op(be, inp, &spec, input, &label).await?);
@@ -394,14 +388,21 @@ async fn maxpool(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Resul
     Ok(out)
 }
 
-/// Average pooling on K×K and global windows, uniform and ReLU'd inputs, NaN and ±∞ in some.
-async fn avgpool(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+/// Average pooling on K×K and global windows, uniform and ReLU'd inputs, NaN and ±∞ in some;
+/// the presets' layers (none of today's presets pools by averaging).
+async fn avgpool(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     let inputs = [PoolInput::Uniform, PoolInput::Relu];
     for (i, spec) in avgpool_shapes().iter().enumerate() {
         out.extend(check_avgpool_op(be, inp, spec, inputs[i % 2], "").await?);
         if i % 4 == 1 {
             out.extend(check_avgpool_op(be, inp, spec, PoolInput::Nan, "").await?);
+        }
+    }
+    if presets {
+        for (label, spec) in coverage::preset_avgpools()? {
+            let label = format!("{label} ");
+            out.extend(check_avgpool_op(be, inp, &spec, PoolInput::Relu, &label).await?);
         }
     }
     Ok(out)

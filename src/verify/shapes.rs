@@ -1,8 +1,11 @@
-//! What the checks run on: the shapes of every family, the presets' full-size layers, the Adam
-//! cases. Used by the checks of [`super::dispatch`].
+//! What the checks run on: the shapes of every family and the Adam cases. Used by the checks of
+//! [`super::dispatch`]; the presets' full-size layers are read from their programs
+//! ([`super::coverage::preset_ops`]), not listed here.
 
+use crate::model::Preset;
 use crate::ops::{AdamParams, AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
 use crate::oracle::{AdamCase, ADAM_SCHEDULE_LEN};
+use crate::train::TrainConfig;
 
 /// The matmul shapes (M, N, K) every variant is checked on: 1, smaller than a tile, exact tile
 /// multiples, primes, K ≫ M·N, the MNIST MLP's products, and one ≥ 1000³.
@@ -133,16 +136,6 @@ pub fn conv2d_shapes() -> Vec<Conv2dSpec> {
     ]
 }
 
-/// The convolutions of the presets at batch 100: `lenet5` = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10
-/// and `cnn` = 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 (both first layers share one im2col).
-pub fn conv2d_preset_shapes() -> Vec<(&'static str, Conv2dSpec)> {
-    vec![
-        ("lenet5/cnn conv1", conv(100, 1, 28, 28, 5, 1, 2)),
-        ("lenet5 conv2", conv(100, 6, 14, 14, 5, 1, 0)),
-        ("cnn conv2", conv(100, 32, 14, 14, 5, 1, 2)),
-    ]
-}
-
 fn pool(batch: usize, c: usize, h: usize, w: usize, k: usize) -> Pool2dSpec {
     Pool2dSpec { batch, c, h, w, k }
 }
@@ -171,16 +164,6 @@ pub fn maxpool_shapes() -> Vec<Pool2dSpec> {
         pool(1, 3, 11, 4, 2),
         pool(5, 2, 7, 7, 7),
         pool(1, 64, 14, 14, 2),
-    ]
-}
-
-/// The presets' pooling layers at batch 100 (see [`conv2d_preset_shapes`]).
-pub fn maxpool_preset_shapes() -> Vec<(&'static str, Pool2dSpec)> {
-    vec![
-        ("lenet5 pool1", pool(100, 6, 28, 28, 2)),
-        ("lenet5 pool2", pool(100, 16, 10, 10, 2)),
-        ("cnn pool1", pool(100, 32, 28, 28, 2)),
-        ("cnn pool2", pool(100, 64, 14, 14, 2)),
     ]
 }
 
@@ -220,8 +203,9 @@ pub fn avgpool_shapes() -> Vec<AvgPool2dSpec> {
 /// Adam cases larger than this run only with the presets (see [`super::run_backend_family`]).
 pub const ADAM_TEST_MAX: usize = 200_000;
 
-/// Adam cases: 1 element, around one workgroup (255–257), odd sizes and primes, the lenet5 and
-/// cnn presets' parameter tensors (cnn's 3136×1024 layer, 3.2M weights, only with the presets),
+/// Adam cases: 1 element, around one workgroup (255–257), odd sizes and primes, every preset's
+/// parameter tensors read from its network (cnn's 3136×1024 layer, 3.2M weights, and the other
+/// tensors over [`ADAM_TEST_MAX`] run only with the presets),
 /// L2 on weights and 0 on biases, t = 1, 2, 10, the schedule's last entry and beyond it
 /// (clamped to it), and β1 < 0.5 (PyTorch's other lerp form) with a larger ε and learning rate.
 pub fn adam_cases() -> Vec<AdamCase> {
@@ -240,10 +224,17 @@ pub fn adam_cases() -> Vec<AdamCase> {
         eps: 1e-4,
         l2: 5e-4,
     };
-    let sizes = [
-        1, 2, 7, 255, 256, 257, 1000, 4099, 65_537, 100_003, 150, 6, 2400, 48_000, 10_080, 800,
-        51_200, 3_211_264, 10_240, 1024, 33,
-    ];
+    let mut sizes = vec![1, 2, 7, 255, 256, 257, 1000, 4099, 65_537, 100_003];
+    for preset in Preset::ALL {
+        for (w, b) in TrainConfig::preset(preset).arch.param_shapes() {
+            for n in [w.iter().product(), b] {
+                if !sizes.contains(&n) {
+                    sizes.push(n);
+                }
+            }
+        }
+    }
+    sizes.push(33);
     let ts = [1, 2, 10, ADAM_SCHEDULE_LEN, 1000];
     sizes
         .iter()
@@ -298,17 +289,3 @@ pub fn conv2d_layer_shapes() -> Vec<Conv2dSpec> {
     }
     v
 }
-
-/// The presets' weighted layers at batch 100 as products: (label, rows, outputs O, inputs I
-/// per row), rows = B·OH·OW for a convolution (its im2col rows) and B for a dense layer.
-pub const PRESET_LAYERS: [(&str, usize, usize, usize); 9] = [
-    ("lenet5 conv1", 78_400, 6, 25),
-    ("lenet5 conv2", 10_000, 16, 150),
-    ("lenet5 fc1", 100, 120, 400),
-    ("lenet5 fc2", 100, 84, 120),
-    ("lenet5 fc3", 100, 10, 84),
-    ("cnn conv1", 78_400, 32, 25),
-    ("cnn conv2", 19_600, 64, 800),
-    ("cnn fc1", 100, 1024, 3136),
-    ("cnn fc2", 100, 10, 1024),
-];
