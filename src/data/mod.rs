@@ -465,13 +465,17 @@ pub fn load_dir(dir: &Path) -> Result<Mnist> {
     });
     let (train, test) = (train?, test?);
     if train.shape != test.shape {
+        let size = |s: SampleShape| match s {
+            SampleShape::Image { c: 1, h, w } => format!("{h}×{w}"),
+            other => other.to_string(),
+        };
         return Err(Error::bad_data(
             &f.test_images,
             format!(
-                "samples are {} but the training samples ({}) are {}",
-                test.shape,
+                "images are {} but the training images ({}) are {}",
+                size(test.shape),
                 f.train_images.display(),
-                train.shape
+                size(train.shape)
             ),
         ));
     }
