@@ -360,9 +360,9 @@ pub enum Mismatch {
     /// count, or flat features where the network takes a multi-channel image.
     Shape {
         /// The samples'.
-        got: crate::data::SampleShape,
+        got: crate::ops::SampleShape,
         /// The network's input.
-        expected: crate::data::SampleShape,
+        expected: crate::ops::SampleShape,
     },
     /// A label at or beyond the network's outputs.
     Classes {

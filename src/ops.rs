@@ -813,3 +813,50 @@ impl Op {
         }
     }
 }
+
+/// What one sample is: a flat vector of features, or an image of `c` channels, `h` rows and
+/// `w` columns (described C×H×W, as the user and PyTorch write it; held channels-last, see
+/// `data::Dataset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleShape {
+    /// This many values per sample.
+    Flat(usize),
+    /// An image.
+    Image {
+        /// Channels C.
+        c: usize,
+        /// Height H (rows).
+        h: usize,
+        /// Width W (columns).
+        w: usize,
+    },
+}
+
+impl SampleShape {
+    /// Values per sample.
+    pub fn len(self) -> usize {
+        match self {
+            SampleShape::Flat(n) => n,
+            SampleShape::Image { c, h, w } => c * h * w,
+        }
+    }
+
+    /// Whether a sample holds no values.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// A single-channel `h × w` image (MNIST's shape).
+    pub fn gray(h: usize, w: usize) -> Self {
+        SampleShape::Image { c: 1, h, w }
+    }
+}
+
+impl std::fmt::Display for SampleShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SampleShape::Flat(n) => write!(f, "{n}"),
+            SampleShape::Image { c, h, w } => write!(f, "{c}x{h}x{w}"),
+        }
+    }
+}

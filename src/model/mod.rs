@@ -52,6 +52,15 @@ impl From<Input> for Shape {
     }
 }
 
+impl From<Input> for crate::ops::SampleShape {
+    fn from(i: Input) -> Self {
+        match i {
+            Input::Flat(n) => Self::Flat(n),
+            Input::Image { c, h, w } => Self::Image { c, h, w },
+        }
+    }
+}
+
 impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Shape::from(*self).fmt(f)
