@@ -154,8 +154,8 @@ struct DataArgs {
 const DATA_HELP: &str = "Your own data instead of MNIST, as FORMAT:PATHS. The forms:\n\
 - idx:TRAIN_X,TRAIN_Y[,TEST_X,TEST_Y]  IDX files (raw or .gz) of any rank: features \
 [N,F], [N,H,W] or [N,C,H,W] bytes, labels [N]\n\
-- npy:X,Y[,TEST_X,TEST_Y]  NumPy .npy arrays: features uint8 in C order, shaped as for idx; \
-labels any integer type\n\
+- npy:X,Y[,TEST_X,TEST_Y]  NumPy .npy arrays in C order, shaped as for idx: features uint8 \
+(scaled to [0,1]) or float32 (used as they are; NaN or Inf refused), labels any integer type\n\
 - npz:FILE (or just FILE.npz)  a NumPy archive holding x_train, y_train and optionally \
 x_test, y_test (np.savez or np.savez_compressed)\n\
 - cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR  the CIFAR binary releases \
@@ -165,7 +165,8 @@ coarse labels), class names from the names file when present\n\
 and optionally ROOT/test/<class>/...; classes sorted by name; grayscale if every image is, \
 else RGB; resized to HxW, or all of one size; the class names are saved in the model and \
 printed by predict\n\
-- csv:TRAIN[,TEST]  comma-separated rows of integer features 0-255 and a label column (the \
+- csv:TRAIN[,TEST]  comma-separated rows of numeric features (float32, used as they are) and \
+a label column (the \
 one a header names `label`, else the last; class indices or class names)\n\
 Images given channels-first (C×H×W) match an --arch input CxHxW. Data without a test set \
 trains without evaluation unless --val-split holds part of it out. Overrides --data-dir.";

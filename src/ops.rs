@@ -860,3 +860,23 @@ impl std::fmt::Display for SampleShape {
         }
     }
 }
+
+/// How a dataset's feature bytes hold its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FeatureType {
+    /// One byte a value, 0 to 255, scaled to [0, 1] when gathered (image pixels).
+    #[default]
+    U8,
+    /// Four bytes a value, a little-endian `f32` used as it is.
+    F32,
+}
+
+impl FeatureType {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            FeatureType::U8 => 1,
+            FeatureType::F32 => 4,
+        }
+    }
+}

@@ -259,6 +259,39 @@ fn npy_files_train_and_evaluate_with_int64_labels() {
 }
 
 #[test]
+fn float32_npy_features_are_used_as_they_are() {
+    // Values around ±1 that a byte could not hold: class k has channel k at +2, the others at
+    // −1, plus noise. Read as bytes, or scaled by 1/255, they would not separate like this.
+    let d = tempfile::tempdir().unwrap();
+    let mut g = Gen(8);
+    let mut paths = Vec::new();
+    for (split, n) in [("train", 60), ("test", 15)] {
+        let (x, y) = chw_images(&mut g, n, 3, 4, 4, 3);
+        let vals: Vec<u8> = x
+            .iter()
+            .flat_map(|&b| {
+                let v = if b >= 200 { 2.0 } else { -1.0 } + (b % 56) as f32 / 56.0 - 0.5;
+                v.to_le_bytes()
+            })
+            .collect();
+        let xp = d.path().join(format!("x_{split}.npy"));
+        let yp = d.path().join(format!("y_{split}.npy"));
+        std::fs::write(&xp, npy::encode("<f4", &[n, 3, 4, 4], &vals)).unwrap();
+        let y32: Vec<u8> = y.iter().flat_map(|&l| l.to_le_bytes()).collect();
+        std::fs::write(&yp, npy::encode("<u4", &[n], &y32)).unwrap();
+        paths.extend([xp, yp]);
+    }
+    let spec = format!(
+        "npy:{},{},{},{}",
+        s(&paths[0]),
+        s(&paths[1]),
+        s(&paths[2]),
+        s(&paths[3])
+    );
+    learnt(&train(d.path(), &spec, "3x4x4-c6k3p1-g-3", &[]), 15);
+}
+
+#[test]
 fn numpy_written_npz_trains_and_evaluates() {
     // tests/fixtures/tiny.npz comes from scripts/make_npz_fixture.py (np.savez_compressed).
     let d = tempfile::tempdir().unwrap();
@@ -346,13 +379,17 @@ fn csv_with_named_labels_trains_and_holds_out_a_validation_part() {
     let mut g = Gen(5);
     // The label column is named, not last.
     let mut text = String::from("a,b,label,c\n");
+    // Measurements as decimals (f32 features, used as they are).
     for i in 0..40 {
         let k = i % 2;
-        let big = 150 + g.below(100);
-        let small = g.below(100);
+        let big = 1.5 + g.below(100) as f32 / 100.0;
+        let small = -0.5 + g.below(100) as f32 / 100.0;
         let (a, c) = if k == 0 { (big, small) } else { (small, big) };
         let name = ["setosa", "versicolor"][k];
-        text.push_str(&format!("{a},{},{name},{c}\n", g.below(255)));
+        text.push_str(&format!(
+            "{a:.2},{:.3},{name},{c:.2}\n",
+            g.below(200) as f32 / 100.0
+        ));
     }
     let p = d.path().join("t.csv");
     std::fs::write(&p, text).unwrap();
@@ -401,12 +438,23 @@ fn bad_data_gives_one_line_naming_the_file_and_writes_nothing() {
     let y8: Vec<u8> = y.iter().map(|&l| l as u8).collect();
     std::fs::write(&y_ok, npy::encode("|u1", &[8], &y8)).unwrap();
     let x_f = d.path().join("xf.npy");
-    std::fs::write(&x_f, npy::encode("<f4", &[8, 48], &vec![0; 8 * 48 * 4])).unwrap();
+    std::fs::write(&x_f, npy::encode("<f8", &[8, 48], &vec![0; 8 * 48 * 8])).unwrap();
     refused(
         &format!("npy:{},{}", s(&x_f), s(&y_ok)),
         "48-3",
         &[],
-        &["xf.npy: features are float32"],
+        &["xf.npy: features are float64"],
+    );
+    let x_nan = d.path().join("xnan.npy");
+    let mut vals = vec![0.5f32; 8 * 48];
+    vals[53] = f32::NAN;
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&x_nan, npy::encode("<f4", &[8, 48], &bytes)).unwrap();
+    refused(
+        &format!("npy:{},{}", s(&x_nan), s(&y_ok)),
+        "48-3",
+        &[],
+        &["xnan.npy: feature value 53 (flat index) is NaN"],
     );
     let y_neg = d.path().join("yneg.npy");
     let neg: Vec<u8> = (0..8i16).flat_map(|v| (v - 4).to_le_bytes()).collect();
@@ -444,14 +492,14 @@ fn bad_data_gives_one_line_naming_the_file_and_writes_nothing() {
         &["data_batch_1.bin: 3173 bytes are not whole records of 3073 bytes"],
     );
 
-    // CSV: a feature that is not a byte.
+    // CSV: a feature that is not a finite number.
     let csv = d.path().join("bad.csv");
-    std::fs::write(&csv, "1,2,0\n3,300,1\n").unwrap();
+    std::fs::write(&csv, "1,2,0\n3,inf,1\n").unwrap();
     refused(
         &format!("csv:{}", s(&csv)),
         "2-2",
         &[],
-        &["bad.csv: line 2 column 2: `300` is not an integer from 0 to 255"],
+        &["bad.csv: line 2 column 2: `inf` is not a finite number"],
     );
 
     // Settings: a validation fraction outside (0, 1), and an output folder that does not

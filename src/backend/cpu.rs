@@ -439,6 +439,7 @@ impl CpuBackend {
                 self.with_outs([x, y], |s, [xs, ys]| {
                     fastcpu::gather::gather(
                         &d.features,
+                        d.kind,
                         &d.labels,
                         d.sample_len(),
                         &s.u(order)[..len],

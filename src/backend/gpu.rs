@@ -305,6 +305,7 @@ impl Backend for GpuBackend {
         self.data.push(GpuDataset::upload(
             &self.ctx,
             &d.features,
+            d.kind,
             &d.labels,
             d.sample_len(),
             self.shard_bytes,

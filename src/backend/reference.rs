@@ -63,6 +63,7 @@ impl ReferenceBackend {
                 let start = self.u(cursor)[0] as usize;
                 let (xs, ys) = cpu::gather::gather(
                     &d.features,
+                    d.kind,
                     &d.labels,
                     d.sample_len(),
                     &self.u(order)[..len],

@@ -2,8 +2,8 @@
 //!
 //! Comma-separated, one sample per line, blank lines skipped. A first line with a field that is
 //! not a number is a header. The label column is the one a header names `label` (any case),
-//! else the last. Features are integers from 0 to 255 (bytes, scaled to [0, 1] on the device
-//! like image pixels). Labels are class indices (integers from 0), or else class names: when
+//! else the last. Features are finite numbers, used as they are (`f32`). Labels are class
+//! indices (integers from 0), or else class names: when
 //! any label of the training file is not an integer, every distinct label is a name, and the
 //! classes are the names sorted (the test file uses the training file's classes).
 
@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 /// One parsed file: the features, the label column's text, and the feature count.
 struct Table {
-    features: Vec<u8>,
+    features: Vec<f32>,
     labels: Vec<String>,
     width: usize,
     /// Line number (1-based) of each sample, for errors.
@@ -80,14 +80,14 @@ fn read_table(path: &Path) -> Result<Table> {
                 continue;
             }
             let v = f
-                .parse::<u16>()
+                .parse::<f32>()
                 .ok()
-                .and_then(|v| u8::try_from(v).ok())
+                .filter(|v| v.is_finite())
                 .ok_or_else(|| {
                     Error::bad_data(
                         path,
                         format!(
-                            "line {} column {}: `{f}` is not an integer from 0 to 255 (features are bytes)",
+                            "line {} column {}: `{f}` is not a finite number",
                             i + 1,
                             j + 1
                         ),
@@ -141,7 +141,7 @@ pub fn load(train: &Path, test: Option<&Path>) -> Result<Splits> {
     };
     let shape = SampleShape::Flat(tr.width);
     let labels = indices(&tr, &names, train)?;
-    let train_set = Dataset::new(shape, tr.features, labels)?;
+    let train_set = Dataset::from_f32(shape, &tr.features, labels)?;
     let test_set = match test {
         Some(p) => {
             let te = read_table(p)?;
@@ -157,7 +157,7 @@ pub fn load(train: &Path, test: Option<&Path>) -> Result<Splits> {
                 ));
             }
             let labels = indices(&te, &names, p)?;
-            Some(Dataset::new(shape, te.features, labels)?)
+            Some(Dataset::from_f32(shape, &te.features, labels)?)
         }
         None => None,
     };

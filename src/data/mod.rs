@@ -40,8 +40,11 @@ pub const FILE_NAMES: [&str; 4] = [
 
 pub use crate::ops::SampleShape;
 
-/// One split: `n` samples of [`SampleShape`] bytes (scaled to [0, 1] on the device) and their
-/// class indices.
+pub use crate::ops::FeatureType;
+
+/// One split: `n` samples of [`SampleShape`] values and their class indices. The values are
+/// bytes (scaled to [0, 1] on the device, as image pixels) or `f32` (used as they are): see
+/// [`FeatureType`].
 ///
 /// `features` are in the engine's layout: an image's values channels-last (H×W×C, row after
 /// row, the channels of a pixel together), as the engine's activations are. For one channel
@@ -50,7 +53,8 @@ pub use crate::ops::SampleShape;
 /// with [`Dataset::from_chw`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    /// `n * shape.len()` bytes, sample after sample, each in the engine's layout.
+    /// `n * shape.len()` values, sample after sample, each in the engine's layout, as bytes
+    /// (one a value, or four little-endian bytes a value for `f32`).
     pub features: Vec<u8>,
     /// One class index per sample.
     pub labels: Vec<u32>,
@@ -58,21 +62,49 @@ pub struct Dataset {
     pub n: usize,
     /// What one sample is.
     pub shape: SampleShape,
+    /// How the values are stored.
+    pub kind: FeatureType,
 }
 
 impl Dataset {
-    /// A set from samples already in the engine's layout (channels-last for images; see
+    /// A set of byte values already in the engine's layout (channels-last for images; see
     /// [`Dataset`]). The sample count is `labels.len()`; [`Error::KernelShape`] when `features`
     /// does not hold that many samples of `shape` or a sample is empty.
     pub fn new(shape: SampleShape, features: Vec<u8>, labels: Vec<u32>) -> Result<Dataset> {
+        Dataset::with_kind(shape, FeatureType::U8, features, labels)
+    }
+
+    /// A set of `f32` values already in the engine's layout, used as they are;
+    /// [`Error::KernelShape`] as [`Dataset::new`], and [`Error::BadData`] (naming no file:
+    /// sources check their values first, naming theirs) for a NaN or infinite value.
+    pub fn from_f32(shape: SampleShape, values: &[f32], labels: Vec<u32>) -> Result<Dataset> {
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::bad_data(
+                "features",
+                format!("value {i} is {}; features must be finite", values[i]),
+            ));
+        }
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Dataset::with_kind(shape, FeatureType::F32, bytes, labels)
+    }
+
+    /// A set of values stored as `kind` (raw bytes, little-endian for `f32`).
+    pub fn with_kind(
+        shape: SampleShape,
+        kind: FeatureType,
+        features: Vec<u8>,
+        labels: Vec<u32>,
+    ) -> Result<Dataset> {
         let n = labels.len();
         let len = shape.len();
-        if len == 0 || n.checked_mul(len) != Some(features.len()) {
+        let bytes = len * kind.size();
+        if len == 0 || n.checked_mul(bytes) != Some(features.len()) {
             return Err(Error::KernelShape {
                 kernel: "dataset".into(),
                 reason: format!(
-                    "{} feature bytes are not {n} samples of {shape} ({len} values each)",
-                    features.len()
+                    "{} feature bytes are not {n} samples of {shape} ({len} values of {} bytes each)",
+                    features.len(),
+                    kind.size()
                 ),
             });
         }
@@ -81,26 +113,38 @@ impl Dataset {
             labels,
             n,
             shape,
+            kind,
         })
     }
 
-    /// A set from channels-first samples (C×H×W each, as NumPy arrays, CIFAR files and
-    /// PyTorch hold images), converted once here to the engine's channels-last layout. For a
-    /// flat shape or one channel nothing moves.
+    /// A set of byte values from channels-first samples (C×H×W each, as NumPy arrays, CIFAR
+    /// files and PyTorch hold images), converted once here to the engine's channels-last
+    /// layout. For a flat shape or one channel nothing moves.
     pub fn from_chw(shape: SampleShape, chw: Vec<u8>, labels: Vec<u32>) -> Result<Dataset> {
-        let mut d = Dataset::new(shape, chw, labels)?;
+        Dataset::from_chw_kind(shape, FeatureType::U8, chw, labels)
+    }
+
+    /// [`Dataset::from_chw`] for values stored as `kind`.
+    pub fn from_chw_kind(
+        shape: SampleShape,
+        kind: FeatureType,
+        chw: Vec<u8>,
+        labels: Vec<u32>,
+    ) -> Result<Dataset> {
+        let mut d = Dataset::with_kind(shape, kind, chw, labels)?;
         if let SampleShape::Image { c, h, w } = shape {
             if c > 1 {
-                let plane = h * w;
+                let (plane, es) = (h * w, kind.size());
                 let mut hwc = vec![0u8; d.features.len()];
                 for (src, dst) in d
                     .features
-                    .chunks_exact(c * plane)
-                    .zip(hwc.chunks_exact_mut(c * plane))
+                    .chunks_exact(c * plane * es)
+                    .zip(hwc.chunks_exact_mut(c * plane * es))
                 {
-                    for (ch, p) in src.chunks_exact(plane).enumerate() {
-                        for (i, &v) in p.iter().enumerate() {
-                            dst[i * c + ch] = v;
+                    for (ch, p) in src.chunks_exact(plane * es).enumerate() {
+                        for (i, v) in p.chunks_exact(es).enumerate() {
+                            let at = (i * c + ch) * es;
+                            dst[at..at + es].copy_from_slice(v);
                         }
                     }
                 }
@@ -115,6 +159,11 @@ impl Dataset {
         self.shape.len()
     }
 
+    /// Bytes per sample.
+    pub fn sample_bytes(&self) -> usize {
+        self.shape.len() * self.kind.size()
+    }
+
     /// The first `n` samples (all of them when `n >= self.n`).
     pub fn subset(&self, n: usize) -> Dataset {
         self.range(0, n.min(self.n))
@@ -124,12 +173,13 @@ impl Dataset {
     pub fn range(&self, start: usize, len: usize) -> Dataset {
         let start = start.min(self.n);
         let end = start.saturating_add(len).min(self.n);
-        let p = self.sample_len();
+        let p = self.sample_bytes();
         Dataset {
             features: self.features[start * p..end * p].to_vec(),
             labels: self.labels[start..end].to_vec(),
             n: end - start,
             shape: self.shape,
+            kind: self.kind,
         }
     }
 
@@ -138,12 +188,12 @@ impl Dataset {
         self.labels.iter().max().map_or(0, |&m| m as usize + 1)
     }
 
-    /// Values of sample `i`, in the engine's layout.
+    /// The bytes of sample `i`, in the engine's layout.
     ///
     /// # Panics
     /// When `i >= self.n`, like slice indexing.
     pub fn sample(&self, i: usize) -> &[u8] {
-        let p = self.sample_len();
+        let p = self.sample_bytes();
         &self.features[i * p..(i + 1) * p]
     }
 }
@@ -471,6 +521,19 @@ mod tests {
         let gray: Vec<u8> = (0..12).collect();
         let g = Dataset::from_chw(SampleShape::gray(2, 3), gray.clone(), vec![0, 1]).unwrap();
         assert_eq!(g.features, gray);
+        // f32 values move as whole values.
+        let v: Vec<f32> = vec![0.5, 1.5, -2.0, 7.0];
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let two = SampleShape::Image { c: 2, h: 1, w: 2 };
+        let f = Dataset::from_chw_kind(two, FeatureType::F32, bytes, vec![3]).unwrap();
+        let got: Vec<f32> = f
+            .sample(0)
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, vec![0.5, -2.0, 1.5, 7.0]);
+        let e = Dataset::from_f32(SampleShape::Flat(2), &[1.0, f32::NAN], vec![0]).unwrap_err();
+        assert!(e.to_string().contains("value 1 is NaN"), "{e}");
     }
 
     #[test]

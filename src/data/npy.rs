@@ -1,4 +1,5 @@
-//! NumPy `.npy` arrays: features as `u8`, labels of any integer type.
+//! NumPy `.npy` arrays: features `uint8` (scaled to [0, 1] on the device) or `float32` (used as
+//! they are, refused when NaN or infinite), labels of any integer type.
 //!
 //! The format (NumPy's `lib/format.py`): the magic `\x93NUMPY`, a version byte pair, a header
 //! length (2 bytes little-endian in version 1, 4 in versions 2 and 3), then a Python dict
@@ -10,7 +11,7 @@
 
 use std::path::Path;
 
-use super::{Dataset, SampleShape};
+use super::{Dataset, FeatureType, SampleShape};
 use crate::{Error, Result};
 
 /// Largest array payload read (4 GiB): above it, a header is taken to be corrupt.
@@ -71,14 +72,31 @@ impl Npy {
         self.len() == 0
     }
 
-    /// The elements as bytes, for an array of `uint8` (or `bool`); else an error naming `path`.
-    pub fn into_u8(self, path: &Path) -> Result<Vec<u8>> {
+    /// The elements as features: `uint8` (or `bool`) as bytes, `float32` as they are (each
+    /// finite; the error names the first that is not, by its flat index); any other type is
+    /// an error naming `path`.
+    pub fn into_features(self, path: &Path) -> Result<(FeatureType, Vec<u8>)> {
         match self.dtype {
-            Dtype::U(1) | Dtype::Bool => Ok(self.data),
+            Dtype::U(1) | Dtype::Bool => Ok((FeatureType::U8, self.data)),
+            Dtype::F(4) => {
+                let value = |i: usize| {
+                    f32::from_le_bytes(self.data[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+                };
+                if let Some(i) = (0..self.data.len() / 4).find(|&i| !value(i).is_finite()) {
+                    return Err(Error::bad_data(
+                        path,
+                        format!(
+                            "feature value {i} (flat index) is {}; features must be finite",
+                            value(i)
+                        ),
+                    ));
+                }
+                Ok((FeatureType::F32, self.data))
+            }
             d => Err(Error::bad_data(
                 path,
                 format!(
-                    "features are {d}; wgtrain reads uint8 features (0 to 255, as image bytes)"
+                    "features are {d}; wgtrain reads uint8 (0 to 255, scaled to [0, 1]) or float32 (used as they are)"
                 ),
             )),
         }
@@ -284,9 +302,9 @@ pub fn dataset(x: Npy, x_path: &Path, y: Npy, y_path: &Path) -> Result<Dataset> 
             ),
         ));
     }
-    let features = x.into_u8(x_path)?;
+    let (kind, features) = x.into_features(x_path)?;
     let labels = y.into_labels(y_path)?;
-    Dataset::from_chw(shape, features, labels)
+    Dataset::from_chw_kind(shape, kind, features, labels)
 }
 
 /// The sample shape of an array whose first dimension counts samples: `[N, F]` is flat,
@@ -356,13 +374,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("label 0 is 18446744073709551615"), "{e}");
-        let f = encode("<f4", &[1, 1], &[0; 4]);
+        let f = encode("<f8", &[1, 1], &[0; 8]);
         let e = parse(&f, p())
             .unwrap()
-            .into_u8(p())
+            .into_features(p())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("float32"), "{e}");
+        assert!(e.contains("features are float64"), "{e}");
+        let vals: Vec<u8> = [1.0f32, f32::INFINITY]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let f = encode("<f4", &[1, 2], &vals);
+        let e = parse(&f, p())
+            .unwrap()
+            .into_features(p())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "a.npy: feature value 1 (flat index) is inf; features must be finite"
+        );
         let short = encode("|u1", &[2, 3], &[0; 5]);
         let e = parse(&short, p()).unwrap_err().to_string();
         assert!(e.contains("needs 6 data bytes but the file holds 5"), "{e}");

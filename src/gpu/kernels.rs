@@ -569,8 +569,10 @@ pub struct GpuDataset {
     pub labels: Buffer,
     /// Samples held.
     pub samples: usize,
-    /// Pixels (bytes) per sample.
+    /// Values per sample.
     pub pixels: usize,
+    /// How the values are stored.
+    pub kind: crate::ops::FeatureType,
 }
 
 impl GpuDataset {
@@ -579,18 +581,21 @@ impl GpuDataset {
     pub fn upload(
         ctx: &GpuContext,
         images: &[u8],
+        kind: crate::ops::FeatureType,
         labels: &[u32],
         pixels: usize,
         max_shard_bytes: Option<u64>,
     ) -> Result<Self> {
         let samples = labels.len();
         nonzero("dataset", &[("samples", samples), ("pixels", pixels)])?;
-        if images.len() != samples * pixels {
+        let sample_bytes = pixels * kind.size();
+        if images.len() != samples * sample_bytes {
             return Err(Error::KernelShape {
                 kernel: "dataset".into(),
                 reason: format!(
-                    "{} image bytes for {samples} samples of {pixels} pixels",
-                    images.len()
+                    "{} image bytes for {samples} samples of {pixels} values of {} bytes",
+                    images.len(),
+                    kind.size()
                 ),
             });
         }
@@ -600,12 +605,12 @@ impl GpuDataset {
                 .min(ctx.limits.max_buffer_size),
         );
         // Whole samples per shard, rounded so the packed words end on a sample boundary.
-        let per_shard = (limit as usize / pixels) & !3;
+        let per_shard = (limit as usize / sample_bytes) & !3;
         if per_shard == 0 {
             ctx.check_limit(
                 "max_storage_buffer_binding_size",
                 limit,
-                4 * pixels as u64,
+                4 * sample_bytes as u64,
                 &LimitUse::Dataset("one binding must hold at least four images".into()),
             )?;
         }
@@ -613,7 +618,7 @@ impl GpuDataset {
             .step_by(per_shard.max(1))
             .map(|start| {
                 let count = per_shard.min(samples - start);
-                let bytes = &images[start * pixels..(start + count) * pixels];
+                let bytes = &images[start * sample_bytes..(start + count) * sample_bytes];
                 Shard {
                     images: ctx.upload("images", &pack_bytes(bytes)),
                     start,
@@ -626,6 +631,7 @@ impl GpuDataset {
             labels: ctx.upload("labels", labels),
             samples,
             pixels,
+            kind,
         })
     }
 }
@@ -670,7 +676,7 @@ pub fn gather(
                 name,
                 "images",
                 &shard.images,
-                (shard.count * data.pixels).div_ceil(4),
+                (shard.count * data.pixels * data.kind.size()).div_ceil(4),
             )?;
             let params = ctx.uniform(
                 name,
@@ -680,6 +686,7 @@ pub fn gather(
                     len as u32,
                     shard.start as u32,
                     shard.count as u32,
+                    (data.kind == crate::ops::FeatureType::F32) as u32,
                 ],
             );
             ctx.launch(
@@ -704,7 +711,7 @@ pub fn gather(
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 

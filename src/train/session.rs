@@ -480,6 +480,7 @@ pub fn check_ranks_agree(
     let data = |d: &crate::data::Dataset| {
         let mut h = Sha256::new();
         h.update((d.n as u64).to_le_bytes());
+        h.update(format!("{:?}", d.kind).as_bytes());
         h.update(&d.features);
         for l in &d.labels {
             h.update(l.to_le_bytes());

@@ -10,8 +10,8 @@
 use super::coverage;
 use super::ops::{
     check_adam_op, check_avgpool_op, check_bias_op, check_conv2d_layer_op, check_conv2d_op,
-    check_gather_op, check_matmul_op, check_maxpool_op, check_metrics_op, check_sgd_op,
-    check_softmax_op, Cursor,
+    check_gather_kind, check_gather_op, check_matmul_op, check_maxpool_op, check_metrics_op,
+    check_sgd_op, check_softmax_op, Cursor,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_shapes, maxpool_shapes, ADAM_TEST_MAX,
@@ -19,6 +19,7 @@ use super::shapes::{
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
+use crate::ops::FeatureType;
 use crate::oracle::{
     fail_nonfinite, softmax_extreme_logits, softmax_logits, Check, Family, Inputs, PoolInput,
     SGD_PARAMS,
@@ -304,10 +305,17 @@ async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
         for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
             out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor).await?);
         }
-        if let Some(gpu) = be.as_gpu() {
-            let shard = ((samples / 3).max(4) * pixels) as u64;
+        // f32 values, read as they are: from the start (twice) and into the padding.
+        for cursor in [Cursor::NearEnd, Cursor::StartTwice] {
+            let f32s = check_gather_kind(be, inp, samples, pixels, rows, cursor, FeatureType::F32);
+            out.extend(f32s.await?);
+        }
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            let Some(gpu) = be.as_gpu() else { break };
+            let shard = ((samples / 3).max(4) * pixels * kind.size()) as u64;
             gpu.pin_dataset_shards(Some(shard));
-            let checks = check_gather_op(be, inp, samples, pixels, rows, Cursor::NearEndOfPart);
+            let cursor = Cursor::NearEndOfPart;
+            let checks = check_gather_kind(be, inp, samples, pixels, rows, cursor, kind);
             let checks = checks.await;
             be.as_gpu()
                 .expect("the GPU backend")

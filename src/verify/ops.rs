@@ -375,12 +375,34 @@ pub async fn check_gather_op(
     rows: usize,
     cursor: Cursor,
 ) -> Result<Vec<Check>> {
+    check_gather_kind(
+        be,
+        inp,
+        samples,
+        pixels,
+        rows,
+        cursor,
+        crate::ops::FeatureType::U8,
+    )
+    .await
+}
+
+/// [`check_gather_op`] on values stored as `kind`.
+pub async fn check_gather_kind(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    pixels: usize,
+    rows: usize,
+    cursor: Cursor,
+    kind: crate::ops::FeatureType,
+) -> Result<Vec<Check>> {
     // Starting twice from 0 also runs on a part of the order, as a data-parallel rank does.
     let len = match cursor {
         Cursor::StartTwice | Cursor::NearEndOfPart => samples - samples / 3,
         Cursor::NearEnd | Cursor::AtEnd => samples,
     };
-    let mut d = GatherData::new(inp, samples, pixels, rows, len);
+    let mut d = GatherData::of_kind(inp, samples, pixels, rows, len, kind);
     let repeat = match cursor {
         Cursor::NearEnd | Cursor::NearEndOfPart => 1,
         Cursor::StartTwice => {
@@ -392,8 +414,9 @@ pub async fn check_gather_op(
             1
         }
     };
-    let set = Dataset::new(
+    let set = Dataset::with_kind(
         crate::data::SampleShape::Flat(pixels),
+        kind,
         d.images.clone(),
         d.labels.clone(),
     )?;
@@ -427,6 +450,10 @@ pub async fn check_gather_op(
     // The last run gathered from start + (repeat − 1)·rows.
     d.start += (repeat - 1) * rows;
     let shape = format!("{rows}x{pixels} of {samples} ({len} in use) from {cursor:?}");
+    let shape = match kind {
+        crate::ops::FeatureType::U8 => shape,
+        crate::ops::FeatureType::F32 => format!("{shape}, f32 values"),
+    };
     let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());
     out.push(h.untouched("gather", &shape).await?);
     Ok(out)
