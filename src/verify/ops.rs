@@ -19,9 +19,9 @@ use crate::ops::{
 use crate::oracle::{
     adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
     avgpool_shape, bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape,
-    conv_layer_compare, matmul_compare, maxpool_compare, maxpool_inputs, maxpool_shape,
-    metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, Check,
-    Family, GatherData, Inputs, MatmulData, PoolInput, GATHER_Y_POISON, METRICS_START,
+    conv_layer_compare, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare,
+    metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, Check, Family, GatherData,
+    Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON, METRICS_START,
 };
 use crate::Result;
 use ndarray::Array2;
@@ -172,8 +172,20 @@ pub async fn check_matmul_op(
     inp: &mut Inputs,
     spec: &MatmulSpec,
 ) -> Result<Vec<Check>> {
-    let (m, n) = (spec.m, spec.n);
     let d = MatmulData::new(inp, spec);
+    let reference = MatmulReference::new(spec, &d);
+    run_matmul_op(be, spec, &d, &reference).await
+}
+
+/// One matmul launch of `spec` on the inputs `d`, compared with their `reference` (made once
+/// for several launches of the same draw: [`MatmulReference`]), and the untouched check.
+pub async fn run_matmul_op(
+    be: &mut dyn Backend,
+    spec: &MatmulSpec,
+    d: &MatmulData,
+    reference: &MatmulReference,
+) -> Result<Vec<Check>> {
+    let (m, n) = (spec.m, spec.n);
     let mut h = Harness::new(be, Family::Matmul);
     let a = h.input_f32("a", d.a.as_slice().unwrap())?;
     let b = h.input_f32("b", d.b.as_slice().unwrap())?;
@@ -197,7 +209,7 @@ pub async fn check_matmul_op(
         1,
     )?;
     let got = h.read_f32(c, m * n).await?;
-    let check = matmul_compare(spec, &d, &got);
+    let check = reference.compare(&got);
     let untouched = h.untouched("matmul", &check.shape).await?;
     Ok(vec![check, untouched])
 }
