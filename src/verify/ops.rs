@@ -404,13 +404,11 @@ pub async fn check_gather_op(
             1
         }
     };
-    let set = Dataset {
-        images: d.images.clone(),
-        labels: d.labels.clone(),
-        n: samples,
-        rows: 1,
-        cols: pixels,
-    };
+    let set = Dataset::new(
+        crate::data::SampleShape::Flat(pixels),
+        d.images.clone(),
+        d.labels.clone(),
+    )?;
     let mut h = Harness::new(be, Family::Gather);
     let data = h.dataset(&set)?;
     let ob = h.input_exact("order", &d.order)?;
