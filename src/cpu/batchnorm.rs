@@ -100,10 +100,10 @@ pub fn batchnorm_apply<F: NdFloat>(
         .map(|(i, &v)| {
             let ch = i % c;
             let y = (v - stats[ch]) * stats[c + ch] * w[ch] + b[ch];
-            if spec.relu && !(y > F::zero()) {
-                F::zero()
-            } else {
+            if !spec.relu || y > F::zero() {
                 y
+            } else {
+                F::zero()
             }
         })
         .collect()

@@ -85,7 +85,7 @@ pub fn apply(x: &[f32], stats: &[f32], w: &[f32], b: &[f32], spec: &BatchNormSpe
             for (k, o) in out.iter_mut().enumerate() {
                 let ch = k % c;
                 let v = (x[at + k] - mean[ch]) * istd[ch] * w[ch] + b[ch];
-                *o = if spec.relu && !(v > 0.0) { 0.0 } else { v };
+                *o = if !spec.relu || v > 0.0 { v } else { 0.0 };
             }
         });
 }

@@ -140,7 +140,17 @@ fn take_running(
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
-            let Some(c) = c else { return Ok(None) };
+            let Some(c) = c else {
+                for kind in RUNNING_KINDS {
+                    let name = format!("{prefix}.{i}.{kind}");
+                    if tensors.contains_key(&name) {
+                        return Err(format!(
+                            "unexpected tensor `{name}`: layer {i} of {arch} is not a batch normalisation"
+                        ));
+                    }
+                }
+                return Ok(None);
+            };
             let mut take = |kind: &str, want: Vec<usize>| {
                 let name = format!("{prefix}.{i}.{kind}");
                 match tensors.remove(&name) {

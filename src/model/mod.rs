@@ -19,6 +19,7 @@ mod preset;
 
 pub use preset::Preset;
 
+pub use crate::nn::batchnorm::Running;
 pub use crate::nn::{LayerSpec, Shape, MAX_DIM};
 
 /// Largest number of elements of one sample's activations after any layer (or of the input).
@@ -334,47 +335,6 @@ impl Param {
         Param {
             weight: ArrayD::from_elem(IxDyn(shape), w),
             bias: Array1::from_elem(shape.first().copied().unwrap_or(0), b),
-        }
-    }
-}
-
-/// A batch normalisation layer's running statistics, PyTorch's `running_mean`, `running_var`
-/// and `num_batches_tracked` buffers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Running {
-    /// Running mean \[C\] (PyTorch starts it at 0).
-    pub mean: Array1<f32>,
-    /// Running (unbiased) variance \[C\] (PyTorch starts it at 1).
-    pub var: Array1<f32>,
-    /// Training batches seen. PyTorch keeps an int64; it is stored as f32 here (and in model
-    /// files), exact up to 2²⁴ batches, and PyTorch's `load_state_dict` converts it.
-    pub batches: f32,
-}
-
-impl Running {
-    /// PyTorch's starting statistics for `c` channels: mean 0, variance 1, no batches.
-    pub fn fresh(c: usize) -> Self {
-        Running {
-            mean: Array1::zeros(c),
-            var: Array1::ones(c),
-            batches: 0.0,
-        }
-    }
-
-    /// [mean C | var C | batches], the layout the engine keeps them in.
-    pub fn words(&self) -> Vec<f32> {
-        let mut v: Vec<f32> = self.mean.iter().chain(self.var.iter()).copied().collect();
-        v.push(self.batches);
-        v
-    }
-
-    /// From [`Running::words`]' layout (2C + 1 values).
-    pub fn from_words(w: &[f32]) -> Self {
-        let c = w.len() / 2;
-        Running {
-            mean: Array1::from(w[..c].to_vec()),
-            var: Array1::from(w[c..2 * c].to_vec()),
-            batches: w[2 * c],
         }
     }
 }

@@ -10,13 +10,55 @@
 //!
 //! The padding rows of a last partial minibatch (labels ≥ the class count) are excluded from
 //! the statistics and get no gradient. Parameters are γ as the layer's `weight` and β as its
-//! `bias`; the running statistics live in [`crate::model::Model::running`] and in model files
+//! `bias`; the running statistics ([`Running`]) live in `Model::running` and in model files
 //! as `layers.{i}.running_mean|running_var|num_batches_tracked`.
 
 use super::{Build, Grammar, Io, Layer, LayerKind, LayerSpec, Mode, Refusal, Shape};
 use crate::ops::{BatchNormSpec, BufId, Op};
 use crate::Result;
+use ndarray::Array1;
 use std::fmt;
+
+/// A batch normalisation layer's running statistics, PyTorch's `running_mean`, `running_var`
+/// and `num_batches_tracked` buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Running {
+    /// Running mean \[C\] (PyTorch starts it at 0).
+    pub mean: Array1<f32>,
+    /// Running (unbiased) variance \[C\] (PyTorch starts it at 1).
+    pub var: Array1<f32>,
+    /// Training batches seen. PyTorch keeps an int64; it is stored as f32 here (and in model
+    /// files), exact up to 2²⁴ batches, and PyTorch's `load_state_dict` converts it.
+    pub batches: f32,
+}
+
+impl Running {
+    /// PyTorch's starting statistics for `c` channels: mean 0, variance 1, no batches.
+    pub fn fresh(c: usize) -> Self {
+        Running {
+            mean: Array1::zeros(c),
+            var: Array1::ones(c),
+            batches: 0.0,
+        }
+    }
+
+    /// [mean C | var C | batches], the layout the engine keeps them in.
+    pub fn words(&self) -> Vec<f32> {
+        let mut v: Vec<f32> = self.mean.iter().chain(self.var.iter()).copied().collect();
+        v.push(self.batches);
+        v
+    }
+
+    /// From [`Running::words`]' layout (2C + 1 values).
+    pub fn from_words(w: &[f32]) -> Self {
+        let c = w.len() / 2;
+        Running {
+            mean: Array1::from(w[..c].to_vec()),
+            var: Array1::from(w[c..2 * c].to_vec()),
+            batches: w[2 * c],
+        }
+    }
+}
 
 /// PyTorch's default running-statistics momentum.
 pub const MOMENTUM: f32 = 0.1;
@@ -104,7 +146,7 @@ impl LayerKind for BatchNorm {
         let running = match b.running {
             Some(r) => r,
             None => {
-                fresh = crate::model::Running::fresh(c);
+                fresh = Running::fresh(c);
                 &fresh
             }
         };

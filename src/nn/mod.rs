@@ -175,7 +175,7 @@ pub struct Build<'a> {
     /// Classes of the network (labels at or above are padding rows).
     pub classes: usize,
     /// The layer's running statistics (batch normalisation) as the model holds them.
-    pub running: Option<&'a crate::model::Running>,
+    pub running: Option<&'a batchnorm::Running>,
 }
 
 /// The channels, height and width of an image input, or the refusal of a layer (`what`, e.g.

@@ -274,7 +274,8 @@ pub fn batchnorm_compare(
     let mask = f64s(&d.mask);
     let tol_dx = |i: usize, masked: bool| {
         let (r, ch) = (i / c, i % c);
-        if !valid(r) || (masked && !(mask[i] > 0.0)) {
+        let live = !masked || mask[i] > 0.0;
+        if !valid(r) || !live {
             return (0.0, 0.0);
         }
         let t = dy[i].abs() + coef[c + ch].abs() + (xhat(i) * coef[2 * c + ch]).abs();

@@ -83,6 +83,9 @@ pub fn dropout_compare(
 mod tests {
     use super::*;
 
+    /// Inputs, step, y and the two dx of one twin run.
+    type Run = ([Vec<f32>; 3], u32, Vec<f32>, [Vec<f32>; 2]);
+
     const SPEC: DropoutSpec = DropoutSpec {
         rows: 7,
         cols: 300,
@@ -92,7 +95,7 @@ mod tests {
         row0: 5,
     };
 
-    fn run(spec: &DropoutSpec) -> ([Vec<f32>; 3], u32, Vec<f32>, [Vec<f32>; 2]) {
+    fn run(spec: &DropoutSpec) -> Run {
         let mut inp = Inputs::new(7);
         let (data, step) = dropout_inputs(&mut inp, spec);
         let y = cpu::dropout::dropout_forward(&data[0], spec, step);
@@ -101,7 +104,7 @@ mod tests {
         (data, step, y, [dx, dxm])
     }
 
-    fn checks(spec: &DropoutSpec, r: &([Vec<f32>; 3], u32, Vec<f32>, [Vec<f32>; 2])) -> Vec<Check> {
+    fn checks(spec: &DropoutSpec, r: &Run) -> Vec<Check> {
         let (data, step, y, d) = r;
         dropout_compare(
             spec,
