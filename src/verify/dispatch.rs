@@ -9,13 +9,13 @@
 
 use super::coverage;
 use super::ops::{
-    check_adam_op, check_avgpool_op, check_bias_op, check_conv2d_layer_op, check_conv2d_op,
-    check_gather_op, check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op,
-    run_matmul_op, Cursor,
+    check_adam_op, check_avgpool_op, check_batchnorm_op, check_bias_op, check_conv2d_layer_op,
+    check_conv2d_op, check_dropout_op, check_gather_op, check_maxpool_op, check_metrics_op,
+    check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
 };
 use super::shapes::{
-    adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_shapes, maxpool_shapes, ADAM_TEST_MAX,
-    GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
+    adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
+    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
@@ -64,6 +64,8 @@ pub async fn run_backend_family_async(
         Family::Maxpool => maxpool(be, inp, presets).await,
         Family::Avgpool => avgpool(be, inp, presets).await,
         Family::Adam => adam(be, inp, presets).await,
+        Family::Dropout => dropout(be, inp).await,
+        Family::Batchnorm => batchnorm(be, inp).await,
     };
     pin(be, None);
     out
@@ -432,6 +434,24 @@ async fn avgpool(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Resul
             let label = format!("{label} ");
             out.extend(check_avgpool_op(be, inp, &spec, PoolInput::Relu, &label).await?);
         }
+    }
+    Ok(out)
+}
+
+/// Dropout on every shape (no preset has a dropout layer).
+async fn dropout(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for spec in dropout_shapes() {
+        out.extend(check_dropout_op(be, inp, &spec).await?);
+    }
+    Ok(out)
+}
+
+/// Batch normalisation on every shape (no preset has one).
+async fn batchnorm(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for spec in batchnorm_shapes() {
+        out.extend(check_batchnorm_op(be, inp, &spec).await?);
     }
     Ok(out)
 }
