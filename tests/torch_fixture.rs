@@ -88,10 +88,7 @@ const TOL: f32 = 2e-6;
 
 fn run(opt: Optimizer, prefix: &str, test: &str) {
     let f = fixture();
-    let init = Model {
-        arch: f.arch.clone(),
-        params: params(&f.t, "init", f.n_params),
-    };
+    let init = Model::new(f.arch.clone(), params(&f.t, "init", f.n_params));
     let want = params(&f.t, prefix, f.n_params);
     let mut cfg = TrainConfig::lecture(f.arch.clone());
     cfg.optimizer = opt;
@@ -139,10 +136,7 @@ fn five_adam_steps_match_pytorch() {
 #[test]
 fn first_step_gradients_match_pytorch() {
     let f = fixture();
-    let init = Model {
-        arch: f.arch.clone(),
-        params: params(&f.t, "init", f.n_params),
-    };
+    let init = Model::new(f.arch.clone(), params(&f.t, "init", f.n_params));
     let want = params(&f.t, "grad", f.n_params);
     let mut cfg = TrainConfig::lecture(f.arch.clone());
     cfg.batch = 8;

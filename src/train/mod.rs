@@ -395,6 +395,7 @@ impl Progress {
         let n = max.max(1).min(of.saturating_sub(first));
         if n > 0 {
             let order = &self.order.as_ref().expect("drawn above").1;
+            engine.set_step(self.done)?;
             engine.train_steps(order, first, n)?;
         }
         self.done += n;
