@@ -232,6 +232,26 @@ fn idx_4d_files_train_and_evaluate() {
     let e: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["test_images"], 15);
     assert!(e["test_acc"].as_f64().unwrap() >= 0.9, "{e}");
+
+    // The same files under MNIST's names make a folder `--data-dir` reads.
+    let folder = d.path().join("mnist-layout");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (p, name) in paths.iter().zip(wgtrain::data::FILE_NAMES) {
+        std::fs::copy(p, folder.join(name)).unwrap();
+    }
+    let o = wgtrain(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data-dir",
+        s(&folder),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(again["test_acc"], e["test_acc"]);
 }
 
 #[test]

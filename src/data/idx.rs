@@ -311,7 +311,10 @@ fn read_body(
     if dims.len() > 1 && dims[1..].contains(&0) {
         return Err(Error::bad_data(
             path,
-            format!("header declares {shape}: samples of zero size"),
+            format!(
+                "header declares {shape}: {} of zero size",
+                if dims.len() == 3 { "images" } else { "samples" }
+            ),
         ));
     }
     // u32 * u32 * u32 can overflow u64; checked_mul makes that an error, not a wrap.

@@ -401,9 +401,24 @@ pub fn locate(dir: &Path) -> Result<MnistFiles> {
 }
 
 /// Load one split from an images file and a labels file (each raw or gzipped), checking that
-/// they hold the same number of samples.
+/// they hold the same number of samples. The images are `[N, H, W]` as MNIST's, or of another
+/// rank [`load_idx`] reads (`[N, C, H, W]` channels first, `[N, F]`), so a folder in MNIST's
+/// layout may hold colour images too.
 pub fn load_split(images: &Path, labels: &Path) -> Result<Dataset> {
-    let img = idx::read_idx_images(images)?;
+    let arr = idx::read_idx_array(images)?;
+    if matches!(arr.dims.len(), 2 | 4) {
+        return load_idx(images, labels);
+    }
+    // Rank 3 as MNIST's; any other rank is refused with the images reader's own words.
+    let img = match arr.dims[..] {
+        [n, rows, cols] => idx::IdxImages {
+            n,
+            rows,
+            cols,
+            data: arr.data,
+        },
+        _ => idx::read_idx_images(images)?,
+    };
     let lab = idx::read_idx_labels(labels)?;
     split_of(img, lab, images, labels)
 }
