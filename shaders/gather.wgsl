@@ -6,6 +6,10 @@
 //   the whole dataset, or a data-parallel rank's share of it) get zeros and the padding label
 //   0xffffffff, which the loss and metrics kernels ignore. Each launch covers
 //   one shard of the images and writes only the rows whose sample that shard holds.
+//   With augmentation on (`augment` != 0, training only), value f of row b is read from the
+//   sample cropped and flipped as `GatherAugment::source` in src/ops.rs says, with the sample's
+//   draw from `augment_draw` (the same u32 hash: seed, step[0], a salt, the sample index), so
+//   every backend gathers the same bits.
 // advance: cursor += B, so consecutive steps need no upload from the host.
 
 struct Params {
@@ -19,6 +23,14 @@ struct Params {
     shard_count: u32,
     // 1: the images buffer holds f32 values (bit patterns), 0: bytes packed four to a word.
     f32_features: u32,
+    // Augmentation: 1 on; crop padding P; 1: random flip; the image's width and channels
+    // (pixels = H·W·C, channels last); the run's folded seed.
+    augment: u32,
+    pad: u32,
+    flip: u32,
+    width: u32,
+    channels: u32,
+    seed: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,9 +42,48 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> y: array<u32>;
 
 @group(0) @binding(7) var<storage, read_write> cursor_rw: array<u32>;
+// The training-step counter (any one-word buffer when augmentation is off).
+@group(0) @binding(8) var<storage, read> step: array<u32>;
 
 const WG: u32 = 256u;
 const PADDING: u32 = 0xffffffffu;
+const AUGMENT_SALT: u32 = 0x61756721u;
+
+fn mix32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// The index within the sample that value f of the augmented sample reads, or 0xffffffff for
+// zero padding.
+fn augment_source(sample: u32, f: u32) -> u32 {
+    let base = mix32(mix32(mix32(mix32(p.seed) ^ step[0]) ^ AUGMENT_SALT) ^ sample);
+    let span = 2u * p.pad + 1u;
+    let dy = i32(mix32(base ^ 1u) % span) - i32(p.pad);
+    let dx = i32(mix32(base ^ 2u) % span) - i32(p.pad);
+    let flipped = p.flip != 0u && (mix32(base ^ 3u) >> 31u) == 1u;
+    let c = p.channels;
+    let w = p.width;
+    let h = p.pixels / (c * w);
+    let ch = f % c;
+    let col = (f / c) % w;
+    let row = f / (c * w);
+    var xs = col;
+    if (flipped) {
+        xs = w - 1u - col;
+    }
+    let sy = i32(row) + dy;
+    let sx = i32(xs) + dx;
+    if (sy < 0 || sy >= i32(h) || sx < 0 || sx >= i32(w)) {
+        return PADDING;
+    }
+    return (u32(sy) * w + u32(sx)) * c + ch;
+}
 
 @compute @workgroup_size(WG)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -55,16 +106,24 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (sample - p.shard_start >= p.shard_count) {
         return;
     }
-    let value = (sample - p.shard_start) * p.pixels + f;
+    var src = f;
+    if (p.augment != 0u) {
+        src = augment_source(sample, f);
+    }
+    if (f == 0u) {
+        y[b] = labels_all[sample];
+    }
+    if (src == PADDING) {
+        x[idx] = 0.0;
+        return;
+    }
+    let value = (sample - p.shard_start) * p.pixels + src;
     if (p.f32_features != 0u) {
         x[idx] = bitcast<f32>(images[value]);
     } else {
         let word = images[value / 4u];
         let v = (word >> (8u * (value % 4u))) & 0xffu;
         x[idx] = f32(v) / 255.0;
-    }
-    if (f == 0u) {
-        y[b] = labels_all[sample];
     }
 }
 

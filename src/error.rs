@@ -59,6 +59,8 @@ pub enum Setting {
     Data,
     /// The fraction of the training set held out for evaluation.
     ValSplit,
+    /// Training-time augmentation of the samples.
+    Augment,
 }
 
 impl Setting {
@@ -83,6 +85,7 @@ impl Setting {
             Setting::DataDir => "dataset folder",
             Setting::Data => "data source",
             Setting::ValSplit => "validation fraction",
+            Setting::Augment => "augmentation",
         }
     }
 }

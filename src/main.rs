@@ -226,6 +226,13 @@ struct TrainArgs {
     /// Take minibatches in file order (batch b holds samples b·m … (b+1)·m − 1).
     #[arg(long)]
     no_shuffle: bool,
+    /// Augment the training images on the device (never evaluation): crop:P (a random crop
+    /// with zero padding P: the image shifted by up to P pixels each way, zeros where it
+    /// leaves the image), flip (a horizontal flip with probability 1/2), or both as one
+    /// comma-separated value, e.g. --augment crop:4,flip. Seeded by --seed, the same on every
+    /// device, resumed exactly; image inputs only (default: off, or the checkpoint's).
+    #[arg(long, value_name = "crop:P,flip")]
+    augment: Option<String>,
     /// Start from the weights in this safetensors model file.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -427,6 +434,7 @@ impl Wording for Flags {
             Setting::DataDir => "--data-dir",
             Setting::Data => "--data",
             Setting::ValSplit => "--val-split",
+            Setting::Augment => "--augment",
             other => other.describe(),
         })
     }
@@ -880,6 +888,14 @@ fn train_run(
         max_steps: a.max_steps,
         seed: a.seed,
         no_shuffle: a.no_shuffle,
+        augment: a
+            .augment
+            .as_deref()
+            .map(|s| {
+                wgtrain::ops::Augment::parse(s)
+                    .map_err(|r| wgtrain::Error::setting(Setting::Augment, r))
+            })
+            .transpose()?,
     };
     let start = session::start(
         TrainConfig::preset(a.preset),
@@ -941,6 +957,9 @@ fn train_run(
             "training {} on {} ({} train / {} test images), {} lr {} ({} schedule) momentum {} l2 {} batch {}{each} epochs {}",
             cfg.arch, device, data.train.n, data.test.as_ref().map_or(0, |t| t.n), cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
+        if !cfg.augment.is_off() {
+            eprintln!("augmenting the training images: {}", cfg.augment);
+        }
     }
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

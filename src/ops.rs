@@ -544,6 +544,150 @@ pub fn dropout_keep(seed: u32, step: u32, layer: u32, index: u32, threshold: u32
     (mix32(mix32(key ^ index)) >> 8) >= threshold
 }
 
+/// Training-time augmentation of image samples, done by the gather (never in evaluation):
+/// a random crop with zero padding `crop` (the sample shifted by (dy, dx), each uniform in
+/// \[−crop, crop\], zeros where it leaves the image; torchvision's
+/// `RandomCrop(size, padding=crop)`), then, when `flip`, a horizontal flip with probability 1/2.
+/// Written `crop:4,flip`, `crop:4`, `flip` or `off` ([`Augment::parse`], `Display`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Augment {
+    /// Zero padding P of the random crop (0: no crop).
+    pub crop: usize,
+    /// Flip horizontally with probability 1/2.
+    pub flip: bool,
+}
+
+impl Augment {
+    /// No augmentation.
+    pub const OFF: Augment = Augment {
+        crop: 0,
+        flip: false,
+    };
+
+    /// Whether nothing is done.
+    pub fn is_off(&self) -> bool {
+        self.crop == 0 && !self.flip
+    }
+
+    /// Parse a comma-separated list of `crop:P` and `flip`, or `off`/`none`
+    /// (Err: the reason, one line).
+    pub fn parse(s: &str) -> std::result::Result<Augment, String> {
+        let mut a = Augment::OFF;
+        let (mut crop_seen, mut flip_seen) = (false, false);
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "off" | "none" if s.trim() == part => return Ok(Augment::OFF),
+                "flip" if !flip_seen => {
+                    flip_seen = true;
+                    a.flip = true;
+                }
+                _ => match part.strip_prefix("crop:") {
+                    Some(p) if !crop_seen => {
+                        crop_seen = true;
+                        let ok = |p: &usize| (1..=4096).contains(p);
+                        a.crop = p.parse().ok().filter(ok).ok_or_else(|| {
+                            format!(
+                                "`{part}`: the crop's padding must be a whole number of \
+                                 pixels from 1 to 4096"
+                            )
+                        })?;
+                    }
+                    _ if part == "flip" || part.starts_with("crop:") => {
+                        return Err(format!("`{part}` is given twice in `{s}`"))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "`{part}` is not an augmentation: give crop:P (a random crop with \
+                             zero padding P), flip (a random horizontal flip), both separated \
+                             by a comma, or off"
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(a)
+    }
+}
+
+impl std::fmt::Display for Augment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.crop, self.flip) {
+            (0, false) => f.write_str("off"),
+            (0, true) => f.write_str("flip"),
+            (p, false) => write!(f, "crop:{p}"),
+            (p, true) => write!(f, "crop:{p},flip"),
+        }
+    }
+}
+
+/// What the training gather does to each sample of a minibatch: [`Augment`] on images of
+/// H×W×C (channels last), with per-sample draws from the counter-based hash of (seed, training
+/// step, dataset sample index) ([`augment_draw`]) — the same on every backend and on every
+/// data-parallel rank, and redrawn identically by a resumed run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GatherAugment {
+    /// What is done.
+    pub augment: Augment,
+    /// Image height H.
+    pub h: usize,
+    /// Image width W.
+    pub w: usize,
+    /// Channels C (innermost).
+    pub c: usize,
+    /// The run's seed, folded to 32 bits ([`fold_seed`]).
+    pub seed: u32,
+    /// u32 training-step counter (one word).
+    pub step: BufId,
+}
+
+/// One sample's augmentation: its shift and whether it is flipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AugmentDraw {
+    /// Rows shifted: output row y reads input row y + dy.
+    pub dy: i32,
+    /// Columns shifted: output column x reads input column x' + dx, x' = x or W − 1 − x.
+    pub dx: i32,
+    /// Mirrored left to right.
+    pub flip: bool,
+}
+
+/// Kept apart from the dropout layers' keys (which fold in a layer index).
+const AUGMENT_SALT: u32 = 0x6175_6721;
+
+/// The draw for dataset sample `sample` at training step `step`: base = hash of (seed, step,
+/// salt, sample); dy = mix32(base ^ 1) mod (2P + 1) − P, dx likewise from base ^ 2, flip = the
+/// top bit of mix32(base ^ 3). `shaders/gather.wgsl` does the same u32 operations.
+pub fn augment_draw(a: Augment, seed: u32, step: u32, sample: u32) -> AugmentDraw {
+    let base = mix32(mix32(mix32(mix32(seed) ^ step) ^ AUGMENT_SALT) ^ sample);
+    let span = 2 * a.crop as u32 + 1;
+    let shift = |k: u32| (mix32(base ^ k) % span) as i32 - a.crop as i32;
+    AugmentDraw {
+        dy: shift(1),
+        dx: shift(2),
+        flip: a.flip && (mix32(base ^ 3) >> 31) == 1,
+    }
+}
+
+impl GatherAugment {
+    /// Where value `f` (of H·W·C) of the augmented sample comes from in the original one, or
+    /// None where the shifted image is zero padding.
+    pub fn source(&self, d: AugmentDraw, f: usize) -> Option<usize> {
+        let (c, w) = (self.c, self.w);
+        let ch = f % c;
+        let x = (f / c) % w;
+        let y = f / (c * w);
+        let xs = if d.flip { w - 1 - x } else { x };
+        let sy = y as i64 + d.dy as i64;
+        let sx = xs as i64 + d.dx as i64;
+        if sy < 0 || sy >= self.h as i64 || sx < 0 || sx >= w as i64 {
+            return None;
+        }
+        Some((sy as usize * w + sx as usize) * c + ch)
+    }
+}
+
 /// Hyperparameters of one Adam update, with PyTorch's `torch.optim.Adam` semantics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamParams {
@@ -606,6 +750,8 @@ pub enum Op {
         x: BufId,
         /// Output u32 labels y\[B\].
         y: BufId,
+        /// Training-time augmentation (None: the samples as they are, as in evaluation).
+        augment: Option<GatherAugment>,
     },
     /// cursor += by (a u32 counter).
     Advance {
@@ -898,8 +1044,15 @@ impl Op {
                 cursor,
                 x,
                 y,
+                augment,
                 ..
-            } => (vec![order, cursor], vec![x, y]),
+            } => (
+                [order, cursor]
+                    .into_iter()
+                    .chain(augment.map(|a| a.step))
+                    .collect(),
+                vec![x, y],
+            ),
             Op::Advance { cursor, .. } => (vec![], vec![cursor]),
             Op::Matmul { a, b, aux, c, .. } => {
                 (std::iter::once(a).chain([b]).chain(aux).collect(), vec![c])

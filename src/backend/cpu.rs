@@ -433,9 +433,11 @@ impl CpuBackend {
                 cursor,
                 x,
                 y,
+                augment,
             } => {
                 let d = Arc::clone(&self.data[data.0]);
                 let start = self.u(cursor)[0] as usize;
+                let augment = augment.map(|a| (a, self.u(a.step)[0]));
                 self.with_outs([x, y], |s, [xs, ys]| {
                     fastcpu::gather::gather(
                         &d.features,
@@ -446,6 +448,7 @@ impl CpuBackend {
                         start,
                         bytemuck::cast_slice_mut(xs),
                         &mut ys[..rows],
+                        augment.as_ref().map(|(a, s)| (a, *s)),
                     )
                 });
             }

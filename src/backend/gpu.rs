@@ -86,6 +86,7 @@ impl GpuBackend {
                 cursor,
                 x,
                 y,
+                ref augment,
             } => kernels::gather(
                 ctx,
                 rows,
@@ -95,6 +96,7 @@ impl GpuBackend {
                 b(cursor),
                 b(x),
                 b(y),
+                augment.as_ref().map(|a| (a, b(a.step))),
             ),
             Op::Advance { cursor, by } => one(kernels::advance(ctx, by, b(cursor))),
             Op::Matmul {

@@ -58,9 +58,11 @@ impl ReferenceBackend {
                 cursor,
                 x,
                 y,
+                augment,
             } => {
                 let d = &self.data[data.0];
                 let start = self.u(cursor)[0] as usize;
+                let augment = augment.map(|a| (a, self.u(a.step)[0]));
                 let (xs, ys) = cpu::gather::gather(
                     &d.features,
                     d.kind,
@@ -69,6 +71,7 @@ impl ReferenceBackend {
                     &self.u(order)[..len],
                     start,
                     rows,
+                    augment.as_ref().map(|(a, s)| (a, *s)),
                 );
                 self.put(x, xs.as_slice().expect("standard layout"));
                 self.bufs[y.0][..rows].copy_from_slice(ys.as_slice().expect("contiguous"));

@@ -1,10 +1,13 @@
 //! Twin of `shaders/gather.wgsl`.
 
-use crate::ops::{FeatureType, PADDING_LABEL};
+use crate::ops::{augment_draw, FeatureType, GatherAugment, PADDING_LABEL};
 use ndarray::{Array1, Array2};
 
 /// x\[B,P\] = images[order[start + b]] / 255 (bytes) or as they are (`f32`),
 /// y\[B\] = labels[order[start + b]]; rows past the end are zeros with the padding label.
+/// With `augment` = (what, training step), each sample is cropped and flipped as
+/// [`GatherAugment::source`] says for its [`augment_draw`].
+#[allow(clippy::too_many_arguments)]
 pub fn gather(
     images: &[u8],
     kind: FeatureType,
@@ -13,6 +16,7 @@ pub fn gather(
     order: &[u32],
     start: usize,
     rows: usize,
+    augment: Option<(&GatherAugment, u32)>,
 ) -> (Array2<f32>, Array1<u32>) {
     let mut x = Array2::zeros((rows, pixels));
     let mut y = Array1::from_elem(rows, PADDING_LABEL);
@@ -20,9 +24,20 @@ pub fn gather(
         let Some(&s) = order.get(start + b) else {
             continue;
         };
+        let draw = augment.map(|(a, step)| (a, augment_draw(a.augment, a.seed, step, s)));
         let s = s as usize;
         for (f, v) in x.row_mut(b).iter_mut().enumerate() {
-            let i = s * pixels + f;
+            let from = match draw {
+                Some((a, d)) => match a.source(d, f) {
+                    Some(g) => g,
+                    None => {
+                        *v = 0.0;
+                        continue;
+                    }
+                },
+                None => f,
+            };
+            let i = s * pixels + from;
             *v = match kind {
                 FeatureType::U8 => images[i] as f32 / 255.0,
                 FeatureType::F32 => {

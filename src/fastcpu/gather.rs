@@ -1,12 +1,13 @@
 //! Fast twin of `shaders/gather.wgsl`: the minibatch straight from the byte images.
 
 use super::PAR_MIN;
-use crate::ops::{FeatureType, PADDING_LABEL};
+use crate::ops::{augment_draw, FeatureType, GatherAugment, PADDING_LABEL};
 use rayon::prelude::*;
 
 /// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the end
 /// of `order` are zeros with the padding label. B = `y.len()`. `f32` features are taken as
-/// they are.
+/// they are. With `augment` = (what, training step), each sample is cropped and flipped as
+/// [`GatherAugment::source`] says (the twin's bits exactly).
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     images: &[u8],
@@ -17,6 +18,7 @@ pub fn gather(
     start: usize,
     x: &mut [f32],
     y: &mut [u32],
+    augment: Option<(&GatherAugment, u32)>,
 ) {
     let rows = y.len();
     let x = &mut x[..rows * pixels];
@@ -27,6 +29,29 @@ pub fn gather(
         .for_each(|(t, (xs, ys))| {
             for (i, (row, label)) in xs.chunks_exact_mut(pixels.max(1)).zip(ys).enumerate() {
                 match order.get(start + t * per_task + i) {
+                    Some(&s) if augment.is_some() => {
+                        let (a, step) = augment.expect("augmenting");
+                        let d = augment_draw(a.augment, a.seed, step, s);
+                        let s = s as usize;
+                        for (f, v) in row.iter_mut().enumerate() {
+                            *v = match a.source(d, f) {
+                                None => 0.0,
+                                Some(g) => {
+                                    let i = s * pixels + g;
+                                    match kind {
+                                        FeatureType::U8 => images[i] as f32 / 255.0,
+                                        FeatureType::F32 => f32::from_le_bytes([
+                                            images[4 * i],
+                                            images[4 * i + 1],
+                                            images[4 * i + 2],
+                                            images[4 * i + 3],
+                                        ]),
+                                    }
+                                }
+                            };
+                        }
+                        *label = labels[s];
+                    }
                     Some(&s) => {
                         let s = s as usize;
                         match kind {

@@ -649,6 +649,7 @@ pub fn gather(
     cursor: &Buffer,
     x: &Buffer,
     y: &Buffer,
+    augment: Option<(&crate::ops::GatherAugment, &Buffer)>,
 ) -> Result<Vec<Launch>> {
     let name = "gather";
     nonzero(
@@ -668,6 +669,31 @@ pub fn gather(
     need(name, "x", x, rows * data.pixels)?;
     need(name, "y", y, rows)?;
     need(name, "labels", &data.labels, data.samples)?;
+    let aug = match augment {
+        Some((a, step)) => {
+            need(name, "step", step, 1)?;
+            if a.h * a.w * a.c != data.pixels || a.c == 0 || a.w == 0 {
+                return Err(Error::KernelShape {
+                    kernel: name.to_string(),
+                    reason: format!(
+                        "augmenting {}x{}x{} images, but the dataset's samples hold {} values",
+                        a.h, a.w, a.c, data.pixels
+                    ),
+                });
+            }
+            [
+                1,
+                a.augment.crop as u32,
+                a.augment.flip as u32,
+                a.w as u32,
+                a.c as u32,
+                a.seed,
+            ]
+        }
+        None => [0, 0, 0, 1, 1, 0],
+    };
+    // Augmentation off reads no step: the cursor stands in for the binding.
+    let step = augment.map_or(cursor, |a| a.1);
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
     data.shards
         .iter()
@@ -678,17 +704,16 @@ pub fn gather(
                 &shard.images,
                 (shard.count * data.pixels * data.kind.size()).div_ceil(4),
             )?;
-            let params = ctx.uniform(
-                name,
-                &[
-                    rows as u32,
-                    data.pixels as u32,
-                    len as u32,
-                    shard.start as u32,
-                    shard.count as u32,
-                    (data.kind == crate::ops::FeatureType::F32) as u32,
-                ],
-            );
+            let mut words = vec![
+                rows as u32,
+                data.pixels as u32,
+                len as u32,
+                shard.start as u32,
+                shard.count as u32,
+                (data.kind == crate::ops::FeatureType::F32) as u32,
+            ];
+            words.extend(aug);
+            let params = ctx.uniform(name, &words);
             ctx.launch(
                 name,
                 pipeline.clone(),
@@ -700,6 +725,7 @@ pub fn gather(
                     (4, cursor),
                     (5, x),
                     (6, y),
+                    (8, step),
                 ],
                 grid_1d(rows * data.pixels, WG_ELEMENTWISE),
             )
@@ -711,7 +737,7 @@ pub fn gather(
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 

@@ -25,6 +25,8 @@ pub struct GatherData {
     pub len: usize,
     /// Where the cursor starts.
     pub start: usize,
+    /// The training augmentation and the step counter's value (None: off).
+    pub augment: Option<(crate::ops::GatherAugment, u32)>,
 }
 
 impl GatherData {
@@ -73,10 +75,12 @@ impl GatherData {
             order,
             len,
             start,
+            augment: None,
         }
     }
 
-    /// x (within WGSL's 2.5-ULP division), y exactly, and the cursor advanced by `rows`.
+    /// x (within WGSL's 2.5-ULP division; the augmentation's zeros and the places it reads
+    /// from exactly: a wrong byte is ≥ 1/255 off), y exactly, and the cursor advanced by `rows`.
     pub fn compare(
         &self,
         pixels: usize,
@@ -94,6 +98,7 @@ impl GatherData {
             &self.order[..self.len],
             self.start,
             rows,
+            self.augment.as_ref().map(|(a, s)| (a, *s)),
         );
         vec![
             compare(

@@ -18,7 +18,7 @@ use crate::error::Setting;
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
 use crate::nn::{self, Io, Layer, Mode, ParamBufs};
-use crate::ops::{BufId, DataId, MetricsAcc, Op};
+use crate::ops::{BufId, DataId, GatherAugment, MetricsAcc, Op};
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::rc::Rc;
@@ -91,6 +91,8 @@ pub struct Engine {
     /// The training-step counter (u32) of layers that read it (dropout), advanced once per
     /// step when one does; [`Engine::set_step`] sets it.
     step_counter: BufId,
+    /// The training gather's augmentation (None: off).
+    augment: Option<GatherAugment>,
     /// False when `train.order` no longer holds the epoch's order (evaluation overwrote it).
     order_valid: bool,
     /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
@@ -164,6 +166,7 @@ impl Engine {
         if let Some(t) = test {
             super::check_data(&model.arch, t, "test")?;
         }
+        let augment = augment_geometry(cfg, train)?;
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
             return Err(Error::InvalidSetting {
@@ -315,6 +318,14 @@ impl Engine {
             eval_test: None,
             opt_step,
             step_counter,
+            augment: augment.map(|(h, w, c)| GatherAugment {
+                augment: cfg.augment,
+                h,
+                w,
+                c,
+                seed: crate::ops::fold_seed(cfg.seed),
+                step: step_counter,
+            }),
             order_valid: false,
             forward_only: None,
             gradient: None,
@@ -357,7 +368,8 @@ impl Engine {
         }
     }
 
-    fn gather(&self, r: &Resident, len: usize) -> Op {
+    /// The gather of `r`'s minibatch; `augment` only in training.
+    fn gather(&self, r: &Resident, len: usize, augment: bool) -> Op {
         Op::Gather {
             data: r.data,
             rows: self.rows,
@@ -366,7 +378,13 @@ impl Engine {
             cursor: r.cursor,
             x: self.x,
             y: self.y,
+            augment: if augment { self.augment } else { None },
         }
+    }
+
+    /// Whether something reads the training-step counter (dropout, augmentation).
+    fn uses_step(&self) -> bool {
+        self.augment.is_some() || self.layers.iter().any(|l| l.uses_step())
     }
 
     fn forward_ops(&self, mode: Mode, ops: &mut Vec<Op>) {
@@ -422,7 +440,7 @@ impl Engine {
     /// piece with the gradient buffers it completes. One program of them all is the step's
     /// first half; [`Engine::overlap_communication`] prepares them one by one.
     fn grad_pieces(&self) -> Vec<(Vec<Op>, Bucket)> {
-        let mut ops = vec![self.gather(&self.train, self.train.len)];
+        let mut ops = vec![self.gather(&self.train, self.train.len, true)];
         self.loss_ops(&mut ops);
         let mut pieces = Vec::new();
         for l in (0..self.layers.len()).rev() {
@@ -442,7 +460,7 @@ impl Engine {
             cursor: self.train.cursor,
             by: self.rows,
         });
-        if self.layers.iter().any(|l| l.uses_step()) {
+        if self.uses_step() {
             last.push(Op::Advance {
                 cursor: self.step_counter,
                 by: 1,
@@ -452,7 +470,7 @@ impl Engine {
     }
 
     fn eval_ops(&self, r: &Resident) -> Vec<Op> {
-        let mut ops = vec![self.gather(r, r.eval.len())];
+        let mut ops = vec![self.gather(r, r.eval.len(), false)];
         self.forward_ops(Mode::Eval, &mut ops);
         ops.push(self.metrics(self.acc_eval));
         ops.push(Op::Advance {
@@ -482,11 +500,11 @@ impl Engine {
     }
 
     /// Set the training-step counter (steps done in the whole run) that seeds per-step
-    /// randomness (dropout masks): the run's driver sets it before each chunk of steps, so a
+    /// randomness (dropout masks, augmentation): the run's driver sets it before each chunk of steps, so a
     /// resumed run draws the masks an unbroken one would. A no-op for a network without such
     /// a layer.
     pub fn set_step(&mut self, step: usize) -> Result<()> {
-        if self.layers.iter().any(|l| l.uses_step()) {
+        if self.uses_step() {
             self.be.write(self.step_counter, &[step as u32])?;
         }
         Ok(())
@@ -637,6 +655,18 @@ impl Engine {
         self.rows
     }
 
+    /// The minibatch the last gather wrote: x \[B, input\] (channels last, augmented in
+    /// training) and the labels \[B\] (for tests: what a step or an evaluation saw).
+    pub fn last_batch(&mut self) -> Result<(Vec<f32>, Vec<u32>)> {
+        let xn = self.rows * self.model_shapes[0].len();
+        let words = crate::util::wait_for(
+            "the last minibatch",
+            self.read_async(&[(self.x, xn), (self.y, self.rows)]),
+        )?;
+        let (x, y) = words.split_at(xn);
+        Ok((bytemuck::cast_slice(x).to_vec(), y.to_vec()))
+    }
+
     /// Class probabilities [B, classes] for `x` [B, input] (forward only; for `predict`).
     pub fn probabilities(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         crate::util::wait_for("probabilities", self.probabilities_async(x))
@@ -727,4 +757,26 @@ impl Engine {
             .collect();
         Ok(Model::with_running(self.cfg.arch.clone(), params, running))
     }
+}
+
+/// The training images' (H, W, C) when `cfg` augments them (None when it does not);
+/// [`Error::InvalidSetting`] ([`Setting::Augment`]) when the samples are flat features.
+fn augment_geometry(cfg: &TrainConfig, train: &Dataset) -> Result<Option<(usize, usize, usize)>> {
+    if cfg.augment.is_off() {
+        return Ok(None);
+    }
+    let image = match (train.shape, crate::data::SampleShape::from(cfg.arch.input)) {
+        (crate::data::SampleShape::Image { c, h, w }, _)
+        | (_, crate::data::SampleShape::Image { c, h, w }) => Some((h, w, c)),
+        _ => None,
+    };
+    image.map(Some).ok_or_else(|| {
+        Error::setting(
+            Setting::Augment,
+            format!(
+                "{} crops and flips images, but the samples are {} flat features with no rows or columns",
+                cfg.augment, train.shape
+            ),
+        )
+    })
 }

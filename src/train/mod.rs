@@ -113,6 +113,11 @@ pub struct TrainConfig {
     /// How the learning rate changes over the run.
     #[serde(default)]
     pub lr_schedule: LrSchedule,
+    /// Training-time augmentation of image samples (off: none; saved in checkpoints so a
+    /// resumed run draws the same crops and flips; not written when off, so files of runs
+    /// without it are unchanged).
+    #[serde(default, skip_serializing_if = "crate::ops::Augment::is_off")]
+    pub augment: crate::ops::Augment,
 }
 
 /// An [`Arch`] as its `--arch` string in JSON.
@@ -144,6 +149,7 @@ impl TrainConfig {
             shuffle: true,
             init: Init::Uniform { scale: 0.07 },
             lr_schedule: LrSchedule::Constant,
+            augment: crate::ops::Augment::OFF,
         }
     }
 

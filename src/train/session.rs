@@ -49,6 +49,8 @@ pub struct Overrides {
     pub seed: Option<u64>,
     /// `--no-shuffle`: take minibatches in file order (false keeps the configured setting).
     pub no_shuffle: bool,
+    /// `--augment`: training-time augmentation of image samples.
+    pub augment: Option<crate::ops::Augment>,
 }
 
 impl Overrides {
@@ -71,6 +73,9 @@ impl Overrides {
         cfg.seed = self.seed.unwrap_or(cfg.seed);
         if self.no_shuffle {
             cfg.shuffle = false;
+        }
+        if let Some(a) = self.augment {
+            cfg.augment = a;
         }
     }
 }

@@ -10,8 +10,8 @@
 use super::coverage;
 use super::ops::{
     check_adam_op, check_avgpool_op, check_batchnorm_op, check_bias_op, check_conv2d_layer_op,
-    check_conv2d_op, check_dropout_op, check_gather_kind, check_gather_op, check_maxpool_op,
-    check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
+    check_conv2d_op, check_dropout_op, check_gather_augment, check_gather_kind, check_gather_op,
+    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
@@ -19,7 +19,7 @@ use super::shapes::{
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
-use crate::ops::FeatureType;
+use crate::ops::{Augment, FeatureType, SampleShape};
 use crate::oracle::{
     fail_nonfinite, softmax_extreme_logits, softmax_logits, Check, Family, Inputs, MatmulData,
     MatmulReference, PoolInput, SGD_PARAMS,
@@ -353,6 +353,66 @@ async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
             for mut c in checks? {
                 c.shape = format!("{} in shards of {shard} bytes", c.shape);
                 out.push(c);
+            }
+        }
+    }
+    // The training augmentation: fixed geometries (RGB, a padding beyond the width and the
+    // height, a one-row image) and random ones, bytes and f32, into the padding rows and from
+    // the start twice.
+    let mut geometries: Vec<(usize, [usize; 3], usize, Augment)> = vec![
+        (
+            37,
+            [3, 5, 7],
+            13,
+            Augment {
+                crop: 2,
+                flip: true,
+            },
+        ),
+        (
+            20,
+            [1, 4, 3],
+            9,
+            Augment {
+                crop: 5,
+                flip: true,
+            },
+        ),
+        (
+            50,
+            [3, 8, 8],
+            64,
+            Augment {
+                crop: 4,
+                flip: false,
+            },
+        ),
+        (
+            11,
+            [2, 1, 6],
+            7,
+            Augment {
+                crop: 0,
+                flip: true,
+            },
+        ),
+    ];
+    for _ in 0..4 {
+        let mut r = |n: u64| (inp.next_u64() % n) as usize;
+        let (c, h, w) = ([1, 3, 4][r(3)], 1 + r(10), 1 + r(10));
+        let augment = Augment {
+            crop: 1 + r(w as u64 + 2),
+            flip: r(2) == 1,
+        };
+        geometries.push((5 + r(40), [c, h, w], 1 + r(40), augment));
+    }
+    for (samples, [c, h, w], rows, augment) in geometries {
+        let shape = SampleShape::Image { c, h, w };
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            for cursor in [Cursor::NearEnd, Cursor::StartTwice] {
+                let checks =
+                    check_gather_augment(be, inp, samples, shape, rows, cursor, kind, augment);
+                out.extend(checks.await?);
             }
         }
     }

@@ -412,6 +412,38 @@ pub async fn check_gather_kind(
     cursor: Cursor,
     kind: crate::ops::FeatureType,
 ) -> Result<Vec<Check>> {
+    let shape = crate::data::SampleShape::Flat(pixels);
+    check_gather_with(be, inp, samples, shape, rows, cursor, kind, None).await
+}
+
+/// [`check_gather_kind`] on images of `shape` (C×H×W, held channels last) with the training
+/// augmentation `augment` at a random step and seed.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_gather_augment(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    shape: crate::data::SampleShape,
+    rows: usize,
+    cursor: Cursor,
+    kind: crate::ops::FeatureType,
+    augment: crate::ops::Augment,
+) -> Result<Vec<Check>> {
+    check_gather_with(be, inp, samples, shape, rows, cursor, kind, Some(augment)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check_gather_with(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    sample_shape: crate::data::SampleShape,
+    rows: usize,
+    cursor: Cursor,
+    kind: crate::ops::FeatureType,
+    augment: Option<crate::ops::Augment>,
+) -> Result<Vec<Check>> {
+    let pixels = sample_shape.len();
     // Starting twice from 0 also runs on a part of the order, as a data-parallel rank does.
     let len = match cursor {
         Cursor::StartTwice | Cursor::NearEndOfPart => samples - samples / 3,
@@ -429,18 +461,29 @@ pub async fn check_gather_kind(
             1
         }
     };
-    let set = Dataset::with_kind(
-        crate::data::SampleShape::Flat(pixels),
-        kind,
-        d.images.clone(),
-        d.labels.clone(),
-    )?;
+    let set = Dataset::with_kind(sample_shape, kind, d.images.clone(), d.labels.clone())?;
     let mut h = Harness::new(be, Family::Gather);
     let data = h.dataset(&set)?;
     let ob = h.input_exact("order", &d.order)?;
     let cb = h.inout("cursor", &[d.start as u32])?;
     let xb = h.output("x", rows * pixels, NAN)?;
     let yb = h.output("y", rows, GATHER_Y_POISON)?;
+    let augment = match (augment, sample_shape) {
+        (Some(a), crate::data::SampleShape::Image { c, h: ih, w }) => {
+            let step = inp.next_u64() as u32;
+            let ga = crate::ops::GatherAugment {
+                augment: a,
+                h: ih,
+                w,
+                c,
+                seed: inp.next_u64() as u32,
+                step: h.input_exact("step", &[step])?,
+            };
+            d.augment = Some((ga, step));
+            Some(ga)
+        }
+        _ => None,
+    };
     h.run(
         &[
             Op::Gather {
@@ -451,6 +494,7 @@ pub async fn check_gather_kind(
                 cursor: cb,
                 x: xb,
                 y: yb,
+                augment,
             },
             Op::Advance {
                 cursor: cb,
@@ -468,6 +512,13 @@ pub async fn check_gather_kind(
     let shape = match kind {
         crate::ops::FeatureType::U8 => shape,
         crate::ops::FeatureType::F32 => format!("{shape}, f32 values"),
+    };
+    let shape = match &d.augment {
+        Some((a, step)) => format!(
+            "{shape}, {} images augmented {} at step {step}",
+            sample_shape, a.augment
+        ),
+        None => shape,
     };
     let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());
     out.push(h.untouched("gather", &shape).await?);

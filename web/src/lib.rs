@@ -694,6 +694,7 @@ fn resolve(
         max_steps: o.max_steps,
         seed: o.seed.map(u64::from),
         no_shuffle: o.shuffle == Some(false),
+        augment: None,
     };
     let asked = o.arch.as_deref().map(str::trim);
     let base = match asked {
