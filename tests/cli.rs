@@ -213,6 +213,9 @@ fn bad_hyperparameters_are_refused_up_front() {
         &train_small(dir.path(), &["--batch-size", "0"]),
         "--batch-size",
     );
+    for bad in ["crop:x", "rotate", "flip,flip", "crop:0"] {
+        fails_cleanly(&train_small(dir.path(), &["--augment", bad]), "--augment");
+    }
     let out = dir.path().join("m.safetensors");
     let arch = |a: &str| {
         wgtrain(&[
@@ -316,6 +319,7 @@ fn help_explains_every_flag() {
         "--momentum",
         "--seed",
         "--no-shuffle",
+        "--augment",
         "--init",
         "--device",
         "--out",
