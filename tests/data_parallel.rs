@@ -233,6 +233,38 @@ fn dropout_over_two_ranks_draws_the_masks_of_one_process() {
     assert!(gap < 1e-5, "two ranks trained away from one process: {gap}");
 }
 
+/// Augmentation draws per dataset sample (not per rank row): two ranks crop and flip each
+/// sample as one process does, so they train to its weights; without the augmentation the
+/// same run ends far from them (the comparison can fail).
+#[test]
+fn augmentation_over_two_ranks_draws_the_crops_of_one_process() {
+    let data = sample();
+    let mut cfg = config("784-32-16-10", 1);
+    cfg.augment = wgtrain::ops::Augment {
+        crop: 3,
+        flip: true,
+    };
+    let model = cfg.init_model();
+    let one = one_process(&cfg, &model, &data);
+    let outs = train_ranks(
+        &cfg,
+        &model,
+        None,
+        Position::default(),
+        &data,
+        vec![Device::Cpu, Device::Cpu],
+    );
+    assert_replicas_identical(&outs);
+    let gap = relative_gap(&outs[0].model, &one.model, &model);
+    eprintln!("augmentation, 2 cpu ranks: relative gap {gap:.3e}");
+    assert!(gap < 1e-5, "two ranks trained away from one process: {gap}");
+    let mut plain = cfg.clone();
+    plain.augment = wgtrain::ops::Augment::OFF;
+    let unaugmented = one_process(&plain, &model, &data);
+    let apart = relative_gap(&unaugmented.model, &one.model, &model);
+    assert!(apart > 1e-3, "augmentation changed nothing: {apart}");
+}
+
 #[test]
 fn a_gpu_rank_and_a_cpu_rank_train_as_one_process_within_rounding() {
     let data = sample();
