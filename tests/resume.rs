@@ -304,3 +304,32 @@ fn adam_conv_net_resumed_from_a_checkpoint_matches_the_uninterrupted_run_bitwise
         assert_eq!(got, want, "{}", second.device());
     }
 }
+
+/// `--augment` travels in the checkpoint: a run stopped by `--max-steps` after two epochs and
+/// resumed without the flag draws the crops and flips of the unbroken augmented run (same
+/// weights bit for bit), not those of a run without augmentation. (At an epoch's end: a run
+/// that `--max-steps` stops mid-epoch does not resume exactly, with or without augmentation;
+/// the interrupted runs above do.)
+#[test]
+fn an_augmented_run_resumed_without_the_flag_matches_the_unbroken_augmented_run() {
+    let arch = "784-32-10";
+    let aug = |out: &Path, extra: &[&str]| {
+        let mut c = cmd_on("cpu", arch, out, &["--augment", "crop:3,flip"]);
+        c.args(extra);
+        c
+    };
+    let plain = |out: &Path, extra: &[&str]| cmd_on("cpu", arch, out, extra);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").join("m.safetensors");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let stop = (2 * STEPS_PER_EPOCH).to_string();
+    let o = aug(&out, &["--epochs", ENDLESS, "--max-steps", &stop])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let end = 3 * STEPS_PER_EPOCH;
+    let resumed = resume(plain, &out, end);
+    assert_eq!(resumed, uninterrupted(aug, dir.path(), end));
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(resumed, uninterrupted(plain, other.path(), end));
+}
