@@ -437,7 +437,7 @@ fn ranks_that_disagree_on_settings_or_data_are_refused_before_training() {
                 start.cfg.lr = lr1;
                 train = train.subset(limit1);
             }
-            match session::check_ranks_agree(&comm, &start, &train, &data.test) {
+            match session::check_ranks_agree(&comm, &start, &train, Some(&data.test)) {
                 Ok(()) => "agreed".to_string(),
                 Err(e) => e.to_string(),
             }

@@ -467,13 +467,8 @@ fn engine_check(arch: &str, test: &str) {
     let mut cfg = TrainConfig::lecture(o.arch.clone());
     cfg.batch = B;
     let px = o.arch.input_len();
-    let data = Dataset {
-        images: vec![0; B * px],
-        labels: vec![0; B],
-        n: B,
-        rows: 1,
-        cols: px,
-    };
+    let shape = wgtrain::data::SampleShape::from(o.arch.input);
+    let data = Dataset::new(shape, vec![0; B * px], vec![0; B]).unwrap();
     let mut engines = vec![Engine::cpu(&cfg, &model, None, &data, None).unwrap()];
     for ctx in common::contexts(test) {
         engines.push(Engine::gpu(ctx, &cfg, &model, None, &data, None).unwrap());

@@ -6,7 +6,7 @@
 mod common;
 
 use std::rc::Rc;
-use wgtrain::data::Dataset;
+use wgtrain::data::{Dataset, SampleShape};
 use wgtrain::dist::ThreadGroup;
 use wgtrain::model::{Arch, Model};
 use wgtrain::train::{self, Engine, Init, Position, Quiet, TrainConfig};
@@ -21,13 +21,9 @@ fn data(n: usize, seed: u64) -> Dataset {
             .wrapping_add(1442695040888963407);
         (s >> 33) as u32
     };
-    Dataset {
-        images: (0..n * 64).map(|_| (next() % 256) as u8).collect(),
-        labels: (0..n).map(|_| (next() % 4) as u8).collect(),
-        n,
-        rows: 8,
-        cols: 8,
-    }
+    let images = (0..n * 64).map(|_| (next() % 256) as u8).collect();
+    let labels = (0..n).map(|_| next() % 4).collect();
+    Dataset::new(SampleShape::gray(8, 8), images, labels).unwrap()
 }
 
 fn cfg(arch: &str, batch: usize) -> TrainConfig {
@@ -90,7 +86,7 @@ fn evaluation_is_deterministic_and_dropout_free() {
     let m = Model::init_pytorch(&with.arch, 3);
     let m0 = Model::with_running(without.arch.clone(), m.params.clone(), m.running.clone());
     let d = data(16, 1);
-    let x: Vec<f32> = d.images[..8 * 64]
+    let x: Vec<f32> = d.features[..8 * 64]
         .iter()
         .map(|&v| v as f32 / 255.0)
         .collect();
@@ -124,13 +120,7 @@ fn training_drops_about_p_with_the_same_mask_everywhere() {
     let p = 0.3;
     let c = cfg("4000-d0.3-2", 1);
     let m = Model::init_pytorch(&c.arch, 5);
-    let d = Dataset {
-        images: vec![128; 4000],
-        labels: vec![1],
-        n: 1,
-        rows: 1,
-        cols: 4000,
-    };
+    let d = Dataset::new(SampleShape::Flat(4000), vec![128; 4000], vec![1]).unwrap();
     let x = vec![0.5f32; 4000];
     let mut masks = Vec::new();
     let mut engines = vec![Engine::cpu(&c, &m, None, &d, None).unwrap()];
@@ -237,13 +227,7 @@ fn running_statistics_round_trip_through_model_files_and_nan_is_refused() {
 fn data_parallel_training_with_batchnorm_is_refused() {
     let c = cfg("64-16-b-4", 8);
     let m = Model::init_pytorch(&c.arch, 1);
-    let d = Dataset {
-        images: vec![1; 8 * 64],
-        labels: vec![0; 8],
-        n: 8,
-        rows: 8,
-        cols: 8,
-    };
+    let d = Dataset::new(SampleShape::Flat(64), vec![1; 8 * 64], vec![0; 8]).unwrap();
     let group = ThreadGroup::new(2).into_iter().next().unwrap();
     let be = Box::new(wgtrain::backend::reference::ReferenceBackend::new());
     let e = Engine::with_group(be, &c, &m, None, &d, None, Rc::new(group));

@@ -9,7 +9,7 @@
 mod common;
 
 use ndarray::{Array1, ArrayD, IxDyn};
-use wgtrain::data::Dataset;
+use wgtrain::data::{Dataset, SampleShape};
 use wgtrain::model::io::{load_tensors, NamedTensors};
 use wgtrain::model::{Arch, Model, Param, Running};
 use wgtrain::train::{self, Engine, Optimizer, Position, Quiet, TrainConfig, Which};
@@ -83,13 +83,13 @@ fn three_sgd_steps_with_batchnorm_match_pytorch_weights_and_running_statistics()
     let (t, meta) = load_tensors(FIXTURE).unwrap();
     let arch = Arch::parse(&meta["arch"]).unwrap();
     let (xs, x) = &t["x_bytes"];
-    let data = Dataset {
-        images: x.iter().map(|&v| v as u8).collect(),
-        labels: t["labels"].1.iter().map(|&v| v as u8).collect(),
-        n: xs[0],
-        rows: 6,
-        cols: 6,
-    };
+    assert_eq!(xs[0], 20);
+    let data = Dataset::new(
+        SampleShape::gray(6, 6),
+        x.iter().map(|&v| v as u8).collect(),
+        t["labels"].1.iter().map(|&v| v as u32).collect(),
+    )
+    .unwrap();
     let init = model(&t, "init", &arch);
     let want = model(&t, "sgd", &arch);
     let (moved, _) = max_abs_diff(&init, &want);

@@ -438,9 +438,9 @@ impl CpuBackend {
                 let start = self.u(cursor)[0] as usize;
                 self.with_outs([x, y], |s, [xs, ys]| {
                     fastcpu::gather::gather(
-                        &d.images,
+                        &d.features,
                         &d.labels,
-                        d.pixels(),
+                        d.sample_len(),
                         &s.u(order)[..len],
                         start,
                         bytemuck::cast_slice_mut(xs),

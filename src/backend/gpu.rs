@@ -403,9 +403,9 @@ impl Backend for GpuBackend {
     fn dataset(&mut self, d: &Dataset) -> Result<DataId> {
         self.data.push(GpuDataset::upload(
             &self.ctx,
-            &d.images,
+            &d.features,
             &d.labels,
-            d.pixels(),
+            d.sample_len(),
             self.shard_bytes,
         )?);
         Ok(DataId(self.data.len() - 1))

@@ -62,9 +62,9 @@ impl ReferenceBackend {
                 let d = &self.data[data.0];
                 let start = self.u(cursor)[0] as usize;
                 let (xs, ys) = cpu::gather::gather(
-                    &d.images,
+                    &d.features,
                     &d.labels,
-                    d.pixels(),
+                    d.sample_len(),
                     &self.u(order)[..len],
                     start,
                     rows,

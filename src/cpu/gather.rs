@@ -7,7 +7,7 @@ use ndarray::{Array1, Array2};
 /// end are zeros with the padding label.
 pub fn gather(
     images: &[u8],
-    labels: &[u8],
+    labels: &[u32],
     pixels: usize,
     order: &[u32],
     start: usize,
@@ -23,7 +23,7 @@ pub fn gather(
         for (f, v) in x.row_mut(b).iter_mut().enumerate() {
             *v = images[s * pixels + f] as f32 / 255.0;
         }
-        y[b] = labels[s] as u32;
+        y[b] = labels[s];
     }
     (x, y)
 }

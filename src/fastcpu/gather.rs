@@ -8,7 +8,7 @@ use rayon::prelude::*;
 /// of `order` are zeros with the padding label. B = `y.len()`.
 pub fn gather(
     images: &[u8],
-    labels: &[u8],
+    labels: &[u32],
     pixels: usize,
     order: &[u32],
     start: usize,
@@ -30,7 +30,7 @@ pub fn gather(
                         for (v, &p) in row.iter_mut().zip(src) {
                             *v = p as f32 / 255.0;
                         }
-                        *label = labels[s] as u32;
+                        *label = labels[s];
                     }
                     None => {
                         row.fill(0.0);

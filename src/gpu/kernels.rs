@@ -579,7 +579,7 @@ impl GpuDataset {
     pub fn upload(
         ctx: &GpuContext,
         images: &[u8],
-        labels: &[u8],
+        labels: &[u32],
         pixels: usize,
         max_shard_bytes: Option<u64>,
     ) -> Result<Self> {
@@ -621,10 +621,9 @@ impl GpuDataset {
                 }
             })
             .collect();
-        let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
         Ok(GpuDataset {
             shards,
-            labels: ctx.upload("labels", &labels),
+            labels: ctx.upload("labels", labels),
             samples,
             pixels,
         })

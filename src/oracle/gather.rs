@@ -8,14 +8,14 @@ use crate::cpu;
 /// What the gather checks poison y with (u32::MAX is the padding label itself).
 pub const GATHER_Y_POISON: u32 = 12345;
 
-/// A random dataset of `samples` images of `pixels` bytes with labels 0–9, a shuffled order
+/// A random dataset of `samples` images of `pixels` bytes with labels 0–999, a shuffled order
 /// of which the first `len` entries are in use (the rest are valid indices a kernel must not
 /// read), and a cursor `rows / 2` before `len` so the minibatch runs into padding rows.
 pub struct GatherData {
     /// `samples` images of `pixels` bytes.
     pub images: Vec<u8>,
     /// One label per sample.
-    pub labels: Vec<u8>,
+    pub labels: Vec<u32>,
     /// A shuffled order of all samples.
     pub order: Vec<u32>,
     /// Entries of `order` in use.
@@ -30,7 +30,10 @@ impl GatherData {
         let images: Vec<u8> = (0..samples * pixels)
             .map(|_| inp.next_u64() as u8)
             .collect();
-        let labels: Vec<u8> = (0..samples).map(|_| (inp.next_u64() % 10) as u8).collect();
+        // Labels beyond a byte: the dataset's labels are u32 end to end.
+        let labels: Vec<u32> = (0..samples)
+            .map(|_| (inp.next_u64() % 1000) as u32)
+            .collect();
         let mut order: Vec<u32> = (0..samples as u32).collect();
         for i in (1..samples).rev() {
             order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);

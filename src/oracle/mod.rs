@@ -88,7 +88,7 @@ pub use dropout::{dropout_compare, dropout_inputs, dropout_shape};
 pub use family::Family;
 pub use gather::{GatherData, GATHER_Y_POISON};
 pub use inputs::{run_seed, Inputs};
-pub use matmul::{matmul_compare, matmul_name, MatmulData};
+pub use matmul::{matmul_compare, matmul_name, MatmulData, MatmulReference};
 pub use maxpool::{maxpool_compare, maxpool_inputs, maxpool_shape, PoolInput};
 pub use metrics::{metrics_compare, metrics_inputs, METRICS_START};
 pub use sgd::{sgd_compare, sgd_inputs, SGD_PARAMS};

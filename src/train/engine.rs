@@ -159,6 +159,11 @@ impl Engine {
         test: Option<&Dataset>,
         comm: Rc<dyn Collective>,
     ) -> Result<Self> {
+        // The data must fit the network before anything is allocated for either.
+        super::check_data(&model.arch, train, "training")?;
+        if let Some(t) = test {
+            super::check_data(&model.arch, t, "test")?;
+        }
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
             return Err(Error::InvalidSetting {

@@ -21,9 +21,9 @@ use crate::oracle::{
     adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
     avgpool_shape, batchnorm_compare, batchnorm_inputs, batchnorm_shape, bias_backward_compare,
     compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, dropout_compare,
-    dropout_inputs, dropout_shape, matmul_compare, maxpool_compare, maxpool_inputs, maxpool_shape,
-    metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase,
-    BatchNormOutputs, Check, Family, GatherData, Inputs, MatmulData, PoolInput, GATHER_Y_POISON,
+    dropout_inputs, dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare,
+    metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, BatchNormOutputs, Check,
+    Family, GatherData, Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON,
     METRICS_START,
 };
 use crate::Result;
@@ -175,8 +175,20 @@ pub async fn check_matmul_op(
     inp: &mut Inputs,
     spec: &MatmulSpec,
 ) -> Result<Vec<Check>> {
-    let (m, n) = (spec.m, spec.n);
     let d = MatmulData::new(inp, spec);
+    let reference = MatmulReference::new(spec, &d);
+    run_matmul_op(be, spec, &d, &reference).await
+}
+
+/// One matmul launch of `spec` on the inputs `d`, compared with their `reference` (made once
+/// for several launches of the same draw: [`MatmulReference`]), and the untouched check.
+pub async fn run_matmul_op(
+    be: &mut dyn Backend,
+    spec: &MatmulSpec,
+    d: &MatmulData,
+    reference: &MatmulReference,
+) -> Result<Vec<Check>> {
+    let (m, n) = (spec.m, spec.n);
     let mut h = Harness::new(be, Family::Matmul);
     let a = h.input_f32("a", d.a.as_slice().unwrap())?;
     let b = h.input_f32("b", d.b.as_slice().unwrap())?;
@@ -200,7 +212,7 @@ pub async fn check_matmul_op(
         1,
     )?;
     let got = h.read_f32(c, m * n).await?;
-    let check = matmul_compare(spec, &d, &got);
+    let check = reference.compare(&got);
     let untouched = h.untouched("matmul", &check.shape).await?;
     Ok(vec![check, untouched])
 }
@@ -395,13 +407,11 @@ pub async fn check_gather_op(
             1
         }
     };
-    let set = Dataset {
-        images: d.images.clone(),
-        labels: d.labels.clone(),
-        n: samples,
-        rows: 1,
-        cols: pixels,
-    };
+    let set = Dataset::new(
+        crate::data::SampleShape::Flat(pixels),
+        d.images.clone(),
+        d.labels.clone(),
+    )?;
     let mut h = Harness::new(be, Family::Gather);
     let data = h.dataset(&set)?;
     let ob = h.input_exact("order", &d.order)?;
