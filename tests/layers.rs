@@ -23,7 +23,7 @@ fn data(n: usize, seed: u64) -> Dataset {
     };
     let images = (0..n * 64).map(|_| (next() % 256) as u8).collect();
     let labels = (0..n).map(|_| next() % 4).collect();
-    Dataset::new(SampleShape::gray(8, 8), images, labels).unwrap()
+    Dataset::new(SampleShape::Image { c: 1, h: 8, w: 8 }, images, labels).unwrap()
 }
 
 fn cfg(arch: &str, batch: usize) -> TrainConfig {
@@ -227,7 +227,12 @@ fn running_statistics_round_trip_through_model_files_and_nan_is_refused() {
 fn data_parallel_training_with_batchnorm_is_refused() {
     let c = cfg("64-16-b-4", 8);
     let m = Model::init_pytorch(&c.arch, 1);
-    let d = Dataset::new(SampleShape::Flat(64), vec![1; 8 * 64], vec![0; 8]).unwrap();
+    let d = Dataset::new(
+        SampleShape::Image { c: 1, h: 8, w: 8 },
+        vec![1; 8 * 64],
+        vec![0; 8],
+    )
+    .unwrap();
     let group = ThreadGroup::new(2).into_iter().next().unwrap();
     let be = Box::new(wgtrain::backend::reference::ReferenceBackend::new());
     let e = Engine::with_group(be, &c, &m, None, &d, None, Rc::new(group));

@@ -83,13 +83,13 @@ fn three_sgd_steps_with_batchnorm_match_pytorch_weights_and_running_statistics()
     let (t, meta) = load_tensors(FIXTURE).unwrap();
     let arch = Arch::parse(&meta["arch"]).unwrap();
     let (xs, x) = &t["x_bytes"];
-    assert_eq!(xs[0], 20);
     let data = Dataset::new(
-        SampleShape::gray(6, 6),
+        SampleShape::Image { c: 1, h: 6, w: 6 },
         x.iter().map(|&v| v as u8).collect(),
         t["labels"].1.iter().map(|&v| v as u32).collect(),
     )
     .unwrap();
+    assert_eq!(data.n, xs[0]);
     let init = model(&t, "init", &arch);
     let want = model(&t, "sgd", &arch);
     let (moved, _) = max_abs_diff(&init, &want);
