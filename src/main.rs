@@ -144,8 +144,9 @@ struct DataArgs {
     /// --data-dir)
     #[arg(long, long_help = DATA_HELP, value_name = "FORMAT:PATHS")]
     data: Option<String>,
-    /// Hold out the last fraction F of the training samples (0 < F < 1) as the test set, for
-    /// data that has none (e.g. --val-split 0.1).
+    /// Hold out a fraction F of the training samples (0 < F < 1) as the test set, for data
+    /// that has none (e.g. --val-split 0.1): drawn with a fixed seed, so `eval` with the same
+    /// F evaluates the samples training held out.
     #[arg(long, value_name = "F")]
     val_split: Option<f64>,
 }

@@ -28,6 +28,8 @@ pub mod mnist;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 
 /// Standard file names (without `.gz`) in the order train images, train labels, test images,
 /// test labels.
@@ -183,6 +185,24 @@ impl Dataset {
         }
     }
 
+    /// The samples at `indices`, in that order.
+    ///
+    /// # Panics
+    /// When an index is `>= self.n`, like slice indexing.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let mut features = Vec::with_capacity(indices.len() * self.sample_bytes());
+        for &i in indices {
+            features.extend_from_slice(self.sample(i));
+        }
+        Dataset {
+            features,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            n: indices.len(),
+            shape: self.shape,
+            kind: self.kind,
+        }
+    }
+
     /// Number of classes, taken as the largest label + 1 (0 for an empty set).
     pub fn n_classes(&self) -> usize {
         self.labels.iter().max().map_or(0, |&m| m as usize + 1)
@@ -219,6 +239,9 @@ pub struct Splits {
     /// Class `k`'s name at index `k`; empty when the source names no classes.
     pub class_names: Vec<String>,
 }
+
+/// The seed of [`Splits::hold_out`]'s draw.
+pub const HOLD_OUT_SEED: u64 = 0x7661_6c69_6461_7465;
 
 impl Splits {
     /// Checked splits from `source` (named in errors): a training split with samples, a test
@@ -265,8 +288,8 @@ impl Splits {
         })
     }
 
-    /// Hold out the last `fraction` of the training samples as the test split, for a source
-    /// without one. [`Error::InvalidSetting`] ([`Setting::ValSplit`](crate::error::Setting))
+    /// Hold out `fraction` of the training samples, drawn with a fixed seed
+    /// ([`HOLD_OUT_SEED`]), as the test split, for a source without one. [`Error::InvalidSetting`] ([`Setting::ValSplit`](crate::error::Setting))
     /// for a fraction outside (0, 1), one that leaves either split empty, or a source that has
     /// a test split already.
     pub fn hold_out(&mut self, fraction: f64) -> Result<()> {
@@ -290,8 +313,17 @@ impl Splits {
                 n.saturating_sub(held)
             )));
         }
-        self.test = Some(self.train.range(n - held, held));
-        self.train = self.train.subset(n - held);
+        // A fixed-seed draw, not the last samples: sources such as image folders list their
+        // samples class by class, and the last `held` would be the last classes only. The seed
+        // is fixed (not the training seed) so that `eval` with the same fraction holds out the
+        // same samples that training did. Each side keeps file order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(HOLD_OUT_SEED));
+        let (test, train) = order.split_at_mut(held);
+        test.sort_unstable();
+        train.sort_unstable();
+        self.test = Some(self.train.select(test));
+        self.train = self.train.select(train);
         Ok(())
     }
 }
@@ -502,6 +534,46 @@ mod tests {
     }
 
     #[test]
+    fn hold_out_draws_a_fixed_seed_share_of_every_class_and_loses_no_sample() {
+        // 200 samples listed class by class (as an image folder lists them): the last quarter
+        // would be class 3 only.
+        let n = 200;
+        let labels: Vec<u32> = (0..n as u32).map(|i| i / 50).collect();
+        let features: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        let train = Dataset::new(SampleShape::Flat(1), features, labels).unwrap();
+        let split = |f| {
+            let mut s = Splits {
+                train: train.clone(),
+                test: None,
+                class_names: Vec::new(),
+            };
+            s.hold_out(f).unwrap();
+            s
+        };
+        let s = split(0.25);
+        let test = s.test.as_ref().unwrap();
+        assert_eq!((s.train.n, test.n), (150, 50));
+        for class in 0..4 {
+            let k = test.labels.iter().filter(|&&l| l == class).count();
+            assert!((5..=20).contains(&k), "class {class}: {k} of 50 held out");
+        }
+        // Every sample on exactly one side, each side in file order.
+        let mut all: Vec<u8> = s
+            .train
+            .features
+            .iter()
+            .chain(&test.features)
+            .copied()
+            .collect();
+        assert!(s.train.features.windows(2).all(|w| w[0] < w[1]));
+        assert!(test.features.windows(2).all(|w| w[0] < w[1]));
+        all.sort_unstable();
+        assert_eq!(all, train.features);
+        // The same fraction holds out the same samples (what `eval` relies on).
+        assert_eq!(split(0.25), s);
+    }
+
+    #[test]
     fn subset_and_classes() {
         let d = ds();
         assert_eq!(d.sample_len(), 4);
@@ -552,15 +624,14 @@ mod tests {
     }
 
     #[test]
-    fn hold_out_takes_the_last_fraction_and_refuses_bad_fractions() {
+    fn hold_out_refuses_bad_fractions_and_a_second_hold_out() {
         let d = Dataset::new(SampleShape::Flat(1), (0..10).collect(), (0..10).collect()).unwrap();
         let mut s = Splits::new(d, None, Vec::new(), Path::new("x")).unwrap();
         for f in [0.0, 1.0, -0.5, f64::NAN, 0.01] {
             assert!(s.clone().hold_out(f).is_err(), "{f}");
         }
         s.hold_out(0.2).unwrap();
-        assert_eq!(s.train.labels, (0..8).collect::<Vec<u32>>());
-        assert_eq!(s.test.as_ref().unwrap().features, vec![8, 9]);
+        assert_eq!((s.train.n, s.test.as_ref().unwrap().n), (8, 2));
         let e = s.hold_out(0.5).unwrap_err().to_string();
         assert!(e.contains("test split already"), "{e}");
     }

@@ -684,7 +684,9 @@ impl Engine {
     }
 
     /// Gradients of the mean batch loss at `x` [B, input] and `labels` \[B\], without updating
-    /// (for tests), in file layout.
+    /// (for tests), in file layout. The layers run in training mode at the step counter as it
+    /// stands (dropout's mask of that step; batch statistics, and a BatchNorm's running
+    /// statistics move as in a step).
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
         self.be.write_f32(self.x, x)?;
         self.be.write(self.y, labels)?;
