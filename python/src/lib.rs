@@ -200,7 +200,7 @@ fn samples_and_labels(
             shape_str(&xs)
         )));
     }
-    if xs.len() < 2 || xs.iter().any(|&d| d == 0) {
+    if xs.len() < 2 || xs.contains(&0) {
         return Err(PyValueError::new_err(format!(
             "x has shape {}; expected (samples, ...) with at least one sample of at least one \
              value",
