@@ -723,7 +723,13 @@ fn start(arch: &str, opts: &Options) -> PyResult<Start> {
 #[pymethods]
 impl Trainer {
     #[new]
-    #[pyo3(signature = (arch = "seed-large", **kwargs))]
+    #[pyo3(
+        signature = (arch = "seed-large", **kwargs),
+        text_signature = "(arch='seed-large', *, epochs=None, device='auto', optimizer=None, \
+                          lr=None, momentum=None, l2=None, batch_size=None, max_steps=None, \
+                          seed=None, lr_schedule=None, shuffle=None, threads=None, \
+                          adapter=None, backend=None, checkpoint=None)"
+    )]
     fn new(arch: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let opts = options(kwargs)?;
         Self::from_start(start(arch, &opts)?, opts)
