@@ -161,13 +161,12 @@ fn training_step(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
-    let data = wgtrain::data::Dataset {
-        images: (0..2000 * 784).map(|i| (i * 7 % 251) as u8).collect(),
-        labels: (0..2000).map(|i| (i % 10) as u8).collect(),
-        n: 2000,
-        rows: 28,
-        cols: 28,
-    };
+    let data = wgtrain::data::Dataset::new(
+        wgtrain::data::SampleShape::gray(28, 28),
+        (0..2000 * 784).map(|i| (i * 7 % 251) as u8).collect(),
+        (0..2000).map(|i| (i % 10) as u32).collect(),
+    )
+    .expect("2000 samples of 28×28");
     for name in ["seed-small", "seed-large", "lenet5"] {
         let cfg = wgtrain::train::TrainConfig::preset(name.parse().expect("preset"));
         let model = cfg.init_model();

@@ -7,7 +7,7 @@
 
 use rand::{Rng, SeedableRng};
 use wgtrain::backend::DeviceChoice;
-use wgtrain::data::Dataset;
+use wgtrain::data::{Dataset, SampleShape};
 use wgtrain::model::Arch;
 use wgtrain::train::{Optimizer, TrainConfig};
 use wgtrain::trainer::{Trainer, Which};
@@ -33,15 +33,9 @@ fn stripes(n: usize, seed: u64) -> Dataset {
                 images.push(noisy.clamp(0.0, 255.0) as u8);
             }
         }
-        labels.push(vertical as u8);
+        labels.push(vertical as u32);
     }
-    Dataset {
-        images,
-        labels,
-        n,
-        rows,
-        cols,
-    }
+    Dataset::new(SampleShape::gray(rows, cols), images, labels).expect("n pictures of 8×8")
 }
 
 fn main() -> wgtrain::Result<()> {
@@ -82,7 +76,7 @@ fn main() -> wgtrain::Result<()> {
     );
 
     // The first two test pictures, as the network takes them (values in [0, 1]).
-    let x: Vec<f32> = test.images[..2 * 64]
+    let x: Vec<f32> = test.features[..2 * 64]
         .iter()
         .map(|&v| v as f32 / 255.0)
         .collect();

@@ -7,6 +7,9 @@ Shared by calibrate_torch.py and make_conv_fixture.py. It follows wgtrain's conv
   `m{k}` is MaxPool2d(k) and `a{k}` AvgPool2d(k) (stride k, floor), `g` is global average
   pooling (AdaptiveAvgPool2d(1) then a flatten: C values); a flatten (C, H, W order) comes
   before the first dense layer;
+* `b` is BatchNorm2d after a convolution, BatchNorm1d after a dense layer (momentum 0.1,
+  eps 1e-5), and takes over the ReLU of the layer before it (conv -> BN -> ReLU); `d{p}` is
+  Dropout(p);
 * loss is the mean cross-entropy over the minibatch;
 * weight decay (L2, lambda) applies to weights only, never to biases;
 * SGD is torch.optim.SGD(momentum, dampening 0, nesterov False);
@@ -59,6 +62,16 @@ class GlobalPool:
     pass
 
 
+@dataclass
+class BatchNorm:
+    pass
+
+
+@dataclass
+class Dropout:
+    p: float
+
+
 _CONV = re.compile(r"^c(\d+)k(\d+)((?:[sp]\d+)*)$")
 
 
@@ -70,6 +83,11 @@ def _parse_layer(tok: str):
         return Pool(int(m.group(2)), avg=m.group(1) == "a")
     if tok == "g":
         return GlobalPool()
+    if tok == "b":
+        return BatchNorm()
+    m = re.fullmatch(r"d(\d*\.?\d*)", tok)
+    if m and m.group(1) not in ("", "."):
+        return Dropout(float(m.group(1)))
     m = _CONV.match(tok)
     if m:
         opts = {}
@@ -104,7 +122,8 @@ def parse_arch(s: str):
 
 class Net(nn.Module):
     """A network from an architecture string; parameters live in `self.layers` (only the
-    layers with parameters), so state_dict keys are `layers.{i}.weight|bias`."""
+    layers with parameters), so state_dict keys are `layers.{i}.weight|bias` (and a
+    BatchNorm's `layers.{i}.running_mean|running_var|num_batches_tracked`)."""
 
     def __init__(self, arch: str):
         super().__init__()
@@ -112,17 +131,25 @@ class Net(nn.Module):
         self.input_shape, self.specs = parse_arch(self.arch)
         mods = []
         shape = self.input_shape
-        n_dense = sum(isinstance(l, Dense) for l in self.specs)
-        seen_dense = 0
-        # ("conv", idx) | ("pool", k) | ("avgpool", k) | ("gap",) | ("flatten",) | ("dense", idx, relu)
+        # Whether a ReLU follows each layer: after every conv and dense layer but the last,
+        # moved after a BatchNorm that follows one.
+        relu = []
+        for i, spec in enumerate(self.specs):
+            nxt = self.specs[i + 1] if i + 1 < len(self.specs) else None
+            if isinstance(spec, BatchNorm):
+                own = i > 0 and isinstance(self.specs[i - 1], (Conv, Dense))
+            else:
+                own = isinstance(spec, (Conv, Dense)) and not isinstance(nxt, BatchNorm)
+            relu.append(own and nxt is not None)
+        # ("conv", idx, relu) | ("bn", idx, relu) | ("dropout", p) | ("pool", k) | ("avgpool", k) | ("gap",) | ("flatten",) | ("dense", idx, relu)
         self.plan = []
-        for spec in self.specs:
+        for i, spec in enumerate(self.specs):
             if isinstance(spec, Conv):
                 if len(shape) != 3:
                     raise ValueError(f"{self.arch}: convolution on a flat input")
                 c, h, w = shape
                 mods.append(nn.Conv2d(c, spec.out, spec.k, stride=spec.stride, padding=spec.pad))
-                self.plan.append(("conv", len(mods) - 1))
+                self.plan.append(("conv", len(mods) - 1, relu[i]))
                 side = lambda n: (n + 2 * spec.pad - spec.k) // spec.stride + 1
                 shape = (spec.out, side(h), side(w))
             elif isinstance(spec, Pool):
@@ -136,13 +163,18 @@ class Net(nn.Module):
                     raise ValueError(f"{self.arch}: global pooling on a flat input")
                 self.plan.append(("gap",))
                 shape = (shape[0],)
+            elif isinstance(spec, BatchNorm):
+                bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+                mods.append(bn(shape[0], eps=1e-5, momentum=0.1))
+                self.plan.append(("bn", len(mods) - 1, relu[i]))
+            elif isinstance(spec, Dropout):
+                self.plan.append(("dropout", spec.p))
             else:
                 if len(shape) == 3:
                     self.plan.append(("flatten",))
                     shape = (shape[0] * shape[1] * shape[2],)
-                seen_dense += 1
                 mods.append(nn.Linear(shape[0], spec.out))
-                self.plan.append(("dense", len(mods) - 1, seen_dense < n_dense))
+                self.plan.append(("dense", len(mods) - 1, relu[i]))
                 shape = (spec.out,)
         self.layers = nn.ModuleList(mods)
 
@@ -150,8 +182,12 @@ class Net(nn.Module):
         x = x.reshape(x.shape[0], *self.input_shape)
         for step in self.plan:
             kind = step[0]
-            if kind == "conv":
-                x = F.relu(self.layers[step[1]](x))
+            if kind in ("conv", "bn"):
+                x = self.layers[step[1]](x)
+                if step[2]:
+                    x = F.relu(x)
+            elif kind == "dropout":
+                x = F.dropout(x, step[1], self.training)
             elif kind == "pool":
                 x = F.max_pool2d(x, step[1])
             elif kind == "avgpool":

@@ -1,6 +1,7 @@
 // Minibatch gather from the dataset resident on the GPU, and the cursor that walks it.
 //
-// gather: images (u8, 4 per u32), labels_all[N], order[N], cursor -> x[B,P] (scaled to [0,1]), y[B]
+// gather: images (u8, 4 per u32, scaled to [0,1]; or f32 bits, used as they are), labels_all[N],
+//   order[N], cursor -> x[B,P], y[B]
 //   Row b takes sample order[cursor + b]. Rows at or past `samples` (the order entries in use:
 //   the whole dataset, or a data-parallel rank's share of it) get zeros and the padding label
 //   0xffffffff, which the loss and metrics kernels ignore. Each launch covers
@@ -16,6 +17,8 @@ struct Params {
     // larger than one binding are split, one launch per shard.
     shard_start: u32,
     shard_count: u32,
+    // 1: the images buffer holds f32 values (bit patterns), 0: bytes packed four to a word.
+    f32_features: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -52,10 +55,14 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (sample - p.shard_start >= p.shard_count) {
         return;
     }
-    let byte = (sample - p.shard_start) * p.pixels + f;
-    let word = images[byte / 4u];
-    let v = (word >> (8u * (byte % 4u))) & 0xffu;
-    x[idx] = f32(v) / 255.0;
+    let value = (sample - p.shard_start) * p.pixels + f;
+    if (p.f32_features != 0u) {
+        x[idx] = bitcast<f32>(images[value]);
+    } else {
+        let word = images[value / 4u];
+        let v = (word >> (8u * (value % 4u))) & 0xffu;
+        x[idx] = f32(v) / 255.0;
+    }
     if (f == 0u) {
         y[b] = labels_all[sample];
     }

@@ -55,6 +55,10 @@ pub enum Setting {
     Kernel,
     /// A folder holding a dataset.
     DataDir,
+    /// A dataset source (a format and its files).
+    Data,
+    /// The fraction of the training set held out for evaluation.
+    ValSplit,
 }
 
 impl Setting {
@@ -77,6 +81,8 @@ impl Setting {
             Setting::ImageSize => "image size",
             Setting::Kernel => "kernel family",
             Setting::DataDir => "dataset folder",
+            Setting::Data => "data source",
+            Setting::ValSplit => "validation fraction",
         }
     }
 }
@@ -350,6 +356,14 @@ pub enum Mismatch {
         /// The network's.
         expected: usize,
     },
+    /// Samples of the right length laid out differently: images of another size or channel
+    /// count, or flat features where the network takes a multi-channel image.
+    Shape {
+        /// The samples'.
+        got: crate::ops::SampleShape,
+        /// The network's input.
+        expected: crate::ops::SampleShape,
+    },
     /// A label at or beyond the network's outputs.
     Classes {
         /// The largest label.
@@ -479,6 +493,9 @@ impl Error {
                 match mismatch {
                     Mismatch::Inputs { got, expected } => format!(
                         "{split} samples have {got} values but {net} {arch} expects {expected} inputs"
+                    ),
+                    Mismatch::Shape { got, expected } => format!(
+                        "{split} samples are {got} but {net} {arch} takes {expected}"
                     ),
                     Mismatch::Classes { max_label, outputs } => format!(
                         "{split} labels go up to {max_label} but {net} {arch} has only {outputs} outputs"

@@ -140,7 +140,36 @@ struct DataArgs {
     /// per-user cache, downloading MNIST there on first use.
     #[arg(long, env = "MNIST_DIR")]
     data_dir: Option<PathBuf>,
+    /// Your own data instead of MNIST, as FORMAT:PATHS (see --help for every form; overrides
+    /// --data-dir)
+    #[arg(long, long_help = DATA_HELP, value_name = "FORMAT:PATHS")]
+    data: Option<String>,
+    /// Hold out the last fraction F of the training samples (0 < F < 1) as the test set, for
+    /// data that has none (e.g. --val-split 0.1).
+    #[arg(long, value_name = "F")]
+    val_split: Option<f64>,
 }
+
+/// `--data`'s long help.
+const DATA_HELP: &str = "Your own data instead of MNIST, as FORMAT:PATHS. The forms:\n\
+- idx:TRAIN_X,TRAIN_Y[,TEST_X,TEST_Y]  IDX files (raw or .gz) of any rank: features \
+[N,F], [N,H,W] or [N,C,H,W] bytes, labels [N]\n\
+- npy:X,Y[,TEST_X,TEST_Y]  NumPy .npy arrays in C order, shaped as for idx: features uint8 \
+(scaled to [0,1]) or float32 (used as they are; NaN or Inf refused), labels any integer type\n\
+- npz:FILE (or just FILE.npz)  a NumPy archive holding x_train, y_train and optionally \
+x_test, y_test (np.savez or np.savez_compressed)\n\
+- cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR  the CIFAR binary releases \
+(data_batch_1..5.bin and test_batch.bin; train.bin and test.bin for CIFAR-100, fine or \
+coarse labels), class names from the names file when present\n\
+- images:ROOT[,HxW]  an image folder as torchvision's ImageFolder: ROOT/train/<class>/*.png|jpg \
+and optionally ROOT/test/<class>/...; classes sorted by name; grayscale if every image is, \
+else RGB; resized to HxW, or all of one size; the class names are saved in the model and \
+printed by predict\n\
+- csv:TRAIN[,TEST]  comma-separated rows of numeric features (float32, used as they are) and \
+a label column (the \
+one a header names `label`, else the last; class indices or class names)\n\
+Images given channels-first (C×H×W) match an --arch input CxHxW. Data without a test set \
+trains without evaluation unless --val-split holds part of it out. Overrides --data-dir.";
 
 /// `--arch`'s long help, its layer list read from the library's layer types.
 fn arch_help() -> String {
@@ -274,7 +303,10 @@ struct PredictArgs {
     /// The safetensors model file.
     #[arg(long)]
     model: PathBuf,
-    /// PNG or JPEG images of single digits (any size; light backgrounds are inverted).
+    /// PNG or JPEG images: single digits for an MNIST model (any size; light backgrounds are
+    /// inverted, the digit centred as MNIST's), or pictures resized to the model's input for a
+    /// model trained on an image folder or CIFAR. Class names saved with the model are printed
+    /// beside each class index.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// How many classes to show per image.
@@ -357,13 +389,18 @@ fn main() {
 /// The context chain of `e` joined into one line, no backtrace; the library's errors worded
 /// with this command line's flags ([`Flags`]).
 fn error_chain(e: &anyhow::Error) -> String {
-    let msg: Vec<String> = e
-        .chain()
-        .map(|c| match c.downcast_ref::<wgtrain::Error>() {
-            Some(e) => e.worded(&Flags),
-            None => c.to_string(),
-        })
-        .collect();
+    let mut msg = Vec::new();
+    for c in e.chain() {
+        match c.downcast_ref::<wgtrain::Error>() {
+            // A library error's line already says its cause (an I/O error's, say): stop here
+            // rather than print the cause again.
+            Some(e) => {
+                msg.push(e.worded(&Flags));
+                break;
+            }
+            None => msg.push(c.to_string()),
+        }
+    }
     msg.join(": ")
 }
 
@@ -388,6 +425,8 @@ impl Wording for Flags {
             Setting::Threads => "--threads",
             Setting::Kernel => "--kernel",
             Setting::DataDir => "--data-dir",
+            Setting::Data => "--data",
+            Setting::ValSplit => "--val-split",
             other => other.describe(),
         })
     }
@@ -624,9 +663,37 @@ fn open_backend(
     Ok(be)
 }
 
-fn load_data(args: &DataArgs) -> Result<wgtrain::data::Mnist> {
-    let dir = wgtrain::data::mnist::resolve(args.data_dir.as_deref())?;
-    Ok(wgtrain::data::load_dir(&dir)?)
+/// The data `args` name, with `--val-split` applied, and whether its pictures are photographs
+/// brought to size by resizing (for `predict`; MNIST-layout digits are not).
+fn load_data(args: &DataArgs) -> Result<(wgtrain::data::Splits, bool)> {
+    let (mut splits, resized) = match &args.data {
+        Some(text) => {
+            let src: wgtrain::data::Source = text.parse()?;
+            (src.load()?, src.pictures_resized())
+        }
+        None => {
+            let dir = wgtrain::data::mnist::resolve(args.data_dir.as_deref())?;
+            (wgtrain::data::load_dir(&dir)?.into(), false)
+        }
+    };
+    if let Some(f) = args.val_split {
+        splits.hold_out(f)?;
+    }
+    Ok((splits, resized))
+}
+
+/// Refuse an output path whose folder does not exist, before any work is done.
+fn check_out_dir(out: &std::path::Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "--out {}: folder {} does not exist",
+                out.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Progress bar, per-epoch lines and the Ctrl-C flag; checkpoints are the library's.
@@ -794,18 +861,21 @@ fn train_run(
         a.resume.as_deref(),
     )?;
     let cfg = start.cfg.clone();
+    check_out_dir(&a.out)?;
 
-    let mut data = load_data(&a.data)?;
+    let (mut data, resized) = load_data(&a.data)?;
     if let Some(n) = a.train_limit {
         data.train = data.train.subset(n.min(data.train.n));
     }
-    if let Some(n) = a.test_limit {
-        data.test = data.test.subset(n.min(data.test.n));
+    if let (Some(n), Some(t)) = (a.test_limit, data.test.as_mut()) {
+        *t = t.subset(n.min(t.n));
     }
     train::check_data(&cfg.arch, &data.train, "training")?;
-    train::check_data(&cfg.arch, &data.test, "test")?;
+    if let Some(t) = &data.test {
+        train::check_data(&cfg.arch, t, "test")?;
+    }
     if ranks > 1 {
-        session::check_ranks_agree(comm.as_ref(), &start, &data.train, &data.test)?;
+        session::check_ranks_agree(comm.as_ref(), &start, &data.train, data.test.as_ref())?;
         // Forking the communicator for --overlap is itself a collective: all ranks or none.
         wgtrain::dist::check_agreement(comm.as_ref(), &[("--overlap", a.overlap.to_string())])?;
     }
@@ -822,7 +892,7 @@ fn train_run(
         &start.model,
         start.state.as_ref(),
         &data.train,
-        Some(&data.test),
+        data.test.as_ref(),
         comm,
     )?;
     if a.overlap && ranks > 1 && !engine.overlap_communication()? && leader {
@@ -842,7 +912,7 @@ fn train_run(
         };
         eprintln!(
             "training {} on {} ({} train / {} test images), {} lr {} ({} schedule) momentum {} l2 {} batch {}{each} epochs {}",
-            cfg.arch, device, data.train.n, data.test.n, cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
+            cfg.arch, device, data.train.n, data.test.as_ref().map_or(0, |t| t.n), cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
     }
 
@@ -884,8 +954,14 @@ fn train_run(
         bar.finish_and_clear();
     }
     let history = result?;
-    let s = session::finish(&mut engine, history, t0.elapsed().as_secs_f64(), &a.out)
-        .with_context(|| "saving the results")?;
+    let s = session::finish_with(
+        &mut engine,
+        history,
+        t0.elapsed().as_secs_f64(),
+        &a.out,
+        &data_metadata(&data.class_names, resized),
+    )
+    .with_context(|| "saving the results")?;
     if !leader {
         return Ok(());
     }
@@ -914,12 +990,17 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         wgtrain::backend::cpu::check_threads(t)?;
     }
     let (model, _) = Model::load(&a.model)?;
-    let data = load_data(&a.data)?;
-    train::check_data(&model.arch, &data.test, "test")?;
+    let (data, _) = load_data(&a.data)?;
+    let Some(test) = data.test else {
+        anyhow::bail!(
+            "the data has no test set to evaluate on; hold part of it out with --val-split F"
+        );
+    };
+    train::check_data(&model.arch, &test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
     let be = open_backend(a.device, a.threads, &a.gpu)?;
-    let mut engine = Engine::new(be, &cfg, &model, None, &data.test, None)?;
+    let mut engine = Engine::new(be, &cfg, &model, None, &test, None)?;
     let t = Instant::now();
     let (loss, acc) = train::summarize(&engine.evaluate(Which::Train)?);
     let secs = t.elapsed().as_secs_f64();
@@ -927,7 +1008,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         print_json(&json!({
             "model": a.model, "arch": model.arch.to_string(), "device": engine.device(),
             "engine": engine.kind(),
-            "test_images": data.test.n, "test_loss": loss, "test_acc": acc, "seconds": secs,
+            "test_images": test.n, "test_loss": loss, "test_acc": acc, "seconds": secs,
         }));
     } else {
         println!(
@@ -935,7 +1016,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             a.model.display(),
             100.0 * acc,
             loss,
-            data.test.n,
+            test.n,
             engine.device(),
             secs
         );
@@ -943,13 +1024,28 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Model-file metadata describing the data a model was trained on: its class names (`classes`,
+/// a JSON list) and, for photographs brought to size by resizing, `pictures = resized`.
+fn data_metadata(names: &[String], resized: bool) -> wgtrain::model::io::Metadata {
+    let mut m = wgtrain::model::io::Metadata::new();
+    if !names.is_empty() {
+        m.insert("classes".into(), json!(names).to_string());
+    }
+    if resized {
+        m.insert("pictures".into(), "resized".into());
+    }
+    m
+}
+
 fn cmd_predict(a: PredictArgs) -> Result<()> {
-    let (model, _) = Model::load(&a.model)?;
-    let (h, w) = match model.arch.input {
-        Input::Image { c: 1, h, w } => (h, w),
-        Input::Image { c, .. } => {
-            anyhow::bail!("model input has {c} channels; predict reads grayscale images")
-        }
+    let (model, meta) = Model::load(&a.model)?;
+    let names: Vec<String> = meta
+        .get("classes")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let resized = meta.get("pictures").is_some_and(|v| v == "resized");
+    let (c, h, w) = match model.arch.input {
+        Input::Image { c, h, w } => (c, h, w),
         Input::Flat(n) => {
             let side = (n as f64).sqrt() as usize;
             if side * side != n {
@@ -957,35 +1053,44 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                     "model input width {n} is not a square image; predict needs an image model"
                 );
             }
-            (side, side)
+            (1, side, side)
         }
     };
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1;
     // One blank sample stands in for a dataset: predict writes its images straight in.
-    let blank = wgtrain::data::Dataset {
-        images: vec![0; h * w],
-        labels: vec![0],
-        n: 1,
-        rows: h,
-        cols: w,
-    };
+    let blank = wgtrain::data::Dataset::new(
+        wgtrain::data::SampleShape::from(model.arch.input),
+        vec![0; model.arch.input_len()],
+        vec![0],
+    )?;
     let mut engine = Engine::cpu(&cfg, &model, None, &blank, None)?;
     let mut results = Vec::new();
     for path in &a.images {
-        let x = wgtrain::data::image::load_digit(path, h, w)?;
+        // Digits are prepared as MNIST's were; other pictures are resized as the folder was.
+        let x = if resized || c != 1 {
+            wgtrain::data::folder::load_picture(path, c, h, w)?
+        } else {
+            wgtrain::data::image::load_digit(path, h, w)?
+        };
         let probs = engine.probabilities(&x)?;
         let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
         ranked.truncate(a.top.max(1));
         results.push(json!({
             "image": path,
-            "top": ranked.iter().map(|(c, p)| json!({"class": c, "probability": p})).collect::<Vec<_>>(),
+            "top": ranked.iter().map(|&(c, p)| match names.get(c) {
+                Some(name) => json!({"class": c, "name": name, "probability": p}),
+                None => json!({"class": c, "probability": p}),
+            }).collect::<Vec<_>>(),
         }));
         if !a.json {
             let top: Vec<String> = ranked
                 .iter()
-                .map(|(c, p)| format!("{c} ({:.1}%)", 100.0 * p))
+                .map(|&(c, p)| match names.get(c) {
+                    Some(name) => format!("{c} {name} ({:.1}%)", 100.0 * p),
+                    None => format!("{c} ({:.1}%)", 100.0 * p),
+                })
                 .collect();
             println!("{}: {}", path.display(), top.join(", "));
         }

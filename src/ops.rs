@@ -418,6 +418,132 @@ impl AvgPool2dSpec {
     }
 }
 
+/// Inverted dropout over x\[B, F\] (any activation viewed as B rows of F values): each
+/// element is kept with probability 1 − p and scaled by 1 / (1 − p), or dropped to 0.
+///
+/// The mask is not stored: it is a pure function of (seed, training step, layer, element)
+/// ([`dropout_keep`]), recomputed by the backward pass and identical on every backend, and
+/// the element index is the *global* minibatch row times F plus the column, so a data-parallel
+/// rank (whose rows start at `row0`) draws exactly the bits one process would. With p = 0
+/// every element is kept and scaled by 1: y = x exactly (evaluation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropoutSpec {
+    /// B: rows.
+    pub rows: usize,
+    /// F: values per row.
+    pub cols: usize,
+    /// Drop probability p, 0 ≤ p < 1.
+    pub p: f32,
+    /// The run's seed, folded to 32 bits ([`fold_seed`]).
+    pub seed: u32,
+    /// The layer's place in the network (a different mask per layer).
+    pub layer: u32,
+    /// The global minibatch row of row 0.
+    pub row0: usize,
+}
+
+impl DropoutSpec {
+    /// Elements of x, y, dy and dx: B·F.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// An element is kept when the top 24 bits of its hash are ≥ this: round(p·2²⁴).
+    pub fn threshold(&self) -> u32 {
+        (self.p as f64 * 16_777_216.0).round() as u32
+    }
+    /// The factor a kept element is multiplied by: 1 / (1 − p), rounded once to f32.
+    pub fn scale(&self) -> f32 {
+        (1.0 / (1.0 - self.p as f64)) as f32
+    }
+    /// Whether element `i` (0-based within this engine's x) is kept at training step `step`.
+    pub fn keep(&self, step: u32, i: usize) -> bool {
+        let (r, j) = (i / self.cols.max(1), i % self.cols.max(1));
+        let global = ((self.row0 + r) as u32)
+            .wrapping_mul(self.cols as u32)
+            .wrapping_add(j as u32);
+        dropout_keep(self.seed, step, self.layer, global, self.threshold())
+    }
+}
+
+/// Batch normalisation over x\[R, C\]: R = B·P rows (P = H·W positions per sample for a
+/// convolution's channels-last output, 1 for a dense layer's), C channels (or features),
+/// normalised per channel as PyTorch's `BatchNorm2d`/`BatchNorm1d`.
+///
+/// Training ([`Op::BatchNormStats`]): mean and biased variance over the rows of the samples
+/// whose label is < `classes` (a padding row of a last partial minibatch counts nowhere),
+/// n of them; stats = [mean C | 1/√(var + ε) C | n]; the running statistics
+/// [mean C | var C | batches 1] move by `momentum` towards the batch mean and the *unbiased*
+/// variance var·n/(n − 1) (var itself when n = 1; nothing moves when n = 0), and the batch
+/// count adds 1. Evaluation ([`Op::BatchNormEvalStats`]): stats from the running statistics.
+/// [`Op::BatchNormApply`]: y = ((x − mean)·istd)·γ + β, then a ReLU when `relu`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormSpec {
+    /// B: samples.
+    pub batch: usize,
+    /// P: rows per sample (H·W after a convolution, 1 after a dense layer).
+    pub per_sample: usize,
+    /// C: channels (features).
+    pub c: usize,
+    /// Classes: a sample whose label is ≥ this is padding.
+    pub classes: usize,
+    /// Running-statistics momentum (PyTorch's 0.1).
+    pub momentum: f32,
+    /// ε added to the variance (PyTorch's 1e-5).
+    pub eps: f32,
+    /// Whether a ReLU follows (applied by [`Op::BatchNormApply`]).
+    pub relu: bool,
+}
+
+impl BatchNormSpec {
+    /// R = B·P rows.
+    pub fn rows(&self) -> usize {
+        self.batch * self.per_sample
+    }
+    /// Elements of x, y, dy and dx: R·C.
+    pub fn len(&self) -> usize {
+        self.rows() * self.c
+    }
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Words of the stats and of the running-statistics buffers: 2C + 1.
+    pub fn stats_len(&self) -> usize {
+        2 * self.c + 1
+    }
+    /// Words of the backward coefficients: 3C ([γ·istd | Σdy/n | Σdy·x̂/n]).
+    pub fn coef_len(&self) -> usize {
+        3 * self.c
+    }
+}
+
+/// A 64-bit seed folded to the 32 bits the dropout hash takes.
+pub fn fold_seed(seed: u64) -> u32 {
+    (seed ^ (seed >> 32)) as u32
+}
+
+/// A bijective 32-bit mixer with good avalanche (Wellons' "lowbias32"); the same integer ops
+/// in `shaders/dropout.wgsl`.
+pub fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The dropout decision for element `index` of layer `layer` at step `step`: its counter-based
+/// hash's top 24 bits (uniform in 0..2²⁴) ≥ `threshold` keeps it.
+pub fn dropout_keep(seed: u32, step: u32, layer: u32, index: u32, threshold: u32) -> bool {
+    let key = mix32(mix32(mix32(seed) ^ step) ^ layer);
+    (mix32(mix32(key ^ index)) >> 8) >= threshold
+}
+
 /// Hyperparameters of one Adam update, with PyTorch's `torch.optim.Adam` semantics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamParams {
@@ -578,6 +704,110 @@ pub enum Op {
         /// Output dx\[B,H,W,C\].
         dx: BufId,
     },
+    /// y = x·scale where kept, else 0 (see [`DropoutSpec`]).
+    DropoutForward {
+        /// The dropout.
+        spec: DropoutSpec,
+        /// u32 training-step counter (one word) seeding the mask.
+        step: BufId,
+        /// Input x\[B,F\].
+        x: BufId,
+        /// Output y\[B,F\].
+        y: BufId,
+    },
+    /// dx = dy·scale where the forward pass kept the element, else 0; zero where mask ≤ 0.
+    DropoutBackward {
+        /// The dropout.
+        spec: DropoutSpec,
+        /// u32 training-step counter, as the forward pass read it.
+        step: BufId,
+        /// Gradient of the output, dy\[B,F\].
+        dy: BufId,
+        /// Optional \[B,F\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
+        mask: Option<BufId>,
+        /// Output dx\[B,F\].
+        dx: BufId,
+    },
+    /// Training: stats = the batch's [mean | 1/√(var + ε) | n] over non-padding rows, and the
+    /// running statistics updated in place (see [`BatchNormSpec`]).
+    BatchNormStats {
+        /// The normalisation.
+        spec: BatchNormSpec,
+        /// Input x\[R,C\].
+        x: BufId,
+        /// u32 labels\[B\]; ≥ classes marks a padding sample.
+        labels: BufId,
+        /// Running statistics [mean C | var C | batches 1], updated in place.
+        running: BufId,
+        /// Output stats [mean C | istd C | n 1].
+        stats: BufId,
+    },
+    /// Evaluation: stats = [running mean | 1/√(running var + ε) | 0].
+    BatchNormEvalStats {
+        /// The normalisation.
+        spec: BatchNormSpec,
+        /// Running statistics [mean C | var C | batches 1].
+        running: BufId,
+        /// Output stats [mean C | istd C | n 1].
+        stats: BufId,
+    },
+    /// y = ((x − mean)·istd)·γ + β (ReLU when `spec.relu`).
+    BatchNormApply {
+        /// The normalisation.
+        spec: BatchNormSpec,
+        /// Input x\[R,C\].
+        x: BufId,
+        /// Stats [mean C | istd C | n 1].
+        stats: BufId,
+        /// γ\[C\].
+        w: BufId,
+        /// β\[C\].
+        b: BufId,
+        /// Output y\[R,C\].
+        y: BufId,
+    },
+    /// Parameter gradients over non-padding rows: dγ = Σ dy·x̂, dβ = Σ dy (x̂ = (x −
+    /// mean)·istd), and coef = [γ·istd | dβ/n | dγ/n] for [`Op::BatchNormInputGrad`].
+    BatchNormBackward {
+        /// The normalisation.
+        spec: BatchNormSpec,
+        /// The forward pass's input x\[R,C\].
+        x: BufId,
+        /// u32 labels\[B\].
+        labels: BufId,
+        /// The forward pass's stats.
+        stats: BufId,
+        /// γ\[C\].
+        w: BufId,
+        /// Gradient w.r.t. the output (the ReLU already applied), dy\[R,C\].
+        dy: BufId,
+        /// Output dγ\[C\].
+        dw: BufId,
+        /// Output dβ\[C\].
+        db: BufId,
+        /// Output coef\[3C\].
+        coef: BufId,
+    },
+    /// dx = γ·istd·(dy − dβ/n − x̂·dγ/n) on non-padding rows, 0 on padding rows (PyTorch's
+    /// batch-statistics gradient); zero where mask ≤ 0.
+    BatchNormInputGrad {
+        /// The normalisation.
+        spec: BatchNormSpec,
+        /// The forward pass's input x\[R,C\].
+        x: BufId,
+        /// u32 labels\[B\].
+        labels: BufId,
+        /// The forward pass's stats.
+        stats: BufId,
+        /// [`Op::BatchNormBackward`]'s coef.
+        coef: BufId,
+        /// dy\[R,C\].
+        dy: BufId,
+        /// Optional \[R,C\] activation of the layer below; where ≤ 0, dx is 0 (its ReLU).
+        mask: Option<BufId>,
+        /// Output dx\[R,C\].
+        dx: BufId,
+    },
     /// logits\[B,C\], labels\[B\] → probs\[B,C\], loss\[B\].
     SoftmaxXentForward {
         /// B
@@ -687,6 +917,48 @@ impl Op {
             Op::AvgPoolBackward { dy, mask, dx, .. } => {
                 (std::iter::once(dy).chain(mask).collect(), vec![dx])
             }
+            Op::BatchNormStats {
+                x,
+                labels,
+                running,
+                stats,
+                ..
+            } => (vec![x, labels], vec![running, stats]),
+            Op::BatchNormEvalStats { running, stats, .. } => (vec![running], vec![stats]),
+            Op::BatchNormApply {
+                x, stats, w, b, y, ..
+            } => (vec![x, stats, w, b], vec![y]),
+            Op::BatchNormBackward {
+                x,
+                labels,
+                stats,
+                w,
+                dy,
+                dw,
+                db,
+                coef,
+                ..
+            } => (vec![x, labels, stats, w, dy], vec![dw, db, coef]),
+            Op::BatchNormInputGrad {
+                x,
+                labels,
+                stats,
+                coef,
+                dy,
+                mask,
+                dx,
+                ..
+            } => (
+                [x, labels, stats, coef, dy]
+                    .into_iter()
+                    .chain(mask)
+                    .collect(),
+                vec![dx],
+            ),
+            Op::DropoutForward { step, x, y, .. } => (vec![step, x], vec![y]),
+            Op::DropoutBackward {
+                step, dy, mask, dx, ..
+            } => ([step, dy].into_iter().chain(mask).collect(), vec![dx]),
             Op::SoftmaxXentForward {
                 logits,
                 labels,
@@ -769,6 +1041,13 @@ impl Op {
             Op::MaxPoolBackward { .. } => "maxpool_backward",
             Op::AvgPoolForward { .. } => "avgpool_forward",
             Op::AvgPoolBackward { .. } => "avgpool_backward",
+            Op::BatchNormStats { .. } => "batchnorm_stats",
+            Op::BatchNormEvalStats { .. } => "batchnorm_eval_stats",
+            Op::BatchNormApply { .. } => "batchnorm_apply",
+            Op::BatchNormBackward { .. } => "batchnorm_backward",
+            Op::BatchNormInputGrad { .. } => "batchnorm_input_grad",
+            Op::DropoutForward { .. } => "dropout_forward",
+            Op::DropoutBackward { .. } => "dropout_backward",
             Op::SoftmaxXentForward { .. } => "softmax_xent_forward",
             Op::SoftmaxXentBackward { .. } => "softmax_xent_backward",
             Op::Metrics { .. } => "metrics",
@@ -795,6 +1074,7 @@ impl Op {
         let avg =
             |s: &AvgPool2dSpec| format!("{}x{}x{}x{} k{}x{}", s.batch, s.h, s.w, s.c, s.kh, s.kw);
         let masked = |m: &Option<BufId>| if m.is_some() { " ReluMask" } else { "" };
+        let bn = |s: &BatchNormSpec| format!("{}x{}x{}", s.batch, s.per_sample, s.c);
         match self {
             Op::Gather { rows, len, .. } => format!("{rows} of {len}"),
             Op::Advance { by, .. } => format!("by {by}"),
@@ -806,10 +1086,86 @@ impl Op {
             Op::MaxPoolBackward { spec, mask, .. } => pool(spec) + masked(mask),
             Op::AvgPoolForward { spec, .. } => avg(spec),
             Op::AvgPoolBackward { spec, mask, .. } => avg(spec) + masked(mask),
+            Op::BatchNormStats { spec, .. }
+            | Op::BatchNormEvalStats { spec, .. }
+            | Op::BatchNormBackward { spec, .. } => bn(spec),
+            Op::BatchNormApply { spec, .. } => bn(spec) + if spec.relu { " Relu" } else { "" },
+            Op::BatchNormInputGrad { spec, mask, .. } => bn(spec) + masked(mask),
+            Op::DropoutForward { spec, .. } => format!("{}x{} p{}", spec.rows, spec.cols, spec.p),
+            Op::DropoutBackward { spec, mask, .. } => {
+                format!("{}x{} p{}", spec.rows, spec.cols, spec.p) + masked(mask)
+            }
             Op::SoftmaxXentForward { rows, classes, .. }
             | Op::SoftmaxXentBackward { rows, classes, .. }
             | Op::Metrics { rows, classes, .. } => format!("{rows}x{classes}"),
             Op::Sgd { n, .. } | Op::Adam { n, .. } => format!("n={n}"),
+        }
+    }
+}
+
+/// What one sample is: a flat vector of features, or an image of `c` channels, `h` rows and
+/// `w` columns (described C×H×W, as the user and PyTorch write it; held channels-last, see
+/// `data::Dataset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleShape {
+    /// This many values per sample.
+    Flat(usize),
+    /// An image.
+    Image {
+        /// Channels C.
+        c: usize,
+        /// Height H (rows).
+        h: usize,
+        /// Width W (columns).
+        w: usize,
+    },
+}
+
+impl SampleShape {
+    /// Values per sample.
+    pub fn len(self) -> usize {
+        match self {
+            SampleShape::Flat(n) => n,
+            SampleShape::Image { c, h, w } => c * h * w,
+        }
+    }
+
+    /// Whether a sample holds no values.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// A single-channel `h × w` image (MNIST's shape).
+    pub fn gray(h: usize, w: usize) -> Self {
+        SampleShape::Image { c: 1, h, w }
+    }
+}
+
+impl std::fmt::Display for SampleShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SampleShape::Flat(n) => write!(f, "{n}"),
+            SampleShape::Image { c, h, w } => write!(f, "{c}x{h}x{w}"),
+        }
+    }
+}
+
+/// How a dataset's feature bytes hold its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FeatureType {
+    /// One byte a value, 0 to 255, scaled to [0, 1] when gathered (image pixels).
+    #[default]
+    U8,
+    /// Four bytes a value, a little-endian `f32` used as it is.
+    F32,
+}
+
+impl FeatureType {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            FeatureType::U8 => 1,
+            FeatureType::F32 => 4,
         }
     }
 }

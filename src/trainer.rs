@@ -5,22 +5,21 @@
 //! [`Engine`]): the same chunks of steps, epoch orders and metrics.
 //!
 //! ```
-//! use wgtrain::data::Dataset;
+//! use wgtrain::data::{Dataset, SampleShape};
 //! use wgtrain::model::Arch;
 //! use wgtrain::train::TrainConfig;
 //! use wgtrain::trainer::{Trainer, Which};
 //!
 //! // 200 images of 2×2 pixels: class 1 is bright on the left, class 0 on the right.
-//! let n = 200;
 //! let mut images = Vec::new();
 //! let mut labels = Vec::new();
 //! for i in 0..n {
 //!     let left = i % 2 == 1;
 //!     let (a, b) = if left { (230, 20) } else { (20, 230) };
 //!     images.extend_from_slice(&[a, b, a, b]);
-//!     labels.push(left as u8);
+//!     labels.push(left as u32);
 //! }
-//! let data = Dataset { images, labels, n, rows: 2, cols: 2 };
+//! let data = Dataset::new(SampleShape::gray(2, 2), images, labels)?;
 //!
 //! let mut cfg = TrainConfig::lecture(Arch::parse("4-8-2")?);
 //! cfg.epochs = 5;

@@ -149,7 +149,8 @@ fn idx_round_trip_files() {
     assert_eq!(std::fs::read(&ip).unwrap(), std::fs::read(&again).unwrap());
 
     let ds = data::load_split(&ip, &lp).unwrap();
-    assert_eq!((ds.n, ds.pixels(), ds.n_classes()), (5, 12, 256));
+    assert_eq!((ds.n, ds.sample_len(), ds.n_classes()), (5, 12, 256));
+    assert_eq!(ds.shape, data::SampleShape::gray(3, 4));
 }
 
 #[test]
@@ -356,14 +357,14 @@ fn sample_folder_loads() {
     let m = data::load_dir(&sample_dir()).unwrap();
     assert_eq!((m.train.n, m.test.n), (2000, 1000));
     assert_eq!(
-        (m.train.rows, m.train.cols, m.train.pixels()),
-        (28, 28, 784)
+        (m.train.shape, m.train.sample_len()),
+        (data::SampleShape::gray(28, 28), 784)
     );
     assert_eq!((m.train.n_classes(), m.test.n_classes()), (10, 10));
     // The well-known first labels of MNIST.
     assert_eq!(&m.train.labels[..5], &[5, 0, 4, 1, 9]);
     assert_eq!(&m.test.labels[..5], &[7, 2, 1, 0, 4]);
-    assert_eq!(m.test.subset(10).images.len(), 7840);
+    assert_eq!(m.test.subset(10).features.len(), 7840);
 }
 
 #[test]
@@ -854,11 +855,11 @@ fn digits_match_the_sample() {
         // Names are `<label>_<index in the test set>[_inverted].png`.
         let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
         let parts: Vec<&str> = stem.split('_').collect();
-        let (label, i): (u8, usize) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());
+        let (label, i): (u32, usize) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());
         assert_eq!(test.labels[i], label, "{stem}");
         let x = load_digit(&p, 28, 28).unwrap();
         assert_eq!(x.len(), 784);
-        let want: Vec<f32> = test.image(i).iter().map(|&v| v as f32 / 255.0).collect();
+        let want: Vec<f32> = test.sample(i).iter().map(|&v| v as f32 / 255.0).collect();
         let diff = x
             .iter()
             .zip(&want)
@@ -946,17 +947,18 @@ fn regenerate_assets() {
     for (split, n, names) in [(&m.train, 2000, [0, 1]), (&m.test, 1000, [2, 3])] {
         let s = split.subset(n);
         let [ni, nl] = names.map(|i| out.join(format!("{}.gz", FILE_NAMES[i])));
-        idx::write_idx_images(&ni, s.n, s.rows, s.cols, &s.images).unwrap();
-        idx::write_idx_labels(&nl, &s.labels).unwrap();
+        idx::write_idx_images(&ni, s.n, 28, 28, &s.features).unwrap();
+        let labels: Vec<u8> = s.labels.iter().map(|&l| l as u8).collect();
+        idx::write_idx_labels(&nl, &labels).unwrap();
     }
     let digits = digits_dir();
     std::fs::create_dir_all(&digits).unwrap();
     for i in 0..3 {
-        let img = image::GrayImage::from_raw(28, 28, m.test.image(i).to_vec()).unwrap();
+        let img = image::GrayImage::from_raw(28, 28, m.test.sample(i).to_vec()).unwrap();
         img.save(digits.join(format!("{}_{i}.png", m.test.labels[i])))
             .unwrap();
     }
-    let mut inv = image::GrayImage::from_raw(28, 28, m.test.image(0).to_vec()).unwrap();
+    let mut inv = image::GrayImage::from_raw(28, 28, m.test.sample(0).to_vec()).unwrap();
     image::imageops::invert(&mut inv);
     inv.save(digits.join(format!("{}_0_inverted.png", m.test.labels[0])))
         .unwrap();

@@ -210,6 +210,29 @@ fn two_cpu_ranks_train_as_one_process_within_rounding() {
     assert_eq!(one.history.len(), outs[0].history.len());
 }
 
+/// Dropout's mask is drawn per element of the *global* minibatch (each rank offsets its rows),
+/// so two ranks drop what one process drops and train like it up to the order of summation;
+/// masks drawn per local row would give the ranks' halves other masks and a gap of order 1.
+#[test]
+fn dropout_over_two_ranks_draws_the_masks_of_one_process() {
+    let data = sample();
+    let cfg = config("784-32-d0.5-16-10", 1);
+    let model = cfg.init_model();
+    let one = one_process(&cfg, &model, &data);
+    let outs = train_ranks(
+        &cfg,
+        &model,
+        None,
+        Position::default(),
+        &data,
+        vec![Device::Cpu, Device::Cpu],
+    );
+    assert_replicas_identical(&outs);
+    let gap = relative_gap(&outs[0].model, &one.model, &model);
+    eprintln!("dropout, 2 cpu ranks: relative gap {gap:.3e}");
+    assert!(gap < 1e-5, "two ranks trained away from one process: {gap}");
+}
+
 #[test]
 fn a_gpu_rank_and_a_cpu_rank_train_as_one_process_within_rounding() {
     let data = sample();
@@ -414,7 +437,7 @@ fn ranks_that_disagree_on_settings_or_data_are_refused_before_training() {
                 start.cfg.lr = lr1;
                 train = train.subset(limit1);
             }
-            match session::check_ranks_agree(&comm, &start, &train, &data.test) {
+            match session::check_ranks_agree(&comm, &start, &train, Some(&data.test)) {
                 Ok(()) => "agreed".to_string(),
                 Err(e) => e.to_string(),
             }

@@ -16,7 +16,7 @@ use wgtrain::cpu::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
 use wgtrain::data::Dataset;
 use wgtrain::model::{Arch, LayerSpec, Model, Param, Shape};
 use wgtrain::nn::conv2d::Conv;
-use wgtrain::ops::{Conv2dSpec, Pool2dSpec};
+use wgtrain::ops::{fold_seed, Conv2dSpec, DropoutSpec, Pool2dSpec};
 use wgtrain::train::{Engine, TrainConfig};
 use wgtrain::verify::{Inputs, U};
 
@@ -30,6 +30,10 @@ const AVG_ARCH: &str = "1x7x7-c3k3p1-a2-c4k3p1-g-5-3";
 /// their own in `nn::conv2d`).
 const CONV_1X1_ARCH: &str = "1x8x8-c3k3p1-c4k1-m2-c4k1-5-3";
 const MLP_ARCH: &str = "6-5-4-3";
+/// Batch normalisation after a convolution (per channel over B·H·W) and after a dense layer
+/// (per feature over B), each taking over the ReLU, and dropout (the engine's fixed mask of
+/// step 0) before the last layer.
+const BN_ARCH: &str = "1x6x6-c3k3p1-b-m2-6-b-d0.5-4";
 const B: usize = 4;
 
 /// Parameters in f64, PyTorch layout.
@@ -136,12 +140,101 @@ impl Oracle {
     }
 
     fn relu(&self, l: usize) -> bool {
-        // Written out, not `relu_after`: convolutions and dense layers have one, pooling not.
-        l + 1 < self.arch.layers.len()
-            && matches!(
-                self.arch.layers[l],
-                LayerSpec::Conv(_) | LayerSpec::Dense(_)
-            )
+        // Written out, not `relu_flags`: convolutions and dense layers have one, pooling and
+        // dropout not; a BatchNorm takes the one of the layer before it.
+        let n = self.arch.layers.len();
+        let bn = |l: usize| matches!(self.arch.layers.get(l), Some(LayerSpec::BatchNorm(_)));
+        l + 1 < n
+            && match self.arch.layers[l] {
+                LayerSpec::Conv(_) | LayerSpec::Dense(_) => !bn(l + 1),
+                LayerSpec::BatchNorm(_) => true,
+                _ => false,
+            }
+    }
+
+    /// (channels C, positions per channel and sample P) of a batch normalisation, NCHW.
+    fn bn(&self, l: usize) -> (usize, usize) {
+        match self.shapes[l] {
+            Shape::Image { c, h, w } => (c, h * w),
+            Shape::Flat(n) => (n, 1),
+        }
+    }
+
+    /// Training-mode batch normalisation from its definition (PyTorch's, biased variance), in
+    /// NCHW: (y, x̂, 1/√(var + ε) per channel).
+    fn bn_forward(
+        &self,
+        l: usize,
+        x: &[f64],
+        g: &[f64],
+        b: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (c, pos) = self.bn(l);
+        let at = |bi: usize, ch: usize, k: usize| (bi * c + ch) * pos + k;
+        let n = (B * pos) as f64;
+        let (mut y, mut xhat, mut istd) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; c]);
+        for ch in 0..c {
+            let idx: Vec<usize> = (0..B)
+                .flat_map(|bi| (0..pos).map(move |k| at(bi, ch, k)))
+                .collect();
+            let mean = idx.iter().map(|&i| x[i]).sum::<f64>() / n;
+            let var = idx.iter().map(|&i| (x[i] - mean).powi(2)).sum::<f64>() / n;
+            istd[ch] = 1.0 / (var + 1e-5).sqrt();
+            for &i in &idx {
+                xhat[i] = (x[i] - mean) * istd[ch];
+                y[i] = xhat[i] * g[ch] + b[ch];
+            }
+        }
+        (y, xhat, istd)
+    }
+
+    /// The gradient of [`Oracle::bn_forward`]: (dx, dγ, dβ).
+    fn bn_backward(
+        &self,
+        l: usize,
+        dy: &[f64],
+        xhat: &[f64],
+        istd: &[f64],
+        g: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (c, pos) = self.bn(l);
+        let at = |bi: usize, ch: usize, k: usize| (bi * c + ch) * pos + k;
+        let n = (B * pos) as f64;
+        let (mut dx, mut dg, mut db) = (vec![0.0; dy.len()], vec![0.0; c], vec![0.0; c]);
+        for ch in 0..c {
+            let idx: Vec<usize> = (0..B)
+                .flat_map(|bi| (0..pos).map(move |k| at(bi, ch, k)))
+                .collect();
+            dg[ch] = idx.iter().map(|&i| dy[i] * xhat[i]).sum();
+            db[ch] = idx.iter().map(|&i| dy[i]).sum();
+            for &i in &idx {
+                dx[i] = g[ch] * istd[ch] * (dy[i] - db[ch] / n - xhat[i] * dg[ch] / n);
+            }
+        }
+        (dx, dg, db)
+    }
+
+    /// The engine's dropout mask at training step 0 (the engine's `gradients` runs at the step
+    /// counter's start): a flat input, so NCHW and channels-last coincide.
+    fn dropout_mask(&self, l: usize) -> (Vec<bool>, f64) {
+        let LayerSpec::Dropout(d) = self.arch.layers[l] else {
+            unreachable!()
+        };
+        let Shape::Flat(f) = self.shapes[l] else {
+            panic!("the oracle's dropout takes a flat input")
+        };
+        let spec = DropoutSpec {
+            rows: B,
+            cols: f,
+            p: d.p(),
+            seed: fold_seed(TrainConfig::lecture(self.arch.clone()).seed),
+            layer: l as u32,
+            row0: 0,
+        };
+        (
+            (0..B * f).map(|i| spec.keep(0, i)).collect(),
+            spec.scale() as f64,
+        )
     }
 
     /// Mean loss and the gradients of every parameter.
@@ -149,6 +242,7 @@ impl Oracle {
         let n = self.arch.layers.len();
         let mut acts = vec![x.to_vec()];
         let mut pool_idx = vec![Vec::new(); n];
+        let mut bn_saved = vec![(Vec::new(), Vec::new()); n];
         let mut pi = 0;
         let mut pidx = vec![usize::MAX; n];
         for l in 0..n {
@@ -160,6 +254,21 @@ impl Oracle {
                     conv2d_nchw(input, &p[pidx[l]].0, &p[pidx[l]].1, &self.conv(l))
                 }
                 LayerSpec::AvgPool(_) | LayerSpec::GlobalAvgPool(_) => self.avg_forward(l, input),
+                LayerSpec::BatchNorm(_) => {
+                    pidx[l] = pi;
+                    pi += 1;
+                    let (y, xhat, istd) = self.bn_forward(l, input, &p[pidx[l]].0, &p[pidx[l]].1);
+                    bn_saved[l] = (xhat, istd);
+                    y
+                }
+                LayerSpec::Dropout(_) => {
+                    let (keep, scale) = self.dropout_mask(l);
+                    input
+                        .iter()
+                        .zip(keep)
+                        .map(|(&v, k)| if k { v * scale } else { 0.0 })
+                        .collect()
+                }
                 LayerSpec::MaxPool(_) => {
                     let s = self.pool(l);
                     let nhwc = nchw_to_nhwc(input, B, s.h, s.w, s.c);
@@ -212,6 +321,19 @@ impl Oracle {
                     dx
                 }
                 LayerSpec::AvgPool(_) | LayerSpec::GlobalAvgPool(_) => self.avg_backward(l, &g),
+                LayerSpec::BatchNorm(_) => {
+                    let (xhat, istd) = &bn_saved[l];
+                    let (dx, dg, db) = self.bn_backward(l, &g, xhat, istd, &p[pidx[l]].0);
+                    grads[pidx[l]] = (dg, db);
+                    dx
+                }
+                LayerSpec::Dropout(_) => {
+                    let (keep, scale) = self.dropout_mask(l);
+                    g.iter()
+                        .zip(keep)
+                        .map(|(&v, k)| if k { v * scale } else { 0.0 })
+                        .collect()
+                }
                 LayerSpec::MaxPool(_) => {
                     let s = self.pool(l);
                     let dy = nchw_to_nhwc(&g, B, s.out_h(), s.out_w(), s.c);
@@ -313,6 +435,11 @@ fn avg_pool_net_oracle_backward_matches_central_differences_in_f64() {
 }
 
 #[test]
+fn batchnorm_and_dropout_net_oracle_backward_matches_central_differences_in_f64() {
+    fd_check(BN_ARCH, "gradcheck_fd_bn");
+}
+
+#[test]
 fn mlp_oracle_backward_matches_central_differences_in_f64() {
     fd_check(MLP_ARCH, "gradcheck_fd_mlp");
 }
@@ -323,10 +450,9 @@ fn engine_check(arch: &str, test: &str) {
     let o = Oracle::new(arch);
     let (p, x, labels) = problem(&o, seed);
     let (_, want) = o.loss_and_grads(&p, &x, &labels);
-    let model = Model {
-        arch: o.arch.clone(),
-        params: p
-            .iter()
+    let model = Model::new(
+        o.arch.clone(),
+        p.iter()
             .zip(o.arch.param_shapes())
             .map(|((w, b), (ws, _))| Param {
                 weight: ArrayD::from_shape_vec(IxDyn(&ws), w.iter().map(|&v| v as f32).collect())
@@ -334,20 +460,15 @@ fn engine_check(arch: &str, test: &str) {
                 bias: Array1::from(b.iter().map(|&v| v as f32).collect::<Vec<_>>()),
             })
             .collect(),
-    };
+    );
     // The engine takes channels-last input; C = 1 here, so NCHW and NHWC coincide.
     assert!(matches!(o.shapes[0], Shape::Flat(_)) || image(o.shapes[0]).0 == 1);
     let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let mut cfg = TrainConfig::lecture(o.arch.clone());
     cfg.batch = B;
     let px = o.arch.input_len();
-    let data = Dataset {
-        images: vec![0; B * px],
-        labels: vec![0; B],
-        n: B,
-        rows: 1,
-        cols: px,
-    };
+    let shape = wgtrain::data::SampleShape::from(o.arch.input);
+    let data = Dataset::new(shape, vec![0; B * px], vec![0; B]).unwrap();
     let mut engines = vec![Engine::cpu(&cfg, &model, None, &data, None).unwrap()];
     for ctx in common::contexts(test) {
         engines.push(Engine::gpu(ctx, &cfg, &model, None, &data, None).unwrap());
@@ -357,6 +478,15 @@ fn engine_check(arch: &str, test: &str) {
     // f32: γ_n·Σ|terms| per stage (Higham §3.1). Bounding Σ|terms| by the tensor's largest
     // magnitude and allowing the 5 stages and softmax's few ULP gives 8·n·u·scale.
     let n_max = 256.0;
+    // Per parameterised layer: whether a BatchNorm follows it.
+    let before_bn: Vec<bool> = o
+        .arch
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.has_params())
+        .map(|(k, _)| matches!(o.arch.layers.get(k + 1), Some(LayerSpec::BatchNorm(_))))
+        .collect();
     for e in &mut engines {
         let name = e.device();
         let got = e.gradients(&x32, labels.as_slice().unwrap()).unwrap();
@@ -369,12 +499,29 @@ fn engine_check(arch: &str, test: &str) {
                 ),
                 ("bias", g.bias.to_vec(), &want[i].1),
             ] {
-                let scale = wv.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(1e-3);
+                // The bias of a layer a BatchNorm follows has gradient 0 exactly (the
+                // normalisation cancels it); the engine's is the f32 sum of BN's input
+                // gradient over the rows, rounding noise γ_n·Σ|dx| with Σ|dx| of the order
+                // of the weight gradient's largest magnitude (|x| ≤ 1 here): check it at
+                // that scale.
+                let cancelled = what == "bias" && before_bn[i];
+                let own = wv.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                let scale = if cancelled {
+                    want[i].0.iter().fold(0.0f64, |a, b| a.max(b.abs()))
+                } else {
+                    own.max(1e-3)
+                };
                 let tol = 8.0 * n_max * U * scale;
                 assert!(
                     scale > 1e-3,
                     "{name}: param {i} {what}: a gradient to check"
                 );
+                if cancelled {
+                    assert!(
+                        own < 1e-12,
+                        "{name}: param {i} bias: the oracle's is not 0 ({own})"
+                    );
+                }
                 for (k, (&a, &b)) in gv.iter().zip(wv.iter()).enumerate() {
                     let err = (a as f64 - b).abs();
                     assert!(
@@ -401,6 +548,11 @@ fn one_by_one_conv_engine_gradients_match_the_f64_oracle_on_every_backend() {
 #[test]
 fn avg_pool_net_engine_gradients_match_the_f64_oracle_on_every_backend() {
     engine_check(AVG_ARCH, "gradcheck_engine_avg");
+}
+
+#[test]
+fn batchnorm_and_dropout_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(BN_ARCH, "gradcheck_engine_bn");
 }
 
 #[test]

@@ -79,6 +79,16 @@ fn avgpool_matches_cpu_on_square_global_and_ragged_windows_and_nan() {
 }
 
 #[test]
+fn dropout_masks_match_the_twin_bit_for_bit_with_offsets_and_relu_masks() {
+    family_without_presets(Family::Dropout);
+}
+
+#[test]
+fn batchnorm_ops_match_the_twin_with_padding_rows_and_relu() {
+    family_without_presets(Family::Batchnorm);
+}
+
+#[test]
 fn adam_update_matches_exact_and_f32_twin() {
     family_without_presets(Family::Adam);
 }

@@ -20,7 +20,10 @@ fn test_set() -> wgtrain::data::Dataset {
 }
 
 fn digit(set: &wgtrain::data::Dataset, i: usize) -> GrayImage {
-    GrayImage::from_raw(set.cols as u32, set.rows as u32, set.image(i).to_vec()).unwrap()
+    let wgtrain::data::SampleShape::Image { c: 1, h, w } = set.shape else {
+        panic!("MNIST samples are grayscale images")
+    };
+    GrayImage::from_raw(w as u32, h as u32, set.sample(i).to_vec()).unwrap()
 }
 
 /// `wgtrain predict --json` on `files`: the top class of each, in order.
@@ -50,7 +53,7 @@ fn predict(model: &Path, files: &[PathBuf]) -> Vec<u64> {
 fn mnist_test_digits_pass_through_unchanged() {
     let test = test_set();
     for i in 0..test.n {
-        let want: Vec<f32> = test.image(i).iter().map(|&v| v as f32 / 255.0).collect();
+        let want: Vec<f32> = test.sample(i).iter().map(|&v| v as f32 / 255.0).collect();
         let got = digit_input(&digit(&test, i), 28, 28).unwrap();
         assert!(got == want, "test digit {i} changed");
     }

@@ -40,13 +40,13 @@ fn fixture() -> Fixture {
     let arch = Arch::parse(&meta["arch"]).unwrap();
     let (xs, x) = &t["x_bytes"];
     let labels = &t["labels"].1;
-    let data = Dataset {
-        images: x.iter().map(|&v| v as u8).collect(),
-        labels: labels.iter().map(|&v| v as u8).collect(),
-        n: xs[0],
-        rows: 12,
-        cols: 12,
-    };
+    let data = Dataset::new(
+        wgtrain::data::SampleShape::gray(12, 12),
+        x.iter().map(|&v| v as u8).collect(),
+        labels.iter().map(|&v| v as u32).collect(),
+    )
+    .unwrap();
+    assert_eq!(data.n, xs[0]);
     assert!(x.iter().all(|&v| v == (v as u8) as f32), "pixels are bytes");
     let n_params = arch.param_shapes().len();
     Fixture {
@@ -88,10 +88,7 @@ const TOL: f32 = 2e-6;
 
 fn run(opt: Optimizer, prefix: &str, test: &str) {
     let f = fixture();
-    let init = Model {
-        arch: f.arch.clone(),
-        params: params(&f.t, "init", f.n_params),
-    };
+    let init = Model::new(f.arch.clone(), params(&f.t, "init", f.n_params));
     let want = params(&f.t, prefix, f.n_params);
     let mut cfg = TrainConfig::lecture(f.arch.clone());
     cfg.optimizer = opt;
@@ -139,18 +136,15 @@ fn five_adam_steps_match_pytorch() {
 #[test]
 fn first_step_gradients_match_pytorch() {
     let f = fixture();
-    let init = Model {
-        arch: f.arch.clone(),
-        params: params(&f.t, "init", f.n_params),
-    };
+    let init = Model::new(f.arch.clone(), params(&f.t, "init", f.n_params));
     let want = params(&f.t, "grad", f.n_params);
     let mut cfg = TrainConfig::lecture(f.arch.clone());
     cfg.batch = 8;
-    let x: Vec<f32> = f.data.images[..8 * 144]
+    let x: Vec<f32> = f.data.features[..8 * 144]
         .iter()
         .map(|&v| v as f32 / 255.0)
         .collect();
-    let y: Vec<u32> = f.data.labels[..8].iter().map(|&v| v as u32).collect();
+    let y: Vec<u32> = f.data.labels[..8].to_vec();
     for mut e in engines(&f, &cfg, &init, "torch_grad") {
         let got = e.gradients(&x, &y).unwrap();
         let d = max_abs_diff(&got, &want);

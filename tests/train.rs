@@ -368,15 +368,12 @@ fn twin_gradients(
     s: usize,
 ) -> Vec<wgtrain::model::Param> {
     use wgtrain::backend::reference::ReferenceBackend;
-    let (b, px) = (cfg.batch, data.pixels());
-    let x: Vec<f32> = data.images[s * b * px..(s + 1) * b * px]
+    let (b, px) = (cfg.batch, data.sample_len());
+    let x: Vec<f32> = data.features[s * b * px..(s + 1) * b * px]
         .iter()
         .map(|&p| p as f32 / 255.0)
         .collect();
-    let y: Vec<u32> = data.labels[s * b..(s + 1) * b]
-        .iter()
-        .map(|&l| l as u32)
-        .collect();
+    let y: Vec<u32> = data.labels[s * b..(s + 1) * b].to_vec();
     let mut e = Engine::new(
         Box::new(ReferenceBackend::new()),
         cfg,

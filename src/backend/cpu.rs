@@ -438,9 +438,10 @@ impl CpuBackend {
                 let start = self.u(cursor)[0] as usize;
                 self.with_outs([x, y], |s, [xs, ys]| {
                     fastcpu::gather::gather(
-                        &d.images,
+                        &d.features,
+                        d.kind,
                         &d.labels,
-                        d.pixels(),
+                        d.sample_len(),
                         &s.u(order)[..len],
                         start,
                         bytemuck::cast_slice_mut(xs),
@@ -495,6 +496,98 @@ impl CpuBackend {
             Op::AvgPoolBackward { spec, dy, mask, dx } => self.with_out(dx, |s, dx| {
                 fastcpu::avgpool::backward(s.f(dy), &spec, mask.map(|m| s.f(m)), dx)
             }),
+            Op::BatchNormStats {
+                spec,
+                x,
+                labels,
+                running,
+                stats,
+            } => self.with_outs([running, stats], |s, [r, st]| {
+                fastcpu::batchnorm::stats(
+                    s.f(x),
+                    &s.u(labels)[..spec.batch],
+                    &spec,
+                    bytemuck::cast_slice_mut(r),
+                    bytemuck::cast_slice_mut(st),
+                )
+            }),
+            Op::BatchNormEvalStats {
+                spec,
+                running,
+                stats,
+            } => self.with_out(stats, |s, st| {
+                fastcpu::batchnorm::eval_stats(s.f(running), &spec, st)
+            }),
+            Op::BatchNormApply {
+                spec,
+                x,
+                stats,
+                w,
+                b,
+                y,
+            } => self.with_out(y, |s, y| {
+                fastcpu::batchnorm::apply(s.f(x), s.f(stats), s.f(w), s.f(b), &spec, y)
+            }),
+            Op::BatchNormBackward {
+                spec,
+                x,
+                labels,
+                stats,
+                w,
+                dy,
+                dw,
+                db,
+                coef,
+            } => self.with_outs([dw, db, coef], |s, [dw, db, coef]| {
+                fastcpu::batchnorm::backward(
+                    s.f(x),
+                    &s.u(labels)[..spec.batch],
+                    s.f(stats),
+                    s.f(w),
+                    s.f(dy),
+                    &spec,
+                    bytemuck::cast_slice_mut(dw),
+                    bytemuck::cast_slice_mut(db),
+                    bytemuck::cast_slice_mut(coef),
+                )
+            }),
+            Op::BatchNormInputGrad {
+                spec,
+                x,
+                labels,
+                stats,
+                coef,
+                dy,
+                mask,
+                dx,
+            } => self.with_out(dx, |s, dx| {
+                fastcpu::batchnorm::input_grad(
+                    s.f(x),
+                    &s.u(labels)[..spec.batch],
+                    s.f(stats),
+                    s.f(coef),
+                    s.f(dy),
+                    mask.map(|m| s.f(m)),
+                    &spec,
+                    dx,
+                )
+            }),
+            Op::DropoutForward { spec, step, x, y } => {
+                let t = self.u(step)[0];
+                self.with_out(y, |s, y| fastcpu::dropout::forward(s.f(x), &spec, t, y))
+            }
+            Op::DropoutBackward {
+                spec,
+                step,
+                dy,
+                mask,
+                dx,
+            } => {
+                let t = self.u(step)[0];
+                self.with_out(dx, |s, dx| {
+                    fastcpu::dropout::backward(s.f(dy), &spec, t, mask.map(|m| s.f(m)), dx)
+                })
+            }
             Op::SoftmaxXentForward {
                 rows,
                 classes,

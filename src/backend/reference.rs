@@ -62,9 +62,10 @@ impl ReferenceBackend {
                 let d = &self.data[data.0];
                 let start = self.u(cursor)[0] as usize;
                 let (xs, ys) = cpu::gather::gather(
-                    &d.images,
+                    &d.features,
+                    d.kind,
                     &d.labels,
-                    d.pixels(),
+                    d.sample_len(),
                     &self.u(order)[..len],
                     start,
                     rows,
@@ -154,6 +155,109 @@ impl ReferenceBackend {
                 let m = mask.map(|m| &self.f(m)[..spec.input_len()]);
                 let out =
                     cpu::avgpool::avgpool_backward(&self.f(dy)[..spec.output_len()], &spec, m);
+                self.put(dx, &out);
+            }
+            Op::BatchNormStats {
+                spec,
+                x,
+                labels,
+                running,
+                stats,
+            } => {
+                let mut r = self.f(running)[..spec.stats_len()].to_vec();
+                let out = cpu::batchnorm::batchnorm_stats(
+                    &self.f(x)[..spec.len()],
+                    &self.u(labels)[..spec.batch],
+                    &spec,
+                    &mut r,
+                );
+                self.put(running, &r);
+                self.put(stats, &out);
+            }
+            Op::BatchNormEvalStats {
+                spec,
+                running,
+                stats,
+            } => {
+                let out = cpu::batchnorm::batchnorm_eval_stats(self.f(running), &spec);
+                self.put(stats, &out);
+            }
+            Op::BatchNormApply {
+                spec,
+                x,
+                stats,
+                w,
+                b,
+                y,
+            } => {
+                let out = cpu::batchnorm::batchnorm_apply(
+                    &self.f(x)[..spec.len()],
+                    self.f(stats),
+                    self.f(w),
+                    self.f(b),
+                    &spec,
+                );
+                self.put(y, &out);
+            }
+            Op::BatchNormBackward {
+                spec,
+                x,
+                labels,
+                stats,
+                w,
+                dy,
+                dw,
+                db,
+                coef,
+            } => {
+                let (gw, gb, co) = cpu::batchnorm::batchnorm_backward(
+                    self.f(x),
+                    &self.u(labels)[..spec.batch],
+                    self.f(stats),
+                    self.f(w),
+                    self.f(dy),
+                    &spec,
+                );
+                self.put(dw, &gw);
+                self.put(db, &gb);
+                self.put(coef, &co);
+            }
+            Op::BatchNormInputGrad {
+                spec,
+                x,
+                labels,
+                stats,
+                coef,
+                dy,
+                mask,
+                dx,
+            } => {
+                let out = cpu::batchnorm::batchnorm_input_grad(
+                    self.f(x),
+                    &self.u(labels)[..spec.batch],
+                    self.f(stats),
+                    self.f(coef),
+                    self.f(dy),
+                    mask.map(|m| self.f(m)),
+                    &spec,
+                );
+                self.put(dx, &out);
+            }
+            Op::DropoutForward { spec, step, x, y } => {
+                let t = self.u(step)[0];
+                let out = cpu::dropout::dropout_forward(&self.f(x)[..spec.len()], &spec, t);
+                self.put(y, &out);
+            }
+            Op::DropoutBackward {
+                spec,
+                step,
+                dy,
+                mask,
+                dx,
+            } => {
+                let t = self.u(step)[0];
+                let m = mask.map(|m| &self.f(m)[..spec.len()]);
+                let out = cpu::dropout::dropout_backward(&self.f(dy)[..spec.len()], &spec, t, m);
                 self.put(dx, &out);
             }
             Op::SoftmaxXentForward {

@@ -261,13 +261,10 @@ fn filled(rows: usize, cols: usize, seed: u64) -> ndarray::Array2<f32> {
 /// A synthetic MNIST-shaped dataset (random pixels and labels).
 fn synthetic(n: usize) -> Dataset {
     let mut inp = crate::verify::Inputs::new(9);
-    Dataset {
-        images: (0..n * 784).map(|_| inp.next_u64() as u8).collect(),
-        labels: (0..n).map(|_| (inp.next_u64() % 10) as u8).collect(),
-        n,
-        rows: 28,
-        cols: 28,
-    }
+    let features = (0..n * 784).map(|_| inp.next_u64() as u8).collect();
+    let labels = (0..n).map(|_| (inp.next_u64() % 10) as u32).collect();
+    Dataset::new(crate::data::SampleShape::gray(28, 28), features, labels)
+        .expect("n samples of 28×28")
 }
 
 /// Run the benchmarks on the adapter of `ctx` and the CPU engine (see the module docs).

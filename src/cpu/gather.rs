@@ -1,13 +1,14 @@
 //! Twin of `shaders/gather.wgsl`.
 
-use crate::ops::PADDING_LABEL;
+use crate::ops::{FeatureType, PADDING_LABEL};
 use ndarray::{Array1, Array2};
 
-/// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the
-/// end are zeros with the padding label.
+/// x\[B,P\] = images[order[start + b]] / 255 (bytes) or as they are (`f32`),
+/// y\[B\] = labels[order[start + b]]; rows past the end are zeros with the padding label.
 pub fn gather(
     images: &[u8],
-    labels: &[u8],
+    kind: FeatureType,
+    labels: &[u32],
     pixels: usize,
     order: &[u32],
     start: usize,
@@ -21,9 +22,15 @@ pub fn gather(
         };
         let s = s as usize;
         for (f, v) in x.row_mut(b).iter_mut().enumerate() {
-            *v = images[s * pixels + f] as f32 / 255.0;
+            let i = s * pixels + f;
+            *v = match kind {
+                FeatureType::U8 => images[i] as f32 / 255.0,
+                FeatureType::F32 => {
+                    f32::from_le_bytes(images[4 * i..4 * i + 4].try_into().expect("four bytes"))
+                }
+            };
         }
-        y[b] = labels[s] as u32;
+        y[b] = labels[s];
     }
     (x, y)
 }

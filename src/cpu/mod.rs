@@ -4,8 +4,10 @@
 
 pub mod adam;
 pub mod avgpool;
+pub mod batchnorm;
 pub mod bias;
 pub mod conv2d;
+pub mod dropout;
 pub mod gather;
 pub mod matmul;
 pub mod maxpool;

@@ -45,6 +45,56 @@ pub struct IdxImages {
     pub data: Vec<u8>,
 }
 
+/// An IDX array of unsigned bytes of any rank (1 to [`MAX_RANK`] dimensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// The sizes, outermost first (`[n, c, h, w]` for a 4-D image file).
+    pub dims: Vec<usize>,
+    /// The elements in row-major order.
+    pub data: Vec<u8>,
+}
+
+/// Most dimensions an IDX array may declare here.
+pub const MAX_RANK: u8 = 8;
+
+/// Read an IDX file of unsigned bytes of any rank (`0x000008DD`), raw or gzipped.
+pub fn read_idx_array(path: &Path) -> Result<IdxArray> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let (dims, data) = read_from(BufReader::new(file), len, path, None)?;
+    Ok(IdxArray { dims, data })
+}
+
+/// [`read_idx_array`] from bytes in memory; `path` only names them in errors.
+pub fn parse_idx_array(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+    let (dims, data) = read_from(bytes, bytes.len() as u64, path, None)?;
+    Ok(IdxArray { dims, data })
+}
+
+/// Encode an array of any rank as an uncompressed IDX file.
+pub fn encode_idx_array(dims: &[usize], data: &[u8]) -> Result<Vec<u8>> {
+    let rank = u8::try_from(dims.len())
+        .ok()
+        .filter(|r| (1..=MAX_RANK).contains(r))
+        .ok_or_else(|| encode_error(format!("{} dimensions", dims.len())))?;
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| encode_error(format!("dims {dims:?} overflow usize")))?;
+    if data.len() != expected {
+        return Err(encode_error(format!(
+            "dims {dims:?} need {expected} bytes, got {}",
+            data.len()
+        )));
+    }
+    let mut out = vec![0, 0, 0x08, rank];
+    for &d in dims {
+        out.extend_from_slice(&dim_u32(d)?.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
 /// Read an images file (`0x00000803`, `[n, rows, cols]`), raw or gzipped.
 pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
     let (dims, data) = read_file(path, 3)?;
@@ -63,7 +113,7 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
 
 /// Parse an images file held in memory; `path` only names it in errors.
 pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
-    let (dims, data) = read_from(bytes, bytes.len() as u64, path, 3)?;
+    let (dims, data) = read_from(bytes, bytes.len() as u64, path, Some(3))?;
     Ok(IdxImages {
         n: dims[0],
         rows: dims[1],
@@ -74,7 +124,7 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
 
 /// Parse a labels file held in memory; `path` only names it in errors.
 pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
-    read_from(bytes, bytes.len() as u64, path, 1).map(|(_, data)| data)
+    read_from(bytes, bytes.len() as u64, path, Some(1)).map(|(_, data)| data)
 }
 
 /// Encode images as an uncompressed IDX file.
@@ -155,7 +205,7 @@ fn encode_error(reason: String) -> Error {
 fn read_file(path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    read_from(BufReader::new(file), len, path, ndims)
+    read_from(BufReader::new(file), len, path, Some(ndims))
 }
 
 /// Read as much of `buf` as the reader holds; returns how many bytes were read (short only
@@ -179,7 +229,7 @@ fn read_from(
     mut input: impl BufRead,
     stored_len: u64,
     path: &Path,
-    ndims: u8,
+    ndims: Option<u8>,
 ) -> Result<(Vec<usize>, Vec<u8>)> {
     // Sniff the gzip magic, then put the two bytes back in front of the stream.
     let mut sniff = [0u8; 2];
@@ -220,7 +270,7 @@ fn read_body(
     exact_len: Option<u64>,
     alloc_bound: u64,
     path: &Path,
-    ndims: u8,
+    ndims: Option<u8>,
     gz: bool,
 ) -> Result<(Vec<usize>, Vec<u8>)> {
     let what = if gz { "decompressed data" } else { "file" };
@@ -232,10 +282,16 @@ fn read_body(
             format!("truncated IDX header: {what} is only {got} bytes, the magic alone needs 4"),
         ));
     }
-    check_magic(path, magic, ndims)?;
+    let ndims = match ndims {
+        Some(d) => {
+            check_magic(path, magic, d)?;
+            d
+        }
+        None => any_rank(path, magic)?,
+    };
 
     let header_len = 4 + 4 * ndims as usize;
-    let mut dim_bytes = [0u8; 12];
+    let mut dim_bytes = [0u8; 4 * MAX_RANK as usize];
     let dim_bytes = &mut dim_bytes[..4 * ndims as usize];
     let got = read_full(r, dim_bytes).map_err(|e| stream_err(path, e, gz))?;
     if got < dim_bytes.len() {
@@ -252,10 +308,13 @@ fn read_body(
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
         .collect();
     let shape = describe(&dims);
-    if ndims == 3 && (dims[1] == 0 || dims[2] == 0) {
+    if dims.len() > 1 && dims[1..].contains(&0) {
         return Err(Error::bad_data(
             path,
-            format!("header declares {shape}: images of zero size"),
+            format!(
+                "header declares {shape}: {} of zero size",
+                if dims.len() == 3 { "images" } else { "samples" }
+            ),
         ));
     }
     // u32 * u32 * u32 can overflow u64; checked_mul makes that an error, not a wrap.
@@ -325,8 +384,42 @@ fn describe(dims: &[u64]) -> String {
     match dims {
         [n] => format!("{n} labels"),
         [n, r, c] => format!("{n} images of {r}×{c}"),
-        _ => format!("dims {dims:?}"),
+        [n, rest @ ..] => {
+            let each: Vec<String> = rest.iter().map(u64::to_string).collect();
+            format!("{n} samples of {}", each.join("×"))
+        }
+        [] => "no dimensions".into(),
     }
+}
+
+/// The rank of an IDX file of unsigned bytes of any rank, from its magic.
+fn any_rank(path: &Path, magic: [u8; 4]) -> Result<u8> {
+    let value = u32::from_be_bytes(magic);
+    if magic[0] != 0 || magic[1] != 0 {
+        return Err(Error::bad_data(
+            path,
+            format!("not an IDX file: magic is 0x{value:08x}, expected 0x000008DD"),
+        ));
+    }
+    if magic[2] != 0x08 {
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "IDX element type 0x{:02x} is not unsigned byte (0x08); magic 0x{value:08x}",
+                magic[2]
+            ),
+        ));
+    }
+    if !(1..=MAX_RANK).contains(&magic[3]) {
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "IDX file declares {} dimensions (magic 0x{value:08x}); 1 to {MAX_RANK} are read",
+                magic[3]
+            ),
+        ));
+    }
+    Ok(magic[3])
 }
 
 fn check_magic(path: &Path, magic: [u8; 4], ndims: u8) -> Result<()> {
@@ -402,6 +495,24 @@ mod tests {
         let labels = encode_idx_labels(&[1]).unwrap();
         let err = parse_idx_images(&labels, p()).unwrap_err().to_string();
         assert!(err.contains("IDX labels file"), "{err}");
+    }
+
+    #[test]
+    fn any_rank_round_trips_and_reads_mnist_files() {
+        let data: Vec<u8> = (0..2 * 3 * 2 * 2).map(|i| i as u8).collect();
+        let raw = encode_idx_array(&[2, 3, 2, 2], &data).unwrap();
+        for bytes in [raw.clone(), gzip(&raw)] {
+            let a = parse_idx_array(&bytes, p()).unwrap();
+            assert_eq!((a.dims, a.data), (vec![2, 3, 2, 2], data.clone()));
+        }
+        let img = encode_idx_images(2, 3, 4, &data).unwrap();
+        assert_eq!(parse_idx_array(&img, p()).unwrap().dims, vec![2, 3, 4]);
+        let e = parse_idx_array(&raw[..30], p()).unwrap_err().to_string();
+        assert!(e.contains("2 samples of 3×2×2"), "{e}");
+        let mut f32s = raw.clone();
+        f32s[2] = 0x0d;
+        let e = parse_idx_array(&f32s, p()).unwrap_err().to_string();
+        assert!(e.contains("not unsigned byte"), "{e}");
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Fast twin of `shaders/gather.wgsl`: the minibatch straight from the byte images.
 
 use super::PAR_MIN;
-use crate::ops::PADDING_LABEL;
+use crate::ops::{FeatureType, PADDING_LABEL};
 use rayon::prelude::*;
 
 /// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the end
-/// of `order` are zeros with the padding label. B = `y.len()`.
+/// of `order` are zeros with the padding label. B = `y.len()`. `f32` features are taken as
+/// they are.
+#[allow(clippy::too_many_arguments)]
 pub fn gather(
     images: &[u8],
-    labels: &[u8],
+    kind: FeatureType,
+    labels: &[u32],
     pixels: usize,
     order: &[u32],
     start: usize,
@@ -26,11 +29,21 @@ pub fn gather(
                 match order.get(start + t * per_task + i) {
                     Some(&s) => {
                         let s = s as usize;
-                        let src = &images[s * pixels..(s + 1) * pixels];
-                        for (v, &p) in row.iter_mut().zip(src) {
-                            *v = p as f32 / 255.0;
+                        match kind {
+                            FeatureType::U8 => {
+                                let src = &images[s * pixels..(s + 1) * pixels];
+                                for (v, &p) in row.iter_mut().zip(src) {
+                                    *v = p as f32 / 255.0;
+                                }
+                            }
+                            FeatureType::F32 => {
+                                let src = &images[4 * s * pixels..4 * (s + 1) * pixels];
+                                for (v, b) in row.iter_mut().zip(src.chunks_exact(4)) {
+                                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                                }
+                            }
                         }
-                        *label = labels[s] as u32;
+                        *label = labels[s];
                     }
                     None => {
                         row.fill(0.0);

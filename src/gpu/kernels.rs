@@ -569,8 +569,10 @@ pub struct GpuDataset {
     pub labels: Buffer,
     /// Samples held.
     pub samples: usize,
-    /// Pixels (bytes) per sample.
+    /// Values per sample.
     pub pixels: usize,
+    /// How the values are stored.
+    pub kind: crate::ops::FeatureType,
 }
 
 impl GpuDataset {
@@ -579,18 +581,21 @@ impl GpuDataset {
     pub fn upload(
         ctx: &GpuContext,
         images: &[u8],
-        labels: &[u8],
+        kind: crate::ops::FeatureType,
+        labels: &[u32],
         pixels: usize,
         max_shard_bytes: Option<u64>,
     ) -> Result<Self> {
         let samples = labels.len();
         nonzero("dataset", &[("samples", samples), ("pixels", pixels)])?;
-        if images.len() != samples * pixels {
+        let sample_bytes = pixels * kind.size();
+        if images.len() != samples * sample_bytes {
             return Err(Error::KernelShape {
                 kernel: "dataset".into(),
                 reason: format!(
-                    "{} image bytes for {samples} samples of {pixels} pixels",
-                    images.len()
+                    "{} image bytes for {samples} samples of {pixels} values of {} bytes",
+                    images.len(),
+                    kind.size()
                 ),
             });
         }
@@ -600,12 +605,12 @@ impl GpuDataset {
                 .min(ctx.limits.max_buffer_size),
         );
         // Whole samples per shard, rounded so the packed words end on a sample boundary.
-        let per_shard = (limit as usize / pixels) & !3;
+        let per_shard = (limit as usize / sample_bytes) & !3;
         if per_shard == 0 {
             ctx.check_limit(
                 "max_storage_buffer_binding_size",
                 limit,
-                4 * pixels as u64,
+                4 * sample_bytes as u64,
                 &LimitUse::Dataset("one binding must hold at least four images".into()),
             )?;
         }
@@ -613,7 +618,7 @@ impl GpuDataset {
             .step_by(per_shard.max(1))
             .map(|start| {
                 let count = per_shard.min(samples - start);
-                let bytes = &images[start * pixels..(start + count) * pixels];
+                let bytes = &images[start * sample_bytes..(start + count) * sample_bytes];
                 Shard {
                     images: ctx.upload("images", &pack_bytes(bytes)),
                     start,
@@ -621,12 +626,12 @@ impl GpuDataset {
                 }
             })
             .collect();
-        let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
         Ok(GpuDataset {
             shards,
-            labels: ctx.upload("labels", &labels),
+            labels: ctx.upload("labels", labels),
             samples,
             pixels,
+            kind,
         })
     }
 }
@@ -671,7 +676,7 @@ pub fn gather(
                 name,
                 "images",
                 &shard.images,
-                (shard.count * data.pixels).div_ceil(4),
+                (shard.count * data.pixels * data.kind.size()).div_ceil(4),
             )?;
             let params = ctx.uniform(
                 name,
@@ -681,6 +686,7 @@ pub fn gather(
                     len as u32,
                     shard.start as u32,
                     shard.count as u32,
+                    (data.kind == crate::ops::FeatureType::F32) as u32,
                 ],
             );
             ctx.launch(
@@ -705,7 +711,7 @@ pub fn gather(
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 
@@ -724,12 +730,16 @@ pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------------
 // conv2d: im2col / col2im
 
-pub use crate::ops::{AdamParams, AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
+pub use crate::ops::{
+    AdamParams, AvgPool2dSpec, BatchNormSpec, Conv2dSpec, DropoutSpec, Pool2dSpec,
+};
 
 const CONV2D_WGSL: &str = include_str!("../../shaders/conv2d.wgsl");
 const MAXPOOL_WGSL: &str = include_str!("../../shaders/maxpool.wgsl");
 const AVGPOOL_WGSL: &str = include_str!("../../shaders/avgpool.wgsl");
 const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
+const DROPOUT_WGSL: &str = include_str!("../../shaders/dropout.wgsl");
+const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
 
 /// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
 fn layer_shader_sources() -> Vec<(String, String)> {
@@ -738,6 +748,8 @@ fn layer_shader_sources() -> Vec<(String, String)> {
         ("maxpool".to_string(), MAXPOOL_WGSL.to_string()),
         ("avgpool".to_string(), AVGPOOL_WGSL.to_string()),
         ("adam".to_string(), ADAM_WGSL.to_string()),
+        ("dropout".to_string(), DROPOUT_WGSL.to_string()),
+        ("batchnorm".to_string(), BATCHNORM_WGSL.to_string()),
     ]
 }
 
@@ -1098,6 +1110,313 @@ pub fn avgpool_backward(
             (5, dx),
         ],
         grid_1d(spec.output_len(), WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// dropout
+
+/// `Params` in `dropout.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct DropoutParams {
+    n: u32,
+    cols: u32,
+    row0: u32,
+    seed: u32,
+    layer: u32,
+    threshold: u32,
+    scale: f32,
+    apply_mask: u32,
+}
+
+fn dropout_params(kernel: &str, spec: &DropoutSpec, apply_mask: bool) -> Result<DropoutParams> {
+    nonzero(
+        kernel,
+        &[("B", spec.rows), ("F", spec.cols), ("B·F", spec.len())],
+    )?;
+    Ok(DropoutParams {
+        n: spec.len() as u32,
+        cols: spec.cols as u32,
+        // The global element index wraps in u32 in the shader and in the twin alike.
+        row0: spec.row0 as u32,
+        seed: spec.seed,
+        layer: spec.layer,
+        threshold: spec.threshold(),
+        scale: spec.scale(),
+        apply_mask: apply_mask as u32,
+    })
+}
+
+/// y\[B,F\] = x·scale where the element is kept at the step in `step`, else 0 (see
+/// `shaders/dropout.wgsl`).
+pub fn dropout_forward(
+    ctx: &GpuContext,
+    spec: &DropoutSpec,
+    step: &Buffer,
+    x: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "dropout_forward";
+    let params = dropout_params(name, spec, false)?;
+    need(name, "step", step, 1)?;
+    need(name, "x", x, spec.len())?;
+    need(name, "y", y, spec.len())?;
+    let pipeline = ctx.pipeline(name, || DROPOUT_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, y), (3, step)],
+        grid_1d(spec.len(), WG_ELEMENTWISE),
+    )
+}
+
+/// dx\[B,F\] = dy·scale where the forward pass kept the element, else 0; zero where `mask` is
+/// not > 0.
+pub fn dropout_backward(
+    ctx: &GpuContext,
+    spec: &DropoutSpec,
+    step: &Buffer,
+    dy: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "dropout_backward";
+    let params = dropout_params(name, spec, mask.is_some())?;
+    need(name, "step", step, 1)?;
+    need(name, "dy", dy, spec.len())?;
+    need(name, "dx", dx, spec.len())?;
+    if let Some(m) = mask {
+        need(name, "mask", m, spec.len())?;
+    }
+    let pipeline = ctx.pipeline(name, || DROPOUT_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (3, step),
+            (4, dy),
+            (5, mask.unwrap_or(&ctx.dummy)),
+            (6, dx),
+        ],
+        grid_1d(spec.len(), WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// batchnorm
+
+/// `Params` in `batchnorm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct BatchNormParams {
+    rows: u32,
+    c: u32,
+    per_sample: u32,
+    classes: u32,
+    momentum: f32,
+    eps: f32,
+    relu: u32,
+    apply_mask: u32,
+}
+
+fn batchnorm_params(
+    kernel: &str,
+    spec: &BatchNormSpec,
+    apply_mask: bool,
+) -> Result<BatchNormParams> {
+    nonzero(
+        kernel,
+        &[
+            ("B", spec.batch),
+            ("P", spec.per_sample),
+            ("C", spec.c),
+            ("R·C", spec.len()),
+            ("classes", spec.classes),
+        ],
+    )?;
+    Ok(BatchNormParams {
+        rows: spec.rows() as u32,
+        c: spec.c as u32,
+        per_sample: spec.per_sample as u32,
+        classes: spec.classes as u32,
+        momentum: spec.momentum,
+        eps: spec.eps,
+        relu: spec.relu as u32,
+        apply_mask: apply_mask as u32,
+    })
+}
+
+/// One workgroup per channel: [C, 1, 1], or two dimensions past the per-dimension limit.
+fn per_channel(c: usize) -> [u32; 3] {
+    if c <= 65535 {
+        [c as u32, 1, 1]
+    } else {
+        [65535, c.div_ceil(65535) as u32, 1]
+    }
+}
+
+/// Training statistics and the running statistics' update (see `shaders/batchnorm.wgsl`).
+pub fn batchnorm_stats(
+    ctx: &GpuContext,
+    spec: &BatchNormSpec,
+    x: &Buffer,
+    labels: &Buffer,
+    running: &Buffer,
+    stats: &Buffer,
+) -> Result<Launch> {
+    let name = "batchnorm_stats";
+    let params = batchnorm_params(name, spec, false)?;
+    need(name, "x", x, spec.len())?;
+    need(name, "labels", labels, spec.batch)?;
+    need(name, "running", running, spec.stats_len())?;
+    need(name, "stats", stats, spec.stats_len())?;
+    let pipeline = ctx.pipeline(name, || BATCHNORM_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (2, labels), (3, running), (4, stats)],
+        per_channel(spec.c),
+    )
+}
+
+/// Evaluation statistics from the running ones.
+pub fn batchnorm_eval_stats(
+    ctx: &GpuContext,
+    spec: &BatchNormSpec,
+    running: &Buffer,
+    stats: &Buffer,
+) -> Result<Launch> {
+    let name = "batchnorm_eval_stats";
+    let params = batchnorm_params(name, spec, false)?;
+    need(name, "running", running, spec.stats_len())?;
+    need(name, "stats", stats, spec.stats_len())?;
+    let pipeline = ctx.pipeline(name, || BATCHNORM_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (4, stats), (16, running)],
+        grid_1d(spec.c, WG_ELEMENTWISE),
+    )
+}
+
+/// y = ((x − mean)·istd)·γ + β (ReLU if `spec.relu`).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_apply(
+    ctx: &GpuContext,
+    spec: &BatchNormSpec,
+    x: &Buffer,
+    stats: &Buffer,
+    w: &Buffer,
+    b: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "batchnorm_apply";
+    let params = batchnorm_params(name, spec, false)?;
+    need(name, "x", x, spec.len())?;
+    need(name, "stats", stats, spec.stats_len())?;
+    need(name, "w", w, spec.c)?;
+    need(name, "b", b, spec.c)?;
+    need(name, "y", y, spec.len())?;
+    let pipeline = ctx.pipeline(name, || BATCHNORM_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, x), (5, stats), (6, w), (7, b), (8, y)],
+        grid_1d(spec.len(), WG_ELEMENTWISE),
+    )
+}
+
+/// dγ, dβ and the input gradient's coefficients.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    ctx: &GpuContext,
+    spec: &BatchNormSpec,
+    x: &Buffer,
+    labels: &Buffer,
+    stats: &Buffer,
+    w: &Buffer,
+    dy: &Buffer,
+    dw: &Buffer,
+    db: &Buffer,
+    coef: &Buffer,
+) -> Result<Launch> {
+    let name = "batchnorm_backward";
+    let params = batchnorm_params(name, spec, false)?;
+    need(name, "x", x, spec.len())?;
+    need(name, "labels", labels, spec.batch)?;
+    need(name, "stats", stats, spec.stats_len())?;
+    need(name, "w", w, spec.c)?;
+    need(name, "dy", dy, spec.len())?;
+    need(name, "dw", dw, spec.c)?;
+    need(name, "db", db, spec.c)?;
+    need(name, "coef", coef, spec.coef_len())?;
+    let pipeline = ctx.pipeline(name, || BATCHNORM_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (1, x),
+            (2, labels),
+            (5, stats),
+            (6, w),
+            (9, dy),
+            (10, dw),
+            (11, db),
+            (12, coef),
+        ],
+        per_channel(spec.c),
+    )
+}
+
+/// dx from dy, the forward pass's input and stats, and [`batchnorm_backward`]'s coef.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_input_grad(
+    ctx: &GpuContext,
+    spec: &BatchNormSpec,
+    x: &Buffer,
+    labels: &Buffer,
+    stats: &Buffer,
+    coef: &Buffer,
+    dy: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "batchnorm_input_grad";
+    let params = batchnorm_params(name, spec, mask.is_some())?;
+    need(name, "x", x, spec.len())?;
+    need(name, "labels", labels, spec.batch)?;
+    need(name, "stats", stats, spec.stats_len())?;
+    need(name, "coef", coef, spec.coef_len())?;
+    need(name, "dy", dy, spec.len())?;
+    need(name, "dx", dx, spec.len())?;
+    if let Some(m) = mask {
+        need(name, "mask", m, spec.len())?;
+    }
+    let pipeline = ctx.pipeline(name, || BATCHNORM_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (1, x),
+            (2, labels),
+            (5, stats),
+            (9, dy),
+            (13, coef),
+            (14, mask.unwrap_or(&ctx.dummy)),
+            (15, dx),
+        ],
+        grid_1d(spec.len(), WG_ELEMENTWISE),
     )
 }
 

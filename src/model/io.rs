@@ -4,7 +4,10 @@
 //!
 //! A model file holds `layers.{i}.weight` (`[O, I]` for a dense layer, `[O, C, K, K]` for a
 //! convolution) and `layers.{i}.bias` (`\[O\]`) as little-endian F32, `i` counting the layers that
-//! have parameters from 0 (so multilayer perceptron files keep their names), plus string
+//! have parameters from 0 (so multilayer perceptron files keep their names; a batch
+//! normalisation is such a layer: `weight` γ and `bias` β \[C\], and beside them its running
+//! statistics `layers.{i}.running_mean` \[C\], `running_var` \[C\] and `num_batches_tracked` (a
+//! scalar, f32 where PyTorch keeps an int64; `load_state_dict` converts it)), plus string
 //! metadata (`format`, `arch` — the full architecture string, `activation`, `output` and
 //! whatever the caller adds). A checkpoint adds the optimizer's state buffers as
 //! `optimizer.{slot}.{i}.weight|bias` (`velocity` for SGD momentum, `adam.m`/`adam.v` for Adam)
@@ -17,7 +20,7 @@
 //! give the same file. Loading checks everything before trusting it, NaN and infinities
 //! included; every failure is a one-line [`Error::BadModel`] naming the file.
 
-use super::{check_finite_tensor, check_param_shapes, Arch, Model, Param, MAX_DIM};
+use super::{check_finite_tensor, check_param_shapes, Arch, Model, Param, Running, MAX_DIM};
 use crate::error::Setting;
 use crate::{Error, Result};
 use codec::{decode, encode, json, read_capped};
@@ -97,6 +100,81 @@ fn param_tensors<'a>(prefix: &str, params: &'a [Param]) -> Vec<OwnedTensor<'a>> 
     out
 }
 
+/// The names of a batch normalisation's running statistics under `layers.{i}.`, in PyTorch's.
+const RUNNING_KINDS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+
+/// Tensor list for the running statistics beside `params` (`{prefix}.{i}.running_mean` \[C\],
+/// `running_var` \[C\], `num_batches_tracked` (a scalar, f32)).
+fn running_tensors<'a>(prefix: &str, running: &'a [Option<Running>]) -> Vec<OwnedTensor<'a>> {
+    let mut out = Vec::new();
+    for (i, r) in running.iter().enumerate() {
+        let Some(r) = r else { continue };
+        let c = r.mean.len();
+        out.push((
+            format!("{prefix}.{i}.running_mean"),
+            vec![c],
+            row_major(&r.mean),
+        ));
+        out.push((
+            format!("{prefix}.{i}.running_var"),
+            vec![r.var.len()],
+            row_major(&r.var),
+        ));
+        out.push((
+            format!("{prefix}.{i}.num_batches_tracked"),
+            vec![],
+            Cow::Owned(vec![r.batches]),
+        ));
+    }
+    out
+}
+
+/// Remove the running statistics of every batch normalisation layer of `arch` from `tensors`
+/// (`{prefix}.{i}.running_mean|running_var|num_batches_tracked`), checking their shapes.
+fn take_running(
+    tensors: &mut NamedTensors,
+    prefix: &str,
+    arch: &Arch,
+) -> std::result::Result<Vec<Option<Running>>, String> {
+    arch.running_channels()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let Some(c) = c else {
+                for kind in RUNNING_KINDS {
+                    let name = format!("{prefix}.{i}.{kind}");
+                    if tensors.contains_key(&name) {
+                        return Err(format!(
+                            "unexpected tensor `{name}`: layer {i} of {arch} is not a batch normalisation"
+                        ));
+                    }
+                }
+                return Ok(None);
+            };
+            let mut take = |kind: &str, want: Vec<usize>| {
+                let name = format!("{prefix}.{i}.{kind}");
+                match tensors.remove(&name) {
+                    Some((shape, data)) if shape == want => Ok(data),
+                    Some((shape, _)) => Err(format!(
+                        "tensor `{name}` has shape {shape:?} where arch {arch} needs {want:?}"
+                    )),
+                    None => Err(format!(
+                        "missing tensor `{name}` (layer {i} is a batch normalisation)"
+                    )),
+                }
+            };
+            let mean = take(RUNNING_KINDS[0], vec![c])?;
+            let var = take(RUNNING_KINDS[1], vec![c])?;
+            let batches = take(RUNNING_KINDS[2], vec![])?;
+            Ok(Some(Running {
+                mean: Array1::from(mean),
+                var: Array1::from(var),
+                batches: batches[0],
+            }))
+        })
+        .collect()
+}
+
 /// Save owned tensor triples (borrowing them as `save_tensors` wants).
 fn save_owned(path: &Path, tensors: &[OwnedTensor<'_>], meta: &Metadata) -> Result<()> {
     let refs: Vec<(&str, &[usize], &[f32])> = tensors
@@ -165,8 +243,14 @@ fn take_params(
     let dotted = format!("{prefix}.");
     let mut n = 0;
     for name in tensors.keys().filter(|k| k.starts_with(&dotted)) {
-        match parse_index(&name[dotted.len()..]) {
+        let rest = &name[dotted.len()..];
+        // Running statistics are taken once the architecture is known (`take_running`).
+        let running = rest
+            .split_once('.')
+            .is_some_and(|(_, kind)| RUNNING_KINDS.contains(&kind));
+        match parse_index(rest) {
             Some((i, _)) => n = n.max(i + 1),
+            None if running => {}
             None => return Err(format!("unexpected tensor `{name}`")),
         }
     }
@@ -337,10 +421,8 @@ fn model_from_tensors(
         }
         None => arch_from_dense(&raw)?,
     };
-    Ok(Model {
-        arch,
-        params: to_params(raw)?,
-    })
+    let running = take_running(tensors, "layers", &arch)?;
+    Ok(Model::with_running(arch, to_params(raw)?, running))
 }
 
 /// `meta` without the keys in `reserved`.
@@ -368,7 +450,8 @@ impl Model {
     pub fn to_bytes(&self, name: impl AsRef<Path>, extra_meta: &Metadata) -> Result<Vec<u8>> {
         self.check_shapes()?;
         let meta = model_metadata(self, MODEL_FORMAT, extra_meta);
-        let tensors = param_tensors("layers", &self.params);
+        let mut tensors = param_tensors("layers", &self.params);
+        tensors.extend(running_tensors("layers", &self.running));
         let refs: Vec<(&str, &[usize], &[f32])> = tensors
             .iter()
             .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_ref()))
@@ -553,6 +636,7 @@ impl Checkpoint {
         let order: Vec<&str> = self.slots.iter().map(|(n, _)| n.as_str()).collect();
         meta.insert("slots".into(), json(&order));
         let mut tensors = param_tensors("layers", &self.model.params);
+        tensors.extend(running_tensors("layers", &self.model.running));
         for (name, params) in &self.slots {
             tensors.extend(param_tensors(&format!("optimizer.{name}"), params));
         }

@@ -19,6 +19,7 @@ mod preset;
 
 pub use preset::Preset;
 
+pub use crate::nn::batchnorm::Running;
 pub use crate::nn::{LayerSpec, Shape, MAX_DIM};
 
 /// Largest number of elements of one sample's activations after any layer (or of the input).
@@ -48,6 +49,15 @@ impl From<Input> for Shape {
         match i {
             Input::Flat(n) => Shape::Flat(n),
             Input::Image { c, h, w } => Shape::Image { c, h, w },
+        }
+    }
+}
+
+impl From<Input> for crate::ops::SampleShape {
+    fn from(i: Input) -> Self {
+        match i {
+            Input::Flat(n) => Self::Flat(n),
+            Input::Image { c, h, w } => Self::Image { c, h, w },
         }
     }
 }
@@ -206,6 +216,8 @@ impl Arch {
                 format!("layer {i} `{}`", self.layers[i - 1])
             };
             let kind = layer.kind();
+            kind.check_prev(i.checked_sub(1).map(|j| &self.layers[j]))
+                .map_err(|reason| fail(at, layer, reason))?;
             let out = kind
                 .output(prev, &after)
                 .map_err(|reason| fail(at, layer, reason))?;
@@ -286,6 +298,18 @@ impl Arch {
             .collect()
     }
 
+    /// Beside each entry of [`Arch::param_shapes`]: the channels of a batch normalisation
+    /// layer (whose running statistics a model keeps), `None` for the other layers.
+    pub fn running_channels(&self) -> Vec<Option<usize>> {
+        let shapes = self.shapes_unchecked();
+        self.layers
+            .iter()
+            .zip(&shapes)
+            .filter(|(l, prev)| l.kind().params(**prev).is_some())
+            .map(|(l, prev)| l.kind().running(*prev))
+            .collect()
+    }
+
     /// Whether this is a multilayer perceptron: flat input and only dense layers.
     pub fn is_mlp(&self) -> bool {
         matches!(self.input, Input::Flat(_))
@@ -307,19 +331,35 @@ impl Arch {
 /// The weight and bias of one layer, in PyTorch layout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
-    /// `[O, I]` for a dense layer, `[O, C, K, K]` for a convolution.
+    /// `[O, I]` for a dense layer, `[O, C, K, K]` for a convolution, `[C]` for a batch
+    /// normalisation (γ).
     pub weight: ArrayD<f32>,
-    /// `\[O\]`
+    /// `\[O\]` (β of a batch normalisation)
     pub bias: Array1<f32>,
 }
 
-/// A network and its parameters: one [`Param`] per parametrised layer of `arch`, in order.
+impl Param {
+    /// A weight of `shape` filled with `w` and a bias of its first dimension filled with `b`.
+    pub fn constant(shape: &[usize], w: f32, b: f32) -> Self {
+        Param {
+            weight: ArrayD::from_elem(IxDyn(shape), w),
+            bias: Array1::from_elem(shape.first().copied().unwrap_or(0), b),
+        }
+    }
+}
+
+/// A network and its parameters: one [`Param`] per parametrised layer of `arch`, in order,
+/// and for each of those that is a batch normalisation its running statistics. Build one with
+/// [`Model::new`] (fresh statistics) or [`Model::with_running`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     /// The network.
     pub arch: Arch,
     /// Weight and bias of each layer with parameters (not pooling), input side first.
     pub params: Vec<Param>,
+    /// Beside each entry of `params`: the running statistics of a batch normalisation layer,
+    /// `None` for the other layers.
+    pub running: Vec<Option<Running>>,
 }
 
 /// Check that a tensor holds only finite values; the error names it and the first bad element.
@@ -377,6 +417,30 @@ pub(crate) fn check_finite_params(
 }
 
 impl Model {
+    /// `arch` with `params`, and fresh running statistics ([`Running::fresh`]) for its batch
+    /// normalisation layers.
+    pub fn new(arch: Arch, params: Vec<Param>) -> Self {
+        let running = arch
+            .running_channels()
+            .into_iter()
+            .map(|c| c.map(Running::fresh))
+            .collect();
+        Model {
+            arch,
+            params,
+            running,
+        }
+    }
+
+    /// `arch` with `params` and the running statistics beside them (see [`Model::running`]).
+    pub fn with_running(arch: Arch, params: Vec<Param>, running: Vec<Option<Running>>) -> Self {
+        Model {
+            arch,
+            params,
+            running,
+        }
+    }
+
     /// Weights uniform in [-scale, scale], biases 0 (the lecture's initialisation), drawn from a
     /// ChaCha8 stream seeded with `seed`, layer by layer in row-major order, so every platform
     /// gets the same network (and MLPs the same as earlier versions did).
@@ -385,17 +449,19 @@ impl Model {
         let params = arch
             .param_shapes()
             .into_iter()
-            .map(|(shape, o)| Param {
-                weight: ArrayD::from_shape_simple_fn(IxDyn(&shape), || {
-                    rng.random_range(-scale..=scale)
-                }),
-                bias: Array1::zeros(o),
+            .zip(arch.running_channels())
+            .map(|((shape, o), bn)| match bn {
+                // Batch normalisation starts as PyTorch's: γ = 1, β = 0 (no draws).
+                Some(_) => Param::constant(&shape, 1.0, 0.0),
+                None => Param {
+                    weight: ArrayD::from_shape_simple_fn(IxDyn(&shape), || {
+                        rng.random_range(-scale..=scale)
+                    }),
+                    bias: Array1::zeros(o),
+                },
             })
             .collect();
-        Model {
-            arch: arch.clone(),
-            params,
-        }
+        Model::new(arch.clone(), params)
     }
 
     /// PyTorch's default initialisation of `nn.Linear` and `nn.Conv2d`: weight and bias uniform
@@ -406,7 +472,12 @@ impl Model {
         let params = arch
             .param_shapes()
             .into_iter()
-            .map(|(shape, o)| {
+            .zip(arch.running_channels())
+            .map(|((shape, o), bn)| {
+                if bn.is_some() {
+                    // PyTorch's BatchNorm: γ = 1, β = 0 (no draws).
+                    return Param::constant(&shape, 1.0, 0.0);
+                }
                 let fan_in: usize = shape[1..].iter().product();
                 let bound = (1.0 / (fan_in.max(1) as f64).sqrt()) as f32;
                 let weight =
@@ -415,22 +486,66 @@ impl Model {
                 Param { weight, bias }
             })
             .collect();
-        Model {
-            arch: arch.clone(),
-            params,
-        }
+        Model::new(arch.clone(), params)
     }
 
     /// Refuse NaN and infinities: the error ([`Error::BadModel`] with `what` in place of the
     /// path) names the tensor (`layers.2.weight`) and the first bad element.
     pub fn check_finite(&self, what: &str) -> Result<()> {
-        check_finite_params("layers", &self.params).map_err(|r| Error::bad_model(what, r))
+        check_finite_params("layers", &self.params).map_err(|r| Error::bad_model(what, r))?;
+        for (i, r) in self.running.iter().enumerate() {
+            let Some(r) = r else { continue };
+            for (kind, t) in [("running_mean", &r.mean), ("running_var", &r.var)] {
+                check_finite_tensor(&format!("layers.{i}.{kind}"), t.shape(), t.iter().copied())
+                    .map_err(|e| Error::bad_model(what, e))?;
+            }
+            check_finite_tensor(&format!("layers.{i}.num_batches_tracked"), &[], [r.batches])
+                .map_err(|e| Error::bad_model(what, e))?;
+        }
+        Ok(())
     }
 
-    /// Check that the parameters have exactly the shapes `self.arch` calls for, and that the
-    /// architecture is possible ([`Error::Weights`] or [`Error::Network`] otherwise).
+    /// Check that the parameters (and running statistics) have exactly the shapes `self.arch`
+    /// calls for, and that the architecture is possible ([`Error::Weights`] or
+    /// [`Error::Network`] otherwise).
     pub fn check_shapes(&self) -> Result<()> {
-        check_param_shapes("model", "layers", &self.arch, &self.params)
+        check_param_shapes("model", "layers", &self.arch, &self.params)?;
+        let want = self.arch.running_channels();
+        let bad = |reason: String| Error::Weights {
+            what: "model".into(),
+            arch: self.arch.to_string(),
+            reason,
+        };
+        if self.running.len() != want.len() {
+            return Err(bad(format!(
+                "it has running statistics for {} parametrised layers but arch {} has {}",
+                self.running.len(),
+                self.arch,
+                want.len()
+            )));
+        }
+        for (i, (r, c)) in self.running.iter().zip(&want).enumerate() {
+            match (r, c) {
+                (None, None) => {}
+                (Some(r), Some(c)) if r.mean.len() == *c && r.var.len() == *c => {}
+                (Some(_), Some(c)) => {
+                    return Err(bad(format!(
+                        "running statistics of `layers.{i}` are not [{c}]"
+                    )))
+                }
+                (None, Some(_)) => {
+                    return Err(bad(format!(
+                        "missing running statistics of `layers.{i}` (a batch normalisation)"
+                    )))
+                }
+                (Some(_), None) => {
+                    return Err(bad(format!(
+                        "`layers.{i}` has running statistics but is not a batch normalisation"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,8 +4,7 @@
 //! average pooling ([`super::global_pool`]), a window as large as the input.
 
 use super::maxpool::pooled;
-use super::{number, Grammar, Io, Layer, LayerKind, Refusal, Shape};
-use crate::backend::Backend;
+use super::{number, Build, Grammar, Io, Layer, LayerKind, Mode, Refusal, Shape};
 use crate::ops::{AvgPool2dSpec, Op};
 use crate::Result;
 use std::fmt;
@@ -41,14 +40,8 @@ impl LayerKind for AvgPool {
         false
     }
 
-    fn build(
-        &self,
-        input: Shape,
-        _output: Shape,
-        batch: usize,
-        _relu: bool,
-        _be: &mut dyn Backend,
-    ) -> Result<Box<dyn Layer>> {
+    fn build(&self, b: Build<'_>) -> Result<Box<dyn Layer>> {
+        let Build { input, batch, .. } = b;
         let Shape::Image { c, h, w } = input else {
             unreachable!("Arch::shapes refuses pooling after a flat shape")
         };
@@ -80,7 +73,7 @@ impl Layer for AvgPoolLayer {
         false
     }
 
-    fn forward(&self, io: &Io, ops: &mut Vec<Op>) {
+    fn forward(&self, io: &Io, _mode: Mode, ops: &mut Vec<Op>) {
         ops.push(Op::AvgPoolForward {
             spec: self.spec,
             x: io.x,

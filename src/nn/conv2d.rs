@@ -8,7 +8,9 @@
 //! CPU engine fuses these ops back into direct or cache-friendly kernels where the program
 //! allows (`backend/cpu.rs`); the ops stay the one description of the layer.
 
-use super::{image_input, number, Grammar, Io, Layer, LayerKind, Refusal, Shape, MAX_DIM};
+use super::{
+    image_input, number, Build, Grammar, Io, Layer, LayerKind, Mode, Refusal, Shape, MAX_DIM,
+};
 use crate::backend::Backend;
 use crate::ops::{BufId, Conv2dSpec, Epilogue, MatmulSpec, Op};
 use crate::Result;
@@ -133,14 +135,15 @@ impl LayerKind for Conv {
         true
     }
 
-    fn build(
-        &self,
-        input: Shape,
-        output: Shape,
-        batch: usize,
-        relu: bool,
-        be: &mut dyn Backend,
-    ) -> Result<Box<dyn Layer>> {
+    fn build(&self, b: Build<'_>) -> Result<Box<dyn Layer>> {
+        let Build {
+            input,
+            output,
+            batch,
+            relu,
+            be,
+            ..
+        } = b;
         let Shape::Image { c, h, w } = input else {
             unreachable!("Arch::shapes refuses a convolution after a flat shape")
         };
@@ -204,7 +207,7 @@ impl Layer for ConvLayer {
         self.relu
     }
 
-    fn forward(&self, io: &Io, ops: &mut Vec<Op>) {
+    fn forward(&self, io: &Io, _mode: Mode, ops: &mut Vec<Op>) {
         let p = io.p.expect("conv parameters");
         let cols = match self.cols {
             Some(cols) => {

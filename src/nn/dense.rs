@@ -1,8 +1,7 @@
 //! A dense layer y = x·Wᵀ + b (ReLU optional), W \[O,I\] as PyTorch's `nn.Linear`. After a
 //! convolution or pooling block its input is the channels-last image viewed as [B, H·W·C].
 
-use super::{number, Grammar, Io, Layer, LayerKind, Refusal, Shape, MAX_DIM};
-use crate::backend::Backend;
+use super::{number, Build, Grammar, Io, Layer, LayerKind, Mode, Refusal, Shape, MAX_DIM};
 use crate::ops::{Epilogue, MatmulSpec, Op};
 use crate::Result;
 use std::fmt;
@@ -49,14 +48,10 @@ impl LayerKind for Dense {
         true
     }
 
-    fn build(
-        &self,
-        input: Shape,
-        _output: Shape,
-        batch: usize,
-        relu: bool,
-        _be: &mut dyn Backend,
-    ) -> Result<Box<dyn Layer>> {
+    fn build(&self, b: Build<'_>) -> Result<Box<dyn Layer>> {
+        let Build {
+            input, batch, relu, ..
+        } = b;
         Ok(Box::new(DenseLayer::new(input, self.out, batch, relu)))
     }
 }
@@ -120,7 +115,7 @@ impl Layer for DenseLayer {
         self.relu
     }
 
-    fn forward(&self, io: &Io, ops: &mut Vec<Op>) {
+    fn forward(&self, io: &Io, _mode: Mode, ops: &mut Vec<Op>) {
         let p = io.p.expect("dense parameters");
         ops.push(Op::Matmul {
             spec: MatmulSpec {

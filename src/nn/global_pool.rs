@@ -4,8 +4,7 @@
 //! y\[B,C\] a following dense layer reads (no weight permutation: its input is flat).
 
 use super::avgpool::AvgPoolLayer;
-use super::{image_input, Grammar, Layer, LayerKind, Refusal, Shape};
-use crate::backend::Backend;
+use super::{image_input, Build, Grammar, Layer, LayerKind, Refusal, Shape};
 use crate::ops::AvgPool2dSpec;
 use crate::Result;
 use std::fmt;
@@ -39,14 +38,8 @@ impl LayerKind for GlobalAvgPool {
         false
     }
 
-    fn build(
-        &self,
-        input: Shape,
-        _output: Shape,
-        batch: usize,
-        _relu: bool,
-        _be: &mut dyn Backend,
-    ) -> Result<Box<dyn Layer>> {
+    fn build(&self, b: Build<'_>) -> Result<Box<dyn Layer>> {
+        let Build { input, batch, .. } = b;
         let Shape::Image { c, h, w } = input else {
             unreachable!("Arch::shapes refuses global pooling after a flat shape")
         };

@@ -2,7 +2,7 @@
 //! the index of each window's maximum; the backward pass sends each gradient to that element
 //! only (the first maximum on ties, as PyTorch does).
 
-use super::{image_input, number, Grammar, Io, Layer, LayerKind, Refusal, Shape};
+use super::{image_input, number, Build, Grammar, Io, Layer, LayerKind, Mode, Refusal, Shape};
 use crate::backend::Backend;
 use crate::ops::{BufId, Op, Pool2dSpec};
 use crate::Result;
@@ -60,14 +60,10 @@ impl LayerKind for MaxPool {
         false
     }
 
-    fn build(
-        &self,
-        input: Shape,
-        _output: Shape,
-        batch: usize,
-        _relu: bool,
-        be: &mut dyn Backend,
-    ) -> Result<Box<dyn Layer>> {
+    fn build(&self, b: Build<'_>) -> Result<Box<dyn Layer>> {
+        let Build {
+            input, batch, be, ..
+        } = b;
         let Shape::Image { c, h, w } = input else {
             unreachable!("Arch::shapes refuses pooling after a flat shape")
         };
@@ -106,7 +102,7 @@ impl Layer for MaxPoolLayer {
         false
     }
 
-    fn forward(&self, io: &Io, ops: &mut Vec<Op>) {
+    fn forward(&self, io: &Io, _mode: Mode, ops: &mut Vec<Op>) {
         ops.push(Op::MaxPoolForward {
             spec: self.spec,
             x: io.x,

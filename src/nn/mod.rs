@@ -24,8 +24,10 @@ use crate::Result;
 use std::fmt;
 
 pub mod avgpool;
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod dropout;
 pub mod global_pool;
 pub mod maxpool;
 
@@ -110,18 +112,70 @@ pub trait LayerKind: fmt::Display + fmt::Debug {
     fn params(&self, _input: Shape) -> Option<(Vec<usize>, usize)> {
         None
     }
+    /// Channels of running statistics the layer keeps beside its parameters (batch
+    /// normalisation), given its input shape.
+    fn running(&self, _input: Shape) -> Option<usize> {
+        None
+    }
     /// Whether a ReLU follows the layer when it is not the network's last.
     fn relu_after(&self) -> bool;
-    /// The engine layer between shapes `input` and `output` for minibatches of `batch`,
-    /// allocating its scratch buffers in `be`; `relu`: whether its output goes through a ReLU.
-    fn build(
-        &self,
-        input: Shape,
-        output: Shape,
-        batch: usize,
-        relu: bool,
-        be: &mut dyn Backend,
-    ) -> Result<Box<dyn Layer>>;
+    /// Whether the layer takes over the ReLU of the layer before it (batch normalisation:
+    /// convolution → BatchNorm → ReLU): the layer before then has none, and this one applies
+    /// it where the one before would have.
+    fn takes_relu(&self) -> bool {
+        false
+    }
+    /// Why the layer cannot follow `prev` (`None`: it would be the first layer), if it cannot.
+    fn check_prev(&self, _prev: Option<&LayerSpec>) -> std::result::Result<(), Refusal> {
+        Ok(())
+    }
+    /// The engine layer `b` describes (its shapes, minibatch rows, ReLU, the backend to
+    /// allocate its buffers in, ...).
+    fn build(&self, b: Build<'_>) -> Result<Box<dyn Layer>>;
+}
+
+/// Whether a program trains or evaluates: dropout drops only in [`Mode::Train`], batch
+/// normalisation uses the minibatch's statistics (and updates its running ones) in
+/// [`Mode::Train`] and its running statistics in [`Mode::Eval`]. The training step and
+/// [`crate::train::Engine::gradients`] record `Train`; evaluation passes and prediction record
+/// `Eval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// A training step.
+    Train,
+    /// Evaluation or prediction.
+    Eval,
+}
+
+/// What the engine gives a layer type to build its engine layer from: one struct, so an input
+/// added later does not touch every layer.
+pub struct Build<'a> {
+    /// The shape into the layer, one sample.
+    pub input: Shape,
+    /// The shape out of the layer, one sample.
+    pub output: Shape,
+    /// Rows of the minibatch this engine runs (a data-parallel rank's share).
+    pub batch: usize,
+    /// Whether the layer's output goes through a ReLU.
+    pub relu: bool,
+    /// The backend to allocate scratch and state buffers in.
+    pub be: &'a mut dyn Backend,
+    /// The layer's place in the architecture (0 = the first layer after the input).
+    pub index: usize,
+    /// The run's seed (dropout masks).
+    pub seed: u64,
+    /// The global minibatch row of this engine's row 0 (0 in one process; a data-parallel
+    /// rank's first row otherwise), so per-row randomness is the same however rows are split.
+    pub row0: usize,
+    /// The engine's u32 training-step counter: advanced once per training step, set by
+    /// [`crate::train::Engine::set_step`].
+    pub step: BufId,
+    /// The minibatch's u32 labels \[B\]; a label ≥ `classes` marks a padding row.
+    pub labels: BufId,
+    /// Classes of the network (labels at or above are padding rows).
+    pub classes: usize,
+    /// The layer's running statistics (batch normalisation) as the model holds them.
+    pub running: Option<&'a batchnorm::Running>,
 }
 
 /// The channels, height and width of an image input, or the refusal of a layer (`what`, e.g.
@@ -191,6 +245,10 @@ layer_types! {
     AvgPool(avgpool::AvgPool),
     /// Global average pooling, `g`.
     GlobalAvgPool(global_pool::GlobalAvgPool),
+    /// Dropout, `d0.25`.
+    Dropout(dropout::Dropout),
+    /// Batch normalisation, `b`.
+    BatchNorm(batchnorm::BatchNorm),
 }
 
 impl LayerSpec {
@@ -251,8 +309,8 @@ pub trait Layer {
     fn param_lens(&self) -> Option<(usize, usize)>;
     /// Whether the output goes through a ReLU.
     fn relu(&self) -> bool;
-    /// Append the forward pass: y from x.
-    fn forward(&self, io: &Io, ops: &mut Vec<Op>);
+    /// Append the forward pass: y from x, training or evaluating.
+    fn forward(&self, io: &Io, mode: Mode, ops: &mut Vec<Op>);
     /// Append the backward pass: parameter gradients from dy and x, and dx when asked.
     fn backward(&self, io: &Io, ops: &mut Vec<Op>);
     /// A weight in file layout (PyTorch's) to engine layout.
@@ -263,17 +321,37 @@ pub trait Layer {
     fn weight_from_engine(&self, w: Vec<f32>) -> Vec<f32> {
         w
     }
+    /// The layer's state buffer that is not a parameter (batch normalisation's running
+    /// statistics) and its length in words, read back into the model.
+    fn state(&self) -> Option<(BufId, usize)> {
+        None
+    }
+    /// Whether the layer's ops read the training-step counter (the engine then advances it
+    /// once per step).
+    fn uses_step(&self) -> bool {
+        false
+    }
 }
 
-/// Build the engine layer for `spec` between shapes `input` and `output` for minibatches of
-/// `batch`, allocating its scratch buffers in `be`. `relu`: whether a ReLU follows it.
-pub fn build(
-    spec: &LayerSpec,
-    input: Shape,
-    output: Shape,
-    batch: usize,
-    relu: bool,
-    be: &mut dyn Backend,
-) -> Result<Box<dyn Layer>> {
-    spec.kind().build(input, output, batch, relu, be)
+/// For each layer of `layers`, whether its output goes through a ReLU: after every layer whose
+/// type says so ([`LayerKind::relu_after`]) except the last, moved to the next layer when that
+/// one takes it over ([`LayerKind::takes_relu`]).
+pub fn relu_flags(layers: &[LayerSpec]) -> Vec<bool> {
+    let n = layers.len();
+    (0..n)
+        .map(|l| {
+            let kind = layers[l].kind();
+            let own = if kind.takes_relu() {
+                l > 0 && layers[l - 1].kind().relu_after()
+            } else {
+                kind.relu_after() && !layers.get(l + 1).is_some_and(|s| s.kind().takes_relu())
+            };
+            own && l + 1 < n
+        })
+        .collect()
+}
+
+/// Build the engine layer for `spec` (see [`Build`]).
+pub fn build(spec: &LayerSpec, b: Build<'_>) -> Result<Box<dyn Layer>> {
+    spec.kind().build(b)
 }

@@ -34,11 +34,18 @@ pub enum Family {
     /// The Adam update.
     #[value(name = "adam")]
     Adam,
+    /// Dropout forward and backward (the mask bit for bit).
+    #[value(name = "dropout")]
+    Dropout,
+    /// Batch normalisation: training and evaluation statistics, the normalisation, the
+    /// parameter and input gradients.
+    #[value(name = "batchnorm")]
+    Batchnorm,
 }
 
 impl Family {
     /// Every family, in the order `wgtrain verify` runs them.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 12] = [
         Family::Matmul,
         Family::Bias,
         Family::SoftmaxXent,
@@ -49,6 +56,8 @@ impl Family {
         Family::Maxpool,
         Family::Avgpool,
         Family::Adam,
+        Family::Dropout,
+        Family::Batchnorm,
     ];
 
     /// The name on the command line and in reports, e.g. `softmax_xent`.
@@ -64,6 +73,8 @@ impl Family {
             Family::Maxpool => "maxpool",
             Family::Avgpool => "avgpool",
             Family::Adam => "adam",
+            Family::Dropout => "dropout",
+            Family::Batchnorm => "batchnorm",
         }
     }
 }

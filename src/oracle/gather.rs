@@ -4,18 +4,21 @@ use super::compare::{compare, compare_u32, f64s, Check};
 use super::tolerance::U;
 use super::{Family, Inputs};
 use crate::cpu;
+use crate::ops::FeatureType;
 
 /// What the gather checks poison y with (u32::MAX is the padding label itself).
 pub const GATHER_Y_POISON: u32 = 12345;
 
-/// A random dataset of `samples` images of `pixels` bytes with labels 0–9, a shuffled order
+/// A random dataset of `samples` images of `pixels` bytes with labels 0–999, a shuffled order
 /// of which the first `len` entries are in use (the rest are valid indices a kernel must not
 /// read), and a cursor `rows / 2` before `len` so the minibatch runs into padding rows.
 pub struct GatherData {
-    /// `samples` images of `pixels` bytes.
+    /// `samples` images of `pixels` values, stored as `kind`.
     pub images: Vec<u8>,
+    /// How the values are stored.
+    pub kind: FeatureType,
     /// One label per sample.
-    pub labels: Vec<u8>,
+    pub labels: Vec<u32>,
     /// A shuffled order of all samples.
     pub order: Vec<u32>,
     /// Entries of `order` in use.
@@ -27,10 +30,37 @@ pub struct GatherData {
 impl GatherData {
     /// Fresh data from `inp` (see [`GatherData`]).
     pub fn new(inp: &mut Inputs, samples: usize, pixels: usize, rows: usize, len: usize) -> Self {
-        let images: Vec<u8> = (0..samples * pixels)
-            .map(|_| inp.next_u64() as u8)
+        Self::of_kind(inp, samples, pixels, rows, len, FeatureType::U8)
+    }
+
+    /// As [`GatherData::new`], with values stored as `kind` (`f32` values: random bit
+    /// patterns of finite numbers of every magnitude and sign, which a gather copies exactly).
+    pub fn of_kind(
+        inp: &mut Inputs,
+        samples: usize,
+        pixels: usize,
+        rows: usize,
+        len: usize,
+        kind: FeatureType,
+    ) -> Self {
+        let images: Vec<u8> = match kind {
+            FeatureType::U8 => (0..samples * pixels)
+                .map(|_| inp.next_u64() as u8)
+                .collect(),
+            FeatureType::F32 => (0..samples * pixels)
+                .flat_map(|_| {
+                    let mut v = f32::from_bits(inp.next_u64() as u32);
+                    if !v.is_finite() {
+                        v = 1.5;
+                    }
+                    v.to_le_bytes()
+                })
+                .collect(),
+        };
+        // Labels beyond a byte: the dataset's labels are u32 end to end.
+        let labels: Vec<u32> = (0..samples)
+            .map(|_| (inp.next_u64() % 1000) as u32)
             .collect();
-        let labels: Vec<u8> = (0..samples).map(|_| (inp.next_u64() % 10) as u8).collect();
         let mut order: Vec<u32> = (0..samples as u32).collect();
         for i in (1..samples).rev() {
             order.swap(i, (inp.next_u64() % (i as u64 + 1)) as usize);
@@ -38,6 +68,7 @@ impl GatherData {
         let start = len.saturating_sub(rows / 2);
         GatherData {
             images,
+            kind,
             labels,
             order,
             len,
@@ -57,6 +88,7 @@ impl GatherData {
     ) -> Vec<Check> {
         let (wx, wy) = cpu::gather::gather(
             &self.images,
+            self.kind,
             &self.labels,
             pixels,
             &self.order[..self.len],
@@ -70,7 +102,11 @@ impl GatherData {
                 shape.clone(),
                 x,
                 &f64s(wx.as_slice().unwrap()),
-                |_| (0.0, 5.0 * U),
+                // Bytes: the division by 255 within WGSL's 2.5 ULP; f32: copied exactly.
+                |_| match self.kind {
+                    FeatureType::U8 => (0.0, 5.0 * U),
+                    FeatureType::F32 => (0.0, 0.0),
+                },
             ),
             compare_u32(
                 Family::Gather,

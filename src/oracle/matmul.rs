@@ -71,41 +71,69 @@ pub fn matmul_name(spec: &MatmulSpec) -> String {
     )
 }
 
+/// The f64 product of one [`MatmulData`] and its per-element bound γ_K·(|A|·|B|) (+ u·|C₀|
+/// when accumulating), computed once and compared against any number of computed products
+/// of the same inputs (`wgtrain verify` runs one draw on several matmul variants).
+pub struct MatmulReference {
+    spec: MatmulSpec,
+    want: Vec<f64>,
+    bound: Vec<f64>,
+}
+
+impl MatmulReference {
+    /// The reference result and bound of `spec` on `d`.
+    pub fn new(spec: &MatmulSpec, d: &MatmulData) -> Self {
+        let (a64, b64) = (to64(&d.a), to64(&d.b));
+        let mut want = cpu::matmul::matmul(a64.view(), b64.view(), spec.trans_a, spec.trans_b);
+        let prod_bound = cpu::matmul::matmul(
+            a64.mapv(f64::abs).view(),
+            b64.mapv(f64::abs).view(),
+            spec.trans_a,
+            spec.trans_b,
+        );
+        let bias64 = d.bias.mapv(|v| v as f64);
+        let mask64 = to64(&d.mask);
+        cpu::matmul::epilogue(
+            &mut want,
+            spec.epilogue,
+            Some(bias64.view()),
+            Some(mask64.view()),
+        );
+        if spec.accumulate {
+            want = want + to64(&d.start);
+        }
+        let g = gamma(spec.k);
+        let extra = if spec.accumulate { U } else { 0.0 };
+        let start64 = f64s(d.start.as_slice().unwrap());
+        // `dot` of transposed views may come back column-major; iterate in logical order.
+        let bound = prod_bound
+            .iter()
+            .zip(&start64)
+            .map(|(&b, &s)| g * b + extra * s.abs())
+            .collect();
+        MatmulReference {
+            spec: *spec,
+            want: want.iter().copied().collect(),
+            bound,
+        }
+    }
+
+    /// A computed product `got` against the reference, within the bound and 2u relative.
+    pub fn compare(&self, got: &[f32]) -> Check {
+        let (m, n, k) = (self.spec.m, self.spec.n, self.spec.k);
+        compare(
+            Family::Matmul,
+            &matmul_name(&self.spec),
+            format!("{m}x{n}x{k}"),
+            got,
+            &self.want,
+            |i| (self.bound[i], 2.0 * U),
+        )
+    }
+}
+
 /// A computed product `got` against the f64 product of the same inputs, within γ_K·(|A|·|B|)
 /// (+ u·|C₀| when accumulating) and 2u relative.
 pub fn matmul_compare(spec: &MatmulSpec, d: &MatmulData, got: &[f32]) -> Check {
-    let (m, n, k) = (spec.m, spec.n, spec.k);
-    let (a64, b64) = (to64(&d.a), to64(&d.b));
-    let mut want = cpu::matmul::matmul(a64.view(), b64.view(), spec.trans_a, spec.trans_b);
-    let bound = cpu::matmul::matmul(
-        a64.mapv(f64::abs).view(),
-        b64.mapv(f64::abs).view(),
-        spec.trans_a,
-        spec.trans_b,
-    );
-    let bias64 = d.bias.mapv(|v| v as f64);
-    let mask64 = to64(&d.mask);
-    cpu::matmul::epilogue(
-        &mut want,
-        spec.epilogue,
-        Some(bias64.view()),
-        Some(mask64.view()),
-    );
-    if spec.accumulate {
-        want = want + to64(&d.start);
-    }
-    let g = gamma(k);
-    let extra = if spec.accumulate { 1.0 } else { 0.0 };
-    // `dot` of transposed views may come back column-major; iterate in logical order.
-    let bound: Vec<f64> = bound.iter().copied().collect();
-    let want: Vec<f64> = want.iter().copied().collect();
-    let start64 = f64s(d.start.as_slice().unwrap());
-    compare(
-        Family::Matmul,
-        &matmul_name(spec),
-        format!("{m}x{n}x{k}"),
-        got,
-        &want,
-        |i| (g * bound[i] + extra * U * start64[i].abs(), 2.0 * U),
-    )
+    MatmulReference::new(spec, d).compare(got)
 }

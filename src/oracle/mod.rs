@@ -41,6 +41,9 @@
 //! * col2im: each dx element is a serial f32 sum of at most n = ⌈K/s⌉² dcols entries (fewer at
 //!   the borders), so atol = γ_n·Σ|terms| (Higham's bound for recursive summation), where Σ|terms|
 //!   is col2im of |dcols| in f64; masked elements are exactly 0.
+//! * batchnorm: each op on its own inputs, bounds from its roundings, see [`batchnorm`].
+//! * dropout: the mask exactly (integer hash); a kept element one product, u relative, see
+//!   [`dropout`].
 //! * adam: bounds from the handful of roundings, propagated per element in f64 (see
 //!   `adam_bounds`): +, −, × are correctly rounded (≤ u·|result|, fused or not); WGSL's
 //!   division is accurate to 2.5 ULP (≤ 5u relative) and `sqrt` inherits from
@@ -54,9 +57,11 @@
 
 pub mod adam;
 pub mod avgpool;
+pub mod batchnorm;
 pub mod bias;
 pub mod compare;
 pub mod conv2d;
+pub mod dropout;
 pub mod family;
 pub mod gather;
 pub mod inputs;
@@ -72,13 +77,18 @@ pub use adam::{
     ADAM_SCHEDULE_LEN,
 };
 pub use avgpool::{avgpool_compare, avgpool_inputs, avgpool_shape};
+pub use batchnorm::{
+    batchnorm_compare, batchnorm_inputs, batchnorm_shape, batchnorm_twin_outputs, BatchNormData,
+    BatchNormOutputs,
+};
 pub use bias::bias_backward_compare;
 pub use compare::{compare, compare_exact, compare_u32, fail_nonfinite, Check};
 pub use conv2d::{conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare};
+pub use dropout::{dropout_compare, dropout_inputs, dropout_shape};
 pub use family::Family;
 pub use gather::{GatherData, GATHER_Y_POISON};
 pub use inputs::{run_seed, Inputs};
-pub use matmul::{matmul_compare, matmul_name, MatmulData};
+pub use matmul::{matmul_compare, matmul_name, MatmulData, MatmulReference};
 pub use maxpool::{maxpool_compare, maxpool_inputs, maxpool_shape, PoolInput};
 pub use metrics::{metrics_compare, metrics_inputs, METRICS_START};
 pub use sgd::{sgd_compare, sgd_inputs, SGD_PARAMS};

@@ -17,7 +17,7 @@ use crate::dist::{Collective, Shard, Solo};
 use crate::error::Setting;
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
-use crate::nn::{self, Io, Layer, ParamBufs};
+use crate::nn::{self, Io, Layer, Mode, ParamBufs};
 use crate::ops::{BufId, DataId, MetricsAcc, Op};
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
@@ -88,6 +88,9 @@ pub struct Engine {
     eval_test: Option<ProgramId>,
     /// Adam's update counter (u32), advanced once per step.
     opt_step: Option<BufId>,
+    /// The training-step counter (u32) of layers that read it (dropout), advanced once per
+    /// step when one does; [`Engine::set_step`] sets it.
+    step_counter: BufId,
     /// False when `train.order` no longer holds the epoch's order (evaluation overwrote it).
     order_valid: bool,
     /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
@@ -156,6 +159,11 @@ impl Engine {
         test: Option<&Dataset>,
         comm: Rc<dyn Collective>,
     ) -> Result<Self> {
+        // The data must fit the network before anything is allocated for either.
+        super::check_data(&model.arch, train, "training")?;
+        if let Some(t) = test {
+            super::check_data(&model.arch, t, "test")?;
+        }
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
             return Err(Error::InvalidSetting {
@@ -173,19 +181,43 @@ impl Engine {
         let be_ref = be.as_mut();
         let x = be_ref.alloc("x", bsz * arch.input_len())?;
         let y = be_ref.alloc("y", bsz)?;
+        let step_counter = be_ref.alloc("training step", 1)?;
         let mut layers = Vec::with_capacity(n);
         let mut acts = Vec::with_capacity(n);
         let mut dacts = Vec::with_capacity(n);
+        let relus = nn::relu_flags(&arch.layers);
+        let mut param_index = 0;
         for (l, spec) in arch.layers.iter().enumerate() {
-            let relu = l + 1 < n && spec.kind().relu_after();
-            layers.push(nn::build(
-                spec,
-                shapes[l],
-                shapes[l + 1],
-                bsz,
-                relu,
-                be_ref,
-            )?);
+            let running = if spec.has_params() {
+                param_index += 1;
+                model.running.get(param_index - 1).and_then(Option::as_ref)
+            } else {
+                None
+            };
+            if running.is_some() && shard.ranks > 1 {
+                return Err(Error::Unsupported {
+                    what: format!("data-parallel training of {arch}"),
+                    reason: format!(
+                        "layer {} `{spec}` is a batch normalisation, whose statistics are not yet kept per rank; train it in one process",
+                        l + 1
+                    ),
+                });
+            }
+            let build = nn::Build {
+                input: shapes[l],
+                output: shapes[l + 1],
+                batch: bsz,
+                relu: relus[l],
+                be: &mut *be_ref,
+                index: l,
+                seed: cfg.seed,
+                row0: shard.rows(cfg.batch).start,
+                step: step_counter,
+                labels: y,
+                classes: arch.classes(),
+                running,
+            };
+            layers.push(nn::build(spec, build)?);
             acts.push(be_ref.alloc("activations", bsz * shapes[l + 1].len())?);
             dacts.push(be_ref.alloc("activation gradients", bsz * shapes[l + 1].len())?);
         }
@@ -282,6 +314,7 @@ impl Engine {
             eval_train: ProgramId(0),
             eval_test: None,
             opt_step,
+            step_counter,
             order_valid: false,
             forward_only: None,
             gradient: None,
@@ -336,9 +369,9 @@ impl Engine {
         }
     }
 
-    fn forward_ops(&self, ops: &mut Vec<Op>) {
+    fn forward_ops(&self, mode: Mode, ops: &mut Vec<Op>) {
         for l in 0..self.layers.len() {
-            self.layers[l].forward(&self.io(l), ops);
+            self.layers[l].forward(&self.io(l), mode, ops);
         }
         ops.push(Op::SoftmaxXentForward {
             rows: self.rows,
@@ -371,7 +404,7 @@ impl Engine {
 
     /// Forward, loss, metrics and the loss gradient.
     fn loss_ops(&self, ops: &mut Vec<Op>) {
-        self.forward_ops(ops);
+        self.forward_ops(Mode::Train, ops);
         ops.push(self.metrics(self.acc_train));
         ops.push(Op::SoftmaxXentBackward {
             rows: self.rows,
@@ -404,16 +437,23 @@ impl Engine {
         if !ops.is_empty() || pieces.is_empty() {
             pieces.push((ops, Vec::new()));
         }
-        pieces.last_mut().expect("a piece").0.push(Op::Advance {
+        let last = &mut pieces.last_mut().expect("a piece").0;
+        last.push(Op::Advance {
             cursor: self.train.cursor,
             by: self.rows,
         });
+        if self.layers.iter().any(|l| l.uses_step()) {
+            last.push(Op::Advance {
+                cursor: self.step_counter,
+                by: 1,
+            });
+        }
         pieces
     }
 
     fn eval_ops(&self, r: &Resident) -> Vec<Op> {
         let mut ops = vec![self.gather(r, r.eval.len())];
-        self.forward_ops(&mut ops);
+        self.forward_ops(Mode::Eval, &mut ops);
         ops.push(self.metrics(self.acc_eval));
         ops.push(Op::Advance {
             cursor: r.cursor,
@@ -439,6 +479,17 @@ impl Engine {
     /// (adapter, graphics backend).
     pub fn adapter(&self) -> (String, String) {
         self.be.adapter()
+    }
+
+    /// Set the training-step counter (steps done in the whole run) that seeds per-step
+    /// randomness (dropout masks): the run's driver sets it before each chunk of steps, so a
+    /// resumed run draws the masks an unbroken one would. A no-op for a network without such
+    /// a layer.
+    pub fn set_step(&mut self, step: usize) -> Result<()> {
+        if self.layers.iter().any(|l| l.uses_step()) {
+            self.be.write(self.step_counter, &[step as u32])?;
+        }
+        Ok(())
     }
 
     /// Run `steps` steps over `order` starting at step `first` of the epoch. Metrics
@@ -555,7 +606,7 @@ impl Engine {
         if gradient {
             self.gradient_ops(&mut ops);
         } else {
-            self.forward_ops(&mut ops);
+            self.forward_ops(Mode::Eval, &mut ops);
         }
         let p = self.be.prepare(&ops)?;
         *(if gradient {
@@ -603,7 +654,9 @@ impl Engine {
     }
 
     /// Gradients of the mean batch loss at `x` [B, input] and `labels` \[B\], without updating
-    /// (for tests), in file layout.
+    /// (for tests), in file layout. The layers run in training mode at the step counter as it
+    /// stands (dropout's mask of that step; batch statistics, and a BatchNorm's running
+    /// statistics move as in a step).
     pub fn gradients(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<Param>> {
         self.be.write_f32(self.x, x)?;
         self.be.write(self.y, labels)?;
@@ -655,9 +708,25 @@ impl Engine {
     /// [`Engine::model`] without blocking the browser.
     pub async fn model_async(&mut self) -> Result<Model> {
         let pairs: Vec<(BufId, BufId)> = self.params.iter().map(|p| (p.bufs.w, p.bufs.b)).collect();
-        Ok(Model {
-            arch: self.cfg.arch.clone(),
-            params: self.read_params_async(&pairs).await?,
-        })
+        let params = self.read_params_async(&pairs).await?;
+        let states: Vec<(BufId, usize)> = self
+            .params
+            .iter()
+            .filter_map(|p| self.layers[p.layer].state())
+            .collect();
+        let words = self.read_async(&states).await?;
+        let words: &[f32] = bytemuck::cast_slice(&words);
+        let mut at = 0;
+        let running = self
+            .params
+            .iter()
+            .map(|p| {
+                self.layers[p.layer].state().map(|(_, n)| {
+                    at += n;
+                    crate::model::Running::from_words(&words[at - n..at])
+                })
+            })
+            .collect();
+        Ok(Model::with_running(self.cfg.arch.clone(), params, running))
     }
 }

@@ -2,7 +2,7 @@
 //! the one training step, [`run`] the epoch loop (shuffling, evaluation, metrics, divergence),
 //! and [`session`] starting, resuming and checkpointing a run.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, SampleShape};
 use crate::error::{Mismatch, Setting};
 use crate::model::{Arch, Preset};
 use crate::ops::{AdamParams, MetricsAcc, SgdParams};
@@ -395,6 +395,7 @@ impl Progress {
         let n = max.max(1).min(of.saturating_sub(first));
         if n > 0 {
             let order = &self.order.as_ref().expect("drawn above").1;
+            engine.set_step(self.done)?;
             engine.train_steps(order, first, n)?;
         }
         self.done += n;
@@ -489,7 +490,11 @@ pub fn end_epoch(engine: &mut Engine, epoch: usize, t0: Instant) -> Result<Epoch
     })
 }
 
-/// Check a dataset against an architecture ([`Error::DataMismatch`] naming `what`, the split).
+/// Check a dataset against an architecture ([`Error::DataMismatch`] naming `what`, the split),
+/// before anything is allocated for it: values per sample ([`Mismatch::Inputs`]), their
+/// layout ([`Mismatch::Shape`]: an image network takes images of its exact C×H×W, or flat
+/// samples of its length when it has one channel; a flat network takes any sample of its
+/// length, an image flattened channels-last) and the labels ([`Mismatch::Classes`]).
 pub fn check_data(arch: &Arch, data: &Dataset, what: &str) -> Result<()> {
     let mismatch = |mismatch| {
         Err(Error::DataMismatch {
@@ -498,11 +503,21 @@ pub fn check_data(arch: &Arch, data: &Dataset, what: &str) -> Result<()> {
             mismatch,
         })
     };
-    if data.pixels() != arch.input_len() {
+    let expected = crate::data::SampleShape::from(arch.input);
+    let got = data.shape;
+    if got.len() != expected.len() {
         return mismatch(Mismatch::Inputs {
-            got: data.pixels(),
-            expected: arch.input_len(),
+            got: got.len(),
+            expected: expected.len(),
         });
+    }
+    let fits = match (got, expected) {
+        (_, SampleShape::Flat(_)) => true,
+        (SampleShape::Flat(_), SampleShape::Image { c, .. }) => c == 1,
+        (g, e) => g == e,
+    };
+    if !fits {
+        return mismatch(Mismatch::Shape { got, expected });
     }
     if data.n_classes() > arch.classes() {
         return mismatch(Mismatch::Classes {

@@ -386,12 +386,24 @@ pub fn finish(
     seconds: f64,
     out: &Path,
 ) -> Result<Summary> {
+    finish_with(engine, history, seconds, out, &Metadata::new())
+}
+
+/// [`finish`], with `extra` metadata saved in the model file beside the run's settings (the
+/// class names of the data, say).
+pub fn finish_with(
+    engine: &mut Engine,
+    history: Vec<EpochMetrics>,
+    seconds: f64,
+    out: &Path,
+    extra: &Metadata,
+) -> Result<Summary> {
     let cfg = engine.config().clone();
     let lens = (engine.train_len(), engine.test_len());
     let (train_loss, train_acc) = super::summarize(&engine.evaluate(Which::Train)?);
     let leader = engine.rank() == 0;
     let model = engine.model()?;
-    let mut meta = Metadata::new();
+    let mut meta = extra.clone();
     meta.insert(
         "config".into(),
         serde_json::to_string(&cfg).expect("config serialises"),
@@ -462,14 +474,17 @@ pub fn check_ranks_agree(
     comm: &dyn crate::dist::Collective,
     start: &Start,
     train: &crate::data::Dataset,
-    test: &crate::data::Dataset,
+    test: Option<&crate::data::Dataset>,
 ) -> Result<()> {
     use sha2::{Digest, Sha256};
     let data = |d: &crate::data::Dataset| {
         let mut h = Sha256::new();
         h.update((d.n as u64).to_le_bytes());
-        h.update(&d.images);
-        h.update(&d.labels);
+        h.update(format!("{:?}", d.kind).as_bytes());
+        h.update(&d.features);
+        for l in &d.labels {
+            h.update(l.to_le_bytes());
+        }
         format!("{} images, sha256 {:x}", d.n, h.finalize())
     };
     // Through text, so an f32 reads as written (0.1, not 0.10000000149011612).
@@ -506,7 +521,7 @@ pub fn check_ranks_agree(
             ("architecture", start.cfg.arch.to_string()),
             ("hyperparameters", hyper.to_string()),
             ("training data", data(train)),
-            ("test data", data(test)),
+            ("test data", test.map_or("none".into(), data)),
             ("starting point", position),
         ],
     )

@@ -66,13 +66,8 @@ pub fn preset_products(preset: Preset) -> Result<Vec<MatmulSpec>> {
 pub fn program_ops(cfg: &TrainConfig) -> Result<Vec<Op>> {
     let model = Model::init_uniform(&cfg.arch, 0.07, 1);
     let len = cfg.arch.input_len();
-    let one = Dataset {
-        images: vec![0; len],
-        labels: vec![0],
-        n: 1,
-        rows: 1,
-        cols: len,
-    };
+    let shape = crate::data::SampleShape::from(cfg.arch.input);
+    let one = Dataset::new(shape, vec![0; len], vec![0])?;
     let rec = Recorder::default();
     let programs = Rc::clone(&rec.programs);
     Engine::new(Box::new(rec), cfg, &model, None, &one, Some(&one))?;

@@ -9,19 +9,20 @@
 
 use super::coverage;
 use super::ops::{
-    check_adam_op, check_avgpool_op, check_bias_op, check_conv2d_layer_op, check_conv2d_op,
-    check_gather_op, check_matmul_op, check_maxpool_op, check_metrics_op, check_sgd_op,
-    check_softmax_op, Cursor,
+    check_adam_op, check_avgpool_op, check_batchnorm_op, check_bias_op, check_conv2d_layer_op,
+    check_conv2d_op, check_dropout_op, check_gather_kind, check_gather_op, check_maxpool_op,
+    check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
 };
 use super::shapes::{
-    adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_shapes, maxpool_shapes, ADAM_TEST_MAX,
-    GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
+    adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
+    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
+use crate::ops::FeatureType;
 use crate::oracle::{
-    fail_nonfinite, softmax_extreme_logits, softmax_logits, Check, Family, Inputs, PoolInput,
-    SGD_PARAMS,
+    fail_nonfinite, softmax_extreme_logits, softmax_logits, Check, Family, Inputs, MatmulData,
+    MatmulReference, PoolInput, SGD_PARAMS,
 };
 use crate::Result;
 
@@ -64,6 +65,8 @@ pub async fn run_backend_family_async(
         Family::Maxpool => maxpool(be, inp, presets).await,
         Family::Avgpool => avgpool(be, inp, presets).await,
         Family::Adam => adam(be, inp, presets).await,
+        Family::Dropout => dropout(be, inp).await,
+        Family::Batchnorm => batchnorm(be, inp).await,
     };
     pin(be, None);
     out
@@ -77,19 +80,38 @@ fn pin(be: &mut dyn Backend, tile: Option<MatmulTile>) {
     }
 }
 
-/// [`check_matmul_op`] with `tile` pinned (on the GPU backend) and named in the checks.
+/// One draw of inputs for `spec`, its f64 reference made once ([`MatmulReference`]), run with
+/// each of `tiles` pinned in turn (on the GPU backend) and the tile named in the checks.
+/// Sharing the draw is what keeps checking 13 variants on the same shapes affordable: the
+/// reference of a 1000³ product costs more than the launch.
+async fn products(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &MatmulSpec,
+    tiles: &[Option<MatmulTile>],
+) -> Result<Vec<Check>> {
+    let d = MatmulData::new(inp, spec);
+    let reference = MatmulReference::new(spec, &d);
+    let mut out = Vec::new();
+    for &tile in tiles {
+        pin(be, tile);
+        let mut checks = run_matmul_op(be, spec, &d, &reference).await?;
+        for c in &mut checks {
+            c.tile = tile;
+        }
+        out.extend(checks);
+    }
+    Ok(out)
+}
+
+/// [`products`] on one tile (or none: the backend's own choice).
 async fn product(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     spec: &MatmulSpec,
     tile: Option<MatmulTile>,
 ) -> Result<Vec<Check>> {
-    pin(be, tile);
-    let mut checks = check_matmul_op(be, inp, spec).await?;
-    for c in &mut checks {
-        c.tile = tile;
-    }
-    Ok(checks)
+    products(be, inp, spec, &[tile]).await
 }
 
 /// Why `tile` must not run `spec` on the GPU backend `be`, if it must not.
@@ -178,16 +200,15 @@ async fn matmul(
         .into_iter()
         .filter(|t| t.available(ctx))
         .collect();
-    for &tile in &main {
-        for &(m, n, k) in MATMUL_SHAPES {
-            for (ta, tb) in TRANS {
-                let spec = MatmulSpec {
-                    trans_a: ta,
-                    trans_b: tb,
-                    ..MatmulSpec::new(m, n, k)
-                };
-                out.extend(product(be, inp, &spec, Some(tile)).await?);
-            }
+    let main_tiles: Vec<Option<MatmulTile>> = main.iter().copied().map(Some).collect();
+    for &(m, n, k) in MATMUL_SHAPES {
+        for (ta, tb) in TRANS {
+            let spec = MatmulSpec {
+                trans_a: ta,
+                trans_b: tb,
+                ..MatmulSpec::new(m, n, k)
+            };
+            out.extend(products(be, inp, &spec, &main_tiles).await?);
         }
     }
     // Every variant the adapter can run (the autotuner may pick any of them), in every
@@ -200,48 +221,58 @@ async fn matmul(
                 out.extend(product(be, inp, &spec, Some(tile)).await?);
             }
         }
-        // All transposes, epilogues and accumulation on a few awkward shapes.
-        for &(m, n, k) in &AWKWARD {
-            if !main.contains(&tile) {
-                for (ta, tb) in TRANS {
-                    let spec = MatmulSpec {
-                        trans_a: ta,
-                        trans_b: tb,
-                        ..MatmulSpec::new(m, n, k)
-                    };
-                    out.extend(product(be, inp, &spec, Some(tile)).await?);
-                }
-            }
-            for epi in Epilogue::ALL {
-                let spec = MatmulSpec {
-                    epilogue: epi,
-                    trans_b: true,
-                    ..MatmulSpec::new(m, n, k)
-                };
-                out.extend(product(be, inp, &spec, Some(tile)).await?);
-            }
-            let acc = MatmulSpec {
-                accumulate: true,
-                epilogue: Epilogue::ReluMask,
-                trans_a: true,
+    }
+    // All transposes (beyond the two defaults, which met them above), epilogues and
+    // accumulation on a few awkward shapes, one draw per case for every variant.
+    let every: Vec<Option<MatmulTile>> = candidates.iter().copied().map(Some).collect();
+    let others: Vec<Option<MatmulTile>> = candidates
+        .iter()
+        .filter(|t| !main.contains(t))
+        .copied()
+        .map(Some)
+        .collect();
+    for &(m, n, k) in &AWKWARD {
+        for (ta, tb) in TRANS {
+            let spec = MatmulSpec {
+                trans_a: ta,
+                trans_b: tb,
                 ..MatmulSpec::new(m, n, k)
             };
-            out.extend(product(be, inp, &acc, Some(tile)).await?);
+            out.extend(products(be, inp, &spec, &others).await?);
         }
+        for epi in Epilogue::ALL {
+            let spec = MatmulSpec {
+                epilogue: epi,
+                trans_b: true,
+                ..MatmulSpec::new(m, n, k)
+            };
+            out.extend(products(be, inp, &spec, &every).await?);
+        }
+        let acc = MatmulSpec {
+            accumulate: true,
+            epilogue: Epilogue::ReluMask,
+            trans_a: true,
+            ..MatmulSpec::new(m, n, k)
+        };
+        out.extend(products(be, inp, &acc, &every).await?);
     }
     // The real products of every preset's training step and evaluation, on the portable
     // default and the adapter's default.
     if presets {
         for (label, spec) in coverage::all_preset_products()? {
+            let mut tiles = Vec::new();
             for &tile in &main {
-                if let Some(why) = unsupported(be, &tile, &spec) {
-                    log::warn!("verify: {label} not checked on {tile}: {why}");
-                    continue;
+                match unsupported(be, &tile, &spec) {
+                    Some(why) => log::warn!("verify: {label} not checked on {tile}: {why}"),
+                    None => tiles.push(Some(tile)),
                 }
-                for mut c in product(be, inp, &spec, Some(tile)).await? {
-                    c.shape = label.clone();
-                    out.push(c);
-                }
+            }
+            if tiles.is_empty() {
+                continue;
+            }
+            for mut c in products(be, inp, &spec, &tiles).await? {
+                c.shape = label.clone();
+                out.push(c);
             }
         }
     }
@@ -304,10 +335,17 @@ async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
         for cursor in [Cursor::NearEnd, Cursor::StartTwice, Cursor::AtEnd] {
             out.extend(check_gather_op(be, inp, samples, pixels, rows, cursor).await?);
         }
-        if let Some(gpu) = be.as_gpu() {
-            let shard = ((samples / 3).max(4) * pixels) as u64;
+        // f32 values, read as they are: from the start (twice) and into the padding.
+        for cursor in [Cursor::NearEnd, Cursor::StartTwice] {
+            let f32s = check_gather_kind(be, inp, samples, pixels, rows, cursor, FeatureType::F32);
+            out.extend(f32s.await?);
+        }
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            let Some(gpu) = be.as_gpu() else { break };
+            let shard = ((samples / 3).max(4) * pixels * kind.size()) as u64;
             gpu.pin_dataset_shards(Some(shard));
-            let checks = check_gather_op(be, inp, samples, pixels, rows, Cursor::NearEndOfPart);
+            let cursor = Cursor::NearEndOfPart;
+            let checks = check_gather_kind(be, inp, samples, pixels, rows, cursor, kind);
             let checks = checks.await;
             be.as_gpu()
                 .expect("the GPU backend")
@@ -404,6 +442,24 @@ async fn avgpool(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Resul
             let label = format!("{label} ");
             out.extend(check_avgpool_op(be, inp, &spec, PoolInput::Relu, &label).await?);
         }
+    }
+    Ok(out)
+}
+
+/// Dropout on every shape (no preset has a dropout layer).
+async fn dropout(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for spec in dropout_shapes() {
+        out.extend(check_dropout_op(be, inp, &spec).await?);
+    }
+    Ok(out)
+}
+
+/// Batch normalisation on every shape (no preset has one).
+async fn batchnorm(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for spec in batchnorm_shapes() {
+        out.extend(check_batchnorm_op(be, inp, &spec).await?);
     }
     Ok(out)
 }

@@ -28,8 +28,8 @@ pub use crate::oracle::{
 };
 pub use dispatch::{run_backend_family, run_backend_family_async};
 pub use shapes::{
-    adam_cases, avgpool_shapes, conv2d_layer_shapes, conv2d_shapes, maxpool_shapes, ADAM_TEST_MAX,
-    GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
+    adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
+    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
 };
 
 #[cfg(test)]

@@ -14,14 +14,17 @@ use crate::backend::{Backend, EngineKind};
 use crate::data::Dataset;
 use crate::gpu::kernels;
 use crate::ops::{
-    AdamParams, AvgPool2dSpec, BufId, Conv2dSpec, Epilogue, MatmulSpec, MetricsAcc, Op, Pool2dSpec,
+    AdamParams, AvgPool2dSpec, BatchNormSpec, BufId, Conv2dSpec, DropoutSpec, Epilogue, MatmulSpec,
+    MetricsAcc, Op, Pool2dSpec,
 };
 use crate::oracle::{
     adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
-    avgpool_shape, bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape,
-    conv_layer_compare, matmul_compare, maxpool_compare, maxpool_inputs, maxpool_shape,
-    metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, Check,
-    Family, GatherData, Inputs, MatmulData, PoolInput, GATHER_Y_POISON, METRICS_START,
+    avgpool_shape, batchnorm_compare, batchnorm_inputs, batchnorm_shape, bias_backward_compare,
+    compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, dropout_compare,
+    dropout_inputs, dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare,
+    metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, BatchNormOutputs, Check,
+    Family, GatherData, Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON,
+    METRICS_START,
 };
 use crate::Result;
 use ndarray::Array2;
@@ -172,8 +175,20 @@ pub async fn check_matmul_op(
     inp: &mut Inputs,
     spec: &MatmulSpec,
 ) -> Result<Vec<Check>> {
-    let (m, n) = (spec.m, spec.n);
     let d = MatmulData::new(inp, spec);
+    let reference = MatmulReference::new(spec, &d);
+    run_matmul_op(be, spec, &d, &reference).await
+}
+
+/// One matmul launch of `spec` on the inputs `d`, compared with their `reference` (made once
+/// for several launches of the same draw: [`MatmulReference`]), and the untouched check.
+pub async fn run_matmul_op(
+    be: &mut dyn Backend,
+    spec: &MatmulSpec,
+    d: &MatmulData,
+    reference: &MatmulReference,
+) -> Result<Vec<Check>> {
+    let (m, n) = (spec.m, spec.n);
     let mut h = Harness::new(be, Family::Matmul);
     let a = h.input_f32("a", d.a.as_slice().unwrap())?;
     let b = h.input_f32("b", d.b.as_slice().unwrap())?;
@@ -197,7 +212,7 @@ pub async fn check_matmul_op(
         1,
     )?;
     let got = h.read_f32(c, m * n).await?;
-    let check = matmul_compare(spec, &d, &got);
+    let check = reference.compare(&got);
     let untouched = h.untouched("matmul", &check.shape).await?;
     Ok(vec![check, untouched])
 }
@@ -375,12 +390,34 @@ pub async fn check_gather_op(
     rows: usize,
     cursor: Cursor,
 ) -> Result<Vec<Check>> {
+    check_gather_kind(
+        be,
+        inp,
+        samples,
+        pixels,
+        rows,
+        cursor,
+        crate::ops::FeatureType::U8,
+    )
+    .await
+}
+
+/// [`check_gather_op`] on values stored as `kind`.
+pub async fn check_gather_kind(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    pixels: usize,
+    rows: usize,
+    cursor: Cursor,
+    kind: crate::ops::FeatureType,
+) -> Result<Vec<Check>> {
     // Starting twice from 0 also runs on a part of the order, as a data-parallel rank does.
     let len = match cursor {
         Cursor::StartTwice | Cursor::NearEndOfPart => samples - samples / 3,
         Cursor::NearEnd | Cursor::AtEnd => samples,
     };
-    let mut d = GatherData::new(inp, samples, pixels, rows, len);
+    let mut d = GatherData::of_kind(inp, samples, pixels, rows, len, kind);
     let repeat = match cursor {
         Cursor::NearEnd | Cursor::NearEndOfPart => 1,
         Cursor::StartTwice => {
@@ -392,13 +429,12 @@ pub async fn check_gather_op(
             1
         }
     };
-    let set = Dataset {
-        images: d.images.clone(),
-        labels: d.labels.clone(),
-        n: samples,
-        rows: 1,
-        cols: pixels,
-    };
+    let set = Dataset::with_kind(
+        crate::data::SampleShape::Flat(pixels),
+        kind,
+        d.images.clone(),
+        d.labels.clone(),
+    )?;
     let mut h = Harness::new(be, Family::Gather);
     let data = h.dataset(&set)?;
     let ob = h.input_exact("order", &d.order)?;
@@ -429,6 +465,10 @@ pub async fn check_gather_op(
     // The last run gathered from start + (repeat − 1)·rows.
     d.start += (repeat - 1) * rows;
     let shape = format!("{rows}x{pixels} of {samples} ({len} in use) from {cursor:?}");
+    let shape = match kind {
+        crate::ops::FeatureType::U8 => shape,
+        crate::ops::FeatureType::F32 => format!("{shape}, f32 values"),
+    };
     let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());
     out.push(h.untouched("gather", &shape).await?);
     Ok(out)
@@ -683,6 +723,159 @@ pub async fn check_avgpool_op(
     let shape = avgpool_shape(spec, input, label);
     let mut out = avgpool_compare(spec, [&x, &dy, &mask], &y, [&dx, &dxm], shape.clone());
     out.push(h.untouched("avgpool", &shape).await?);
+    Ok(out)
+}
+
+/// Batch normalisation's five ops in one program, each on its own inputs: training stats
+/// (updating running statistics in place), evaluation stats, apply, backward, input gradient
+/// without and with a mask.
+pub async fn check_batchnorm_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &BatchNormSpec,
+) -> Result<Vec<Check>> {
+    let (n, c, sl) = (spec.len(), spec.c, spec.stats_len());
+    let d = batchnorm_inputs(inp, spec);
+    let mut h = Harness::new(be, Family::Batchnorm);
+    let xb = h.input_f32("x", &d.x)?;
+    let lb = h.input("labels", &d.labels)?;
+    let rb = h.inout_f32("running", &d.running)?;
+    let rin = h.input_f32("running in", &d.running)?;
+    let wb = h.input_f32("w", &d.w)?;
+    let bb = h.input_f32("b", &d.b)?;
+    let dyb = h.input_f32("dy", &d.dy)?;
+    let mb = h.input_f32("mask", &d.mask)?;
+    let sb = h.input_f32("stats", &d.stats)?;
+    let cb = h.input_f32("coef", &d.coef)?;
+    let stats_out = h.output("stats out", sl, NAN)?;
+    let eval_out = h.output("eval stats", sl, NAN)?;
+    let yb = h.output("y", n, NAN)?;
+    let dwb = h.output("dw", c, NAN)?;
+    let dbb = h.output("db", c, NAN)?;
+    let coef_out = h.output("coef out", spec.coef_len(), NAN)?;
+    let dxb = h.output("dx", n, NAN)?;
+    let dxmb = h.output("dx masked", n, NAN)?;
+    let spec = *spec;
+    h.run(
+        &[
+            Op::BatchNormStats {
+                spec,
+                x: xb,
+                labels: lb,
+                running: rb,
+                stats: stats_out,
+            },
+            Op::BatchNormEvalStats {
+                spec,
+                running: rin,
+                stats: eval_out,
+            },
+            Op::BatchNormApply {
+                spec,
+                x: xb,
+                stats: sb,
+                w: wb,
+                b: bb,
+                y: yb,
+            },
+            Op::BatchNormBackward {
+                spec,
+                x: xb,
+                labels: lb,
+                stats: sb,
+                w: wb,
+                dy: dyb,
+                dw: dwb,
+                db: dbb,
+                coef: coef_out,
+            },
+            Op::BatchNormInputGrad {
+                spec,
+                x: xb,
+                labels: lb,
+                stats: sb,
+                coef: cb,
+                dy: dyb,
+                mask: None,
+                dx: dxb,
+            },
+            Op::BatchNormInputGrad {
+                spec,
+                x: xb,
+                labels: lb,
+                stats: sb,
+                coef: cb,
+                dy: dyb,
+                mask: Some(mb),
+                dx: dxmb,
+            },
+        ],
+        1,
+    )?;
+    let got = BatchNormOutputs {
+        stats: h.read_f32(stats_out, sl).await?,
+        running: h.read_f32(rb, sl).await?,
+        eval_stats: h.read_f32(eval_out, sl).await?,
+        y: h.read_f32(yb, n).await?,
+        dw: h.read_f32(dwb, c).await?,
+        db: h.read_f32(dbb, c).await?,
+        coef: h.read_f32(coef_out, spec.coef_len()).await?,
+        dx: h.read_f32(dxb, n).await?,
+        dxm: h.read_f32(dxmb, n).await?,
+    };
+    let shape = batchnorm_shape(&spec, "");
+    let mut out = batchnorm_compare(&spec, &d, &got, shape.clone());
+    out.push(h.untouched("batchnorm", &shape).await?);
+    Ok(out)
+}
+
+/// Dropout forward, then backward without and with a mask, at a random training step.
+pub async fn check_dropout_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    spec: &DropoutSpec,
+) -> Result<Vec<Check>> {
+    let n = spec.len();
+    let ([x, dy, mask], step) = dropout_inputs(inp, spec);
+    let mut h = Harness::new(be, Family::Dropout);
+    let sb = h.input("step", &[step])?;
+    let xb = h.input_f32("x", &x)?;
+    let dyb = h.input_f32("dy", &dy)?;
+    let mb = h.input_f32("mask", &mask)?;
+    let yb = h.output("y", n, NAN)?;
+    let dxb = h.output("dx", n, NAN)?;
+    let dxmb = h.output("dx masked", n, NAN)?;
+    h.run(
+        &[
+            Op::DropoutForward {
+                spec: *spec,
+                step: sb,
+                x: xb,
+                y: yb,
+            },
+            Op::DropoutBackward {
+                spec: *spec,
+                step: sb,
+                dy: dyb,
+                mask: None,
+                dx: dxb,
+            },
+            Op::DropoutBackward {
+                spec: *spec,
+                step: sb,
+                dy: dyb,
+                mask: Some(mb),
+                dx: dxmb,
+            },
+        ],
+        1,
+    )?;
+    let y = h.read_f32(yb, n).await?;
+    let dx = h.read_f32(dxb, n).await?;
+    let dxm = h.read_f32(dxmb, n).await?;
+    let shape = dropout_shape(spec, step, "");
+    let mut out = dropout_compare(spec, step, [&x, &dy, &mask], &y, [&dx, &dxm], shape.clone());
+    out.push(h.untouched("dropout", &shape).await?);
     Ok(out)
 }
 

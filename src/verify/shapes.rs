@@ -3,7 +3,7 @@
 //! ([`super::coverage::preset_ops`]), not listed here.
 
 use crate::model::Preset;
-use crate::ops::{AdamParams, AvgPool2dSpec, Conv2dSpec, Pool2dSpec};
+use crate::ops::{AdamParams, AvgPool2dSpec, BatchNormSpec, Conv2dSpec, DropoutSpec, Pool2dSpec};
 use crate::oracle::{AdamCase, ADAM_SCHEDULE_LEN};
 use crate::train::TrainConfig;
 
@@ -288,4 +288,52 @@ pub fn conv2d_layer_shapes() -> Vec<Conv2dSpec> {
         });
     }
     v
+}
+
+/// Dropout shapes: one element, rows and columns crossing the 256-invocation workgroup and the
+/// CPU engine's chunk, p from 0 (the identity) to 0.9, a data-parallel row offset, a large
+/// seed and layer.
+pub fn dropout_shapes() -> Vec<DropoutSpec> {
+    let d = |rows, cols, p, seed, layer, row0| DropoutSpec {
+        rows,
+        cols,
+        p,
+        seed,
+        layer,
+        row0,
+    };
+    vec![
+        d(1, 1, 0.5, 1, 0, 0),
+        d(3, 85, 0.25, 7, 1, 0),
+        d(100, 64, 0.3, 1, 5, 0),
+        d(17, 257, 0.0, 3, 2, 0),
+        d(50, 64, 0.5, 0xdead_beef, 7, 50),
+        d(9, 4099, 0.9, 42, 3, 2),
+        d(128, 300, 0.1, u32::MAX, u32::MAX, 1000),
+    ]
+}
+
+/// Batch-normalisation shapes (B samples × P rows each × C channels): dense (P = 1) and
+/// convolution outputs, one sample (n ≤ 1), rows crossing the 256-invocation workgroup and the
+/// CPU engine's chunk, many channels, with and without the ReLU.
+pub fn batchnorm_shapes() -> Vec<BatchNormSpec> {
+    let s = |batch, per_sample, c, relu| BatchNormSpec {
+        batch,
+        per_sample,
+        c,
+        classes: 10,
+        momentum: 0.1,
+        eps: 1e-5,
+        relu,
+    };
+    vec![
+        s(1, 1, 3, false),
+        s(7, 1, 5, true),
+        s(4, 49, 3, false),
+        s(3, 100, 2, true),
+        s(2, 1, 300, false),
+        s(10, 196, 16, true),
+        s(100, 1, 64, false),
+        s(33, 9, 7, true),
+    ]
 }

@@ -766,12 +766,18 @@ impl Dataset {
 
     #[wasm_bindgen(getter)]
     pub fn rows(&self) -> usize {
-        self.inner.rows
+        match self.inner.shape {
+            wgtrain::data::SampleShape::Image { h, .. } => h,
+            wgtrain::data::SampleShape::Flat(_) => 1,
+        }
     }
 
     #[wasm_bindgen(getter)]
     pub fn cols(&self) -> usize {
-        self.inner.cols
+        match self.inner.shape {
+            wgtrain::data::SampleShape::Image { w, .. } => w,
+            wgtrain::data::SampleShape::Flat(n) => n,
+        }
     }
 }
 
