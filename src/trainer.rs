@@ -170,13 +170,8 @@ impl Trainer {
     /// training set): for [`Trainer::predict`], [`Trainer::save`] and [`Trainer::model`] on
     /// `backend` before any data is at hand. Training it fits that one sample.
     pub fn for_model(cfg: TrainConfig, model: &Model, backend: Box<dyn Backend>) -> Result<Self> {
-        let blank = Dataset {
-            images: vec![0; cfg.arch.input_len()],
-            labels: vec![0],
-            n: 1,
-            rows: 1,
-            cols: cfg.arch.input_len(),
-        };
+        let len = cfg.arch.input_len();
+        let blank = Dataset::new(crate::data::SampleShape::Flat(len), vec![0; len], vec![0])?;
         Self::with_model(cfg, model, None, Position::default(), backend, &blank, None)
     }
 

@@ -128,29 +128,27 @@ impl<T> OrPy<T> for wgtrain::Result<T> {
 // ---------------------------------------------------------------------------------------------
 // Datasets
 
-/// Build the library's dataset from samples of shape `sample` (one per label), bytes and
-/// labels. The one place this binding makes a `wgtrain::data::Dataset`.
+/// Build the library's dataset from samples of shape `sample` (NumPy's: channels first for
+/// images), values (`f32`: four little-endian bytes each) and labels. The one place this
+/// binding makes a `wgtrain::data::Dataset`.
 fn make_dataset(
     sample: &[usize],
-    images: Vec<u8>,
+    f32_values: bool,
+    bytes: Vec<u8>,
     labels: Vec<u32>,
-) -> Result<wgtrain::data::Dataset, String> {
-    let n = labels.len();
-    let labels = labels
-        .into_iter()
-        .map(|l| u8::try_from(l).map_err(|_| format!("label {l} is over 255")))
-        .collect::<Result<Vec<u8>, _>>()?;
-    // Until datasets carry a general sample shape: the last axis is the columns, the others
-    // the rows (the network checks only the element count per sample).
-    let cols = sample.last().copied().unwrap_or(1);
-    let rows = sample[..sample.len().saturating_sub(1)].iter().product();
-    Ok(wgtrain::data::Dataset {
-        images,
-        labels,
-        n,
-        rows,
-        cols,
-    })
+) -> wgtrain::Result<wgtrain::data::Dataset> {
+    use wgtrain::data::{Dataset, FeatureType, SampleShape};
+    let shape = match *sample {
+        [h, w] => SampleShape::Image { c: 1, h, w },
+        [c, h, w] => SampleShape::Image { c, h, w },
+        _ => SampleShape::Flat(sample.iter().product()),
+    };
+    let kind = if f32_values {
+        FeatureType::F32
+    } else {
+        FeatureType::U8
+    };
+    Dataset::from_chw_kind(shape, kind, bytes, labels)
 }
 
 /// `(a, b, c)`, as Python writes a shape.
@@ -187,16 +185,15 @@ fn shape_of(a: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
 fn samples_and_labels(
     x: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
-) -> PyResult<(Vec<u8>, Vec<usize>, Vec<u32>)> {
+) -> PyResult<(Vec<u8>, Vec<usize>, Vec<u32>, bool)> {
     let xa = as_array(x)?;
     let ya = as_array(y)?;
     let (xs, ys) = (shape_of(&xa)?, shape_of(&ya)?);
     let xd = dtype_name(&xa)?;
-    if xd != "uint8" {
+    if xd != "uint8" && xd != "float32" {
         return Err(PyValueError::new_err(format!(
-            "x has dtype {xd} (shape {}); wgtrain takes samples as uint8 bytes (pixels 0..255, \
-             as MNIST stores them): convert with (x * 255).round().astype(numpy.uint8) for \
-             values in [0, 1]",
+            "x has dtype {xd} (shape {}); wgtrain takes uint8 samples (pixels 0..255, scaled \
+             to [0, 1] on the device) or float32 values (used as they are)",
             shape_str(&xs)
         )));
     }
@@ -235,24 +232,41 @@ fn samples_and_labels(
         .map_err(|e| PyTypeError::new_err(e.to_string()))?;
     let mut labels = Vec::with_capacity(ys_slice.len());
     for (i, &l) in ys_slice.iter().enumerate() {
-        if !(0..=255).contains(&l) {
+        if !(0..=i64::from(u32::MAX)).contains(&l) {
             return Err(PyValueError::new_err(format!(
-                "y[{i}] is {l}: labels of y (shape {}) must be classes 0 to 255 for x of shape {}",
+                "y[{i}] is {l}: labels of y (shape {}) must be classes from 0 for x of shape {}",
                 shape_str(&ys),
                 shape_str(&xs)
             )));
         }
         labels.push(l as u32);
     }
-    let xr = xa
-        .cast::<PyArrayDyn<u8>>()
-        .map_err(|e| PyTypeError::new_err(e.to_string()))?
-        .readonly();
-    let bytes = xr
-        .as_slice()
-        .map_err(|e| PyTypeError::new_err(e.to_string()))?
-        .to_vec();
-    Ok((bytes, xs[1..].to_vec(), labels))
+    let bytes = if xd == "float32" {
+        let xr = xa
+            .cast::<PyArrayDyn<f32>>()
+            .map_err(|e| PyTypeError::new_err(e.to_string()))?
+            .readonly();
+        let v = xr
+            .as_slice()
+            .map_err(|e| PyTypeError::new_err(e.to_string()))?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "x holds {} at flat index {i} (shape {}); values must be finite",
+                v[i],
+                shape_str(&xs)
+            )));
+        }
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    } else {
+        let xr = xa
+            .cast::<PyArrayDyn<u8>>()
+            .map_err(|e| PyTypeError::new_err(e.to_string()))?
+            .readonly();
+        xr.as_slice()
+            .map_err(|e| PyTypeError::new_err(e.to_string()))?
+            .to_vec()
+    };
+    Ok((bytes, xs[1..].to_vec(), labels, xd == "float32"))
 }
 
 /// Labelled samples held in memory: what `Trainer.fit` trains on and `evaluate` measures.
@@ -270,7 +284,11 @@ struct Dataset {
 
 impl Dataset {
     fn of(d: wgtrain::data::Dataset) -> Self {
-        let sample = vec![d.rows, d.cols];
+        let sample = match d.shape {
+            wgtrain::data::SampleShape::Flat(n) => vec![n],
+            wgtrain::data::SampleShape::Image { c: 1, h, w } => vec![h, w],
+            wgtrain::data::SampleShape::Image { c, h, w } => vec![c, h, w],
+        };
         Dataset {
             inner: Arc::new(d),
             sample,
@@ -305,8 +323,8 @@ fn load_split(dir: &Path, split: &str) -> PyResult<Dataset> {
 impl Dataset {
     #[new]
     fn new(x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let (bytes, sample, labels) = samples_and_labels(x, y)?;
-        let d = make_dataset(&sample, bytes, labels).map_err(PyValueError::new_err)?;
+        let (bytes, sample, labels, f32_values) = samples_and_labels(x, y)?;
+        let d = make_dataset(&sample, f32_values, bytes, labels).py()?;
         Ok(Dataset {
             inner: Arc::new(d),
             sample,
@@ -353,12 +371,46 @@ impl Dataset {
     /// The samples and labels as NumPy arrays (copies): `x` uint8 `(N, *sample_shape)`, `y`
     /// int64 `(N,)`.
     fn numpy<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let mut shape = vec![self.inner.n];
+        use wgtrain::data::{FeatureType, SampleShape};
+        let d = &self.inner;
+        let mut shape = vec![d.n];
         shape.extend(&self.sample);
-        let x = numpy::PyArray1::from_slice(py, &self.inner.images)
-            .reshape(shape)?
-            .into_any();
-        let y: Vec<i64> = self.inner.labels.iter().map(|&l| i64::from(l)).collect();
+        let es = d.kind.size();
+        // The engine keeps images channels-last; NumPy's order is channels-first.
+        let chw = match d.shape {
+            SampleShape::Image { c, h, w } if c > 1 => {
+                let mut out = vec![0u8; d.features.len()];
+                let plane = h * w;
+                for (src, dst) in d
+                    .features
+                    .chunks_exact(c * plane * es)
+                    .zip(out.chunks_exact_mut(c * plane * es))
+                {
+                    for i in 0..plane {
+                        for ch in 0..c {
+                            let from = (i * c + ch) * es;
+                            let to = (ch * plane + i) * es;
+                            dst[to..to + es].copy_from_slice(&src[from..from + es]);
+                        }
+                    }
+                }
+                std::borrow::Cow::Owned(out)
+            }
+            _ => std::borrow::Cow::Borrowed(&d.features[..]),
+        };
+        let x = match d.kind {
+            FeatureType::F32 => {
+                let v: Vec<f32> = chw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                numpy::PyArray1::from_vec(py, v).reshape(shape)?.into_any()
+            }
+            _ => numpy::PyArray1::from_slice(py, &chw)
+                .reshape(shape)?
+                .into_any(),
+        };
+        let y: Vec<i64> = d.labels.iter().map(|&l| i64::from(l)).collect();
         Ok((x, numpy::PyArray1::from_vec(py, y).into_any()))
     }
 
@@ -1272,9 +1324,9 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
         Shape::Image { c, h, w } => vec![c, h, w],
     };
     let plan = PyList::empty(py);
-    let n = a.layers.len();
+    let relus = wgtrain::nn::relu_flags(&a.layers);
     for (i, l) in a.layers.iter().enumerate() {
-        let (inp, relu) = (shapes[i], i + 1 < n && l.kind().relu_after());
+        let (inp, relu) = (shapes[i], relus[i]);
         match l {
             LayerSpec::Dense(d) => {
                 if let Shape::Image { .. } = inp {
@@ -1291,6 +1343,22 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
             LayerSpec::MaxPool(p) => plan.append(("maxpool", p.k))?,
             LayerSpec::AvgPool(p) => plan.append(("avgpool", p.k))?,
             LayerSpec::GlobalAvgPool(_) => plan.append(("global",))?,
+            LayerSpec::Dropout(d) => plan.append(("dropout", d.p()))?,
+            LayerSpec::BatchNorm(_) => {
+                let channels = match inp {
+                    Shape::Image { c, .. } => c,
+                    Shape::Flat(n) => n,
+                };
+                let image = matches!(inp, Shape::Image { .. });
+                plan.append((
+                    "batchnorm",
+                    channels,
+                    image,
+                    wgtrain::nn::batchnorm::EPS,
+                    wgtrain::nn::batchnorm::MOMENTUM,
+                    relu,
+                ))?
+            }
         }
     }
     Ok((input, plan))

@@ -107,8 +107,10 @@ def test_verify_on_the_cpu_engine_passes():
 
 def test_dataset_errors_name_the_argument_and_both_shapes():
     x = np.zeros((4, 28, 28), np.uint8)
-    with pytest.raises(ValueError, match=r"x has dtype float32 \(shape \(4, 28, 28\)\)"):
-        wgtrain.Dataset(x.astype(np.float32), np.zeros(4, int))
+    with pytest.raises(ValueError, match=r"x has dtype float64 \(shape \(4, 28, 28\)\)"):
+        wgtrain.Dataset(x.astype(np.float64), np.zeros(4, int))
+    with pytest.raises(ValueError, match=r"x holds nan"):
+        wgtrain.Dataset(np.full((4, 3), np.nan, np.float32), np.zeros(4, int))
     with pytest.raises(ValueError, match=r"y has shape \(3,\) but x has shape \(4, 28, 28\)"):
         wgtrain.Dataset(x, np.zeros(3, int))
     with pytest.raises(ValueError, match=r"y has shape \(4, 1\) but x has shape"):
@@ -117,8 +119,8 @@ def test_dataset_errors_name_the_argument_and_both_shapes():
         wgtrain.Dataset(x, np.zeros(4))
     with pytest.raises(ValueError, match=r"y\[2\] is -1"):
         wgtrain.Dataset(x, np.array([0, 1, -1, 2]))
-    with pytest.raises(ValueError, match=r"y\[0\] is 256"):
-        wgtrain.Dataset(x, np.array([256, 1, 1, 2]))
+    with pytest.raises(ValueError, match=r"y\[0\] is 4294967296"):
+        wgtrain.Dataset(x, np.array([2**32, 1, 1, 2]))
     with pytest.raises(ValueError, match=r"x has shape \(4,\)"):
         wgtrain.Dataset(np.zeros(4, np.uint8), np.zeros(4, int))
     with pytest.raises(ValueError, match="split"):

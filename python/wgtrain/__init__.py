@@ -74,6 +74,10 @@ def torch_module(arch: str) -> Any:
                 elif step[0] == "conv":
                     _, cin, out, k, stride, pad, _relu = step
                     mods.append(nn.Conv2d(cin, out, k, stride=stride, padding=pad))
+                elif step[0] == "batchnorm":
+                    _, channels, image, eps, momentum, _relu = step
+                    bn = nn.BatchNorm2d if image else nn.BatchNorm1d
+                    mods.append(bn(channels, eps=eps, momentum=momentum))
             self.layers = nn.ModuleList(mods)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +85,7 @@ def torch_module(arch: str) -> Any:
             i = 0
             for step in self.plan:
                 kind = step[0]
-                if kind in ("dense", "conv"):
+                if kind in ("dense", "conv", "batchnorm"):
                     x = self.layers[i](x)
                     i += 1
                     if step[-1]:
@@ -94,6 +98,8 @@ def torch_module(arch: str) -> Any:
                     x = F.adaptive_avg_pool2d(x, 1).flatten(1)
                 elif kind == "flatten":
                     x = x.flatten(1)
+                elif kind == "dropout":
+                    x = F.dropout(x, step[1], self.training)
             return x
 
     return WgtrainNet()
