@@ -271,10 +271,10 @@ fn samples_and_labels(
 
 /// Labelled samples held in memory: what `Trainer.fit` trains on and `evaluate` measures.
 ///
-/// `Dataset(x, y)`: `x` a NumPy `uint8` array of samples on its first axis (any shape per
-/// sample: `(N, 784)`, `(N, 28, 28)`, `(N, 1, 28, 28)`; the network checks the count of values
-/// per sample), `y` integer labels, one per sample, 0 to 255. The samples are copied once into
-/// the dataset. A wrong dtype, shape or label raises `ValueError` naming the argument and both
+/// `Dataset(x, y)`: `x` a NumPy array of samples on its first axis, `uint8` (pixels, scaled
+/// to [0, 1] on the device) or `float32` (used as they are): `(N, C, H, W)` or `(N, H, W)`
+/// images, other shapes as flat vectors (`(N, 784)`); `y` integer labels, one per sample. The
+/// samples are copied once into the dataset. A wrong dtype, shape or label raises `ValueError` naming the argument and both
 /// shapes. `Dataset.mnist(split)` and `Dataset.load_dir(path, split)` read MNIST-format files.
 #[pyclass(frozen, module = "wgtrain")]
 struct Dataset {

@@ -23,7 +23,8 @@ class DeviceError(RuntimeError):
     """The GPU or the engine failed: no adapter, an adapter limit, a kernel or device error."""
 
 class Dataset:
-    """Labelled samples held in memory (uint8 samples on the first axis, integer labels)."""
+    """Labelled samples held in memory: uint8 or float32 samples on the first axis (images
+    channels first), integer labels."""
 
     def __init__(self, x: npt.ArrayLike, y: npt.ArrayLike) -> None: ...
     @staticmethod
