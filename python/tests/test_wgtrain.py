@@ -109,7 +109,7 @@ def test_dataset_errors_name_the_argument_and_both_shapes():
     x = np.zeros((4, 28, 28), np.uint8)
     with pytest.raises(ValueError, match=r"x has dtype float64 \(shape \(4, 28, 28\)\)"):
         wgtrain.Dataset(x.astype(np.float64), np.zeros(4, int))
-    with pytest.raises(ValueError, match=r"x holds nan"):
+    with pytest.raises(ValueError, match=r"x holds NaN at flat index 0"):
         wgtrain.Dataset(np.full((4, 3), np.nan, np.float32), np.zeros(4, int))
     with pytest.raises(ValueError, match=r"y has shape \(3,\) but x has shape \(4, 28, 28\)"):
         wgtrain.Dataset(x, np.zeros(3, int))
