@@ -151,6 +151,9 @@ fn make_dataset(
     Dataset::from_chw_kind(shape, kind, bytes, labels)
 }
 
+/// Samples as bytes, the shape of one, the labels, and whether the bytes are `f32` values.
+type Samples = (Vec<u8>, Vec<usize>, Vec<u32>, bool);
+
 /// `(a, b, c)`, as Python writes a shape.
 fn shape_str(s: &[usize]) -> String {
     match s {
@@ -182,10 +185,7 @@ fn shape_of(a: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
 /// Samples `x` (uint8, any shape with the samples on the first axis) and labels `y` (integers,
 /// one per sample, 0 to 255): the bytes, the sample shape and the labels. Errors name the
 /// argument and both shapes.
-fn samples_and_labels(
-    x: &Bound<'_, PyAny>,
-    y: &Bound<'_, PyAny>,
-) -> PyResult<(Vec<u8>, Vec<usize>, Vec<u32>, bool)> {
+fn samples_and_labels(x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<Samples> {
     let xa = as_array(x)?;
     let ya = as_array(y)?;
     let (xs, ys) = (shape_of(&xa)?, shape_of(&ya)?);
