@@ -467,34 +467,7 @@ fn print_json(v: &serde_json::Value) {
 // ---------------------------------------------------------------------------------------------
 
 fn cmd_devices(a: DevicesArgs) -> Result<()> {
-    let adapters = context::list_adapters(&a.gpu.choice())?;
-    let mut out = Vec::new();
-    for (i, ad) in adapters.iter().enumerate() {
-        let info = ad.get_info();
-        let l = ad.limits();
-        let f = ad.features();
-        out.push(json!({
-            "index": i,
-            "name": info.name,
-            "backend": format!("{:?}", info.backend),
-            "device_type": format!("{:?}", info.device_type),
-            "driver": info.driver,
-            "driver_info": info.driver_info,
-            "limits": {
-                "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
-                "max_buffer_size": l.max_buffer_size,
-                "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
-                "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
-                "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
-                "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
-            },
-            "features": {
-                "timestamp_query": f.contains(wgpu::Features::TIMESTAMP_QUERY),
-                "subgroups": f.contains(wgpu::Features::SUBGROUP),
-                "shader_f16": f.contains(wgpu::Features::SHADER_F16),
-            },
-        }));
-    }
+    let out = context::adapter_reports(&a.gpu.choice())?;
     if a.json {
         print_json(&json!({ "adapters": out }));
         return Ok(());

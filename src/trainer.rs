@@ -41,7 +41,7 @@ use web_time::Instant;
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::model::io::Metadata;
-use crate::model::{Model, Preset};
+use crate::model::{Arch, Model, Preset};
 use crate::report::EpochMetrics;
 use crate::train::{self, Engine, OptState, Position, Progress, TrainConfig};
 use crate::{Error, Result};
@@ -164,6 +164,23 @@ impl Trainer {
             history: Vec::new(),
             epoch_start: None,
         })
+    }
+
+    /// A trainer for `model` that holds no data of its own (one blank sample stands in for the
+    /// training set): for [`Trainer::predict`], [`Trainer::save`] and [`Trainer::model`] on
+    /// `backend` before any data is at hand. Training it fits that one sample.
+    pub fn for_model(cfg: TrainConfig, model: &Model, backend: Box<dyn Backend>) -> Result<Self> {
+        let len = cfg.arch.input_len();
+        let blank = Dataset::new(crate::data::SampleShape::Flat(len), vec![0; len], vec![0])?;
+        Self::with_model(cfg, model, None, Position::default(), backend, &blank, None)
+    }
+
+    /// Save a resumable checkpoint (weights, optimiser state, settings and where the run
+    /// stands, as `wgtrain train` writes on Ctrl-C) to `path`, atomically.
+    pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let cfg = self.engine.config().clone();
+        let at = self.progress.position();
+        train::session::save_checkpoint(&mut self.engine, &cfg, path.as_ref(), at)
     }
 
     /// The run's settings.
@@ -301,4 +318,21 @@ impl Trainer {
         let (model, _) = Model::load(path.as_ref())?;
         Self::with_model(cfg, &model, None, Position::default(), backend, train, test)
     }
+}
+
+/// The settings a name stands for, as `wgtrain train` resolves `--preset NAME` or
+/// `--arch NAME`: a preset ([`Preset::from_name`]) brings its network and hyperparameters; any
+/// other name is parsed as an architecture, which takes the default preset's hyperparameters
+/// ([`train::session::start`] switches a conv net to PyTorch's initialisation). Returns the
+/// base settings and the network, for [`train::session::Overrides::arch`].
+pub fn settings_for(name: &str) -> Result<(TrainConfig, Arch)> {
+    let name = name.trim();
+    Ok(match Preset::from_name(name) {
+        Some(p) => {
+            let cfg = TrainConfig::preset(p);
+            let arch = cfg.arch.clone();
+            (cfg, arch)
+        }
+        None => (TrainConfig::preset(Preset::SeedLarge), Arch::parse(name)?),
+    })
 }

@@ -57,6 +57,42 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<wgpu::Adapter>> {
     Ok(adapters)
 }
 
+/// Every adapter on the chosen backends (best first) as `wgtrain devices --json` lists it:
+/// index, name, backend, device type, driver, the limits that bound what fits, and features.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn adapter_reports(choice: &AdapterChoice) -> Result<Vec<serde_json::Value>> {
+    Ok(list_adapters(choice)?
+        .iter()
+        .enumerate()
+        .map(|(i, ad)| {
+            let info = ad.get_info();
+            let l = ad.limits();
+            let f = ad.features();
+            serde_json::json!({
+                "index": i,
+                "name": info.name,
+                "backend": format!("{:?}", info.backend),
+                "device_type": format!("{:?}", info.device_type),
+                "driver": info.driver,
+                "driver_info": info.driver_info,
+                "limits": {
+                    "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                    "max_buffer_size": l.max_buffer_size,
+                    "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                    "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                    "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+                    "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+                },
+                "features": {
+                    "timestamp_query": f.contains(wgpu::Features::TIMESTAMP_QUERY),
+                    "subgroups": f.contains(wgpu::Features::SUBGROUP),
+                    "shader_f16": f.contains(wgpu::Features::SHADER_F16),
+                },
+            })
+        })
+        .collect())
+}
+
 /// Lower is better: discrete GPUs first, CPU adapters last; native APIs before GL.
 #[cfg(not(target_arch = "wasm32"))]
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {

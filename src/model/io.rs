@@ -519,6 +519,42 @@ impl Model {
             ),
         })
     }
+
+    /// The weights as named tensors `(name, shape, row-major data)`, by the names and in the
+    /// layouts of a model file (`layers.{i}.weight` `[O, I]` or `[O, C, K, K]`,
+    /// `layers.{i}.bias`): what PyTorch's `state_dict` of the same network holds.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut tensors = param_tensors("layers", &self.params);
+        tensors.extend(running_tensors("layers", &self.running));
+        tensors
+            .into_iter()
+            .map(|(n, s, d)| (n, s, d.into_owned()))
+            .collect()
+    }
+
+    /// A model of `arch` from named tensors as [`Model::named_tensors`] gives them (a PyTorch
+    /// `state_dict`): every tensor `arch` needs, with its shape, finite, and no other, checked
+    /// as a model file's are. `what` names them in the error ([`Error::Weights`], one line
+    /// naming the tensor).
+    pub fn from_named_tensors(arch: &Arch, mut tensors: NamedTensors, what: &str) -> Result<Model> {
+        let bad = |reason: String| Error::Weights {
+            what: what.to_string(),
+            arch: arch.to_string(),
+            reason,
+        };
+        arch.shapes()?;
+        check_all_finite(&tensors).map_err(bad)?;
+        let mut meta = Metadata::new();
+        meta.insert("arch".into(), arch.to_string());
+        let model = model_from_tensors(&mut tensors, &meta).map_err(bad)?;
+        if !tensors.is_empty() {
+            return Err(bad(format!(
+                "unexpected tensors {}",
+                list_names(tensors.keys())
+            )));
+        }
+        Ok(model)
+    }
 }
 
 /// Everything needed to resume training exactly: weights, optimizer state and the run's
