@@ -381,6 +381,16 @@ impl Progress {
         (self.done, self.total)
     }
 
+    /// Where the run stands after its last step: the end of its last epoch, or inside an
+    /// epoch when `max_steps` ends it there.
+    pub fn end(&self) -> Position {
+        let per = self.steps_per_epoch.max(1);
+        Position {
+            epoch: self.total / per,
+            step: self.total % per,
+        }
+    }
+
     /// Whether the run has done all its steps.
     pub fn finished(&self) -> bool {
         self.done >= self.total
@@ -407,7 +417,10 @@ impl Progress {
         self.done += n;
         let done = first + n;
         let epoch_end = done >= of;
-        self.pos = if epoch_end {
+        // A run that `max_steps` ends inside an epoch stands inside it (a checkpoint saved
+        // there resumes the rest of that epoch), though its last chunk closes the epoch's
+        // metrics.
+        self.pos = if done >= self.steps_per_epoch {
             Position {
                 epoch: epoch + 1,
                 step: 0,

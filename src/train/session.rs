@@ -262,6 +262,9 @@ struct Checkpointing<'a> {
     cfg: TrainConfig,
     path: PathBuf,
     every: usize,
+    /// Where the run ends ([`super::Progress::end`]): inside its last epoch when `max_steps`
+    /// stops it there.
+    end: Position,
 }
 
 impl Observer for Checkpointing<'_> {
@@ -272,14 +275,20 @@ impl Observer for Checkpointing<'_> {
     fn on_epoch(&mut self, engine: &mut Engine, m: &EpochMetrics) -> Result<()> {
         self.inner.on_epoch(engine, m)?;
         // Data-parallel: rank 0 writes for all (the replicas are identical).
-        if engine.rank() == 0
-            && self.every > 0
-            && (m.epoch.is_multiple_of(self.every) || m.epoch == self.cfg.epochs)
-        {
-            let at = Position {
+        // The epoch `max_steps` cuts short leaves the run inside it: the checkpoint resumes
+        // its remaining steps, not the next epoch.
+        let at = if m.epoch > self.end.epoch {
+            self.end
+        } else {
+            Position {
                 epoch: m.epoch,
                 step: 0,
-            };
+            }
+        };
+        if engine.rank() == 0
+            && self.every > 0
+            && (m.epoch.is_multiple_of(self.every) || at == self.end)
+        {
             save_checkpoint(engine, &self.cfg, &self.path, at)?;
         }
         Ok(())
@@ -316,6 +325,7 @@ pub fn train(
         cfg: engine.config().clone(),
         path: ckpt.to_path_buf(),
         every,
+        end: super::Progress::of(engine, position).end(),
     };
     match super::run(engine, position, &mut wrapped) {
         Err(Error::Diverged {
