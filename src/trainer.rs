@@ -13,7 +13,7 @@
 //! // 200 images of 2×2 pixels: class 1 is bright on the left, class 0 on the right.
 //! let mut images = Vec::new();
 //! let mut labels = Vec::new();
-//! for i in 0..n {
+//! for i in 0..200 {
 //!     let left = i % 2 == 1;
 //!     let (a, b) = if left { (230, 20) } else { (20, 230) };
 //!     images.extend_from_slice(&[a, b, a, b]);
