@@ -1032,6 +1032,34 @@ pub enum Op {
         /// u32 counter: updates done, which is the index of the pair in `sched` used.
         step: BufId,
     },
+    /// y = a + b element by element, then max(0, ·) when `relu` (a residual block's join).
+    AddForward {
+        /// Elements of each buffer (B × per-sample values).
+        len: usize,
+        /// Whether a ReLU follows the sum.
+        relu: bool,
+        /// The first summand a\[len\] (a block's last layer).
+        a: BufId,
+        /// The second summand b\[len\] (the skip path).
+        b: BufId,
+        /// Output y\[len\].
+        y: BufId,
+    },
+    /// dx = dy where mask > 0 (everywhere without a mask), else 0; with `accumulate`, added
+    /// to dx instead of overwriting it: an add's gradient passing to one of its summands, and
+    /// an activation's gradient summed over its two readers.
+    AddBackward {
+        /// Elements of each buffer.
+        len: usize,
+        /// Whether dx is added to (updated in place) rather than written.
+        accumulate: bool,
+        /// Gradient dy\[len\].
+        dy: BufId,
+        /// Optional \[len\] activation of the layer below; where ≤ 0, nothing passes (its ReLU).
+        mask: Option<BufId>,
+        /// Output (or accumulator) dx\[len\].
+        dx: BufId,
+    },
 }
 
 impl Op {
@@ -1142,6 +1170,10 @@ impl Op {
                 step,
                 ..
             } => (vec![g, sched, step], vec![w, m, v]),
+            Op::AddForward { a, b, y, .. } => (vec![a, b], vec![y]),
+            Op::AddBackward { dy, mask, dx, .. } => {
+                ([dy].into_iter().chain(mask).collect(), vec![dx])
+            }
         }
     }
 
@@ -1206,6 +1238,8 @@ impl Op {
             Op::Metrics { .. } => "metrics",
             Op::Sgd { .. } => "sgd",
             Op::Adam { .. } => "adam",
+            Op::AddForward { .. } => "add_forward",
+            Op::AddBackward { .. } => "add_backward",
         }
     }
 
@@ -1252,6 +1286,15 @@ impl Op {
             | Op::SoftmaxXentBackward { rows, classes, .. }
             | Op::Metrics { rows, classes, .. } => format!("{rows}x{classes}"),
             Op::Sgd { n, .. } | Op::Adam { n, .. } => format!("n={n}"),
+            Op::AddForward { len, relu, .. } => {
+                format!("n={len}") + if *relu { " Relu" } else { "" }
+            }
+            Op::AddBackward {
+                len,
+                accumulate,
+                mask,
+                ..
+            } => format!("n={len}") + masked(mask) + if *accumulate { " +=" } else { "" },
         }
     }
 }

@@ -1344,6 +1344,11 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
             LayerSpec::AvgPool(p) => plan.append(("avgpool", p.k))?,
             LayerSpec::GlobalAvgPool(_) => plan.append(("global",))?,
             LayerSpec::Dropout(d) => plan.append(("dropout", d.p()))?,
+            LayerSpec::Residual(_) => {
+                return Err(PyValueError::new_err(
+                    "torch_module does not build residual blocks yet",
+                ))
+            }
             LayerSpec::BatchNorm(_) => {
                 let channels = match inp {
                     Shape::Image { c, .. } => c,

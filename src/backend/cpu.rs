@@ -579,6 +579,23 @@ impl CpuBackend {
                 let t = self.u(step)[0];
                 self.with_out(y, |s, y| fastcpu::dropout::forward(s.f(x), &spec, t, y))
             }
+            Op::AddForward { len, relu, a, b, y } => self.with_out(y, |s, y| {
+                fastcpu::add::forward(&s.f(a)[..len], &s.f(b)[..len], relu, &mut y[..len])
+            }),
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => self.with_out(dx, |s, dx| {
+                fastcpu::add::backward(
+                    &s.f(dy)[..len],
+                    mask.map(|m| &s.f(m)[..len]),
+                    accumulate,
+                    &mut dx[..len],
+                )
+            }),
             Op::DropoutBackward {
                 spec,
                 step,

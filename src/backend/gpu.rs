@@ -244,6 +244,27 @@ impl GpuBackend {
             Op::DropoutForward { spec, step, x, y } => {
                 one(kernels::dropout_forward(ctx, &spec, b(step), b(x), b(y)))
             }
+            Op::AddForward {
+                len,
+                relu,
+                a,
+                b: bb,
+                y,
+            } => one(kernels::add_forward(ctx, len, relu, b(a), b(bb), b(y))),
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => one(kernels::add_backward(
+                ctx,
+                len,
+                accumulate,
+                b(dy),
+                self.opt(mask),
+                b(dx),
+            )),
             Op::DropoutBackward {
                 spec,
                 step,

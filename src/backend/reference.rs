@@ -246,6 +246,22 @@ impl ReferenceBackend {
                 );
                 self.put(dx, &out);
             }
+            Op::AddForward { len, relu, a, b, y } => {
+                let out = cpu::add::add_forward(&self.f(a)[..len], &self.f(b)[..len], relu);
+                self.put(y, &out);
+            }
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => {
+                let m = mask.map(|m| &self.f(m)[..len]);
+                let acc = accumulate.then(|| &self.f(dx)[..len]);
+                let out = cpu::add::add_backward(&self.f(dy)[..len], m, acc);
+                self.put(dx, &out);
+            }
             Op::DropoutForward { spec, step, x, y } => {
                 let t = self.u(step)[0];
                 let out = cpu::dropout::dropout_forward(&self.f(x)[..spec.len()], &spec, t);

@@ -766,6 +766,7 @@ const AVGPOOL_WGSL: &str = include_str!("../../shaders/avgpool.wgsl");
 const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
 const DROPOUT_WGSL: &str = include_str!("../../shaders/dropout.wgsl");
 const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
+const ADD_WGSL: &str = include_str!("../../shaders/add.wgsl");
 
 /// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
 fn layer_shader_sources() -> Vec<(String, String)> {
@@ -776,6 +777,7 @@ fn layer_shader_sources() -> Vec<(String, String)> {
         ("adam".to_string(), ADAM_WGSL.to_string()),
         ("dropout".to_string(), DROPOUT_WGSL.to_string()),
         ("batchnorm".to_string(), BATCHNORM_WGSL.to_string()),
+        ("add".to_string(), ADD_WGSL.to_string()),
     ]
 }
 
@@ -1511,5 +1513,84 @@ pub fn adam_update(
             (6, step),
         ],
         grid_1d(n, WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// add (residual blocks)
+
+/// `Params` in `add.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    n: u32,
+    relu: u32,
+    apply_mask: u32,
+    accumulate: u32,
+}
+
+fn add_params(kernel: &str, len: usize, relu: bool, mask: bool, acc: bool) -> Result<AddParams> {
+    nonzero(kernel, &[("n", len)])?;
+    Ok(AddParams {
+        n: len as u32,
+        relu: relu as u32,
+        apply_mask: mask as u32,
+        accumulate: acc as u32,
+    })
+}
+
+/// y\[n\] = a + b, then max(0, ·) when `relu` (see `shaders/add.wgsl`).
+pub fn add_forward(
+    ctx: &GpuContext,
+    len: usize,
+    relu: bool,
+    a: &Buffer,
+    b: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "add_forward";
+    let params = add_params(name, len, relu, false, false)?;
+    need(name, "a", a, len)?;
+    need(name, "b", b, len)?;
+    need(name, "y", y, len)?;
+    let pipeline = ctx.pipeline(name, || ADD_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, a), (2, b), (3, y)],
+        grid_1d(len, WG_ELEMENTWISE),
+    )
+}
+
+/// dx\[n\] = dy where `mask` > 0 (everywhere without one), else 0; added to dx when
+/// `accumulate`.
+pub fn add_backward(
+    ctx: &GpuContext,
+    len: usize,
+    accumulate: bool,
+    dy: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "add_backward";
+    let params = add_params(name, len, false, mask.is_some(), accumulate)?;
+    need(name, "dy", dy, len)?;
+    need(name, "dx", dx, len)?;
+    if let Some(m) = mask {
+        need(name, "mask", m, len)?;
+    }
+    let pipeline = ctx.pipeline(name, || ADD_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (4, dy),
+            (5, mask.unwrap_or(&ctx.dummy)),
+            (6, dx),
+        ],
+        grid_1d(len, WG_ELEMENTWISE),
     )
 }

@@ -77,6 +77,12 @@ pub struct Engine {
     y: BufId,
     acts: Vec<BufId>,
     dacts: Vec<BufId>,
+    /// What each layer reads (a chain, except around residual blocks).
+    wires: Vec<nn::residual::Wire>,
+    /// Per activation (numbered as the shapes: 0 the input, l + 1 layer l's output) read by
+    /// two layers: the buffer the reader whose backward pass runs second writes its gradient
+    /// into before it is added to the activation's gradient.
+    grad_scratch: Vec<Option<BufId>>,
     probs: BufId,
     loss: BufId,
     acc_train: BufId,
@@ -189,6 +195,10 @@ impl Engine {
         let mut acts = Vec::with_capacity(n);
         let mut dacts = Vec::with_capacity(n);
         let relus = nn::relu_flags(&arch.layers);
+        let wires = nn::residual::wiring(&arch.layers).map_err(|(l, reason)| Error::Network {
+            arch: arch.to_string(),
+            reason: format!("layer {} `{}`: {reason}", l + 1, arch.layers[l]),
+        })?;
         let mut param_index = 0;
         for (l, spec) in arch.layers.iter().enumerate() {
             let running = if spec.has_params() {
@@ -207,7 +217,7 @@ impl Engine {
                 });
             }
             let build = nn::Build {
-                input: shapes[l],
+                input: shapes[wires[l].input],
                 output: shapes[l + 1],
                 batch: bsz,
                 relu: relus[l],
@@ -223,6 +233,12 @@ impl Engine {
             layers.push(nn::build(spec, build)?);
             acts.push(be_ref.alloc("activations", bsz * shapes[l + 1].len())?);
             dacts.push(be_ref.alloc("activation gradients", bsz * shapes[l + 1].len())?);
+        }
+        let mut grad_scratch = vec![None; n + 1];
+        for (act, slot) in grad_scratch.iter_mut().enumerate().skip(1) {
+            if readers(&wires, act).len() > 1 {
+                *slot = Some(be_ref.alloc("activation gradient part", bsz * shapes[act].len())?);
+            }
         }
         if let Some(st) = state {
             st.check(cfg.optimizer)?;
@@ -307,6 +323,8 @@ impl Engine {
             y,
             acts,
             dacts,
+            wires,
+            grad_scratch,
             probs,
             loss,
             acc_train,
@@ -356,15 +374,69 @@ impl Engine {
         Ok(e)
     }
 
+    /// Activation `act` (0: the input x; `j + 1`: layer `j`'s output).
+    fn act(&self, act: usize) -> BufId {
+        if act == 0 {
+            self.x
+        } else {
+            self.acts[act - 1]
+        }
+    }
+
+    /// Where layer `l` writes the gradient of activation `act` it reads (None for the input):
+    /// the activation's gradient when `l` is its last reader (whose backward pass runs first),
+    /// else the scratch buffer [`Engine::backward_ops`] then adds to it.
+    fn grad_target(&self, l: usize, act: usize) -> Option<BufId> {
+        if act == 0 {
+            return None;
+        }
+        let last = readers(&self.wires, act).into_iter().max() == Some(l);
+        Some(match self.grad_scratch[act] {
+            Some(scratch) if !last => scratch,
+            _ => self.dacts[act - 1],
+        })
+    }
+
+    /// The ReLU mask of activation `act`: the activation itself when it ends in a ReLU.
+    fn mask_of(&self, act: usize) -> Option<BufId> {
+        (act > 0 && self.layers[act - 1].relu()).then(|| self.acts[act - 1])
+    }
+
     fn io(&self, l: usize) -> Io {
-        let below_relu = l > 0 && self.layers[l - 1].relu();
+        let w = self.wires[l];
         Io {
-            x: if l == 0 { self.x } else { self.acts[l - 1] },
+            x: self.act(w.input),
             y: self.acts[l],
             dy: self.dacts[l],
-            dx: (l > 0).then(|| self.dacts[l - 1]),
-            mask: below_relu.then(|| self.acts[l - 1]),
+            dx: self.grad_target(l, w.input),
+            mask: self.mask_of(w.input),
             p: self.params.iter().find(|p| p.layer == l).map(|p| p.bufs),
+            skip: w.skip.map(|s| nn::Skip {
+                x: self.act(s),
+                dx: self.grad_target(l, s),
+                mask: self.mask_of(s),
+            }),
+        }
+    }
+
+    /// Layer `l`'s backward pass, then for each activation it read into a scratch buffer
+    /// (not its last reader) that part added to the activation's gradient.
+    fn backward_ops(&self, l: usize, ops: &mut Vec<Op>) {
+        self.layers[l].backward(&self.io(l), ops);
+        let w = self.wires[l];
+        for act in [Some(w.input), w.skip].into_iter().flatten() {
+            let Some(part) = self.grad_scratch.get(act).copied().flatten() else {
+                continue;
+            };
+            if self.grad_target(l, act) == Some(part) {
+                ops.push(Op::AddBackward {
+                    len: self.rows * self.model_shapes[act].len(),
+                    accumulate: true,
+                    dy: part,
+                    mask: None,
+                    dx: self.dacts[act - 1],
+                });
+            }
         }
     }
 
@@ -416,7 +488,7 @@ impl Engine {
     fn gradient_ops(&self, ops: &mut Vec<Op>) {
         self.loss_ops(ops);
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), ops);
+            self.backward_ops(l, ops);
         }
     }
 
@@ -444,7 +516,7 @@ impl Engine {
         self.loss_ops(&mut ops);
         let mut pieces = Vec::new();
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), &mut ops);
+            self.backward_ops(l, &mut ops);
             if let Some(p) = self.params.iter().position(|p| p.layer == l) {
                 pieces.push((
                     std::mem::take(&mut ops),
@@ -759,6 +831,16 @@ impl Engine {
             .collect();
         Ok(Model::with_running(self.cfg.arch.clone(), params, running))
     }
+}
+
+/// The layers that read activation `act` (numbered as the shapes), in order.
+fn readers(wires: &[nn::residual::Wire], act: usize) -> Vec<usize> {
+    wires
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.input == act || w.skip == Some(act))
+        .map(|(l, _)| l)
+        .collect()
 }
 
 /// The training images' (H, W, C) when `cfg` augments them (None when it does not);

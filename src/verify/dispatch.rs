@@ -9,13 +9,15 @@
 
 use super::coverage;
 use super::ops::{
-    check_adam_op, check_avgpool_op, check_batchnorm_op, check_bias_op, check_conv2d_layer_op,
-    check_conv2d_op, check_dropout_op, check_gather_augment, check_gather_kind, check_gather_op,
-    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
+    check_adam_op, check_add_op, check_avgpool_op, check_batchnorm_op, check_bias_op,
+    check_conv2d_layer_op, check_conv2d_op, check_dropout_op, check_gather_augment,
+    check_gather_kind, check_gather_op, check_maxpool_op, check_metrics_op, check_sgd_op,
+    check_softmax_op, run_matmul_op, Cursor,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
-    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
+    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, ADD_SHAPES, GATHER_SHAPES, MATMUL_SHAPES,
+    ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
@@ -67,6 +69,7 @@ pub async fn run_backend_family_async(
         Family::Adam => adam(be, inp, presets).await,
         Family::Dropout => dropout(be, inp).await,
         Family::Batchnorm => batchnorm(be, inp).await,
+        Family::Add => add(be, inp).await,
     };
     pin(be, None);
     out
@@ -532,6 +535,15 @@ async fn adam(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<V
         .filter(|c| presets || c.n <= ADAM_TEST_MAX)
     {
         out.extend(check_adam_op(be, inp, case).await?);
+    }
+    Ok(out)
+}
+
+/// The residual join on every length.
+async fn add(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for len in ADD_SHAPES {
+        out.extend(check_add_op(be, inp, len).await?);
     }
     Ok(out)
 }

@@ -18,13 +18,13 @@ use crate::ops::{
     MetricsAcc, Op, Pool2dSpec,
 };
 use crate::oracle::{
-    adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
-    avgpool_shape, batchnorm_compare, batchnorm_inputs, batchnorm_shape, bias_backward_compare,
-    compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, dropout_compare,
-    dropout_inputs, dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare,
-    metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, BatchNormOutputs, Check,
-    Family, GatherData, Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON,
-    METRICS_START,
+    adam_compare, adam_inputs, adam_schedule_table, adam_shape, add_compare, add_inputs, add_shape,
+    avgpool_compare, avgpool_inputs, avgpool_shape, batchnorm_compare, batchnorm_inputs,
+    batchnorm_shape, bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs,
+    conv2d_shape, conv_layer_compare, dropout_compare, dropout_inputs, dropout_shape,
+    maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare, metrics_inputs, sgd_compare,
+    sgd_inputs, softmax_compare, AdamCase, AddOutputs, BatchNormOutputs, Check, Family, GatherData,
+    Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON, METRICS_START,
 };
 use crate::Result;
 use ndarray::Array2;
@@ -1007,5 +1007,65 @@ pub async fn check_adam_op(
         &[case.t as u32],
     ));
     out.push(h.untouched("adam_update", &shape).await?);
+    Ok(out)
+}
+
+/// The residual join: add forward without and with the ReLU, then its gradient passed down
+/// without a mask, with one, and accumulated onto a gradient already in place.
+pub async fn check_add_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    len: usize,
+) -> Result<Vec<Check>> {
+    let d = add_inputs(inp, len);
+    let mut h = Harness::new(be, Family::Add);
+    let ab = h.input_f32("a", &d.a)?;
+    let bb = h.input_f32("b", &d.b)?;
+    let dyb = h.input_f32("dy", &d.dy)?;
+    let mb = h.input_f32("mask", &d.mask)?;
+    let yb = h.output("y", len, NAN)?;
+    let yrb = h.output("y relu", len, NAN)?;
+    let dxb = h.output("dx", len, NAN)?;
+    let dxmb = h.output("dx masked", len, NAN)?;
+    let accb = h.inout_f32("dx accumulated", &d.acc)?;
+    let back = |mask, dx, accumulate| Op::AddBackward {
+        len,
+        accumulate,
+        dy: dyb,
+        mask,
+        dx,
+    };
+    h.run(
+        &[
+            Op::AddForward {
+                len,
+                relu: false,
+                a: ab,
+                b: bb,
+                y: yb,
+            },
+            Op::AddForward {
+                len,
+                relu: true,
+                a: ab,
+                b: bb,
+                y: yrb,
+            },
+            back(None, dxb, false),
+            back(Some(mb), dxmb, false),
+            back(Some(mb), accb, true),
+        ],
+        1,
+    )?;
+    let got = AddOutputs {
+        y: h.read_f32(yb, len).await?,
+        y_relu: h.read_f32(yrb, len).await?,
+        dx: h.read_f32(dxb, len).await?,
+        dx_masked: h.read_f32(dxmb, len).await?,
+        dx_acc: h.read_f32(accb, len).await?,
+    };
+    let shape = add_shape(len, "");
+    let mut out = add_compare(&d, &got, shape.clone());
+    out.push(h.untouched("add", &shape).await?);
     Ok(out)
 }
