@@ -178,7 +178,8 @@ fn arch_help() -> String {
         "Layers, input first, dash-separated (overrides the preset's network). The input: `784` \
          (flat) or `1x28x28` (C×H×W). Layers: {}. ReLU follows every convolution and every \
          dense layer except the last, which gives the class scores. E.g. 784-512-10, \
-         1x28x28-c8k3p1-m2-10 or 3x32x32-c16k3p1-a2-c32k3p1-g-10.",
+         1x28x28-c8k3p1-m2-10, 3x32x32-c16k3p1-a2-c32k3p1-g-10 or, with residual blocks, \
+         3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-g-10.",
         wgtrain::model::LayerSpec::grammar_help()
     )
 }
@@ -189,7 +190,9 @@ struct TrainArgs {
     /// 784-512-512-512-10 with the lecture's SGD (lr 0.05, momentum 0.9, batch 100, init ±0.07);
     /// lenet5 = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10 and cnn =
     /// 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 with Adam (lr 0.001 decayed to 0 by a cosine over
-    /// the run, batch 100, PyTorch's init).
+    /// the run, batch 100, PyTorch's init); resnet8 = a ResNet-8 for 3x32x32 images (CIFAR-10:
+    /// three residual blocks of 16, 32, 64 channels with BatchNorm, global pooling) with the
+    /// same Adam settings.
     #[arg(long, value_enum, default_value = "seed-large")]
     preset: Preset,
     /// Layers, input first, dash-separated (overrides the preset's network), e.g. 784-512-10 or

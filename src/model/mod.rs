@@ -958,6 +958,10 @@ mod tests {
                 false, true, false, false
             ]
         );
+        // resnet8: 7 convolutions and a dense layer on the main path, 2 projections.
+        let r8 = Arch::parse(Preset::Resnet8.arch_str()).unwrap();
+        assert_eq!(r8.n_params(), 78_378);
+        assert_eq!(r8.to_string(), Preset::Resnet8.arch_str());
         // Identity blocks on flat inputs, a one-layer block, a single-token block.
         for text in [
             "8-r(8-8)-3",

@@ -616,9 +616,11 @@ fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
     } else {
         0
     };
+    // Each layer's input (not always the layer before: residual blocks).
+    let inputs = arch.input_shapes();
     for (i, layer) in arch.layers.iter().enumerate() {
         let at = i + 1;
-        let (weights, biases) = layer.kind().params(shapes[i]).map_or((0, 0), |(w, b)| {
+        let (weights, biases) = layer.kind().params(inputs[i]).map_or((0, 0), |(w, b)| {
             (w.iter().map(|&d| d as u128).product::<u128>(), b as u128)
         });
         let acts = batch * shapes[at].len() as u128;
