@@ -11,8 +11,8 @@ pub fn add_forward<F: NdFloat>(a: &[F], b: &[F], relu: bool) -> Vec<F> {
         .zip(b)
         .map(|(&u, &v)| {
             let s = u + v;
-            if relu && !(s > F::zero()) {
-                F::zero()
+            if relu {
+                s.max(F::zero())
             } else {
                 s
             }

@@ -12,8 +12,7 @@ pub fn forward(a: &[f32], b: &[f32], relu: bool, y: &mut [f32]) {
         let at = c * PAR_MIN;
         for (k, o) in out.iter_mut().enumerate() {
             let s = a[at + k] + b[at + k];
-            // As the twin: NaN stays NaN only without the ReLU (max(NaN, 0) is 0 there).
-            *o = if relu && !(s > 0.0) { 0.0 } else { s };
+            *o = if relu { s.max(0.0) } else { s };
         }
     });
     debug_assert!(a.len() >= n && b.len() >= n);

@@ -1,7 +1,7 @@
 //! Residual blocks, `r(...)` in an architecture: the layers inside the parentheses (the main
 //! path), whose output is added to the block's input (the skip path) before the block's final
 //! ReLU, as ResNet's basic block: `r(c16k3p1-b-c16k3p1-b)` is conv → BN → ReLU → conv → BN,
-//! + input, → ReLU. When the main path changes the shape (channels or stride) the skip path
+//! plus the input, → ReLU. When the main path changes the shape (channels or stride) the skip path
 //! is projected by a 1×1 convolution with the block's stride followed by a batch
 //! normalisation (ResNet's option B); otherwise it is the identity.
 //!
