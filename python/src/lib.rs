@@ -1313,7 +1313,9 @@ fn verify<'py>(
 /// The layers of `arch` for building the matching `torch.nn` module (`torch_module`): the
 /// input shape and, per layer, `("dense", in, out, relu)`, `("conv", in_channels, out, k,
 /// stride, pad)`, `("maxpool", k)`, `("avgpool", k)`, `("global",)`, with `("flatten",)` before
-/// the first dense layer after an image.
+/// the first dense layer after an image. A residual block adds `("block_in",)` before its
+/// first layer (keep the block's input), `("main_out",)` before a projection (keep the main
+/// path's output, continue from the block's input) and `("join", relu)` (add the two).
 #[pyfunction]
 fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<'py, PyList>)> {
     use wgtrain::model::{LayerSpec, Shape};
@@ -1325,8 +1327,17 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
     };
     let plan = PyList::empty(py);
     let relus = wgtrain::nn::relu_flags(&a.layers);
+    let inputs = a.input_shapes();
+    let wires = wgtrain::nn::residual::wiring(&a.layers)
+        .map_err(|(_, reason)| PyValueError::new_err(reason))?;
     for (i, l) in a.layers.iter().enumerate() {
-        let (inp, relu) = (shapes[i], relus[i]);
+        let (inp, relu) = (inputs[i], relus[i]);
+        if wires[i].opens {
+            plan.append(("block_in",))?;
+        }
+        if wires[i].projection && matches!(l, LayerSpec::Conv(_)) {
+            plan.append(("main_out",))?;
+        }
         match l {
             LayerSpec::Dense(d) => {
                 if let Shape::Image { .. } = inp {
@@ -1344,11 +1355,7 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
             LayerSpec::AvgPool(p) => plan.append(("avgpool", p.k))?,
             LayerSpec::GlobalAvgPool(_) => plan.append(("global",))?,
             LayerSpec::Dropout(d) => plan.append(("dropout", d.p()))?,
-            LayerSpec::Residual(_) => {
-                return Err(PyValueError::new_err(
-                    "torch_module does not build residual blocks yet",
-                ))
-            }
+            LayerSpec::Residual(_) => plan.append(("join", relu))?,
             LayerSpec::BatchNorm(_) => {
                 let channels = match inp {
                     Shape::Image { c, .. } => c,
