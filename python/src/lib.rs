@@ -845,8 +845,12 @@ impl Trainer {
             } else {
                 v
             };
-            let arr = np.call_method1("ascontiguousarray", (v,))?;
-            let arr = arr.call_method1("astype", ("float32",))?;
+            // asarray keeps a 0-d tensor (a BatchNorm's num_batches_tracked) 0-d, which
+            // ascontiguousarray would make [1].
+            let kw = pyo3::types::PyDict::new(state_dict.py());
+            kw.set_item("dtype", "float32")?;
+            kw.set_item("order", "C")?;
+            let arr = np.call_method("asarray", (v,), Some(&kw))?;
             let shape = shape_of(&arr)?;
             let f = arr
                 .cast::<PyArrayDyn<f32>>()

@@ -87,7 +87,7 @@ def test_on_epoch_returning_false_stops_and_fit_goes_on(train_set):
 
 
 def test_presets_and_devices():
-    assert wgtrain.presets() == ["seed-small", "seed-large", "lenet5", "cnn"]
+    assert wgtrain.presets() == ["seed-small", "seed-large", "lenet5", "cnn", "resnet8"]
     for d in wgtrain.devices():
         assert {"index", "name", "backend", "device_type", "limits"} <= set(d)
 
@@ -323,9 +323,10 @@ def test_ctrl_c_raises_keyboard_interrupt_within_a_chunk_and_resumes(train_set, 
         "seed-small",
         "lenet5",
         "1x28x28-c4k3s2p1-a2-g-10",
-        # Residual blocks (identity: a projected block brings a BatchNorm, whose
-        # num_batches_tracked from_state_dict does not take back from torch's 0-d tensor yet).
+        # Residual blocks: identity ones, and with BatchNorm an identity and a projected one
+        # (torch's 0-d num_batches_tracked comes back through from_state_dict).
         "1x28x28-c4k3s2p1-r(c4k3p1-c4k3p1)-r(c4k1)-g-10",
+        "1x28x28-c4k3s2p1-b-r(c4k3p1-b-c4k3p1-b)-r(c8k3s2p1-b-c8k3p1-b)-g-10",
     ],
 )
 def test_state_dict_round_trips_through_torch(arch, train_set, test_set):
