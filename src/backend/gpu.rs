@@ -265,6 +265,7 @@ impl GpuBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => one(kernels::softmax_xent_forward(
                 ctx,
                 rows,
@@ -273,6 +274,7 @@ impl GpuBackend {
                 b(labels),
                 b(probs),
                 b(loss),
+                smoothing,
             )),
             Op::SoftmaxXentBackward {
                 rows,
@@ -281,6 +283,7 @@ impl GpuBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => one(kernels::softmax_xent_backward(
                 ctx,
                 rows,
@@ -289,6 +292,7 @@ impl GpuBackend {
                 b(probs),
                 b(labels),
                 b(dlogits),
+                smoothing,
             )),
             Op::Metrics {
                 rows,
@@ -306,7 +310,22 @@ impl GpuBackend {
                 b(loss),
                 b(acc),
             )),
-            Op::Sgd { n, hp, w, g, v } => one(kernels::sgd_update(ctx, n, hp, b(w), b(g), b(v))),
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => one(kernels::sgd_update(
+                ctx,
+                n,
+                hp,
+                b(w),
+                b(g),
+                b(v),
+                lr_table.map(|t| (b(t.table), b(t.step))),
+            )),
             Op::Adam {
                 n,
                 hp,
@@ -326,6 +345,13 @@ impl GpuBackend {
                 b(v),
                 b(sched),
                 b(step),
+            )),
+            Op::Decay { n, w, factors } => one(kernels::decay_update(
+                ctx,
+                n,
+                b(w),
+                b(factors.table),
+                b(factors.step),
             )),
         }
     }
