@@ -88,7 +88,7 @@ fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         let onehot = select(0.0, 1.0, c == y);
         dlogits[idx] = (probs_in[idx] - onehot) * p.scale;
     } else {
-        let target = select(0.0, 1.0 - p.smoothing, c == y) + p.smoothing / f32(p.classes);
-        dlogits[idx] = (probs_in[idx] - target) * p.scale;
+        let smoothed = select(0.0, 1.0 - p.smoothing, c == y) + p.smoothing / f32(p.classes);
+        dlogits[idx] = (probs_in[idx] - smoothed) * p.scale;
     }
 }

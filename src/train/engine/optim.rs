@@ -261,5 +261,40 @@ mod tests {
         assert_eq!(Slot::from_name("adam"), None);
         assert_eq!(names(Optimizer::Sgd.slots()), ["velocity"]);
         assert_eq!(names(Optimizer::Adam.slots()), ["adam.m", "adam.v"]);
+        assert_eq!(names(Optimizer::AdamW.slots()), ["adam.m", "adam.v"]);
+    }
+
+    #[test]
+    fn tables_hold_each_updates_rate_and_constant_sgd_has_none() {
+        let mut cfg = TrainConfig::lecture(crate::model::Arch::parse("784-10").unwrap());
+        cfg.epochs = 2;
+        cfg.batch = 10;
+        // SGD at a fixed rate: no table and no counter, the program of old.
+        assert_eq!(tables(&cfg, 100), Tables::default());
+        cfg.lr_schedule = crate::train::LrSchedule::Cosine;
+        cfg.warmup = 3;
+        let t = tables(&cfg, 100);
+        let lr = t.lr.expect("a scheduled SGD's rates");
+        assert_eq!(lr.len(), 20);
+        for (i, &v) in lr.iter().enumerate() {
+            assert_eq!(v, cfg.lr_at(i + 1, 20) as f32);
+        }
+        assert!(lr[0] < lr[2] && lr[2] > lr[19], "{lr:?}");
+        assert!(t.adam.is_none() && t.decay.is_none());
+        // AdamW: Adam's pairs and the decay factors 1 − α_t·λ; --max-steps shortens the table,
+        // not the schedule's span.
+        cfg.optimizer = Optimizer::AdamW;
+        cfg.weight_decay = 0.1;
+        cfg.max_steps = Some(5);
+        let t = tables(&cfg, 100);
+        let decay = t.decay.expect("AdamW's factors");
+        assert_eq!(decay.len(), 5);
+        for (i, &f) in decay.iter().enumerate() {
+            assert_eq!(f, (1.0 - cfg.lr_at(i + 1, 20) * 0.1) as f32);
+        }
+        assert_eq!(t.adam.expect("Adam's pairs").len(), 10);
+        assert!(t.lr.is_none());
+        cfg.weight_decay = 0.0;
+        assert!(tables(&cfg, 100).decay.is_none());
     }
 }
