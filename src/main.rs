@@ -973,6 +973,25 @@ fn train_run(
             "training {} on {} ({} train / {} test images), {} lr {} ({} schedule) momentum {} l2 {} batch {}{each} epochs {}",
             cfg.arch, device, data.train.n, data.test.as_ref().map_or(0, |t| t.n), cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
+        let mut extras = Vec::new();
+        if cfg.optimizer == Optimizer::AdamW {
+            extras.push(format!("weight decay {}", cfg.weight_decay));
+        }
+        if cfg.nesterov {
+            extras.push("nesterov".to_string());
+        }
+        if cfg.decay_scope == train::DecayScope::All {
+            extras.push("decay on all parameters".to_string());
+        }
+        if cfg.warmup > 0 {
+            extras.push(format!("warm-up {} updates", cfg.warmup));
+        }
+        if cfg.label_smoothing > 0.0 {
+            extras.push(format!("label smoothing {}", cfg.label_smoothing));
+        }
+        if !extras.is_empty() {
+            eprintln!("optimiser: {}", extras.join(", "));
+        }
         if !cfg.augment.is_off() {
             eprintln!("augmenting the training images: {}", cfg.augment);
         }

@@ -762,7 +762,8 @@ mod tests {
     #[test]
     fn impossible_optimizer_settings_are_refused_in_one_line_naming_the_setting() {
         let base = TrainConfig::lecture(Arch::parse("784-10").unwrap());
-        let cases: Vec<(Box<dyn Fn(&mut TrainConfig)>, Setting)> = vec![
+        type Change = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(Change, Setting)> = vec![
             (Box::new(|c| c.weight_decay = 0.01), Setting::WeightDecay),
             (
                 Box::new(|c| {

@@ -1078,7 +1078,7 @@ pub async fn check_decay_op(
 ) -> Result<Vec<Check>> {
     let w = inp.uniform(n, -1.0, 1.0);
     // 1 − α·λ of a typical run (α 1e-3, λ 1e-2), and one far from 1 whose products round.
-    let f = if n % 2 == 0 { 1.0 - 1e-5 } else { 0.7 };
+    let f = if n.is_multiple_of(2) { 1.0 - 1e-5 } else { 0.7 };
     let mut h = Harness::new(be, Family::Adam);
     let wb = h.inout_f32("w", &w)?;
     let factors = step_table(&mut h, f, at)?;
