@@ -42,7 +42,7 @@ export interface AdapterInfo {
 export interface TrainOptions {
   /** A preset (`seed-small`, `seed-large`, `lenet5`, `cnn`) or an arch string such as `784-128-10`. */
   arch?: string;
-  optimizer?: "sgd" | "adam";
+  optimizer?: "sgd" | "adam" | "adamw";
   lr?: number;
   momentum?: number;
   l2?: number;
@@ -50,7 +50,7 @@ export interface TrainOptions {
   epochs?: number;
   maxSteps?: number;
   seed?: number;
-  lrSchedule?: "constant" | "cosine";
+  lrSchedule?: "constant" | "cosine" | "one-cycle";
   shuffle?: boolean;
   /** `auto` (WebGPU where offered, else the CPU), `gpu` or `cpu`. */
   device?: "auto" | "gpu" | "cpu";
