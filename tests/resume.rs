@@ -448,3 +448,72 @@ fn adamw_one_cycle_and_sgd_nesterov_cosine_runs_resume_to_the_unbroken_weights()
         }
     }
 }
+
+/// A constant-rate SGD checkpoint holds no update counter; resumed with a schedule added
+/// (`--lr-schedule cosine`), the schedule continues from the run's position, as if the
+/// checkpoint had counted its updates, rather than restarting at its first update.
+#[test]
+fn a_schedule_added_when_resuming_a_constant_sgd_checkpoint_starts_at_the_runs_position() {
+    use wgtrain::train::{self, session, Engine, LrSchedule, Position, Quiet, TrainConfig};
+    let data = wgtrain::data::load_dir(Path::new("assets/mnist-sample")).unwrap();
+    let train_set = data.train.subset(400);
+    let mut cfg = TrainConfig::lecture(wgtrain::model::Arch::parse("784-24-10").unwrap());
+    cfg.epochs = 2;
+    cfg.batch = 40;
+    let model = cfg.init_model();
+    let mut part = cfg.clone();
+    part.max_steps = Some(13);
+    let mut first = Engine::cpu(&part, &model, None, &train_set, None).unwrap();
+    train::run(&mut first, Position::default(), &mut Quiet).unwrap();
+    assert_eq!(
+        first.opt_state().unwrap().step,
+        0,
+        "constant SGD counts nothing"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.ckpt.safetensors");
+    let at = Position { epoch: 1, step: 3 };
+    session::save_checkpoint(&mut first, &cfg, &path, at).unwrap();
+
+    let ov = session::Overrides {
+        lr_schedule: Some(LrSchedule::Cosine),
+        ..Default::default()
+    };
+    let start = session::start(cfg.clone(), &ov, None, Some(&path)).unwrap();
+    assert_eq!(start.cfg.lr_schedule, LrSchedule::Cosine);
+    let mut resumed = Engine::cpu(
+        &start.cfg,
+        &start.model,
+        start.state.as_ref(),
+        &train_set,
+        None,
+    )
+    .unwrap();
+    train::run(&mut resumed, start.position, &mut Quiet).unwrap();
+    let got = resumed.opt_state().unwrap();
+    assert_eq!(
+        got.step, 20,
+        "the counter follows the run: 13 steps before, 7 after"
+    );
+
+    // The same weights with the counter given explicitly at the checkpoint's 13 updates.
+    let mut state = start.state.clone().unwrap();
+    state.step = 13;
+    let mut explicit =
+        Engine::cpu(&start.cfg, &start.model, Some(&state), &train_set, None).unwrap();
+    train::run(&mut explicit, start.position, &mut Quiet).unwrap();
+    assert_eq!(resumed.model().unwrap(), explicit.model().unwrap());
+    // And not those of a schedule restarted at the checkpoint.
+    let mut restarted = Engine::cpu(
+        &start.cfg,
+        &start.model,
+        start.state.as_ref(),
+        &train_set,
+        None,
+    )
+    .unwrap();
+    restarted
+        .train_steps(&train::epoch_order(400, cfg.seed, 1, true), 3, 7)
+        .unwrap();
+    assert_ne!(resumed.model().unwrap(), restarted.model().unwrap());
+}

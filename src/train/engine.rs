@@ -10,7 +10,7 @@
 //! The optimiser's state and update program are [`optim`]'s; the data-parallel step (gradients
 //! summed over the ranks between a gradient and an update program) is [`dist`]'s.
 
-use super::{TrainConfig, Which};
+use super::{Optimizer, TrainConfig, Which};
 use crate::backend::{gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::dist::{Collective, Shard, Solo};
@@ -512,6 +512,12 @@ impl Engine {
     pub fn set_step(&mut self, step: usize) -> Result<()> {
         if self.uses_step() {
             self.be.write(self.step_counter, &[step as u32])?;
+        }
+        // SGD's update counter (present with a schedule or warm-up) is the run's step count
+        // too; a checkpoint of a constant-rate SGD run holds none (0), so a schedule added when
+        // resuming it would otherwise restart at its first update.
+        if let (Some(counter), Optimizer::Sgd) = (self.opt_step, self.cfg.optimizer) {
+            self.be.write(counter, &[step as u32])?;
         }
         Ok(())
     }
