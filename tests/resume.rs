@@ -366,3 +366,85 @@ fn an_augmented_run_resumed_without_the_flag_matches_the_unbroken_augmented_run(
     let other = tempfile::tempdir().unwrap();
     assert_ne!(resumed, uninterrupted(plain, other.path(), end));
 }
+
+/// The optimisers and schedules of issue 20 resume exactly: AdamW with one-cycle, warm-up,
+/// decay on every parameter and label smoothing, and SGD with Nesterov momentum, L2, cosine and
+/// warm-up, each split by a checkpoint mid-epoch (inside the warm-up's reach of the schedule
+/// tables: the resumed update counter must pick up the right learning rate and decay factor),
+/// give the unbroken run's weights and optimiser state bit for bit, on the CPU engine and every
+/// GPU adapter; the checkpoint carries every setting.
+#[test]
+fn adamw_one_cycle_and_sgd_nesterov_cosine_runs_resume_to_the_unbroken_weights() {
+    use wgtrain::train::{
+        self, session, DecayScope, Engine, LrSchedule, OptState, Optimizer, Position, Quiet,
+        TrainConfig,
+    };
+    let data = wgtrain::data::load_dir(Path::new("assets/mnist-sample")).unwrap();
+    let train_set = data.train.subset(400);
+    let mut adamw = TrainConfig::lecture(wgtrain::model::Arch::parse("784-24-10").unwrap());
+    adamw.optimizer = Optimizer::AdamW;
+    adamw.lr = 3e-3;
+    adamw.weight_decay = 0.05;
+    adamw.lr_schedule = LrSchedule::OneCycle;
+    adamw.warmup = 5;
+    adamw.decay_scope = DecayScope::All;
+    adamw.label_smoothing = 0.1;
+    adamw.epochs = 2;
+    adamw.batch = 40;
+    let mut nesterov = adamw.clone();
+    nesterov.optimizer = Optimizer::Sgd;
+    nesterov.weight_decay = 0.0;
+    nesterov.lr = 0.05;
+    nesterov.nesterov = true;
+    nesterov.l2 = 1e-3;
+    nesterov.decay_scope = DecayScope::Weights;
+    nesterov.lr_schedule = LrSchedule::Cosine;
+    nesterov.label_smoothing = 0.0;
+    let dir = tempfile::tempdir().unwrap();
+    type Make = Box<dyn Fn(&TrainConfig, &Model, Option<&OptState>) -> Engine>;
+    let t = train_set.clone();
+    let mut engines: Vec<Make> = vec![Box::new(move |c, m, s| {
+        Engine::cpu(c, m, s, &t, None).unwrap()
+    })];
+    for (i, _) in common::contexts("optim_resume").into_iter().enumerate() {
+        let t = train_set.clone();
+        engines.push(Box::new(move |c, m, s| {
+            let ctx = common::contexts("optim_resume").swap_remove(i);
+            Engine::gpu(ctx, c, m, s, &t, None).unwrap()
+        }));
+    }
+    for cfg in [adamw, nesterov] {
+        cfg.validate().unwrap();
+        let model = cfg.init_model();
+        for make in &engines {
+            let mut whole = make(&cfg, &model, None);
+            let n = train_set.n;
+            train::run(&mut whole, Position::default(), &mut Quiet).unwrap();
+            let want = (whole.model().unwrap(), whole.opt_state().unwrap());
+
+            // Interrupted 3 steps into the run (inside the warm-up), then resumed.
+            let mut part = cfg.clone();
+            part.max_steps = Some(3);
+            let mut first = make(&part, &model, None);
+            train::run(&mut first, Position::default(), &mut Quiet).unwrap();
+            let path = dir.path().join("c.ckpt.safetensors");
+            let at = Position { epoch: 0, step: 3 };
+            session::save_checkpoint(&mut first, &cfg, &path, at).unwrap();
+
+            let start = session::start(
+                TrainConfig::preset(wgtrain::model::Preset::SeedLarge),
+                &session::Overrides::default(),
+                None,
+                Some(&path),
+            )
+            .unwrap();
+            assert_eq!(start.cfg, cfg, "the checkpoint carries the run's settings");
+            assert_eq!(start.state.as_ref().unwrap().step, 3);
+            let mut second = make(&start.cfg, &start.model, start.state.as_ref());
+            train::run(&mut second, start.position, &mut Quiet).unwrap();
+            let got = (second.model().unwrap(), second.opt_state().unwrap());
+            assert_eq!(got.1.step, (2 * n / cfg.batch) as u64);
+            assert_eq!(got, want, "{} {}", cfg.optimizer, second.device());
+        }
+    }
+}

@@ -7,8 +7,8 @@
 use super::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::error::Setting;
-use crate::fastcpu;
 use crate::ops::{BufId, Conv2dSpec, DataId, Epilogue, MatmulSpec, MetricsAcc, Op};
+use crate::{cpu, fastcpu};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -615,11 +615,13 @@ impl CpuBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => self.with_outs([probs, loss], |s, [p, l]| {
                 fastcpu::softmax_xent::forward(
                     s.f(logits),
                     &s.u(labels)[..rows],
                     classes,
+                    smoothing,
                     bytemuck::cast_slice_mut(p),
                     bytemuck::cast_slice_mut(l),
                 )
@@ -631,8 +633,16 @@ impl CpuBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => self.with_out(dlogits, |s, d| {
-                fastcpu::softmax_xent::backward(s.f(probs), &s.u(labels)[..rows], classes, scale, d)
+                fastcpu::softmax_xent::backward(
+                    s.f(probs),
+                    &s.u(labels)[..rows],
+                    classes,
+                    scale,
+                    smoothing,
+                    d,
+                )
             }),
             Op::Metrics {
                 rows,
@@ -653,14 +663,30 @@ impl CpuBackend {
                 );
                 self.bufs[acc.0][..4].copy_from_slice(bytemuck::cast_slice(&[a]));
             }
-            Op::Sgd { n, hp, w, g, v } => self.with_outs([w, v], |s, [w, v]| {
-                fastcpu::sgd::sgd_update(
-                    &mut bytemuck::cast_slice_mut(w)[..n],
-                    s.f(g),
-                    bytemuck::cast_slice_mut(v),
-                    hp,
-                )
-            }),
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => {
+                let hp = match lr_table {
+                    Some(t) => crate::ops::SgdParams {
+                        lr: cpu::decay::table_entry(self.f(t.table), self.u(t.step)[0]),
+                        ..hp
+                    },
+                    None => hp,
+                };
+                self.with_outs([w, v], |s, [w, v]| {
+                    fastcpu::sgd::sgd_update(
+                        &mut bytemuck::cast_slice_mut(w)[..n],
+                        s.f(g),
+                        bytemuck::cast_slice_mut(v),
+                        hp,
+                    )
+                })
+            }
             Op::Adam {
                 n,
                 hp,
@@ -685,6 +711,10 @@ impl CpuBackend {
                         s,
                     )
                 })
+            }
+            Op::Decay { n, w, factors } => {
+                let f = cpu::decay::table_entry(self.f(factors.table), self.u(factors.step)[0]);
+                self.with_out(w, |_, w| cpu::decay::decay_update(&mut w[..n], f))
             }
         }
     }

@@ -286,6 +286,7 @@ impl GpuBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => one(kernels::softmax_xent_forward(
                 ctx,
                 rows,
@@ -294,6 +295,7 @@ impl GpuBackend {
                 b(labels),
                 b(probs),
                 b(loss),
+                smoothing,
             )),
             Op::SoftmaxXentBackward {
                 rows,
@@ -302,6 +304,7 @@ impl GpuBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => one(kernels::softmax_xent_backward(
                 ctx,
                 rows,
@@ -310,6 +313,7 @@ impl GpuBackend {
                 b(probs),
                 b(labels),
                 b(dlogits),
+                smoothing,
             )),
             Op::Metrics {
                 rows,
@@ -327,7 +331,22 @@ impl GpuBackend {
                 b(loss),
                 b(acc),
             )),
-            Op::Sgd { n, hp, w, g, v } => one(kernels::sgd_update(ctx, n, hp, b(w), b(g), b(v))),
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => one(kernels::sgd_update(
+                ctx,
+                n,
+                hp,
+                b(w),
+                b(g),
+                b(v),
+                lr_table.map(|t| (b(t.table), b(t.step))),
+            )),
             Op::Adam {
                 n,
                 hp,
@@ -347,6 +366,13 @@ impl GpuBackend {
                 b(v),
                 b(sched),
                 b(step),
+            )),
+            Op::Decay { n, w, factors } => one(kernels::decay_update(
+                ctx,
+                n,
+                b(w),
+                b(factors.table),
+                b(factors.step),
             )),
         }
     }

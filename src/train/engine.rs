@@ -92,7 +92,8 @@ pub struct Engine {
     step: ProgramId,
     eval_train: ProgramId,
     eval_test: Option<ProgramId>,
-    /// Adam's update counter (u32), advanced once per step.
+    /// The optimiser's update counter (u32; Adam, AdamW, SGD with a schedule), advanced once
+    /// per step.
     opt_step: Option<BufId>,
     /// The training-step counter (u32) of layers that read it (dropout), advanced once per
     /// step when one does; [`Engine::set_step`] sets it.
@@ -286,7 +287,7 @@ impl Engine {
         let loss = be_ref.alloc("loss", bsz)?;
         let acc_train = be_ref.alloc("train metrics", 4)?;
         let acc_eval = be_ref.alloc("eval metrics", 4)?;
-        let opt_step = optim::step_counter(be_ref, cfg.optimizer, state)?;
+        let opt_step = optim::step_counter(be_ref, cfg, state)?;
         let resident = |be: &mut dyn Backend, d: &Dataset| -> Result<Resident> {
             let data = be.dataset(d)?;
             let order = be.alloc("order", d.n)?;
@@ -348,16 +349,13 @@ impl Engine {
             forward_only: None,
             gradient: None,
         };
-        let sched = match optim::schedule(cfg, train.n) {
-            Some(table) => Some(e.be.upload_f32("adam schedule", &table)?),
-            None => None,
-        };
+        let tables = optim::tables(cfg, train.n).upload(&mut *e.be)?;
         for p in &e.params {
             let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
             e.grads.extend([(p.bufs.dw, wn), (p.bufs.db, bn)]);
         }
         let grad: Vec<Op> = e.grad_pieces().into_iter().flat_map(|p| p.0).collect();
-        let update = e.update_ops(sched);
+        let update = e.update_ops(tables);
         if e.shard.ranks > 1 {
             let g = e.be.prepare(&grad)?;
             let u = e.be.prepare(&update)?;
@@ -470,6 +468,13 @@ impl Engine {
             labels: self.y,
             probs: self.probs,
             loss: self.loss,
+            // Training reports the smoothed loss (PyTorch's, as the criterion it minimises);
+            // evaluation plain cross-entropy.
+            smoothing: if mode == Mode::Train {
+                self.cfg.label_smoothing
+            } else {
+                0.0
+            },
         });
     }
 
@@ -504,6 +509,7 @@ impl Engine {
             probs: self.probs,
             labels: self.y,
             dlogits: *self.dacts.last().expect("a layer"),
+            smoothing: self.cfg.label_smoothing,
         });
     }
 

@@ -51,14 +51,40 @@ pub struct Overrides {
     pub no_shuffle: bool,
     /// `--augment`: training-time augmentation of image samples.
     pub augment: Option<crate::ops::Augment>,
+    /// `--weight-decay`: AdamW's decoupled weight decay λ (AdamW chosen without it: 0.01).
+    pub weight_decay: Option<f32>,
+    /// `--nesterov`: SGD with Nesterov momentum (false keeps the configured setting).
+    pub nesterov: bool,
+    /// `--decay-all`: L2 / weight decay on every parameter, biases too (false keeps the
+    /// configured scope).
+    pub decay_all: bool,
+    /// `--warmup`: learning-rate warm-up over the first N updates.
+    pub warmup: Option<usize>,
+    /// `--label-smoothing`: label smoothing ε of the training loss.
+    pub label_smoothing: Option<f32>,
 }
 
 impl Overrides {
     /// Set the fields given on `cfg` (the architecture is handled by [`start`]).
     pub fn apply(&self, cfg: &mut TrainConfig) {
         if let Some(o) = self.optimizer {
+            if o == Optimizer::AdamW && cfg.optimizer != Optimizer::AdamW {
+                // PyTorch's AdamW default.
+                cfg.weight_decay = 0.01;
+            } else if o != Optimizer::AdamW {
+                cfg.weight_decay = 0.0;
+            }
             cfg.optimizer = o;
         }
+        cfg.weight_decay = self.weight_decay.unwrap_or(cfg.weight_decay);
+        if self.nesterov {
+            cfg.nesterov = true;
+        }
+        if self.decay_all {
+            cfg.decay_scope = super::DecayScope::All;
+        }
+        cfg.warmup = self.warmup.unwrap_or(cfg.warmup);
+        cfg.label_smoothing = self.label_smoothing.unwrap_or(cfg.label_smoothing);
         if let Some(s) = self.lr_schedule {
             cfg.lr_schedule = s;
         }

@@ -697,6 +697,7 @@ fn resolve(
         seed: o.seed.map(u64::from),
         no_shuffle: o.shuffle == Some(false),
         augment: None,
+        ..Default::default()
     };
     let asked = o.arch.as_deref().map(str::trim);
     let base = match asked {
