@@ -61,6 +61,8 @@ pub enum Setting {
     ValSplit,
     /// Training-time augmentation of the samples.
     Augment,
+    /// Per-channel normalisation of the samples.
+    Normalize,
 }
 
 impl Setting {
@@ -86,6 +88,7 @@ impl Setting {
             Setting::Data => "data source",
             Setting::ValSplit => "validation fraction",
             Setting::Augment => "augmentation",
+            Setting::Normalize => "normalisation",
         }
     }
 }

@@ -118,6 +118,11 @@ pub struct TrainConfig {
     /// without it are unchanged).
     #[serde(default, skip_serializing_if = "crate::ops::Augment::is_off")]
     pub augment: crate::ops::Augment,
+    /// Per-channel normalisation of every minibatch (off: none; `auto` is resolved to the
+    /// training set's values when an engine is built, and those values are what checkpoints
+    /// and model files hold; not written when off, so files of runs without it are unchanged).
+    #[serde(default, skip_serializing_if = "crate::ops::Normalize::is_off")]
+    pub normalize: crate::ops::Normalize,
 }
 
 /// An [`Arch`] as its `--arch` string in JSON.
@@ -150,6 +155,7 @@ impl TrainConfig {
             init: Init::Uniform { scale: 0.07 },
             lr_schedule: LrSchedule::Constant,
             augment: crate::ops::Augment::OFF,
+            normalize: crate::ops::Normalize::Off,
         }
     }
 
@@ -225,6 +231,9 @@ impl TrainConfig {
                 "cosine is implemented for the Adam optimizer only (SGD's learning rate is fixed per run)".into(),
             );
         }
+        self.normalize
+            .check()
+            .map_err(|r| Error::setting(Setting::Normalize, r))?;
         self.arch.shapes()?;
         Ok(())
     }
@@ -248,6 +257,26 @@ impl TrainConfig {
             l2: if weight { self.l2 } else { 0.0 },
         }
     }
+}
+
+/// The normalisation a model file's `config` metadata holds (its training run's, resolved to
+/// values), or off for a file without one; [`Error::InvalidSetting`] ([`Setting::Normalize`])
+/// when the file's values are not a valid normalisation.
+pub fn saved_normalize(meta: &crate::model::io::Metadata) -> Result<crate::ops::Normalize> {
+    let bad = |r: String| Error::setting(Setting::Normalize, format!("in the model file: {r}"));
+    let Some(v) = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .and_then(|mut c| c.get_mut("normalize").map(serde_json::Value::take))
+    else {
+        return Ok(crate::ops::Normalize::Off);
+    };
+    let n: crate::ops::Normalize = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+    if n == crate::ops::Normalize::Auto {
+        return Err(bad("`auto` without its values".into()));
+    }
+    n.check().map_err(bad)?;
+    Ok(n)
 }
 
 /// The sample order of `epoch` (0-based): a shuffle seeded by (seed, epoch), so a run resumed

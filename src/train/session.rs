@@ -51,6 +51,8 @@ pub struct Overrides {
     pub no_shuffle: bool,
     /// `--augment`: training-time augmentation of image samples.
     pub augment: Option<crate::ops::Augment>,
+    /// `--normalize`: per-channel normalisation of the samples.
+    pub normalize: Option<crate::ops::Normalize>,
 }
 
 impl Overrides {
@@ -76,6 +78,9 @@ impl Overrides {
         }
         if let Some(a) = self.augment {
             cfg.augment = a;
+        }
+        if let Some(n) = &self.normalize {
+            cfg.normalize = n.clone();
         }
     }
 }

@@ -695,6 +695,7 @@ fn resolve(
         seed: o.seed.map(u64::from),
         no_shuffle: o.shuffle == Some(false),
         augment: None,
+        normalize: None,
     };
     let asked = o.arch.as_deref().map(str::trim);
     let base = match asked {
