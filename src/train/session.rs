@@ -159,7 +159,14 @@ pub fn start(
         });
     }
     if let Some(path) = init {
-        return start_from(cfg, ov, Model::load(path)?.0, path);
+        let (model, meta) = Model::load(path)?;
+        // The weights were trained on inputs normalised so: go on with them (unless a flag
+        // says otherwise).
+        let n = super::saved_normalize(&meta)?;
+        if !n.is_off() {
+            cfg.normalize = n;
+        }
+        return start_from(cfg, ov, model, path);
     }
     ov.apply(&mut cfg);
     cfg.validate()?;
