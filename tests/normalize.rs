@@ -356,3 +356,102 @@ fn a_normalised_model_evaluates_and_predicts_identically_after_save_and_load() {
     assert_ne!(off.evaluate(Which::Train).unwrap(), trained_eval);
     assert_ne!(off.probabilities(&x).unwrap(), trained_probs);
 }
+
+/// `wgtrain train --normalize auto` saves the values, `eval` applies them (the run's final test
+/// accuracy again), `predict` reads the clear 7 of `assets/digits` as a 7, and a bad value ends
+/// in one line naming the flag.
+#[test]
+fn the_cli_trains_evaluates_and_predicts_with_normalisation() {
+    let run = |args: &[&str]| {
+        common::wgtrain_command()
+            .args(args)
+            .output()
+            .expect("run wgtrain")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let m = model.to_str().unwrap();
+    let out = run(&[
+        "train",
+        "--arch",
+        "784-128-10",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--epochs",
+        "3",
+        "--data-dir",
+        "assets/mnist-sample",
+        "--normalize",
+        "auto",
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        m,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, meta) = Model::load(&model).unwrap();
+    let Normalize::Values { mean, std } = train::saved_normalize(&meta).unwrap() else {
+        panic!("values saved")
+    };
+    // MNIST's pixels: mean about 0.13, standard deviation about 0.31.
+    assert!(
+        (0.1..0.16).contains(&mean[0]) && (0.28..0.34).contains(&std[0]),
+        "{mean:?} {std:?}"
+    );
+    let ev = run(&[
+        "eval",
+        "--model",
+        m,
+        "--data-dir",
+        "assets/mnist-sample",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert!(
+        (e["test_acc"].as_f64().unwrap() - v["final"]["test_acc"].as_f64().unwrap()).abs() < 1e-6,
+        "eval {e} against training's {}",
+        v["final"]
+    );
+    let pr = run(&["predict", "--model", m, "--json", "assets/digits/7_0.png"]);
+    assert!(
+        pr.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pr.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&pr.stdout).unwrap();
+    assert_eq!(p["predictions"][0]["top"][0]["class"], 7, "{p}");
+
+    let bad = run(&[
+        "train",
+        "--arch",
+        "784-10",
+        "--data-dir",
+        "assets/mnist-sample",
+        "--normalize",
+        "0.1/0",
+        "--device",
+        "cpu",
+        "--out",
+        m,
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && !err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(err.contains("--normalize") && err.contains("> 0"), "{err}");
+}
