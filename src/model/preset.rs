@@ -24,10 +24,12 @@ pub enum Preset {
     Lenet5,
     /// A larger CNN: 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
     Cnn,
+    /// For Fashion-MNIST: 1x28x28-c32k3p1-b-c32k3p1-b-m2-c64k3p1-b-c64k3p1-b-m2-d0.25-256-b-d0.5-10; Adam lr 0.001 with cosine decay, batch 100, 15 epochs, --augment crop:2,flip, --normalize auto, PyTorch init.
+    Fashion,
 }
 
 /// Name and network of each preset, in [`Preset::ALL`]'s order.
-const TABLE: [(Preset, &str, &str); 4] = [
+const TABLE: [(Preset, &str, &str); 5] = [
     (Preset::SeedSmall, "seed-small", "784-10-10-10"),
     (Preset::SeedLarge, "seed-large", "784-512-512-512-10"),
     (
@@ -36,15 +38,21 @@ const TABLE: [(Preset, &str, &str); 4] = [
         "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10",
     ),
     (Preset::Cnn, "cnn", "1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10"),
+    (
+        Preset::Fashion,
+        "fashion",
+        "1x28x28-c32k3p1-b-c32k3p1-b-m2-c64k3p1-b-c64k3p1-b-m2-d0.25-256-b-d0.5-10",
+    ),
 ];
 
 impl Preset {
-    /// Every preset, smallest network first.
-    pub const ALL: [Preset; 4] = [
+    /// Every preset, smallest network first (the MNIST ones, then `fashion`).
+    pub const ALL: [Preset; 5] = [
         Preset::SeedSmall,
         Preset::SeedLarge,
         Preset::Lenet5,
         Preset::Cnn,
+        Preset::Fashion,
     ];
 
     fn row(self) -> &'static (Preset, &'static str, &'static str) {

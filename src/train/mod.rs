@@ -161,7 +161,9 @@ impl TrainConfig {
 
     /// The settings of a preset (its network: [`Preset::arch`]): the lecture's SGD settings
     /// for the two MLPs, Adam with a cosine learning-rate schedule and PyTorch's initialisation
-    /// for the conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`).
+    /// for the conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`); `fashion`
+    /// also trains 15 epochs with `crop:2,flip` augmentation and `auto` normalisation
+    /// (`scripts/calibrate_fashion.py`).
     pub fn preset(preset: Preset) -> Self {
         let mut cfg = TrainConfig::lecture(preset.arch());
         if !cfg.arch.is_mlp() {
@@ -169,6 +171,15 @@ impl TrainConfig {
             cfg.lr = 1e-3;
             cfg.lr_schedule = LrSchedule::Cosine;
             cfg.init = Init::Pytorch;
+        }
+        if preset == Preset::Fashion {
+            // Calibrated on Fashion-MNIST with scripts/calibrate_fashion.py.
+            cfg.epochs = 15;
+            cfg.augment = crate::ops::Augment {
+                crop: 2,
+                flip: true,
+            };
+            cfg.normalize = crate::ops::Normalize::Auto;
         }
         cfg
     }
