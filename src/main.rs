@@ -269,6 +269,14 @@ struct TrainArgs {
     /// device, resumed exactly; image inputs only (default: off, or the checkpoint's).
     #[arg(long, value_name = "crop:P,flip")]
     augment: Option<String>,
+    /// Normalise every sample per channel on the device, (x - mean) / std, after the bytes'
+    /// scaling to [0, 1] and after any augmentation, in training and in evaluation: auto (the
+    /// training set's mean and population standard deviation per channel), MEAN/STD with one
+    /// value each for all channels or one per channel, comma-separated (e.g. 0.286/0.353 or
+    /// 0.4914,0.4822,0.4465/0.247,0.243,0.261), or off. The values are saved in the model
+    /// file, and eval and predict apply them (default: off, or the checkpoint's/preset's).
+    #[arg(long, value_name = "auto|MEAN/STD|off")]
+    normalize: Option<String>,
     /// Start from the weights in this safetensors model file.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -474,6 +482,7 @@ impl Wording for Flags {
             Setting::WeightDecay => "--weight-decay",
             Setting::Nesterov => "--nesterov",
             Setting::LabelSmoothing => "--label-smoothing",
+            Setting::Normalize => "--normalize",
             other => other.describe(),
         })
     }
@@ -915,6 +924,14 @@ fn train_run(
                     .map_err(|r| wgtrain::Error::setting(Setting::Augment, r))
             })
             .transpose()?,
+        normalize: a
+            .normalize
+            .as_deref()
+            .map(|s| {
+                wgtrain::ops::Normalize::parse(s)
+                    .map_err(|r| wgtrain::Error::setting(Setting::Normalize, r))
+            })
+            .transpose()?,
     };
     let start = session::start(
         TrainConfig::preset(a.preset),
@@ -998,6 +1015,10 @@ fn train_run(
         if !cfg.augment.is_off() {
             eprintln!("augmenting the training images: {}", cfg.augment);
         }
+        let norm = &engine.config().normalize;
+        if !norm.is_off() {
+            eprintln!("normalising the samples (mean/std per channel): {norm}");
+        }
     }
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1073,7 +1094,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if let Some(t) = a.threads {
         wgtrain::backend::cpu::check_threads(t)?;
     }
-    let (model, _) = Model::load(&a.model)?;
+    let (model, meta) = Model::load(&a.model)?;
     let (data, _) = load_data(&a.data)?;
     let Some(test) = data.test else {
         anyhow::bail!(
@@ -1083,6 +1104,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     train::check_data(&model.arch, &test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
+    cfg.normalize = train::saved_normalize(&meta)?;
     let be = open_backend(a.device, a.threads, &a.gpu)?;
     let mut engine = Engine::new(be, &cfg, &model, None, &test, None)?;
     let t = Instant::now();
@@ -1142,6 +1164,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     };
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1;
+    cfg.normalize = train::saved_normalize(&meta)?;
     // One blank sample stands in for a dataset: predict writes its images straight in.
     let blank = wgtrain::data::Dataset::new(
         wgtrain::data::SampleShape::from(model.arch.input),

@@ -1006,7 +1006,8 @@ impl Trainer {
 
     /// Class probabilities, a float32 array `(N, classes)`, for the samples `x` (samples on the
     /// first axis, each the network's input: `uint8` pixels as in a `Dataset`, or `float32`
-    /// values as the network takes them, pixels / 255).
+    /// values as a `Dataset` holds them, pixels / 255; a model trained with a normalisation
+    /// normalises them as its training data was).
     fn predict<'py>(
         &mut self,
         py: Python<'py>,

@@ -87,6 +87,7 @@ impl GpuBackend {
                 x,
                 y,
                 ref augment,
+                normalize,
             } => kernels::gather(
                 ctx,
                 rows,
@@ -97,6 +98,7 @@ impl GpuBackend {
                 b(x),
                 b(y),
                 augment.as_ref().map(|a| (a, b(a.step))),
+                normalize.map(|n| (n.channels, b(n.table))),
             ),
             Op::Advance { cursor, by } => one(kernels::advance(ctx, by, b(cursor))),
             Op::Matmul {

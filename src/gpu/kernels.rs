@@ -676,6 +676,7 @@ pub fn gather(
     x: &Buffer,
     y: &Buffer,
     augment: Option<(&crate::ops::GatherAugment, &Buffer)>,
+    normalize: Option<(usize, &Buffer)>,
 ) -> Result<Vec<Launch>> {
     let name = "gather";
     nonzero(
@@ -720,6 +721,23 @@ pub fn gather(
     };
     // Augmentation off reads no step: the cursor stands in for the binding.
     let step = augment.map_or(cursor, |a| a.1);
+    // Normalisation off reads no table: the labels stand in for it.
+    let (norm_channels, norm) = match normalize {
+        Some((c, table)) => {
+            if c == 0 || data.pixels % c != 0 {
+                return Err(Error::KernelShape {
+                    kernel: name.to_string(),
+                    reason: format!(
+                        "normalising {c} channels, but the dataset's samples hold {} values",
+                        data.pixels
+                    ),
+                });
+            }
+            need(name, "normalisation table", table, 2 * c)?;
+            (c as u32, table)
+        }
+        None => (0, &data.labels),
+    };
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
     data.shards
         .iter()
@@ -739,6 +757,7 @@ pub fn gather(
                 (data.kind == crate::ops::FeatureType::F32) as u32,
             ];
             words.extend(aug);
+            words.push(norm_channels);
             let params = ctx.uniform(name, &words);
             ctx.launch(
                 name,
@@ -752,6 +771,7 @@ pub fn gather(
                     (5, x),
                     (6, y),
                     (8, step),
+                    (9, norm),
                 ],
                 grid_1d(rows * data.pixels, WG_ELEMENTWISE),
             )
@@ -763,7 +783,7 @@ pub fn gather(
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 

@@ -18,7 +18,7 @@ use crate::error::Setting;
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
 use crate::nn::{self, Io, Layer, Mode, ParamBufs};
-use crate::ops::{BufId, DataId, GatherAugment, MetricsAcc, Op};
+use crate::ops::{BufId, DataId, GatherAugment, GatherNormalize, MetricsAcc, Op};
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::rc::Rc;
@@ -105,6 +105,8 @@ pub struct Engine {
     /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
     forward_only: Option<ProgramId>,
     gradient: Option<ProgramId>,
+    /// Every gather's normalisation and its table on the host (None: off).
+    normalize: Option<(GatherNormalize, Vec<f32>)>,
 }
 
 impl Engine {
@@ -174,6 +176,10 @@ impl Engine {
             super::check_data(&model.arch, t, "test")?;
         }
         let augment = augment_geometry(cfg, train)?;
+        // `auto` becomes the training set's values here, so checkpoints and model files hold
+        // the numbers every later evaluation applies.
+        let (resolved, norm_table) = resolve_normalize(cfg, train)?;
+        let cfg = &resolved;
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
             return Err(Error::InvalidSetting {
@@ -301,6 +307,16 @@ impl Engine {
                 cursor: be.alloc("cursor", 1)?,
             })
         };
+        let normalize = match norm_table {
+            Some((channels, t)) => Some((
+                GatherNormalize {
+                    channels,
+                    table: be_ref.upload_f32("normalisation", &t)?,
+                },
+                t,
+            )),
+            None => None,
+        };
         let train_res = resident(be_ref, train)?;
         let test_res = match test {
             Some(t) => Some(resident(be_ref, t)?),
@@ -348,6 +364,7 @@ impl Engine {
             order_valid: false,
             forward_only: None,
             gradient: None,
+            normalize,
         };
         let tables = optim::tables(cfg, train.n).upload(&mut *e.be)?;
         for p in &e.params {
@@ -449,6 +466,7 @@ impl Engine {
             x: self.x,
             y: self.y,
             augment: if augment { self.augment } else { None },
+            normalize: self.normalize.as_ref().map(|n| n.0),
         }
     }
 
@@ -752,7 +770,18 @@ impl Engine {
 
     /// [`Engine::probabilities`] without blocking the browser.
     pub async fn probabilities_async(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        self.be.write_f32(self.x, x)?;
+        match &self.normalize {
+            Some((_, t)) => {
+                let c = t.len() / 2;
+                let xn: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| crate::ops::normalized(v, t[i % c], t[c + i % c]))
+                    .collect();
+                self.be.write_f32(self.x, &xn)?;
+            }
+            None => self.be.write_f32(self.x, x)?,
+        }
         let prog = self.on_demand(false)?;
         self.be.run(prog, 1)?;
         let words = self
@@ -847,6 +876,27 @@ fn readers(wires: &[nn::residual::Wire], act: usize) -> Vec<usize> {
         .filter(|(_, w)| w.input == act || w.skip == Some(act))
         .map(|(l, _)| l)
         .collect()
+}
+
+/// `cfg` with its normalisation resolved (`auto`: the values of `train`), and the gather's
+/// (channels, table) when it normalises; [`Error::InvalidSetting`] ([`Setting::Normalize`])
+/// for values that do not fit the input's channels or a constant channel under `auto`.
+fn resolve_normalize(
+    cfg: &TrainConfig,
+    train: &Dataset,
+) -> Result<(TrainConfig, Option<(usize, Vec<f32>)>)> {
+    let mut cfg = cfg.clone();
+    let channels = match crate::data::SampleShape::from(cfg.arch.input) {
+        crate::data::SampleShape::Image { c, .. } => c,
+        crate::data::SampleShape::Flat(_) => 1,
+    };
+    let bad = |r: String| Error::setting(Setting::Normalize, r);
+    if cfg.normalize == crate::ops::Normalize::Auto {
+        cfg.normalize =
+            crate::ops::Normalize::auto(&train.features, train.kind, channels).map_err(bad)?;
+    }
+    let table = cfg.normalize.table(channels).map_err(bad)?;
+    Ok((cfg, table.map(|t| (channels, t))))
 }
 
 /// The training images' (H, W, C) when `cfg` augments them (None when it does not);

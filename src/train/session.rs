@@ -62,6 +62,8 @@ pub struct Overrides {
     pub warmup: Option<usize>,
     /// `--label-smoothing`: label smoothing ε of the training loss.
     pub label_smoothing: Option<f32>,
+    /// `--normalize`: per-channel normalisation of the samples.
+    pub normalize: Option<crate::ops::Normalize>,
 }
 
 impl Overrides {
@@ -102,6 +104,9 @@ impl Overrides {
         }
         if let Some(a) = self.augment {
             cfg.augment = a;
+        }
+        if let Some(n) = &self.normalize {
+            cfg.normalize = n.clone();
         }
     }
 }
@@ -180,7 +185,14 @@ pub fn start(
         });
     }
     if let Some(path) = init {
-        return start_from(cfg, ov, Model::load(path)?.0, path);
+        let (model, meta) = Model::load(path)?;
+        // The weights were trained on inputs normalised so: go on with them (unless a flag
+        // says otherwise).
+        let n = super::saved_normalize(&meta)?;
+        if !n.is_off() {
+            cfg.normalize = n;
+        }
+        return start_from(cfg, ov, model, path);
     }
     ov.apply(&mut cfg);
     cfg.validate()?;

@@ -11,8 +11,9 @@ use super::coverage;
 use super::ops::{
     check_adam_op, check_add_op, check_avgpool_op, check_batchnorm_op, check_bias_op,
     check_conv2d_layer_op, check_conv2d_op, check_decay_op, check_dropout_op,
-    check_gather_augment, check_gather_kind, check_gather_op, check_maxpool_op, check_metrics_op,
-    check_sgd_op, check_softmax_op, run_matmul_op, Cursor, TableAt,
+    check_gather_augment, check_gather_kind, check_gather_normalize, check_gather_op,
+    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
+    TableAt,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
@@ -420,12 +421,34 @@ async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
         };
         geometries.push((5 + r(40), [c, h, w], 1 + r(40), augment));
     }
-    for (samples, [c, h, w], rows, augment) in geometries {
+    for (samples, [c, h, w], rows, augment) in geometries.iter().copied() {
         let shape = SampleShape::Image { c, h, w };
         for kind in [FeatureType::U8, FeatureType::F32] {
             for cursor in [Cursor::NearEnd, Cursor::StartTwice] {
                 let checks =
                     check_gather_augment(be, inp, samples, shape, rows, cursor, kind, augment);
+                out.extend(checks.await?);
+            }
+        }
+    }
+    // The normalisation: flat samples (one channel) and every augmentation geometry's images,
+    // with and without the augmentation (its zero padding is normalised too), bytes and f32,
+    // into the padding rows.
+    for &(samples, pixels, rows) in GATHER_SHAPES {
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            let shape = SampleShape::Flat(pixels);
+            let cursor = Cursor::NearEnd;
+            let checks = check_gather_normalize(be, inp, samples, shape, rows, cursor, kind, None);
+            out.extend(checks.await?);
+        }
+    }
+    for (samples, [c, h, w], rows, augment) in geometries {
+        let shape = SampleShape::Image { c, h, w };
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            for augment in [None, Some(augment)] {
+                let cursor = Cursor::NearEnd;
+                let checks =
+                    check_gather_normalize(be, inp, samples, shape, rows, cursor, kind, augment);
                 out.extend(checks.await?);
             }
         }

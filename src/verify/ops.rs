@@ -472,7 +472,7 @@ pub async fn check_gather_kind(
     kind: crate::ops::FeatureType,
 ) -> Result<Vec<Check>> {
     let shape = crate::data::SampleShape::Flat(pixels);
-    check_gather_with(be, inp, samples, shape, rows, cursor, kind, None).await
+    check_gather_with(be, inp, samples, shape, rows, cursor, kind, None, false).await
 }
 
 /// [`check_gather_kind`] on images of `shape` (C×H×W, held channels last) with the training
@@ -488,7 +488,35 @@ pub async fn check_gather_augment(
     kind: crate::ops::FeatureType,
     augment: crate::ops::Augment,
 ) -> Result<Vec<Check>> {
-    check_gather_with(be, inp, samples, shape, rows, cursor, kind, Some(augment)).await
+    check_gather_with(
+        be,
+        inp,
+        samples,
+        shape,
+        rows,
+        cursor,
+        kind,
+        Some(augment),
+        false,
+    )
+    .await
+}
+
+/// [`check_gather_augment`] (or, with `augment` None, [`check_gather_kind`] on `shape`) with a
+/// per-channel normalisation of random means in \[−1, 1\) and standard deviations in
+/// \[0.05, 2.05\) (one pair for flat samples).
+#[allow(clippy::too_many_arguments)]
+pub async fn check_gather_normalize(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    shape: crate::data::SampleShape,
+    rows: usize,
+    cursor: Cursor,
+    kind: crate::ops::FeatureType,
+    augment: Option<crate::ops::Augment>,
+) -> Result<Vec<Check>> {
+    check_gather_with(be, inp, samples, shape, rows, cursor, kind, augment, true).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -501,6 +529,7 @@ async fn check_gather_with(
     cursor: Cursor,
     kind: crate::ops::FeatureType,
     augment: Option<crate::ops::Augment>,
+    normalize: bool,
 ) -> Result<Vec<Check>> {
     let pixels = sample_shape.len();
     // Starting twice from 0 also runs on a part of the order, as a data-parallel rank does.
@@ -543,6 +572,25 @@ async fn check_gather_with(
         }
         _ => None,
     };
+    let normalize = if normalize {
+        let channels = match sample_shape {
+            crate::data::SampleShape::Image { c, .. } => c,
+            crate::data::SampleShape::Flat(_) => 1,
+        };
+        let unit = |inp: &mut Inputs| (inp.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        let n = crate::ops::Normalize::Values {
+            mean: (0..channels).map(|_| 2.0 * unit(inp) - 1.0).collect(),
+            std: (0..channels).map(|_| 0.05 + 2.0 * unit(inp)).collect(),
+        };
+        let table = n.table(channels).expect("valid values").expect("on");
+        d.normalize = Some(table.clone());
+        Some(crate::ops::GatherNormalize {
+            channels,
+            table: h.input_f32("normalisation", &table)?,
+        })
+    } else {
+        None
+    };
     h.run(
         &[
             Op::Gather {
@@ -554,6 +602,7 @@ async fn check_gather_with(
                 x: xb,
                 y: yb,
                 augment,
+                normalize,
             },
             Op::Advance {
                 cursor: cb,
@@ -577,6 +626,10 @@ async fn check_gather_with(
             "{shape}, {} images augmented {} at step {step}",
             sample_shape, a.augment
         ),
+        None => shape,
+    };
+    let shape = match &d.normalize {
+        Some(t) => format!("{shape}, normalised by {t:?}"),
         None => shape,
     };
     let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());

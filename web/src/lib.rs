@@ -697,6 +697,7 @@ fn resolve(
         seed: o.seed.map(u64::from),
         no_shuffle: o.shuffle == Some(false),
         augment: None,
+        normalize: None,
         ..Default::default()
     };
     let asked = o.arch.as_deref().map(str::trim);
@@ -728,11 +729,17 @@ fn resolve(
         }
         Some((bytes, name)) => {
             let name = Path::new(name);
-            let (m, _) = Model::from_bytes(bytes, name)?;
-            let base = match (asked, Preset::ALL.into_iter().find(|p| p.arch() == m.arch)) {
+            let (m, meta) = Model::from_bytes(bytes, name)?;
+            let mut base = match (asked, Preset::ALL.into_iter().find(|p| p.arch() == m.arch)) {
                 (None, Some(p)) => TrainConfig::preset(p),
                 _ => base,
             };
+            // A model trained on normalised inputs predicts (and trains on) inputs normalised
+            // the same way.
+            let n = wgtrain::train::saved_normalize(&meta)?;
+            if !n.is_off() {
+                base.normalize = n;
+            }
             settled(&base, &m.arch)?;
             session::start_from(base, &ov, m, name)?
         }
