@@ -98,6 +98,11 @@ pub struct Engine {
     /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
     forward_only: Option<ProgramId>,
     gradient: Option<ProgramId>,
+    /// Time spent in training steps so far (background tuning may take as much).
+    trained: std::time::Duration,
+    /// When the engine was ready to take its first step, since the process's clock started
+    /// ([`crate::util::since_start`]).
+    ready: std::time::Duration,
 }
 
 impl Engine {
@@ -329,6 +334,8 @@ impl Engine {
             order_valid: false,
             forward_only: None,
             gradient: None,
+            trained: std::time::Duration::ZERO,
+            ready: std::time::Duration::ZERO,
         };
         let sched = match optim::schedule(cfg, train.n) {
             Some(table) => Some(e.be.upload_f32("adam schedule", &table)?),
@@ -353,7 +360,36 @@ impl Engine {
             let ev = e.eval_ops(t);
             e.eval_test = Some(e.be.prepare(&ev)?);
         }
+        e.ready = crate::util::since_start();
         Ok(e)
+    }
+
+    /// Between chunks of training steps, `chunk` the time the last one took: background
+    /// tuning on the GPU ([`GpuBackend::tune_pending`], when the backend was told to tune in
+    /// the background) may run until it has taken as long as training has so far, so a cold
+    /// run trains at least half the time while its products are tuned.
+    pub fn tune_between_chunks(&mut self, chunk: std::time::Duration) -> Result<()> {
+        self.trained += chunk;
+        if let Some(g) = self.be.as_gpu() {
+            if g.tuning_pending() {
+                g.tune_pending(self.trained)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What background tuning did, on a GPU backend that tunes in the background and started
+    /// a product on its default.
+    pub fn tuning_report(&mut self) -> Option<crate::gpu::autotune::TuneReport> {
+        let g = self.be.as_gpu()?;
+        let r = g.tuning_report();
+        (!r.products.is_empty()).then_some(r)
+    }
+
+    /// When the engine was ready for its first step: seconds since the process's clock started
+    /// ([`crate::util::since_start`]; the CLI starts it first thing).
+    pub fn ready_seconds(&self) -> f64 {
+        self.ready.as_secs_f64()
     }
 
     fn io(&self, l: usize) -> Io {
