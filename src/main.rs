@@ -408,6 +408,8 @@ enum VerifyDevice {
 }
 
 fn main() {
+    // The clock the JSON summary's startup_seconds counts from.
+    wgtrain::util::since_start();
     let cli = Cli::parse();
     // Warnings from the library (e.g. the autotuner) reach the user; RUST_LOG overrides.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -964,7 +966,11 @@ fn train_run(
         gpu.adapter =
             context::nth_hardware_adapter(&gpu.choice(), local_rank)?.map(|i| i.to_string());
     }
-    let be = open_backend(a.device, a.threads, &gpu)?;
+    let mut be = open_backend(a.device, a.threads, &gpu)?;
+    // Start at once on checked defaults; tune between steps (see GpuBackend::tune_pending).
+    if let Some(g) = be.as_gpu() {
+        g.tune_in_background(true);
+    }
     let mut engine = Engine::with_group(
         be,
         &cfg,

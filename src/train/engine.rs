@@ -107,6 +107,11 @@ pub struct Engine {
     gradient: Option<ProgramId>,
     /// Every gather's normalisation and its table on the host (None: off).
     normalize: Option<(GatherNormalize, Vec<f32>)>,
+    /// Time spent in training steps so far (background tuning may take as much).
+    trained: std::time::Duration,
+    /// When the engine was ready to take its first step, since the process's clock started
+    /// ([`crate::util::since_start`]).
+    ready: std::time::Duration,
 }
 
 impl Engine {
@@ -365,6 +370,8 @@ impl Engine {
             forward_only: None,
             gradient: None,
             normalize,
+            trained: std::time::Duration::ZERO,
+            ready: std::time::Duration::ZERO,
         };
         let tables = optim::tables(cfg, train.n).upload(&mut *e.be)?;
         for p in &e.params {
@@ -386,6 +393,7 @@ impl Engine {
             let ev = e.eval_ops(t);
             e.eval_test = Some(e.be.prepare(&ev)?);
         }
+        e.ready = crate::util::since_start();
         Ok(e)
     }
 
@@ -415,6 +423,34 @@ impl Engine {
     /// The ReLU mask of activation `act`: the activation itself when it ends in a ReLU.
     fn mask_of(&self, act: usize) -> Option<BufId> {
         (act > 0 && self.layers[act - 1].relu()).then(|| self.acts[act - 1])
+    }
+
+    /// Between chunks of training steps, `chunk` the time the last one took: background
+    /// tuning on the GPU ([`GpuBackend::tune_pending`], when the backend was told to tune in
+    /// the background) may run until it has taken as long as training has so far, so a cold
+    /// run trains at least half the time while its products are tuned.
+    pub fn tune_between_chunks(&mut self, chunk: std::time::Duration) -> Result<()> {
+        self.trained += chunk;
+        if let Some(g) = self.be.as_gpu() {
+            if g.tuning_pending() {
+                g.tune_pending(self.trained)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What background tuning did, on a GPU backend that tunes in the background and started
+    /// a product on its default.
+    pub fn tuning_report(&mut self) -> Option<crate::gpu::autotune::TuneReport> {
+        let g = self.be.as_gpu()?;
+        let r = g.tuning_report();
+        (!r.products.is_empty()).then_some(r)
+    }
+
+    /// When the engine was ready for its first step: seconds since the process's clock started
+    /// ([`crate::util::since_start`]; the CLI starts it first thing).
+    pub fn ready_seconds(&self) -> f64 {
+        self.ready.as_secs_f64()
     }
 
     fn io(&self, l: usize) -> Io {

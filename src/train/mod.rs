@@ -596,7 +596,9 @@ impl Progress {
         if n > 0 {
             let order = &self.order.as_ref().expect("drawn above").1;
             engine.set_step(self.done)?;
+            let t = web_time::Instant::now();
             engine.train_steps(order, first, n)?;
+            engine.tune_between_chunks(t.elapsed())?;
         }
         self.done += n;
         let done = first + n;
