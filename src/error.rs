@@ -67,6 +67,8 @@ pub enum Setting {
     Nesterov,
     /// Label smoothing of the loss.
     LabelSmoothing,
+    /// Per-channel normalisation of the samples.
+    Normalize,
 }
 
 impl Setting {
@@ -95,6 +97,7 @@ impl Setting {
             Setting::WeightDecay => "weight decay",
             Setting::Nesterov => "Nesterov momentum",
             Setting::LabelSmoothing => "label smoothing",
+            Setting::Normalize => "normalisation",
         }
     }
 }

@@ -182,7 +182,8 @@ fn arch_help() -> String {
         "Layers, input first, dash-separated (overrides the preset's network). The input: `784` \
          (flat) or `1x28x28` (C×H×W). Layers: {}. ReLU follows every convolution and every \
          dense layer except the last, which gives the class scores. E.g. 784-512-10, \
-         1x28x28-c8k3p1-m2-10 or 3x32x32-c16k3p1-a2-c32k3p1-g-10.",
+         1x28x28-c8k3p1-m2-10, 3x32x32-c16k3p1-a2-c32k3p1-g-10 or, with residual blocks, \
+         3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-g-10.",
         wgtrain::model::LayerSpec::grammar_help()
     )
 }
@@ -193,7 +194,9 @@ struct TrainArgs {
     /// 784-512-512-512-10 with the lecture's SGD (lr 0.05, momentum 0.9, batch 100, init ±0.07);
     /// lenet5 = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10 and cnn =
     /// 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 with Adam (lr 0.001 decayed to 0 by a cosine over
-    /// the run, batch 100, PyTorch's init).
+    /// the run, batch 100, PyTorch's init); resnet8 = a ResNet-8 for 3x32x32 images (CIFAR-10:
+    /// three residual blocks of 16, 32, 64 channels with BatchNorm, global pooling) with the
+    /// same Adam settings.
     #[arg(long, value_enum, default_value = "seed-large")]
     preset: Preset,
     /// Layers, input first, dash-separated (overrides the preset's network), e.g. 784-512-10 or
@@ -266,6 +269,14 @@ struct TrainArgs {
     /// device, resumed exactly; image inputs only (default: off, or the checkpoint's).
     #[arg(long, value_name = "crop:P,flip")]
     augment: Option<String>,
+    /// Normalise every sample per channel on the device, (x - mean) / std, after the bytes'
+    /// scaling to [0, 1] and after any augmentation, in training and in evaluation: auto (the
+    /// training set's mean and population standard deviation per channel), MEAN/STD with one
+    /// value each for all channels or one per channel, comma-separated (e.g. 0.286/0.353 or
+    /// 0.4914,0.4822,0.4465/0.247,0.243,0.261), or off. The values are saved in the model
+    /// file, and eval and predict apply them (default: off, or the checkpoint's/preset's).
+    #[arg(long, value_name = "auto|MEAN/STD|off")]
+    normalize: Option<String>,
     /// Start from the weights in this safetensors model file.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -397,6 +408,8 @@ enum VerifyDevice {
 }
 
 fn main() {
+    // The clock the JSON summary's startup_seconds counts from.
+    wgtrain::util::since_start();
     let cli = Cli::parse();
     // Warnings from the library (e.g. the autotuner) reach the user; RUST_LOG overrides.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -471,6 +484,7 @@ impl Wording for Flags {
             Setting::WeightDecay => "--weight-decay",
             Setting::Nesterov => "--nesterov",
             Setting::LabelSmoothing => "--label-smoothing",
+            Setting::Normalize => "--normalize",
             other => other.describe(),
         })
     }
@@ -912,6 +926,14 @@ fn train_run(
                     .map_err(|r| wgtrain::Error::setting(Setting::Augment, r))
             })
             .transpose()?,
+        normalize: a
+            .normalize
+            .as_deref()
+            .map(|s| {
+                wgtrain::ops::Normalize::parse(s)
+                    .map_err(|r| wgtrain::Error::setting(Setting::Normalize, r))
+            })
+            .transpose()?,
     };
     let start = session::start(
         TrainConfig::preset(a.preset),
@@ -944,7 +966,11 @@ fn train_run(
         gpu.adapter =
             context::nth_hardware_adapter(&gpu.choice(), local_rank)?.map(|i| i.to_string());
     }
-    let be = open_backend(a.device, a.threads, &gpu)?;
+    let mut be = open_backend(a.device, a.threads, &gpu)?;
+    // Start at once on checked defaults; tune between steps (see GpuBackend::tune_pending).
+    if let Some(g) = be.as_gpu() {
+        g.tune_in_background(true);
+    }
     let mut engine = Engine::with_group(
         be,
         &cfg,
@@ -994,6 +1020,10 @@ fn train_run(
         }
         if !cfg.augment.is_off() {
             eprintln!("augmenting the training images: {}", cfg.augment);
+        }
+        let norm = &engine.config().normalize;
+        if !norm.is_off() {
+            eprintln!("normalising the samples (mean/std per channel): {norm}");
         }
     }
 
@@ -1070,7 +1100,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if let Some(t) = a.threads {
         wgtrain::backend::cpu::check_threads(t)?;
     }
-    let (model, _) = Model::load(&a.model)?;
+    let (model, meta) = Model::load(&a.model)?;
     let (data, _) = load_data(&a.data)?;
     let Some(test) = data.test else {
         anyhow::bail!(
@@ -1080,6 +1110,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     train::check_data(&model.arch, &test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
+    cfg.normalize = train::saved_normalize(&meta)?;
     let be = open_backend(a.device, a.threads, &a.gpu)?;
     let mut engine = Engine::new(be, &cfg, &model, None, &test, None)?;
     let t = Instant::now();
@@ -1139,6 +1170,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     };
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1;
+    cfg.normalize = train::saved_normalize(&meta)?;
     // One blank sample stands in for a dataset: predict writes its images straight in.
     let blank = wgtrain::data::Dataset::new(
         wgtrain::data::SampleShape::from(model.arch.input),

@@ -233,6 +233,29 @@ fn dropout_over_two_ranks_draws_the_masks_of_one_process() {
     assert!(gap < 1e-5, "two ranks trained away from one process: {gap}");
 }
 
+/// A residual net (an identity block on a flat layer, no BatchNorm) over two ranks trains as
+/// one process up to the order of summation: the summed gradient of the block's input (read by
+/// the block and its skip path) is local to each rank before the ranks' sum.
+#[test]
+fn a_residual_net_over_two_ranks_trains_as_one_process() {
+    let data = sample();
+    let cfg = config("784-32-r(32-32)-10", 1);
+    let model = cfg.init_model();
+    let one = one_process(&cfg, &model, &data);
+    let outs = train_ranks(
+        &cfg,
+        &model,
+        None,
+        Position::default(),
+        &data,
+        vec![Device::Cpu, Device::Cpu],
+    );
+    assert_replicas_identical(&outs);
+    let gap = relative_gap(&outs[0].model, &one.model, &model);
+    eprintln!("residual, 2 cpu ranks: relative gap {gap:.3e}");
+    assert!(gap < 1e-5, "two ranks trained away from one process: {gap}");
+}
+
 /// Augmentation draws per dataset sample (not per rank row): two ranks crop and flip each
 /// sample as one process does, so they train to its weights; without the augmentation the
 /// same run ends far from them (the comparison can fail).

@@ -1006,7 +1006,8 @@ impl Trainer {
 
     /// Class probabilities, a float32 array `(N, classes)`, for the samples `x` (samples on the
     /// first axis, each the network's input: `uint8` pixels as in a `Dataset`, or `float32`
-    /// values as the network takes them, pixels / 255).
+    /// values as a `Dataset` holds them, pixels / 255; a model trained with a normalisation
+    /// normalises them as its training data was).
     fn predict<'py>(
         &mut self,
         py: Python<'py>,
@@ -1368,6 +1369,11 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
             LayerSpec::AvgPool(p) => plan.append(("avgpool", p.k))?,
             LayerSpec::GlobalAvgPool(_) => plan.append(("global",))?,
             LayerSpec::Dropout(d) => plan.append(("dropout", d.p()))?,
+            LayerSpec::Residual(_) => {
+                return Err(PyValueError::new_err(
+                    "torch_module does not build residual blocks yet",
+                ))
+            }
             LayerSpec::BatchNorm(_) => {
                 let channels = match inp {
                     Shape::Image { c, .. } => c,

@@ -434,10 +434,12 @@ impl CpuBackend {
                 x,
                 y,
                 augment,
+                normalize,
             } => {
                 let d = Arc::clone(&self.data[data.0]);
                 let start = self.u(cursor)[0] as usize;
                 let augment = augment.map(|a| (a, self.u(a.step)[0]));
+                let table = normalize.map(|n| self.f(n.table)[..2 * n.channels].to_vec());
                 self.with_outs([x, y], |s, [xs, ys]| {
                     fastcpu::gather::gather(
                         &d.features,
@@ -449,6 +451,7 @@ impl CpuBackend {
                         bytemuck::cast_slice_mut(xs),
                         &mut ys[..rows],
                         augment.as_ref().map(|(a, s)| (a, *s)),
+                        table.as_deref(),
                     )
                 });
             }
@@ -579,6 +582,23 @@ impl CpuBackend {
                 let t = self.u(step)[0];
                 self.with_out(y, |s, y| fastcpu::dropout::forward(s.f(x), &spec, t, y))
             }
+            Op::AddForward { len, relu, a, b, y } => self.with_out(y, |s, y| {
+                fastcpu::add::forward(&s.f(a)[..len], &s.f(b)[..len], relu, &mut y[..len])
+            }),
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => self.with_out(dx, |s, dx| {
+                fastcpu::add::backward(
+                    &s.f(dy)[..len],
+                    mask.map(|m| &s.f(m)[..len]),
+                    accumulate,
+                    &mut dx[..len],
+                )
+            }),
             Op::DropoutBackward {
                 spec,
                 step,
@@ -758,6 +778,26 @@ impl Backend for CpuBackend {
             });
         }
         for op in ops {
+            if let Op::Gather {
+                data,
+                normalize: Some(norm),
+                ..
+            } = *op
+            {
+                let (pixels, words) = (
+                    self.data[data.0].sample_len(),
+                    self.bufs[norm.table.0].len(),
+                );
+                if norm.channels == 0 || pixels % norm.channels != 0 || words < 2 * norm.channels {
+                    return Err(Error::KernelShape {
+                        kernel: "gather".into(),
+                        reason: format!(
+                            "normalising {} channels of samples of {pixels} values with a table                              of {words} entries",
+                            norm.channels
+                        ),
+                    });
+                }
+            }
             if let Op::Gather {
                 data, len, order, ..
             } = *op

@@ -59,10 +59,12 @@ impl ReferenceBackend {
                 x,
                 y,
                 augment,
+                normalize,
             } => {
                 let d = &self.data[data.0];
                 let start = self.u(cursor)[0] as usize;
                 let augment = augment.map(|a| (a, self.u(a.step)[0]));
+                let table = normalize.map(|n| self.f(n.table)[..2 * n.channels].to_vec());
                 let (xs, ys) = cpu::gather::gather(
                     &d.features,
                     d.kind,
@@ -72,6 +74,7 @@ impl ReferenceBackend {
                     start,
                     rows,
                     augment.as_ref().map(|(a, s)| (a, *s)),
+                    table.as_deref(),
                 );
                 self.put(x, xs.as_slice().expect("standard layout"));
                 self.bufs[y.0][..rows].copy_from_slice(ys.as_slice().expect("contiguous"));
@@ -244,6 +247,22 @@ impl ReferenceBackend {
                     mask.map(|m| self.f(m)),
                     &spec,
                 );
+                self.put(dx, &out);
+            }
+            Op::AddForward { len, relu, a, b, y } => {
+                let out = cpu::add::add_forward(&self.f(a)[..len], &self.f(b)[..len], relu);
+                self.put(y, &out);
+            }
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => {
+                let m = mask.map(|m| &self.f(m)[..len]);
+                let acc = accumulate.then(|| &self.f(dx)[..len]);
+                let out = cpu::add::add_backward(&self.f(dy)[..len], m, acc);
                 self.put(dx, &out);
             }
             Op::DropoutForward { spec, step, x, y } => {

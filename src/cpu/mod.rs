@@ -3,6 +3,7 @@
 //! trains with them.
 
 pub mod adam;
+pub mod add;
 pub mod avgpool;
 pub mod batchnorm;
 pub mod bias;

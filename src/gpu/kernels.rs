@@ -676,6 +676,7 @@ pub fn gather(
     x: &Buffer,
     y: &Buffer,
     augment: Option<(&crate::ops::GatherAugment, &Buffer)>,
+    normalize: Option<(usize, &Buffer)>,
 ) -> Result<Vec<Launch>> {
     let name = "gather";
     nonzero(
@@ -720,6 +721,23 @@ pub fn gather(
     };
     // Augmentation off reads no step: the cursor stands in for the binding.
     let step = augment.map_or(cursor, |a| a.1);
+    // Normalisation off reads no table: the labels stand in for it.
+    let (norm_channels, norm) = match normalize {
+        Some((c, table)) => {
+            if c == 0 || data.pixels % c != 0 {
+                return Err(Error::KernelShape {
+                    kernel: name.to_string(),
+                    reason: format!(
+                        "normalising {c} channels, but the dataset's samples hold {} values",
+                        data.pixels
+                    ),
+                });
+            }
+            need(name, "normalisation table", table, 2 * c)?;
+            (c as u32, table)
+        }
+        None => (0, &data.labels),
+    };
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
     data.shards
         .iter()
@@ -739,6 +757,7 @@ pub fn gather(
                 (data.kind == crate::ops::FeatureType::F32) as u32,
             ];
             words.extend(aug);
+            words.push(norm_channels);
             let params = ctx.uniform(name, &words);
             ctx.launch(
                 name,
@@ -752,6 +771,7 @@ pub fn gather(
                     (5, x),
                     (6, y),
                     (8, step),
+                    (9, norm),
                 ],
                 grid_1d(rows * data.pixels, WG_ELEMENTWISE),
             )
@@ -763,7 +783,7 @@ pub fn gather(
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 
@@ -792,6 +812,7 @@ const AVGPOOL_WGSL: &str = include_str!("../../shaders/avgpool.wgsl");
 const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
 const DROPOUT_WGSL: &str = include_str!("../../shaders/dropout.wgsl");
 const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
+const ADD_WGSL: &str = include_str!("../../shaders/add.wgsl");
 const DECAY_WGSL: &str = include_str!("../../shaders/decay.wgsl");
 
 /// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
@@ -803,6 +824,7 @@ fn layer_shader_sources() -> Vec<(String, String)> {
         ("adam".to_string(), ADAM_WGSL.to_string()),
         ("dropout".to_string(), DROPOUT_WGSL.to_string()),
         ("batchnorm".to_string(), BATCHNORM_WGSL.to_string()),
+        ("add".to_string(), ADD_WGSL.to_string()),
         ("decay".to_string(), DECAY_WGSL.to_string()),
     ]
 }
@@ -1543,6 +1565,84 @@ pub fn adam_update(
 }
 
 // ---------------------------------------------------------------------------------------------
+// add (residual blocks)
+
+/// `Params` in `add.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    n: u32,
+    relu: u32,
+    apply_mask: u32,
+    accumulate: u32,
+}
+
+fn add_params(kernel: &str, len: usize, relu: bool, mask: bool, acc: bool) -> Result<AddParams> {
+    nonzero(kernel, &[("n", len)])?;
+    Ok(AddParams {
+        n: len as u32,
+        relu: relu as u32,
+        apply_mask: mask as u32,
+        accumulate: acc as u32,
+    })
+}
+
+/// y\[n\] = a + b, then max(0, ·) when `relu` (see `shaders/add.wgsl`).
+pub fn add_forward(
+    ctx: &GpuContext,
+    len: usize,
+    relu: bool,
+    a: &Buffer,
+    b: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "add_forward";
+    let params = add_params(name, len, relu, false, false)?;
+    need(name, "a", a, len)?;
+    need(name, "b", b, len)?;
+    need(name, "y", y, len)?;
+    let pipeline = ctx.pipeline(name, || ADD_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, a), (2, b), (3, y)],
+        grid_1d(len, WG_ELEMENTWISE),
+    )
+}
+
+/// dx\[n\] = dy where `mask` > 0 (everywhere without one), else 0; added to dx when
+/// `accumulate`.
+pub fn add_backward(
+    ctx: &GpuContext,
+    len: usize,
+    accumulate: bool,
+    dy: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "add_backward";
+    let params = add_params(name, len, false, mask.is_some(), accumulate)?;
+    need(name, "dy", dy, len)?;
+    need(name, "dx", dx, len)?;
+    if let Some(m) = mask {
+        need(name, "mask", m, len)?;
+    }
+    let pipeline = ctx.pipeline(name, || ADD_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (4, dy),
+            (5, mask.unwrap_or(&ctx.dummy)),
+            (6, dx),
+        ],
+        grid_1d(len, WG_ELEMENTWISE),
+    )
+}
+
 // decoupled weight decay
 
 /// w ← w·factors\[min(step, len − 1)\] over `n` elements (see `shaders/decay.wgsl`).

@@ -41,11 +41,14 @@ pub enum Family {
     /// parameter and input gradients.
     #[value(name = "batchnorm")]
     Batchnorm,
+    /// The residual join: the add (+ ReLU) and its pass-through / accumulating gradient.
+    #[value(name = "add")]
+    Add,
 }
 
 impl Family {
     /// Every family, in the order `wgtrain verify` runs them.
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 13] = [
         Family::Matmul,
         Family::Bias,
         Family::SoftmaxXent,
@@ -58,6 +61,7 @@ impl Family {
         Family::Adam,
         Family::Dropout,
         Family::Batchnorm,
+        Family::Add,
     ];
 
     /// The name on the command line and in reports, e.g. `softmax_xent`.
@@ -75,6 +79,7 @@ impl Family {
             Family::Adam => "adam",
             Family::Dropout => "dropout",
             Family::Batchnorm => "batchnorm",
+            Family::Add => "add",
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::error::Setting;
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
 use crate::nn::{self, Io, Layer, Mode, ParamBufs};
-use crate::ops::{BufId, DataId, GatherAugment, MetricsAcc, Op};
+use crate::ops::{BufId, DataId, GatherAugment, GatherNormalize, MetricsAcc, Op};
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::rc::Rc;
@@ -77,6 +77,12 @@ pub struct Engine {
     y: BufId,
     acts: Vec<BufId>,
     dacts: Vec<BufId>,
+    /// What each layer reads (a chain, except around residual blocks).
+    wires: Vec<nn::residual::Wire>,
+    /// Per activation (numbered as the shapes: 0 the input, l + 1 layer l's output) read by
+    /// two layers: the buffer the reader whose backward pass runs second writes its gradient
+    /// into before it is added to the activation's gradient.
+    grad_scratch: Vec<Option<BufId>>,
     probs: BufId,
     loss: BufId,
     acc_train: BufId,
@@ -99,6 +105,13 @@ pub struct Engine {
     /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
     forward_only: Option<ProgramId>,
     gradient: Option<ProgramId>,
+    /// Every gather's normalisation and its table on the host (None: off).
+    normalize: Option<(GatherNormalize, Vec<f32>)>,
+    /// Time spent in training steps so far (background tuning may take as much).
+    trained: std::time::Duration,
+    /// When the engine was ready to take its first step, since the process's clock started
+    /// ([`crate::util::since_start`]).
+    ready: std::time::Duration,
 }
 
 impl Engine {
@@ -168,6 +181,10 @@ impl Engine {
             super::check_data(&model.arch, t, "test")?;
         }
         let augment = augment_geometry(cfg, train)?;
+        // `auto` becomes the training set's values here, so checkpoints and model files hold
+        // the numbers every later evaluation applies.
+        let (resolved, norm_table) = resolve_normalize(cfg, train)?;
+        let cfg = &resolved;
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
             return Err(Error::InvalidSetting {
@@ -190,6 +207,10 @@ impl Engine {
         let mut acts = Vec::with_capacity(n);
         let mut dacts = Vec::with_capacity(n);
         let relus = nn::relu_flags(&arch.layers);
+        let wires = nn::residual::wiring(&arch.layers).map_err(|(l, reason)| Error::Network {
+            arch: arch.to_string(),
+            reason: format!("layer {} `{}`: {reason}", l + 1, arch.layers[l]),
+        })?;
         let mut param_index = 0;
         for (l, spec) in arch.layers.iter().enumerate() {
             let running = if spec.has_params() {
@@ -208,7 +229,7 @@ impl Engine {
                 });
             }
             let build = nn::Build {
-                input: shapes[l],
+                input: shapes[wires[l].input],
                 output: shapes[l + 1],
                 batch: bsz,
                 relu: relus[l],
@@ -224,6 +245,12 @@ impl Engine {
             layers.push(nn::build(spec, build)?);
             acts.push(be_ref.alloc("activations", bsz * shapes[l + 1].len())?);
             dacts.push(be_ref.alloc("activation gradients", bsz * shapes[l + 1].len())?);
+        }
+        let mut grad_scratch = vec![None; n + 1];
+        for (act, slot) in grad_scratch.iter_mut().enumerate().skip(1) {
+            if readers(&wires, act).len() > 1 {
+                *slot = Some(be_ref.alloc("activation gradient part", bsz * shapes[act].len())?);
+            }
         }
         if let Some(st) = state {
             st.check(cfg.optimizer)?;
@@ -285,6 +312,16 @@ impl Engine {
                 cursor: be.alloc("cursor", 1)?,
             })
         };
+        let normalize = match norm_table {
+            Some((channels, t)) => Some((
+                GatherNormalize {
+                    channels,
+                    table: be_ref.upload_f32("normalisation", &t)?,
+                },
+                t,
+            )),
+            None => None,
+        };
         let train_res = resident(be_ref, train)?;
         let test_res = match test {
             Some(t) => Some(resident(be_ref, t)?),
@@ -308,6 +345,8 @@ impl Engine {
             y,
             acts,
             dacts,
+            wires,
+            grad_scratch,
             probs,
             loss,
             acc_train,
@@ -330,6 +369,9 @@ impl Engine {
             order_valid: false,
             forward_only: None,
             gradient: None,
+            normalize,
+            trained: std::time::Duration::ZERO,
+            ready: std::time::Duration::ZERO,
         };
         let tables = optim::tables(cfg, train.n).upload(&mut *e.be)?;
         for p in &e.params {
@@ -351,18 +393,101 @@ impl Engine {
             let ev = e.eval_ops(t);
             e.eval_test = Some(e.be.prepare(&ev)?);
         }
+        e.ready = crate::util::since_start();
         Ok(e)
     }
 
+    /// Activation `act` (0: the input x; `j + 1`: layer `j`'s output).
+    fn act(&self, act: usize) -> BufId {
+        if act == 0 {
+            self.x
+        } else {
+            self.acts[act - 1]
+        }
+    }
+
+    /// Where layer `l` writes the gradient of activation `act` it reads (None for the input):
+    /// the activation's gradient when `l` is its last reader (whose backward pass runs first),
+    /// else the scratch buffer [`Engine::backward_ops`] then adds to it.
+    fn grad_target(&self, l: usize, act: usize) -> Option<BufId> {
+        if act == 0 {
+            return None;
+        }
+        let last = readers(&self.wires, act).into_iter().max() == Some(l);
+        Some(match self.grad_scratch[act] {
+            Some(scratch) if !last => scratch,
+            _ => self.dacts[act - 1],
+        })
+    }
+
+    /// The ReLU mask of activation `act`: the activation itself when it ends in a ReLU.
+    fn mask_of(&self, act: usize) -> Option<BufId> {
+        (act > 0 && self.layers[act - 1].relu()).then(|| self.acts[act - 1])
+    }
+
+    /// Between chunks of training steps, `chunk` the time the last one took: background
+    /// tuning on the GPU ([`GpuBackend::tune_pending`], when the backend was told to tune in
+    /// the background) may run until it has taken as long as training has so far, so a cold
+    /// run trains at least half the time while its products are tuned.
+    pub fn tune_between_chunks(&mut self, chunk: std::time::Duration) -> Result<()> {
+        self.trained += chunk;
+        if let Some(g) = self.be.as_gpu() {
+            if g.tuning_pending() {
+                g.tune_pending(self.trained)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What background tuning did, on a GPU backend that tunes in the background and started
+    /// a product on its default.
+    pub fn tuning_report(&mut self) -> Option<crate::gpu::autotune::TuneReport> {
+        let g = self.be.as_gpu()?;
+        let r = g.tuning_report();
+        (!r.products.is_empty()).then_some(r)
+    }
+
+    /// When the engine was ready for its first step: seconds since the process's clock started
+    /// ([`crate::util::since_start`]; the CLI starts it first thing).
+    pub fn ready_seconds(&self) -> f64 {
+        self.ready.as_secs_f64()
+    }
+
     fn io(&self, l: usize) -> Io {
-        let below_relu = l > 0 && self.layers[l - 1].relu();
+        let w = self.wires[l];
         Io {
-            x: if l == 0 { self.x } else { self.acts[l - 1] },
+            x: self.act(w.input),
             y: self.acts[l],
             dy: self.dacts[l],
-            dx: (l > 0).then(|| self.dacts[l - 1]),
-            mask: below_relu.then(|| self.acts[l - 1]),
+            dx: self.grad_target(l, w.input),
+            mask: self.mask_of(w.input),
             p: self.params.iter().find(|p| p.layer == l).map(|p| p.bufs),
+            skip: w.skip.map(|s| nn::Skip {
+                x: self.act(s),
+                dx: self.grad_target(l, s),
+                mask: self.mask_of(s),
+            }),
+        }
+    }
+
+    /// Layer `l`'s backward pass, then for each activation it read into a scratch buffer
+    /// (not its last reader) that part added to the activation's gradient.
+    fn backward_ops(&self, l: usize, ops: &mut Vec<Op>) {
+        self.layers[l].backward(&self.io(l), ops);
+        let w = self.wires[l];
+        for act in [Some(w.input), w.skip].into_iter().flatten() {
+            let Some(part) = self.grad_scratch.get(act).copied().flatten() else {
+                continue;
+            };
+            if self.grad_target(l, act) == Some(part) {
+                ops.push(Op::AddBackward {
+                    len: self.rows * self.model_shapes[act].len(),
+                    accumulate: true,
+                    dy: part,
+                    mask: None,
+                    dx: self.dacts[act - 1],
+                });
+            }
         }
     }
 
@@ -377,6 +502,7 @@ impl Engine {
             x: self.x,
             y: self.y,
             augment: if augment { self.augment } else { None },
+            normalize: self.normalize.as_ref().map(|n| n.0),
         }
     }
 
@@ -421,7 +547,7 @@ impl Engine {
     fn gradient_ops(&self, ops: &mut Vec<Op>) {
         self.loss_ops(ops);
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), ops);
+            self.backward_ops(l, ops);
         }
     }
 
@@ -450,7 +576,7 @@ impl Engine {
         self.loss_ops(&mut ops);
         let mut pieces = Vec::new();
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), &mut ops);
+            self.backward_ops(l, &mut ops);
             if let Some(p) = self.params.iter().position(|p| p.layer == l) {
                 pieces.push((
                     std::mem::take(&mut ops),
@@ -686,7 +812,18 @@ impl Engine {
 
     /// [`Engine::probabilities`] without blocking the browser.
     pub async fn probabilities_async(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        self.be.write_f32(self.x, x)?;
+        match &self.normalize {
+            Some((_, t)) => {
+                let c = t.len() / 2;
+                let xn: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| crate::ops::normalized(v, t[i % c], t[c + i % c]))
+                    .collect();
+                self.be.write_f32(self.x, &xn)?;
+            }
+            None => self.be.write_f32(self.x, x)?,
+        }
         let prog = self.on_demand(false)?;
         self.be.run(prog, 1)?;
         let words = self
@@ -771,6 +908,37 @@ impl Engine {
             .collect();
         Ok(Model::with_running(self.cfg.arch.clone(), params, running))
     }
+}
+
+/// The layers that read activation `act` (numbered as the shapes), in order.
+fn readers(wires: &[nn::residual::Wire], act: usize) -> Vec<usize> {
+    wires
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.input == act || w.skip == Some(act))
+        .map(|(l, _)| l)
+        .collect()
+}
+
+/// `cfg` with its normalisation resolved (`auto`: the values of `train`), and the gather's
+/// (channels, table) when it normalises; [`Error::InvalidSetting`] ([`Setting::Normalize`])
+/// for values that do not fit the input's channels or a constant channel under `auto`.
+fn resolve_normalize(
+    cfg: &TrainConfig,
+    train: &Dataset,
+) -> Result<(TrainConfig, Option<(usize, Vec<f32>)>)> {
+    let mut cfg = cfg.clone();
+    let channels = match crate::data::SampleShape::from(cfg.arch.input) {
+        crate::data::SampleShape::Image { c, .. } => c,
+        crate::data::SampleShape::Flat(_) => 1,
+    };
+    let bad = |r: String| Error::setting(Setting::Normalize, r);
+    if cfg.normalize == crate::ops::Normalize::Auto {
+        cfg.normalize =
+            crate::ops::Normalize::auto(&train.features, train.kind, channels).map_err(bad)?;
+    }
+    let table = cfg.normalize.table(channels).map_err(bad)?;
+    Ok((cfg, table.map(|t| (channels, t))))
 }
 
 /// The training images' (H, W, C) when `cfg` augments them (None when it does not);

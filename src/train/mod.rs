@@ -203,6 +203,11 @@ pub struct TrainConfig {
     /// evaluation reports plain cross-entropy.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub label_smoothing: f32,
+    /// Per-channel normalisation of every minibatch (off: none; `auto` is resolved to the
+    /// training set's values when an engine is built, and those values are what checkpoints
+    /// and model files hold; not written when off, so files of runs without it are unchanged).
+    #[serde(default, skip_serializing_if = "crate::ops::Normalize::is_off")]
+    pub normalize: crate::ops::Normalize,
 }
 
 /// An [`Arch`] as its `--arch` string in JSON.
@@ -240,12 +245,15 @@ impl TrainConfig {
             decay_scope: DecayScope::Weights,
             warmup: 0,
             label_smoothing: 0.0,
+            normalize: crate::ops::Normalize::Off,
         }
     }
 
     /// The settings of a preset (its network: [`Preset::arch`]): the lecture's SGD settings
     /// for the two MLPs, Adam with a cosine learning-rate schedule and PyTorch's initialisation
-    /// for the conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`).
+    /// for the conv nets (calibrated against PyTorch: `scripts/calibrate_torch.py`); `fashion`
+    /// also trains 15 epochs with `crop:2,flip` augmentation and `auto` normalisation
+    /// (`scripts/calibrate_fashion.py`).
     pub fn preset(preset: Preset) -> Self {
         let mut cfg = TrainConfig::lecture(preset.arch());
         if !cfg.arch.is_mlp() {
@@ -253,6 +261,15 @@ impl TrainConfig {
             cfg.lr = 1e-3;
             cfg.lr_schedule = LrSchedule::Cosine;
             cfg.init = Init::Pytorch;
+        }
+        if preset == Preset::Fashion {
+            // Calibrated on Fashion-MNIST with scripts/calibrate_fashion.py.
+            cfg.epochs = 15;
+            cfg.augment = crate::ops::Augment {
+                crop: 2,
+                flip: true,
+            };
+            cfg.normalize = crate::ops::Normalize::Auto;
         }
         cfg
     }
@@ -346,6 +363,9 @@ impl TrainConfig {
                 format!("{} must be in [0, 1]", self.label_smoothing),
             );
         }
+        self.normalize
+            .check()
+            .map_err(|r| Error::setting(Setting::Normalize, r))?;
         self.arch.shapes()?;
         Ok(())
     }
@@ -392,6 +412,26 @@ impl TrainConfig {
             lr
         }
     }
+}
+
+/// The normalisation a model file's `config` metadata holds (its training run's, resolved to
+/// values), or off for a file without one; [`Error::InvalidSetting`] ([`Setting::Normalize`])
+/// when the file's values are not a valid normalisation.
+pub fn saved_normalize(meta: &crate::model::io::Metadata) -> Result<crate::ops::Normalize> {
+    let bad = |r: String| Error::setting(Setting::Normalize, format!("in the model file: {r}"));
+    let Some(v) = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .and_then(|mut c| c.get_mut("normalize").map(serde_json::Value::take))
+    else {
+        return Ok(crate::ops::Normalize::Off);
+    };
+    let n: crate::ops::Normalize = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+    if n == crate::ops::Normalize::Auto {
+        return Err(bad("`auto` without its values".into()));
+    }
+    n.check().map_err(bad)?;
+    Ok(n)
 }
 
 /// The sample order of `epoch` (0-based): a shuffle seeded by (seed, epoch), so a run resumed
@@ -556,7 +596,9 @@ impl Progress {
         if n > 0 {
             let order = &self.order.as_ref().expect("drawn above").1;
             engine.set_step(self.done)?;
+            let t = web_time::Instant::now();
             engine.train_steps(order, first, n)?;
+            engine.tune_between_chunks(t.elapsed())?;
         }
         self.done += n;
         let done = first + n;

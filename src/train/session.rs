@@ -62,6 +62,8 @@ pub struct Overrides {
     pub warmup: Option<usize>,
     /// `--label-smoothing`: label smoothing ε of the training loss.
     pub label_smoothing: Option<f32>,
+    /// `--normalize`: per-channel normalisation of the samples.
+    pub normalize: Option<crate::ops::Normalize>,
 }
 
 impl Overrides {
@@ -102,6 +104,9 @@ impl Overrides {
         }
         if let Some(a) = self.augment {
             cfg.augment = a;
+        }
+        if let Some(n) = &self.normalize {
+            cfg.normalize = n.clone();
         }
     }
 }
@@ -180,7 +185,14 @@ pub fn start(
         });
     }
     if let Some(path) = init {
-        return start_from(cfg, ov, Model::load(path)?.0, path);
+        let (model, meta) = Model::load(path)?;
+        // The weights were trained on inputs normalised so: go on with them (unless a flag
+        // says otherwise).
+        let n = super::saved_normalize(&meta)?;
+        if !n.is_off() {
+            cfg.normalize = n;
+        }
+        return start_from(cfg, ov, model, path);
     }
     ov.apply(&mut cfg);
     cfg.validate()?;
@@ -396,6 +408,14 @@ pub struct Summary {
     pub last: Final,
     /// Wall-clock seconds of the training, as the caller measured them.
     pub seconds: f64,
+    /// Seconds from the process's start ([`crate::util::since_start`]) until the engine was
+    /// ready for its first step (data loaded, buffers allocated, programs prepared).
+    pub startup_seconds: f64,
+    /// Background tuning on the GPU: each product that started on the adapter's checked
+    /// default, and the variant its search chose (absent when every product was tuned
+    /// already, or on the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::gpu::autotune::TuneReport>,
     /// The model file written (safetensors).
     pub model: PathBuf,
     /// The per-epoch metrics CSV written next to it.
@@ -491,6 +511,8 @@ pub fn finish_with(
             test_acc: last.as_ref().map(|m| m.test_acc),
         },
         seconds,
+        startup_seconds: engine.ready_seconds(),
+        tuning: engine.tuning_report(),
         model: out.to_path_buf(),
         metrics_csv: csv,
         plot: png,

@@ -9,14 +9,16 @@
 
 use super::coverage;
 use super::ops::{
-    check_adam_op, check_avgpool_op, check_batchnorm_op, check_bias_op, check_conv2d_layer_op,
-    check_conv2d_op, check_decay_op, check_dropout_op, check_gather_augment, check_gather_kind,
-    check_gather_op, check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op,
-    run_matmul_op, Cursor, TableAt,
+    check_adam_op, check_add_op, check_avgpool_op, check_batchnorm_op, check_bias_op,
+    check_conv2d_layer_op, check_conv2d_op, check_decay_op, check_dropout_op,
+    check_gather_augment, check_gather_kind, check_gather_normalize, check_gather_op,
+    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
+    TableAt,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
-    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
+    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, ADD_SHAPES, GATHER_SHAPES, MATMUL_SHAPES,
+    ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
@@ -68,6 +70,7 @@ pub async fn run_backend_family_async(
         Family::Adam => adam(be, inp, presets).await,
         Family::Dropout => dropout(be, inp).await,
         Family::Batchnorm => batchnorm(be, inp).await,
+        Family::Add => add(be, inp).await,
     };
     pin(be, None);
     out
@@ -418,12 +421,34 @@ async fn gather(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
         };
         geometries.push((5 + r(40), [c, h, w], 1 + r(40), augment));
     }
-    for (samples, [c, h, w], rows, augment) in geometries {
+    for (samples, [c, h, w], rows, augment) in geometries.iter().copied() {
         let shape = SampleShape::Image { c, h, w };
         for kind in [FeatureType::U8, FeatureType::F32] {
             for cursor in [Cursor::NearEnd, Cursor::StartTwice] {
                 let checks =
                     check_gather_augment(be, inp, samples, shape, rows, cursor, kind, augment);
+                out.extend(checks.await?);
+            }
+        }
+    }
+    // The normalisation: flat samples (one channel) and every augmentation geometry's images,
+    // with and without the augmentation (its zero padding is normalised too), bytes and f32,
+    // into the padding rows.
+    for &(samples, pixels, rows) in GATHER_SHAPES {
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            let shape = SampleShape::Flat(pixels);
+            let cursor = Cursor::NearEnd;
+            let checks = check_gather_normalize(be, inp, samples, shape, rows, cursor, kind, None);
+            out.extend(checks.await?);
+        }
+    }
+    for (samples, [c, h, w], rows, augment) in geometries {
+        let shape = SampleShape::Image { c, h, w };
+        for kind in [FeatureType::U8, FeatureType::F32] {
+            for augment in [None, Some(augment)] {
+                let cursor = Cursor::NearEnd;
+                let checks =
+                    check_gather_normalize(be, inp, samples, shape, rows, cursor, kind, augment);
                 out.extend(checks.await?);
             }
         }
@@ -549,6 +574,15 @@ async fn adam(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<V
     for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
         let at = [TableAt::Inside, TableAt::PastEnd][i % 2];
         out.extend(check_decay_op(be, inp, r * c, at).await?);
+    }
+    Ok(out)
+}
+
+/// The residual join on every length.
+async fn add(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for len in ADD_SHAPES {
+        out.extend(check_add_op(be, inp, len).await?);
     }
     Ok(out)
 }

@@ -18,13 +18,14 @@ use crate::ops::{
     MetricsAcc, Op, Pool2dSpec,
 };
 use crate::oracle::{
-    adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
-    avgpool_shape, batchnorm_compare, batchnorm_inputs, batchnorm_shape, bias_backward_compare,
-    compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, decay_compare,
-    dropout_compare, dropout_inputs, dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape,
-    metrics_compare, metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase,
-    BatchNormOutputs, Check, Family, GatherData, Inputs, MatmulData, MatmulReference, PoolInput,
-    GATHER_Y_POISON, METRICS_START,
+    adam_compare, adam_inputs, adam_schedule_table, adam_shape, add_compare, add_inputs, add_shape,
+    avgpool_compare, avgpool_inputs, avgpool_shape, batchnorm_compare, batchnorm_inputs,
+    batchnorm_shape, bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs,
+    conv2d_shape, conv_layer_compare, decay_compare, dropout_compare, dropout_inputs,
+    dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare, metrics_inputs,
+    sgd_compare, sgd_inputs, softmax_compare, AdamCase, AddOutputs, BatchNormOutputs, Check,
+    Family, GatherData, Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON,
+    METRICS_START,
 };
 use crate::Result;
 use ndarray::Array2;
@@ -471,7 +472,7 @@ pub async fn check_gather_kind(
     kind: crate::ops::FeatureType,
 ) -> Result<Vec<Check>> {
     let shape = crate::data::SampleShape::Flat(pixels);
-    check_gather_with(be, inp, samples, shape, rows, cursor, kind, None).await
+    check_gather_with(be, inp, samples, shape, rows, cursor, kind, None, false).await
 }
 
 /// [`check_gather_kind`] on images of `shape` (C×H×W, held channels last) with the training
@@ -487,7 +488,35 @@ pub async fn check_gather_augment(
     kind: crate::ops::FeatureType,
     augment: crate::ops::Augment,
 ) -> Result<Vec<Check>> {
-    check_gather_with(be, inp, samples, shape, rows, cursor, kind, Some(augment)).await
+    check_gather_with(
+        be,
+        inp,
+        samples,
+        shape,
+        rows,
+        cursor,
+        kind,
+        Some(augment),
+        false,
+    )
+    .await
+}
+
+/// [`check_gather_augment`] (or, with `augment` None, [`check_gather_kind`] on `shape`) with a
+/// per-channel normalisation of random means in \[−1, 1\) and standard deviations in
+/// \[0.05, 2.05\) (one pair for flat samples).
+#[allow(clippy::too_many_arguments)]
+pub async fn check_gather_normalize(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    samples: usize,
+    shape: crate::data::SampleShape,
+    rows: usize,
+    cursor: Cursor,
+    kind: crate::ops::FeatureType,
+    augment: Option<crate::ops::Augment>,
+) -> Result<Vec<Check>> {
+    check_gather_with(be, inp, samples, shape, rows, cursor, kind, augment, true).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -500,6 +529,7 @@ async fn check_gather_with(
     cursor: Cursor,
     kind: crate::ops::FeatureType,
     augment: Option<crate::ops::Augment>,
+    normalize: bool,
 ) -> Result<Vec<Check>> {
     let pixels = sample_shape.len();
     // Starting twice from 0 also runs on a part of the order, as a data-parallel rank does.
@@ -542,6 +572,25 @@ async fn check_gather_with(
         }
         _ => None,
     };
+    let normalize = if normalize {
+        let channels = match sample_shape {
+            crate::data::SampleShape::Image { c, .. } => c,
+            crate::data::SampleShape::Flat(_) => 1,
+        };
+        let unit = |inp: &mut Inputs| (inp.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        let n = crate::ops::Normalize::Values {
+            mean: (0..channels).map(|_| 2.0 * unit(inp) - 1.0).collect(),
+            std: (0..channels).map(|_| 0.05 + 2.0 * unit(inp)).collect(),
+        };
+        let table = n.table(channels).expect("valid values").expect("on");
+        d.normalize = Some(table.clone());
+        Some(crate::ops::GatherNormalize {
+            channels,
+            table: h.input_f32("normalisation", &table)?,
+        })
+    } else {
+        None
+    };
     h.run(
         &[
             Op::Gather {
@@ -553,6 +602,7 @@ async fn check_gather_with(
                 x: xb,
                 y: yb,
                 augment,
+                normalize,
             },
             Op::Advance {
                 cursor: cb,
@@ -576,6 +626,10 @@ async fn check_gather_with(
             "{shape}, {} images augmented {} at step {step}",
             sample_shape, a.augment
         ),
+        None => shape,
+    };
+    let shape = match &d.normalize {
+        Some(t) => format!("{shape}, normalised by {t:?}"),
         None => shape,
     };
     let mut out = d.compare(pixels, rows, &x, &y, c[0], shape.clone());
@@ -1065,6 +1119,66 @@ pub async fn check_adam_op(
         &[case.t as u32],
     ));
     out.push(h.untouched("adam_update", &shape).await?);
+    Ok(out)
+}
+
+/// The residual join: add forward without and with the ReLU, then its gradient passed down
+/// without a mask, with one, and accumulated onto a gradient already in place.
+pub async fn check_add_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    len: usize,
+) -> Result<Vec<Check>> {
+    let d = add_inputs(inp, len);
+    let mut h = Harness::new(be, Family::Add);
+    let ab = h.input_f32("a", &d.a)?;
+    let bb = h.input_f32("b", &d.b)?;
+    let dyb = h.input_f32("dy", &d.dy)?;
+    let mb = h.input_f32("mask", &d.mask)?;
+    let yb = h.output("y", len, NAN)?;
+    let yrb = h.output("y relu", len, NAN)?;
+    let dxb = h.output("dx", len, NAN)?;
+    let dxmb = h.output("dx masked", len, NAN)?;
+    let accb = h.inout_f32("dx accumulated", &d.acc)?;
+    let back = |mask, dx, accumulate| Op::AddBackward {
+        len,
+        accumulate,
+        dy: dyb,
+        mask,
+        dx,
+    };
+    h.run(
+        &[
+            Op::AddForward {
+                len,
+                relu: false,
+                a: ab,
+                b: bb,
+                y: yb,
+            },
+            Op::AddForward {
+                len,
+                relu: true,
+                a: ab,
+                b: bb,
+                y: yrb,
+            },
+            back(None, dxb, false),
+            back(Some(mb), dxmb, false),
+            back(Some(mb), accb, true),
+        ],
+        1,
+    )?;
+    let got = AddOutputs {
+        y: h.read_f32(yb, len).await?,
+        y_relu: h.read_f32(yrb, len).await?,
+        dx: h.read_f32(dxb, len).await?,
+        dx_masked: h.read_f32(dxmb, len).await?,
+        dx_acc: h.read_f32(accb, len).await?,
+    };
+    let shape = add_shape(len, "");
+    let mut out = add_compare(&d, &got, shape.clone());
+    out.push(h.untouched("add", &shape).await?);
     Ok(out)
 }
 

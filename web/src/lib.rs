@@ -616,9 +616,11 @@ fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
     } else {
         0
     };
+    // Each layer's input (not always the layer before: residual blocks).
+    let inputs = arch.input_shapes();
     for (i, layer) in arch.layers.iter().enumerate() {
         let at = i + 1;
-        let (weights, biases) = layer.kind().params(shapes[i]).map_or((0, 0), |(w, b)| {
+        let (weights, biases) = layer.kind().params(inputs[i]).map_or((0, 0), |(w, b)| {
             (w.iter().map(|&d| d as u128).product::<u128>(), b as u128)
         });
         let acts = batch * shapes[at].len() as u128;
@@ -695,6 +697,7 @@ fn resolve(
         seed: o.seed.map(u64::from),
         no_shuffle: o.shuffle == Some(false),
         augment: None,
+        normalize: None,
         ..Default::default()
     };
     let asked = o.arch.as_deref().map(str::trim);
@@ -726,11 +729,17 @@ fn resolve(
         }
         Some((bytes, name)) => {
             let name = Path::new(name);
-            let (m, _) = Model::from_bytes(bytes, name)?;
-            let base = match (asked, Preset::ALL.into_iter().find(|p| p.arch() == m.arch)) {
+            let (m, meta) = Model::from_bytes(bytes, name)?;
+            let mut base = match (asked, Preset::ALL.into_iter().find(|p| p.arch() == m.arch)) {
                 (None, Some(p)) => TrainConfig::preset(p),
                 _ => base,
             };
+            // A model trained on normalised inputs predicts (and trains on) inputs normalised
+            // the same way.
+            let n = wgtrain::train::saved_normalize(&meta)?;
+            if !n.is_off() {
+                base.normalize = n;
+            }
             settled(&base, &m.arch)?;
             session::start_from(base, &ov, m, name)?
         }
