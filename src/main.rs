@@ -244,7 +244,8 @@ struct TrainArgs {
     /// Momentum μ (SGD only).
     #[arg(long)]
     momentum: Option<f32>,
-    /// L2 regularisation λ on the weights (not the biases), added to the gradient.
+    /// L2 regularisation λ on the weights (not the biases, unless --decay-all), added to the
+    /// gradient (PyTorch's SGD / Adam weight_decay); sgd and adam only.
     #[arg(long)]
     l2: Option<f32>,
     /// Number of epochs T (passes over the training set).
