@@ -10,10 +10,9 @@
 use super::coverage;
 use super::ops::{
     check_adam_op, check_add_op, check_avgpool_op, check_batchnorm_op, check_bias_op,
-    check_conv2d_layer_op, check_conv2d_op, check_decay_op, check_dropout_op,
-    check_gather_augment, check_gather_kind, check_gather_normalize, check_gather_op,
-    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, run_matmul_op, Cursor,
-    TableAt,
+    check_conv2d_layer_op, check_conv2d_op, check_decay_op, check_dropout_op, check_gather_augment,
+    check_gather_kind, check_gather_normalize, check_gather_op, check_maxpool_op, check_metrics_op,
+    check_sgd_op, check_softmax_op, run_matmul_op, Cursor, TableAt,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,

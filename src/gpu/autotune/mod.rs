@@ -71,8 +71,8 @@ pub use cache::{CacheFile, CacheRecord, Entry};
 pub use check::{check_matmul_async, check_shapes, check_tile, check_tile_async};
 pub use key::{key, shape_class, MatmulAutotuneKey, ShapeClass};
 pub use tuner::{
-    finish, prepare_async, start_tile, step, tile_for, time_tile, time_tile_async, tune, Search,
-    TileChoice, Timed, TuneReport, Tuning,
+    finish, prepare_async, start_tile, start_tile_async, tile_for, time_tile, time_tile_async,
+    tune, Search, TileChoice, Timed, TuneReport, Tuning,
 };
 
 /// Environment variable: `0` turns autotuning off.

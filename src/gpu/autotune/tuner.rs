@@ -278,23 +278,32 @@ pub fn start_tile(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTile, Option<Se
     .unwrap_or_else(|_| (MatmulTile::default_for(ctx), None))
 }
 
-/// Try the next candidate of `search` (see [`Search::step`]), blocking until it is done.
-pub fn step(ctx: &GpuContext, search: &mut Search) {
-    // `wait_for` only fails on a panic in the future; a candidate's own failure is noted in it.
-    let _ = crate::util::wait_for("autotune", async {
-        search.step(ctx).await;
-        Ok(())
-    });
+/// [`start_tile`] without blocking the browser: the page awaits it for each product before
+/// preparing its programs. While another trainer of the page holds the tuner (the page's one
+/// thread), the adapter default, unchecked, as [`prepare_async`] does.
+pub async fn start_tile_async(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTile, Option<Search>) {
+    if !enabled() || state().try_lock().is_err() {
+        return (MatmulTile::default_for(ctx), None);
+    }
+    choose(state(), ctx, spec, true).await
 }
 
 /// The choice of a finished (or abandoned) `search`: recorded in this process and the cache
-/// file like a tuning done at once; the adapter default when no candidate passed.
-pub fn finish(ctx: &GpuContext, search: Search) -> MatmulTile {
+/// file like a tuning done at once; the adapter default when no candidate passed. In the
+/// browser, while another trainer holds the tuner, the search comes back to be finished later.
+pub fn finish(ctx: &GpuContext, search: Search) -> std::result::Result<MatmulTile, Search> {
+    let mut guard = if cfg!(target_arch = "wasm32") {
+        match state().try_lock() {
+            Ok(g) => g,
+            Err(_) => return Err(search),
+        }
+    } else {
+        lock(state())
+    };
+    let st = &mut *guard;
     let key = search.key.clone();
     let spec = search.spec;
-    let mut guard = lock(state());
-    let st = &mut *guard;
-    match search.finish(ctx) {
+    Ok(match search.finish(ctx) {
         Ok(t) => record(st, key, &spec, &t),
         Err(e) => {
             let default = MatmulTile::default_for(ctx);
@@ -303,7 +312,7 @@ pub fn finish(ctx: &GpuContext, search: Search) -> MatmulTile {
             st.failed.insert(key, default);
             default
         }
-    }
+    })
 }
 
 /// What background tuning did in one backend ([`crate::backend::gpu::GpuBackend::tune_pending`]):
