@@ -90,6 +90,12 @@ impl GpuBackend {
     /// the default it started on, every program is prepared again. Returns whether any
     /// product switched.
     pub fn tune_pending(&mut self, allowed: Duration) -> Result<bool> {
+        crate::util::wait_for("autotune", self.tune_pending_async(allowed))
+    }
+
+    /// [`GpuBackend::tune_pending`] without blocking the browser: the page awaits it between
+    /// chunks of steps.
+    pub async fn tune_pending_async(&mut self, allowed: Duration) -> Result<bool> {
         let budget = autotune::background_budget();
         let mut switched = false;
         loop {
@@ -97,23 +103,32 @@ impl GpuBackend {
             if spent >= budget || spent >= allowed || allowed.is_zero() {
                 break;
             }
-            let mut pending = self.pending.borrow_mut();
-            let Some(search) = pending.first_mut() else {
+            // Out of the list while it runs: no borrow is held across the wait.
+            if self.pending.borrow().is_empty() {
                 break;
-            };
+            }
+            let mut search = self.pending.borrow_mut().remove(0);
             let before = search.spent();
-            autotune::step(&self.ctx, search);
+            search.step(&self.ctx).await;
             let took = search.spent().saturating_sub(before);
-            let done = search.done().then(|| pending.remove(0));
-            drop(pending);
-            let mut log = self.tuning.borrow_mut();
-            log.seconds += took.as_secs_f64();
-            if let Some(search) = done {
-                let key = search.key.clone();
-                let chosen = autotune::finish(&self.ctx, search);
-                if let Some(p) = log.products.iter_mut().find(|p| p.key == key) {
-                    p.chosen = Some(chosen.to_string());
-                    switched |= p.started != chosen.to_string();
+            self.tuning.borrow_mut().seconds += took.as_secs_f64();
+            if !search.done() {
+                self.pending.borrow_mut().insert(0, search);
+                continue;
+            }
+            let key = search.key.clone();
+            match autotune::finish(&self.ctx, search) {
+                Ok(chosen) => {
+                    let mut log = self.tuning.borrow_mut();
+                    if let Some(p) = log.products.iter_mut().find(|p| p.key == key) {
+                        p.chosen = Some(chosen.to_string());
+                        switched |= p.started != chosen.to_string();
+                    }
+                }
+                Err(search) => {
+                    // Another trainer of the page holds the tuner: finish it next time.
+                    self.pending.borrow_mut().insert(0, search);
+                    break;
                 }
             }
         }
@@ -126,6 +141,38 @@ impl GpuBackend {
             }
         }
         Ok(switched)
+    }
+
+    /// Tune in the background ([`GpuBackend::tune_in_background`]) with `specs`, the products
+    /// the programs will launch, started first: each on its checked default (see
+    /// [`autotune::start_tile_async`]). For the browser, which cannot wait inside `prepare`.
+    pub async fn start_in_background_async(&mut self, specs: &[crate::gpu::kernels::MatmulSpec]) {
+        self.background = true;
+        for spec in specs {
+            let (tile, search) = autotune::start_tile_async(&self.ctx, spec).await;
+            if let Some(search) = search {
+                self.note_started(spec, tile, search);
+            }
+        }
+    }
+
+    fn note_started(
+        &self,
+        spec: &crate::gpu::kernels::MatmulSpec,
+        tile: MatmulTile,
+        search: autotune::Search,
+    ) {
+        self.tuning
+            .borrow_mut()
+            .products
+            .push(autotune::TileChoice {
+                key: search.key.clone(),
+                class: search.key.class.to_string(),
+                shape: [spec.m, spec.n, spec.k],
+                started: tile.to_string(),
+                chosen: None,
+            });
+        self.pending.borrow_mut().push(search);
     }
 
     /// Whether products still wait for their background tuning.
@@ -207,17 +254,7 @@ impl GpuBackend {
                     None if self.background => {
                         let (tile, search) = autotune::start_tile(ctx, &spec);
                         if let Some(search) = search {
-                            self.tuning
-                                .borrow_mut()
-                                .products
-                                .push(autotune::TileChoice {
-                                    key: search.key.clone(),
-                                    class: search.key.class.to_string(),
-                                    shape: [spec.m, spec.n, spec.k],
-                                    started: tile.to_string(),
-                                    chosen: None,
-                                });
-                            self.pending.borrow_mut().push(search);
+                            self.note_started(&spec, tile, search);
                         }
                         tile
                     }

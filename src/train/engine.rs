@@ -430,10 +430,19 @@ impl Engine {
     /// the background) may run until it has taken as long as training has so far, so a cold
     /// run trains at least half the time while its products are tuned.
     pub fn tune_between_chunks(&mut self, chunk: std::time::Duration) -> Result<()> {
+        if cfg!(target_arch = "wasm32") {
+            // The page awaits `tune_between_chunks_async` with the device's time instead.
+            return Ok(());
+        }
+        crate::util::wait_for("autotune", self.tune_between_chunks_async(chunk))
+    }
+
+    /// [`Engine::tune_between_chunks`] without blocking the browser.
+    pub async fn tune_between_chunks_async(&mut self, chunk: std::time::Duration) -> Result<()> {
         self.trained += chunk;
         if let Some(g) = self.be.as_gpu() {
             if g.tuning_pending() {
-                g.tune_pending(self.trained)?;
+                g.tune_pending_async(self.trained).await?;
             }
         }
         Ok(())

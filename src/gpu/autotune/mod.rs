@@ -71,7 +71,7 @@ pub use cache::{CacheFile, CacheRecord, Entry};
 pub use check::{check_matmul_async, check_shapes, check_tile, check_tile_async};
 pub use key::{key, shape_class, MatmulAutotuneKey, ShapeClass};
 pub use tuner::{
-    finish, prepare_async, start_tile, step, tile_for, time_tile, time_tile_async, tune, Search,
+    finish, start_tile, start_tile_async, tile_for, time_tile, time_tile_async, tune, Search,
     TileChoice, Timed, TuneReport, Tuning,
 };
 
@@ -103,7 +103,7 @@ pub const CHECK_FULL_TILES: usize = 2;
 pub(crate) const CHECK_SEED: u64 = 0x5eed;
 
 /// Whether autotuning is on (`WGTRAIN_AUTOTUNE` is not `0`/`off`/`false`/`no`; in the browser,
-/// always, through [`prepare_async`]).
+/// always, through [`start_tile_async`]).
 pub fn enabled() -> bool {
     match std::env::var(ENV_AUTOTUNE) {
         Ok(v) => !matches!(

@@ -87,40 +87,12 @@ pub fn tile_for(ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
     tile_for_in(state(), ctx, spec)
 }
 
-/// Tune the products `specs` ahead of [`tile_for`], which in the browser cannot wait for the
-/// GPU and otherwise returns the adapter default for a product not tuned yet: a web page
-/// awaits this for the products its network will launch before preparing its programs.
-/// Returns the tile chosen for each product.
-pub async fn prepare_async(ctx: &GpuContext, specs: &[MatmulSpec]) -> Vec<MatmulTile> {
-    let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
-        // One page thread: a second trainer created while the first tunes (the state is held
-        // across its waits) takes the defaults rather than blocking the page.
-        let busy = state().try_lock().is_err();
-        // A product whose operands exceed the adapter's limits is not timed (the engine
-        // refuses its buffers next, naming the limit).
-        let cap = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        let fits = [spec.m * spec.k, spec.k * spec.n, spec.m * spec.n]
-            .iter()
-            .all(|&e| e as u64 * 4 <= cap);
-        out.push(if enabled() && !busy && fits {
-            tile_for_in_async(state(), ctx, spec).await
-        } else {
-            MatmulTile::default_for(ctx)
-        });
-    }
-    out
-}
-
 fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
     if cfg!(target_arch = "wasm32") {
-        // No waiting here: what `prepare_async` tuned, else the default.
+        // No waiting here: what was tuned and checked, else the default.
         let key = MatmulAutotuneKey::new(ctx, spec);
         let Ok(st) = state.try_lock() else {
-            // `prepare_async` of another trainer is under way (the page's one thread).
+            // Another trainer of the page is starting or tuning (the page's one thread).
             return MatmulTile::default_for(ctx);
         };
         return match st.entries.get(&key) {
@@ -278,23 +250,41 @@ pub fn start_tile(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTile, Option<Se
     .unwrap_or_else(|_| (MatmulTile::default_for(ctx), None))
 }
 
-/// Try the next candidate of `search` (see [`Search::step`]), blocking until it is done.
-pub fn step(ctx: &GpuContext, search: &mut Search) {
-    // `wait_for` only fails on a panic in the future; a candidate's own failure is noted in it.
-    let _ = crate::util::wait_for("autotune", async {
-        search.step(ctx).await;
-        Ok(())
-    });
+/// [`start_tile`] without blocking the browser: the page awaits it for each product before
+/// preparing its programs. While another trainer of the page holds the tuner (the page's one
+/// thread), the adapter default unchecked rather than blocking the page; likewise for a
+/// product whose operands exceed the adapter's limits (the engine refuses its buffers next,
+/// naming the limit).
+pub async fn start_tile_async(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTile, Option<Search>) {
+    let cap = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    let fits = [spec.m * spec.k, spec.k * spec.n, spec.m * spec.n]
+        .iter()
+        .all(|&e| e as u64 * 4 <= cap);
+    if !enabled() || !fits || state().try_lock().is_err() {
+        return (MatmulTile::default_for(ctx), None);
+    }
+    choose(state(), ctx, spec, true).await
 }
 
 /// The choice of a finished (or abandoned) `search`: recorded in this process and the cache
-/// file like a tuning done at once; the adapter default when no candidate passed.
-pub fn finish(ctx: &GpuContext, search: Search) -> MatmulTile {
+/// file like a tuning done at once; the adapter default when no candidate passed. In the
+/// browser, while another trainer holds the tuner, the search comes back to be finished later.
+pub fn finish(ctx: &GpuContext, search: Search) -> std::result::Result<MatmulTile, Search> {
+    let mut guard = if cfg!(target_arch = "wasm32") {
+        match state().try_lock() {
+            Ok(g) => g,
+            Err(_) => return Err(search),
+        }
+    } else {
+        lock(state())
+    };
+    let st = &mut *guard;
     let key = search.key.clone();
     let spec = search.spec;
-    let mut guard = lock(state());
-    let st = &mut *guard;
-    match search.finish(ctx) {
+    Ok(match search.finish(ctx) {
         Ok(t) => record(st, key, &spec, &t),
         Err(e) => {
             let default = MatmulTile::default_for(ctx);
@@ -303,7 +293,7 @@ pub fn finish(ctx: &GpuContext, search: Search) -> MatmulTile {
             st.failed.insert(key, default);
             default
         }
-    }
+    })
 }
 
 /// What background tuning did in one backend ([`crate::backend::gpu::GpuBackend::tune_pending`]):
