@@ -9,7 +9,9 @@
 //   With augmentation on (`augment` != 0, training only), value f of row b is read from the
 //   sample cropped and flipped as `GatherAugment::source` in src/ops.rs says, with the sample's
 //   draw from `augment_draw` (the same u32 hash: seed, step[0], a salt, the sample index), so
-//   every backend gathers the same bits.
+//   every backend gathers the same bits. With normalisation on (`norm_channels` = C != 0),
+//   every value of a sample row (an augmentation's zero padding included) then becomes
+//   (v - mean[f % C]) * inv_std[f % C]; padding rows stay zeros.
 // advance: cursor += B, so consecutive steps need no upload from the host.
 
 struct Params {
@@ -31,6 +33,9 @@ struct Params {
     width: u32,
     channels: u32,
     seed: u32,
+    // Normalisation: its channel count C (0: off); `norm` holds C means then C reciprocal
+    // standard deviations.
+    norm_channels: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,6 +49,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> cursor_rw: array<u32>;
 // The training-step counter (any one-word buffer when augmentation is off).
 @group(0) @binding(8) var<storage, read> step: array<u32>;
+// The normalisation table (any buffer when normalisation is off).
+@group(0) @binding(9) var<storage, read> norm: array<f32>;
 
 const WG: u32 = 256u;
 const PADDING: u32 = 0xffffffffu;
@@ -113,18 +120,23 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (f == 0u) {
         y[b] = labels_all[sample];
     }
-    if (src == PADDING) {
-        x[idx] = 0.0;
-        return;
+    var v = 0.0;
+    if (src != PADDING) {
+        let value = (sample - p.shard_start) * p.pixels + src;
+        if (p.f32_features != 0u) {
+            v = bitcast<f32>(images[value]);
+        } else {
+            let word = images[value / 4u];
+            let byte = (word >> (8u * (value % 4u))) & 0xffu;
+            v = f32(byte) / 255.0;
+        }
     }
-    let value = (sample - p.shard_start) * p.pixels + src;
-    if (p.f32_features != 0u) {
-        x[idx] = bitcast<f32>(images[value]);
-    } else {
-        let word = images[value / 4u];
-        let v = (word >> (8u * (value % 4u))) & 0xffu;
-        x[idx] = f32(v) / 255.0;
+    // (v - mean) * (1 / std): each operation correctly rounded, as `ops::normalized`.
+    if (p.norm_channels != 0u) {
+        let ch = f % p.norm_channels;
+        v = (v - norm[ch]) * norm[p.norm_channels + ch];
     }
+    x[idx] = v;
 }
 
 @compute @workgroup_size(1)

@@ -124,6 +124,8 @@ enum ScheduleArg {
     Constant,
     /// Cosine decay from α to 0 over the run.
     Cosine,
+    /// One cycle: α/25 up to α over the first 30 % of the run, then down to α/25/1e4.
+    OneCycle,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -132,6 +134,8 @@ enum OptimizerArg {
     Sgd,
     /// Adam, β1 0.9, β2 0.999, ε 1e-8 (PyTorch's torch.optim.Adam).
     Adam,
+    /// Adam with decoupled weight decay (PyTorch's torch.optim.AdamW; --weight-decay).
+    Adamw,
 }
 
 #[derive(Args)]
@@ -199,20 +203,49 @@ struct TrainArgs {
     /// 1x28x28-c8k3p1-m2-10 (--help lists every layer type)
     #[arg(long, long_help = arch_help())]
     arch: Option<String>,
-    /// Update rule: sgd (momentum) or adam (default: the preset's).
+    /// Update rule: sgd (momentum, PyTorch's SGD), adam (PyTorch's Adam) or adamw (Adam with
+    /// decoupled weight decay, PyTorch's AdamW) (default: the preset's).
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerArg>,
-    /// Learning-rate schedule: constant, or cosine (α·(1 + cos(π·t/T))/2 over all T steps of
-    /// the run, PyTorch's CosineAnnealingLR per step; Adam only) (default: the preset's).
+    /// Learning-rate schedule, for every optimizer, stepped after every update over all T
+    /// updates of the configured epochs: constant; cosine (α·(1 + cos(π·t/T))/2, PyTorch's
+    /// CosineAnnealingLR(T_max=T)); one-cycle (PyTorch's OneCycleLR(max_lr=α, total_steps=T)
+    /// with its defaults: from α/25 up to α over the first 30 % of the updates, then down to
+    /// α/25/1e4, both by cosine; momentum is not cycled) (default: the preset's).
     #[arg(long, value_enum)]
     lr_schedule: Option<ScheduleArg>,
+    /// Linear learning-rate warm-up over the first N updates: update t ≤ N uses the schedule's
+    /// rate times t/N (PyTorch: LambdaLR(lambda k: min(1, (k+1)/N)) multiplied into the
+    /// schedule) (default: 0, none).
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// AdamW's decoupled weight decay λ: each update first scales the decayed parameters by
+    /// 1 − α_t·λ (PyTorch's AdamW weight_decay) (default with --optimizer adamw: 0.01, as
+    /// PyTorch's). AdamW only; SGD and Adam decay through --l2.
+    #[arg(long, value_name = "λ")]
+    weight_decay: Option<f32>,
+    /// SGD with Nesterov momentum: the step is g + μ·v instead of v (PyTorch's
+    /// SGD(nesterov=True)); needs --optimizer sgd and momentum > 0.
+    #[arg(long)]
+    nesterov: bool,
+    /// Apply --l2 / --weight-decay to every parameter, biases and BatchNorm's β too (PyTorch's
+    /// weight_decay on one parameter group); default: weights only (matrices, kernels,
+    /// BatchNorm's γ).
+    #[arg(long)]
+    decay_all: bool,
+    /// Label smoothing ε in [0, 1] of the training loss (PyTorch's
+    /// CrossEntropyLoss(label_smoothing=ε): the target is (1−ε)·onehot + ε/C; the reported
+    /// training loss is that smoothed loss, the test loss plain cross-entropy) (default: 0).
+    #[arg(long, value_name = "ε")]
+    label_smoothing: Option<f32>,
     /// Learning rate α.
     #[arg(long)]
     lr: Option<f32>,
     /// Momentum μ (SGD only).
     #[arg(long)]
     momentum: Option<f32>,
-    /// L2 regularisation λ on the weights (not the biases), added to the gradient.
+    /// L2 regularisation λ on the weights (not the biases, unless --decay-all), added to the
+    /// gradient (PyTorch's SGD / Adam weight_decay); sgd and adam only.
     #[arg(long)]
     l2: Option<f32>,
     /// Number of epochs T (passes over the training set).
@@ -237,6 +270,14 @@ struct TrainArgs {
     /// device, resumed exactly; image inputs only (default: off, or the checkpoint's).
     #[arg(long, value_name = "crop:P,flip")]
     augment: Option<String>,
+    /// Normalise every sample per channel on the device, (x - mean) / std, after the bytes'
+    /// scaling to [0, 1] and after any augmentation, in training and in evaluation: auto (the
+    /// training set's mean and population standard deviation per channel), MEAN/STD with one
+    /// value each for all channels or one per channel, comma-separated (e.g. 0.286/0.353 or
+    /// 0.4914,0.4822,0.4465/0.247,0.243,0.261), or off. The values are saved in the model
+    /// file, and eval and predict apply them (default: off, or the checkpoint's/preset's).
+    #[arg(long, value_name = "auto|MEAN/STD|off")]
+    normalize: Option<String>,
     /// Start from the weights in this safetensors model file.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -368,6 +409,8 @@ enum VerifyDevice {
 }
 
 fn main() {
+    // The clock the JSON summary's startup_seconds counts from.
+    wgtrain::util::since_start();
     let cli = Cli::parse();
     // Warnings from the library (e.g. the autotuner) reach the user; RUST_LOG overrides.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -439,6 +482,10 @@ impl Wording for Flags {
             Setting::Data => "--data",
             Setting::ValSplit => "--val-split",
             Setting::Augment => "--augment",
+            Setting::WeightDecay => "--weight-decay",
+            Setting::Nesterov => "--nesterov",
+            Setting::LabelSmoothing => "--label-smoothing",
+            Setting::Normalize => "--normalize",
             other => other.describe(),
         })
     }
@@ -852,11 +899,18 @@ fn train_run(
         optimizer: a.optimizer.map(|o| match o {
             OptimizerArg::Sgd => Optimizer::Sgd,
             OptimizerArg::Adam => Optimizer::Adam,
+            OptimizerArg::Adamw => Optimizer::AdamW,
         }),
         lr_schedule: a.lr_schedule.map(|s| match s {
             ScheduleArg::Constant => train::LrSchedule::Constant,
             ScheduleArg::Cosine => train::LrSchedule::Cosine,
+            ScheduleArg::OneCycle => train::LrSchedule::OneCycle,
         }),
+        weight_decay: a.weight_decay,
+        nesterov: a.nesterov,
+        decay_all: a.decay_all,
+        warmup: a.warmup,
+        label_smoothing: a.label_smoothing,
         lr: a.lr,
         momentum: a.momentum,
         l2: a.l2,
@@ -871,6 +925,14 @@ fn train_run(
             .map(|s| {
                 wgtrain::ops::Augment::parse(s)
                     .map_err(|r| wgtrain::Error::setting(Setting::Augment, r))
+            })
+            .transpose()?,
+        normalize: a
+            .normalize
+            .as_deref()
+            .map(|s| {
+                wgtrain::ops::Normalize::parse(s)
+                    .map_err(|r| wgtrain::Error::setting(Setting::Normalize, r))
             })
             .transpose()?,
     };
@@ -905,7 +967,11 @@ fn train_run(
         gpu.adapter =
             context::nth_hardware_adapter(&gpu.choice(), local_rank)?.map(|i| i.to_string());
     }
-    let be = open_backend(a.device, a.threads, &gpu)?;
+    let mut be = open_backend(a.device, a.threads, &gpu)?;
+    // Start at once on checked defaults; tune between steps (see GpuBackend::tune_pending).
+    if let Some(g) = be.as_gpu() {
+        g.tune_in_background(true);
+    }
     let mut engine = Engine::with_group(
         be,
         &cfg,
@@ -934,8 +1000,31 @@ fn train_run(
             "training {} on {} ({} train / {} test images), {} lr {} ({} schedule) momentum {} l2 {} batch {}{each} epochs {}",
             cfg.arch, device, data.train.n, data.test.as_ref().map_or(0, |t| t.n), cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
+        let mut extras = Vec::new();
+        if cfg.optimizer == Optimizer::AdamW {
+            extras.push(format!("weight decay {}", cfg.weight_decay));
+        }
+        if cfg.nesterov {
+            extras.push("nesterov".to_string());
+        }
+        if cfg.decay_scope == train::DecayScope::All {
+            extras.push("decay on all parameters".to_string());
+        }
+        if cfg.warmup > 0 {
+            extras.push(format!("warm-up {} updates", cfg.warmup));
+        }
+        if cfg.label_smoothing > 0.0 {
+            extras.push(format!("label smoothing {}", cfg.label_smoothing));
+        }
+        if !extras.is_empty() {
+            eprintln!("optimiser: {}", extras.join(", "));
+        }
         if !cfg.augment.is_off() {
             eprintln!("augmenting the training images: {}", cfg.augment);
+        }
+        let norm = &engine.config().normalize;
+        if !norm.is_off() {
+            eprintln!("normalising the samples (mean/std per channel): {norm}");
         }
     }
 
@@ -1012,7 +1101,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if let Some(t) = a.threads {
         wgtrain::backend::cpu::check_threads(t)?;
     }
-    let (model, _) = Model::load(&a.model)?;
+    let (model, meta) = Model::load(&a.model)?;
     let (data, _) = load_data(&a.data)?;
     let Some(test) = data.test else {
         anyhow::bail!(
@@ -1022,6 +1111,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     train::check_data(&model.arch, &test, "test")?;
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1000;
+    cfg.normalize = train::saved_normalize(&meta)?;
     let be = open_backend(a.device, a.threads, &a.gpu)?;
     let mut engine = Engine::new(be, &cfg, &model, None, &test, None)?;
     let t = Instant::now();
@@ -1081,6 +1171,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     };
     let mut cfg = TrainConfig::lecture(model.arch.clone());
     cfg.batch = 1;
+    cfg.normalize = train::saved_normalize(&meta)?;
     // One blank sample stands in for a dataset: predict writes its images straight in.
     let blank = wgtrain::data::Dataset::new(
         wgtrain::data::SampleShape::from(model.arch.input),

@@ -250,6 +250,19 @@ pub struct SgdParams {
     pub momentum: f32,
     /// L2 coefficient λ (0 for biases).
     pub l2: f32,
+    /// Nesterov momentum (PyTorch's `SGD(nesterov=True)`): the step is g + μ·v instead of v.
+    pub nesterov: bool,
+}
+
+/// A per-update table of f32 values (learning rates, decay factors) and the u32 counter of
+/// updates done that indexes it: update t (1-based) reads entry t − 1; past the end the last
+/// entry serves. The tables are computed on the host once per run (see `train::engine::optim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTable {
+    /// f32 entries, one per update (at least one).
+    pub table: BufId,
+    /// u32 counter: updates done (the index of the entry used).
+    pub step: BufId,
 }
 
 /// The metrics accumulator as laid out in `metrics.wgsl`.
@@ -688,6 +701,198 @@ impl GatherAugment {
     }
 }
 
+/// Per-channel normalisation of the samples, `(x − mean) / std`, applied by the gather to
+/// every minibatch (training and evaluation) after the bytes' scaling to \[0, 1\] and after the
+/// augmentation (whose zero padding is normalised as a black pixel is). Written `off`, `auto`
+/// (the training set's own mean and standard deviation per channel, resolved to values when a
+/// run starts) or `MEAN/STD` with one value each for every channel or one per channel,
+/// comma-separated (`0.2860/0.3530`, `0.4914,0.4822,0.4465/0.247,0.243,0.261`)
+/// ([`Normalize::parse`], `Display`). Flat samples have one channel.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// The values as they are (the default).
+    #[default]
+    Off,
+    /// The training set's per-channel mean and population standard deviation.
+    Auto,
+    /// Given values: `mean` and `std` of equal length, 1 or the channel count.
+    Values {
+        /// Subtracted from each channel.
+        mean: Vec<f32>,
+        /// Divides each channel (> 0).
+        std: Vec<f32>,
+    },
+}
+
+impl Normalize {
+    /// Whether nothing is done.
+    pub fn is_off(&self) -> bool {
+        *self == Normalize::Off
+    }
+
+    /// Parse `off`, `auto` or `MEAN/STD` (comma-separated lists of one value or one per
+    /// channel); Err: the reason, one line.
+    pub fn parse(s: &str) -> std::result::Result<Normalize, String> {
+        match s.trim() {
+            "off" | "none" => return Ok(Normalize::Off),
+            "auto" => return Ok(Normalize::Auto),
+            _ => {}
+        }
+        let Some((m, d)) = s.split_once('/') else {
+            return Err(format!(
+                "`{s}` is not a normalisation: give auto (the training set's mean and standard \
+                 deviation per channel), MEAN/STD (e.g. 0.286/0.353, or one value per channel: \
+                 0.49,0.48,0.45/0.25,0.24,0.26) or off"
+            ));
+        };
+        let list = |t: &str, what: &str| -> std::result::Result<Vec<f32>, String> {
+            t.split(',')
+                .map(|v| {
+                    v.trim().parse::<f32>().map_err(|_| {
+                        format!("`{}` in `{s}` is not a number (the {what})", v.trim())
+                    })
+                })
+                .collect()
+        };
+        let n = Normalize::Values {
+            mean: list(m, "mean")?,
+            std: list(d, "standard deviation")?,
+        };
+        n.check()?;
+        Ok(n)
+    }
+
+    /// Given values must be finite, the standard deviations > 0, as many of each; Err: the
+    /// reason, one line.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let Normalize::Values { mean, std } = self else {
+            return Ok(());
+        };
+        if mean.is_empty() || mean.len() != std.len() {
+            return Err(format!(
+                "{} means but {} standard deviations: give as many of each (one, or one per \
+                 channel)",
+                mean.len(),
+                std.len()
+            ));
+        }
+        if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("mean {m} is not a finite number"));
+        }
+        if let Some(d) = std.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+            return Err(format!(
+                "standard deviation {d} must be a finite number > 0"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The table the gather reads for `channels` channels: C means then C reciprocals of the
+    /// standard deviations (rounded once to f32; the gather multiplies by them); None when off.
+    /// Err (the reason) for `auto` (resolve it first) or a value count that is neither 1 nor
+    /// `channels`.
+    pub fn table(&self, channels: usize) -> std::result::Result<Option<Vec<f32>>, String> {
+        match self {
+            Normalize::Off => Ok(None),
+            Normalize::Auto => Err("auto must be resolved against the training set".into()),
+            Normalize::Values { mean, std } => {
+                self.check()?;
+                if mean.len() != 1 && mean.len() != channels {
+                    return Err(format!(
+                        "{} values each, but the samples have {channels} channel{}: give one \
+                         value each or one per channel",
+                        mean.len(),
+                        if channels == 1 { "" } else { "s" }
+                    ));
+                }
+                let at = |v: &[f32], c: usize| v[if v.len() == 1 { 0 } else { c }];
+                let mut t: Vec<f32> = (0..channels).map(|c| at(mean, c)).collect();
+                t.extend((0..channels).map(|c| (1.0 / at(std, c) as f64) as f32));
+                Ok(Some(t))
+            }
+        }
+    }
+
+    /// The per-channel mean and population standard deviation (f64 sums, rounded once) of the
+    /// values of `features` (`kind`, `channels` innermost), bytes taken as the gather scales
+    /// them (b / 255 in f32). Err (the reason) when there are no values or a channel is
+    /// constant (its standard deviation 0 would divide by zero).
+    pub fn auto(
+        features: &[u8],
+        kind: FeatureType,
+        channels: usize,
+    ) -> std::result::Result<Normalize, String> {
+        let c = channels.max(1);
+        let values = features.len() / kind.size();
+        if values == 0 || !values.is_multiple_of(c) {
+            return Err(format!(
+                "no values to compute a mean from ({values} values in {c} channels)"
+            ));
+        }
+        let value = |i: usize| -> f64 {
+            match kind {
+                FeatureType::U8 => (features[i] as f32 / 255.0) as f64,
+                FeatureType::F32 => {
+                    f32::from_le_bytes(features[4 * i..4 * i + 4].try_into().expect("four bytes"))
+                        as f64
+                }
+            }
+        };
+        let per = (values / c) as f64;
+        let mut sum = vec![0.0f64; c];
+        for i in 0..values {
+            sum[i % c] += value(i);
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / per).collect();
+        let mut sq = vec![0.0f64; c];
+        for i in 0..values {
+            let d = value(i) - mean[i % c];
+            sq[i % c] += d * d;
+        }
+        let std: Vec<f64> = sq.iter().map(|s| (s / per).sqrt()).collect();
+        if let Some(k) = std.iter().position(|&d| !(d > 0.0 && d.is_finite())) {
+            return Err(format!(
+                "channel {k} of the training samples is constant (standard deviation 0): give \
+                 MEAN/STD values instead of auto"
+            ));
+        }
+        Ok(Normalize::Values {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std: std.iter().map(|&d| d as f32).collect(),
+        })
+    }
+}
+
+impl std::fmt::Display for Normalize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            Normalize::Off => f.write_str("off"),
+            Normalize::Auto => f.write_str("auto"),
+            Normalize::Values { mean, std } => write!(f, "{}/{}", list(mean), list(std)),
+        }
+    }
+}
+
+/// What the gather normalises with: value f of a sample (channel f mod `channels`) becomes
+/// `(v − table[ch]) · table[channels + ch]` ([`normalized`]), in training and evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GatherNormalize {
+    /// Channels C (innermost; 1 for flat samples).
+    pub channels: usize,
+    /// f32 \[2C\]: the means, then the reciprocals of the standard deviations
+    /// ([`Normalize::table`]).
+    pub table: BufId,
+}
+
+/// `(v − mean) · inv_std` in f32, as `shaders/gather.wgsl` computes it (each operation
+/// correctly rounded, no fused multiply-add).
+#[inline]
+pub fn normalized(v: f32, mean: f32, inv_std: f32) -> f32 {
+    (v - mean) * inv_std
+}
+
 /// Hyperparameters of one Adam update, with PyTorch's `torch.optim.Adam` semantics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamParams {
@@ -752,6 +957,8 @@ pub enum Op {
         y: BufId,
         /// Training-time augmentation (None: the samples as they are, as in evaluation).
         augment: Option<GatherAugment>,
+        /// Per-channel normalisation after the scaling and the augmentation (None: off).
+        normalize: Option<GatherNormalize>,
     },
     /// cursor += by (a u32 counter).
     Advance {
@@ -968,6 +1175,10 @@ pub enum Op {
         probs: BufId,
         /// Output per-row cross-entropy loss\[B\].
         loss: BufId,
+        /// Label smoothing ε (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`): the target is
+        /// (1 − ε)·onehot + ε/C, so loss = (1 − ε)·(−log p_y) + ε/C·Σ_c(−log p_c). 0: plain
+        /// cross-entropy.
+        smoothing: f32,
     },
     /// dlogits\[B,C\] = (probs − onehot(labels))·scale.
     SoftmaxXentBackward {
@@ -983,6 +1194,8 @@ pub enum Op {
         labels: BufId,
         /// Output dlogits\[B,C\].
         dlogits: BufId,
+        /// Label smoothing ε: dlogits = (probs − (1 − ε)·onehot − ε/C)·scale (0: none).
+        smoothing: f32,
     },
     /// acc += (Σ loss, #correct, #rows) over non-padding rows (acc is a [`MetricsAcc`]).
     Metrics {
@@ -1011,6 +1224,9 @@ pub enum Op {
         g: BufId,
         /// Momentum buffer v\[n\], updated in place.
         v: BufId,
+        /// A learning-rate schedule: update t uses this table's lr instead of `hp.lr`
+        /// (None: `hp.lr` throughout).
+        lr_table: Option<StepTable>,
     },
     /// Adam over n elements; `sched` holds [`AdamParams::schedule`] pairs, `step` the number of
     /// updates done (a u32 counter advanced once per training step).
@@ -1060,6 +1276,16 @@ pub enum Op {
         /// Output (or accumulator) dx\[len\].
         dx: BufId,
     },
+    /// Decoupled weight decay over n elements (AdamW's first half, PyTorch's
+    /// `param.mul_(1 − lr·weight_decay)`): w ← w·f, f the `factors` entry of this update.
+    Decay {
+        /// Elements updated.
+        n: usize,
+        /// Parameters w\[n\], scaled in place.
+        w: BufId,
+        /// The factors 1 − lr_t·λ of updates 1, 2, … (computed in f64, rounded once).
+        factors: StepTable,
+    },
 }
 
 impl Op {
@@ -1073,11 +1299,13 @@ impl Op {
                 x,
                 y,
                 augment,
+                normalize,
                 ..
             } => (
                 [order, cursor]
                     .into_iter()
                     .chain(augment.map(|a| a.step))
+                    .chain(normalize.map(|n| n.table))
                     .collect(),
                 vec![x, y],
             ),
@@ -1160,7 +1388,13 @@ impl Op {
                 acc,
                 ..
             } => (vec![probs, labels, loss], vec![acc]),
-            Op::Sgd { w, g, v, .. } => (vec![g], vec![w, v]),
+            Op::Sgd {
+                w, g, v, lr_table, ..
+            } => {
+                let mut reads = vec![g];
+                reads.extend(lr_table.iter().flat_map(|t| [t.table, t.step]));
+                (reads, vec![w, v])
+            }
             Op::Adam {
                 w,
                 g,
@@ -1174,6 +1408,7 @@ impl Op {
             Op::AddBackward { dy, mask, dx, .. } => {
                 ([dy].into_iter().chain(mask).collect(), vec![dx])
             }
+            Op::Decay { w, factors, .. } => (vec![factors.table, factors.step], vec![w]),
         }
     }
 
@@ -1240,6 +1475,7 @@ impl Op {
             Op::Adam { .. } => "adam",
             Op::AddForward { .. } => "add_forward",
             Op::AddBackward { .. } => "add_backward",
+            Op::Decay { .. } => "decay",
         }
     }
 
@@ -1285,7 +1521,7 @@ impl Op {
             Op::SoftmaxXentForward { rows, classes, .. }
             | Op::SoftmaxXentBackward { rows, classes, .. }
             | Op::Metrics { rows, classes, .. } => format!("{rows}x{classes}"),
-            Op::Sgd { n, .. } | Op::Adam { n, .. } => format!("n={n}"),
+            Op::Sgd { n, .. } | Op::Adam { n, .. } | Op::Decay { n, .. } => format!("n={n}"),
             Op::AddForward { len, relu, .. } => {
                 format!("n={len}") + if *relu { " Relu" } else { "" }
             }

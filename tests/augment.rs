@@ -146,6 +146,7 @@ fn oracle(d: &Dataset, order: &[u32], first: usize, rows: usize, step: u32) -> V
         first,
         rows,
         Some((&ga, step)),
+        None,
     );
     x.iter().copied().collect()
 }

@@ -346,10 +346,10 @@ impl Oracle {
         }
         let classes = self.shapes[n].len();
         let logits = Array2::from_shape_vec((B, classes), acts[n].clone()).unwrap();
-        let (probs, loss) = softmax_xent_forward(logits.view(), labels.view());
+        let (probs, loss) = softmax_xent_forward(logits.view(), labels.view(), 0.0);
         // The gradient of each activation, summed over the layers that read it.
         let mut gacts: Vec<Vec<f64>> = acts.iter().map(|a| vec![0.0; a.len()]).collect();
-        gacts[n] = softmax_xent_backward(probs.view(), labels.view(), 1.0 / B as f64)
+        gacts[n] = softmax_xent_backward(probs.view(), labels.view(), 1.0 / B as f64, 0.0)
             .into_raw_vec_and_offset()
             .0;
         let mut grads: P64 = p

@@ -196,6 +196,7 @@ fn softmax_of_huge_logits_is_finite_and_exact() {
             &mut be,
             &mut inp,
             &logits,
+            0.0,
             "extremes 6x3".into(),
         ))
         .unwrap();

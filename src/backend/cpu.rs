@@ -7,8 +7,8 @@
 use super::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::error::Setting;
-use crate::fastcpu;
 use crate::ops::{BufId, Conv2dSpec, DataId, Epilogue, MatmulSpec, MetricsAcc, Op};
+use crate::{cpu, fastcpu};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -434,10 +434,12 @@ impl CpuBackend {
                 x,
                 y,
                 augment,
+                normalize,
             } => {
                 let d = Arc::clone(&self.data[data.0]);
                 let start = self.u(cursor)[0] as usize;
                 let augment = augment.map(|a| (a, self.u(a.step)[0]));
+                let table = normalize.map(|n| self.f(n.table)[..2 * n.channels].to_vec());
                 self.with_outs([x, y], |s, [xs, ys]| {
                     fastcpu::gather::gather(
                         &d.features,
@@ -449,6 +451,7 @@ impl CpuBackend {
                         bytemuck::cast_slice_mut(xs),
                         &mut ys[..rows],
                         augment.as_ref().map(|(a, s)| (a, *s)),
+                        table.as_deref(),
                     )
                 });
             }
@@ -615,11 +618,13 @@ impl CpuBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => self.with_outs([probs, loss], |s, [p, l]| {
                 fastcpu::softmax_xent::forward(
                     s.f(logits),
                     &s.u(labels)[..rows],
                     classes,
+                    smoothing,
                     bytemuck::cast_slice_mut(p),
                     bytemuck::cast_slice_mut(l),
                 )
@@ -631,8 +636,16 @@ impl CpuBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => self.with_out(dlogits, |s, d| {
-                fastcpu::softmax_xent::backward(s.f(probs), &s.u(labels)[..rows], classes, scale, d)
+                fastcpu::softmax_xent::backward(
+                    s.f(probs),
+                    &s.u(labels)[..rows],
+                    classes,
+                    scale,
+                    smoothing,
+                    d,
+                )
             }),
             Op::Metrics {
                 rows,
@@ -653,14 +666,30 @@ impl CpuBackend {
                 );
                 self.bufs[acc.0][..4].copy_from_slice(bytemuck::cast_slice(&[a]));
             }
-            Op::Sgd { n, hp, w, g, v } => self.with_outs([w, v], |s, [w, v]| {
-                fastcpu::sgd::sgd_update(
-                    &mut bytemuck::cast_slice_mut(w)[..n],
-                    s.f(g),
-                    bytemuck::cast_slice_mut(v),
-                    hp,
-                )
-            }),
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => {
+                let hp = match lr_table {
+                    Some(t) => crate::ops::SgdParams {
+                        lr: cpu::decay::table_entry(self.f(t.table), self.u(t.step)[0]),
+                        ..hp
+                    },
+                    None => hp,
+                };
+                self.with_outs([w, v], |s, [w, v]| {
+                    fastcpu::sgd::sgd_update(
+                        &mut bytemuck::cast_slice_mut(w)[..n],
+                        s.f(g),
+                        bytemuck::cast_slice_mut(v),
+                        hp,
+                    )
+                })
+            }
             Op::Adam {
                 n,
                 hp,
@@ -685,6 +714,10 @@ impl CpuBackend {
                         s,
                     )
                 })
+            }
+            Op::Decay { n, w, factors } => {
+                let f = cpu::decay::table_entry(self.f(factors.table), self.u(factors.step)[0]);
+                self.with_out(w, |_, w| cpu::decay::decay_update(&mut w[..n], f))
             }
         }
     }
@@ -745,6 +778,26 @@ impl Backend for CpuBackend {
             });
         }
         for op in ops {
+            if let Op::Gather {
+                data,
+                normalize: Some(norm),
+                ..
+            } = *op
+            {
+                let (pixels, words) = (
+                    self.data[data.0].sample_len(),
+                    self.bufs[norm.table.0].len(),
+                );
+                if norm.channels == 0 || pixels % norm.channels != 0 || words < 2 * norm.channels {
+                    return Err(Error::KernelShape {
+                        kernel: "gather".into(),
+                        reason: format!(
+                            "normalising {} channels of samples of {pixels} values with a table                              of {words} entries",
+                            norm.channels
+                        ),
+                    });
+                }
+            }
             if let Op::Gather {
                 data, len, order, ..
             } = *op

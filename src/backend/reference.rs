@@ -5,7 +5,7 @@
 use super::{Backend, EngineKind, ProgramId};
 use crate::cpu;
 use crate::data::Dataset;
-use crate::ops::{BufId, DataId, MetricsAcc, Op};
+use crate::ops::{BufId, DataId, MetricsAcc, Op, SgdParams};
 use crate::Result;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewD, ArrayViewMutD, IxDyn};
 
@@ -59,10 +59,12 @@ impl ReferenceBackend {
                 x,
                 y,
                 augment,
+                normalize,
             } => {
                 let d = &self.data[data.0];
                 let start = self.u(cursor)[0] as usize;
                 let augment = augment.map(|a| (a, self.u(a.step)[0]));
+                let table = normalize.map(|n| self.f(n.table)[..2 * n.channels].to_vec());
                 let (xs, ys) = cpu::gather::gather(
                     &d.features,
                     d.kind,
@@ -72,6 +74,7 @@ impl ReferenceBackend {
                     start,
                     rows,
                     augment.as_ref().map(|(a, s)| (a, *s)),
+                    table.as_deref(),
                 );
                 self.put(x, xs.as_slice().expect("standard layout"));
                 self.bufs[y.0][..rows].copy_from_slice(ys.as_slice().expect("contiguous"));
@@ -286,10 +289,12 @@ impl ReferenceBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => {
                 let (p, l) = cpu::softmax_xent::softmax_xent_forward(
                     self.mat(logits, rows, classes),
                     self.labels(labels, rows),
+                    smoothing,
                 );
                 self.put(probs, p.as_slice().expect("standard layout"));
                 self.put(loss, l.as_slice().expect("contiguous"));
@@ -301,11 +306,13 @@ impl ReferenceBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => {
                 let d = cpu::softmax_xent::softmax_xent_backward(
                     self.mat(probs, rows, classes),
                     self.labels(labels, rows),
                     scale,
+                    smoothing,
                 );
                 self.put(dlogits, d.as_slice().expect("standard layout"));
             }
@@ -327,7 +334,21 @@ impl ReferenceBackend {
                 );
                 self.bufs[acc.0][..4].copy_from_slice(bytemuck::cast_slice(&[a]));
             }
-            Op::Sgd { n, hp, w, g, v } => {
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => {
+                let hp = match lr_table {
+                    Some(t) => SgdParams {
+                        lr: cpu::decay::table_entry(self.f(t.table), self.u(t.step)[0]),
+                        ..hp
+                    },
+                    None => hp,
+                };
                 let mut wv = std::mem::take(&mut self.bufs[w.0]);
                 let mut vv = std::mem::take(&mut self.bufs[v.0]);
                 {
@@ -371,6 +392,12 @@ impl ReferenceBackend {
                 self.bufs[w.0] = wv;
                 self.bufs[m.0] = mv;
                 self.bufs[v.0] = vv;
+            }
+            Op::Decay { n, w, factors } => {
+                let f = cpu::decay::table_entry(self.f(factors.table), self.u(factors.step)[0]);
+                let mut wv = std::mem::take(&mut self.bufs[w.0]);
+                cpu::decay::decay_update(&mut bytemuck::cast_slice_mut(&mut wv)[..n], f);
+                self.bufs[w.0] = wv;
             }
         }
     }

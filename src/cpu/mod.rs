@@ -8,6 +8,7 @@ pub mod avgpool;
 pub mod batchnorm;
 pub mod bias;
 pub mod conv2d;
+pub mod decay;
 pub mod dropout;
 pub mod gather;
 pub mod matmul;

@@ -1,13 +1,14 @@
 //! Fast twin of `shaders/gather.wgsl`: the minibatch straight from the byte images.
 
 use super::PAR_MIN;
-use crate::ops::{augment_draw, FeatureType, GatherAugment, PADDING_LABEL};
+use crate::ops::{augment_draw, normalized, FeatureType, GatherAugment, PADDING_LABEL};
 use rayon::prelude::*;
 
 /// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the end
 /// of `order` are zeros with the padding label. B = `y.len()`. `f32` features are taken as
 /// they are. With `augment` = (what, training step), each sample is cropped and flipped as
-/// [`GatherAugment::source`] says (the twin's bits exactly).
+/// [`GatherAugment::source`] says (the twin's bits exactly). With `normalize` (C means, then C
+/// reciprocal standard deviations), each sample row is then normalised as the twin does.
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     images: &[u8],
@@ -19,6 +20,7 @@ pub fn gather(
     x: &mut [f32],
     y: &mut [u32],
     augment: Option<(&GatherAugment, u32)>,
+    normalize: Option<&[f32]>,
 ) {
     let rows = y.len();
     let x = &mut x[..rows * pixels];
@@ -73,6 +75,22 @@ pub fn gather(
                     None => {
                         row.fill(0.0);
                         *label = PADDING_LABEL;
+                        continue;
+                    }
+                }
+                if let Some(t) = normalize {
+                    let c = t.len() / 2;
+                    let (mean, inv) = t.split_at(c);
+                    if c == 1 {
+                        for v in row.iter_mut() {
+                            *v = normalized(*v, mean[0], inv[0]);
+                        }
+                    } else {
+                        for px in row.chunks_exact_mut(c) {
+                            for ((v, &m), &s) in px.iter_mut().zip(mean).zip(inv) {
+                                *v = normalized(*v, m, s);
+                            }
+                        }
                     }
                 }
             }

@@ -441,6 +441,7 @@ pub fn softmax_xent_forward(
     labels: &Buffer,
     probs: &Buffer,
     loss: &Buffer,
+    smoothing: f32,
 ) -> Result<Launch> {
     let name = "softmax_xent_forward";
     nonzero(name, &[("B", rows), ("C", classes)])?;
@@ -449,7 +450,7 @@ pub fn softmax_xent_forward(
     need(name, "probs", probs, rows * classes)?;
     need(name, "loss", loss, rows)?;
     let pipeline = ctx.pipeline(name, || SOFTMAX_XENT_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, classes as u32, 0]);
+    let params = ctx.uniform(name, &[rows as u32, classes as u32, 0, f(smoothing)]);
     ctx.launch(
         name,
         pipeline,
@@ -474,6 +475,7 @@ pub fn softmax_xent_backward(
     probs: &Buffer,
     labels: &Buffer,
     dlogits: &Buffer,
+    smoothing: f32,
 ) -> Result<Launch> {
     let name = "softmax_xent_backward";
     nonzero(name, &[("B", rows), ("C", classes)])?;
@@ -481,7 +483,7 @@ pub fn softmax_xent_backward(
     need(name, "labels", labels, rows)?;
     need(name, "dlogits", dlogits, rows * classes)?;
     let pipeline = ctx.pipeline(name, || SOFTMAX_XENT_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, classes as u32, f(scale)]);
+    let params = ctx.uniform(name, &[rows as u32, classes as u32, f(scale), f(smoothing)]);
     ctx.launch(
         name,
         pipeline,
@@ -493,7 +495,9 @@ pub fn softmax_xent_backward(
 // ---------------------------------------------------------------------------------------------
 // sgd
 
-/// g ← g + λw; v ← μv + g; w ← w − αv over `n` elements.
+/// g ← g + λw; v ← μv + g; w ← w − α·(v, or g + μv with Nesterov) over `n` elements, α
+/// `hp.lr` or, with `lr_table` = (sched, step), sched\[min(step, len − 1)\].
+#[allow(clippy::too_many_arguments)]
 pub fn sgd_update(
     ctx: &GpuContext,
     n: usize,
@@ -501,20 +505,42 @@ pub fn sgd_update(
     w: &Buffer,
     g: &Buffer,
     v: &Buffer,
+    lr_table: Option<(&Buffer, &Buffer)>,
 ) -> Result<Launch> {
-    let name = "sgd_update";
+    let name = if lr_table.is_some() {
+        "sgd_update_sched"
+    } else {
+        "sgd_update"
+    };
     nonzero(name, &[("n", n)])?;
     need(name, "w", w, n)?;
     need(name, "g", g, n)?;
     need(name, "v", v, n)?;
+    let steps = match lr_table {
+        Some((sched, step)) => {
+            need(name, "sched", sched, 1)?;
+            need(name, "step", step, 1)?;
+            (sched.size() / 4).min(u32::MAX as u64) as u32
+        }
+        None => 0,
+    };
     let pipeline = ctx.pipeline(name, || SGD_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[n as u32, f(hp.lr), f(hp.momentum), f(hp.l2)]);
-    ctx.launch(
+    let params = ctx.uniform(
         name,
-        pipeline,
-        &[(0, &params), (1, w), (2, g), (3, v)],
-        grid_1d(n, WG_ELEMENTWISE),
-    )
+        &[
+            n as u32,
+            f(hp.lr),
+            f(hp.momentum),
+            f(hp.l2),
+            hp.nesterov as u32,
+            steps,
+        ],
+    );
+    let mut bindings = vec![(0, &params), (1, w), (2, g), (3, v)];
+    if let Some((sched, step)) = lr_table {
+        bindings.extend([(4, sched), (5, step)]);
+    }
+    ctx.launch(name, pipeline, &bindings, grid_1d(n, WG_ELEMENTWISE))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,6 +676,7 @@ pub fn gather(
     x: &Buffer,
     y: &Buffer,
     augment: Option<(&crate::ops::GatherAugment, &Buffer)>,
+    normalize: Option<(usize, &Buffer)>,
 ) -> Result<Vec<Launch>> {
     let name = "gather";
     nonzero(
@@ -694,6 +721,23 @@ pub fn gather(
     };
     // Augmentation off reads no step: the cursor stands in for the binding.
     let step = augment.map_or(cursor, |a| a.1);
+    // Normalisation off reads no table: the labels stand in for it.
+    let (norm_channels, norm) = match normalize {
+        Some((c, table)) => {
+            if c == 0 || !data.pixels.is_multiple_of(c) {
+                return Err(Error::KernelShape {
+                    kernel: name.to_string(),
+                    reason: format!(
+                        "normalising {c} channels, but the dataset's samples hold {} values",
+                        data.pixels
+                    ),
+                });
+            }
+            need(name, "normalisation table", table, 2 * c)?;
+            (c as u32, table)
+        }
+        None => (0, &data.labels),
+    };
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
     data.shards
         .iter()
@@ -713,6 +757,7 @@ pub fn gather(
                 (data.kind == crate::ops::FeatureType::F32) as u32,
             ];
             words.extend(aug);
+            words.push(norm_channels);
             let params = ctx.uniform(name, &words);
             ctx.launch(
                 name,
@@ -726,6 +771,7 @@ pub fn gather(
                     (5, x),
                     (6, y),
                     (8, step),
+                    (9, norm),
                 ],
                 grid_1d(rows * data.pixels, WG_ELEMENTWISE),
             )
@@ -737,7 +783,7 @@ pub fn gather(
 pub fn advance(ctx: &GpuContext, rows: usize, cursor: &Buffer) -> Result<Launch> {
     let name = "advance";
     let pipeline = ctx.pipeline(name, || GATHER_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]);
+    let params = ctx.uniform(name, &[rows as u32, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0]);
     ctx.launch(name, pipeline, &[(0, &params), (7, cursor)], [1, 1, 1])
 }
 
@@ -767,6 +813,7 @@ const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
 const DROPOUT_WGSL: &str = include_str!("../../shaders/dropout.wgsl");
 const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
 const ADD_WGSL: &str = include_str!("../../shaders/add.wgsl");
+const DECAY_WGSL: &str = include_str!("../../shaders/decay.wgsl");
 
 /// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
 fn layer_shader_sources() -> Vec<(String, String)> {
@@ -778,6 +825,7 @@ fn layer_shader_sources() -> Vec<(String, String)> {
         ("dropout".to_string(), DROPOUT_WGSL.to_string()),
         ("batchnorm".to_string(), BATCHNORM_WGSL.to_string()),
         ("add".to_string(), ADD_WGSL.to_string()),
+        ("decay".to_string(), DECAY_WGSL.to_string()),
     ]
 }
 
@@ -1592,5 +1640,31 @@ pub fn add_backward(
             (6, dx),
         ],
         grid_1d(len, WG_ELEMENTWISE),
+    )
+}
+
+// decoupled weight decay
+
+/// w ← w·factors\[min(step, len − 1)\] over `n` elements (see `shaders/decay.wgsl`).
+pub fn decay_update(
+    ctx: &GpuContext,
+    n: usize,
+    w: &Buffer,
+    factors: &Buffer,
+    step: &Buffer,
+) -> Result<Launch> {
+    let name = "decay_update";
+    nonzero(name, &[("n", n)])?;
+    need(name, "w", w, n)?;
+    need(name, "factors", factors, 1)?;
+    need(name, "step", step, 1)?;
+    let steps = (factors.size() / 4).min(u32::MAX as u64) as u32;
+    let pipeline = ctx.pipeline(name, || DECAY_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[n as u32, steps]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, w), (2, factors), (3, step)],
+        grid_1d(n, WG_ELEMENTWISE),
     )
 }

@@ -10,10 +10,10 @@ pub enum Family {
     /// The bias gradient (column sums; the bias add is a matmul epilogue).
     #[value(name = "bias")]
     Bias,
-    /// Softmax with cross-entropy, forward and backward.
+    /// Softmax with cross-entropy, forward and backward, with and without label smoothing.
     #[value(name = "softmax_xent")]
     SoftmaxXent,
-    /// SGD with momentum and L2.
+    /// SGD with momentum (plain and Nesterov) and L2, at a fixed or scheduled learning rate.
     #[value(name = "sgd")]
     Sgd,
     /// The metrics accumulation (loss sum, correct and seen counts).
@@ -31,7 +31,7 @@ pub enum Family {
     /// Average-pooling forward and backward (K×K and global).
     #[value(name = "avgpool")]
     Avgpool,
-    /// The Adam update.
+    /// The Adam update and AdamW's decoupled weight decay.
     #[value(name = "adam")]
     Adam,
     /// Dropout forward and backward (the mask bit for bit).

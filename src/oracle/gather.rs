@@ -27,6 +27,8 @@ pub struct GatherData {
     pub start: usize,
     /// The training augmentation and the step counter's value (None: off).
     pub augment: Option<(crate::ops::GatherAugment, u32)>,
+    /// The normalisation table (C means, then C reciprocal standard deviations; None: off).
+    pub normalize: Option<Vec<f32>>,
 }
 
 impl GatherData {
@@ -76,11 +78,13 @@ impl GatherData {
             len,
             start,
             augment: None,
+            normalize: None,
         }
     }
 
-    /// x (within WGSL's 2.5-ULP division; the augmentation's zeros and the places it reads
-    /// from exactly: a wrong byte is ≥ 1/255 off), y exactly, and the cursor advanced by `rows`.
+    /// x (within WGSL's 2.5-ULP division, carried through the normalisation when on; the
+    /// augmentation's zeros and the places it reads from exactly: a wrong byte is ≥ 1/255 off,
+    /// ≥ s/255 after normalising), y exactly, and the cursor advanced by `rows`.
     pub fn compare(
         &self,
         pixels: usize,
@@ -99,7 +103,9 @@ impl GatherData {
             self.start,
             rows,
             self.augment.as_ref().map(|(a, s)| (a, *s)),
+            self.normalize.as_deref(),
         );
+        let channels = self.normalize.as_ref().map_or(1, |t| t.len() / 2);
         vec![
             compare(
                 Family::Gather,
@@ -108,9 +114,19 @@ impl GatherData {
                 x,
                 &f64s(wx.as_slice().unwrap()),
                 // Bytes: the division by 255 within WGSL's 2.5 ULP; f32: copied exactly.
-                |_| match self.kind {
-                    FeatureType::U8 => (0.0, 5.0 * U),
-                    FeatureType::F32 => (0.0, 0.0),
+                // Normalised, (v − m)·s with the subtraction and the product correctly rounded
+                // (WGSL's + and ×, no fusing): f32 values come out bit for bit; a byte's v
+                // off by 2.5 ULP (≤ 2.5u·|v| ≤ 2.5u, v ≤ 1) is off by ≤ 2.5u·|s| after the
+                // scaling by s, plus half an ULP for each of the two roundings near the result
+                // (whose size the relative part covers) — close to zero after the subtraction
+                // only the absolute part holds.
+                |i| match (self.kind, &self.normalize) {
+                    (FeatureType::U8, None) => (0.0, 5.0 * U),
+                    (FeatureType::U8, Some(t)) => {
+                        let s = t[channels + (i % pixels) % channels].abs() as f64;
+                        (3.0 * U * s, 3.0 * U)
+                    }
+                    (FeatureType::F32, _) => (0.0, 0.0),
                 },
             ),
             compare_u32(

@@ -95,6 +95,6 @@ pub use inputs::{run_seed, Inputs};
 pub use matmul::{matmul_compare, matmul_name, MatmulData, MatmulReference};
 pub use maxpool::{maxpool_compare, maxpool_inputs, maxpool_shape, PoolInput};
 pub use metrics::{metrics_compare, metrics_inputs, METRICS_START};
-pub use sgd::{sgd_compare, sgd_inputs, SGD_PARAMS};
+pub use sgd::{decay_compare, sgd_compare, sgd_inputs, SGD_PARAMS};
 pub use softmax::{softmax_compare, softmax_extreme_logits, softmax_logits};
 pub use tolerance::{gamma, U};

@@ -10,7 +10,7 @@
 //! The optimiser's state and update program are [`optim`]'s; the data-parallel step (gradients
 //! summed over the ranks between a gradient and an update program) is [`dist`]'s.
 
-use super::{TrainConfig, Which};
+use super::{Optimizer, TrainConfig, Which};
 use crate::backend::{gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::dist::{Collective, Shard, Solo};
@@ -18,7 +18,7 @@ use crate::error::Setting;
 use crate::gpu::GpuContext;
 use crate::model::{Model, Param, Shape};
 use crate::nn::{self, Io, Layer, Mode, ParamBufs};
-use crate::ops::{BufId, DataId, GatherAugment, MetricsAcc, Op};
+use crate::ops::{BufId, DataId, GatherAugment, GatherNormalize, MetricsAcc, Op};
 use crate::{Error, Result};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::rc::Rc;
@@ -92,7 +92,8 @@ pub struct Engine {
     step: ProgramId,
     eval_train: ProgramId,
     eval_test: Option<ProgramId>,
-    /// Adam's update counter (u32), advanced once per step.
+    /// The optimiser's update counter (u32; Adam, AdamW, SGD with a schedule), advanced once
+    /// per step.
     opt_step: Option<BufId>,
     /// The training-step counter (u32) of layers that read it (dropout), advanced once per
     /// step when one does; [`Engine::set_step`] sets it.
@@ -104,6 +105,13 @@ pub struct Engine {
     /// Forward only, and forward + backward, on `x`/`y` as written (prepared on first use).
     forward_only: Option<ProgramId>,
     gradient: Option<ProgramId>,
+    /// Every gather's normalisation and its table on the host (None: off).
+    normalize: Option<(GatherNormalize, Vec<f32>)>,
+    /// Time spent in training steps so far (background tuning may take as much).
+    trained: std::time::Duration,
+    /// When the engine was ready to take its first step, since the process's clock started
+    /// ([`crate::util::since_start`]).
+    ready: std::time::Duration,
 }
 
 impl Engine {
@@ -173,6 +181,10 @@ impl Engine {
             super::check_data(&model.arch, t, "test")?;
         }
         let augment = augment_geometry(cfg, train)?;
+        // `auto` becomes the training set's values here, so checkpoints and model files hold
+        // the numbers every later evaluation applies.
+        let (resolved, norm_table) = resolve_normalize(cfg, train)?;
+        let cfg = &resolved;
         let shard = Shard::of(comm.as_ref());
         if cfg.batch < shard.ranks {
             return Err(Error::InvalidSetting {
@@ -286,7 +298,7 @@ impl Engine {
         let loss = be_ref.alloc("loss", bsz)?;
         let acc_train = be_ref.alloc("train metrics", 4)?;
         let acc_eval = be_ref.alloc("eval metrics", 4)?;
-        let opt_step = optim::step_counter(be_ref, cfg.optimizer, state)?;
+        let opt_step = optim::step_counter(be_ref, cfg, state)?;
         let resident = |be: &mut dyn Backend, d: &Dataset| -> Result<Resident> {
             let data = be.dataset(d)?;
             let order = be.alloc("order", d.n)?;
@@ -299,6 +311,16 @@ impl Engine {
                 order,
                 cursor: be.alloc("cursor", 1)?,
             })
+        };
+        let normalize = match norm_table {
+            Some((channels, t)) => Some((
+                GatherNormalize {
+                    channels,
+                    table: be_ref.upload_f32("normalisation", &t)?,
+                },
+                t,
+            )),
+            None => None,
         };
         let train_res = resident(be_ref, train)?;
         let test_res = match test {
@@ -347,17 +369,17 @@ impl Engine {
             order_valid: false,
             forward_only: None,
             gradient: None,
+            normalize,
+            trained: std::time::Duration::ZERO,
+            ready: std::time::Duration::ZERO,
         };
-        let sched = match optim::schedule(cfg, train.n) {
-            Some(table) => Some(e.be.upload_f32("adam schedule", &table)?),
-            None => None,
-        };
+        let tables = optim::tables(cfg, train.n).upload(&mut *e.be)?;
         for p in &e.params {
             let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
             e.grads.extend([(p.bufs.dw, wn), (p.bufs.db, bn)]);
         }
         let grad: Vec<Op> = e.grad_pieces().into_iter().flat_map(|p| p.0).collect();
-        let update = e.update_ops(sched);
+        let update = e.update_ops(tables);
         if e.shard.ranks > 1 {
             let g = e.be.prepare(&grad)?;
             let u = e.be.prepare(&update)?;
@@ -371,6 +393,7 @@ impl Engine {
             let ev = e.eval_ops(t);
             e.eval_test = Some(e.be.prepare(&ev)?);
         }
+        e.ready = crate::util::since_start();
         Ok(e)
     }
 
@@ -400,6 +423,43 @@ impl Engine {
     /// The ReLU mask of activation `act`: the activation itself when it ends in a ReLU.
     fn mask_of(&self, act: usize) -> Option<BufId> {
         (act > 0 && self.layers[act - 1].relu()).then(|| self.acts[act - 1])
+    }
+
+    /// Between chunks of training steps, `chunk` the time the last one took: background
+    /// tuning on the GPU ([`GpuBackend::tune_pending`], when the backend was told to tune in
+    /// the background) may run until it has taken as long as training has so far, so a cold
+    /// run trains at least half the time while its products are tuned.
+    pub fn tune_between_chunks(&mut self, chunk: std::time::Duration) -> Result<()> {
+        if cfg!(target_arch = "wasm32") {
+            // The page awaits `tune_between_chunks_async` with the device's time instead.
+            return Ok(());
+        }
+        crate::util::wait_for("autotune", self.tune_between_chunks_async(chunk))
+    }
+
+    /// [`Engine::tune_between_chunks`] without blocking the browser.
+    pub async fn tune_between_chunks_async(&mut self, chunk: std::time::Duration) -> Result<()> {
+        self.trained += chunk;
+        if let Some(g) = self.be.as_gpu() {
+            if g.tuning_pending() {
+                g.tune_pending_async(self.trained).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What background tuning did, on a GPU backend that tunes in the background and started
+    /// a product on its default.
+    pub fn tuning_report(&mut self) -> Option<crate::gpu::autotune::TuneReport> {
+        let g = self.be.as_gpu()?;
+        let r = g.tuning_report();
+        (!r.products.is_empty()).then_some(r)
+    }
+
+    /// When the engine was ready for its first step: seconds since the process's clock started
+    /// ([`crate::util::since_start`]; the CLI starts it first thing).
+    pub fn ready_seconds(&self) -> f64 {
+        self.ready.as_secs_f64()
     }
 
     fn io(&self, l: usize) -> Io {
@@ -451,6 +511,7 @@ impl Engine {
             x: self.x,
             y: self.y,
             augment: if augment { self.augment } else { None },
+            normalize: self.normalize.as_ref().map(|n| n.0),
         }
     }
 
@@ -470,6 +531,13 @@ impl Engine {
             labels: self.y,
             probs: self.probs,
             loss: self.loss,
+            // Training reports the smoothed loss (PyTorch's, as the criterion it minimises);
+            // evaluation plain cross-entropy.
+            smoothing: if mode == Mode::Train {
+                self.cfg.label_smoothing
+            } else {
+                0.0
+            },
         });
     }
 
@@ -504,6 +572,7 @@ impl Engine {
             probs: self.probs,
             labels: self.y,
             dlogits: *self.dacts.last().expect("a layer"),
+            smoothing: self.cfg.label_smoothing,
         });
     }
 
@@ -578,6 +647,12 @@ impl Engine {
     pub fn set_step(&mut self, step: usize) -> Result<()> {
         if self.uses_step() {
             self.be.write(self.step_counter, &[step as u32])?;
+        }
+        // SGD's update counter (present with a schedule or warm-up) is the run's step count
+        // too; a checkpoint of a constant-rate SGD run holds none (0), so a schedule added when
+        // resuming it would otherwise restart at its first update.
+        if let (Some(counter), Optimizer::Sgd) = (self.opt_step, self.cfg.optimizer) {
+            self.be.write(counter, &[step as u32])?;
         }
         Ok(())
     }
@@ -746,7 +821,18 @@ impl Engine {
 
     /// [`Engine::probabilities`] without blocking the browser.
     pub async fn probabilities_async(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        self.be.write_f32(self.x, x)?;
+        match &self.normalize {
+            Some((_, t)) => {
+                let c = t.len() / 2;
+                let xn: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| crate::ops::normalized(v, t[i % c], t[c + i % c]))
+                    .collect();
+                self.be.write_f32(self.x, &xn)?;
+            }
+            None => self.be.write_f32(self.x, x)?,
+        }
         let prog = self.on_demand(false)?;
         self.be.run(prog, 1)?;
         let words = self
@@ -841,6 +927,30 @@ fn readers(wires: &[nn::residual::Wire], act: usize) -> Vec<usize> {
         .filter(|(_, w)| w.input == act || w.skip == Some(act))
         .map(|(l, _)| l)
         .collect()
+}
+
+/// The gather's normalisation: (channels, its table), None when off.
+type NormTable = Option<(usize, Vec<f32>)>;
+
+/// `cfg` with its normalisation resolved (`auto`: the values of `train`), and the gather's
+/// (channels, table) when it normalises; [`Error::InvalidSetting`] ([`Setting::Normalize`])
+/// for values that do not fit the input's channels or a constant channel under `auto`.
+fn resolve_normalize(
+    cfg: &TrainConfig,
+    train: &Dataset,
+) -> Result<(TrainConfig, NormTable)> {
+    let mut cfg = cfg.clone();
+    let channels = match crate::data::SampleShape::from(cfg.arch.input) {
+        crate::data::SampleShape::Image { c, .. } => c,
+        crate::data::SampleShape::Flat(_) => 1,
+    };
+    let bad = |r: String| Error::setting(Setting::Normalize, r);
+    if cfg.normalize == crate::ops::Normalize::Auto {
+        cfg.normalize =
+            crate::ops::Normalize::auto(&train.features, train.kind, channels).map_err(bad)?;
+    }
+    let table = cfg.normalize.table(channels).map_err(bad)?;
+    Ok((cfg, table.map(|t| (channels, t))))
 }
 
 /// The training images' (H, W, C) when `cfg` augments them (None when it does not);

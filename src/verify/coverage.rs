@@ -64,6 +64,16 @@ pub fn preset_products(preset: Preset) -> Result<Vec<MatmulSpec>> {
 /// Every op of the programs the engine prepares for the run `cfg` (the training step and both
 /// evaluations), in program order, recorded without running anything.
 pub fn program_ops(cfg: &TrainConfig) -> Result<Vec<Op>> {
+    // The one blank sample below has no spread to normalise by: `auto`'s values do not change
+    // the ops, so any stand in for them.
+    let mut cfg = cfg.clone();
+    if cfg.normalize == crate::ops::Normalize::Auto {
+        cfg.normalize = crate::ops::Normalize::Values {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+    }
+    let cfg = &cfg;
     let model = Model::init_uniform(&cfg.arch, 0.07, 1);
     let len = cfg.arch.input_len();
     let shape = crate::data::SampleShape::from(cfg.arch.input);
@@ -76,8 +86,9 @@ pub fn program_ops(cfg: &TrainConfig) -> Result<Vec<Op>> {
 }
 
 /// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the
-/// training step and both evaluations), in program order: what the autotuner must have tuned
-/// before a web page prepares them ([`crate::gpu::autotune::prepare_async`]).
+/// training step and both evaluations), in program order: what a web page starts (each on its
+/// checked default) before preparing them
+/// ([`crate::backend::gpu::GpuBackend::start_in_background_async`]).
 pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
     let mut out: Vec<MatmulSpec> = Vec::new();
     for op in program_ops(cfg)? {
