@@ -306,9 +306,10 @@ fn malformed_files_give_one_line_errors() {
         &wgtrain(&["train", "--lr", "0"]),
         "error: invalid argument --lr: 0 must be a finite number > 0",
     );
+    // Refused before any data is read (the MNIST folder is not even looked for).
     fails_cleanly(
-        &wgtrain(&["train", "--optimizer", "sgd", "--lr-schedule", "cosine"]),
-        "invalid argument --lr-schedule: cosine is implemented for the Adam optimizer only",
+        &wgtrain(&["train", "--optimizer", "adam", "--nesterov"]),
+        "invalid argument --nesterov: needs the sgd optimizer with momentum > 0",
     );
     fails_cleanly(&wgtrain(&["devices", "--backend", "nonsense"]), "nonsense");
 }
