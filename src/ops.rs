@@ -812,7 +812,7 @@ impl Normalize {
     ) -> std::result::Result<Normalize, String> {
         let c = channels.max(1);
         let values = features.len() / kind.size();
-        if values == 0 || values % c != 0 {
+        if values == 0 || !values.is_multiple_of(c) {
             return Err(format!(
                 "no values to compute a mean from ({values} values in {c} channels)"
             ));

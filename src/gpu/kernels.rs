@@ -698,7 +698,7 @@ pub fn gather(
     // Normalisation off reads no table: the labels stand in for it.
     let (norm_channels, norm) = match normalize {
         Some((c, table)) => {
-            if c == 0 || data.pixels % c != 0 {
+            if c == 0 || !data.pixels.is_multiple_of(c) {
                 return Err(Error::KernelShape {
                     kernel: name.to_string(),
                     reason: format!(

@@ -790,13 +790,17 @@ impl Engine {
     }
 }
 
+/// The gather's normalisation: its channels and table (C means, then C reciprocal standard
+/// deviations).
+type NormTable = (usize, Vec<f32>);
+
 /// `cfg` with its normalisation resolved (`auto`: the values of `train`), and the gather's
 /// (channels, table) when it normalises; [`Error::InvalidSetting`] ([`Setting::Normalize`])
 /// for values that do not fit the input's channels or a constant channel under `auto`.
 fn resolve_normalize(
     cfg: &TrainConfig,
     train: &Dataset,
-) -> Result<(TrainConfig, Option<(usize, Vec<f32>)>)> {
+) -> Result<(TrainConfig, Option<NormTable>)> {
     let mut cfg = cfg.clone();
     let channels = match crate::data::SampleShape::from(cfg.arch.input) {
         crate::data::SampleShape::Image { c, .. } => c,
