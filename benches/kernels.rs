@@ -122,8 +122,18 @@ fn elementwise(c: &mut Criterion) {
         lr: 1e-6,
         momentum: 0.9,
         l2: 0.0,
+        nesterov: false,
     };
-    let p = be.prepare(&[Op::Sgd { n, hp, w, g: gr, v }]).expect("sgd");
+    let p = be
+        .prepare(&[Op::Sgd {
+            n,
+            hp,
+            w,
+            g: gr,
+            v,
+            lr_table: None,
+        }])
+        .expect("sgd");
     g.throughput(Throughput::Bytes((20 * n * REPS) as u64));
     g.bench_function("sgd 1000000", |it| {
         it.iter(|| be.run(p, REPS).expect("run"))
@@ -144,6 +154,7 @@ fn elementwise(c: &mut Criterion) {
             labels,
             probs,
             loss,
+            smoothing: 0.0,
         }])
         .expect("softmax");
     g.throughput(Throughput::Bytes(

@@ -4,7 +4,11 @@
 //   p = exp(z - max z) / Σ exp(z - max z);  loss = log Σ exp(z - max z) + (max z - z[y])
 //   Subtracting the row max keeps every exp argument ≤ 0, so nothing overflows for logits
 //   like [1000, 0] and a row of -1000s gives p = 1/C.
-// softmax_xent_backward: dlogits[B,C] = (p - onehot(y)) · scale, scale = 1/(rows counted)
+//   With label smoothing ε > 0 (PyTorch's CrossEntropyLoss(label_smoothing=ε)), the target is
+//   (1 − ε)·onehot(y) + ε/C and loss = (1 − ε)·ℓ_y + (ε/C)·Σ_c ℓ_c with ℓ_c = −log p_c
+//   = log Σ exp(z − max z) + (max z − z_c). ε = 0 takes the plain path, unchanged.
+// softmax_xent_backward: dlogits[B,C] = (p - target) · scale, scale = 1/(rows counted),
+//   target = onehot(y), or (1 − ε)·onehot(y) + ε/C with smoothing.
 //
 // A label ≥ C marks a padding row (the tail of the last evaluation batch): its loss and
 // gradient are 0.
@@ -13,6 +17,7 @@ struct Params {
     rows: u32,
     classes: u32,
     scale: f32,
+    smoothing: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -50,7 +55,17 @@ fn softmax_xent_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
     let y = labels[row];
     if (y < p.classes) {
-        loss[row] = log(s) + (m - logits[base + y]);
+        let lse = log(s);
+        let ly = lse + (m - logits[base + y]);
+        if (p.smoothing == 0.0) {
+            loss[row] = ly;
+        } else {
+            var all = 0.0;
+            for (var c = 0u; c < p.classes; c++) {
+                all += lse + (m - logits[base + c]);
+            }
+            loss[row] = (1.0 - p.smoothing) * ly + (p.smoothing / f32(p.classes)) * all;
+        }
     } else {
         loss[row] = 0.0;
     }
@@ -69,6 +84,11 @@ fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         dlogits[idx] = 0.0;
         return;
     }
-    let onehot = select(0.0, 1.0, c == y);
-    dlogits[idx] = (probs_in[idx] - onehot) * p.scale;
+    if (p.smoothing == 0.0) {
+        let onehot = select(0.0, 1.0, c == y);
+        dlogits[idx] = (probs_in[idx] - onehot) * p.scale;
+    } else {
+        let smoothed = select(0.0, 1.0 - p.smoothing, c == y) + p.smoothing / f32(p.classes);
+        dlogits[idx] = (probs_in[idx] - smoothed) * p.scale;
+    }
 }

@@ -61,6 +61,12 @@ pub enum Setting {
     ValSplit,
     /// Training-time augmentation of the samples.
     Augment,
+    /// Decoupled weight decay (AdamW's).
+    WeightDecay,
+    /// Nesterov momentum.
+    Nesterov,
+    /// Label smoothing of the loss.
+    LabelSmoothing,
     /// Per-channel normalisation of the samples.
     Normalize,
 }
@@ -88,6 +94,9 @@ impl Setting {
             Setting::Data => "data source",
             Setting::ValSplit => "validation fraction",
             Setting::Augment => "augmentation",
+            Setting::WeightDecay => "weight decay",
+            Setting::Nesterov => "Nesterov momentum",
+            Setting::LabelSmoothing => "label smoothing",
             Setting::Normalize => "normalisation",
         }
     }

@@ -124,6 +124,8 @@ enum ScheduleArg {
     Constant,
     /// Cosine decay from α to 0 over the run.
     Cosine,
+    /// One cycle: α/25 up to α over the first 30 % of the run, then down to α/25/1e4.
+    OneCycle,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -132,6 +134,8 @@ enum OptimizerArg {
     Sgd,
     /// Adam, β1 0.9, β2 0.999, ε 1e-8 (PyTorch's torch.optim.Adam).
     Adam,
+    /// Adam with decoupled weight decay (PyTorch's torch.optim.AdamW; --weight-decay).
+    Adamw,
 }
 
 #[derive(Args)]
@@ -178,7 +182,8 @@ fn arch_help() -> String {
         "Layers, input first, dash-separated (overrides the preset's network). The input: `784` \
          (flat) or `1x28x28` (C×H×W). Layers: {}. ReLU follows every convolution and every \
          dense layer except the last, which gives the class scores. E.g. 784-512-10, \
-         1x28x28-c8k3p1-m2-10 or 3x32x32-c16k3p1-a2-c32k3p1-g-10.",
+         1x28x28-c8k3p1-m2-10, 3x32x32-c16k3p1-a2-c32k3p1-g-10 or, with residual blocks, \
+         3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-g-10.",
         wgtrain::model::LayerSpec::grammar_help()
     )
 }
@@ -189,27 +194,58 @@ struct TrainArgs {
     /// 784-512-512-512-10 with the lecture's SGD (lr 0.05, momentum 0.9, batch 100, init ±0.07);
     /// lenet5 = 1x28x28-c6k5p2-m2-c16k5-m2-120-84-10 and cnn =
     /// 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10 with Adam (lr 0.001 decayed to 0 by a cosine over
-    /// the run, batch 100, PyTorch's init).
+    /// the run, batch 100, PyTorch's init); resnet8 = a ResNet-8 for 3x32x32 images (CIFAR-10:
+    /// three residual blocks of 16, 32, 64 channels with BatchNorm, global pooling) with the
+    /// same Adam settings.
     #[arg(long, value_enum, default_value = "seed-large")]
     preset: Preset,
     /// Layers, input first, dash-separated (overrides the preset's network), e.g. 784-512-10 or
     /// 1x28x28-c8k3p1-m2-10 (--help lists every layer type)
     #[arg(long, long_help = arch_help())]
     arch: Option<String>,
-    /// Update rule: sgd (momentum) or adam (default: the preset's).
+    /// Update rule: sgd (momentum, PyTorch's SGD), adam (PyTorch's Adam) or adamw (Adam with
+    /// decoupled weight decay, PyTorch's AdamW) (default: the preset's).
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerArg>,
-    /// Learning-rate schedule: constant, or cosine (α·(1 + cos(π·t/T))/2 over all T steps of
-    /// the run, PyTorch's CosineAnnealingLR per step; Adam only) (default: the preset's).
+    /// Learning-rate schedule, for every optimizer, stepped after every update over all T
+    /// updates of the configured epochs: constant; cosine (α·(1 + cos(π·t/T))/2, PyTorch's
+    /// CosineAnnealingLR(T_max=T)); one-cycle (PyTorch's OneCycleLR(max_lr=α, total_steps=T)
+    /// with its defaults: from α/25 up to α over the first 30 % of the updates, then down to
+    /// α/25/1e4, both by cosine; momentum is not cycled) (default: the preset's).
     #[arg(long, value_enum)]
     lr_schedule: Option<ScheduleArg>,
+    /// Linear learning-rate warm-up over the first N updates: update t ≤ N uses the schedule's
+    /// rate times t/N (PyTorch: LambdaLR(lambda k: min(1, (k+1)/N)) multiplied into the
+    /// schedule) (default: 0, none).
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// AdamW's decoupled weight decay λ: each update first scales the decayed parameters by
+    /// 1 − α_t·λ (PyTorch's AdamW weight_decay) (default with --optimizer adamw: 0.01, as
+    /// PyTorch's). AdamW only; SGD and Adam decay through --l2.
+    #[arg(long, value_name = "λ")]
+    weight_decay: Option<f32>,
+    /// SGD with Nesterov momentum: the step is g + μ·v instead of v (PyTorch's
+    /// SGD(nesterov=True)); needs --optimizer sgd and momentum > 0.
+    #[arg(long)]
+    nesterov: bool,
+    /// Apply --l2 / --weight-decay to every parameter, biases and BatchNorm's β too (PyTorch's
+    /// weight_decay on one parameter group); default: weights only (matrices, kernels,
+    /// BatchNorm's γ).
+    #[arg(long)]
+    decay_all: bool,
+    /// Label smoothing ε in [0, 1] of the training loss (PyTorch's
+    /// CrossEntropyLoss(label_smoothing=ε): the target is (1−ε)·onehot + ε/C; the reported
+    /// training loss is that smoothed loss, the test loss plain cross-entropy) (default: 0).
+    #[arg(long, value_name = "ε")]
+    label_smoothing: Option<f32>,
     /// Learning rate α.
     #[arg(long)]
     lr: Option<f32>,
     /// Momentum μ (SGD only).
     #[arg(long)]
     momentum: Option<f32>,
-    /// L2 regularisation λ on the weights (not the biases), added to the gradient.
+    /// L2 regularisation λ on the weights (not the biases, unless --decay-all), added to the
+    /// gradient (PyTorch's SGD / Adam weight_decay); sgd and adam only.
     #[arg(long)]
     l2: Option<f32>,
     /// Number of epochs T (passes over the training set).
@@ -373,6 +409,8 @@ enum VerifyDevice {
 }
 
 fn main() {
+    // The clock the JSON summary's startup_seconds counts from.
+    wgtrain::util::since_start();
     let cli = Cli::parse();
     // Warnings from the library (e.g. the autotuner) reach the user; RUST_LOG overrides.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -444,6 +482,9 @@ impl Wording for Flags {
             Setting::Data => "--data",
             Setting::ValSplit => "--val-split",
             Setting::Augment => "--augment",
+            Setting::WeightDecay => "--weight-decay",
+            Setting::Nesterov => "--nesterov",
+            Setting::LabelSmoothing => "--label-smoothing",
             Setting::Normalize => "--normalize",
             other => other.describe(),
         })
@@ -858,11 +899,18 @@ fn train_run(
         optimizer: a.optimizer.map(|o| match o {
             OptimizerArg::Sgd => Optimizer::Sgd,
             OptimizerArg::Adam => Optimizer::Adam,
+            OptimizerArg::Adamw => Optimizer::AdamW,
         }),
         lr_schedule: a.lr_schedule.map(|s| match s {
             ScheduleArg::Constant => train::LrSchedule::Constant,
             ScheduleArg::Cosine => train::LrSchedule::Cosine,
+            ScheduleArg::OneCycle => train::LrSchedule::OneCycle,
         }),
+        weight_decay: a.weight_decay,
+        nesterov: a.nesterov,
+        decay_all: a.decay_all,
+        warmup: a.warmup,
+        label_smoothing: a.label_smoothing,
         lr: a.lr,
         momentum: a.momentum,
         l2: a.l2,
@@ -919,7 +967,11 @@ fn train_run(
         gpu.adapter =
             context::nth_hardware_adapter(&gpu.choice(), local_rank)?.map(|i| i.to_string());
     }
-    let be = open_backend(a.device, a.threads, &gpu)?;
+    let mut be = open_backend(a.device, a.threads, &gpu)?;
+    // Start at once on checked defaults; tune between steps (see GpuBackend::tune_pending).
+    if let Some(g) = be.as_gpu() {
+        g.tune_in_background(true);
+    }
     let mut engine = Engine::with_group(
         be,
         &cfg,
@@ -948,6 +1000,25 @@ fn train_run(
             "training {} on {} ({} train / {} test images), {} lr {} ({} schedule) momentum {} l2 {} batch {}{each} epochs {}",
             cfg.arch, device, data.train.n, data.test.as_ref().map_or(0, |t| t.n), cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.momentum, cfg.l2, cfg.batch, cfg.epochs
         );
+        let mut extras = Vec::new();
+        if cfg.optimizer == Optimizer::AdamW {
+            extras.push(format!("weight decay {}", cfg.weight_decay));
+        }
+        if cfg.nesterov {
+            extras.push("nesterov".to_string());
+        }
+        if cfg.decay_scope == train::DecayScope::All {
+            extras.push("decay on all parameters".to_string());
+        }
+        if cfg.warmup > 0 {
+            extras.push(format!("warm-up {} updates", cfg.warmup));
+        }
+        if cfg.label_smoothing > 0.0 {
+            extras.push(format!("label smoothing {}", cfg.label_smoothing));
+        }
+        if !extras.is_empty() {
+            eprintln!("optimiser: {}", extras.join(", "));
+        }
         if !cfg.augment.is_off() {
             eprintln!("augmenting the training images: {}", cfg.augment);
         }

@@ -250,6 +250,19 @@ pub struct SgdParams {
     pub momentum: f32,
     /// L2 coefficient λ (0 for biases).
     pub l2: f32,
+    /// Nesterov momentum (PyTorch's `SGD(nesterov=True)`): the step is g + μ·v instead of v.
+    pub nesterov: bool,
+}
+
+/// A per-update table of f32 values (learning rates, decay factors) and the u32 counter of
+/// updates done that indexes it: update t (1-based) reads entry t − 1; past the end the last
+/// entry serves. The tables are computed on the host once per run (see `train::engine::optim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTable {
+    /// f32 entries, one per update (at least one).
+    pub table: BufId,
+    /// u32 counter: updates done (the index of the entry used).
+    pub step: BufId,
 }
 
 /// The metrics accumulator as laid out in `metrics.wgsl`.
@@ -1162,6 +1175,10 @@ pub enum Op {
         probs: BufId,
         /// Output per-row cross-entropy loss\[B\].
         loss: BufId,
+        /// Label smoothing ε (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`): the target is
+        /// (1 − ε)·onehot + ε/C, so loss = (1 − ε)·(−log p_y) + ε/C·Σ_c(−log p_c). 0: plain
+        /// cross-entropy.
+        smoothing: f32,
     },
     /// dlogits\[B,C\] = (probs − onehot(labels))·scale.
     SoftmaxXentBackward {
@@ -1177,6 +1194,8 @@ pub enum Op {
         labels: BufId,
         /// Output dlogits\[B,C\].
         dlogits: BufId,
+        /// Label smoothing ε: dlogits = (probs − (1 − ε)·onehot − ε/C)·scale (0: none).
+        smoothing: f32,
     },
     /// acc += (Σ loss, #correct, #rows) over non-padding rows (acc is a [`MetricsAcc`]).
     Metrics {
@@ -1205,6 +1224,9 @@ pub enum Op {
         g: BufId,
         /// Momentum buffer v\[n\], updated in place.
         v: BufId,
+        /// A learning-rate schedule: update t uses this table's lr instead of `hp.lr`
+        /// (None: `hp.lr` throughout).
+        lr_table: Option<StepTable>,
     },
     /// Adam over n elements; `sched` holds [`AdamParams::schedule`] pairs, `step` the number of
     /// updates done (a u32 counter advanced once per training step).
@@ -1225,6 +1247,44 @@ pub enum Op {
         sched: BufId,
         /// u32 counter: updates done, which is the index of the pair in `sched` used.
         step: BufId,
+    },
+    /// y = a + b element by element, then max(0, ·) when `relu` (a residual block's join).
+    AddForward {
+        /// Elements of each buffer (B × per-sample values).
+        len: usize,
+        /// Whether a ReLU follows the sum.
+        relu: bool,
+        /// The first summand a\[len\] (a block's last layer).
+        a: BufId,
+        /// The second summand b\[len\] (the skip path).
+        b: BufId,
+        /// Output y\[len\].
+        y: BufId,
+    },
+    /// dx = dy where mask > 0 (everywhere without a mask), else 0; with `accumulate`, added
+    /// to dx instead of overwriting it: an add's gradient passing to one of its summands, and
+    /// an activation's gradient summed over its two readers.
+    AddBackward {
+        /// Elements of each buffer.
+        len: usize,
+        /// Whether dx is added to (updated in place) rather than written.
+        accumulate: bool,
+        /// Gradient dy\[len\].
+        dy: BufId,
+        /// Optional \[len\] activation of the layer below; where ≤ 0, nothing passes (its ReLU).
+        mask: Option<BufId>,
+        /// Output (or accumulator) dx\[len\].
+        dx: BufId,
+    },
+    /// Decoupled weight decay over n elements (AdamW's first half, PyTorch's
+    /// `param.mul_(1 − lr·weight_decay)`): w ← w·f, f the `factors` entry of this update.
+    Decay {
+        /// Elements updated.
+        n: usize,
+        /// Parameters w\[n\], scaled in place.
+        w: BufId,
+        /// The factors 1 − lr_t·λ of updates 1, 2, … (computed in f64, rounded once).
+        factors: StepTable,
     },
 }
 
@@ -1328,7 +1388,13 @@ impl Op {
                 acc,
                 ..
             } => (vec![probs, labels, loss], vec![acc]),
-            Op::Sgd { w, g, v, .. } => (vec![g], vec![w, v]),
+            Op::Sgd {
+                w, g, v, lr_table, ..
+            } => {
+                let mut reads = vec![g];
+                reads.extend(lr_table.iter().flat_map(|t| [t.table, t.step]));
+                (reads, vec![w, v])
+            }
             Op::Adam {
                 w,
                 g,
@@ -1338,6 +1404,11 @@ impl Op {
                 step,
                 ..
             } => (vec![g, sched, step], vec![w, m, v]),
+            Op::AddForward { a, b, y, .. } => (vec![a, b], vec![y]),
+            Op::AddBackward { dy, mask, dx, .. } => {
+                ([dy].into_iter().chain(mask).collect(), vec![dx])
+            }
+            Op::Decay { w, factors, .. } => (vec![factors.table, factors.step], vec![w]),
         }
     }
 
@@ -1402,6 +1473,9 @@ impl Op {
             Op::Metrics { .. } => "metrics",
             Op::Sgd { .. } => "sgd",
             Op::Adam { .. } => "adam",
+            Op::AddForward { .. } => "add_forward",
+            Op::AddBackward { .. } => "add_backward",
+            Op::Decay { .. } => "decay",
         }
     }
 
@@ -1447,7 +1521,16 @@ impl Op {
             Op::SoftmaxXentForward { rows, classes, .. }
             | Op::SoftmaxXentBackward { rows, classes, .. }
             | Op::Metrics { rows, classes, .. } => format!("{rows}x{classes}"),
-            Op::Sgd { n, .. } | Op::Adam { n, .. } => format!("n={n}"),
+            Op::Sgd { n, .. } | Op::Adam { n, .. } | Op::Decay { n, .. } => format!("n={n}"),
+            Op::AddForward { len, relu, .. } => {
+                format!("n={len}") + if *relu { " Relu" } else { "" }
+            }
+            Op::AddBackward {
+                len,
+                accumulate,
+                mask,
+                ..
+            } => format!("n={len}") + masked(mask) + if *accumulate { " +=" } else { "" },
         }
     }
 }

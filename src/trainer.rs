@@ -157,6 +157,11 @@ impl Trainer {
         if let Some(t) = test {
             train::check_data(&cfg.arch, t, "test")?;
         }
+        let mut backend = backend;
+        // Start at once on checked defaults; tune between steps (GpuBackend::tune_pending).
+        if let Some(g) = backend.as_gpu() {
+            g.tune_in_background(true);
+        }
         let engine = Engine::new(backend, &cfg, model, state, train, test)?;
         Ok(Trainer {
             progress: Progress::of(&engine, position),

@@ -138,6 +138,13 @@ pub fn wait_for<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) 
     }
 }
 
+/// Time since the process's clock started: the first call of this function (the CLI calls it
+/// first thing in `main`, so for it this is the time since the process started).
+pub fn since_start() -> std::time::Duration {
+    static START: std::sync::OnceLock<web_time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(web_time::Instant::now).elapsed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,3 +332,4 @@ mod tests {
         }
     }
 }
+

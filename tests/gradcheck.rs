@@ -34,6 +34,13 @@ const MLP_ARCH: &str = "6-5-4-3";
 /// (per feature over B), each taking over the ReLU, and dropout (the engine's fixed mask of
 /// step 0) before the last layer.
 const BN_ARCH: &str = "1x6x6-c3k3p1-b-m2-6-b-d0.5-4";
+/// A residual block whose main path changes channels and stride (conv → BN → ReLU → conv →
+/// BN), so its skip path is projected (1×1 convolution, stride 2, and BN), after a ReLU layer
+/// whose output both paths read: the engine sums their gradients.
+const RES_PROJ_ARCH: &str = "1x6x6-c3k3p1-r(c4k3s2p1-b-c4k3p1-b)-g-3";
+/// Identity residual blocks without BatchNorm: the first reads a ReLU output (the skip
+/// path's gradient masked by it), the second a join's output, then pooling and dense layers.
+const RES_ID_ARCH: &str = "1x6x6-c3k3p1-r(c3k3p1-c3k3p1)-r(c3k1)-m2-5-3";
 const B: usize = 4;
 
 /// Parameters in f64, PyTorch layout.
@@ -42,6 +49,12 @@ type P64 = Vec<(Vec<f64>, Vec<f64>)>;
 struct Oracle {
     arch: Arch,
     shapes: Vec<Shape>,
+    /// Per layer: the activation it reads (0: the input, j + 1: layer j's output) and, for a
+    /// residual join, the skip path's; worked out here from the joins, not with the library's
+    /// wiring.
+    wires: Vec<(usize, Option<usize>)>,
+    /// The shape into each layer.
+    ins: Vec<Shape>,
 }
 
 fn image(s: Shape) -> (usize, usize, usize) {
@@ -55,11 +68,40 @@ impl Oracle {
     fn new(arch: &str) -> Self {
         let arch = Arch::parse(arch).unwrap();
         let shapes = arch.shapes().unwrap();
-        Oracle { arch, shapes }
+        let mut wires: Vec<(usize, Option<usize>)> =
+            (0..arch.layers.len()).map(|l| (l, None)).collect();
+        for (a, l) in arch.layers.iter().enumerate() {
+            if let LayerSpec::Residual(r) = *l {
+                // Main path, then (projected) a 1×1 convolution and a BatchNorm, then the join.
+                let proj = if r.project { 2 } else { 0 };
+                let start = a - r.main - proj;
+                if r.project {
+                    wires[a - 2].0 = start;
+                    wires[a] = (start + r.main, Some(a));
+                } else {
+                    wires[a] = (a, Some(start));
+                }
+            }
+        }
+        let ins = wires.iter().map(|w| shapes[w.0]).collect();
+        Oracle {
+            arch,
+            shapes,
+            wires,
+            ins,
+        }
+    }
+
+    /// Whether layer `l`'s output is a summand of a residual join (which has the ReLU).
+    fn feeds_add(&self, l: usize) -> bool {
+        self.wires
+            .iter()
+            .enumerate()
+            .any(|(a, w)| w.1.is_some() && (w.0 == l + 1 || w.1 == Some(a) && a == l + 1))
     }
 
     fn conv(&self, l: usize) -> Conv2dSpec {
-        let (c, h, w) = image(self.shapes[l]);
+        let (c, h, w) = image(self.ins[l]);
         let LayerSpec::Conv(Conv {
             out,
             k,
@@ -82,7 +124,7 @@ impl Oracle {
     }
 
     fn pool(&self, l: usize) -> Pool2dSpec {
-        let (c, h, w) = image(self.shapes[l]);
+        let (c, h, w) = image(self.ins[l]);
         let LayerSpec::MaxPool(m) = self.arch.layers[l] else {
             unreachable!()
         };
@@ -98,7 +140,7 @@ impl Oracle {
     /// (C, H, W, KH, KW) of an average pooling, global or K×K, written here in NCHW from the
     /// definition (PyTorch's `nn.AvgPool2d`, `nn.AdaptiveAvgPool2d(1)`), not with the twin.
     fn avg(&self, l: usize) -> (usize, usize, usize, usize, usize) {
-        let (c, h, w) = image(self.shapes[l]);
+        let (c, h, w) = image(self.ins[l]);
         match self.arch.layers[l] {
             LayerSpec::AvgPool(a) => (c, h, w, a.k, a.k),
             LayerSpec::GlobalAvgPool(_) => (c, h, w, h, w),
@@ -142,19 +184,22 @@ impl Oracle {
     fn relu(&self, l: usize) -> bool {
         // Written out, not `relu_flags`: convolutions and dense layers have one, pooling and
         // dropout not; a BatchNorm takes the one of the layer before it.
+        // dropout not; a BatchNorm takes the one of the layer before it; a residual join has
+        // its block's, and the two outputs it adds have none.
         let n = self.arch.layers.len();
         let bn = |l: usize| matches!(self.arch.layers.get(l), Some(LayerSpec::BatchNorm(_)));
         l + 1 < n
+            && !self.feeds_add(l)
             && match self.arch.layers[l] {
                 LayerSpec::Conv(_) | LayerSpec::Dense(_) => !bn(l + 1),
-                LayerSpec::BatchNorm(_) => true,
+                LayerSpec::BatchNorm(_) | LayerSpec::Residual(_) => true,
                 _ => false,
             }
     }
 
     /// (channels C, positions per channel and sample P) of a batch normalisation, NCHW.
     fn bn(&self, l: usize) -> (usize, usize) {
-        match self.shapes[l] {
+        match self.ins[l] {
             Shape::Image { c, h, w } => (c, h * w),
             Shape::Flat(n) => (n, 1),
         }
@@ -220,7 +265,7 @@ impl Oracle {
         let LayerSpec::Dropout(d) = self.arch.layers[l] else {
             unreachable!()
         };
-        let Shape::Flat(f) = self.shapes[l] else {
+        let Shape::Flat(f) = self.ins[l] else {
             panic!("the oracle's dropout takes a flat input")
         };
         let spec = DropoutSpec {
@@ -246,8 +291,12 @@ impl Oracle {
         let mut pi = 0;
         let mut pidx = vec![usize::MAX; n];
         for l in 0..n {
-            let input = &acts[l];
+            let input = &acts[self.wires[l].0];
             let mut y = match self.arch.layers[l] {
+                LayerSpec::Residual(_) => {
+                    let skip = &acts[self.wires[l].1.unwrap()];
+                    input.iter().zip(skip).map(|(a, b)| a + b).collect()
+                }
                 LayerSpec::Conv(_) => {
                     pidx[l] = pi;
                     pi += 1;
@@ -280,7 +329,7 @@ impl Oracle {
                     let out = d.out;
                     pidx[l] = pi;
                     pi += 1;
-                    let i = self.shapes[l].len();
+                    let i = self.ins[l].len();
                     let xm = Array2::from_shape_vec((B, i), input.clone()).unwrap();
                     let w = Array2::from_shape_vec((out, i), p[pidx[l]].0.clone()).unwrap();
                     let mut y = xm.dot(&w.t());
@@ -297,8 +346,10 @@ impl Oracle {
         }
         let classes = self.shapes[n].len();
         let logits = Array2::from_shape_vec((B, classes), acts[n].clone()).unwrap();
-        let (probs, loss) = softmax_xent_forward(logits.view(), labels.view());
-        let mut g = softmax_xent_backward(probs.view(), labels.view(), 1.0 / B as f64)
+        let (probs, loss) = softmax_xent_forward(logits.view(), labels.view(), 0.0);
+        // The gradient of each activation, summed over the layers that read it.
+        let mut gacts: Vec<Vec<f64>> = acts.iter().map(|a| vec![0.0; a.len()]).collect();
+        gacts[n] = softmax_xent_backward(probs.view(), labels.view(), 1.0 / B as f64, 0.0)
             .into_raw_vec_and_offset()
             .0;
         let mut grads: P64 = p
@@ -306,6 +357,7 @@ impl Oracle {
             .map(|(w, b)| (vec![0.0; w.len()], vec![0.0; b.len()]))
             .collect();
         for l in (0..n).rev() {
+            let mut g = std::mem::take(&mut gacts[l + 1]);
             if self.relu(l) {
                 for (gv, &a) in g.iter_mut().zip(&acts[l + 1]) {
                     if a <= 0.0 {
@@ -313,8 +365,16 @@ impl Oracle {
                     }
                 }
             }
-            let x = &acts[l];
-            g = match self.arch.layers[l] {
+            let (src, skip) = self.wires[l];
+            let x = &acts[src];
+            let dx: Vec<f64> = match self.arch.layers[l] {
+                LayerSpec::Residual(_) => {
+                    let s = skip.unwrap();
+                    for (a, v) in gacts[s].iter_mut().zip(&g) {
+                        *a += v;
+                    }
+                    g.clone()
+                }
                 LayerSpec::Conv(_) => {
                     let (dx, dw, db) = conv2d_nchw_backward(x, &p[pidx[l]].0, &g, &self.conv(l));
                     grads[pidx[l]] = (dw, db);
@@ -342,7 +402,7 @@ impl Oracle {
                 }
                 LayerSpec::Dense(d) => {
                     let out = d.out;
-                    let i = self.shapes[l].len();
+                    let i = self.ins[l].len();
                     let xm = Array2::from_shape_vec((B, i), x.clone()).unwrap();
                     let dy = Array2::from_shape_vec((B, out), g.clone()).unwrap();
                     let w = Array2::from_shape_vec((out, i), p[pidx[l]].0.clone()).unwrap();
@@ -353,6 +413,9 @@ impl Oracle {
                     dy.dot(&w).into_raw_vec_and_offset().0
                 }
             };
+            for (a, v) in gacts[src].iter_mut().zip(&dx) {
+                *a += v;
+            }
         }
         (loss.sum() / B as f64, grads)
     }
@@ -437,6 +500,16 @@ fn avg_pool_net_oracle_backward_matches_central_differences_in_f64() {
 #[test]
 fn batchnorm_and_dropout_net_oracle_backward_matches_central_differences_in_f64() {
     fd_check(BN_ARCH, "gradcheck_fd_bn");
+}
+
+#[test]
+fn residual_projection_net_oracle_backward_matches_central_differences_in_f64() {
+    fd_check(RES_PROJ_ARCH, "gradcheck_fd_res_proj");
+}
+
+#[test]
+fn residual_identity_net_oracle_backward_matches_central_differences_in_f64() {
+    fd_check(RES_ID_ARCH, "gradcheck_fd_res_id");
 }
 
 #[test]
@@ -567,6 +640,16 @@ fn avg_pool_net_engine_gradients_match_the_f64_oracle_on_every_backend() {
 #[test]
 fn batchnorm_and_dropout_engine_gradients_match_the_f64_oracle_on_every_backend() {
     engine_check(BN_ARCH, "gradcheck_engine_bn");
+}
+
+#[test]
+fn residual_projection_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(RES_PROJ_ARCH, "gradcheck_engine_res_proj");
+}
+
+#[test]
+fn residual_identity_engine_gradients_match_the_f64_oracle_on_every_backend() {
+    engine_check(RES_ID_ARCH, "gradcheck_engine_res_id");
 }
 
 #[test]

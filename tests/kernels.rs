@@ -89,6 +89,11 @@ fn batchnorm_ops_match_the_twin_with_padding_rows_and_relu() {
 }
 
 #[test]
+fn residual_add_and_its_gradient_match_the_twin_exactly_across_workgroup_edges() {
+    family_without_presets(Family::Add);
+}
+
+#[test]
 fn adam_update_matches_exact_and_f32_twin() {
     family_without_presets(Family::Adam);
 }
@@ -191,6 +196,7 @@ fn softmax_of_huge_logits_is_finite_and_exact() {
             &mut be,
             &mut inp,
             &logits,
+            0.0,
             "extremes 6x3".into(),
         ))
         .unwrap();

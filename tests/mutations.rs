@@ -17,8 +17,9 @@ use wgtrain::data::Dataset;
 use wgtrain::ops::SgdParams;
 use wgtrain::ops::{BufId, DataId, Epilogue, MatmulSpec, Op};
 use wgtrain::verify::ops::{
-    check_adam_op, check_bias_op, check_conv2d_op, check_gather_op, check_matmul_op,
-    check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, Cursor,
+    check_adam_op, check_bias_op, check_conv2d_op, check_decay_op, check_gather_op,
+    check_matmul_op, check_maxpool_op, check_metrics_op, check_sgd_op, check_softmax_op, Cursor,
+    TableAt,
 };
 use wgtrain::verify::{self, Check, Inputs};
 use wgtrain::Result;
@@ -52,6 +53,12 @@ enum Fault {
     Col2imIgnoresMask,
     /// Every max-pooling index one element too far.
     MaxPoolIndexOffByOne,
+    /// SGD with Nesterov momentum steps by v like plain momentum: w' = w − α·v'.
+    NesterovIgnored,
+    /// The softmax gradient ignores label smoothing: (p − onehot)·scale.
+    SmoothingIgnored,
+    /// AdamW's decay skipped (the weights left as they were).
+    DecaySkipped,
 }
 
 /// The reference backend with `fault` applied after every program it runs.
@@ -119,12 +126,47 @@ impl Mutant {
                 d.iter_mut().zip(&last).for_each(|(d, l)| *d -= l);
                 self.inner.write(db, &words(&d))
             }
-            (Op::Sgd { n, hp, w, g, v }, Fault::SgdWithoutMomentum) => {
+            (Op::Sgd { n, hp, w, g, v, .. }, Fault::SgdWithoutMomentum) => {
                 let (w0, g) = (f32s(&self.old(w)[..n]), self.read_f32(g, n)?);
                 let v2: Vec<f32> = (0..n).map(|i| g[i] + hp.l2 * w0[i]).collect();
                 let w2: Vec<f32> = (0..n).map(|i| w0[i] - hp.lr * v2[i]).collect();
                 self.inner.write(v, &words(&v2))?;
                 self.inner.write(w, &words(&w2))
+            }
+            (Op::Sgd { n, hp, w, v, .. }, Fault::NesterovIgnored) if hp.nesterov => {
+                let (w0, v2) = (f32s(&self.old(w)[..n]), self.read_f32(v, n)?);
+                let w2: Vec<f32> = (0..n).map(|i| w0[i] - hp.lr * v2[i]).collect();
+                self.inner.write(w, &words(&w2))
+            }
+            (
+                Op::SoftmaxXentBackward {
+                    rows,
+                    classes,
+                    scale,
+                    probs,
+                    labels,
+                    dlogits,
+                    smoothing,
+                },
+                Fault::SmoothingIgnored,
+            ) if smoothing > 0.0 => {
+                let p = self.read_f32(probs, rows * classes)?;
+                let y = self.inner.read(labels, rows)?;
+                let d: Vec<f32> = (0..rows * classes)
+                    .map(|i| {
+                        let (r, c) = (i / classes, i % classes);
+                        if y[r] as usize >= classes {
+                            0.0
+                        } else {
+                            (p[i] - (c == y[r] as usize) as u8 as f32) * scale
+                        }
+                    })
+                    .collect();
+                self.inner.write(dlogits, &words(&d))
+            }
+            (Op::Decay { n, w, .. }, Fault::DecaySkipped) => {
+                let w0 = self.old(w)[..n].to_vec();
+                self.inner.write(w, &w0)
             }
             (Op::Adam { n, m, .. }, Fault::AdamFrozenMoment) => {
                 let m0 = self.old(m)[..n].to_vec();
@@ -387,9 +429,41 @@ fn zeroed_small_probabilities_fail_the_softmax_check() {
         "softmax_xent",
         |be, inp| {
             let logits = verify::softmax_logits(inp, 13, 1000);
-            pollster::block_on(check_softmax_op(be, inp, &logits, "13x1000".into()))
+            pollster::block_on(check_softmax_op(be, inp, &logits, 0.0, "13x1000".into()))
         },
     );
+}
+
+#[test]
+fn nesterov_ignored_fails_the_sgd_check() {
+    caught(Fault::NesterovIgnored, "sgd_update w", |be, inp| {
+        pollster::block_on(check_sgd_op(
+            be,
+            inp,
+            1000,
+            wgtrain::oracle::SGD_PARAMS[3],
+            None,
+        ))
+    });
+}
+
+#[test]
+fn label_smoothing_ignored_in_the_gradient_fails_the_softmax_check() {
+    caught(
+        Fault::SmoothingIgnored,
+        "softmax_xent_backward",
+        |be, inp| {
+            let logits = verify::softmax_logits(inp, 13, 10);
+            pollster::block_on(check_softmax_op(be, inp, &logits, 0.1, "13x10".into()))
+        },
+    );
+}
+
+#[test]
+fn a_skipped_weight_decay_fails_the_decay_check() {
+    caught(Fault::DecaySkipped, "decay_update w", |be, inp| {
+        pollster::block_on(check_decay_op(be, inp, 1000, TableAt::PastEnd))
+    });
 }
 
 #[test]
@@ -417,7 +491,9 @@ fn sgd_without_momentum_fails_the_sgd_check() {
                 lr: 0.05,
                 momentum: 0.9,
                 l2: 1e-3,
+                nesterov: false,
             },
+            None,
         ))
     });
 }

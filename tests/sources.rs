@@ -400,6 +400,67 @@ fn cifar10_binary_files_train_with_their_class_names() {
     assert_eq!(meta["classes"], r#"["red","green","blue"]"#);
 }
 
+/// The `resnet8` preset (residual blocks, BatchNorm, global pooling) on CIFAR-10 binary
+/// files: it trains with its own settings (Adam, cosine) at a small batch and evaluates,
+/// learning the bright-channel classes. 64 steps: the test accuracy is measured with the
+/// running statistics (momentum 0.1), which after 18 steps still lag the batch statistics
+/// (3 epochs of 48 images: train 98 %, test 67 %). CIFAR-10 itself is not measured here.
+#[test]
+fn resnet8_trains_on_cifar10_binary_files_and_evaluates() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Gen(6);
+    let record = |g: &mut Gen, n: usize| {
+        let (x, y) = chw_images(g, n, 3, 32, 32, 3);
+        let mut bytes = Vec::new();
+        for (img, l) in x.chunks(3072).zip(&y) {
+            bytes.push(*l as u8);
+            bytes.extend_from_slice(img);
+        }
+        bytes
+    };
+    std::fs::write(dir.join("data_batch_1.bin"), record(&mut g, 64)).unwrap();
+    std::fs::write(dir.join("test_batch.bin"), record(&mut g, 15)).unwrap();
+    let spec = format!("cifar10:{}", s(d.path()));
+    let out = d.path().join("r.safetensors");
+    let o = wgtrain(&[
+        "train",
+        "--preset",
+        "resnet8",
+        "--data",
+        &spec,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "8",
+        "--json",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON summary");
+    learnt(&v, 15);
+    let (m, _) = wgtrain::model::Model::load(&out).unwrap();
+    assert_eq!(
+        m.arch.to_string(),
+        wgtrain::model::Preset::Resnet8.arch_str()
+    );
+    let e = wgtrain(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--data",
+        &spec,
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
 #[test]
 fn csv_with_named_labels_trains_and_holds_out_a_validation_part() {
     let d = tempfile::tempdir().unwrap();

@@ -57,6 +57,9 @@ impl Wording for Keywords {
             Setting::Lr => "keyword lr",
             Setting::Momentum => "keyword momentum",
             Setting::L2 => "keyword l2",
+            Setting::WeightDecay => "keyword weight_decay",
+            Setting::Nesterov => "keyword nesterov",
+            Setting::LabelSmoothing => "keyword label_smoothing",
             Setting::BatchSize => "keyword batch_size",
             Setting::Epochs => "keyword epochs",
             Setting::MaxSteps => "keyword max_steps",
@@ -439,7 +442,7 @@ struct Options {
     checkpoint: Option<PathBuf>,
 }
 
-const KEYWORDS: [&str; 15] = [
+const KEYWORDS: [&str; 20] = [
     "epochs",
     "device",
     "optimizer",
@@ -455,6 +458,11 @@ const KEYWORDS: [&str; 15] = [
     "adapter",
     "backend",
     "checkpoint",
+    "weight_decay",
+    "nesterov",
+    "decay_all",
+    "warmup",
+    "label_smoothing",
 ];
 
 fn options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Options> {
@@ -496,13 +504,19 @@ fn options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Options> {
             "adapter" => o.adapter = Some(get!(String, "a string")),
             "backend" => o.backend = Some(get!(String, "a string")),
             "checkpoint" => o.checkpoint = Some(get!(PathBuf, "a path")),
+            "weight_decay" => o.ov.weight_decay = Some(get!(f32, "a number")),
+            "nesterov" => o.ov.nesterov = get!(bool, "True or False"),
+            "decay_all" => o.ov.decay_all = get!(bool, "True or False"),
+            "warmup" => o.ov.warmup = Some(get!(usize, "a whole number ≥ 0")),
+            "label_smoothing" => o.ov.label_smoothing = Some(get!(f32, "a number")),
             "optimizer" => {
                 o.ov.optimizer = Some(match get!(String, "a string").as_str() {
                     "sgd" => Optimizer::Sgd,
                     "adam" => Optimizer::Adam,
+                    "adamw" => Optimizer::AdamW,
                     other => {
                         return Err(PyValueError::new_err(format!(
-                            "keyword optimizer is {other:?}; expected \"sgd\" or \"adam\""
+                            "keyword optimizer is {other:?}; expected \"sgd\", \"adam\" or \"adamw\""
                         )))
                     }
                 })
@@ -511,9 +525,10 @@ fn options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Options> {
                 o.ov.lr_schedule = Some(match get!(String, "a string").as_str() {
                     "constant" => LrSchedule::Constant,
                     "cosine" => LrSchedule::Cosine,
+                    "one-cycle" => LrSchedule::OneCycle,
                     other => {
                         return Err(PyValueError::new_err(format!(
-                            "keyword lr_schedule is {other:?}; expected \"constant\" or \"cosine\""
+                            "keyword lr_schedule is {other:?}; expected \"constant\", \"cosine\" or \"one-cycle\""
                         )))
                     }
                 })
@@ -600,14 +615,17 @@ unsafe impl Sync for Run {}
 ///
 /// `Trainer(arch="seed-large", *, epochs=None, device="auto", optimizer=None, lr=None,
 /// momentum=None, l2=None, batch_size=None, max_steps=None, seed=None, lr_schedule=None,
-/// shuffle=None, threads=None, adapter=None, backend=None, checkpoint=None)`
+/// shuffle=None, threads=None, adapter=None, backend=None, checkpoint=None, weight_decay=None,
+/// nesterov=None, decay_all=None, warmup=None, label_smoothing=None)`
 ///
 /// `arch` is a preset (`seed-small`, `seed-large`, `lenet5`, `cnn`: its network and
 /// hyperparameters) or an architecture string such as `784-128-10` or
 /// `1x28x28-c8k3p1-m2-10` (the default preset's hyperparameters). The keywords are
 /// `wgtrain train`'s options; `None` keeps the preset's value. `device`: `"auto"` (the best
 /// hardware GPU, else the CPU engine), `"gpu"` or `"cpu"`. `checkpoint`: a path where a
-/// resumable checkpoint is saved after every epoch and on Ctrl-C.
+/// resumable checkpoint is saved after every epoch and on Ctrl-C. `optimizer`: `"sgd"`,
+/// `"adam"` or `"adamw"`; `lr_schedule`: `"constant"`, `"cosine"` or `"one-cycle"` (PyTorch
+/// equivalents: the README's "Optimisers and schedules").
 #[pyclass(module = "wgtrain")]
 struct Trainer {
     cfg: TrainConfig,
@@ -780,7 +798,8 @@ impl Trainer {
         text_signature = "(arch='seed-large', *, epochs=None, device='auto', optimizer=None, \
                           lr=None, momentum=None, l2=None, batch_size=None, max_steps=None, \
                           seed=None, lr_schedule=None, shuffle=None, threads=None, \
-                          adapter=None, backend=None, checkpoint=None)"
+                          adapter=None, backend=None, checkpoint=None, weight_decay=None, \
+                          nesterov=None, decay_all=None, warmup=None, label_smoothing=None)"
     )]
     fn new(arch: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let opts = options(kwargs)?;
@@ -1108,6 +1127,11 @@ impl Trainer {
         d.set_item("seed", c.seed)?;
         d.set_item("lr_schedule", c.lr_schedule.to_string())?;
         d.set_item("shuffle", c.shuffle)?;
+        d.set_item("weight_decay", c.weight_decay)?;
+        d.set_item("nesterov", c.nesterov)?;
+        d.set_item("decay_all", c.decay_scope == train::DecayScope::All)?;
+        d.set_item("warmup", c.warmup)?;
+        d.set_item("label_smoothing", c.label_smoothing)?;
         Ok(d)
     }
 
@@ -1345,6 +1369,11 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
             LayerSpec::AvgPool(p) => plan.append(("avgpool", p.k))?,
             LayerSpec::GlobalAvgPool(_) => plan.append(("global",))?,
             LayerSpec::Dropout(d) => plan.append(("dropout", d.p()))?,
+            LayerSpec::Residual(_) => {
+                return Err(PyValueError::new_err(
+                    "torch_module does not build residual blocks yet",
+                ))
+            }
             LayerSpec::BatchNorm(_) => {
                 let channels = match inp {
                     Shape::Image { c, .. } => c,

@@ -137,7 +137,13 @@ def test_setting_errors_are_value_errors_worded_with_keywords():
     with pytest.raises(ValueError, match="keyword optimizer"):
         wgtrain.Trainer("seed-small", optimizer="rmsprop")
     with pytest.raises(ValueError, match="keyword lr_schedule"):
-        wgtrain.Trainer("seed-small", lr_schedule="cosine")  # SGD: constant only
+        wgtrain.Trainer("seed-small", lr_schedule="sawtooth")
+    with pytest.raises(ValueError, match="keyword nesterov"):
+        wgtrain.Trainer("seed-small", optimizer="adam", nesterov=True)
+    with pytest.raises(ValueError, match="keyword weight_decay"):
+        wgtrain.Trainer("seed-small", weight_decay=0.1)  # SGD decays through l2
+    with pytest.raises(ValueError, match="keyword label_smoothing"):
+        wgtrain.Trainer("seed-small", label_smoothing=2.0)
     with pytest.raises(ValueError, match="keyword device"):
         wgtrain.Trainer("seed-small", device="tpu")
     with pytest.raises(ValueError, match="keyword threads"):

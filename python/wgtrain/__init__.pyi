@@ -62,6 +62,11 @@ class Trainer:
         adapter: Optional[str] = None,
         backend: Optional[str] = None,
         checkpoint: Optional[_Path] = None,
+        weight_decay: Optional[float] = None,
+        nesterov: Optional[bool] = None,
+        decay_all: Optional[bool] = None,
+        warmup: Optional[int] = None,
+        label_smoothing: Optional[float] = None,
     ) -> None: ...
     @staticmethod
     def load(path: _Path, **kwargs: Any) -> "Trainer":

@@ -7,8 +7,8 @@
 use super::{Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::error::Setting;
-use crate::fastcpu;
 use crate::ops::{BufId, Conv2dSpec, DataId, Epilogue, MatmulSpec, MetricsAcc, Op};
+use crate::{cpu, fastcpu};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -582,6 +582,23 @@ impl CpuBackend {
                 let t = self.u(step)[0];
                 self.with_out(y, |s, y| fastcpu::dropout::forward(s.f(x), &spec, t, y))
             }
+            Op::AddForward { len, relu, a, b, y } => self.with_out(y, |s, y| {
+                fastcpu::add::forward(&s.f(a)[..len], &s.f(b)[..len], relu, &mut y[..len])
+            }),
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => self.with_out(dx, |s, dx| {
+                fastcpu::add::backward(
+                    &s.f(dy)[..len],
+                    mask.map(|m| &s.f(m)[..len]),
+                    accumulate,
+                    &mut dx[..len],
+                )
+            }),
             Op::DropoutBackward {
                 spec,
                 step,
@@ -601,11 +618,13 @@ impl CpuBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => self.with_outs([probs, loss], |s, [p, l]| {
                 fastcpu::softmax_xent::forward(
                     s.f(logits),
                     &s.u(labels)[..rows],
                     classes,
+                    smoothing,
                     bytemuck::cast_slice_mut(p),
                     bytemuck::cast_slice_mut(l),
                 )
@@ -617,8 +636,16 @@ impl CpuBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => self.with_out(dlogits, |s, d| {
-                fastcpu::softmax_xent::backward(s.f(probs), &s.u(labels)[..rows], classes, scale, d)
+                fastcpu::softmax_xent::backward(
+                    s.f(probs),
+                    &s.u(labels)[..rows],
+                    classes,
+                    scale,
+                    smoothing,
+                    d,
+                )
             }),
             Op::Metrics {
                 rows,
@@ -639,14 +666,30 @@ impl CpuBackend {
                 );
                 self.bufs[acc.0][..4].copy_from_slice(bytemuck::cast_slice(&[a]));
             }
-            Op::Sgd { n, hp, w, g, v } => self.with_outs([w, v], |s, [w, v]| {
-                fastcpu::sgd::sgd_update(
-                    &mut bytemuck::cast_slice_mut(w)[..n],
-                    s.f(g),
-                    bytemuck::cast_slice_mut(v),
-                    hp,
-                )
-            }),
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => {
+                let hp = match lr_table {
+                    Some(t) => crate::ops::SgdParams {
+                        lr: cpu::decay::table_entry(self.f(t.table), self.u(t.step)[0]),
+                        ..hp
+                    },
+                    None => hp,
+                };
+                self.with_outs([w, v], |s, [w, v]| {
+                    fastcpu::sgd::sgd_update(
+                        &mut bytemuck::cast_slice_mut(w)[..n],
+                        s.f(g),
+                        bytemuck::cast_slice_mut(v),
+                        hp,
+                    )
+                })
+            }
             Op::Adam {
                 n,
                 hp,
@@ -671,6 +714,10 @@ impl CpuBackend {
                         s,
                     )
                 })
+            }
+            Op::Decay { n, w, factors } => {
+                let f = cpu::decay::table_entry(self.f(factors.table), self.u(factors.step)[0]);
+                self.with_out(w, |_, w| cpu::decay::decay_update(&mut w[..n], f))
             }
         }
     }

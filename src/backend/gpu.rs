@@ -7,6 +7,8 @@ use crate::gpu::kernels::{self, GpuDataset, MatmulTile};
 use crate::gpu::{autotune, GpuContext, Launch};
 use crate::ops::{BufId, DataId, Op};
 use crate::Result;
+use std::cell::RefCell;
+use std::time::Duration;
 use wgpu::Buffer;
 
 /// Runs programs on one wgpu device.
@@ -15,6 +17,15 @@ pub struct GpuBackend {
     bufs: Vec<Buffer>,
     data: Vec<GpuDataset>,
     programs: Vec<Vec<Launch>>,
+    /// Each program's ops, to prepare it again when a product's tile changes.
+    program_ops: Vec<Vec<Op>>,
+    /// Whether products not tuned yet start on the checked adapter default, their tuning left
+    /// to [`GpuBackend::tune_pending`] ([`GpuBackend::tune_in_background`]).
+    background: bool,
+    /// Products started on the default whose search is still to run, in the order met.
+    pending: RefCell<Vec<autotune::Search>>,
+    /// What background tuning did: each product started on the default, and its choice.
+    tuning: RefCell<autotune::TuneReport>,
     /// Made on the first [`Backend::run_timed`].
     stopwatch: Option<Stopwatch>,
     /// The matmul variant of every product prepared while set, instead of the autotuner's
@@ -33,6 +44,10 @@ impl GpuBackend {
             bufs: Vec::new(),
             data: Vec::new(),
             programs: Vec::new(),
+            program_ops: Vec::new(),
+            background: false,
+            pending: RefCell::new(Vec::new()),
+            tuning: RefCell::new(autotune::TuneReport::default()),
             stopwatch: None,
             pinned: None,
             shard_bytes: None,
@@ -52,6 +67,130 @@ impl GpuBackend {
     /// across shards without a dataset larger than a binding.
     pub fn pin_dataset_shards(&mut self, bytes: Option<u64>) {
         self.shard_bytes = bytes;
+    }
+
+    /// Tune in the background (`true`): a product met while preparing a program that has no
+    /// checked choice on this adapter yet starts on the adapter default, itself checked
+    /// against the CPU twin first ([`autotune::start_tile`]), and its candidates are tried
+    /// by [`GpuBackend::tune_pending`] between training steps; when a faster variant is found
+    /// every program is prepared again with it. Off (`false`, the default): products are
+    /// tuned when first prepared, as [`autotune::tile_for`] does. Training turns it on so a
+    /// cold process starts at once; `verify` and `bench` keep it off.
+    ///
+    /// A switch changes the order of a product's sums, so the weights of a run that switched
+    /// differ in rounding from those of a run that started on the tuned variants.
+    pub fn tune_in_background(&mut self, on: bool) {
+        self.background = on;
+    }
+
+    /// Try candidates of the pending products while the time spent tuning in the background
+    /// stays within `allowed` (at least one candidate when nothing was tuned yet and `allowed`
+    /// is positive) and within the process's budget ([`autotune::background_budget`]);
+    /// finished searches are recorded (and cached), and when one chose another variant than
+    /// the default it started on, every program is prepared again. Returns whether any
+    /// product switched.
+    pub fn tune_pending(&mut self, allowed: Duration) -> Result<bool> {
+        crate::util::wait_for("autotune", self.tune_pending_async(allowed))
+    }
+
+    /// [`GpuBackend::tune_pending`] without blocking the browser: the page awaits it between
+    /// chunks of steps.
+    pub async fn tune_pending_async(&mut self, allowed: Duration) -> Result<bool> {
+        let budget = autotune::background_budget();
+        let mut switched = false;
+        loop {
+            let spent = Duration::from_secs_f64(self.tuning.borrow().seconds);
+            if spent >= budget || spent >= allowed || allowed.is_zero() {
+                break;
+            }
+            // Out of the list while it runs: no borrow is held across the wait.
+            if self.pending.borrow().is_empty() {
+                break;
+            }
+            let mut search = self.pending.borrow_mut().remove(0);
+            let before = search.spent();
+            search.step(&self.ctx).await;
+            let took = search.spent().saturating_sub(before);
+            self.tuning.borrow_mut().seconds += took.as_secs_f64();
+            if !search.done() {
+                self.pending.borrow_mut().insert(0, search);
+                continue;
+            }
+            let key = search.key.clone();
+            match autotune::finish(&self.ctx, search) {
+                Ok(chosen) => {
+                    let mut log = self.tuning.borrow_mut();
+                    if let Some(p) = log.products.iter_mut().find(|p| p.key == key) {
+                        p.chosen = Some(chosen.to_string());
+                        switched |= p.started != chosen.to_string();
+                    }
+                }
+                Err(search) => {
+                    // Another trainer of the page holds the tuner: finish it next time.
+                    self.pending.borrow_mut().insert(0, search);
+                    break;
+                }
+            }
+        }
+        if switched {
+            for i in 0..self.programs.len() {
+                let ops = std::mem::take(&mut self.program_ops[i]);
+                let launches = self.launches_of(&ops);
+                self.program_ops[i] = ops;
+                self.programs[i] = launches?;
+            }
+        }
+        Ok(switched)
+    }
+
+    /// Tune in the background ([`GpuBackend::tune_in_background`]) with `specs`, the products
+    /// the programs will launch, started first: each on its checked default (see
+    /// [`autotune::start_tile_async`]). For the browser, which cannot wait inside `prepare`.
+    pub async fn start_in_background_async(&mut self, specs: &[crate::gpu::kernels::MatmulSpec]) {
+        self.background = true;
+        for spec in specs {
+            let (tile, search) = autotune::start_tile_async(&self.ctx, spec).await;
+            if let Some(search) = search {
+                self.note_started(spec, tile, search);
+            }
+        }
+    }
+
+    fn note_started(
+        &self,
+        spec: &crate::gpu::kernels::MatmulSpec,
+        tile: MatmulTile,
+        search: autotune::Search,
+    ) {
+        self.tuning
+            .borrow_mut()
+            .products
+            .push(autotune::TileChoice {
+                key: search.key.clone(),
+                class: search.key.class.to_string(),
+                shape: [spec.m, spec.n, spec.k],
+                started: tile.to_string(),
+                chosen: None,
+            });
+        self.pending.borrow_mut().push(search);
+    }
+
+    /// Whether products still wait for their background tuning.
+    pub fn tuning_pending(&self) -> bool {
+        !self.pending.borrow().is_empty()
+    }
+
+    /// What background tuning did so far.
+    pub fn tuning_report(&self) -> autotune::TuneReport {
+        self.tuning.borrow().clone()
+    }
+
+    fn launches_of(&self, ops: &[Op]) -> Result<Vec<Launch>> {
+        let mut launches = Vec::new();
+        for op in ops {
+            launches.extend(self.launches(op)?);
+        }
+        Ok(launches)
     }
 
     /// The context back, with every buffer, dataset and program of this backend freed.
@@ -112,6 +251,13 @@ impl GpuBackend {
                 // pinned one.
                 let tile = match self.pinned {
                     Some(tile) => tile,
+                    None if self.background => {
+                        let (tile, search) = autotune::start_tile(ctx, &spec);
+                        if let Some(search) = search {
+                            self.note_started(&spec, tile, search);
+                        }
+                        tile
+                    }
                     None => autotune::tile_for(ctx, &spec),
                 };
                 one(kernels::matmul(
@@ -246,6 +392,27 @@ impl GpuBackend {
             Op::DropoutForward { spec, step, x, y } => {
                 one(kernels::dropout_forward(ctx, &spec, b(step), b(x), b(y)))
             }
+            Op::AddForward {
+                len,
+                relu,
+                a,
+                b: bb,
+                y,
+            } => one(kernels::add_forward(ctx, len, relu, b(a), b(bb), b(y))),
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => one(kernels::add_backward(
+                ctx,
+                len,
+                accumulate,
+                b(dy),
+                self.opt(mask),
+                b(dx),
+            )),
             Op::DropoutBackward {
                 spec,
                 step,
@@ -267,6 +434,7 @@ impl GpuBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => one(kernels::softmax_xent_forward(
                 ctx,
                 rows,
@@ -275,6 +443,7 @@ impl GpuBackend {
                 b(labels),
                 b(probs),
                 b(loss),
+                smoothing,
             )),
             Op::SoftmaxXentBackward {
                 rows,
@@ -283,6 +452,7 @@ impl GpuBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => one(kernels::softmax_xent_backward(
                 ctx,
                 rows,
@@ -291,6 +461,7 @@ impl GpuBackend {
                 b(probs),
                 b(labels),
                 b(dlogits),
+                smoothing,
             )),
             Op::Metrics {
                 rows,
@@ -308,7 +479,22 @@ impl GpuBackend {
                 b(loss),
                 b(acc),
             )),
-            Op::Sgd { n, hp, w, g, v } => one(kernels::sgd_update(ctx, n, hp, b(w), b(g), b(v))),
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => one(kernels::sgd_update(
+                ctx,
+                n,
+                hp,
+                b(w),
+                b(g),
+                b(v),
+                lr_table.map(|t| (b(t.table), b(t.step))),
+            )),
             Op::Adam {
                 n,
                 hp,
@@ -328,6 +514,13 @@ impl GpuBackend {
                 b(v),
                 b(sched),
                 b(step),
+            )),
+            Op::Decay { n, w, factors } => one(kernels::decay_update(
+                ctx,
+                n,
+                b(w),
+                b(factors.table),
+                b(factors.step),
             )),
         }
     }
@@ -417,11 +610,9 @@ impl Backend for GpuBackend {
     }
 
     fn prepare(&mut self, ops: &[Op]) -> Result<ProgramId> {
-        let mut launches = Vec::new();
-        for op in ops {
-            launches.extend(self.launches(op)?);
-        }
+        let launches = self.launches_of(ops)?;
         self.programs.push(launches);
+        self.program_ops.push(ops.to_vec());
         Ok(ProgramId(self.programs.len() - 1))
     }
 

@@ -5,7 +5,7 @@
 use super::{Backend, EngineKind, ProgramId};
 use crate::cpu;
 use crate::data::Dataset;
-use crate::ops::{BufId, DataId, MetricsAcc, Op};
+use crate::ops::{BufId, DataId, MetricsAcc, Op, SgdParams};
 use crate::Result;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewD, ArrayViewMutD, IxDyn};
 
@@ -249,6 +249,22 @@ impl ReferenceBackend {
                 );
                 self.put(dx, &out);
             }
+            Op::AddForward { len, relu, a, b, y } => {
+                let out = cpu::add::add_forward(&self.f(a)[..len], &self.f(b)[..len], relu);
+                self.put(y, &out);
+            }
+            Op::AddBackward {
+                len,
+                accumulate,
+                dy,
+                mask,
+                dx,
+            } => {
+                let m = mask.map(|m| &self.f(m)[..len]);
+                let acc = accumulate.then(|| &self.f(dx)[..len]);
+                let out = cpu::add::add_backward(&self.f(dy)[..len], m, acc);
+                self.put(dx, &out);
+            }
             Op::DropoutForward { spec, step, x, y } => {
                 let t = self.u(step)[0];
                 let out = cpu::dropout::dropout_forward(&self.f(x)[..spec.len()], &spec, t);
@@ -273,10 +289,12 @@ impl ReferenceBackend {
                 labels,
                 probs,
                 loss,
+                smoothing,
             } => {
                 let (p, l) = cpu::softmax_xent::softmax_xent_forward(
                     self.mat(logits, rows, classes),
                     self.labels(labels, rows),
+                    smoothing,
                 );
                 self.put(probs, p.as_slice().expect("standard layout"));
                 self.put(loss, l.as_slice().expect("contiguous"));
@@ -288,11 +306,13 @@ impl ReferenceBackend {
                 probs,
                 labels,
                 dlogits,
+                smoothing,
             } => {
                 let d = cpu::softmax_xent::softmax_xent_backward(
                     self.mat(probs, rows, classes),
                     self.labels(labels, rows),
                     scale,
+                    smoothing,
                 );
                 self.put(dlogits, d.as_slice().expect("standard layout"));
             }
@@ -314,7 +334,21 @@ impl ReferenceBackend {
                 );
                 self.bufs[acc.0][..4].copy_from_slice(bytemuck::cast_slice(&[a]));
             }
-            Op::Sgd { n, hp, w, g, v } => {
+            Op::Sgd {
+                n,
+                hp,
+                w,
+                g,
+                v,
+                lr_table,
+            } => {
+                let hp = match lr_table {
+                    Some(t) => SgdParams {
+                        lr: cpu::decay::table_entry(self.f(t.table), self.u(t.step)[0]),
+                        ..hp
+                    },
+                    None => hp,
+                };
                 let mut wv = std::mem::take(&mut self.bufs[w.0]);
                 let mut vv = std::mem::take(&mut self.bufs[v.0]);
                 {
@@ -358,6 +392,12 @@ impl ReferenceBackend {
                 self.bufs[w.0] = wv;
                 self.bufs[m.0] = mv;
                 self.bufs[v.0] = vv;
+            }
+            Op::Decay { n, w, factors } => {
+                let f = cpu::decay::table_entry(self.f(factors.table), self.u(factors.step)[0]);
+                let mut wv = std::mem::take(&mut self.bufs[w.0]);
+                cpu::decay::decay_update(&mut bytemuck::cast_slice_mut(&mut wv)[..n], f);
+                self.bufs[w.0] = wv;
             }
         }
     }

@@ -3,10 +3,12 @@
 //! trains with them.
 
 pub mod adam;
+pub mod add;
 pub mod avgpool;
 pub mod batchnorm;
 pub mod bias;
 pub mod conv2d;
+pub mod decay;
 pub mod dropout;
 pub mod gather;
 pub mod matmul;

@@ -3,7 +3,8 @@
 use crate::ops::SgdParams;
 use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
 
-/// g ← g + λw; v ← μv + g; w ← w − αv (PyTorch SGD with momentum, dampening 0).
+/// g ← g + λw; v ← μv + g; w ← w − αv, or w ← w − α(g + μv) with Nesterov momentum
+/// (PyTorch SGD with momentum, dampening 0, `nesterov` as `hp.nesterov`).
 pub fn sgd_update(
     mut w: ArrayViewMutD<f32>,
     g: ArrayViewD<f32>,
@@ -13,6 +14,10 @@ pub fn sgd_update(
     Zip::from(&mut w).and(&g).and(&mut v).for_each(|w, &g, v| {
         let g = g + hp.l2 * *w;
         *v = hp.momentum * *v + g;
-        *w -= hp.lr * *v;
+        if hp.nesterov {
+            *w -= hp.lr * (g + hp.momentum * *v);
+        } else {
+            *w -= hp.lr * *v;
+        }
     });
 }

@@ -21,6 +21,7 @@
 //! and the test suite, with the same tolerances as a GPU adapter.
 
 pub mod adam;
+pub mod add;
 pub mod avgpool;
 pub mod batchnorm;
 pub mod bias;

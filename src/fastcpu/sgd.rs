@@ -6,7 +6,7 @@ use crate::ops::SgdParams;
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 use rayon::prelude::*;
 
-/// g ← g + λw; v ← μv + g; w ← w − αv over the first `w.len()` elements.
+/// g ← g + λw; v ← μv + g; w ← w − α·(v, or g + μv with Nesterov) over the first `w.len()` elements.
 pub fn sgd_update(w: &mut [f32], g: &[f32], v: &mut [f32], hp: SgdParams) {
     let n = w.len();
     w.par_chunks_mut(PAR_MIN)

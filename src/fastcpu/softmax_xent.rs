@@ -1,10 +1,12 @@
 //! Fast twin of `shaders/softmax_xent.wgsl`: each row in one sweep, in place.
 
-/// probs\[B,C\] = softmax(logits), loss\[B\] = −log probs\[label\] (0 for padding rows, label ≥ C).
+/// probs\[B,C\] = softmax(logits), loss\[B\] = −log probs\[label\] (0 for padding rows, label ≥ C),
+/// or with label smoothing ε > 0 (1 − ε)·ℓ_y + (ε/C)·Σ_c ℓ_c, ℓ_c = −log p_c.
 pub fn forward(
     logits: &[f32],
     labels: &[u32],
     classes: usize,
+    smoothing: f32,
     probs: &mut [f32],
     loss: &mut [f32],
 ) {
@@ -21,15 +23,30 @@ pub fn forward(
         p.iter_mut().for_each(|p| *p /= s);
         let y = labels[r] as usize;
         loss[r] = if y < classes {
-            s.ln() + (m - z[y])
+            let lse = s.ln();
+            let ly = lse + (m - z[y]);
+            if smoothing == 0.0 {
+                ly
+            } else {
+                let all = z.iter().fold(0.0f32, |a, &zc| a + (lse + (m - zc)));
+                (1.0 - smoothing) * ly + (smoothing / classes as f32) * all
+            }
         } else {
             0.0
         };
     }
 }
 
-/// dlogits\[B,C\] = (probs − onehot(labels))·scale; padding rows get 0.
-pub fn backward(probs: &[f32], labels: &[u32], classes: usize, scale: f32, dlogits: &mut [f32]) {
+/// dlogits\[B,C\] = (probs − target)·scale, target = onehot(labels), or (1 − ε)·onehot + ε/C with
+/// label smoothing ε > 0; padding rows get 0.
+pub fn backward(
+    probs: &[f32],
+    labels: &[u32],
+    classes: usize,
+    scale: f32,
+    smoothing: f32,
+    dlogits: &mut [f32],
+) {
     for (r, &y) in labels.iter().enumerate() {
         let p = &probs[r * classes..(r + 1) * classes];
         let d = &mut dlogits[r * classes..(r + 1) * classes];
@@ -38,8 +55,16 @@ pub fn backward(probs: &[f32], labels: &[u32], classes: usize, scale: f32, dlogi
             d.fill(0.0);
             continue;
         }
-        for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
-            *d = if c == y { p - 1.0 } else { p } * scale;
+        if smoothing == 0.0 {
+            for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
+                *d = if c == y { p - 1.0 } else { p } * scale;
+            }
+        } else {
+            let off = smoothing / classes as f32;
+            for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
+                let target = if c == y { 1.0 - smoothing } else { 0.0 } + off;
+                *d = (p - target) * scale;
+            }
         }
     }
 }

@@ -202,6 +202,78 @@ impl Default for Needs {
     }
 }
 
+/// The driver's pipeline cache (wgpu's `PipelineCache`) in a file of the crate's cache folder,
+/// `pipelines/<key>` with wgpu's [`wgpu::util::pipeline_cache_key`] for the adapter (vendor,
+/// device, driver and backend: a file is only ever fed back to the driver it came from). Read
+/// when a device opens, so a second process skips compiling the kernels the first compiled;
+/// written back (atomically) when the context is dropped, if a pipeline was compiled. Only
+/// where the device offers `PIPELINE_CACHE` (Vulkan today); elsewhere drivers keep their own.
+struct PipelineCacheFile {
+    cache: wgpu::PipelineCache,
+    path: std::path::PathBuf,
+    /// A pipeline was compiled since the file was read.
+    grown: std::sync::atomic::AtomicBool,
+}
+
+impl PipelineCacheFile {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn open(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<Self> {
+        if !device.features().contains(wgpu::Features::PIPELINE_CACHE) {
+            return None;
+        }
+        let name = wgpu::util::pipeline_cache_key(info)?;
+        let path = crate::util::cache_dir("pipelines").ok()?.join(name);
+        let data = std::fs::read(&path).ok();
+        // SAFETY: `data` was written by `get_data` of a cache for an adapter with the same
+        // `pipeline_cache_key` (wgpu's requirement); `fallback: true` makes the driver start
+        // an empty cache when the data is damaged or from another driver version.
+        let cache = unsafe {
+            device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                label: Some("wgtrain pipelines"),
+                data: data.as_deref(),
+                fallback: true,
+            })
+        };
+        Some(PipelineCacheFile {
+            cache,
+            path,
+            grown: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn open(_: &wgpu::Device, _: &wgpu::AdapterInfo) -> Option<Self> {
+        None
+    }
+
+    /// Write the cache back if it grew; a failure only costs the next process the compiling.
+    fn save(&self) {
+        if !self.grown.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Some(data) = self.cache.get_data() else {
+            return;
+        };
+        let write = || -> Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            crate::util::atomic_write(&self.path, &data)
+        };
+        if let Err(e) = write() {
+            log::warn!("pipeline cache not saved: {e}");
+        }
+    }
+}
+
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        if let Some(c) = &self.pipeline_cache {
+            c.save();
+        }
+    }
+}
+
 /// An open device with its queue, pipeline cache and error plumbing.
 pub struct GpuContext {
     /// The adapter the device was opened on.
@@ -215,6 +287,9 @@ pub struct GpuContext {
     /// The limits the device was created with (the adapter's own).
     pub limits: wgpu::Limits,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// The driver's compiled pipelines kept between processes, where the device offers
+    /// application-managed caches (Vulkan): see [`PipelineCacheFile`].
+    pipeline_cache: Option<PipelineCacheFile>,
     /// Errors no scope caught, and the reason the device was lost, if it was.
     uncaptured: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -257,7 +332,9 @@ impl GpuContext {
         let limits = adapter.limits();
         // Subgroups let the matmul share operands across lanes (autotune picks such variants
         // only after checking them against the CPU twin).
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::PIPELINE_CACHE;
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
             required_features: adapter.features() & wanted,
@@ -293,6 +370,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let pipeline_cache = PipelineCacheFile::open(&device, &info);
         Ok(GpuContext {
             adapter,
             device,
@@ -300,6 +378,7 @@ impl GpuContext {
             info,
             limits,
             pipelines: Mutex::new(HashMap::new()),
+            pipeline_cache,
             uncaptured,
             lost,
             dummy,
@@ -372,13 +451,16 @@ impl GpuContext {
                     module: &module,
                     entry_point: Some(entry),
                     compilation_options: Default::default(),
-                    cache: None,
+                    cache: self.pipeline_cache.as_ref().map(|c| &c.cache),
                 })
         });
         if let Some(e) = error {
             return Err(self.kernel_error(key, &e));
         }
         let p = Arc::new(pipeline);
+        if let Some(c) = &self.pipeline_cache {
+            c.grown.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.pipelines
             .lock()
             .unwrap()

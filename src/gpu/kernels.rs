@@ -441,6 +441,7 @@ pub fn softmax_xent_forward(
     labels: &Buffer,
     probs: &Buffer,
     loss: &Buffer,
+    smoothing: f32,
 ) -> Result<Launch> {
     let name = "softmax_xent_forward";
     nonzero(name, &[("B", rows), ("C", classes)])?;
@@ -449,7 +450,7 @@ pub fn softmax_xent_forward(
     need(name, "probs", probs, rows * classes)?;
     need(name, "loss", loss, rows)?;
     let pipeline = ctx.pipeline(name, || SOFTMAX_XENT_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, classes as u32, 0]);
+    let params = ctx.uniform(name, &[rows as u32, classes as u32, 0, f(smoothing)]);
     ctx.launch(
         name,
         pipeline,
@@ -474,6 +475,7 @@ pub fn softmax_xent_backward(
     probs: &Buffer,
     labels: &Buffer,
     dlogits: &Buffer,
+    smoothing: f32,
 ) -> Result<Launch> {
     let name = "softmax_xent_backward";
     nonzero(name, &[("B", rows), ("C", classes)])?;
@@ -481,7 +483,7 @@ pub fn softmax_xent_backward(
     need(name, "labels", labels, rows)?;
     need(name, "dlogits", dlogits, rows * classes)?;
     let pipeline = ctx.pipeline(name, || SOFTMAX_XENT_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[rows as u32, classes as u32, f(scale)]);
+    let params = ctx.uniform(name, &[rows as u32, classes as u32, f(scale), f(smoothing)]);
     ctx.launch(
         name,
         pipeline,
@@ -493,7 +495,9 @@ pub fn softmax_xent_backward(
 // ---------------------------------------------------------------------------------------------
 // sgd
 
-/// g ← g + λw; v ← μv + g; w ← w − αv over `n` elements.
+/// g ← g + λw; v ← μv + g; w ← w − α·(v, or g + μv with Nesterov) over `n` elements, α
+/// `hp.lr` or, with `lr_table` = (sched, step), sched\[min(step, len − 1)\].
+#[allow(clippy::too_many_arguments)]
 pub fn sgd_update(
     ctx: &GpuContext,
     n: usize,
@@ -501,20 +505,42 @@ pub fn sgd_update(
     w: &Buffer,
     g: &Buffer,
     v: &Buffer,
+    lr_table: Option<(&Buffer, &Buffer)>,
 ) -> Result<Launch> {
-    let name = "sgd_update";
+    let name = if lr_table.is_some() {
+        "sgd_update_sched"
+    } else {
+        "sgd_update"
+    };
     nonzero(name, &[("n", n)])?;
     need(name, "w", w, n)?;
     need(name, "g", g, n)?;
     need(name, "v", v, n)?;
+    let steps = match lr_table {
+        Some((sched, step)) => {
+            need(name, "sched", sched, 1)?;
+            need(name, "step", step, 1)?;
+            (sched.size() / 4).min(u32::MAX as u64) as u32
+        }
+        None => 0,
+    };
     let pipeline = ctx.pipeline(name, || SGD_WGSL.into(), name)?;
-    let params = ctx.uniform(name, &[n as u32, f(hp.lr), f(hp.momentum), f(hp.l2)]);
-    ctx.launch(
+    let params = ctx.uniform(
         name,
-        pipeline,
-        &[(0, &params), (1, w), (2, g), (3, v)],
-        grid_1d(n, WG_ELEMENTWISE),
-    )
+        &[
+            n as u32,
+            f(hp.lr),
+            f(hp.momentum),
+            f(hp.l2),
+            hp.nesterov as u32,
+            steps,
+        ],
+    );
+    let mut bindings = vec![(0, &params), (1, w), (2, g), (3, v)];
+    if let Some((sched, step)) = lr_table {
+        bindings.extend([(4, sched), (5, step)]);
+    }
+    ctx.launch(name, pipeline, &bindings, grid_1d(n, WG_ELEMENTWISE))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -786,6 +812,8 @@ const AVGPOOL_WGSL: &str = include_str!("../../shaders/avgpool.wgsl");
 const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
 const DROPOUT_WGSL: &str = include_str!("../../shaders/dropout.wgsl");
 const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
+const ADD_WGSL: &str = include_str!("../../shaders/add.wgsl");
+const DECAY_WGSL: &str = include_str!("../../shaders/decay.wgsl");
 
 /// The shaders of the convolution, pooling and Adam kernels, as (name, WGSL source).
 fn layer_shader_sources() -> Vec<(String, String)> {
@@ -796,6 +824,8 @@ fn layer_shader_sources() -> Vec<(String, String)> {
         ("adam".to_string(), ADAM_WGSL.to_string()),
         ("dropout".to_string(), DROPOUT_WGSL.to_string()),
         ("batchnorm".to_string(), BATCHNORM_WGSL.to_string()),
+        ("add".to_string(), ADD_WGSL.to_string()),
+        ("decay".to_string(), DECAY_WGSL.to_string()),
     ]
 }
 
@@ -1530,6 +1560,111 @@ pub fn adam_update(
             (5, sched),
             (6, step),
         ],
+        grid_1d(n, WG_ELEMENTWISE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// add (residual blocks)
+
+/// `Params` in `add.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    n: u32,
+    relu: u32,
+    apply_mask: u32,
+    accumulate: u32,
+}
+
+fn add_params(kernel: &str, len: usize, relu: bool, mask: bool, acc: bool) -> Result<AddParams> {
+    nonzero(kernel, &[("n", len)])?;
+    Ok(AddParams {
+        n: len as u32,
+        relu: relu as u32,
+        apply_mask: mask as u32,
+        accumulate: acc as u32,
+    })
+}
+
+/// y\[n\] = a + b, then max(0, ·) when `relu` (see `shaders/add.wgsl`).
+pub fn add_forward(
+    ctx: &GpuContext,
+    len: usize,
+    relu: bool,
+    a: &Buffer,
+    b: &Buffer,
+    y: &Buffer,
+) -> Result<Launch> {
+    let name = "add_forward";
+    let params = add_params(name, len, relu, false, false)?;
+    need(name, "a", a, len)?;
+    need(name, "b", b, len)?;
+    need(name, "y", y, len)?;
+    let pipeline = ctx.pipeline(name, || ADD_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, a), (2, b), (3, y)],
+        grid_1d(len, WG_ELEMENTWISE),
+    )
+}
+
+/// dx\[n\] = dy where `mask` > 0 (everywhere without one), else 0; added to dx when
+/// `accumulate`.
+pub fn add_backward(
+    ctx: &GpuContext,
+    len: usize,
+    accumulate: bool,
+    dy: &Buffer,
+    mask: Option<&Buffer>,
+    dx: &Buffer,
+) -> Result<Launch> {
+    let name = "add_backward";
+    let params = add_params(name, len, false, mask.is_some(), accumulate)?;
+    need(name, "dy", dy, len)?;
+    need(name, "dx", dx, len)?;
+    if let Some(m) = mask {
+        need(name, "mask", m, len)?;
+    }
+    let pipeline = ctx.pipeline(name, || ADD_WGSL.into(), name)?;
+    let params = uniform_of(ctx, name, &params);
+    ctx.launch(
+        name,
+        pipeline,
+        &[
+            (0, &params),
+            (4, dy),
+            (5, mask.unwrap_or(&ctx.dummy)),
+            (6, dx),
+        ],
+        grid_1d(len, WG_ELEMENTWISE),
+    )
+}
+
+// decoupled weight decay
+
+/// w ← w·factors\[min(step, len − 1)\] over `n` elements (see `shaders/decay.wgsl`).
+pub fn decay_update(
+    ctx: &GpuContext,
+    n: usize,
+    w: &Buffer,
+    factors: &Buffer,
+    step: &Buffer,
+) -> Result<Launch> {
+    let name = "decay_update";
+    nonzero(name, &[("n", n)])?;
+    need(name, "w", w, n)?;
+    need(name, "factors", factors, 1)?;
+    need(name, "step", step, 1)?;
+    let steps = (factors.size() / 4).min(u32::MAX as u64) as u32;
+    let pipeline = ctx.pipeline(name, || DECAY_WGSL.into(), name)?;
+    let params = ctx.uniform(name, &[n as u32, steps]);
+    ctx.launch(
+        name,
+        pipeline,
+        &[(0, &params), (1, w), (2, factors), (3, step)],
         grid_1d(n, WG_ELEMENTWISE),
     )
 }

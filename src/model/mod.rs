@@ -80,10 +80,24 @@ pub struct Arch {
 }
 
 impl fmt::Display for Arch {
+    /// The text form [`Arch::parse`] reads back: a residual block as `r(...)` around its
+    /// main path, without its projection (which the parse adds again).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.input)?;
-        for l in &self.layers {
-            write!(f, "-{l}")?;
+        let Ok(wires) = crate::nn::residual::wiring(&self.layers) else {
+            // Not a possible network: each layer as it is.
+            for l in &self.layers {
+                write!(f, "-{l}")?;
+            }
+            return Ok(());
+        };
+        for (l, w) in self.layers.iter().zip(&wires) {
+            match l {
+                LayerSpec::Residual(_) => f.write_str(")")?,
+                _ if w.projection => {}
+                _ if w.opens => write!(f, "-r({l}")?,
+                _ => write!(f, "-{l}")?,
+            }
         }
         Ok(())
     }
@@ -127,21 +141,111 @@ impl Arch {
             };
             (Input::Flat(n), all[1..].to_vec())
         };
-        let layers = layer_tokens
-            .iter()
-            .map(|&t| {
-                LayerSpec::parse(t).ok_or_else(|| {
-                    let examples: Vec<&str> = LayerSpec::GRAMMAR.iter().map(|g| g.2).collect();
-                    bad(format!(
-                        "`{t}` in `{s}` is not a layer: expected one like {}",
-                        examples.join(", ")
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let arch = Arch { input, layers };
+        let mut arch = Arch {
+            input,
+            layers: Vec::with_capacity(layer_tokens.len()),
+        };
+        // Where the open residual block's main path starts, while one is open.
+        let mut open: Option<usize> = None;
+        for &t in &layer_tokens {
+            let mut tok = t;
+            if let Some(rest) = tok.strip_prefix("r(") {
+                if open.is_some() {
+                    return Err(bad(format!(
+                        "`{t}` in `{s}` opens a residual block inside another: blocks do not nest"
+                    )));
+                }
+                open = Some(arch.layers.len());
+                tok = rest;
+            }
+            let closes = tok.ends_with(')');
+            if closes {
+                tok = &tok[..tok.len() - 1];
+                if open.is_none() {
+                    return Err(bad(format!(
+                        "`{t}` in `{s}` closes a residual block that was not opened with `r(`"
+                    )));
+                }
+            }
+            if tok.contains(['(', ')']) {
+                return Err(bad(format!(
+                    "`{t}` in `{s}` has unbalanced or nested parentheses: a residual block is `r(` layers `)`, e.g. r(c16k3p1-b-c16k3p1-b)"
+                )));
+            }
+            if tok.is_empty() && closes && open == Some(arch.layers.len()) {
+                return Err(bad(format!(
+                    "`{t}` in `{s}` is an empty residual block: it needs at least one layer"
+                )));
+            }
+            let layer = LayerSpec::parse(tok).ok_or_else(|| {
+                let examples: Vec<&str> = LayerSpec::GRAMMAR.iter().map(|g| g.2).collect();
+                bad(format!(
+                    "`{tok}` in `{s}` is not a layer: expected one like {}",
+                    examples.join(", ")
+                ))
+            })?;
+            arch.layers.push(layer);
+            if closes {
+                let start = open.take().expect("checked above");
+                arch.close_block(start, s)?;
+            }
+        }
+        if open.is_some() {
+            return Err(bad(format!(
+                "`{s}` opens a residual block with `r(` that no `)` closes"
+            )));
+        }
         arch.shapes()?;
         Ok(arch)
+    }
+
+    /// End the residual block whose main path is `self.layers[start..]`: its projection when
+    /// the main path changes the shape (a 1×1 convolution with the stride that maps the
+    /// block's input size to its output size, and a batch normalisation), then the join.
+    fn close_block(&mut self, start: usize, text: &str) -> Result<()> {
+        let main = self.layers.len() - start;
+        // Errors name the whole text, not the part read so far.
+        let shapes = self.shapes_checked(false).map_err(|e| match e {
+            Error::Network { reason, .. } => Error::Network {
+                arch: text.into(),
+                reason,
+            },
+            e => e,
+        })?;
+        let (input, out) = (shapes[start], shapes[shapes.len() - 1]);
+        let at = self.layers.len() + 1;
+        let refuse = |reason: String| Error::Network {
+            arch: text.into(),
+            reason: format!("residual block ending at layer {}: {reason}", at - 1),
+        };
+        let project = input != out;
+        if project {
+            let (Shape::Image { h, w, .. }, Shape::Image { c, h: oh, w: ow }) = (input, out) else {
+                return Err(refuse(format!(
+                    "its output {out} differs from its input {input}, and only an image block can be projected (by a 1×1 convolution)"
+                )));
+            };
+            // The stride s with ⌊(h − 1)/s⌋ + 1 = oh and the same across, if one exists.
+            let stride = (1..=h.max(w)).find(|&s| (h - 1) / s + 1 == oh && (w - 1) / s + 1 == ow);
+            let Some(stride) = stride else {
+                return Err(refuse(format!(
+                    "its output {out} cannot be reached from its input {input} by a strided 1×1 convolution"
+                )));
+            };
+            self.layers.push(
+                crate::nn::conv2d::Conv {
+                    out: c,
+                    k: 1,
+                    stride,
+                    pad: 0,
+                }
+                .into(),
+            );
+            self.layers.push(crate::nn::batchnorm::BatchNorm.into());
+        }
+        self.layers
+            .push(crate::nn::residual::Residual { main, project }.into());
+        Ok(())
     }
 
     /// The architecture string a preset name stands for (see [`Preset`]).
@@ -156,6 +260,12 @@ impl Arch {
     /// last layer that is not dense, zero sizes, and sizes over [`MAX_DIM`] per dimension,
     /// [`MAX_ELEMENTS`] per sample or [`MAX_PARAMS`] in all.
     pub fn shapes(&self) -> Result<Vec<Shape>> {
+        self.shapes_checked(true)
+    }
+
+    /// [`Arch::shapes`]; `complete` false skips the checks of a whole network (a dense last
+    /// layer), for the part of an architecture read so far.
+    fn shapes_checked(&self, complete: bool) -> Result<Vec<Shape>> {
         let fail = |at: usize, what: &dyn fmt::Display, reason: String| {
             let place = if at == 0 {
                 format!("input `{what}`")
@@ -205,22 +315,37 @@ impl Arch {
                     .into(),
             });
         };
+        let wires = crate::nn::residual::wiring(&self.layers)
+            .map_err(|(i, reason)| fail(i + 1, &self.layers[i], reason))?;
         let mut shapes = vec![input];
         let mut params: u128 = 0;
         for (i, layer) in self.layers.iter().enumerate() {
             let at = i + 1;
-            let prev = shapes[i];
-            let after = if i == 0 {
+            let from = wires[i].input;
+            let prev = shapes[from];
+            let after = if from == 0 {
                 "the input".to_string()
             } else {
-                format!("layer {i} `{}`", self.layers[i - 1])
+                format!("layer {from} `{}`", self.layers[from - 1])
             };
             let kind = layer.kind();
-            kind.check_prev(i.checked_sub(1).map(|j| &self.layers[j]))
+            kind.check_prev(from.checked_sub(1).map(|j| &self.layers[j]))
                 .map_err(|reason| fail(at, layer, reason))?;
             let out = kind
                 .output(prev, &after)
                 .map_err(|reason| fail(at, layer, reason))?;
+            if let Some(skip) = wires[i].skip {
+                if shapes[skip] != out {
+                    return Err(fail(
+                        at,
+                        layer,
+                        format!(
+                            "the block's output {out} differs from its skip path's {}",
+                            shapes[skip]
+                        ),
+                    ));
+                }
+            }
             if let Some((w, b)) = kind.params(prev) {
                 let w = w.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128));
                 params = params.saturating_add(w.saturating_add(b as u128));
@@ -235,7 +360,7 @@ impl Arch {
             within(at, layer, out)?;
             shapes.push(out);
         }
-        if !matches!(last, LayerSpec::Dense(_)) {
+        if complete && !matches!(last, LayerSpec::Dense(_)) {
             return Err(fail(
                 self.layers.len(),
                 last,
@@ -248,13 +373,29 @@ impl Arch {
     /// The shapes without checks (saturating; meaningful only for a valid architecture).
     fn shapes_unchecked(&self) -> Vec<Shape> {
         let mut shapes = vec![Shape::from(self.input)];
-        for l in &self.layers {
-            let prev = *shapes.last().expect("starts with the input");
+        for (l, spec) in self.layers.iter().enumerate() {
+            let prev = shapes[self.input_of(l)];
             // Some answer for any architecture, never a panic: a refused layer gives nothing.
             let from = "the layer before";
-            shapes.push(l.kind().output(prev, from).unwrap_or(Shape::Flat(0)));
+            shapes.push(spec.kind().output(prev, from).unwrap_or(Shape::Flat(0)));
         }
         shapes
+    }
+
+    /// The activation layer `l` reads, numbered as [`Arch::shapes`] (0: the input; `j + 1`:
+    /// layer `j`'s output): the layer before, except inside residual blocks (see
+    /// [`crate::nn::residual::wiring`]; an impossible list reads as a chain).
+    pub fn input_of(&self, l: usize) -> usize {
+        crate::nn::residual::wiring(&self.layers).map_or(l, |w| w[l].input)
+    }
+
+    /// The shape into each layer, one sample (unchecked, as [`Arch::param_shapes`]).
+    pub fn input_shapes(&self) -> Vec<Shape> {
+        let shapes = self.shapes_unchecked();
+        let wires = crate::nn::residual::wiring(&self.layers);
+        (0..self.layers.len())
+            .map(|l| shapes[wires.as_ref().map_or(l, |w| w[l].input)])
+            .collect()
     }
 
     /// Elements of one input sample.
@@ -290,7 +431,7 @@ impl Arch {
     /// K]` convolution; PyTorch layouts; a dense layer after an image has I = C·H·W) and the
     /// bias length O.
     pub fn param_shapes(&self) -> Vec<(Vec<usize>, usize)> {
-        let shapes = self.shapes_unchecked();
+        let shapes = self.input_shapes();
         self.layers
             .iter()
             .zip(&shapes)
@@ -301,7 +442,7 @@ impl Arch {
     /// Beside each entry of [`Arch::param_shapes`]: the channels of a batch normalisation
     /// layer (whose running statistics a model keeps), `None` for the other layers.
     pub fn running_channels(&self) -> Vec<Option<usize>> {
-        let shapes = self.shapes_unchecked();
+        let shapes = self.input_shapes();
         self.layers
             .iter()
             .zip(&shapes)
@@ -722,6 +863,173 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn residual_blocks_parse_print_and_shape() {
+        use crate::nn::batchnorm::BatchNorm;
+        use crate::nn::residual::Residual;
+        let text = "1x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-g-10";
+        let a = Arch::parse(text).unwrap();
+        assert_eq!(a.to_string(), text);
+        assert_eq!(Arch::parse(&a.to_string()).unwrap(), a);
+        let conv = |out, k, stride, pad| {
+            LayerSpec::from(Conv {
+                out,
+                k,
+                stride,
+                pad,
+            })
+        };
+        let bn = LayerSpec::from(BatchNorm);
+        // Flat: main path, projection (1×1 stride 2, BN), join.
+        assert_eq!(
+            a.layers,
+            vec![
+                conv(16, 3, 1, 1),
+                bn,
+                conv(16, 3, 1, 1),
+                bn,
+                conv(16, 3, 1, 1),
+                bn,
+                Residual {
+                    main: 4,
+                    project: false
+                }
+                .into(),
+                conv(32, 3, 2, 1),
+                bn,
+                conv(32, 3, 1, 1),
+                bn,
+                conv(32, 1, 2, 0),
+                bn,
+                Residual {
+                    main: 4,
+                    project: true
+                }
+                .into(),
+                GlobalAvgPool.into(),
+                Dense { out: 10 }.into(),
+            ]
+        );
+        let s = a.shapes().unwrap();
+        assert_eq!(
+            s[7],
+            Shape::Image {
+                c: 16,
+                h: 32,
+                w: 32
+            }
+        );
+        assert_eq!(
+            s[12],
+            Shape::Image {
+                c: 32,
+                h: 16,
+                w: 16
+            },
+            "the projection"
+        );
+        assert_eq!(
+            s[14],
+            Shape::Image {
+                c: 32,
+                h: 16,
+                w: 16
+            },
+            "the join"
+        );
+        // Parameters in PyTorch's BasicBlock order: conv1, bn1, conv2, bn2, downsample.
+        let p = a.param_shapes();
+        assert_eq!(p[6], (vec![32, 16, 3, 3], 32));
+        assert_eq!(
+            p[10],
+            (vec![32, 16, 1, 1], 32),
+            "1×1 projection from the block input"
+        );
+        assert_eq!(p[11], (vec![32], 32));
+        assert_eq!(p.len(), 13);
+        // ReLUs: none on the join's two summands; the join has the block's.
+        let relu = crate::nn::relu_flags(&a.layers);
+        assert_eq!(
+            relu,
+            [
+                false, true, false, true, false, false, true, false, true, false, false, false,
+                false, true, false, false
+            ]
+        );
+        // resnet8: 7 convolutions and a dense layer on the main path, 2 projections.
+        let r8 = Arch::parse(Preset::Resnet8.arch_str()).unwrap();
+        assert_eq!(r8.n_params(), 78_378);
+        assert_eq!(r8.to_string(), Preset::Resnet8.arch_str());
+        // Identity blocks on flat inputs, a one-layer block, a single-token block.
+        for text in [
+            "8-r(8-8)-3",
+            "1x4x4-c2k3p1-r(c2k3p1)-r(c4k1)-m2-3",
+            "8-r(8)-r(8-d0.5)-2",
+        ] {
+            let a = Arch::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(a.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bad_residual_blocks_are_refused_in_one_line() {
+        for (text, want) in [
+            ("1x4x4-r()-3", "empty residual block"),
+            ("1x4x4-r(c2k1-r(c2k1))-3", "blocks do not nest"),
+            ("1x4x4-c2k1)-3", "not opened"),
+            ("1x4x4-r(c2k1-3", "no `)` closes"),
+            ("1x4x4-r(c2k1))-3", "unbalanced or nested"),
+            ("8-r(4)-3", "only an image block can be projected"),
+            (
+                "1x4x4-c2k1-r(c2k1p1)-3",
+                "cannot be reached from its input 2x4x4",
+            ),
+            ("1x4x4-c2k1-r(b-c2k1)-3", "cannot start with `b`"),
+            (
+                "1x4x4-r(c2k1)-b-3",
+                "must follow a convolution or a dense layer",
+            ),
+            ("1x4x4-r(c2k1)", "the last layer must be dense"),
+        ] {
+            let e = shape_err(text);
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(!e.contains('\n'), "{text}: {e}");
+        }
+        // A hand-built list: a join whose summands differ, one that reaches before the input.
+        use crate::nn::residual::Residual;
+        let a = Arch {
+            input: Input::Flat(4),
+            layers: vec![
+                Dense { out: 3 }.into(),
+                Residual {
+                    main: 1,
+                    project: false,
+                }
+                .into(),
+                Dense { out: 2 }.into(),
+            ],
+        };
+        let e = a.shapes().unwrap_err().to_string();
+        assert!(e.contains("differs from its skip path's 4"), "{e}");
+        let a = Arch {
+            input: Input::Flat(4),
+            layers: vec![
+                Residual {
+                    main: 3,
+                    project: false,
+                }
+                .into(),
+                Dense { out: 2 }.into(),
+            ],
+        };
+        assert!(a
+            .shapes()
+            .unwrap_err()
+            .to_string()
+            .contains("reach before the input"));
+        let _ = (a.to_string(), a.param_shapes(), a.running_channels());
     }
 
     #[test]

@@ -26,10 +26,12 @@ pub enum Preset {
     Cnn,
     /// For Fashion-MNIST: 1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10; Adam lr 0.001 with cosine decay, batch 100, 15 epochs, --augment crop:2,flip, --normalize auto, PyTorch init.
     Fashion,
+    /// A ResNet-8 for 3×32×32 images (CIFAR-10): 3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-r(c64k3s2p1-b-c64k3p1-b)-g-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
+    Resnet8,
 }
 
 /// Name and network of each preset, in [`Preset::ALL`]'s order.
-const TABLE: [(Preset, &str, &str); 5] = [
+const TABLE: [(Preset, &str, &str); 6] = [
     (Preset::SeedSmall, "seed-small", "784-10-10-10"),
     (Preset::SeedLarge, "seed-large", "784-512-512-512-10"),
     (
@@ -43,16 +45,22 @@ const TABLE: [(Preset, &str, &str); 5] = [
         "fashion",
         "1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10",
     ),
+    (
+        Preset::Resnet8,
+        "resnet8",
+        "3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-r(c64k3s2p1-b-c64k3p1-b)-g-10",
+    ),
 ];
 
 impl Preset {
-    /// Every preset, smallest network first (the MNIST ones, then `fashion`).
-    pub const ALL: [Preset; 5] = [
+    /// Every preset, smallest network first (the MNIST ones, then `fashion` and `resnet8`).
+    pub const ALL: [Preset; 6] = [
         Preset::SeedSmall,
         Preset::SeedLarge,
         Preset::Lenet5,
         Preset::Cnn,
         Preset::Fashion,
+        Preset::Resnet8,
     ];
 
     fn row(self) -> &'static (Preset, &'static str, &'static str) {

@@ -30,6 +30,7 @@ pub mod dense;
 pub mod dropout;
 pub mod global_pool;
 pub mod maxpool;
+pub mod residual;
 
 /// Largest size accepted along any one dimension (a width, a channel count, a side, a kernel,
 /// a stride, a padding).
@@ -249,6 +250,8 @@ layer_types! {
     Dropout(dropout::Dropout),
     /// Batch normalisation, `b`.
     BatchNorm(batchnorm::BatchNorm),
+    /// The join of a residual block, `r(...)` (see [`residual`]).
+    Residual(residual::Residual),
 }
 
 impl LayerSpec {
@@ -302,6 +305,20 @@ pub struct Io {
     pub mask: Option<BufId>,
     /// Parameters, for layers that have them.
     pub p: Option<ParamBufs>,
+    /// A residual join's second input (None for every other layer).
+    pub skip: Option<Skip>,
+}
+
+/// The second input of a residual join: the skip path's activation, where its gradient goes,
+/// and the ReLU mask of that activation (as `x`, `dx` and `mask` of [`Io`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Skip {
+    /// The skip path's activations [B, out].
+    pub x: BufId,
+    /// Where to write its gradient; None when it is the network's input.
+    pub dx: Option<BufId>,
+    /// The skip activation itself when it ends in a ReLU, to mask `dx` with.
+    pub mask: Option<BufId>,
 }
 /// One layer of a network.
 pub trait Layer {
@@ -335,8 +352,33 @@ pub trait Layer {
 
 /// For each layer of `layers`, whether its output goes through a ReLU: after every layer whose
 /// type says so ([`LayerKind::relu_after`]) except the last, moved to the next layer when that
-/// one takes it over ([`LayerKind::takes_relu`]).
+/// one takes it over ([`LayerKind::takes_relu`]), and never on the two outputs a residual
+/// join adds (its main path's last layer, its projection's): the join applies the block's.
 pub fn relu_flags(layers: &[LayerSpec]) -> Vec<bool> {
+    let mut flags = chain_relu_flags(layers);
+    if let Ok(wires) = residual::wiring(layers) {
+        for (l, w) in wires.iter().enumerate() {
+            if w.skip.is_none() {
+                continue;
+            }
+            // The main path's last layer; a projection's batch normalisation is the layer
+            // just before the join (an identity skip keeps the block input's ReLU).
+            let projected = w.skip == Some(l);
+            for act in [Some(w.input), projected.then_some(l)]
+                .into_iter()
+                .flatten()
+            {
+                if act > 0 {
+                    flags[act - 1] = false;
+                }
+            }
+        }
+    }
+    flags
+}
+
+/// [`relu_flags`] of a chain of layers, each reading the one before.
+fn chain_relu_flags(layers: &[LayerSpec]) -> Vec<bool> {
     let n = layers.len();
     (0..n)
         .map(|l| {

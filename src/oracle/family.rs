@@ -10,10 +10,10 @@ pub enum Family {
     /// The bias gradient (column sums; the bias add is a matmul epilogue).
     #[value(name = "bias")]
     Bias,
-    /// Softmax with cross-entropy, forward and backward.
+    /// Softmax with cross-entropy, forward and backward, with and without label smoothing.
     #[value(name = "softmax_xent")]
     SoftmaxXent,
-    /// SGD with momentum and L2.
+    /// SGD with momentum (plain and Nesterov) and L2, at a fixed or scheduled learning rate.
     #[value(name = "sgd")]
     Sgd,
     /// The metrics accumulation (loss sum, correct and seen counts).
@@ -31,7 +31,7 @@ pub enum Family {
     /// Average-pooling forward and backward (K×K and global).
     #[value(name = "avgpool")]
     Avgpool,
-    /// The Adam update.
+    /// The Adam update and AdamW's decoupled weight decay.
     #[value(name = "adam")]
     Adam,
     /// Dropout forward and backward (the mask bit for bit).
@@ -41,11 +41,14 @@ pub enum Family {
     /// parameter and input gradients.
     #[value(name = "batchnorm")]
     Batchnorm,
+    /// The residual join: the add (+ ReLU) and its pass-through / accumulating gradient.
+    #[value(name = "add")]
+    Add,
 }
 
 impl Family {
     /// Every family, in the order `wgtrain verify` runs them.
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 13] = [
         Family::Matmul,
         Family::Bias,
         Family::SoftmaxXent,
@@ -58,6 +61,7 @@ impl Family {
         Family::Adam,
         Family::Dropout,
         Family::Batchnorm,
+        Family::Add,
     ];
 
     /// The name on the command line and in reports, e.g. `softmax_xent`.
@@ -75,6 +79,7 @@ impl Family {
             Family::Adam => "adam",
             Family::Dropout => "dropout",
             Family::Batchnorm => "batchnorm",
+            Family::Add => "add",
         }
     }
 }

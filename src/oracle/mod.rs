@@ -42,6 +42,8 @@
 //!   the borders), so atol = γ_n·Σ|terms| (Higham's bound for recursive summation), where Σ|terms|
 //!   is col2im of |dcols| in f64; masked elements are exactly 0.
 //! * batchnorm: each op on its own inputs, bounds from its roundings, see [`batchnorm`].
+//! * add (residual blocks): exact against the f32 twin, one correctly rounded addition or a
+//!   copy, see [`add`].
 //! * dropout: the mask exactly (integer hash); a kept element one product, u relative, see
 //!   [`dropout`].
 //! * adam: bounds from the handful of roundings, propagated per element in f64 (see
@@ -56,6 +58,7 @@
 //!   are correctly rounded: u each).
 
 pub mod adam;
+pub mod add;
 pub mod avgpool;
 pub mod batchnorm;
 pub mod bias;
@@ -76,6 +79,7 @@ pub use adam::{
     adam_bounds, adam_compare, adam_exact, adam_inputs, adam_schedule_table, adam_shape, AdamCase,
     ADAM_SCHEDULE_LEN,
 };
+pub use add::{add_compare, add_inputs, add_shape, AddData, AddOutputs};
 pub use avgpool::{avgpool_compare, avgpool_inputs, avgpool_shape};
 pub use batchnorm::{
     batchnorm_compare, batchnorm_inputs, batchnorm_shape, batchnorm_twin_outputs, BatchNormData,
@@ -91,6 +95,6 @@ pub use inputs::{run_seed, Inputs};
 pub use matmul::{matmul_compare, matmul_name, MatmulData, MatmulReference};
 pub use maxpool::{maxpool_compare, maxpool_inputs, maxpool_shape, PoolInput};
 pub use metrics::{metrics_compare, metrics_inputs, METRICS_START};
-pub use sgd::{sgd_compare, sgd_inputs, SGD_PARAMS};
+pub use sgd::{decay_compare, sgd_compare, sgd_inputs, SGD_PARAMS};
 pub use softmax::{softmax_compare, softmax_extreme_logits, softmax_logits};
 pub use tolerance::{gamma, U};

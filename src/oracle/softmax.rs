@@ -78,11 +78,17 @@ impl SoftmaxBounds {
 }
 
 /// probs, loss and dlogits (computed from the tested probs) against the f64 softmax and
-/// cross-entropy of the same logits (tolerances in the module documentation).
+/// cross-entropy of the same logits (tolerances in the module documentation), with label
+/// smoothing ε (0: none). With ε > 0 the loss is (1 − ε)·ℓ_y + (ε/C)·Σ_c ℓ_c: each ℓ_c within
+/// the plain loss's bound, the sum of C terms γ_C of Σ|ℓ_c|, and 1 − ε, ε/C, the two products
+/// and the final sum one rounding each (5u of the terms' magnitude); the gradient's target
+/// (1 − ε)·[c = y] + ε/C rounds three times (3u of the target, times the scale).
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_compare(
     logits: &Array2<f32>,
     labels: &Array1<u32>,
     scale: f32,
+    smoothing: f32,
     p: &[f32],
     loss: &[f32],
     d: &[f32],
@@ -90,9 +96,11 @@ pub fn softmax_compare(
 ) -> Vec<Check> {
     let classes = logits.ncols();
     let z64 = to64(logits);
-    let (want_p, want_loss) = cpu::softmax_xent::softmax_xent_forward(z64.view(), labels.view());
+    let eps = smoothing as f64;
+    let (want_p, want_loss) =
+        cpu::softmax_xent::softmax_xent_forward(z64.view(), labels.view(), eps);
     let want_d =
-        cpu::softmax_xent::softmax_xent_backward(want_p.view(), labels.view(), scale as f64);
+        cpu::softmax_xent::softmax_xent_backward(want_p.view(), labels.view(), scale as f64, eps);
     let rowmax: Vec<f64> = z64
         .rows()
         .into_iter()
@@ -103,7 +111,40 @@ pub fn softmax_compare(
         let (r, c) = (i / classes, i % classes);
         (SOFTMAX_ATOL, bounds.p_rel(r, z64[[r, c]]))
     };
-    let loss_tol = |r: usize| (bounds.loss_abs(r, want_loss[r]), 0.0);
+    // ℓ_c = ln s + (max z − z_c) of row r, in f64.
+    let ell = |r: usize, c: usize| bounds.ln_s[r] + (rowmax[r] - z64[[r, c]]);
+    let loss_tol = |r: usize| {
+        if smoothing == 0.0 {
+            return (bounds.loss_abs(r, want_loss[r]), 0.0);
+        }
+        let y = labels[r] as usize;
+        if y >= classes {
+            return (0.0, 0.0);
+        }
+        let k = eps / classes as f64;
+        let (mut err, mut all) = (0.0, 0.0);
+        for c in 0..classes {
+            err += k * bounds.loss_abs(r, ell(r, c));
+            all += ell(r, c).abs();
+        }
+        let mag = (1.0 - eps) * ell(r, y).abs() + k * all;
+        let tol = (1.0 - eps) * bounds.loss_abs(r, ell(r, y))
+            + err
+            + gamma(classes) * k * all
+            + 5.0 * U * mag;
+        (tol * (1.0 + 64.0 * U), 0.0)
+    };
+    let target = |i: usize| {
+        let (r, c) = (i / classes, i % classes);
+        let y = labels[r] as usize;
+        if y >= classes {
+            0.0
+        } else if smoothing == 0.0 {
+            (c == y) as u8 as f64
+        } else {
+            (c == y) as u8 as f64 * (1.0 - eps) + eps / classes as f64
+        }
+    };
     vec![
         compare(
             Family::SoftmaxXent,
@@ -127,12 +168,18 @@ pub fn softmax_compare(
             shape,
             d,
             want_d.as_slice().unwrap(),
-            // d = (p − [i = y])·scale: p's error times scale, one rounding of the
-            // subtraction (≤ u·|d|/scale) and one of the product (≤ u·|d|).
+            // d = (p − target)·scale: p's error times scale, the target's roundings (none
+            // without smoothing), one rounding of the subtraction (≤ u·|d|/scale) and one of
+            // the product (≤ u·|d|).
             |i| {
                 let (a, r) = p_tol(i);
                 let pi = want_p.as_slice().unwrap()[i];
-                ((a + r * pi) * scale as f64, 2.0 * U)
+                let t = if smoothing == 0.0 {
+                    0.0
+                } else {
+                    3.0 * U * target(i)
+                };
+                ((a + r * pi + t) * scale as f64, 2.0 * U)
             },
         ),
     ]

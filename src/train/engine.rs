@@ -10,7 +10,7 @@
 //! The optimiser's state and update program are [`optim`]'s; the data-parallel step (gradients
 //! summed over the ranks between a gradient and an update program) is [`dist`]'s.
 
-use super::{TrainConfig, Which};
+use super::{Optimizer, TrainConfig, Which};
 use crate::backend::{gpu::GpuBackend, Backend, EngineKind, ProgramId};
 use crate::data::Dataset;
 use crate::dist::{Collective, Shard, Solo};
@@ -77,6 +77,12 @@ pub struct Engine {
     y: BufId,
     acts: Vec<BufId>,
     dacts: Vec<BufId>,
+    /// What each layer reads (a chain, except around residual blocks).
+    wires: Vec<nn::residual::Wire>,
+    /// Per activation (numbered as the shapes: 0 the input, l + 1 layer l's output) read by
+    /// two layers: the buffer the reader whose backward pass runs second writes its gradient
+    /// into before it is added to the activation's gradient.
+    grad_scratch: Vec<Option<BufId>>,
     probs: BufId,
     loss: BufId,
     acc_train: BufId,
@@ -86,7 +92,8 @@ pub struct Engine {
     step: ProgramId,
     eval_train: ProgramId,
     eval_test: Option<ProgramId>,
-    /// Adam's update counter (u32), advanced once per step.
+    /// The optimiser's update counter (u32; Adam, AdamW, SGD with a schedule), advanced once
+    /// per step.
     opt_step: Option<BufId>,
     /// The training-step counter (u32) of layers that read it (dropout), advanced once per
     /// step when one does; [`Engine::set_step`] sets it.
@@ -100,6 +107,11 @@ pub struct Engine {
     gradient: Option<ProgramId>,
     /// Every gather's normalisation and its table on the host (None: off).
     normalize: Option<(GatherNormalize, Vec<f32>)>,
+    /// Time spent in training steps so far (background tuning may take as much).
+    trained: std::time::Duration,
+    /// When the engine was ready to take its first step, since the process's clock started
+    /// ([`crate::util::since_start`]).
+    ready: std::time::Duration,
 }
 
 impl Engine {
@@ -195,6 +207,10 @@ impl Engine {
         let mut acts = Vec::with_capacity(n);
         let mut dacts = Vec::with_capacity(n);
         let relus = nn::relu_flags(&arch.layers);
+        let wires = nn::residual::wiring(&arch.layers).map_err(|(l, reason)| Error::Network {
+            arch: arch.to_string(),
+            reason: format!("layer {} `{}`: {reason}", l + 1, arch.layers[l]),
+        })?;
         let mut param_index = 0;
         for (l, spec) in arch.layers.iter().enumerate() {
             let running = if spec.has_params() {
@@ -213,7 +229,7 @@ impl Engine {
                 });
             }
             let build = nn::Build {
-                input: shapes[l],
+                input: shapes[wires[l].input],
                 output: shapes[l + 1],
                 batch: bsz,
                 relu: relus[l],
@@ -229,6 +245,12 @@ impl Engine {
             layers.push(nn::build(spec, build)?);
             acts.push(be_ref.alloc("activations", bsz * shapes[l + 1].len())?);
             dacts.push(be_ref.alloc("activation gradients", bsz * shapes[l + 1].len())?);
+        }
+        let mut grad_scratch = vec![None; n + 1];
+        for (act, slot) in grad_scratch.iter_mut().enumerate().skip(1) {
+            if readers(&wires, act).len() > 1 {
+                *slot = Some(be_ref.alloc("activation gradient part", bsz * shapes[act].len())?);
+            }
         }
         if let Some(st) = state {
             st.check(cfg.optimizer)?;
@@ -276,7 +298,7 @@ impl Engine {
         let loss = be_ref.alloc("loss", bsz)?;
         let acc_train = be_ref.alloc("train metrics", 4)?;
         let acc_eval = be_ref.alloc("eval metrics", 4)?;
-        let opt_step = optim::step_counter(be_ref, cfg.optimizer, state)?;
+        let opt_step = optim::step_counter(be_ref, cfg, state)?;
         let resident = |be: &mut dyn Backend, d: &Dataset| -> Result<Resident> {
             let data = be.dataset(d)?;
             let order = be.alloc("order", d.n)?;
@@ -323,6 +345,8 @@ impl Engine {
             y,
             acts,
             dacts,
+            wires,
+            grad_scratch,
             probs,
             loss,
             acc_train,
@@ -346,17 +370,16 @@ impl Engine {
             forward_only: None,
             gradient: None,
             normalize,
+            trained: std::time::Duration::ZERO,
+            ready: std::time::Duration::ZERO,
         };
-        let sched = match optim::schedule(cfg, train.n) {
-            Some(table) => Some(e.be.upload_f32("adam schedule", &table)?),
-            None => None,
-        };
+        let tables = optim::tables(cfg, train.n).upload(&mut *e.be)?;
         for p in &e.params {
             let (wn, bn) = e.layers[p.layer].param_lens().expect("params");
             e.grads.extend([(p.bufs.dw, wn), (p.bufs.db, bn)]);
         }
         let grad: Vec<Op> = e.grad_pieces().into_iter().flat_map(|p| p.0).collect();
-        let update = e.update_ops(sched);
+        let update = e.update_ops(tables);
         if e.shard.ranks > 1 {
             let g = e.be.prepare(&grad)?;
             let u = e.be.prepare(&update)?;
@@ -370,18 +393,110 @@ impl Engine {
             let ev = e.eval_ops(t);
             e.eval_test = Some(e.be.prepare(&ev)?);
         }
+        e.ready = crate::util::since_start();
         Ok(e)
     }
 
+    /// Activation `act` (0: the input x; `j + 1`: layer `j`'s output).
+    fn act(&self, act: usize) -> BufId {
+        if act == 0 {
+            self.x
+        } else {
+            self.acts[act - 1]
+        }
+    }
+
+    /// Where layer `l` writes the gradient of activation `act` it reads (None for the input):
+    /// the activation's gradient when `l` is its last reader (whose backward pass runs first),
+    /// else the scratch buffer [`Engine::backward_ops`] then adds to it.
+    fn grad_target(&self, l: usize, act: usize) -> Option<BufId> {
+        if act == 0 {
+            return None;
+        }
+        let last = readers(&self.wires, act).into_iter().max() == Some(l);
+        Some(match self.grad_scratch[act] {
+            Some(scratch) if !last => scratch,
+            _ => self.dacts[act - 1],
+        })
+    }
+
+    /// The ReLU mask of activation `act`: the activation itself when it ends in a ReLU.
+    fn mask_of(&self, act: usize) -> Option<BufId> {
+        (act > 0 && self.layers[act - 1].relu()).then(|| self.acts[act - 1])
+    }
+
+    /// Between chunks of training steps, `chunk` the time the last one took: background
+    /// tuning on the GPU ([`GpuBackend::tune_pending`], when the backend was told to tune in
+    /// the background) may run until it has taken as long as training has so far, so a cold
+    /// run trains at least half the time while its products are tuned.
+    pub fn tune_between_chunks(&mut self, chunk: std::time::Duration) -> Result<()> {
+        if cfg!(target_arch = "wasm32") {
+            // The page awaits `tune_between_chunks_async` with the device's time instead.
+            return Ok(());
+        }
+        crate::util::wait_for("autotune", self.tune_between_chunks_async(chunk))
+    }
+
+    /// [`Engine::tune_between_chunks`] without blocking the browser.
+    pub async fn tune_between_chunks_async(&mut self, chunk: std::time::Duration) -> Result<()> {
+        self.trained += chunk;
+        if let Some(g) = self.be.as_gpu() {
+            if g.tuning_pending() {
+                g.tune_pending_async(self.trained).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What background tuning did, on a GPU backend that tunes in the background and started
+    /// a product on its default.
+    pub fn tuning_report(&mut self) -> Option<crate::gpu::autotune::TuneReport> {
+        let g = self.be.as_gpu()?;
+        let r = g.tuning_report();
+        (!r.products.is_empty()).then_some(r)
+    }
+
+    /// When the engine was ready for its first step: seconds since the process's clock started
+    /// ([`crate::util::since_start`]; the CLI starts it first thing).
+    pub fn ready_seconds(&self) -> f64 {
+        self.ready.as_secs_f64()
+    }
+
     fn io(&self, l: usize) -> Io {
-        let below_relu = l > 0 && self.layers[l - 1].relu();
+        let w = self.wires[l];
         Io {
-            x: if l == 0 { self.x } else { self.acts[l - 1] },
+            x: self.act(w.input),
             y: self.acts[l],
             dy: self.dacts[l],
-            dx: (l > 0).then(|| self.dacts[l - 1]),
-            mask: below_relu.then(|| self.acts[l - 1]),
+            dx: self.grad_target(l, w.input),
+            mask: self.mask_of(w.input),
             p: self.params.iter().find(|p| p.layer == l).map(|p| p.bufs),
+            skip: w.skip.map(|s| nn::Skip {
+                x: self.act(s),
+                dx: self.grad_target(l, s),
+                mask: self.mask_of(s),
+            }),
+        }
+    }
+
+    /// Layer `l`'s backward pass, then for each activation it read into a scratch buffer
+    /// (not its last reader) that part added to the activation's gradient.
+    fn backward_ops(&self, l: usize, ops: &mut Vec<Op>) {
+        self.layers[l].backward(&self.io(l), ops);
+        let w = self.wires[l];
+        for act in [Some(w.input), w.skip].into_iter().flatten() {
+            let Some(part) = self.grad_scratch.get(act).copied().flatten() else {
+                continue;
+            };
+            if self.grad_target(l, act) == Some(part) {
+                ops.push(Op::AddBackward {
+                    len: self.rows * self.model_shapes[act].len(),
+                    accumulate: true,
+                    dy: part,
+                    mask: None,
+                    dx: self.dacts[act - 1],
+                });
+            }
         }
     }
 
@@ -416,6 +531,13 @@ impl Engine {
             labels: self.y,
             probs: self.probs,
             loss: self.loss,
+            // Training reports the smoothed loss (PyTorch's, as the criterion it minimises);
+            // evaluation plain cross-entropy.
+            smoothing: if mode == Mode::Train {
+                self.cfg.label_smoothing
+            } else {
+                0.0
+            },
         });
     }
 
@@ -434,7 +556,7 @@ impl Engine {
     fn gradient_ops(&self, ops: &mut Vec<Op>) {
         self.loss_ops(ops);
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), ops);
+            self.backward_ops(l, ops);
         }
     }
 
@@ -450,6 +572,7 @@ impl Engine {
             probs: self.probs,
             labels: self.y,
             dlogits: *self.dacts.last().expect("a layer"),
+            smoothing: self.cfg.label_smoothing,
         });
     }
 
@@ -462,7 +585,7 @@ impl Engine {
         self.loss_ops(&mut ops);
         let mut pieces = Vec::new();
         for l in (0..self.layers.len()).rev() {
-            self.layers[l].backward(&self.io(l), &mut ops);
+            self.backward_ops(l, &mut ops);
             if let Some(p) = self.params.iter().position(|p| p.layer == l) {
                 pieces.push((
                     std::mem::take(&mut ops),
@@ -524,6 +647,12 @@ impl Engine {
     pub fn set_step(&mut self, step: usize) -> Result<()> {
         if self.uses_step() {
             self.be.write(self.step_counter, &[step as u32])?;
+        }
+        // SGD's update counter (present with a schedule or warm-up) is the run's step count
+        // too; a checkpoint of a constant-rate SGD run holds none (0), so a schedule added when
+        // resuming it would otherwise restart at its first update.
+        if let (Some(counter), Optimizer::Sgd) = (self.opt_step, self.cfg.optimizer) {
+            self.be.write(counter, &[step as u32])?;
         }
         Ok(())
     }
@@ -790,9 +919,18 @@ impl Engine {
     }
 }
 
-/// The gather's normalisation: its channels and table (C means, then C reciprocal standard
-/// deviations).
-type NormTable = (usize, Vec<f32>);
+/// The layers that read activation `act` (numbered as the shapes), in order.
+fn readers(wires: &[nn::residual::Wire], act: usize) -> Vec<usize> {
+    wires
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.input == act || w.skip == Some(act))
+        .map(|(l, _)| l)
+        .collect()
+}
+
+/// The gather's normalisation: (channels, its table), None when off.
+type NormTable = Option<(usize, Vec<f32>)>;
 
 /// `cfg` with its normalisation resolved (`auto`: the values of `train`), and the gather's
 /// (channels, table) when it normalises; [`Error::InvalidSetting`] ([`Setting::Normalize`])
@@ -800,7 +938,7 @@ type NormTable = (usize, Vec<f32>);
 fn resolve_normalize(
     cfg: &TrainConfig,
     train: &Dataset,
-) -> Result<(TrainConfig, Option<NormTable>)> {
+) -> Result<(TrainConfig, NormTable)> {
     let mut cfg = cfg.clone();
     let channels = match crate::data::SampleShape::from(cfg.arch.input) {
         crate::data::SampleShape::Image { c, .. } => c,

@@ -1,4 +1,4 @@
-//! Training a [`crate::model::Model`] with SGD or Adam on either backend: [`Engine`] holds
+//! Training a [`crate::model::Model`] with SGD, Adam or AdamW on either backend: [`Engine`] holds
 //! the one training step, [`run`] the epoch loop (shuffling, evaluation, metrics, divergence),
 //! and [`session`] starting, resuming and checkpointing a run.
 
@@ -26,6 +26,11 @@ pub enum Optimizer {
     Sgd,
     /// Adam (PyTorch's `torch.optim.Adam`, β1 0.9, β2 0.999, ε 1e-8).
     Adam,
+    /// Adam with decoupled weight decay (PyTorch's `torch.optim.AdamW`, β1 0.9, β2 0.999,
+    /// ε 1e-8): w ← w·(1 − α_t·λ) with λ = [`TrainConfig::weight_decay`], then Adam's step
+    /// without L2.
+    #[serde(rename = "adamw")]
+    AdamW,
 }
 
 impl std::fmt::Display for Optimizer {
@@ -33,6 +38,7 @@ impl std::fmt::Display for Optimizer {
         f.write_str(match self {
             Optimizer::Sgd => "sgd",
             Optimizer::Adam => "adam",
+            Optimizer::AdamW => "adamw",
         })
     }
 }
@@ -45,8 +51,15 @@ pub enum LrSchedule {
     #[default]
     Constant,
     /// α·(1 + cos(π·(t−1)/T))/2 for update t of T = epochs × steps per epoch: PyTorch's
-    /// `CosineAnnealingLR(T_max = T)` stepped after every update. Adam only for now.
+    /// `CosineAnnealingLR(T_max = T)` stepped after every update.
     Cosine,
+    /// PyTorch's `OneCycleLR(max_lr = α, total_steps = T)` with its defaults (pct_start 0.3,
+    /// anneal_strategy "cos", div_factor 25, final_div_factor 1e4, three_phase False),
+    /// stepped after every update: a cosine rise from α/25 to α over the first 30 % of the
+    /// updates, then a cosine fall to α/25/1e4. Its momentum cycling is not done (as
+    /// `cycle_momentum=False`): momentum (SGD) and β1 (Adam) stay fixed.
+    #[serde(rename = "one-cycle")]
+    OneCycle,
 }
 
 impl std::fmt::Display for LrSchedule {
@@ -54,6 +67,7 @@ impl std::fmt::Display for LrSchedule {
         f.write_str(match self {
             LrSchedule::Constant => "constant",
             LrSchedule::Cosine => "cosine",
+            LrSchedule::OneCycle => "one-cycle",
         })
     }
 }
@@ -67,8 +81,57 @@ impl LrSchedule {
                 let x = (t.max(1) - 1) as f64 / total.max(1) as f64;
                 lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
             }
+            LrSchedule::OneCycle => {
+                // torch.optim.lr_scheduler.OneCycleLR.get_lr, in f64 as PyTorch's Python floats.
+                let cos = |start: f64, end: f64, pct: f64| {
+                    end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0)
+                };
+                let max = lr as f64;
+                let initial = max / 25.0;
+                let min = initial / 1e4;
+                let total = total.max(1) as f64;
+                let end1 = 0.3 * total - 1.0;
+                let end2 = total - 1.0;
+                let s = (t.max(1) - 1) as f64;
+                if s <= end1 {
+                    cos(initial, max, s / end1)
+                } else {
+                    cos(max, min, (s - end1) / (end2 - end1))
+                }
+            }
         }
     }
+}
+
+/// Which parameters weight decay (SGD's and Adam's coupled L2, AdamW's decoupled decay)
+/// applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayScope {
+    /// Weights only (matrices, kernels, BatchNorm's γ), not biases (BatchNorm's β): the
+    /// common recipe; in PyTorch, two parameter groups.
+    #[default]
+    Weights,
+    /// Every parameter, as PyTorch's `weight_decay` on a single parameter group.
+    All,
+}
+
+impl DecayScope {
+    fn is_weights(&self) -> bool {
+        *self == DecayScope::Weights
+    }
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 /// How fresh weights are drawn.
@@ -118,6 +181,28 @@ pub struct TrainConfig {
     /// without it are unchanged).
     #[serde(default, skip_serializing_if = "crate::ops::Augment::is_off")]
     pub augment: crate::ops::Augment,
+    // The fields below are not written when off, so files of runs without them are unchanged
+    // and files written before them load.
+    /// AdamW's decoupled weight decay λ (PyTorch's `AdamW(weight_decay=λ)`; 0.01 there and
+    /// here when AdamW is chosen without a value). AdamW only: SGD and Adam decay through
+    /// [`TrainConfig::l2`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_decay: f32,
+    /// SGD with Nesterov momentum (PyTorch's `SGD(nesterov=True)`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nesterov: bool,
+    /// Which parameters L2 and weight decay apply to.
+    #[serde(default, skip_serializing_if = "DecayScope::is_weights")]
+    pub decay_scope: DecayScope,
+    /// Learning-rate warm-up over the first N updates: update t ≤ N uses α_t·t/N, α_t the
+    /// schedule's rate (PyTorch: `LambdaLR(lambda k: min(1, (k + 1) / N))` multiplied into
+    /// the schedule); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub warmup: usize,
+    /// Label smoothing ε of the training loss (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`);
+    /// evaluation reports plain cross-entropy.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f32,
     /// Per-channel normalisation of every minibatch (off: none; `auto` is resolved to the
     /// training set's values when an engine is built, and those values are what checkpoints
     /// and model files hold; not written when off, so files of runs without it are unchanged).
@@ -155,6 +240,11 @@ impl TrainConfig {
             init: Init::Uniform { scale: 0.07 },
             lr_schedule: LrSchedule::Constant,
             augment: crate::ops::Augment::OFF,
+            weight_decay: 0.0,
+            nesterov: false,
+            decay_scope: DecayScope::Weights,
+            warmup: 0,
+            label_smoothing: 0.0,
             normalize: crate::ops::Normalize::Off,
         }
     }
@@ -236,10 +326,41 @@ impl TrainConfig {
         if self.max_steps == Some(0) {
             return bad(Setting::MaxSteps, "must be at least 1".into());
         }
-        if self.lr_schedule != LrSchedule::Constant && self.optimizer != Optimizer::Adam {
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(
-                Setting::LrSchedule,
-                "cosine is implemented for the Adam optimizer only (SGD's learning rate is fixed per run)".into(),
+                Setting::WeightDecay,
+                format!("{} must be a finite number ≥ 0", self.weight_decay),
+            );
+        }
+        if self.weight_decay > 0.0 && self.optimizer != Optimizer::AdamW {
+            return bad(
+                Setting::WeightDecay,
+                format!(
+                    "decoupled weight decay is AdamW's; {} decays through L2 regularisation",
+                    self.optimizer
+                ),
+            );
+        }
+        if self.l2 > 0.0 && self.optimizer == Optimizer::AdamW {
+            return bad(
+                Setting::L2,
+                "adamw decays the weights directly (weight decay), not through L2 regularisation"
+                    .into(),
+            );
+        }
+        if self.nesterov && (self.optimizer != Optimizer::Sgd || self.momentum == 0.0) {
+            return bad(
+                Setting::Nesterov,
+                format!(
+                    "needs the sgd optimizer with momentum > 0 (got {} with momentum {})",
+                    self.optimizer, self.momentum
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return bad(
+                Setting::LabelSmoothing,
+                format!("{} must be in [0, 1]", self.label_smoothing),
             );
         }
         self.normalize
@@ -249,23 +370,46 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The SGD hyperparameters for a weight (with λ) or a bias (λ = 0).
+    /// Whether weight decay applies to a weight (`weight`) or a bias.
+    pub fn decays(&self, weight: bool) -> bool {
+        weight || self.decay_scope == DecayScope::All
+    }
+
+    /// The SGD hyperparameters for a weight or a bias (λ where [`TrainConfig::decays`] it).
     pub fn sgd(&self, weight: bool) -> SgdParams {
         SgdParams {
             lr: self.lr,
             momentum: self.momentum,
-            l2: if weight { self.l2 } else { 0.0 },
+            l2: if self.decays(weight) { self.l2 } else { 0.0 },
+            nesterov: self.nesterov,
         }
     }
 
-    /// The Adam hyperparameters (PyTorch's defaults) for a weight or a bias.
+    /// The Adam hyperparameters (PyTorch's defaults) for a weight or a bias (AdamW: no L2;
+    /// its decay is a separate step).
     pub fn adam(&self, weight: bool) -> AdamParams {
         AdamParams {
             lr: self.lr,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            l2: if weight { self.l2 } else { 0.0 },
+            l2: if self.decays(weight) { self.l2 } else { 0.0 },
+        }
+    }
+
+    /// Whether the learning rate changes during the run (a schedule or warm-up).
+    pub fn scheduled(&self) -> bool {
+        self.lr_schedule != LrSchedule::Constant || self.warmup > 0
+    }
+
+    /// The learning rate of update `t` (1-based) of a run whose schedule spans `span`
+    /// updates: the schedule's, times the warm-up ramp min(1, t/N).
+    pub fn lr_at(&self, t: usize, span: usize) -> f64 {
+        let lr = self.lr_schedule.lr(self.lr, t, span);
+        if t < self.warmup {
+            lr * t.max(1) as f64 / self.warmup as f64
+        } else {
+            lr
         }
     }
 }
@@ -456,7 +600,9 @@ impl Progress {
         if n > 0 {
             let order = &self.order.as_ref().expect("drawn above").1;
             engine.set_step(self.done)?;
+            let t = web_time::Instant::now();
             engine.train_steps(order, first, n)?;
+            engine.tune_between_chunks(t.elapsed())?;
         }
         self.done += n;
         let done = first + n;
@@ -612,22 +758,144 @@ mod tests {
     }
 
     #[test]
-    fn cosine_with_sgd_is_refused_in_one_line() {
+    fn one_cycle_matches_pytorchs_one_cycle_lr() {
+        // torch.optim.lr_scheduler.OneCycleLR(SGD(lr=0.1), max_lr=0.1, total_steps=100,
+        // cycle_momentum=False): the lr of steps 0, 1, 14, 29, 30, 50, 99 (PyTorch 2.x).
+        let torch = [
+            (1, 0.0040000000000000036),
+            (2, 0.004281378056590748),
+            (15, 0.04940133238789996),
+            (30, 0.1),
+            (31, 0.09994965352845243),
+            (51, 0.0793893450575732),
+            (100, 4e-07),
+        ];
+        for (t, want) in torch {
+            let got = LrSchedule::OneCycle.lr(0.1, t, 100);
+            // 0.1f32 is not 0.1: the base rate is 1.49e-8 relative above it.
+            assert!(
+                (got - want).abs() <= 2e-8 * want,
+                "update {t}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn warmup_ramps_the_schedule_linearly_over_n_updates() {
         let mut cfg = TrainConfig::lecture(Arch::parse("784-10").unwrap());
-        cfg.lr_schedule = LrSchedule::Cosine;
-        let e = cfg.validate().unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::InvalidSetting {
-                    setting: Setting::LrSchedule,
-                    ..
-                }
+        cfg.lr = 0.5;
+        cfg.warmup = 4;
+        let lrs: Vec<f64> = (1..=6).map(|t| cfg.lr_at(t, 100)).collect();
+        assert_eq!(lrs, [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]);
+        assert!(cfg.scheduled());
+        cfg.warmup = 0;
+        assert!(!cfg.scheduled());
+        assert_eq!(cfg.lr_at(1, 100), 0.5);
+    }
+
+    #[test]
+    fn schedules_are_accepted_for_every_optimizer() {
+        let mut cfg = TrainConfig::lecture(Arch::parse("784-10").unwrap());
+        for opt in [Optimizer::Sgd, Optimizer::Adam, Optimizer::AdamW] {
+            for s in [LrSchedule::Cosine, LrSchedule::OneCycle] {
+                cfg.optimizer = opt;
+                cfg.lr_schedule = s;
+                cfg.validate().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_optimizer_settings_are_refused_in_one_line_naming_the_setting() {
+        let base = TrainConfig::lecture(Arch::parse("784-10").unwrap());
+        type Change = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(Change, Setting)> = vec![
+            (Box::new(|c| c.weight_decay = 0.01), Setting::WeightDecay),
+            (
+                Box::new(|c| {
+                    c.optimizer = Optimizer::AdamW;
+                    c.weight_decay = -1.0
+                }),
+                Setting::WeightDecay,
             ),
-            "{e}"
+            (
+                Box::new(|c| {
+                    c.optimizer = Optimizer::AdamW;
+                    c.l2 = 1e-4
+                }),
+                Setting::L2,
+            ),
+            (
+                Box::new(|c| {
+                    c.nesterov = true;
+                    c.momentum = 0.0
+                }),
+                Setting::Nesterov,
+            ),
+            (
+                Box::new(|c| {
+                    c.nesterov = true;
+                    c.optimizer = Optimizer::Adam
+                }),
+                Setting::Nesterov,
+            ),
+            (
+                Box::new(|c| c.label_smoothing = 1.5),
+                Setting::LabelSmoothing,
+            ),
+            (
+                Box::new(|c| c.label_smoothing = f32::NAN),
+                Setting::LabelSmoothing,
+            ),
+        ];
+        for (i, (change, want)) in cases.iter().enumerate() {
+            let mut cfg = base.clone();
+            change(&mut cfg);
+            let e = cfg.validate().unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidSetting { setting, .. } if setting == *want),
+                "case {i}: {e}"
+            );
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        let mut ok = base.clone();
+        ok.optimizer = Optimizer::AdamW;
+        ok.weight_decay = 0.01;
+        ok.validate().unwrap();
+        ok = base;
+        ok.nesterov = true;
+        ok.label_smoothing = 0.1;
+        ok.decay_scope = DecayScope::All;
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn configs_without_the_new_settings_serialise_as_before_and_load() {
+        // Files of runs without them are unchanged, and files written before them load.
+        let cfg = TrainConfig::lecture(Arch::parse("784-10").unwrap());
+        let json = serde_json::to_string(&cfg).unwrap();
+        for key in [
+            "weight_decay",
+            "nesterov",
+            "decay_scope",
+            "warmup",
+            "label_smoothing",
+        ] {
+            assert!(!json.contains(key), "{key} in {json}");
+        }
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), cfg);
+        let mut all = cfg.clone();
+        all.optimizer = Optimizer::AdamW;
+        all.weight_decay = 0.05;
+        all.decay_scope = DecayScope::All;
+        all.warmup = 7;
+        all.label_smoothing = 0.1;
+        all.lr_schedule = LrSchedule::OneCycle;
+        let json = serde_json::to_string(&all).unwrap();
+        assert!(
+            json.contains("\"adamw\"") && json.contains("\"one-cycle\""),
+            "{json}"
         );
-        assert!(!e.to_string().contains('\n'), "{e}");
-        cfg.optimizer = Optimizer::Adam;
-        cfg.validate().unwrap();
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), all);
     }
 }

@@ -51,6 +51,17 @@ pub struct Overrides {
     pub no_shuffle: bool,
     /// `--augment`: training-time augmentation of image samples.
     pub augment: Option<crate::ops::Augment>,
+    /// `--weight-decay`: AdamW's decoupled weight decay λ (AdamW chosen without it: 0.01).
+    pub weight_decay: Option<f32>,
+    /// `--nesterov`: SGD with Nesterov momentum (false keeps the configured setting).
+    pub nesterov: bool,
+    /// `--decay-all`: L2 / weight decay on every parameter, biases too (false keeps the
+    /// configured scope).
+    pub decay_all: bool,
+    /// `--warmup`: learning-rate warm-up over the first N updates.
+    pub warmup: Option<usize>,
+    /// `--label-smoothing`: label smoothing ε of the training loss.
+    pub label_smoothing: Option<f32>,
     /// `--normalize`: per-channel normalisation of the samples.
     pub normalize: Option<crate::ops::Normalize>,
 }
@@ -59,8 +70,23 @@ impl Overrides {
     /// Set the fields given on `cfg` (the architecture is handled by [`start`]).
     pub fn apply(&self, cfg: &mut TrainConfig) {
         if let Some(o) = self.optimizer {
+            if o == Optimizer::AdamW && cfg.optimizer != Optimizer::AdamW {
+                // PyTorch's AdamW default.
+                cfg.weight_decay = 0.01;
+            } else if o != Optimizer::AdamW {
+                cfg.weight_decay = 0.0;
+            }
             cfg.optimizer = o;
         }
+        cfg.weight_decay = self.weight_decay.unwrap_or(cfg.weight_decay);
+        if self.nesterov {
+            cfg.nesterov = true;
+        }
+        if self.decay_all {
+            cfg.decay_scope = super::DecayScope::All;
+        }
+        cfg.warmup = self.warmup.unwrap_or(cfg.warmup);
+        cfg.label_smoothing = self.label_smoothing.unwrap_or(cfg.label_smoothing);
         if let Some(s) = self.lr_schedule {
             cfg.lr_schedule = s;
         }
@@ -382,6 +408,14 @@ pub struct Summary {
     pub last: Final,
     /// Wall-clock seconds of the training, as the caller measured them.
     pub seconds: f64,
+    /// Seconds from the process's start ([`crate::util::since_start`]) until the engine was
+    /// ready for its first step (data loaded, buffers allocated, programs prepared).
+    pub startup_seconds: f64,
+    /// Background tuning on the GPU: each product that started on the adapter's checked
+    /// default, and the variant its search chose (absent when every product was tuned
+    /// already, or on the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::gpu::autotune::TuneReport>,
     /// The model file written (safetensors).
     pub model: PathBuf,
     /// The per-epoch metrics CSV written next to it.
@@ -477,6 +511,8 @@ pub fn finish_with(
             test_acc: last.as_ref().map(|m| m.test_acc),
         },
         seconds,
+        startup_seconds: engine.ready_seconds(),
+        tuning: engine.tuning_report(),
         model: out.to_path_buf(),
         metrics_csv: csv,
         plot: png,

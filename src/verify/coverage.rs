@@ -86,8 +86,9 @@ pub fn program_ops(cfg: &TrainConfig) -> Result<Vec<Op>> {
 }
 
 /// Every distinct matrix product of the programs the engine prepares for the run `cfg` (the
-/// training step and both evaluations), in program order: what the autotuner must have tuned
-/// before a web page prepares them ([`crate::gpu::autotune::prepare_async`]).
+/// training step and both evaluations), in program order: what a web page starts (each on its
+/// checked default) before preparing them
+/// ([`crate::backend::gpu::GpuBackend::start_in_background_async`]).
 pub fn program_products(cfg: &TrainConfig) -> Result<Vec<MatmulSpec>> {
     let mut out: Vec<MatmulSpec> = Vec::new();
     for op in program_ops(cfg)? {

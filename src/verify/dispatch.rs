@@ -9,14 +9,15 @@
 
 use super::coverage;
 use super::ops::{
-    check_adam_op, check_avgpool_op, check_batchnorm_op, check_bias_op, check_conv2d_layer_op,
-    check_conv2d_op, check_dropout_op, check_gather_augment, check_gather_kind,
-    check_gather_normalize, check_gather_op, check_maxpool_op, check_metrics_op, check_sgd_op,
-    check_softmax_op, run_matmul_op, Cursor,
+    check_adam_op, check_add_op, check_avgpool_op, check_batchnorm_op, check_bias_op,
+    check_conv2d_layer_op, check_conv2d_op, check_decay_op, check_dropout_op, check_gather_augment,
+    check_gather_kind, check_gather_normalize, check_gather_op, check_maxpool_op, check_metrics_op,
+    check_sgd_op, check_softmax_op, run_matmul_op, Cursor, TableAt,
 };
 use super::shapes::{
     adam_cases, avgpool_shapes, batchnorm_shapes, conv2d_layer_shapes, conv2d_shapes,
-    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, GATHER_SHAPES, MATMUL_SHAPES, ROW_SHAPES,
+    dropout_shapes, maxpool_shapes, ADAM_TEST_MAX, ADD_SHAPES, GATHER_SHAPES, MATMUL_SHAPES,
+    ROW_SHAPES,
 };
 use crate::backend::Backend;
 use crate::gpu::kernels::{Epilogue, MatmulSpec, MatmulTile};
@@ -68,6 +69,7 @@ pub async fn run_backend_family_async(
         Family::Adam => adam(be, inp, presets).await,
         Family::Dropout => dropout(be, inp).await,
         Family::Batchnorm => batchnorm(be, inp).await,
+        Family::Add => add(be, inp).await,
     };
     pin(be, None);
     out
@@ -298,22 +300,33 @@ async fn bias(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<V
 /// overflow a naive softmax (which must also come out finite).
 async fn softmax_xent(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for &(r, c) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000) {
+    for (i, &(r, c)) in ROW_SHAPES.iter().filter(|s| s.1 <= 1000).enumerate() {
         let logits = softmax_logits(inp, r, c);
-        out.extend(check_softmax_op(be, inp, &logits, format!("{r}x{c}")).await?);
+        out.extend(check_softmax_op(be, inp, &logits, 0.0, format!("{r}x{c}")).await?);
+        // Label smoothing on the same logits, ε turning.
+        let eps = [0.1, 0.3, 1.0][i % 3];
+        out.extend(check_softmax_op(be, inp, &logits, eps, format!("{r}x{c}")).await?);
     }
     let extreme = softmax_extreme_logits();
-    let mut checks = check_softmax_op(be, inp, &extreme, "extremes 6x3".into()).await?;
-    fail_nonfinite(&mut checks);
-    out.extend(checks);
+    for eps in [0.0, 0.1] {
+        let mut checks = check_softmax_op(be, inp, &extreme, eps, "extremes 6x3".into()).await?;
+        fail_nonfinite(&mut checks);
+        out.extend(checks);
+    }
     Ok(out)
 }
 
-/// SGD on every row shape's element count, the hyperparameters turning.
+/// SGD on every row shape's element count, the hyperparameters turning, at a fixed learning
+/// rate and (every other shape) read from a schedule's table inside and past its end.
 async fn sgd(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
-        out.extend(check_sgd_op(be, inp, r * c, SGD_PARAMS[i % SGD_PARAMS.len()]).await?);
+        let hp = SGD_PARAMS[i % SGD_PARAMS.len()];
+        out.extend(check_sgd_op(be, inp, r * c, hp, None).await?);
+        let at = [TableAt::Inside, TableAt::PastEnd][i / 2 % 2];
+        if i % 2 == 0 {
+            out.extend(check_sgd_op(be, inp, r * c, hp, Some(at)).await?);
+        }
     }
     Ok(out)
 }
@@ -555,6 +568,20 @@ async fn adam(be: &mut dyn Backend, inp: &mut Inputs, presets: bool) -> Result<V
         .filter(|c| presets || c.n <= ADAM_TEST_MAX)
     {
         out.extend(check_adam_op(be, inp, case).await?);
+    }
+    // AdamW's decoupled decay on every row shape's element count.
+    for (i, &(r, c)) in ROW_SHAPES.iter().enumerate() {
+        let at = [TableAt::Inside, TableAt::PastEnd][i % 2];
+        out.extend(check_decay_op(be, inp, r * c, at).await?);
+    }
+    Ok(out)
+}
+
+/// The residual join on every length.
+async fn add(be: &mut dyn Backend, inp: &mut Inputs) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for len in ADD_SHAPES {
+        out.extend(check_add_op(be, inp, len).await?);
     }
     Ok(out)
 }

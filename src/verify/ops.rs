@@ -18,11 +18,12 @@ use crate::ops::{
     MetricsAcc, Op, Pool2dSpec,
 };
 use crate::oracle::{
-    adam_compare, adam_inputs, adam_schedule_table, adam_shape, avgpool_compare, avgpool_inputs,
-    avgpool_shape, batchnorm_compare, batchnorm_inputs, batchnorm_shape, bias_backward_compare,
-    compare_u32, conv2d_compare, conv2d_inputs, conv2d_shape, conv_layer_compare, dropout_compare,
-    dropout_inputs, dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare,
-    metrics_inputs, sgd_compare, sgd_inputs, softmax_compare, AdamCase, BatchNormOutputs, Check,
+    adam_compare, adam_inputs, adam_schedule_table, adam_shape, add_compare, add_inputs, add_shape,
+    avgpool_compare, avgpool_inputs, avgpool_shape, batchnorm_compare, batchnorm_inputs,
+    batchnorm_shape, bias_backward_compare, compare_u32, conv2d_compare, conv2d_inputs,
+    conv2d_shape, conv_layer_compare, decay_compare, dropout_compare, dropout_inputs,
+    dropout_shape, maxpool_compare, maxpool_inputs, maxpool_shape, metrics_compare, metrics_inputs,
+    sgd_compare, sgd_inputs, softmax_compare, AdamCase, AddOutputs, BatchNormOutputs, Check,
     Family, GatherData, Inputs, MatmulData, MatmulReference, PoolInput, GATHER_Y_POISON,
     METRICS_START,
 };
@@ -251,13 +252,19 @@ pub async fn check_bias_op(
 }
 
 /// softmax_xent forward then backward (on the backend's probs) on `logits`, about one label
-/// in eight padding.
+/// in eight padding, with label smoothing `smoothing` (0: none).
 pub async fn check_softmax_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     logits: &Array2<f32>,
+    smoothing: f32,
     shape: String,
 ) -> Result<Vec<Check>> {
+    let shape = if smoothing == 0.0 {
+        shape
+    } else {
+        format!("{shape} ε={smoothing}")
+    };
     let (rows, classes) = logits.dim();
     let labels = inp.labels(rows, classes, true);
     let scale = 1.0 / rows as f32;
@@ -276,6 +283,7 @@ pub async fn check_softmax_op(
                 labels: lb,
                 probs: pb,
                 loss: lossb,
+                smoothing,
             },
             Op::SoftmaxXentBackward {
                 rows,
@@ -284,6 +292,7 @@ pub async fn check_softmax_op(
                 probs: pb,
                 labels: lb,
                 dlogits: db,
+                smoothing,
             },
         ],
         1,
@@ -291,36 +300,86 @@ pub async fn check_softmax_op(
     let p = h.read_f32(pb, rows * classes).await?;
     let loss = h.read_f32(lossb, rows).await?;
     let d = h.read_f32(db, rows * classes).await?;
-    let mut out = softmax_compare(logits, &labels, scale, &p, &loss, &d, shape.clone());
+    let mut out = softmax_compare(
+        logits,
+        &labels,
+        scale,
+        smoothing,
+        &p,
+        &loss,
+        &d,
+        shape.clone(),
+    );
     out.push(h.untouched("softmax_xent", &shape).await?);
     Ok(out)
 }
 
-/// One SGD update of `n` parameters.
+/// Where a per-update table check reads its entry: the update counter's entry, or past the
+/// table's end (its last entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableAt {
+    /// The counter at 2 of a 3-entry table.
+    Inside,
+    /// The counter at 7 of a 3-entry table (the last entry serves).
+    PastEnd,
+}
+
+/// A 3-entry per-update table whose used entry (at `at`) is `value` and every other NaN, and
+/// the update counter: reading any other entry poisons the result.
+fn step_table(h: &mut Harness<'_>, value: f32, at: TableAt) -> Result<crate::ops::StepTable> {
+    let (table, step) = match at {
+        TableAt::Inside => ([f32::NAN, f32::NAN, value], 2u32),
+        TableAt::PastEnd => ([f32::NAN, f32::NAN, value], 7u32),
+    };
+    Ok(crate::ops::StepTable {
+        // Exactly its entries: the kernels take the last entry from the buffer's length.
+        table: h.input_exact("table", bytemuck::cast_slice(&table))?,
+        step: h.input("step", &[step])?,
+    })
+}
+
+/// One SGD update of `n` parameters; with `table` its learning rate read from a per-update
+/// table at that position (the fixed rate then NaN, so the wrong source poisons w).
 pub async fn check_sgd_op(
     be: &mut dyn Backend,
     inp: &mut Inputs,
     n: usize,
     hp: crate::ops::SgdParams,
+    table: Option<TableAt>,
 ) -> Result<Vec<Check>> {
     let [w, g, v] = sgd_inputs(inp, n);
     let mut h = Harness::new(be, Family::Sgd);
     let wb = h.inout_f32("w", &w)?;
     let gb = h.input_f32("g", &g)?;
     let vb = h.inout_f32("v", &v)?;
+    let lr_table = match table {
+        Some(at) => Some(step_table(&mut h, hp.lr, at)?),
+        None => None,
+    };
+    let op_hp = crate::ops::SgdParams {
+        lr: if table.is_some() { f32::NAN } else { hp.lr },
+        ..hp
+    };
     h.run(
         &[Op::Sgd {
             n,
-            hp,
+            hp: op_hp,
             w: wb,
             g: gb,
             v: vb,
+            lr_table,
         }],
         1,
     )?;
     let w_got = h.read_f32(wb, n).await?;
     let v_got = h.read_f32(vb, n).await?;
-    let shape = format!("{n} lr={} μ={} λ={}", hp.lr, hp.momentum, hp.l2);
+    let mut shape = format!("{n} lr={} μ={} λ={}", hp.lr, hp.momentum, hp.l2);
+    if hp.nesterov {
+        shape += " nesterov";
+    }
+    if let Some(at) = table {
+        shape += &format!(" lr table {at:?}");
+    }
     let mut out = sgd_compare(hp, [&w, &g, &v], &w_got, &v_got, shape.clone());
     out.push(h.untouched("sgd_update", &shape).await?);
     Ok(out)
@@ -1061,4 +1120,87 @@ pub async fn check_adam_op(
     ));
     out.push(h.untouched("adam_update", &shape).await?);
     Ok(out)
+}
+
+/// The residual join: add forward without and with the ReLU, then its gradient passed down
+/// without a mask, with one, and accumulated onto a gradient already in place.
+pub async fn check_add_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    len: usize,
+) -> Result<Vec<Check>> {
+    let d = add_inputs(inp, len);
+    let mut h = Harness::new(be, Family::Add);
+    let ab = h.input_f32("a", &d.a)?;
+    let bb = h.input_f32("b", &d.b)?;
+    let dyb = h.input_f32("dy", &d.dy)?;
+    let mb = h.input_f32("mask", &d.mask)?;
+    let yb = h.output("y", len, NAN)?;
+    let yrb = h.output("y relu", len, NAN)?;
+    let dxb = h.output("dx", len, NAN)?;
+    let dxmb = h.output("dx masked", len, NAN)?;
+    let accb = h.inout_f32("dx accumulated", &d.acc)?;
+    let back = |mask, dx, accumulate| Op::AddBackward {
+        len,
+        accumulate,
+        dy: dyb,
+        mask,
+        dx,
+    };
+    h.run(
+        &[
+            Op::AddForward {
+                len,
+                relu: false,
+                a: ab,
+                b: bb,
+                y: yb,
+            },
+            Op::AddForward {
+                len,
+                relu: true,
+                a: ab,
+                b: bb,
+                y: yrb,
+            },
+            back(None, dxb, false),
+            back(Some(mb), dxmb, false),
+            back(Some(mb), accb, true),
+        ],
+        1,
+    )?;
+    let got = AddOutputs {
+        y: h.read_f32(yb, len).await?,
+        y_relu: h.read_f32(yrb, len).await?,
+        dx: h.read_f32(dxb, len).await?,
+        dx_masked: h.read_f32(dxmb, len).await?,
+        dx_acc: h.read_f32(accb, len).await?,
+    };
+    let shape = add_shape(len, "");
+    let mut out = add_compare(&d, &got, shape.clone());
+    out.push(h.untouched("add", &shape).await?);
+    Ok(out)
+}
+
+/// AdamW's decoupled decay of `n` weights by a factor read from a per-update table at `at`
+/// (every other entry NaN): bit for bit the f32 product.
+pub async fn check_decay_op(
+    be: &mut dyn Backend,
+    inp: &mut Inputs,
+    n: usize,
+    at: TableAt,
+) -> Result<Vec<Check>> {
+    let w = inp.uniform(n, -1.0, 1.0);
+    // 1 − α·λ of a typical run (α 1e-3, λ 1e-2), and one far from 1 whose products round.
+    let f = if n.is_multiple_of(2) { 1.0 - 1e-5 } else { 0.7 };
+    let mut h = Harness::new(be, Family::Adam);
+    let wb = h.inout_f32("w", &w)?;
+    let factors = step_table(&mut h, f, at)?;
+    h.run(&[Op::Decay { n, w: wb, factors }], 1)?;
+    let got = h.read_f32(wb, n).await?;
+    let shape = format!("{n} f={f} table {at:?}");
+    Ok(vec![
+        decay_compare(&w, f, &got, shape.clone()),
+        h.untouched("decay_update", &shape).await?,
+    ])
 }

@@ -337,3 +337,7 @@ pub fn batchnorm_shapes() -> Vec<BatchNormSpec> {
         s(33, 9, 7, true),
     ]
 }
+
+/// Add (residual join) lengths: one element, around the 256-invocation workgroup, past the
+/// CPU engine's 16 Ki chunk, and odd sizes between.
+pub const ADD_SHAPES: [usize; 7] = [1, 255, 256, 257, 1000, 16_385, 70_001];

@@ -42,7 +42,7 @@ export interface AdapterInfo {
 export interface TrainOptions {
   /** A preset (`seed-small`, `seed-large`, `lenet5`, `cnn`) or an arch string such as `784-128-10`. */
   arch?: string;
-  optimizer?: "sgd" | "adam";
+  optimizer?: "sgd" | "adam" | "adamw";
   lr?: number;
   momentum?: number;
   l2?: number;
@@ -50,7 +50,7 @@ export interface TrainOptions {
   epochs?: number;
   maxSteps?: number;
   seed?: number;
-  lrSchedule?: "constant" | "cosine";
+  lrSchedule?: "constant" | "cosine" | "one-cycle";
   shuffle?: boolean;
   /** `auto` (WebGPU where offered, else the CPU), `gpu` or `cpu`. */
   device?: "auto" | "gpu" | "cpu";
@@ -616,9 +616,11 @@ fn check_memory(cfg: &TrainConfig, on_cpu: bool) -> wgtrain::Result<()> {
     } else {
         0
     };
+    // Each layer's input (not always the layer before: residual blocks).
+    let inputs = arch.input_shapes();
     for (i, layer) in arch.layers.iter().enumerate() {
         let at = i + 1;
-        let (weights, biases) = layer.kind().params(shapes[i]).map_or((0, 0), |(w, b)| {
+        let (weights, biases) = layer.kind().params(inputs[i]).map_or((0, 0), |(w, b)| {
             (w.iter().map(|&d| d as u128).product::<u128>(), b as u128)
         });
         let acts = batch * shapes[at].len() as u128;
@@ -696,6 +698,7 @@ fn resolve(
         no_shuffle: o.shuffle == Some(false),
         augment: None,
         normalize: None,
+        ..Default::default()
     };
     let asked = o.arch.as_deref().map(str::trim);
     let base = match asked {
@@ -823,7 +826,8 @@ pub struct Trainer {
     progress: train::Progress,
     device: String,
     /// The matmul variant chosen for each product (`M×N×K: tile`; empty on the CPU).
-    tuning: Vec<String>,
+    /// Each product's autotune key and its `MxNxK: tile` line.
+    tuning: Vec<(wgtrain::gpu::autotune::MatmulAutotuneKey, String)>,
 }
 
 #[wasm_bindgen]
@@ -878,21 +882,36 @@ impl Trainer {
         let be: Box<dyn Backend> = match ctx {
             None => Box::new(ReferenceBackend::new()),
             Some(ctx) => {
-                // The page cannot wait inside `prepare`: its products are tuned first (each
-                // candidate checked against the CPU twin, then timed on this adapter).
+                // The page cannot wait inside `prepare`: its products start first, each on
+                // the adapter's default tile once that passes its check against the CPU twin
+                // (or on a choice cached earlier); the other candidates are tried between
+                // chunks of training (`train`), as natively.
                 let specs = wgtrain::verify::coverage::program_products(&cfg).map_err(js_err)?;
-                let tiles = if o.autotune == Some(false) {
-                    specs
-                        .iter()
-                        .map(|_| MatmulTile::default_for(&ctx))
-                        .collect()
-                } else {
-                    wgtrain::gpu::autotune::prepare_async(&ctx, &specs).await
-                };
-                for (s, t) in specs.iter().zip(tiles) {
-                    tuning.push(format!("{}x{}x{}: {t}", s.m, s.n, s.k));
+                let mut be = wgtrain::backend::gpu::GpuBackend::new(ctx);
+                if o.autotune != Some(false) {
+                    be.start_in_background_async(&specs).await;
                 }
-                Box::new(wgtrain::backend::gpu::GpuBackend::new(ctx))
+                let started = be.tuning_report();
+                for s in &specs {
+                    let key = wgtrain::gpu::autotune::key(be.ctx(), s);
+                    let line = match started.products.iter().find(|p| p.key == key) {
+                        Some(p) => format!("{}x{}x{}: {} (tuning)", s.m, s.n, s.k, p.started),
+                        // Cached and checked, or the unchecked default with autotune off.
+                        None => format!(
+                            "{}x{}x{}: {}",
+                            s.m,
+                            s.n,
+                            s.k,
+                            if o.autotune == Some(false) {
+                                MatmulTile::default_for(be.ctx())
+                            } else {
+                                wgtrain::gpu::autotune::tile_for(be.ctx(), s)
+                            }
+                        ),
+                    };
+                    tuning.push((key, line));
+                }
+                Box::new(be)
             }
         };
         let engine = Engine::new(be, &cfg, &model, None, &train.inner, test).map_err(js_err)?;
@@ -919,11 +938,12 @@ impl Trainer {
         self.device.clone()
     }
 
-    /// The matmul variant the autotuner chose for each of the network's products, as
-    /// `MxNxK: tile` (empty on the CPU).
+    /// The matmul variant each of the network's products runs, as `MxNxK: tile`; a product
+    /// still being tuned in the background reads `MxNxK: tile (tuning)` until its search ends
+    /// (empty on the CPU).
     #[wasm_bindgen(getter)]
     pub fn tuning(&self) -> Vec<String> {
-        self.tuning.clone()
+        self.tuning.iter().map(|t| t.1.clone()).collect()
     }
 
     /// The architecture as an `--arch` string.
@@ -1003,6 +1023,20 @@ impl Trainer {
                     .map_err(js_err)?;
                 let (l, a) = train::summarize(&e);
                 (test_loss, test_accuracy) = (Some(l), Some(a));
+            }
+            // Background tuning may take as long as training has so far (see the engine).
+            self.engine
+                .tune_between_chunks_async(std::time::Duration::from_secs_f64(seconds))
+                .await
+                .map_err(js_err)?;
+            if let Some(r) = self.engine.tuning_report() {
+                for (key, line) in &mut self.tuning {
+                    let chosen = r.products.iter().find(|p| p.key == *key);
+                    if let Some(tile) = chosen.and_then(|p| p.chosen.as_deref()) {
+                        let shape = line.split(':').next().unwrap_or_default().to_string();
+                        *line = format!("{shape}: {tile}");
+                    }
+                }
             }
             let (step, total) = self.progress.steps();
             last = to_js(&ChunkReport {

@@ -70,10 +70,16 @@ pub mod tuner;
 pub use cache::{CacheFile, CacheRecord, Entry};
 pub use check::{check_matmul_async, check_shapes, check_tile, check_tile_async};
 pub use key::{key, shape_class, MatmulAutotuneKey, ShapeClass};
-pub use tuner::{prepare_async, tile_for, time_tile, time_tile_async, tune, Timed, Tuning};
+pub use tuner::{
+    finish, start_tile, start_tile_async, tile_for, time_tile, time_tile_async, tune, Search,
+    TileChoice, Timed, TuneReport, Tuning,
+};
 
 /// Environment variable: `0` turns autotuning off.
 pub const ENV_AUTOTUNE: &str = "WGTRAIN_AUTOTUNE";
+/// Environment variable: the most seconds a process spends tuning in the background between
+/// training steps ([`background_budget`]); `0` keeps every product on its checked default.
+pub const ENV_BUDGET: &str = "WGTRAIN_AUTOTUNE_BUDGET";
 /// Environment variable: path of the cache file (overrides the per-user cache dir).
 pub const ENV_CACHE: &str = "WGTRAIN_AUTOTUNE_CACHE";
 /// Format version of the cache file (2: entries as a list of typed key and entry).
@@ -97,7 +103,7 @@ pub const CHECK_FULL_TILES: usize = 2;
 pub(crate) const CHECK_SEED: u64 = 0x5eed;
 
 /// Whether autotuning is on (`WGTRAIN_AUTOTUNE` is not `0`/`off`/`false`/`no`; in the browser,
-/// always, through [`prepare_async`]).
+/// always, through [`start_tile_async`]).
 pub fn enabled() -> bool {
     match std::env::var(ENV_AUTOTUNE) {
         Ok(v) => !matches!(
@@ -105,6 +111,22 @@ pub fn enabled() -> bool {
             "0" | "off" | "false" | "no"
         ),
         Err(_) => true,
+    }
+}
+
+/// The most time a process spends tuning in the background: `$WGTRAIN_AUTOTUNE_BUDGET`
+/// seconds, else unbounded (each product's search still keeps [`KEY_BUDGET`] and the process
+/// [`TOTAL_BUDGET`]). A value that is not a non-negative number is ignored with a warning.
+pub fn background_budget() -> Duration {
+    match std::env::var(ENV_BUDGET) {
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            _ => {
+                log::warn!("{ENV_BUDGET}={v:?} is not a number of seconds; ignored");
+                Duration::MAX
+            }
+        },
+        Err(_) => Duration::MAX,
     }
 }
 

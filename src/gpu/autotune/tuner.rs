@@ -50,6 +50,9 @@ struct State {
     checked: HashSet<MatmulAutotuneKey>,
     /// Keys that failed to tune in this process (not retried).
     failed: HashMap<MatmulAutotuneKey, MatmulTile>,
+    /// Keys started on the adapter default (checked) while their search runs in the
+    /// background ([`start_tile`]); a second product of the same key takes the same tile.
+    started: HashMap<MatmulAutotuneKey, MatmulTile>,
 }
 
 impl State {
@@ -60,6 +63,7 @@ impl State {
             entries: Entries::new(),
             checked: HashSet::new(),
             failed: HashMap::new(),
+            started: HashMap::new(),
         }
     }
 }
@@ -83,40 +87,12 @@ pub fn tile_for(ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
     tile_for_in(state(), ctx, spec)
 }
 
-/// Tune the products `specs` ahead of [`tile_for`], which in the browser cannot wait for the
-/// GPU and otherwise returns the adapter default for a product not tuned yet: a web page
-/// awaits this for the products its network will launch before preparing its programs.
-/// Returns the tile chosen for each product.
-pub async fn prepare_async(ctx: &GpuContext, specs: &[MatmulSpec]) -> Vec<MatmulTile> {
-    let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
-        // One page thread: a second trainer created while the first tunes (the state is held
-        // across its waits) takes the defaults rather than blocking the page.
-        let busy = state().try_lock().is_err();
-        // A product whose operands exceed the adapter's limits is not timed (the engine
-        // refuses its buffers next, naming the limit).
-        let cap = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        let fits = [spec.m * spec.k, spec.k * spec.n, spec.m * spec.n]
-            .iter()
-            .all(|&e| e as u64 * 4 <= cap);
-        out.push(if enabled() && !busy && fits {
-            tile_for_in_async(state(), ctx, spec).await
-        } else {
-            MatmulTile::default_for(ctx)
-        });
-    }
-    out
-}
-
 fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> MatmulTile {
     if cfg!(target_arch = "wasm32") {
-        // No waiting here: what `prepare_async` tuned, else the default.
+        // No waiting here: what was tuned and checked, else the default.
         let key = MatmulAutotuneKey::new(ctx, spec);
         let Ok(st) = state.try_lock() else {
-            // `prepare_async` of another trainer is under way (the page's one thread).
+            // Another trainer of the page is starting or tuning (the page's one thread).
             return MatmulTile::default_for(ctx);
         };
         return match st.entries.get(&key) {
@@ -134,12 +110,23 @@ fn tile_for_in(state: &Mutex<State>, ctx: &GpuContext, spec: &MatmulSpec) -> Mat
 /// the tuning's waits on purpose: natively each caller blocks its own thread, and concurrent
 /// callers (parallel tests) wait rather than time the same candidates against each other; in
 /// the browser the callers above use `try_lock` so the page's one thread never waits on it.
-#[allow(clippy::await_holding_lock)]
 async fn tile_for_in_async(
     state: &Mutex<State>,
     ctx: &GpuContext,
     spec: &MatmulSpec,
 ) -> MatmulTile {
+    choose(state, ctx, spec, false).await.0
+}
+
+/// The tile for `spec`: a checked cache entry; else, with `defer`, the adapter default once it
+/// passes its check, with the [`Search`] still to run; else a tuning, done now.
+#[allow(clippy::await_holding_lock)]
+async fn choose(
+    state: &Mutex<State>,
+    ctx: &GpuContext,
+    spec: &MatmulSpec,
+    defer: bool,
+) -> (MatmulTile, Option<Search>) {
     let default = MatmulTile::default_for(ctx);
     let key = MatmulAutotuneKey::new(ctx, spec);
     // Check and tune while holding the lock: concurrent callers wait instead of doing the same.
@@ -151,13 +138,13 @@ async fn tile_for_in_async(
     }
     if let Some(tile) = st.entries.get(&key).map(|e| e.tile) {
         if st.checked.contains(&key) {
-            return tile;
+            return (tile, None);
         }
         if tile.unsupported_for(ctx, spec).is_none() {
             let why = match check_tile_async(ctx, spec, &tile).await {
                 Ok(None) => {
                     st.checked.insert(key);
-                    return tile;
+                    return (tile, None);
                 }
                 Ok(Some(c)) => failure(&c),
                 Err(e) => e.to_string(),
@@ -172,8 +159,8 @@ async fn tile_for_in_async(
             });
         }
     }
-    if let Some(t) = st.failed.get(&key) {
-        return *t;
+    if let Some(t) = st.failed.get(&key).or(st.started.get(&key)) {
+        return (*t, None);
     }
     // Winners of other keys on this adapter are tried earlier.
     let mut wins: Vec<(MatmulTile, usize)> = Vec::new();
@@ -185,46 +172,313 @@ async fn tile_for_in_async(
             }
         }
     }
-    match tune_with(ctx, spec, &wins).await {
-        Ok(t) => {
-            let entry = Entry {
-                tile: t.best,
-                gflops: t.gflops,
-                shape: [spec.m, spec.n, spec.k],
-                tried: t
-                    .timed
-                    .iter()
-                    .map(|x| {
-                        let v = match x.median_s {
-                            Some(s) => format!("{:.2} GFLOP/s", spec.flops() / s / 1e9),
-                            None => x.note.clone(),
-                        };
-                        (x.tile.to_string(), v)
-                    })
-                    .collect(),
-                tuned_at: web_time::SystemTime::now()
-                    .duration_since(web_time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            };
-            log::info!(
-                "autotune {}: {} at {:.2} GFLOP/s",
-                key.class,
-                t.best,
-                t.gflops
-            );
-            update_file(st.path.as_deref(), |f| {
-                f.insert(key.clone(), entry.clone());
-            });
-            st.checked.insert(key.clone());
-            st.entries.insert(key, entry);
-            t.best
+    if defer && default.unsupported_for(ctx, spec).is_none() {
+        // Start on the default once it is right here; the search runs between steps.
+        if let Ok(None) = check_tile_async(ctx, spec, &default).await {
+            st.started.insert(key.clone(), default);
+            return (default, Some(Search::new(ctx, spec, &wins)));
         }
+    }
+    let tile = match tune_with(ctx, spec, &wins).await {
+        Ok(t) => record(st, key, spec, &t),
         Err(e) => {
             log::warn!("autotune {key}: {e}; using {default}");
             st.failed.insert(key, default);
             default
         }
+    };
+    (tile, None)
+}
+
+/// Remember `t`, the tuning of `spec` under `key`, in memory (checked) and in the cache file;
+/// returns its choice.
+fn record(st: &mut State, key: MatmulAutotuneKey, spec: &MatmulSpec, t: &Tuning) -> MatmulTile {
+    let entry = Entry {
+        tile: t.best,
+        gflops: t.gflops,
+        shape: [spec.m, spec.n, spec.k],
+        tried: t
+            .timed
+            .iter()
+            .map(|x| {
+                let v = match x.median_s {
+                    Some(s) => format!("{:.2} GFLOP/s", spec.flops() / s / 1e9),
+                    None => x.note.clone(),
+                };
+                (x.tile.to_string(), v)
+            })
+            .collect(),
+        tuned_at: web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    log::info!(
+        "autotune {}: {} at {:.2} GFLOP/s",
+        key.class,
+        t.best,
+        t.gflops
+    );
+    update_file(st.path.as_deref(), |f| {
+        f.insert(key.clone(), entry.clone());
+    });
+    st.started.remove(&key);
+    st.checked.insert(key.clone());
+    st.entries.insert(key, entry);
+    t.best
+}
+
+/// Where a product starts when its tuning may run in the background: the tile to launch now
+/// and, when that is the adapter default standing in for a product not tuned yet, the search
+/// still to run ([`step`] it between training steps, then [`finish`] it).
+///
+/// The default is checked against the CPU twin on this product's edge shapes before it is
+/// used (one or two small launches of the pipeline the product needs anyway), so a cold
+/// process starts training at once instead of first timing every candidate of every product.
+/// A default that fails its check is never used: the product is tuned at once, as
+/// [`tile_for`] does.
+pub fn start_tile(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTile, Option<Search>) {
+    if !enabled() {
+        return (MatmulTile::default_for(ctx), None);
+    }
+    if cfg!(target_arch = "wasm32") {
+        return (tile_for_in(state(), ctx, spec), None);
+    }
+    crate::util::wait_for("autotune", async {
+        Ok(choose(state(), ctx, spec, true).await)
+    })
+    .unwrap_or_else(|_| (MatmulTile::default_for(ctx), None))
+}
+
+/// [`start_tile`] without blocking the browser: the page awaits it for each product before
+/// preparing its programs. While another trainer of the page holds the tuner (the page's one
+/// thread), the adapter default unchecked rather than blocking the page; likewise for a
+/// product whose operands exceed the adapter's limits (the engine refuses its buffers next,
+/// naming the limit).
+pub async fn start_tile_async(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTile, Option<Search>) {
+    let cap = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    let fits = [spec.m * spec.k, spec.k * spec.n, spec.m * spec.n]
+        .iter()
+        .all(|&e| e as u64 * 4 <= cap);
+    if !enabled() || !fits || state().try_lock().is_err() {
+        return (MatmulTile::default_for(ctx), None);
+    }
+    choose(state(), ctx, spec, true).await
+}
+
+/// The choice of a finished (or abandoned) `search`: recorded in this process and the cache
+/// file like a tuning done at once; the adapter default when no candidate passed. In the
+/// browser, while another trainer holds the tuner, the search comes back to be finished later.
+pub fn finish(ctx: &GpuContext, search: Search) -> std::result::Result<MatmulTile, Search> {
+    let mut guard = if cfg!(target_arch = "wasm32") {
+        match state().try_lock() {
+            Ok(g) => g,
+            Err(_) => return Err(search),
+        }
+    } else {
+        lock(state())
+    };
+    let st = &mut *guard;
+    let key = search.key.clone();
+    let spec = search.spec;
+    Ok(match search.finish(ctx) {
+        Ok(t) => record(st, key, &spec, &t),
+        Err(e) => {
+            let default = MatmulTile::default_for(ctx);
+            log::warn!("autotune {key}: {e}; using {default}");
+            st.started.remove(&key);
+            st.failed.insert(key, default);
+            default
+        }
+    })
+}
+
+/// What background tuning did in one backend ([`crate::backend::gpu::GpuBackend::tune_pending`]):
+/// every product that started on the adapter default, and what its search chose.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TuneReport {
+    /// The products, in the order they were first prepared.
+    pub products: Vec<TileChoice>,
+    /// Seconds spent tuning between training steps.
+    pub seconds: f64,
+}
+
+/// One product tuned in the background.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TileChoice {
+    /// What its choice is cached under.
+    #[serde(skip)]
+    pub key: MatmulAutotuneKey,
+    /// Its shape class.
+    pub class: String,
+    /// M, N, K of the first product of the class.
+    pub shape: [usize; 3],
+    /// The variant it started on (the adapter default, checked).
+    pub started: String,
+    /// The variant its search chose, once finished (`None`: still running when the run
+    /// ended, or the background budget was spent).
+    pub chosen: Option<String>,
+}
+
+/// One product's search over the candidates, a candidate at a time, so that it can run all at
+/// once ([`tune`]) or between training steps ([`start_tile`]). Budgets count the time spent
+/// on this product's candidates ([`KEY_BUDGET`]) and on tuning in the whole process
+/// ([`TOTAL_BUDGET`]).
+pub struct Search {
+    /// What the choice is cached under.
+    pub key: MatmulAutotuneKey,
+    /// The product timed.
+    pub spec: MatmulSpec,
+    order: Vec<MatmulTile>,
+    next: usize,
+    best: Option<(MatmulTile, f64)>,
+    timed: Vec<Timed>,
+    n_timed: usize,
+    /// Time spent on this product's candidates.
+    spent: Duration,
+}
+
+impl Search {
+    /// A search over `ctx`'s candidates for `spec`, best guess first (`wins`: the winners of
+    /// other keys on this adapter, tried earlier).
+    pub fn new(ctx: &GpuContext, spec: &MatmulSpec, wins: &[(MatmulTile, usize)]) -> Self {
+        Search {
+            key: MatmulAutotuneKey::new(ctx, spec),
+            spec: *spec,
+            order: ordered_candidates(ctx, spec, wins),
+            next: 0,
+            best: None,
+            timed: Vec::new(),
+            n_timed: 0,
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// Whether every candidate was tried (or passed over).
+    pub fn done(&self) -> bool {
+        self.next >= self.order.len()
+    }
+
+    /// The fastest candidate so far that passed the CPU check.
+    pub fn best(&self) -> Option<MatmulTile> {
+        self.best.map(|b| b.0)
+    }
+
+    /// Time spent on this product's candidates so far.
+    pub fn spent(&self) -> Duration {
+        self.spent
+    }
+
+    /// Try the next candidate: passed over (unavailable, past a budget, too small to time),
+    /// or checked against the CPU twin and timed.
+    pub async fn step(&mut self, ctx: &GpuContext) {
+        let Some(&tile) = self.order.get(self.next) else {
+            return;
+        };
+        self.next += 1;
+        let t0 = Instant::now();
+        let outcome = self.try_tile(ctx, tile).await;
+        let took = t0.elapsed();
+        self.spent += took;
+        *spent().lock().unwrap_or_else(|e| e.into_inner()) += took;
+        self.timed.push(match outcome {
+            Ok(s) => Timed {
+                tile,
+                median_s: Some(s),
+                note: String::new(),
+                spent_s: took.as_secs_f64(),
+            },
+            Err(note) => Timed {
+                tile,
+                median_s: None,
+                note,
+                spent_s: took.as_secs_f64(),
+            },
+        });
+    }
+
+    /// The candidate's median seconds, or why it has none.
+    async fn try_tile(&mut self, ctx: &GpuContext, tile: MatmulTile) -> Result<f64, String> {
+        let spec = &self.spec;
+        if let Some(why) = tile.unsupported_for(ctx, spec) {
+            return Err(format!("unavailable: {why}"));
+        }
+        let total = *spent().lock().unwrap_or_else(|e| e.into_inner());
+        if self.best.is_some() && self.n_timed >= MIN_TIMED && self.spent > KEY_BUDGET {
+            return Err("not tried: time budget for this shape spent".into());
+        }
+        if self.best.is_some() && total > TOTAL_BUDGET {
+            return Err("not tried: tuning budget of this process spent".into());
+        }
+        if self.best.is_some() && spec.flops() < MIN_TIMED_FLOPS {
+            return Err("not tried: product too small to time".into());
+        }
+        let (vl, vr) = spec.vec4_loads(&tile);
+        if tile.algo == MatmulAlgo::Direct && tile.tm * tile.tn > 64 && !(vl && vr) {
+            // Without vec4 loads on both sides, the big direct tiles compile for ~1 s on
+            // lavapipe and run slower than the 8×8 ones.
+            return Err("skipped: scalar loads".into());
+        }
+        match check_tile_async(ctx, spec, &tile).await {
+            Ok(None) => {}
+            Ok(Some(c)) => {
+                log::warn!(
+                    "autotune: {tile} fails the CPU check for {}: {}",
+                    shape_class(spec),
+                    failure(&c)
+                );
+                return Err(format!("wrong result on {}", c.shape));
+            }
+            Err(e) => return Err(format!("error: {e}")),
+        }
+        if spec.flops() < MIN_TIMED_FLOPS {
+            // Checked but not timed.
+            self.best = Some((tile, f64::NAN));
+            return Err("chosen untimed: product too small to time".into());
+        }
+        match time_tile_async(ctx, spec, &tile, self.best.map(|b| b.1)).await {
+            Ok(Some(s)) => {
+                self.n_timed += 1;
+                if self.best.is_none_or(|b| s < b.1) {
+                    self.best = Some((tile, s));
+                }
+                Ok(s)
+            }
+            Ok(None) => Err(format!("dropped: over {SLOW_FACTOR}x slower than the best")),
+            Err(e) => Err(format!("error: {e}")),
+        }
+    }
+
+    /// The outcome: the fastest candidate that passed, with every candidate's time or note
+    /// (those not reached yet marked so); an error when none passed.
+    pub fn finish(mut self, ctx: &GpuContext) -> Result<Tuning> {
+        for &tile in &self.order[self.next.min(self.order.len())..] {
+            self.timed.push(Timed {
+                tile,
+                median_s: None,
+                note: "not tried: the run ended first".into(),
+                spent_s: 0.0,
+            });
+        }
+        let (best, s) = self.best.ok_or_else(|| crate::Error::Unsupported {
+            what: "matmul autotune".into(),
+            reason: format!(
+                "no matmul variant passed the CPU check on {}",
+                ctx.describe()
+            ),
+        })?;
+        Ok(Tuning {
+            best,
+            gflops: if s.is_finite() {
+                self.spec.flops() / s / 1e9
+            } else {
+                0.0
+            },
+            timed: self.timed,
+        })
     }
 }
 
@@ -346,113 +600,11 @@ async fn tune_with(
     spec: &MatmulSpec,
     wins: &[(MatmulTile, usize)],
 ) -> Result<Tuning> {
-    let start = Instant::now();
-    let before = *spent().lock().unwrap_or_else(|e| e.into_inner());
-    let result = tune_inner(ctx, spec, wins, start, before).await;
-    *spent().lock().unwrap_or_else(|e| e.into_inner()) += start.elapsed();
-    result
-}
-
-async fn tune_inner(
-    ctx: &GpuContext,
-    spec: &MatmulSpec,
-    wins: &[(MatmulTile, usize)],
-    start: Instant,
-    before: Duration,
-) -> Result<Tuning> {
-    let mut best: Option<(MatmulTile, f64)> = None;
-    let mut timed = Vec::new();
-    let mut n_timed = 0;
-    for tile in ordered_candidates(ctx, spec, wins) {
-        let t0 = Instant::now();
-        let note = |s: String| Timed {
-            tile,
-            median_s: None,
-            note: s,
-            spent_s: t0.elapsed().as_secs_f64(),
-        };
-        if let Some(why) = tile.unsupported_for(ctx, spec) {
-            timed.push(note(format!("unavailable: {why}")));
-            continue;
-        }
-        if best.is_some() && n_timed >= MIN_TIMED && start.elapsed() > KEY_BUDGET {
-            timed.push(note("not tried: time budget for this shape spent".into()));
-            continue;
-        }
-        if best.is_some() && before + start.elapsed() > TOTAL_BUDGET {
-            timed.push(note(
-                "not tried: tuning budget of this process spent".into(),
-            ));
-            continue;
-        }
-        if best.is_some() && spec.flops() < MIN_TIMED_FLOPS {
-            timed.push(note("not tried: product too small to time".into()));
-            continue;
-        }
-        let (vl, vr) = spec.vec4_loads(&tile);
-        if tile.algo == MatmulAlgo::Direct && tile.tm * tile.tn > 64 && !(vl && vr) {
-            // Without vec4 loads on both sides, the big direct tiles compile for ~1 s on
-            // lavapipe and run slower than the 8×8 ones.
-            timed.push(note("skipped: scalar loads".into()));
-            continue;
-        }
-        match check_tile_async(ctx, spec, &tile).await {
-            Ok(None) => {}
-            Ok(Some(c)) => {
-                log::warn!(
-                    "autotune: {tile} fails the CPU check for {}: {}",
-                    shape_class(spec),
-                    failure(&c)
-                );
-                timed.push(note(format!("wrong result on {}", c.shape)));
-                continue;
-            }
-            Err(e) => {
-                timed.push(note(format!("error: {e}")));
-                continue;
-            }
-        }
-        if spec.flops() < MIN_TIMED_FLOPS {
-            // Checked but not timed.
-            best = Some((tile, f64::NAN));
-            timed.push(note("chosen untimed: product too small to time".into()));
-            continue;
-        }
-        match time_tile_async(ctx, spec, &tile, best.map(|b| b.1)).await {
-            Ok(Some(s)) => {
-                n_timed += 1;
-                if best.is_none_or(|b| s < b.1) {
-                    best = Some((tile, s));
-                }
-                timed.push(Timed {
-                    tile,
-                    median_s: Some(s),
-                    note: String::new(),
-                    spent_s: t0.elapsed().as_secs_f64(),
-                });
-            }
-            Ok(None) => timed.push(note(format!(
-                "dropped: over {SLOW_FACTOR}x slower than the best"
-            ))),
-            Err(e) => timed.push(note(format!("error: {e}"))),
-        }
+    let mut search = Search::new(ctx, spec, wins);
+    while !search.done() {
+        search.step(ctx).await;
     }
-    let (best, s) = best.ok_or_else(|| crate::Error::Unsupported {
-        what: "matmul autotune".into(),
-        reason: format!(
-            "no matmul variant passed the CPU check on {}",
-            ctx.describe()
-        ),
-    })?;
-    Ok(Tuning {
-        best,
-        gflops: if s.is_finite() {
-            spec.flops() / s / 1e9
-        } else {
-            0.0
-        },
-        timed,
-    })
+    search.finish(ctx)
 }
 
 #[cfg(test)]
