@@ -46,7 +46,7 @@ from torch_reference import Net, load_mnist, make_optimizer  # noqa: E402
 
 # wgtrain's `fashion` preset (src/model/preset.rs, src/train/mod.rs TrainConfig::preset).
 FASHION = {
-    "arch": "1x28x28-c32k3p1-b-c32k3p1-b-m2-c64k3p1-b-c64k3p1-b-m2-d0.25-256-b-d0.5-10",
+    "arch": "1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10",
     "optimizer": "adam",
     "lr": 1e-3,
     "l2": 0.0,

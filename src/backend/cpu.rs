@@ -788,7 +788,10 @@ impl Backend for CpuBackend {
                     self.data[data.0].sample_len(),
                     self.bufs[norm.table.0].len(),
                 );
-                if norm.channels == 0 || pixels % norm.channels != 0 || words < 2 * norm.channels {
+                if norm.channels == 0
+                    || !pixels.is_multiple_of(norm.channels)
+                    || words < 2 * norm.channels
+                {
                     return Err(Error::KernelShape {
                         kernel: "gather".into(),
                         reason: format!(

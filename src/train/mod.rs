@@ -415,14 +415,18 @@ impl TrainConfig {
 }
 
 /// The normalisation a model file's `config` metadata holds (its training run's, resolved to
-/// values), or off for a file without one; [`Error::InvalidSetting`] ([`Setting::Normalize`])
-/// when the file's values are not a valid normalisation.
+/// values; a checkpoint's in its `run` object's `config`), or off for a file without one;
+/// [`Error::InvalidSetting`] ([`Setting::Normalize`]) when the file's values are not a valid
+/// normalisation.
 pub fn saved_normalize(meta: &crate::model::io::Metadata) -> Result<crate::ops::Normalize> {
     let bad = |r: String| Error::setting(Setting::Normalize, format!("in the model file: {r}"));
-    let Some(v) = meta
-        .get("config")
-        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-        .and_then(|mut c| c.get_mut("normalize").map(serde_json::Value::take))
+    let json = |k: &str| {
+        meta.get(k)
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+    };
+    let config = json("config")
+        .or_else(|| json("run").and_then(|mut r| r.get_mut("config").map(serde_json::Value::take)));
+    let Some(v) = config.and_then(|mut c| c.get_mut("normalize").map(serde_json::Value::take))
     else {
         return Ok(crate::ops::Normalize::Off);
     };
