@@ -701,7 +701,7 @@ async function main() {
       const want = `With the page's defaults (seed-small: ${defaultEpochs} epochs of 20 steps on the sample) a run reaches ` +
         `**${percent(trained.testAccuracy)} %** test accuracy on WebGPU and **${percent(cpuDefault.testAccuracy)} %** on the CPU twins; ` +
         `**Verify kernels** runs ${fmt(verifyPassed.gpu)} checks on WebGPU (SwiftShader) and ${fmt(verifyPassed.cpu)} on the CPU twins.`;
-      const m = /With the page's defaults \(seed-small:[^.]*?\) a run reaches[^;]*;[^.]*?runs [\d,]+ checks on WebGPU and [\d,]+ on the CPU twins\./.exec(readme);
+      const m = /With the page's defaults \(seed-small:[^.]*?\) a run reaches[^;]*;[^.]*?runs [\d,]+ checks on WebGPU[^.]*? and [\d,]+ on the CPU twins\./.exec(readme);
       console.log(`README says: ${m ? m[0] : '(no such sentence)'}`);
       console.log(`page shows:  ${want}`);
       assert(m && m[0] === want, 'README.md ("In the browser") quotes other figures than the page shows: put the "page shows" sentence there');
