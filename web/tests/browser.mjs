@@ -204,6 +204,10 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   const context = await browser.newContext({ viewport: { width: 1100, height: 1000 }, acceptDownloads: true });
   const page = await context.newPage();
+  // Playwright intercepts file choosers only while some 'filechooser' listener is registered,
+  // and turns that on without waiting for it: a listener for the whole run keeps it on, so a
+  // key press right after waitForEvent('filechooser') cannot open a real (headless) chooser.
+  page.on('filechooser', () => {});
   const logs = [];
   page.on('console', (m) => logs.push(`console.${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
