@@ -230,6 +230,15 @@ fn bad_hyperparameters_are_refused_up_front() {
     };
     fails_cleanly(&arch("784-0-10"), "--arch");
     fails_cleanly(&arch("100-10"), "784");
+    // Residual blocks: unbalanced, nested, empty, and one no 1×1 projection reaches.
+    for bad in [
+        "1x28x28-r(c4k3p1-10",
+        "1x28x28-r(c4k3p1-r(c4k1))-10",
+        "1x28x28-r()-10",
+        "1x28x28-c4k1-r(c4k3p2)-10",
+    ] {
+        fails_cleanly(&arch(bad), "--arch");
+    }
     assert!(
         !dir.path().join("m.safetensors").exists(),
         "no model file on failure"
@@ -297,9 +306,10 @@ fn malformed_files_give_one_line_errors() {
         &wgtrain(&["train", "--lr", "0"]),
         "error: invalid argument --lr: 0 must be a finite number > 0",
     );
+    // Refused before any data is read (the MNIST folder is not even looked for).
     fails_cleanly(
-        &wgtrain(&["train", "--optimizer", "sgd", "--lr-schedule", "cosine"]),
-        "invalid argument --lr-schedule: cosine is implemented for the Adam optimizer only",
+        &wgtrain(&["train", "--optimizer", "adam", "--nesterov"]),
+        "invalid argument --nesterov: needs the sgd optimizer with momentum > 0",
     );
     fails_cleanly(&wgtrain(&["devices", "--backend", "nonsense"]), "nonsense");
 }

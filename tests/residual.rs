@@ -118,3 +118,52 @@ fn a_trained_residual_model_round_trips_through_its_file_and_evaluates_the_same(
     assert_eq!(t["layers.12.weight"].0, vec![4, 8]);
     assert!(!t.contains_key("layers.13.weight"));
 }
+
+/// The programs the engine records for a residual net: one join (add + ReLU) per block in each
+/// of the training step and the two evaluations; in the step, one accumulating gradient add
+/// per activation two layers read (each block's input), and no ReLU on a BatchNorm feeding a
+/// join (the stem's and each block's first one keep theirs).
+#[test]
+fn the_recorded_programs_join_each_block_once_and_sum_each_twice_read_gradient() {
+    use wgtrain::ops::Op;
+    let c = cfg(ARCH, 16, 1);
+    let ops = wgtrain::verify::coverage::program_ops(&c).unwrap();
+    let joins = ops
+        .iter()
+        .filter(|o| matches!(o, Op::AddForward { relu: true, .. }))
+        .count();
+    assert_eq!(joins, 2 * 3, "2 blocks × (step + 2 evaluations)");
+    assert!(!ops
+        .iter()
+        .any(|o| matches!(o, Op::AddForward { relu: false, .. })));
+    let sums = ops
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Op::AddBackward {
+                    accumulate: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        sums, 2,
+        "each block's input is read by its first layer and its skip path"
+    );
+    // BatchNorm applies in the training step, in layer order: stem (ReLU), block 1 (ReLU,
+    // none: feeds the join), block 2 (ReLU, none), projection (none).
+    let step_end = ops
+        .iter()
+        .position(|o| matches!(o, Op::SoftmaxXentForward { .. }))
+        .unwrap();
+    let relus: Vec<bool> = ops[..step_end]
+        .iter()
+        .filter_map(|o| match o {
+            Op::BatchNormApply { spec, .. } => Some(spec.relu),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relus, [true, true, false, true, false, false]);
+}

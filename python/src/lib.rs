@@ -864,8 +864,12 @@ impl Trainer {
             } else {
                 v
             };
-            let arr = np.call_method1("ascontiguousarray", (v,))?;
-            let arr = arr.call_method1("astype", ("float32",))?;
+            // asarray keeps a 0-d tensor (a BatchNorm's num_batches_tracked) 0-d, which
+            // ascontiguousarray would make [1].
+            let kw = pyo3::types::PyDict::new(state_dict.py());
+            kw.set_item("dtype", "float32")?;
+            kw.set_item("order", "C")?;
+            let arr = np.call_method("asarray", (v,), Some(&kw))?;
             let shape = shape_of(&arr)?;
             let f = arr
                 .cast::<PyArrayDyn<f32>>()
@@ -1338,7 +1342,9 @@ fn verify<'py>(
 /// The layers of `arch` for building the matching `torch.nn` module (`torch_module`): the
 /// input shape and, per layer, `("dense", in, out, relu)`, `("conv", in_channels, out, k,
 /// stride, pad)`, `("maxpool", k)`, `("avgpool", k)`, `("global",)`, with `("flatten",)` before
-/// the first dense layer after an image.
+/// the first dense layer after an image. A residual block adds `("block_in",)` before its
+/// first layer (keep the block's input), `("main_out",)` before a projection (keep the main
+/// path's output, continue from the block's input) and `("join", relu)` (add the two).
 #[pyfunction]
 fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<'py, PyList>)> {
     use wgtrain::model::{LayerSpec, Shape};
@@ -1350,8 +1356,17 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
     };
     let plan = PyList::empty(py);
     let relus = wgtrain::nn::relu_flags(&a.layers);
+    let inputs = a.input_shapes();
+    let wires = wgtrain::nn::residual::wiring(&a.layers)
+        .map_err(|(_, reason)| PyValueError::new_err(reason))?;
     for (i, l) in a.layers.iter().enumerate() {
-        let (inp, relu) = (shapes[i], relus[i]);
+        let (inp, relu) = (inputs[i], relus[i]);
+        if wires[i].opens {
+            plan.append(("block_in",))?;
+        }
+        if wires[i].projection && matches!(l, LayerSpec::Conv(_)) {
+            plan.append(("main_out",))?;
+        }
         match l {
             LayerSpec::Dense(d) => {
                 if let Shape::Image { .. } = inp {
@@ -1369,11 +1384,7 @@ fn _torch_plan<'py>(py: Python<'py>, arch: &str) -> PyResult<(Vec<usize>, Bound<
             LayerSpec::AvgPool(p) => plan.append(("avgpool", p.k))?,
             LayerSpec::GlobalAvgPool(_) => plan.append(("global",))?,
             LayerSpec::Dropout(d) => plan.append(("dropout", d.p()))?,
-            LayerSpec::Residual(_) => {
-                return Err(PyValueError::new_err(
-                    "torch_module does not build residual blocks yet",
-                ))
-            }
+            LayerSpec::Residual(_) => plan.append(("join", relu))?,
             LayerSpec::BatchNorm(_) => {
                 let channels = match inp {
                     Shape::Image { c, .. } => c,

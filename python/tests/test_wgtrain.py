@@ -87,7 +87,7 @@ def test_on_epoch_returning_false_stops_and_fit_goes_on(train_set):
 
 
 def test_presets_and_devices():
-    assert wgtrain.presets() == ["seed-small", "seed-large", "lenet5", "cnn"]
+    assert wgtrain.presets() == ["seed-small", "seed-large", "lenet5", "cnn", "fashion", "resnet8"]
     for d in wgtrain.devices():
         assert {"index", "name", "backend", "device_type", "limits"} <= set(d)
 
@@ -323,13 +323,25 @@ def test_ctrl_c_raises_keyboard_interrupt_within_a_chunk_and_resumes(train_set, 
 # ------------------------------------------------------------------ PyTorch
 
 
-@pytest.mark.parametrize("arch", ["seed-small", "lenet5", "1x28x28-c4k3s2p1-a2-g-10"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "seed-small",
+        "lenet5",
+        "1x28x28-c4k3s2p1-a2-g-10",
+        # Residual blocks: identity ones, and with BatchNorm an identity and a projected one
+        # (torch's 0-d num_batches_tracked comes back through from_state_dict).
+        "1x28x28-c4k3s2p1-r(c4k3p1-c4k3p1)-r(c4k1)-g-10",
+        "1x28x28-c4k3s2p1-b-r(c4k3p1-b-c4k3p1-b)-r(c8k3s2p1-b-c8k3p1-b)-g-10",
+    ],
+)
 def test_state_dict_round_trips_through_torch(arch, train_set, test_set):
     torch = pytest.importorskip("torch")  # not installed in CI (too large): skipped there
     t = wgtrain.Trainer(arch, device="cpu", epochs=1, max_steps=20)
     t.fit(train_set)
     m = wgtrain.torch_module(arch)
     m.load_state_dict({k: torch.from_numpy(v) for k, v in t.state_dict().items()}, strict=True)
+    m.eval()  # BatchNorm's running statistics, as predict uses them
     x, _ = test_set.numpy()
     x = x[:16]
     with torch.no_grad():

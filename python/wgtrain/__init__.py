@@ -53,7 +53,10 @@ def torch_module(arch: str) -> Any:
     starts from its weights. It computes what wgtrain's network computes: ReLU after every
     convolution and every dense layer but the last, which gives the class scores (logits; apply
     softmax for wgtrain's ``predict`` probabilities); inputs are pixels / 255, images
-    ``(N, C, H, W)`` (flat inputs are reshaped). Imports torch, which must be installed.
+    ``(N, C, H, W)`` (flat inputs are reshaped). Residual blocks (``r(...)``) add their input
+    (or its projection) before the block's ReLU, as torchvision's ``BasicBlock``; call
+    ``.eval()`` before comparing with ``predict`` when the net has BatchNorm or dropout.
+    Imports torch, which must be installed.
     """
     import torch
     import torch.nn.functional as F
@@ -83,9 +86,19 @@ def torch_module(arch: str) -> Any:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = x.reshape(x.shape[0], *self.input_shape)
             i = 0
+            # A residual block's input, and its main path's output while a projection runs.
+            skip = main = None
             for step in self.plan:
                 kind = step[0]
-                if kind in ("dense", "conv", "batchnorm"):
+                if kind == "block_in":
+                    skip, main = x, None
+                elif kind == "main_out":
+                    main, x = x, skip
+                elif kind == "join":
+                    x = main + x if main is not None else x + skip
+                    if step[1]:
+                        x = F.relu(x)
+                elif kind in ("dense", "conv", "batchnorm"):
                     x = self.layers[i](x)
                     i += 1
                     if step[-1]:

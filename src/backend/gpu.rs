@@ -127,7 +127,7 @@ impl GpuBackend {
                 }
                 Err(search) => {
                     // Another trainer of the page holds the tuner: finish it next time.
-                    self.pending.borrow_mut().insert(0, search);
+                    self.pending.borrow_mut().insert(0, *search);
                     break;
                 }
             }

@@ -935,10 +935,7 @@ type NormTable = Option<(usize, Vec<f32>)>;
 /// `cfg` with its normalisation resolved (`auto`: the values of `train`), and the gather's
 /// (channels, table) when it normalises; [`Error::InvalidSetting`] ([`Setting::Normalize`])
 /// for values that do not fit the input's channels or a constant channel under `auto`.
-fn resolve_normalize(
-    cfg: &TrainConfig,
-    train: &Dataset,
-) -> Result<(TrainConfig, NormTable)> {
+fn resolve_normalize(cfg: &TrainConfig, train: &Dataset) -> Result<(TrainConfig, NormTable)> {
     let mut cfg = cfg.clone();
     let channels = match crate::data::SampleShape::from(cfg.arch.input) {
         crate::data::SampleShape::Image { c, .. } => c,

@@ -272,11 +272,11 @@ pub async fn start_tile_async(ctx: &GpuContext, spec: &MatmulSpec) -> (MatmulTil
 /// The choice of a finished (or abandoned) `search`: recorded in this process and the cache
 /// file like a tuning done at once; the adapter default when no candidate passed. In the
 /// browser, while another trainer holds the tuner, the search comes back to be finished later.
-pub fn finish(ctx: &GpuContext, search: Search) -> std::result::Result<MatmulTile, Search> {
+pub fn finish(ctx: &GpuContext, search: Search) -> std::result::Result<MatmulTile, Box<Search>> {
     let mut guard = if cfg!(target_arch = "wasm32") {
         match state().try_lock() {
             Ok(g) => g,
-            Err(_) => return Err(search),
+            Err(_) => return Err(Box::new(search)),
         }
     } else {
         lock(state())
