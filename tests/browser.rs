@@ -1,7 +1,9 @@
 //! The web page and its WebAssembly package in headless Chromium (WebGPU on SwiftShader):
 //! `bash web/build.sh`, then `node web/tests/browser.mjs` (kernel verification in the page on
 //! WebGPU and the CPU twins, training through the page's controls, the downloaded model checked
-//! by this crate's `wgtrain eval`, bad input, drawing a digit).
+//! by this crate's `wgtrain eval`, bad input, drawing a digit, keyboard and touch at a phone's
+//! width, and README.md's figures of the page checked against what the page shows).
+//! `WGTRAIN_WRITE_SCREENSHOTS=1` also writes the README's screenshots into `assets/web/`.
 //!
 //! Runs when `WGTRAIN_BROWSER_TESTS=1` or `CI` is set (it builds the WebAssembly release and
 //! takes a minute or two); otherwise it says so and passes. What it needs: Chromium

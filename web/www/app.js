@@ -34,6 +34,8 @@ const state = {
 let pad = null; // the drawing pad (drawpad.js)
 
 const curves = () => drawCurves($('curves'), state.run);
+// Redrawn when its size changes (a phone turned, a window resized): chart.js sizes its pixels.
+new ResizeObserver(() => curves()).observe($('curves'));
 
 // ---------- the trainer lock ----------
 
@@ -60,6 +62,7 @@ function updateButtons() {
   $('pause').textContent = state.running ? 'Pause' : paused ? 'Resume' : 'Pause';
   $('download').disabled = !state.trainer || busy;
   $('import').disabled = !ready || busy || !state.trainSet;
+  $('import-button').disabled = $('import').disabled;
   $('verify').disabled = !ready || verifying();
   for (const id of ['preset', 'arch', 'epochs', 'batch', 'lr', 'device', 'chunk', 'files', 'use-sample']) {
     $(id).disabled = busy;
@@ -523,6 +526,8 @@ async function main() {
   $('train').addEventListener('click', startTraining);
   $('pause').addEventListener('click', togglePause);
   $('download').addEventListener('click', downloadModel);
+  // A real button (focusable, with a focus ring) opens the hidden file input.
+  $('import-button').addEventListener('click', () => $('import').click());
   $('import').addEventListener('change', (e) => {
     importModel(e.target.files[0]);
     e.target.value = '';
@@ -540,6 +545,12 @@ async function main() {
     drop.classList.add('over');
   });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  // The drop zone is the first tab stop: Enter or Space there opens the file chooser.
+  drop.addEventListener('keydown', (e) => {
+    if (e.target !== drop || (e.key !== 'Enter' && e.key !== ' ')) return;
+    e.preventDefault();
+    if (!$('files').disabled) $('files').click();
+  });
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
     drop.classList.remove('over');

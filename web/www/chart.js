@@ -4,6 +4,9 @@
 import { fmtInt } from './ui.js';
 
 // The browser test finds the curves by these colours.
+// Label size in CSS pixels.
+const FONT_PX = 12;
+
 const COLORS = { loss: '#e0662b', accuracy: '#2f6fde', test: '#1f9d55', grid: '#e6e9ef', axis: '#9aa1ad', text: '#6b7383', bg: '#ffffff' };
 
 /**
@@ -13,12 +16,42 @@ const COLORS = { loss: '#e0662b', accuracy: '#2f6fde', test: '#1f9d55', grid: '#
 export function drawCurves(canvas, run) {
   const c = canvas;
   const g = c.getContext('2d');
-  const W = c.width, H = c.height;
-  const pad = { l: 52, r: 52, t: 30, b: 34 };
-  const pw = W - pad.l - pad.r, ph = H - pad.t - pad.b;
+  // Drawn in CSS pixels on a backing store of the canvas's CSS size × devicePixelRatio, so the
+  // labels are FONT_PX CSS pixels at any width (a phone's 390 px as a desktop's 1000) and sharp.
+  // Without a layout (hidden) it keeps the canvas's own size.
+  const dpr = window.devicePixelRatio || 1;
+  const cssW = c.clientWidth || c.width / dpr, cssH = c.clientHeight || c.height / dpr;
+  const bw = Math.max(1, Math.round(cssW * dpr)), bh = Math.max(1, Math.round(cssH * dpr));
+  if (c.width !== bw) c.width = bw;
+  if (c.height !== bh) c.height = bh;
+  const sx = c.width / cssW, sy = c.height / cssH;
+  g.setTransform(sx, 0, 0, sy, 0, 0);
+  const W = cssW, H = cssH;
   g.fillStyle = COLORS.bg;
   g.fillRect(0, 0, W, H);
-  g.font = '12px system-ui, sans-serif';
+  g.font = `${FONT_PX}px system-ui, sans-serif`;
+  // The label size in the canvas's own pixels (the browser test turns it into CSS pixels).
+  c.dataset.fontPixels = String(FONT_PX * sx);
+  // The legend, wrapped into as many rows as the width needs.
+  const legend = [['train loss', COLORS.loss], ['train accuracy', COLORS.accuracy], ['test accuracy', COLORS.test]];
+  const rows = [];
+  {
+    let lx = 12, row = [];
+    for (const [label, color] of legend) {
+      const w = 19 + g.measureText(label).width;
+      if (row.length && lx + w > W - 8) {
+        rows.push(row);
+        row = [];
+        lx = 12;
+      }
+      row.push([label, color, lx]);
+      lx += w + 24;
+    }
+    rows.push(row);
+  }
+  const narrow = W < 520;
+  const pad = { l: narrow ? 40 : 52, r: narrow ? 40 : 52, t: 14 + 17 * rows.length, b: 34 };
+  const pw = W - pad.l - pad.r, ph = H - pad.t - pad.b;
   const pts = run?.points ?? [];
   c.dataset.points = String(pts.length);
   const total = Math.max(1, run?.totalSteps ?? 1);
@@ -49,16 +82,16 @@ export function drawCurves(canvas, run) {
   g.fillText('step', pad.l + pw / 2, pad.t + ph + 20);
 
   // Legend.
-  const legend = [['train loss', COLORS.loss], ['train accuracy', COLORS.accuracy], ['test accuracy', COLORS.test]];
-  let lx = pad.l;
   g.textAlign = 'left'; g.textBaseline = 'middle';
-  for (const [label, color] of legend) {
-    g.fillStyle = color;
-    g.fillRect(lx, 11, 14, 4);
-    g.fillStyle = COLORS.text;
-    g.fillText(label, lx + 19, 13);
-    lx += g.measureText(label).width + 40;
-  }
+  rows.forEach((row, r) => {
+    const y = 13 + 17 * r;
+    for (const [label, color, lx] of row) {
+      g.fillStyle = color;
+      g.fillRect(lx, y - 2, 14, 4);
+      g.fillStyle = COLORS.text;
+      g.fillText(label, lx + 19, y);
+    }
+  });
 
   if (!pts.length) {
     g.fillStyle = COLORS.text;

@@ -1,8 +1,8 @@
-// The drawing pad: a digit drawn with the mouse or a finger on #draw, what the network sees
-// of it (#draw-preview, 28×28) and the model's reading (#prediction). The drawing becomes the
-// network's input through the library's one preprocessing, `preprocessDigit` (`wgtrain
-// predict` prepares a picture file the same way: cropped to the ink, fitted into 20×20
-// keeping the aspect, centre of mass at the centre).
+// The drawing pad: a digit drawn with the mouse, a finger or a pen on #draw (pointer events),
+// what the network sees of it (#draw-preview, 28×28) and the model's reading (#prediction).
+// The drawing becomes the network's input through the library's one preprocessing,
+// `preprocessDigit` (`wgtrain predict` prepares a picture file the same way: cropped to the
+// ink, fitted into 20×20 keeping the aspect, centre of mass at the centre).
 
 import * as wg from './pkg/wgtrain_web.js';
 import { $, pct, showError } from './ui.js';
@@ -120,7 +120,14 @@ export function setupDrawPad({ classify, idleNote }) {
   };
   c.addEventListener('pointerdown', (e) => {
     e.preventDefault();
-    c.setPointerCapture?.(e.pointerId);
+    // Keep the stroke when a finger or pen leaves the pad mid-line (touch-action: none in
+    // style.css stops the page scrolling under it). A pointer the browser does not track (a
+    // synthetic event) cannot be captured; the stroke goes on uncaptured.
+    try {
+      c.setPointerCapture(e.pointerId);
+    } catch {
+      /* not an active pointer */
+    }
     draw.down = true;
     draw.last = pos(e);
     stroke(draw.last, draw.last);
