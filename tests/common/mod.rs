@@ -2,6 +2,8 @@
 //! replayable seed, and a cache folder of this test process instead of the user's.
 #![allow(dead_code)]
 
+pub mod torch_steps;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
