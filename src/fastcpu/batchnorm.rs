@@ -322,3 +322,61 @@ fn grad_row(
         *o = a * (g - b - xhat * d);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> BatchNormSpec {
+        // 13 samples of 400 rows × 8 channels: past 2·PAR_MIN, so the sums split into runs.
+        BatchNormSpec {
+            batch: 13,
+            per_sample: 400,
+            c: 8,
+            classes: 10,
+            momentum: 0.1,
+            eps: 1e-5,
+            relu: false,
+        }
+    }
+
+    /// stats, running and (dγ, dβ, coef) of [`spec`] on seeded inputs, on a pool of `threads`.
+    fn sums(threads: usize) -> Vec<u32> {
+        let s = spec();
+        let mut inp = crate::verify::Inputs::new(5);
+        let x: Vec<f32> = inp
+            .uniform(s.len(), -1.0, 1.0)
+            .into_iter()
+            .map(|v| v + 2.5)
+            .collect();
+        let dy = inp.uniform(s.len(), -1.0, 1.0);
+        let mut labels = vec![3u32; s.batch];
+        labels[4] = 10; // a padding sample inside a run
+        let w = inp.uniform(s.c, 0.5, 1.5);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut running = vec![0.5f32; s.stats_len()];
+            let mut st = vec![f32::NAN; s.stats_len()];
+            stats(&x, &labels, &s, &mut running, &mut st);
+            let (mut dw, mut db, mut coef) = (vec![0.0; s.c], vec![0.0; s.c], vec![0.0; 3 * s.c]);
+            backward(&x, &labels, &st, &w, &dy, &s, &mut dw, &mut db, &mut coef);
+            [st, running, dw, db, coef]
+                .concat()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_split_sums_are_the_same_bits_on_one_two_and_three_threads() {
+        assert!(spec().len() >= 2 * PAR_MIN && runs(&spec()).0 > 1);
+        let one = sums(1);
+        assert!(one.iter().all(|b| f32::from_bits(*b).is_finite()));
+        assert_eq!(one, sums(2));
+        assert_eq!(one, sums(3));
+    }
+}
