@@ -26,6 +26,7 @@ pub mod avgpool;
 pub mod batchnorm;
 pub mod bias;
 pub mod conv2d;
+pub mod conv2d_implicit;
 pub mod dropout;
 pub mod gather;
 pub mod matmul;
