@@ -42,11 +42,11 @@ REPO = os.path.dirname(HERE)
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
 from calibrate_torch import evaluate  # noqa: E402
-from torch_reference import Net, load_mnist, make_optimizer  # noqa: E402
+from torch_reference import PRESETS, Net, load_mnist, make_optimizer  # noqa: E402
 
 # wgtrain's `fashion` preset (src/model/preset.rs, src/train/mod.rs TrainConfig::preset).
 FASHION = {
-    "arch": "1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10",
+    "arch": PRESETS["fashion"],
     "optimizer": "adam",
     "lr": 1e-3,
     "l2": 0.0,
@@ -93,6 +93,22 @@ def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torc
     return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def normalizer(train_x: torch.Tensor, how: str):
+    """`--normalize` on train_x [N, C, H, W] (pixels / 255): 'auto' -> (mean C, std C, the
+    function (x - mean) / std on a batch), each channel's population statistics over every
+    training pixel computed in float64; 'off' -> (0, 1, the identity's values)."""
+    c = train_x.shape[1]
+    mean, std = torch.zeros(c), torch.ones(c)
+    if how == "auto":
+        x64 = train_x.double()
+        mean = x64.mean(dim=(0, 2, 3)).float()
+        std = x64.std(dim=(0, 2, 3), unbiased=False).float()
+    elif how != "off":
+        raise ValueError(f"normalize: {how!r} (auto or off)")
+    norm = lambda t: (t - mean[None, :, None, None]) / std[None, :, None, None]  # noqa: E731
+    return mean, std, norm
+
+
 def run_torch(args, arch, tx, ty, vx, vy, log):
     torch.manual_seed(args.seed)
     model = Net(arch)
@@ -100,13 +116,7 @@ def run_torch(args, arch, tx, ty, vx, vy, log):
     train_x = torch.from_numpy(tx.astype(np.float32) / 255.0).reshape(-1, c, h, w)
     test_x = torch.from_numpy(vx.astype(np.float32) / 255.0).reshape(-1, c, h, w)
     train_y, test_y = torch.from_numpy(ty), torch.from_numpy(vy)
-    mean = torch.zeros(c)
-    std = torch.ones(c)
-    if args.normalize == "auto":
-        x64 = train_x.double()
-        mean = x64.mean(dim=(0, 2, 3)).float()
-        std = x64.std(dim=(0, 2, 3), unbiased=False).float()
-    norm = lambda t: (t - mean[None, :, None, None]) / std[None, :, None, None]  # noqa: E731
+    mean, std, norm = normalizer(train_x, args.normalize)
     test_n = norm(test_x)
     opt = make_optimizer(model, args.optimizer, args.lr, momentum=args.momentum, l2=args.l2)
     n = train_x.shape[0]

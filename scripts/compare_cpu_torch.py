@@ -15,15 +15,29 @@ that precedes it and without the test-set evaluation after it. That is wgtrain's
 Hyperparameters (as wgtrain's presets, src/train/mod.rs `TrainConfig::preset`; checked against
 the `hyperparameters` block wgtrain reports): batch 100, l2 0, a shuffle per epoch, seed 1;
 seed-small / seed-large: SGD lr 0.05 momentum 0.9, weights uniform in +-0.07 and biases 0;
-lenet5 / cnn: Adam lr 1e-3 with a cosine decay over every step of the run, PyTorch's default
-init. The network, MNIST loading and optimisers come from torch_reference.py, the test-set
-evaluation from calibrate_torch.py.
+lenet5 / cnn / fashion / resnet8: Adam lr 1e-3 with a cosine decay over every step of the run,
+PyTorch's default init; fashion also `--augment crop:2,flip` and `--normalize auto`
+(calibrate_fashion.py's augmentation and normalisation, drawn from PyTorch's own generator:
+the same distribution, not the same draws). The networks (BatchNorm, dropout and residual
+blocks included), MNIST-layout loading and optimisers come from torch_reference.py, the
+test-set evaluation from calibrate_torch.py.
+
+Data: MNIST (--data-dir) for the four MNIST presets, Fashion-MNIST (--fashion-dir) for
+`fashion`, CIFAR-10 binary files for `resnet8`: --cifar-dir for the real set; without it (there
+is no CIFAR-10 on the development machine) the script writes a synthetic set in CIFAR-10's
+binary layout into a temporary folder (50,000 + 10,000 records of seeded random pixels and
+labels, numpy default_rng(--seed)), read by both engines: the times are a real CIFAR-10
+epoch's, the accuracies are meaningless (random labels: ~10 %), and the table says so.
+--train-limit N trains on the first N training samples of each set (both engines), for a
+quick look; the figures to quote are whole epochs.
 
 Examples:
   P=/tmp/torchenv/bin/python
   $P scripts/compare_cpu_torch.py --preset seed-small --epochs 1          # smoke test
   $P scripts/compare_cpu_torch.py --preset seed-large lenet5 --epochs 10 --rounds 2
   $P scripts/compare_cpu_torch.py --preset cnn --threads 1 --wgtrain target/release/wgtrain
+  $P scripts/compare_cpu_torch.py --preset fashion resnet8 --epochs 1 --train-limit 5000
+  $P scripts/compare_cpu_torch.py --preset resnet8 --epochs 1 --cifar-dir ~/cifar-10-batches-bin
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -48,6 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in scripts/ from the imports below
 sys.path.insert(0, HERE)
+from calibrate_fashion import FASHION, augment, normalizer, parse_augment  # noqa: E402
 from calibrate_torch import evaluate  # noqa: E402
 from torch_reference import PRESETS, Net, load_mnist, make_optimizer  # noqa: E402
 
@@ -61,13 +76,26 @@ class Hyper:
     init_uniform: float | None  # None: PyTorch's default init
     batch: int = 100
     l2: float = 0.0
+    augment: str = "off"  # calibrate_fashion.parse_augment's form: "crop:2,flip", "off"
+    normalize: str = "off"  # "auto" | "off"
+    data: str = "mnist"  # "mnist" | "fashion" | "cifar10"
 
 
 SGD_LECTURE = Hyper("sgd", 0.05, 0.9, "constant", 0.07)
 ADAM_COSINE = Hyper("adam", 1e-3, 0.9, "cosine", None)
+# calibrate_fashion.py's FASHION: the preset's settings, written once.
+FASHION_HYPER = Hyper(FASHION["optimizer"], FASHION["lr"], 0.9, "cosine", None,
+                      batch=FASHION["batch"], l2=FASHION["l2"], augment=FASHION["augment"],
+                      normalize=FASHION["normalize"], data="fashion")
 # wgtrain's TrainConfig::preset: the lecture's SGD for the MLPs, Adam + cosine for the conv nets.
 HYPER = {"seed-small": SGD_LECTURE, "seed-large": SGD_LECTURE,
-         "lenet5": ADAM_COSINE, "cnn": ADAM_COSINE}
+         "lenet5": ADAM_COSINE, "cnn": ADAM_COSINE, "fashion": FASHION_HYPER,
+         "resnet8": replace(ADAM_COSINE, data="cifar10")}
+
+# Synthetic CIFAR-10 (no CIFAR-10 here): its record layout and sizes.
+CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
+CIFAR_PER_FILE = 10_000
 
 
 @dataclass
@@ -77,6 +105,7 @@ class Run:
     test_acc: list[float]  # after each epoch, 0..1
     wall: float  # the whole run (wgtrain: the process, data loading and saving included)
     device: str = ""
+    normalize: dict | None = None  # {"mean": [...], "std": [...]} where normalised
 
 
 # ---------------------------------------------------------------- machine
@@ -119,6 +148,14 @@ def wgtrain_has_threads_flag(binary: str) -> bool:
     return "--threads" in out.stdout
 
 
+def reported_augment(reported: dict):
+    """wgtrain's `augment` block -> (pad, flip), as calibrate_fashion.parse_augment."""
+    a = reported.get("augment") or {}
+    if not isinstance(a, dict):
+        return (0, False) if a in ("off", None) else a
+    return (int(a.get("crop", 0)), bool(a.get("flip", False)))
+
+
 def check_hyper(preset: str, hp: Hyper, reported: dict):
     """Stop if wgtrain trained with other settings than the PyTorch side uses."""
     init = reported.get("init")
@@ -138,6 +175,13 @@ def check_hyper(preset: str, hp: Hyper, reported: dict):
             ("l2", hp.l2, reported.get("l2") == hp.l2),
             ("shuffle", True, reported.get("shuffle") is True),
             ("init", want_init, same_init),
+            ("augment", hp.augment, reported_augment(reported) == parse_augment(hp.augment)),
+            ("normalize", hp.normalize,
+             ("values" in (reported.get("normalize") or {})) == (hp.normalize == "auto")),
+            ("label_smoothing", 0.0, reported.get("label_smoothing", 0.0) == 0.0),
+            ("weight_decay", 0.0, reported.get("weight_decay", 0.0) == 0.0),
+            ("nesterov", False, reported.get("nesterov", False) is False),
+            ("warmup", 0, reported.get("warmup", 0) == 0),
         ] + ([("momentum", hp.momentum, abs(reported.get("momentum", -1) - hp.momentum) < 1e-6)]
              if hp.optimizer == "sgd" else [])
         if not ok
@@ -147,12 +191,20 @@ def check_hyper(preset: str, hp: Hyper, reported: dict):
                  f"(update HYPER in {os.path.basename(__file__)}): " + "; ".join(problems))
 
 
+def wgtrain_data_flags(args, hp: Hyper) -> list[str]:
+    if hp.data == "cifar10":
+        return ["--data", f"cifar10:{args.cifar_dir}"]
+    return ["--data-dir", args.fashion_dir if hp.data == "fashion" else args.data_dir]
+
+
 def run_wgtrain(args, preset: str, hp: Hyper, threads_flag: bool) -> Run:
     with tempfile.TemporaryDirectory(prefix="compare_cpu_torch.") as tmp:
         cmd = [args.wgtrain, "train", "--device", "cpu", "--preset", preset,
                "--epochs", str(args.epochs), "--seed", str(args.seed),
-               "--data-dir", args.data_dir, "--out", os.path.join(tmp, "model.safetensors"),
+               *wgtrain_data_flags(args, hp), "--out", os.path.join(tmp, "model.safetensors"),
                "--checkpoint-every", "0", "--json", "--quiet"]
+        if args.train_limit:
+            cmd += ["--train-limit", str(args.train_limit)]
         if threads_flag:
             cmd += ["--threads", str(args.threads)]
         t0 = time.perf_counter()
@@ -165,14 +217,17 @@ def run_wgtrain(args, preset: str, hp: Hyper, threads_flag: bool) -> Run:
     if s.get("engine") != "cpu":
         sys.exit(f"wgtrain ran on engine {s.get('engine')!r}, not cpu")
     eps = s["epochs"]
+    norm = (s["hyperparameters"].get("normalize") or {}).get("values")
     return Run("wgtrain", [e["seconds"] for e in eps], [e["test_acc"] for e in eps], wall,
-               s.get("device", ""))
+               s.get("device", ""), norm)
 
 
 # ---------------------------------------------------------------- PyTorch
 
 
 def run_torch(args, preset: str, hp: Hyper, data) -> Run:
+    """data: (train_x [N, ...] f32 pixels / 255 in the network's input shape or flat,
+    train_y, test_x, test_y) as load_data gives them."""
     train_x, train_y, test_x, test_y = data
     t_run = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -190,6 +245,13 @@ def run_torch(args, preset: str, hp: Hyper, data) -> Run:
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps)
              if hp.schedule == "cosine" else None)
     gen = torch.Generator().manual_seed(args.seed)
+    aug_gen = torch.Generator().manual_seed(args.seed + 1)
+    pad, flip = parse_augment(hp.augment)
+    norm_info = None
+    if hp.normalize != "off":
+        mean, std, norm = normalizer(train_x, hp.normalize)
+        norm_info = {"mean": mean.tolist(), "std": std.tolist()}
+        test_x = norm(test_x)
     model.train()
     seconds, accs = [], []
     for _ in range(args.epochs):
@@ -200,8 +262,14 @@ def run_torch(args, preset: str, hp: Hyper, data) -> Run:
         for i in range(0, n, hp.batch):
             idx = order[i : i + hp.batch]
             y = train_y[idx]
+            xb = train_x[idx]
+            # wgtrain augments and normalises in its gather, inside the timed epoch
+            if pad or flip:
+                xb = augment(xb, pad, flip, aug_gen)
+            if norm_info is not None:
+                xb = norm(xb)
             opt.zero_grad(set_to_none=True)
-            out = model(train_x[idx])
+            out = model(xb)
             loss = F.cross_entropy(out, y)
             loss.backward()
             opt.step()
@@ -218,7 +286,59 @@ def run_torch(args, preset: str, hp: Hyper, data) -> Run:
             sys.exit(f"torch {preset}: training loss {train_loss}")
         accs.append(evaluate(model, test_x, test_y)[0])
     return Run("torch", seconds, accs, time.perf_counter() - t_run,
-               f"PyTorch {torch.__version__}")
+               f"PyTorch {torch.__version__}", norm_info)
+
+
+# ---------------------------------------------------------------- data
+
+
+def write_synthetic_cifar10(folder: str, seed: int):
+    """CIFAR-10's binary layout, seeded random content: data_batch_1..5.bin and test_batch.bin,
+    10,000 records each (a label byte 0..9, then 3072 pixel bytes), and batches.meta.txt."""
+    rng = np.random.default_rng(seed)
+    for name in CIFAR_TRAIN_FILES + ["test_batch.bin"]:
+        rec = rng.integers(0, 256, size=(CIFAR_PER_FILE, CIFAR_RECORD), dtype=np.uint8)
+        rec[:, 0] = rng.integers(0, 10, size=CIFAR_PER_FILE, dtype=np.uint8)
+        rec.tofile(os.path.join(folder, name))
+    with open(os.path.join(folder, "batches.meta.txt"), "w") as f:
+        f.write("\n".join(f"class{i}" for i in range(10)) + "\n")
+
+
+def load_cifar10(folder: str):
+    """-> (train_x u8 [N,3,32,32], train_y int64, test_x, test_y) from the binary files."""
+    def read(names):
+        recs = [np.fromfile(os.path.join(folder, n), dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+                for n in names]
+        r = np.concatenate(recs)
+        return r[:, 1:].reshape(-1, 3, 32, 32), r[:, 0].astype(np.int64)
+    for sub in ("", "cifar-10-batches-bin"):
+        if os.path.isfile(os.path.join(folder, sub, "test_batch.bin")):
+            folder = os.path.join(folder, sub)
+            break
+    tx, ty = read(CIFAR_TRAIN_FILES)
+    vx, vy = read(["test_batch.bin"])
+    return tx, ty, vx, vy
+
+
+def load_data(args, hp: Hyper, cache: dict):
+    """The preset's data set as tensors (pixels / 255; images [N, C, H, W] where the preset
+    augments or normalises, else flat), each set read once per run of the script."""
+    key = hp.data
+    if key not in cache:
+        if hp.data == "cifar10":
+            tx, ty, vx, vy = load_cifar10(args.cifar_dir)
+        else:
+            tx, ty, vx, vy = load_mnist(args.fashion_dir if hp.data == "fashion" else args.data_dir)
+        if args.train_limit:
+            tx, ty = tx[: args.train_limit], ty[: args.train_limit]
+        to_f = lambda a: torch.from_numpy(a.astype(np.float32)) / 255.0  # noqa: E731
+        cache[key] = (to_f(tx), torch.from_numpy(ty), to_f(vx), torch.from_numpy(vy))
+    tx, ty, vx, vy = cache[key]
+    if tx.dim() == 3:  # [N, H, W] IDX images: one channel
+        tx, vx = tx.unsqueeze(1), vx.unsqueeze(1)
+    if not (hp.augment != "off" or hp.normalize != "off"):
+        tx, vx = tx.reshape(tx.shape[0], -1), vx.reshape(vx.shape[0], -1)
+    return tx, ty, vx, vy
 
 
 # ---------------------------------------------------------------- report
@@ -262,12 +382,37 @@ def main():
     ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "datasets", "mnist"),
                     help="folder with the four MNIST IDX files (default ../shared/datasets/mnist "
                          "from the repository root)")
+    ap.add_argument("--fashion-dir", default="/usr/share/datasets/fashion-mnist",
+                    help="folder with the four Fashion-MNIST IDX files, for `fashion` (default "
+                         "Debian's dataset-fashion-mnist location)")
+    ap.add_argument("--cifar-dir",
+                    help="folder with CIFAR-10's binary files (data_batch_1..5.bin, "
+                         "test_batch.bin), for `resnet8`; default: a synthetic set in that "
+                         "layout written to a temporary folder (times real, accuracy meaningless)")
+    ap.add_argument("--train-limit", type=int, metavar="N",
+                    help="train both engines on the first N training samples only (a part of "
+                         "an epoch, for smoke tests; quote whole epochs)")
     ap.add_argument("--wgtrain", default=os.path.join(REPO, "target", "release", "wgtrain"),
                     help="the wgtrain binary (default target/release/wgtrain)")
     ap.add_argument("--json", metavar="FILE", help="also write every run's figures here")
     args = ap.parse_args()
     if args.epochs < 1 or args.rounds < 1 or args.threads < 1:
         ap.error("--epochs, --rounds and --threads must be at least 1")
+    if args.train_limit is not None and args.train_limit < 1:
+        ap.error("--train-limit must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="compare_cpu_torch.cifar.") as tmp:
+        synthetic = False
+        if args.cifar_dir is None and any(HYPER[p].data == "cifar10" for p in args.preset):
+            print(f"writing a synthetic CIFAR-10 set (seeded random pixels and labels) to {tmp}",
+                  flush=True)
+            write_synthetic_cifar10(tmp, args.seed)
+            args.cifar_dir, synthetic = tmp, True
+        elif args.cifar_dir is not None:
+            args.cifar_dir = os.path.abspath(args.cifar_dir)
+        compare(ap, args, synthetic)
+
+
+def compare(ap, args, synthetic_cifar: bool):
     args.data_dir = os.path.abspath(args.data_dir)
     if not os.path.isfile(args.wgtrain):
         ap.error(f"no wgtrain binary at {args.wgtrain} (cargo build --release)")
@@ -278,11 +423,7 @@ def main():
         print(f"warning: `{args.wgtrain} train --help` shows no --threads; wgtrain runs with its "
               f"own default thread count, PyTorch with {args.threads}", file=sys.stderr)
 
-    tx, ty, vx, vy = load_mnist(args.data_dir)
-    data = (torch.from_numpy(tx.reshape(tx.shape[0], -1).astype(np.float32)) / 255.0,
-            torch.from_numpy(ty),
-            torch.from_numpy(vx.reshape(vx.shape[0], -1).astype(np.float32)) / 255.0,
-            torch.from_numpy(vy))
+    cache = {}
 
     cpu = cpu_model()
     commit = git_commit()
@@ -293,6 +434,7 @@ def main():
     results = {}
     for preset in args.preset:
         hp = HYPER[preset]
+        data = load_data(args, hp, cache)
         runs = {"wgtrain": [], "torch": []}
         for r in range(args.rounds):
             order = ["wgtrain", "torch"] if r % 2 == 0 else ["torch", "wgtrain"]
@@ -331,8 +473,11 @@ def main():
             (f"wgtrain ({dev})" if dev else "wgtrain", wg_threads, wg, f"**{ratio:.2f}×**"),
             (f"PyTorch {torch.__version__}", str(args.threads), th, ""),
         ]:
+            acc = fmt_acc(s[3])
+            if synthetic_cifar and HYPER[preset].data == "cifar10":
+                acc += " (synthetic data: meaningless)"
             print(f"| {preset} | {name} | {threads} | {args.epochs} × {args.rounds} | "
-                  f"{s[0]:.2f} | {s[1]:.2f} | {fmt_acc(s[3])} | {ratio_cell} |")
+                  f"{s[0]:.2f} | {s[1]:.2f} | {acc} | {ratio_cell} |")
             if args.epochs > 1 and abs(s[1] / s[2] - 1) > 0.2:
                 notes.append(f"{preset}, {name.split(' ')[0]}: epoch 1 took {s[1]:.2f} s against "
                              f"{s[2]:.2f} s (median) for the later epochs")
@@ -342,6 +487,19 @@ def main():
           f"PyTorch {torch.__version__}; wgtrain {commit}; load average {load_start} at the start, "
           f"{load_end} at the end. Seconds: the training part of each epoch (no test pass), "
           f"median over every epoch of every run; runs alternated.")
+    if args.train_limit:
+        print(f"Note: both engines trained on the first {args.train_limit} training samples of "
+              f"each set only: part of an epoch.")
+    for preset, runs in results.items():
+        wn = runs["wgtrain"][0].normalize
+        tn = runs["torch"][0].normalize
+        if wn and tn and max(abs(a - b) for a, b in zip(wn["mean"] + wn["std"],
+                                                        tn["mean"] + tn["std"])) > 1e-5:
+            notes.append(f"{preset}: the normalisation differs: wgtrain {wn}, PyTorch {tn}")
+        if synthetic_cifar and HYPER[preset].data == "cifar10":
+            notes.append(f"{preset}: trained on a synthetic CIFAR-10 set (seeded random pixels "
+                         f"and labels in CIFAR-10's binary layout and sizes): the times are a "
+                         f"CIFAR-10 epoch's, the accuracies meaningless (chance is 10%)")
     for n in notes:
         print(f"Note: {n}.")
     idle_cpus = (os.cpu_count() or 1) - args.threads
@@ -361,6 +519,7 @@ def main():
                 "wgtrain_threads_flag": threads_flag, "torch": torch.__version__,
                 "wgtrain_commit": commit, "epochs": args.epochs, "rounds": args.rounds,
                 "seed": args.seed, "loadavg": [load_start, load_end],
+                "train_limit": args.train_limit, "synthetic_cifar10": synthetic_cifar,
                 "presets": {p: {e: [vars(r) for r in rs] for e, rs in runs.items()}
                             for p, runs in results.items()},
             }, f, indent=2)

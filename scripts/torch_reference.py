@@ -7,6 +7,11 @@ Shared by calibrate_torch.py and make_conv_fixture.py. It follows wgtrain's conv
   `m{k}` is MaxPool2d(k) and `a{k}` AvgPool2d(k) (stride k, floor), `g` is global average
   pooling (AdaptiveAvgPool2d(1) then a flatten: C values); a flatten (C, H, W order) comes
   before the first dense layer;
+* `r(...)` is a residual block (torchvision's BasicBlock): the layers inside are the main
+  path, whose output is added to the block's input before the block's ReLU; the main path's
+  last layer has no ReLU of its own; when the main path changes the shape, the input is
+  projected by a 1x1 convolution with the block's stride (the product of its convolutions'
+  strides) and a BatchNorm2d (ResNet's option B); blocks do not nest;
 * `b` is BatchNorm2d after a convolution, BatchNorm1d after a dense layer (momentum 0.1,
   eps 1e-5), and takes over the ReLU of the layer before it (conv -> BN -> ReLU); `d{p}` is
   Dropout(p);
@@ -35,6 +40,9 @@ PRESETS = {
     "seed-large": "784-512-512-512-10",
     "lenet5": "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10",
     "cnn": "1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10",
+    "fashion": "1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10",
+    "resnet8": "3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)"
+    "-r(c64k3s2p1-b-c64k3p1-b)-g-10",
 }
 
 
@@ -72,10 +80,41 @@ class Dropout:
     p: float
 
 
+@dataclass
+class Residual:
+    main: list  # the main path's layer specs
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on `-` and `,` outside parentheses."""
+    toks, depth, cur = [], 0, ""
+    for ch in s:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"{s}: `)` without `(`")
+        if ch in "-," and depth == 0:
+            toks.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if depth:
+        raise ValueError(f"{s}: `(` without `)`")
+    toks.append(cur.strip())
+    return toks
+
+
 _CONV = re.compile(r"^c(\d+)k(\d+)((?:[sp]\d+)*)$")
 
 
 def _parse_layer(tok: str):
+    if tok.startswith("r(") and tok.endswith(")"):
+        inner = [_parse_layer(t) for t in _split_top(tok[2:-1])]
+        if not inner or any(isinstance(t, Residual) for t in inner):
+            raise ValueError(f"`{tok}`: a block holds one or more layers and no block")
+        return Residual(inner)
     if tok.isdigit():
         return Dense(int(tok))
     m = re.fullmatch(r"([ma])(\d+)", tok)
@@ -105,7 +144,7 @@ def parse_arch(s: str):
     The input is `784` (flat, shape (784,)) or `1x28x28` (C, H, W).
     """
     s = PRESETS.get(s, s)
-    toks = [t.strip() for t in re.split(r"[-,]", s)]
+    toks = _split_top(s)
     if len(toks) > 1 and toks[0].count("x") == 2:
         c, h, w = (int(d) for d in toks[0].split("x"))
         inp = (c, h, w)
@@ -129,60 +168,90 @@ class Net(nn.Module):
         super().__init__()
         self.arch = PRESETS.get(arch, arch)
         self.input_shape, self.specs = parse_arch(self.arch)
-        mods = []
-        shape = self.input_shape
-        # Whether a ReLU follows each layer: after every conv and dense layer but the last,
-        # moved after a BatchNorm that follows one.
+        self._mods = []
+        # ("conv", idx, relu) | ("bn", idx, relu) | ("dropout", p) | ("pool", k) |
+        # ("avgpool", k) | ("gap",) | ("flatten",) | ("dense", idx, relu) |
+        # ("block", main plan, projection (conv idx, bn idx) or None)
+        self.plan, _ = self._build(self.specs, self.input_shape, last_relu=False)
+        self.layers = nn.ModuleList(self._mods)
+        del self._mods
+
+    @staticmethod
+    def _relu_flags(specs, last_relu: bool):
+        """Whether a ReLU follows each layer: after every conv and dense layer, moved after a
+        BatchNorm that follows one; the last layer's is `last_relu`."""
         relu = []
-        for i, spec in enumerate(self.specs):
-            nxt = self.specs[i + 1] if i + 1 < len(self.specs) else None
+        for i, spec in enumerate(specs):
+            nxt = specs[i + 1] if i + 1 < len(specs) else None
             if isinstance(spec, BatchNorm):
-                own = i > 0 and isinstance(self.specs[i - 1], (Conv, Dense))
+                own = i > 0 and isinstance(specs[i - 1], (Conv, Dense))
             else:
                 own = isinstance(spec, (Conv, Dense)) and not isinstance(nxt, BatchNorm)
-            relu.append(own and nxt is not None)
-        # ("conv", idx, relu) | ("bn", idx, relu) | ("dropout", p) | ("pool", k) | ("avgpool", k) | ("gap",) | ("flatten",) | ("dense", idx, relu)
-        self.plan = []
-        for i, spec in enumerate(self.specs):
+            relu.append(own and (nxt is not None or last_relu))
+        return relu
+
+    def _add(self, mod) -> int:
+        self._mods.append(mod)
+        return len(self._mods) - 1
+
+    def _build(self, specs, shape, last_relu: bool):
+        relu = self._relu_flags(specs, last_relu)
+        plan = []
+        for i, spec in enumerate(specs):
             if isinstance(spec, Conv):
                 if len(shape) != 3:
                     raise ValueError(f"{self.arch}: convolution on a flat input")
                 c, h, w = shape
-                mods.append(nn.Conv2d(c, spec.out, spec.k, stride=spec.stride, padding=spec.pad))
-                self.plan.append(("conv", len(mods) - 1, relu[i]))
-                side = lambda n: (n + 2 * spec.pad - spec.k) // spec.stride + 1
+                idx = self._add(nn.Conv2d(c, spec.out, spec.k, stride=spec.stride, padding=spec.pad))
+                plan.append(("conv", idx, relu[i]))
+                side = lambda n: (n + 2 * spec.pad - spec.k) // spec.stride + 1  # noqa: E731
                 shape = (spec.out, side(h), side(w))
             elif isinstance(spec, Pool):
                 if len(shape) != 3:
                     raise ValueError(f"{self.arch}: pooling on a flat input")
                 c, h, w = shape
-                self.plan.append(("avgpool" if spec.avg else "pool", spec.k))
+                plan.append(("avgpool" if spec.avg else "pool", spec.k))
                 shape = (c, h // spec.k, w // spec.k)
             elif isinstance(spec, GlobalPool):
                 if len(shape) != 3:
                     raise ValueError(f"{self.arch}: global pooling on a flat input")
-                self.plan.append(("gap",))
+                plan.append(("gap",))
                 shape = (shape[0],)
             elif isinstance(spec, BatchNorm):
                 bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-                mods.append(bn(shape[0], eps=1e-5, momentum=0.1))
-                self.plan.append(("bn", len(mods) - 1, relu[i]))
+                plan.append(("bn", self._add(bn(shape[0], eps=1e-5, momentum=0.1)), relu[i]))
             elif isinstance(spec, Dropout):
-                self.plan.append(("dropout", spec.p))
+                plan.append(("dropout", spec.p))
+            elif isinstance(spec, Residual):
+                if len(shape) != 3:
+                    raise ValueError(f"{self.arch}: a residual block on a flat input")
+                main, out = self._build(spec.main, shape, last_relu=False)
+                stride = 1
+                for t in spec.main:
+                    if isinstance(t, Conv):
+                        stride *= t.stride
+                proj = None
+                if out != shape:
+                    conv = self._add(nn.Conv2d(shape[0], out[0], 1, stride=stride))
+                    bn = self._add(nn.BatchNorm2d(out[0], eps=1e-5, momentum=0.1))
+                    proj = (conv, bn)
+                    c, h, w = shape
+                    if (out[1], out[2]) != ((h - 1) // stride + 1, (w - 1) // stride + 1):
+                        raise ValueError(f"{self.arch}: the projection does not match the block")
+                plan.append(("block", main, proj))
+                shape = out
             else:
                 if len(shape) == 3:
-                    self.plan.append(("flatten",))
+                    plan.append(("flatten",))
                     shape = (shape[0] * shape[1] * shape[2],)
-                mods.append(nn.Linear(shape[0], spec.out))
-                self.plan.append(("dense", len(mods) - 1, relu[i]))
+                plan.append(("dense", self._add(nn.Linear(shape[0], spec.out)), relu[i]))
                 shape = (spec.out,)
-        self.layers = nn.ModuleList(mods)
+        return plan, shape
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], *self.input_shape)
-        for step in self.plan:
+    def _run(self, plan, x: torch.Tensor) -> torch.Tensor:
+        for step in plan:
             kind = step[0]
-            if kind in ("conv", "bn"):
+            if kind in ("conv", "bn", "dense"):
                 x = self.layers[step[1]](x)
                 if step[2]:
                     x = F.relu(x)
@@ -196,11 +265,14 @@ class Net(nn.Module):
                 x = F.adaptive_avg_pool2d(x, 1).flatten(1)
             elif kind == "flatten":
                 x = x.flatten(1)
-            else:
-                x = self.layers[step[1]](x)
-                if step[2]:
-                    x = F.relu(x)
+            else:  # a residual block
+                y = self._run(step[1], x)
+                skip = x if step[2] is None else self.layers[step[2][1]](self.layers[step[2][0]](x))
+                x = F.relu(y + skip)
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(self.plan, x.reshape(x.shape[0], *self.input_shape))
 
 
 def param_groups(model: nn.Module, l2: float):

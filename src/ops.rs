@@ -541,6 +541,7 @@ pub fn fold_seed(seed: u64) -> u32 {
 
 /// A bijective 32-bit mixer with good avalanche (Wellons' "lowbias32"); the same integer ops
 /// in `shaders/dropout.wgsl`.
+#[inline(always)]
 pub fn mix32(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);
@@ -553,7 +554,17 @@ pub fn mix32(mut x: u32) -> u32 {
 /// The dropout decision for element `index` of layer `layer` at step `step`: its counter-based
 /// hash's top 24 bits (uniform in 0..2²⁴) ≥ `threshold` keeps it.
 pub fn dropout_keep(seed: u32, step: u32, layer: u32, index: u32, threshold: u32) -> bool {
-    let key = mix32(mix32(mix32(seed) ^ step) ^ layer);
+    dropout_keep_keyed(dropout_key(seed, step, layer), index, threshold)
+}
+
+/// The part of [`dropout_keep`]'s hash shared by every element of a layer at a step.
+pub fn dropout_key(seed: u32, step: u32, layer: u32) -> u32 {
+    mix32(mix32(mix32(seed) ^ step) ^ layer)
+}
+
+/// [`dropout_keep`] from the layer's [`dropout_key`].
+#[inline(always)]
+pub fn dropout_keep_keyed(key: u32, index: u32, threshold: u32) -> bool {
     (mix32(mix32(key ^ index)) >> 8) >= threshold
 }
 

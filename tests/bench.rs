@@ -23,7 +23,8 @@ fn bench_has_a_row_with_both_engines_for_every_op_of_the_presets_programs() {
             .iter()
             .filter(|r| r.op != "cpu fma peak" && r.note != "square")
             .collect();
-        // Every op family of the presets' programs: dense and conv nets, SGD and Adam.
+        // Every op family of the presets' programs: dense and conv nets, SGD and Adam,
+        // BatchNorm, dropout and residual joins.
         for name in [
             "gather",
             "advance",
@@ -38,6 +39,12 @@ fn bench_has_a_row_with_both_engines_for_every_op_of_the_presets_programs() {
             "metrics",
             "sgd",
             "adam",
+            // resnet8's (3×32×32 samples of their own) and fashion's.
+            "add_forward",
+            "add_backward",
+            "batchnorm_stats",
+            "batchnorm_input_grad",
+            "dropout_forward",
         ] {
             assert!(
                 ops.iter().any(|r| r.op == name),

@@ -977,19 +977,21 @@ impl Backend for CpuBackend {
         let profile = std::env::var_os("WGTRAIN_PROFILE").is_some();
         let mut per: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
         pool.install(|| {
-            for _ in 0..repeat {
-                for op in ops.iter() {
-                    if profile {
-                        let t = std::time::Instant::now();
-                        self.exec(op);
-                        let e = per.entry(label(op)).or_default();
-                        e.0 += 1;
-                        e.1 += t.elapsed().as_secs_f64();
-                    } else {
-                        self.exec(op);
+            fastcpu::with_spinning_workers(|| {
+                for _ in 0..repeat {
+                    for op in ops.iter() {
+                        if profile {
+                            let t = std::time::Instant::now();
+                            self.exec(op);
+                            let e = per.entry(label(op)).or_default();
+                            e.0 += 1;
+                            e.1 += t.elapsed().as_secs_f64();
+                        } else {
+                            self.exec(op);
+                        }
                     }
                 }
-            }
+            })
         });
         if profile {
             super::print_profile(per.into_iter().collect(), repeat);

@@ -39,6 +39,7 @@ use crate::gpu::GpuContext;
 use crate::Result;
 use serde::Serialize;
 
+pub mod first_step;
 mod matmul;
 mod ops;
 mod train;
@@ -259,12 +260,38 @@ fn filled(rows: usize, cols: usize, seed: u64) -> ndarray::Array2<f32> {
 }
 
 /// A synthetic MNIST-shaped dataset (random pixels and labels).
+#[cfg(test)]
 fn synthetic(n: usize) -> Dataset {
+    synthetic_shaped(crate::data::SampleShape::gray(28, 28), n)
+}
+
+/// A synthetic dataset of `n` samples of `shape` (random pixels and labels 0..9).
+fn synthetic_shaped(shape: crate::data::SampleShape, n: usize) -> Dataset {
     let mut inp = crate::verify::Inputs::new(9);
-    let features = (0..n * 784).map(|_| inp.next_u64() as u8).collect();
+    let features = (0..n * shape.len()).map(|_| inp.next_u64() as u8).collect();
     let labels = (0..n).map(|_| (inp.next_u64() % 10) as u32).collect();
-    Dataset::new(crate::data::SampleShape::gray(28, 28), features, labels)
-        .expect("n samples of 28×28")
+    Dataset::new(shape, features, labels).expect("n samples of the shape")
+}
+
+/// One synthetic dataset of `n` samples per input shape the presets take (MNIST's 1×28×28
+/// for most, 3×32×32 for resnet8), so that every preset gets its ops and `train` rows.
+fn synthetic_sets(n: usize) -> Vec<Dataset> {
+    let mut sets: Vec<Dataset> = Vec::new();
+    for p in crate::model::Preset::ALL {
+        let shape = crate::data::SampleShape::from(p.arch().input);
+        if !sets.iter().any(|d| d.shape.len() == shape.len()) {
+            sets.push(synthetic_shaped(shape, n));
+        }
+    }
+    sets
+}
+
+/// The set of [`synthetic_sets`] whose samples fit `preset`'s input.
+fn data_for(sets: &[Dataset], preset: crate::model::Preset) -> &Dataset {
+    let want = crate::data::SampleShape::from(preset.arch().input).len();
+    sets.iter()
+        .find(|d| d.shape.len() == want)
+        .expect("a synthetic set per preset input shape")
 }
 
 /// Run the benchmarks on the adapter of `ctx` and the CPU engine (see the module docs).
@@ -274,7 +301,7 @@ pub fn run(ctx: &GpuContext, opts: &BenchOpts) -> Result<Vec<Record>> {
         out.push(fma_peak_record(ctx));
     }
     out.extend(matmul::square_records(ctx, opts)?);
-    let data = synthetic(5000);
+    let data = synthetic_sets(5000);
     let (rows, steps) = ops::op_records(ctx, opts, &data)?;
     out.extend(rows);
     if opts.train {

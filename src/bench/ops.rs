@@ -183,16 +183,15 @@ pub(super) struct StepOps {
 pub(super) fn op_records(
     ctx: &GpuContext,
     opts: &BenchOpts,
-    data: &Dataset,
+    data: &[Dataset],
 ) -> Result<(Vec<Record>, Vec<StepOps>)> {
     let mut rows: Vec<Record> = Vec::new();
     // (name, shape) of each row, GPU and CPU seconds.
     let mut seen: Vec<((&'static str, String), f64, f64)> = Vec::new();
     let mut steps = Vec::new();
-    // The presets for the benchmark's samples (MNIST: not the 3×32×32 resnet8).
-    let fits =
-        |p: &Preset| crate::data::SampleShape::from(p.arch().input).len() == data.shape.len();
-    for preset in Preset::ALL.into_iter().filter(fits) {
+    // Every preset, on the synthetic set of its input shape.
+    for preset in Preset::ALL {
+        let data = super::data_for(data, preset);
         let mut cfg = TrainConfig::preset(preset);
         cfg.batch = 100;
         let gpu = GpuBackend::new(GpuContext::from_adapter(ctx.adapter.clone())?);

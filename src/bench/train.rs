@@ -39,13 +39,14 @@ fn one_by_one(flops: f64, matmul_secs: f64, op_secs: f64) -> String {
 pub(super) fn train_records(
     ctx: &GpuContext,
     opts: &BenchOpts,
-    data: &Dataset,
+    data: &[Dataset],
     steps: &[StepOps],
 ) -> Result<Vec<Record>> {
     let samples = opts.repeats().min(5);
     let mut out = Vec::new();
     for ops in steps {
         let (name, arch) = (ops.preset.name(), ops.preset.arch());
+        let data = super::data_for(data, ops.preset);
         let mut cfg = TrainConfig::preset(ops.preset);
         cfg.batch = 100;
         let batch = cfg.batch;

@@ -1,7 +1,9 @@
 //! Fast twin of `shaders/gather.wgsl`: the minibatch straight from the byte images.
 
 use super::PAR_MIN;
-use crate::ops::{augment_draw, normalized, FeatureType, GatherAugment, PADDING_LABEL};
+use crate::ops::{
+    augment_draw, normalized, AugmentDraw, FeatureType, GatherAugment, PADDING_LABEL,
+};
 use rayon::prelude::*;
 
 /// x\[B,P\] = images[order[start + b]] / 255, y\[B\] = labels[order[start + b]]; rows past the end
@@ -34,25 +36,8 @@ pub fn gather(
                     Some(&s) if augment.is_some() => {
                         let (a, step) = augment.expect("augmenting");
                         let d = augment_draw(a.augment, a.seed, step, s);
-                        let s = s as usize;
-                        for (f, v) in row.iter_mut().enumerate() {
-                            *v = match a.source(d, f) {
-                                None => 0.0,
-                                Some(g) => {
-                                    let i = s * pixels + g;
-                                    match kind {
-                                        FeatureType::U8 => images[i] as f32 / 255.0,
-                                        FeatureType::F32 => f32::from_le_bytes([
-                                            images[4 * i],
-                                            images[4 * i + 1],
-                                            images[4 * i + 2],
-                                            images[4 * i + 3],
-                                        ]),
-                                    }
-                                }
-                            };
-                        }
-                        *label = labels[s];
+                        augmented(images, kind, s as usize * pixels, a, d, row);
+                        *label = labels[s as usize];
                     }
                     Some(&s) => {
                         let s = s as usize;
@@ -95,4 +80,52 @@ pub fn gather(
                 }
             }
         });
+}
+
+/// Feature `i` of the dataset as the gather reads it: a byte / 255, or an f32 as it is.
+#[inline(always)]
+fn value(images: &[u8], kind: FeatureType, i: usize) -> f32 {
+    match kind {
+        FeatureType::U8 => images[i] as f32 / 255.0,
+        FeatureType::F32 => f32::from_le_bytes([
+            images[4 * i],
+            images[4 * i + 1],
+            images[4 * i + 2],
+            images[4 * i + 3],
+        ]),
+    }
+}
+
+/// One augmented sample row\[H,W,C\] from the sample whose first feature is `base`: what
+/// [`GatherAugment::source`] says for each value (the same values), found a row and a pixel at
+/// a time instead of by dividing every index: a shifted-out row or column is zeros, a pixel
+/// inside copies its C channels.
+fn augmented(
+    images: &[u8],
+    kind: FeatureType,
+    base: usize,
+    a: &GatherAugment,
+    d: AugmentDraw,
+    row: &mut [f32],
+) {
+    let (h, w, c) = (a.h as i64, a.w, a.c);
+    for (y, out) in row.chunks_exact_mut(w * c).enumerate() {
+        let sy = y as i64 + d.dy as i64;
+        if sy < 0 || sy >= h {
+            out.fill(0.0);
+            continue;
+        }
+        for (x, px) in out.chunks_exact_mut(c).enumerate() {
+            let xs = if d.flip { w - 1 - x } else { x };
+            let sx = xs as i64 + d.dx as i64;
+            if sx < 0 || sx >= w as i64 {
+                px.fill(0.0);
+                continue;
+            }
+            let at = base + (sy as usize * w + sx as usize) * c;
+            for (ch, v) in px.iter_mut().enumerate() {
+                *v = value(images, kind, at + ch);
+            }
+        }
+    }
 }

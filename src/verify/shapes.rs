@@ -315,7 +315,8 @@ pub fn dropout_shapes() -> Vec<DropoutSpec> {
 
 /// Batch-normalisation shapes (B samples × P rows each × C channels): dense (P = 1) and
 /// convolution outputs, one sample (n ≤ 1), rows crossing the 256-invocation workgroup and the
-/// CPU engine's chunk, many channels, with and without the ReLU.
+/// CPU engine's chunk, many channels, with and without the ReLU, and x large enough that the
+/// CPU engine splits its sums into runs of samples (13 of them into 7 runs of 2 and 1).
 pub fn batchnorm_shapes() -> Vec<BatchNormSpec> {
     let s = |batch, per_sample, c, relu| BatchNormSpec {
         batch,
@@ -335,6 +336,9 @@ pub fn batchnorm_shapes() -> Vec<BatchNormSpec> {
         s(10, 196, 16, true),
         s(100, 1, 64, false),
         s(33, 9, 7, true),
+        // Past the CPU engine's 2·16 Ki values: its sums split into runs of samples.
+        s(40, 49, 32, true),
+        s(13, 400, 8, false),
     ]
 }
 
