@@ -45,7 +45,7 @@ pub fn runs(spec: &Conv2dSpec) -> bool {
 /// Whether `n` channels fill whole vectors well enough: a multiple of 16, or enough that
 /// padding to one wastes little (LeNet-5's 6 would run 16 lanes for 6).
 fn fills_vectors(n: usize) -> bool {
-    n % OPAD == 0 || n >= 3 * OPAD
+    n.is_multiple_of(OPAD) || n >= 3 * OPAD
 }
 
 /// Whether [`forward`] suits `spec`: it [`runs`] and the output channels fill vectors.
@@ -68,7 +68,6 @@ pub fn supports(spec: &Conv2dSpec) -> bool {
 
 /// `xp` = the [h, w, c] image `x` with `top` zero rows and `left` zero columns before it, in
 /// a [rows, pw, c] buffer (zeros elsewhere).
-#[allow(clippy::too_many_arguments)]
 fn pad_into(
     x: &[f32],
     (h, w, c): (usize, usize, usize),
@@ -144,7 +143,7 @@ impl WithSimd for Rows<'_> {
                 (true, 4) => go!(3, 4),
                 (true, 3) => go!(4, 3),
                 (true, 2) => go!(6, 2),
-                (true, _) if !self.split && pixels % 25 == 0 => {
+                (true, _) if !self.split && pixels.is_multiple_of(25) => {
                     rows_chunk::<S, 25, 1, false>(simd, &mut self, j0)
                 }
                 (true, _) => go!(12, 1),

@@ -10,9 +10,10 @@
 //!   where the CPU has it, via its `x86-v4` feature; AVX2+FMA otherwise) on the backend's
 //!   rayon pool, transposes as strides, never copies (chosen by measurement over
 //!   `matrixmultiply` and PyTorch's own products: BENCHMARKS.md);
-//! * convolutions skip the cols buffers where the backend can fuse a layer's ops
-//!   ([`conv2d`]): direct SIMD kernels for one-channel stride-1 layers, tap-major im2col /
-//!   col2im (contiguous copies) for the others, the input gradient one image at a time;
+//! * convolutions skip the cols buffers where the backend can fuse a layer's ops:
+//!   implicit-GEMM register tiles for stride-1 layers ([`conv2d_implicit`]), direct SIMD
+//!   kernels for one-channel layers with few outputs, tap-major im2col / col2im (contiguous
+//!   copies) for strided ones, the input gradient one image at a time ([`conv2d`]);
 //! * element-wise work large enough to pay for it is split over the backend's rayon pool by
 //!   rows or images, so each output element is still produced by one thread in the twin's
 //!   order of operations.
