@@ -67,7 +67,7 @@ struct BenchArgs {
     /// Skip the CPU engine figures (and the FMA peak).
     #[arg(long)]
     no_cpu: bool,
-    /// Skip the training-throughput and dispatch-overhead measurements.
+    /// Skip the training-throughput, dispatch-overhead and first-step measurements (the first step: seconds from process start to the first training step of seed-large and lenet5, each in a child `wgtrain train` with an empty cache folder, then again with the folder it left).
     #[arg(long)]
     no_train: bool,
     /// Print one JSON object: {"records": [{op, shape, median_ms, gflops|gbps, cpu_median_ms, cpu_over_gpu, adapter, backend, cpu_engine, timing, ...}]}.
@@ -693,7 +693,13 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     if !a.json {
         eprintln!("benchmarking on {}", ctx.describe());
     }
-    let records = wgtrain::bench::run(&ctx, &opts)?;
+    let mut records = wgtrain::bench::run(&ctx, &opts)?;
+    if opts.train {
+        let exe = std::env::current_exe()?;
+        records.extend(wgtrain::bench::first_step::first_step_records(
+            &ctx, &opts, &exe,
+        )?);
+    }
     if a.json {
         print_json(&json!({ "records": records }));
     } else {

@@ -160,3 +160,44 @@ fn a_cold_run_of_one_step_takes_it_before_any_product_is_tuned() {
         assert_eq!(p["started"], products[0]["started"], "{p}");
     }
 }
+
+#[test]
+fn bench_times_the_first_step_of_child_processes_cold_and_warm_on_its_adapter() {
+    let Some(ctx) = common::contexts("bench_first_step")
+        .into_iter()
+        .find(|c| c.info.backend == wgpu::Backend::Vulkan)
+    else {
+        eprintln!("SKIPPED bench_first_step: no Vulkan adapter");
+        return;
+    };
+    let opts = wgtrain::bench::BenchOpts {
+        quick: true,
+        ..Default::default()
+    };
+    let exe = Path::new(env!("CARGO_BIN_EXE_wgtrain"));
+    let rows = wgtrain::bench::first_step::first_step_records(&ctx, &opts, exe).unwrap();
+    let names: Vec<(&str, &str)> = rows.iter().map(|r| (&r.op[..], &r.shape[..])).collect();
+    assert_eq!(
+        names,
+        [
+            ("first step seed-large", "cold"),
+            ("first step seed-large", "warm"),
+            ("first step lenet5", "cold"),
+            ("first step lenet5", "warm"),
+        ]
+    );
+    for r in &rows {
+        // A child that failed leaves NaN and its message; a measured one a positive time
+        // below the children's whole run.
+        assert!(
+            r.median_ms.is_finite() && r.median_ms > 0.0 && r.median_ms < 120_000.0,
+            "{} {}: {} ms ({})",
+            r.op,
+            r.shape,
+            r.median_ms,
+            r.note
+        );
+        assert!(r.note.contains("of tuning"), "{}", r.note);
+        assert_eq!(r.adapter, ctx.info.name);
+    }
+}

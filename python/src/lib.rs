@@ -60,6 +60,8 @@ impl Wording for Keywords {
             Setting::WeightDecay => "keyword weight_decay",
             Setting::Nesterov => "keyword nesterov",
             Setting::LabelSmoothing => "keyword label_smoothing",
+            Setting::Augment => "keyword augment",
+            Setting::Normalize => "keyword normalize",
             Setting::BatchSize => "keyword batch_size",
             Setting::Epochs => "keyword epochs",
             Setting::MaxSteps => "keyword max_steps",
@@ -442,7 +444,7 @@ struct Options {
     checkpoint: Option<PathBuf>,
 }
 
-const KEYWORDS: [&str; 20] = [
+const KEYWORDS: [&str; 22] = [
     "epochs",
     "device",
     "optimizer",
@@ -463,6 +465,8 @@ const KEYWORDS: [&str; 20] = [
     "decay_all",
     "warmup",
     "label_smoothing",
+    "augment",
+    "normalize",
 ];
 
 fn options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Options> {
@@ -509,6 +513,18 @@ fn options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<Options> {
             "decay_all" => o.ov.decay_all = get!(bool, "True or False"),
             "warmup" => o.ov.warmup = Some(get!(usize, "a whole number ≥ 0")),
             "label_smoothing" => o.ov.label_smoothing = Some(get!(f32, "a number")),
+            "augment" => {
+                o.ov.augment = Some(
+                    wgtrain::ops::Augment::parse(&get!(String, "a string"))
+                        .map_err(|r| py_err(wgtrain::Error::setting(Setting::Augment, r)))?,
+                )
+            }
+            "normalize" => {
+                o.ov.normalize = Some(
+                    wgtrain::ops::Normalize::parse(&get!(String, "a string"))
+                        .map_err(|r| py_err(wgtrain::Error::setting(Setting::Normalize, r)))?,
+                )
+            }
             "optimizer" => {
                 o.ov.optimizer = Some(match get!(String, "a string").as_str() {
                     "sgd" => Optimizer::Sgd,
@@ -616,7 +632,8 @@ unsafe impl Sync for Run {}
 /// `Trainer(arch="seed-large", *, epochs=None, device="auto", optimizer=None, lr=None,
 /// momentum=None, l2=None, batch_size=None, max_steps=None, seed=None, lr_schedule=None,
 /// shuffle=None, threads=None, adapter=None, backend=None, checkpoint=None, weight_decay=None,
-/// nesterov=None, decay_all=None, warmup=None, label_smoothing=None)`
+/// nesterov=None, decay_all=None, warmup=None, label_smoothing=None, augment=None,
+/// normalize=None)`
 ///
 /// `arch` is a preset (`seed-small`, `seed-large`, `lenet5`, `cnn`: its network and
 /// hyperparameters) or an architecture string such as `784-128-10` or
@@ -625,7 +642,9 @@ unsafe impl Sync for Run {}
 /// hardware GPU, else the CPU engine), `"gpu"` or `"cpu"`. `checkpoint`: a path where a
 /// resumable checkpoint is saved after every epoch and on Ctrl-C. `optimizer`: `"sgd"`,
 /// `"adam"` or `"adamw"`; `lr_schedule`: `"constant"`, `"cosine"` or `"one-cycle"` (PyTorch
-/// equivalents: the README's "Optimisers and schedules").
+/// equivalents: the README's "Optimisers and schedules"); `augment`: e.g. `"crop:2,flip"`;
+/// `normalize`: `"auto"` (the training set's per-channel mean and std), `"MEAN/STD"` or
+/// `"off"` (as `wgtrain train --augment` and `--normalize`).
 #[pyclass(module = "wgtrain")]
 struct Trainer {
     cfg: TrainConfig,

@@ -48,6 +48,26 @@ def test_training_gives_the_cli_weights_bit_for_bit(cli, sample_dir, tmp_path, p
     same_weights(u.state_dict(), t.state_dict())
 
 
+def test_augment_and_normalize_keywords_give_the_cli_weights_bit_for_bit(cli, sample_dir, tmp_path):
+    out = tmp_path / "cli.safetensors"
+    subprocess.run(
+        [cli, "train", "--preset", "lenet5", "--device", "cpu", "--data-dir", str(sample_dir),
+         "--epochs", "1", "--batch-size", "50", "--max-steps", "20", "--seed", "3",
+         "--augment", "crop:2,flip", "--normalize", "auto",
+         "--out", str(out), "--quiet", "--checkpoint-every", "0"],
+        check=True, capture_output=True,
+    )
+    t = wgtrain.Trainer("lenet5", device="cpu", epochs=1, batch_size=50, max_steps=20, seed=3,
+                        augment="crop:2,flip", normalize="auto")
+    t.fit(wgtrain.Dataset.load_dir(sample_dir, "train"))
+    same_weights(t.state_dict(), wgtrain.Trainer.load(out).state_dict())
+    # Without them the run differs: the keywords reached the engine.
+    u = wgtrain.Trainer("lenet5", device="cpu", epochs=1, batch_size=50, max_steps=20, seed=3)
+    u.fit(wgtrain.Dataset.load_dir(sample_dir, "train"))
+    first = sorted(t.state_dict())[0]
+    assert not np.array_equal(u.state_dict()[first], t.state_dict()[first])
+
+
 def test_fit_evaluate_predict_save_load(train_set, test_set, tmp_path):
     seen = []
     t = wgtrain.Trainer("784-32-10", device="cpu", epochs=2, batch_size=100)
@@ -144,6 +164,10 @@ def test_setting_errors_are_value_errors_worded_with_keywords():
         wgtrain.Trainer("seed-small", weight_decay=0.1)  # SGD decays through l2
     with pytest.raises(ValueError, match="keyword label_smoothing"):
         wgtrain.Trainer("seed-small", label_smoothing=2.0)
+    with pytest.raises(ValueError, match="keyword normalize"):
+        wgtrain.Trainer("seed-small", normalize="sometimes")
+    with pytest.raises(ValueError, match="keyword augment"):
+        wgtrain.Trainer("seed-small", augment="rotate:90")
     with pytest.raises(ValueError, match="keyword device"):
         wgtrain.Trainer("seed-small", device="tpu")
     with pytest.raises(ValueError, match="keyword threads"):

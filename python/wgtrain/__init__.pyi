@@ -67,6 +67,8 @@ class Trainer:
         decay_all: Optional[bool] = None,
         warmup: Optional[int] = None,
         label_smoothing: Optional[float] = None,
+        augment: Optional[str] = None,
+        normalize: Optional[str] = None,
     ) -> None: ...
     @staticmethod
     def load(path: _Path, **kwargs: Any) -> "Trainer":

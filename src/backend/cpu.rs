@@ -18,9 +18,9 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 enum Step {
     Op(Op),
-    /// `Im2col` + the forward product on its cols: [`fastcpu::conv2d::forward`] from x when
-    /// `cols` is None (a direct convolution), else [`fastcpu::conv2d::forward_tap_major`],
-    /// which leaves cols in its own column order.
+    /// `Im2col` + the forward product on its cols: [`fastcpu::conv2d::forward`] (one
+    /// channel) or [`fastcpu::conv2d_implicit::forward`] from x when `cols` is None, else
+    /// [`fastcpu::conv2d::forward_tap_major`], which leaves cols in its own column order.
     ConvForward {
         spec: Conv2dSpec,
         x: BufId,
@@ -30,14 +30,27 @@ enum Step {
         cols: Option<BufId>,
         y: BufId,
     },
-    /// The weight-gradient product: [`fastcpu::conv2d::weight_grad`] from x when `cols` is
-    /// None, else [`fastcpu::conv2d::weight_grad_tap_major`] on the forward step's cols.
+    /// The weight-gradient product: [`fastcpu::conv2d::weight_grad`] (one channel) or
+    /// [`fastcpu::conv2d_implicit::weight_grad`] from x when `cols` is None, else
+    /// [`fastcpu::conv2d::weight_grad_tap_major`] on the forward step's cols; with `db`, the
+    /// layer's `BiasBackward` on the same dY as well.
     ConvWeightGrad {
         spec: Conv2dSpec,
         x: BufId,
         cols: Option<BufId>,
         dy: BufId,
         dw: BufId,
+        db: Option<BufId>,
+    },
+    /// `MaxPoolBackward` masked by the input of the `MaxPoolForward` that wrote its idx (and
+    /// `y`), both unchanged since: [`fastcpu::maxpool::Gate::Maxima`] reads y instead of the
+    /// input-sized mask.
+    PoolBackward {
+        spec: crate::ops::Pool2dSpec,
+        dy: BufId,
+        idx: BufId,
+        y: BufId,
+        dx: BufId,
     },
     /// The product into dcols + `Col2im`: [`fastcpu::conv2d::input_grad`].
     ConvInputGrad {
@@ -57,7 +70,10 @@ enum Step {
 /// later reader is the convolution's forward product (cols·Wᵀ) or weight-gradient product
 /// (dYᵀ·cols) with x unchanged since; those readers then take x instead. A product
 /// dcols = dY·W fuses into the `Col2im` reading it when that is dcols' only reader and dY and
-/// W are unchanged in between. Anything else runs op by op, exactly as written.
+/// W are unchanged in between. A `BiasBackward` on the same dY right after a fused weight
+/// gradient joins its step. A `MaxPoolBackward` masked by the input of the `MaxPoolForward`
+/// that wrote its idx (input, y and idx unchanged since) gates by y instead
+/// ([`fastcpu::maxpool::Gate::Maxima`]). Anything else runs op by op, exactly as written.
 fn fuse(ops: &[Op]) -> (Vec<Step>, Vec<BufId>) {
     let writes = |op: &Op, b: BufId| op.buffers().1.contains(&b);
     let reads = |op: &Op, b: BufId| op.buffers().0.contains(&b);
@@ -96,7 +112,30 @@ fn fuse(ops: &[Op]) -> (Vec<Step>, Vec<BufId>) {
                 }
                 if !fused.is_empty() {
                     steps[i] = None;
-                    for (j, step) in fused {
+                    for (j, mut step) in fused {
+                        // The layer's bias gradient right after its weight gradient, on the
+                        // same dY: one step.
+                        if let (
+                            Step::ConvWeightGrad { dy, dw, db, .. },
+                            Some(&Op::BiasBackward {
+                                rows,
+                                cols: o,
+                                dy: bdy,
+                                db: bdb,
+                            }),
+                        ) = (&mut step, ops.get(j + 1))
+                        {
+                            if bdy == *dy
+                                && rows == spec.col_rows()
+                                && o == spec.c_out
+                                && bdb != *dw
+                                && bdb != x
+                                && bdb != cols
+                            {
+                                *db = Some(bdb);
+                                steps[j + 1] = None;
+                            }
+                        }
                         steps[j] = Some(step);
                     }
                     elided.push(cols);
@@ -143,6 +182,38 @@ fn fuse(ops: &[Op]) -> (Vec<Step>, Vec<BufId>) {
                     elided.push(dcols);
                 }
             }
+            Op::MaxPoolBackward {
+                spec,
+                dy,
+                idx,
+                mask: Some(mask),
+                dx,
+            } => {
+                let Some(p) = ops[..i].iter().rposition(|o| writes(o, idx)) else {
+                    continue;
+                };
+                let Op::MaxPoolForward {
+                    spec: fspec,
+                    x,
+                    y,
+                    idx: fidx,
+                } = ops[p]
+                else {
+                    continue;
+                };
+                let intact = !ops[p + 1..i]
+                    .iter()
+                    .any(|o| writes(o, x) || writes(o, y) || writes(o, idx));
+                if fspec == spec && fidx == idx && x == mask && intact && y != dx {
+                    steps[i] = Some(Step::PoolBackward {
+                        spec,
+                        dy,
+                        idx,
+                        y,
+                        dx,
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -176,7 +247,8 @@ fn conv_product(op: &Op, spec: &Conv2dSpec, x: BufId, cols: BufId) -> Option<Ste
         trans_a: true,
         ..MatmulSpec::new(o, width, rows)
     };
-    let kept = (!fastcpu::conv2d::direct(spec)).then_some(cols);
+    let kept = (!fastcpu::conv2d::direct(spec) && !fastcpu::conv2d_implicit::supports(spec))
+        .then_some(cols);
     if a == cols && b != cols && mm == forward && mm.epilogue != Epilogue::ReluMask {
         Some(Step::ConvForward {
             spec: *spec,
@@ -194,6 +266,7 @@ fn conv_product(op: &Op, spec: &Conv2dSpec, x: BufId, cols: BufId) -> Option<Ste
             cols: kept,
             dy: a,
             dw: c,
+            db: None,
         })
     } else {
         None
@@ -229,11 +302,20 @@ impl Step {
                 [y].into_iter().chain(cols).collect(),
             ),
             Step::ConvWeightGrad {
-                x, cols, dy, dw, ..
-            } => ([x, dy].into_iter().chain(cols).collect(), vec![dw]),
+                x,
+                cols,
+                dy,
+                dw,
+                db,
+                ..
+            } => (
+                [x, dy].into_iter().chain(cols).collect(),
+                [dw].into_iter().chain(db).collect(),
+            ),
             Step::ConvInputGrad {
                 dy, w, mask, dx, ..
             } => ([dy, w].into_iter().chain(mask).collect(), vec![dx]),
+            Step::PoolBackward { dy, idx, y, dx, .. } => (vec![dy, idx, y], vec![dx]),
         }
     }
 }
@@ -368,8 +450,12 @@ impl CpuBackend {
             } => {
                 let Some(cols) = cols else {
                     return self.with_out(y, |s, y| {
-                        let bias = bias.map(|b| s.f(b));
-                        fastcpu::conv2d::forward(s.f(x), &spec, s.f(w), bias, epilogue, y)
+                        let (x, w, bias) = (s.f(x), s.f(w), bias.map(|b| s.f(b)));
+                        if fastcpu::conv2d_implicit::forward_fits(&spec) {
+                            fastcpu::conv2d_implicit::forward(x, &spec, w, bias, epilogue, y)
+                        } else {
+                            fastcpu::conv2d::forward(x, &spec, w, bias, epilogue, y)
+                        }
                     });
                 };
                 let mut scratch = std::mem::take(&mut self.scratch);
@@ -396,20 +482,62 @@ impl CpuBackend {
                 cols,
                 dy,
                 dw,
+                db,
             } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
-                self.with_out(dw, |s, dw| match cols {
-                    None => fastcpu::conv2d::weight_grad(s.f(x), &spec, s.f(dy), dw, &mut scratch),
-                    Some(c) => fastcpu::conv2d::weight_grad_tap_major(
-                        s.f(c),
-                        &spec,
-                        s.f(dy),
-                        dw,
-                        &mut scratch,
-                    ),
+                let implicit = cols.is_none() && fastcpu::conv2d_implicit::runs(&spec);
+                let mut dbv = db.map(|b| std::mem::take(&mut self.bufs[b.0]));
+                self.with_out(dw, |s, dw| {
+                    let dbs = dbv
+                        .as_mut()
+                        .map(|v| bytemuck::cast_slice_mut(v.as_mut_slice()));
+                    let (x, dy) = (s.f(x), s.f(dy));
+                    match cols {
+                        None if implicit => fastcpu::conv2d_implicit::weight_grad(
+                            x,
+                            &spec,
+                            dy,
+                            dw,
+                            dbs,
+                            &mut scratch,
+                        ),
+                        None => {
+                            fastcpu::conv2d::weight_grad(x, &spec, dy, dw, &mut scratch);
+                            if let Some(db) = dbs {
+                                fastcpu::bias::bias_backward(dy, spec.col_rows(), spec.c_out, db);
+                            }
+                        }
+                        Some(c) => {
+                            fastcpu::conv2d::weight_grad_tap_major(
+                                s.f(c),
+                                &spec,
+                                dy,
+                                dw,
+                                &mut scratch,
+                            );
+                            if let Some(db) = dbs {
+                                fastcpu::bias::bias_backward(dy, spec.col_rows(), spec.c_out, db);
+                            }
+                        }
+                    }
                 });
+                if let (Some(b), Some(v)) = (db, dbv) {
+                    self.bufs[b.0] = v;
+                }
                 self.scratch = scratch;
                 return;
+            }
+            Step::PoolBackward {
+                spec,
+                dy,
+                idx,
+                y,
+                dx,
+            } => {
+                return self.with_out(dx, |s, dx| {
+                    let gate = fastcpu::maxpool::Gate::Maxima(s.f(y));
+                    fastcpu::maxpool::backward_gated(s.f(dy), s.u(idx), &spec, gate, dx)
+                })
             }
             Step::ConvInputGrad {
                 spec,
@@ -419,8 +547,12 @@ impl CpuBackend {
                 dx,
             } => {
                 return self.with_out(dx, |s, dx| {
-                    let mask = mask.map(|m| s.f(m));
-                    fastcpu::conv2d::input_grad(s.f(dy), &spec, s.f(w), mask, dx)
+                    let (dy, w, mask) = (s.f(dy), s.f(w), mask.map(|m| s.f(m)));
+                    if fastcpu::conv2d_implicit::input_grad_fits(&spec) {
+                        fastcpu::conv2d_implicit::input_grad(dy, &spec, w, mask, dx)
+                    } else {
+                        fastcpu::conv2d::input_grad(dy, &spec, w, mask, dx)
+                    }
                 })
             }
         };
@@ -845,19 +977,21 @@ impl Backend for CpuBackend {
         let profile = std::env::var_os("WGTRAIN_PROFILE").is_some();
         let mut per: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
         pool.install(|| {
-            for _ in 0..repeat {
-                for op in ops.iter() {
-                    if profile {
-                        let t = std::time::Instant::now();
-                        self.exec(op);
-                        let e = per.entry(label(op)).or_default();
-                        e.0 += 1;
-                        e.1 += t.elapsed().as_secs_f64();
-                    } else {
-                        self.exec(op);
+            fastcpu::with_spinning_workers(|| {
+                for _ in 0..repeat {
+                    for op in ops.iter() {
+                        if profile {
+                            let t = std::time::Instant::now();
+                            self.exec(op);
+                            let e = per.entry(label(op)).or_default();
+                            e.0 += 1;
+                            e.1 += t.elapsed().as_secs_f64();
+                        } else {
+                            self.exec(op);
+                        }
                     }
                 }
-            }
+            })
         });
         if profile {
             super::print_profile(per.into_iter().collect(), repeat);
@@ -877,6 +1011,7 @@ fn label(step: &Step) -> String {
         Step::ConvForward { spec, .. } => return conv("forward", spec),
         Step::ConvWeightGrad { spec, .. } => return conv("weight grad", spec),
         Step::ConvInputGrad { spec, .. } => return conv("input grad", spec),
+        Step::PoolBackward { .. } => return "MaxPoolBackward (gated by y)".into(),
     };
     match op {
         Op::Matmul { spec, .. } => format!(
@@ -997,6 +1132,7 @@ mod tests {
                 Step::ConvForward { .. } => "conv forward",
                 Step::ConvWeightGrad { .. } => "conv weight grad",
                 Step::ConvInputGrad { .. } => "conv input grad",
+                Step::PoolBackward { .. } => "pool backward",
             })
             .collect()
     }
@@ -1012,8 +1148,8 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_channel_layer_fuses_through_a_tap_major_cols_buffer() {
-        let (steps, elided) = fuse(&layer(conv(3)));
+    fn a_strided_multi_channel_layer_fuses_through_a_tap_major_cols_buffer() {
+        let (steps, elided) = fuse(&layer(strided(conv(3))));
         assert_eq!(
             kinds(&steps),
             ["conv forward", "conv weight grad", "conv input grad"]
@@ -1029,8 +1165,114 @@ mod tests {
     }
 
     #[test]
-    fn a_weight_gradient_without_the_forward_product_keeps_im2col() {
-        let mut ops = layer(conv(3));
+    fn a_stride_one_multi_channel_layer_runs_from_x_without_cols() {
+        let spec = Conv2dSpec {
+            c_out: 16,
+            ..conv(3)
+        };
+        let (steps, elided) = fuse(&layer(spec));
+        assert!(matches!(steps[0], Step::ConvForward { cols: None, .. }));
+        assert!(matches!(steps[1], Step::ConvWeightGrad { cols: None, .. }));
+        assert_eq!(elided, [BufId(1), BufId(7)]);
+        // Without the forward product the weight gradient still reads x alone.
+        let mut ops = layer(spec);
+        ops.remove(1);
+        let (steps, _) = fuse(&ops);
+        assert_eq!(kinds(&steps)[..1], ["conv weight grad"]);
+    }
+
+    /// `spec` with stride 2.
+    fn strided(spec: Conv2dSpec) -> Conv2dSpec {
+        Conv2dSpec { stride: 2, ..spec }
+    }
+
+    #[test]
+    fn a_bias_gradient_on_the_same_dy_right_after_the_weight_gradient_joins_its_step() {
+        for c_in in [1, 3] {
+            let mut ops = layer(conv(c_in));
+            let spec = conv(c_in);
+            let bias_grad = Op::BiasBackward {
+                rows: spec.col_rows(),
+                cols: spec.c_out,
+                dy: BufId(5),
+                db: BufId(10),
+            };
+            ops.insert(3, bias_grad);
+            let (steps, _) = fuse(&ops);
+            assert_eq!(
+                kinds(&steps),
+                ["conv forward", "conv weight grad", "conv input grad"]
+            );
+            assert!(matches!(
+                steps[1],
+                Step::ConvWeightGrad {
+                    db: Some(BufId(10)),
+                    ..
+                }
+            ));
+            // On another dY it stays an op of its own.
+            ops[3] = Op::BiasBackward {
+                rows: spec.col_rows(),
+                cols: spec.c_out,
+                dy: BufId(11),
+                db: BufId(10),
+            };
+            let (steps, _) = fuse(&ops);
+            assert_eq!(kinds(&steps)[1..3], ["conv weight grad", "op"]);
+        }
+    }
+
+    #[test]
+    fn a_pool_backward_masked_by_its_forward_input_reads_the_maxima_unless_they_changed() {
+        let spec = crate::ops::Pool2dSpec {
+            batch: 2,
+            c: 3,
+            h: 4,
+            w: 4,
+            k: 2,
+        };
+        let b = BufId;
+        let ops = [
+            Op::MaxPoolForward {
+                spec,
+                x: b(0),
+                y: b(1),
+                idx: b(2),
+            },
+            Op::MaxPoolBackward {
+                spec,
+                dy: b(3),
+                idx: b(2),
+                mask: Some(b(0)),
+                dx: b(4),
+            },
+        ];
+        let (steps, _) = fuse(&ops);
+        assert_eq!(kinds(&steps), ["op", "pool backward"]);
+        // Another mask, or the maxima overwritten in between: the op as written.
+        let mut other = ops;
+        other[1] = Op::MaxPoolBackward {
+            spec,
+            dy: b(3),
+            idx: b(2),
+            mask: Some(b(5)),
+            dx: b(4),
+        };
+        assert_eq!(kinds(&fuse(&other).0), ["op", "op"]);
+        let changed = [
+            ops[0],
+            Op::Advance {
+                cursor: b(1),
+                by: 1,
+            },
+            ops[1],
+        ];
+        assert_eq!(kinds(&fuse(&changed).0), ["op", "op", "op"]);
+    }
+
+    #[test]
+    fn a_tap_major_weight_gradient_without_the_forward_product_keeps_im2col() {
+        let mut ops = layer(strided(conv(3)));
         ops.remove(1);
         let (steps, _) = fuse(&ops);
         assert_eq!(kinds(&steps)[..2], ["im2col", "matmul"]);

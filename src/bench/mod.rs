@@ -39,6 +39,7 @@ use crate::gpu::GpuContext;
 use crate::Result;
 use serde::Serialize;
 
+pub mod first_step;
 mod matmul;
 mod ops;
 mod train;

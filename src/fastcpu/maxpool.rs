@@ -89,19 +89,39 @@ fn backward_image<const C: usize>(
     idx: &[u32],
     spec: &Pool2dSpec,
     base: usize,
-    mask: Option<&[f32]>,
+    gate: Gate<'_>,
     dx: &mut [f32],
 ) {
     let c = if C == 0 { spec.c } else { C };
     let (oh, ow, k, w) = (spec.out_h(), spec.out_w(), spec.k, spec.w);
+    let mut gated = vec![
+        0.0f32;
+        if matches!(gate, Gate::Maxima(_)) {
+            ow * c
+        } else {
+            0
+        }
+    ];
     for iy in 0..oh * k {
         let start = iy * w * c;
         let (drow, mrow) = (
             &mut dx[start..][..w * c],
-            mask.map(|m| &m[start..][..w * c]),
+            match gate {
+                Gate::Mask(m) => Some(&m[start..][..w * c]),
+                _ => None,
+            },
         );
         let o_row = (iy / k) * ow * c;
-        let (dyrow, irow) = (&dy[o_row..][..ow * c], &idx[o_row..][..ow * c]);
+        let (mut dyrow, irow) = (&dy[o_row..][..ow * c], &idx[o_row..][..ow * c]);
+        if let Gate::Maxima(y) = gate {
+            // The masked element of a window is its maximum: dy where that is > 0.
+            if iy % k == 0 {
+                for ((d, &g), &m) in gated.iter_mut().zip(dyrow).zip(&y[o_row..][..ow * c]) {
+                    *d = if m > 0.0 { g } else { 0.0 };
+                }
+            }
+            dyrow = &gated;
+        }
         for ox in 0..ow {
             let (g, gi) = (&dyrow[ox * c..][..c], &irow[ox * c..][..c]);
             for kx in 0..k {
@@ -158,9 +178,28 @@ pub fn forward(x: &[f32], spec: &Pool2dSpec, y: &mut [f32], idx: &mut [u32]) {
         });
 }
 
+/// What gates a max-pooling backward pass besides the recorded maxima.
+#[derive(Clone, Copy)]
+pub enum Gate<'a> {
+    /// Nothing.
+    None,
+    /// 0 wherever the mask \[B,H,W,C\] is not > 0.
+    Mask(&'a [f32]),
+    /// The forward pass's output y\[B,OH,OW,C\], when the mask is the forward pass's input x
+    /// (a ReLU's output, the usual case): the only element of a window that can receive dy is
+    /// its recorded maximum, whose mask value is x\[idx\] = y, so the gradient is dy where
+    /// y > 0 — the same values, without reading the input-sized mask.
+    Maxima(&'a [f32]),
+}
+
 /// dx\[B,H,W,C\] = dy at each window's recorded maximum, else 0 (also 0 past OH·K, OW·K); 0
 /// wherever `mask` is not > 0.
 pub fn backward(dy: &[f32], idx: &[u32], spec: &Pool2dSpec, mask: Option<&[f32]>, dx: &mut [f32]) {
+    backward_gated(dy, idx, spec, mask.map_or(Gate::None, Gate::Mask), dx)
+}
+
+/// [`backward`] with any [`Gate`].
+pub fn backward_gated(dy: &[f32], idx: &[u32], spec: &Pool2dSpec, gate: Gate<'_>, dx: &mut [f32]) {
     let (per_image, image) = (
         spec.out_h() * spec.out_w() * spec.c,
         spec.h * spec.w * spec.c,
@@ -177,13 +216,17 @@ pub fn backward(dy: &[f32], idx: &[u32], spec: &Pool2dSpec, mask: Option<&[f32]>
             for (j, dx) in dxs.chunks_mut(image).enumerate() {
                 let b = t * ipt + j;
                 let (base, o) = (b * image, b * per_image);
-                let m = mask.map(|m| &m[base..][..image]);
+                let g = match gate {
+                    Gate::None => Gate::None,
+                    Gate::Mask(m) => Gate::Mask(&m[base..][..image]),
+                    Gate::Maxima(y) => Gate::Maxima(&y[o..][..per_image]),
+                };
                 body(
                     &dy[o..][..per_image],
                     &idx[o..][..per_image],
                     spec,
                     base,
-                    m,
+                    g,
                     dx,
                 );
             }

@@ -154,6 +154,20 @@ pub fn preset_single_channel_convolutions() -> Result<Vec<(String, Conv2dSpec)>>
     })
 }
 
+/// The presets' whole stride-1 convolution layers with several input channels (the CPU
+/// engine's implicit-GEMM kernels), from [`preset_ops`], at a batch of at most 8 (the f64
+/// oracle of `cnn`'s second layer at batch 100 alone would be 6 GFLOP; the kernels' work per
+/// image does not depend on the batch).
+pub fn preset_multi_channel_convolutions() -> Result<Vec<(String, Conv2dSpec)>> {
+    preset_ops(|op| match op {
+        Op::Im2col { spec, .. } if spec.c_in > 1 && spec.stride == 1 => Some(Conv2dSpec {
+            batch: spec.batch.min(8),
+            ..*spec
+        }),
+        _ => None,
+    })
+}
+
 /// The presets' max-pooling layers, from [`preset_ops`].
 pub fn preset_maxpools() -> Result<Vec<(String, Pool2dSpec)>> {
     preset_ops(|op| match op {

@@ -489,7 +489,10 @@ async fn conv2d(
         for (label, spec) in coverage::preset_im2col()? {
             out.extend(check_conv2d_op(be, inp, &spec, &format!("{label} ")).await?);
         }
-        for (label, spec) in coverage::preset_single_channel_convolutions()? {
+        let layers = coverage::preset_single_channel_convolutions()?
+            .into_iter()
+            .chain(coverage::preset_multi_channel_convolutions()?);
+        for (label, spec) in layers {
             let label = format!("{label} ");
             layer(
                 check_conv2d_layer_op(be, inp, &spec, false, &label).await?,

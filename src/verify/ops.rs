@@ -685,7 +685,8 @@ pub async fn check_conv2d_op(
 }
 
 /// A whole convolution layer as training runs it, in one program: im2col,
-/// y = ReLU(cols·Wᵀ + b), dW = dYᵀ·cols, dcols = dY·W, dx = col2im(dcols) masked — the ops a backend may fuse
+/// y = ReLU(cols·Wᵀ + b), dW = dYᵀ·cols, db = Σ rows of dY, dcols = dY·W, dx = col2im(dcols)
+/// masked — the ops a backend may fuse
 /// (the CPU engine's direct and per-image kernels, `backend/cpu.rs`), so the cols buffers are
 /// never read back. Each output within γ_n·(the same computation on absolute values), n its
 /// terms in any order: C·K² + 1 for y (the bias), B·OH·OW for dW, O plus col2im's terms for
@@ -702,6 +703,10 @@ pub async fn check_conv2d_layer_op(
 ) -> Result<Vec<Check>> {
     let (rows, width, o) = (spec.col_rows(), spec.col_cols(), spec.c_out);
     let n_in = spec.input_len();
+    let depth = match be.kind() {
+        EngineKind::Gpu => kernels::bias_backward_depth(rows),
+        EngineKind::Cpu => rows,
+    };
     let [mut x, _, mask] = conv2d_inputs(inp, spec);
     if inf {
         let image = spec.h * spec.w * spec.c_in;
@@ -727,6 +732,7 @@ pub async fn check_conv2d_layer_op(
     let yb = h.output("y", rows * o, NAN)?;
     let dwb = h.output("dw", o * width, NAN)?;
     let dxb = h.output("dx", n_in, NAN)?;
+    let dbb = h.output("db", o, NAN)?;
     let forward = MatmulSpec {
         trans_b: true,
         epilogue: Epilogue::BiasRelu,
@@ -757,6 +763,12 @@ pub async fn check_conv2d_layer_op(
                 aux: None,
                 c: dwb,
             },
+            Op::BiasBackward {
+                rows,
+                cols: o,
+                dy: dyb,
+                db: dbb,
+            },
             Op::Matmul {
                 spec: MatmulSpec::new(rows, width, o),
                 a: dyb,
@@ -776,7 +788,9 @@ pub async fn check_conv2d_layer_op(
     let got_y = h.read_f32(yb, rows * o).await?;
     let got_dw = h.read_f32(dwb, o * width).await?;
     let got_dx = h.read_f32(dxb, n_in).await?;
+    let got_db = h.read_f32(dbb, o).await?;
     let shape = format!("{} o{o}", conv2d_shape(spec, label));
+    let dy2 = ndarray::Array2::from_shape_vec((rows, o), dy.clone()).expect("shape");
     let mut out = conv_layer_compare(
         spec,
         [&x, &w, &bias, &dy, &mask],
@@ -784,6 +798,10 @@ pub async fn check_conv2d_layer_op(
         inf,
         shape.clone(),
     );
+    let mut db_check = bias_backward_compare(&dy2, &got_db, depth, shape.clone());
+    db_check.family = Family::Conv2d;
+    db_check.kernel = "conv layer db".into();
+    out.push(db_check);
     out.push(h.untouched("conv layer", &shape).await?);
     Ok(out)
 }
@@ -806,6 +824,7 @@ pub async fn check_maxpool_op(
     let ib = h.output("idx", n_out, u32::MAX)?;
     let dxb = h.output("dx", n_in, NAN)?;
     let dxmb = h.output("dx masked", n_in, NAN)?;
+    let dxxb = h.output("dx masked by x", n_in, NAN)?;
     h.run(
         &[
             Op::MaxPoolForward {
@@ -828,6 +847,14 @@ pub async fn check_maxpool_op(
                 mask: Some(mb),
                 dx: dxmb,
             },
+            // Masked by its own input, as after a ReLU (the CPU engine then reads y instead).
+            Op::MaxPoolBackward {
+                spec: *spec,
+                dy: dyb,
+                idx: ib,
+                mask: Some(xb),
+                dx: dxxb,
+            },
         ],
         1,
     )?;
@@ -835,8 +862,19 @@ pub async fn check_maxpool_op(
     let idx = h.read(ib, n_out).await?;
     let dx = h.read_f32(dxb, n_in).await?;
     let dxm = h.read_f32(dxmb, n_in).await?;
+    let dxx = h.read_f32(dxxb, n_in).await?;
     let shape = maxpool_shape(spec, input, label);
     let mut out = maxpool_compare(spec, [&x, &dy, &mask], &y, &idx, [&dx, &dxm], shape.clone());
+    let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let (_, want_idx) = crate::cpu::maxpool::maxpool_forward(&f64s(&x), spec);
+    let want = crate::cpu::maxpool::maxpool_backward(&f64s(&dy), &want_idx, spec, Some(&f64s(&x)));
+    out.push(crate::oracle::compare_exact(
+        Family::Maxpool,
+        "maxpool_backward masked by x",
+        shape.clone(),
+        &dxx,
+        &want,
+    ));
     out.push(h.untouched("maxpool", &shape).await?);
     Ok(out)
 }
