@@ -40,7 +40,7 @@ PRESETS = {
     "seed-large": "784-512-512-512-10",
     "lenet5": "1x28x28-c6k5p2-m2-c16k5-m2-120-84-10",
     "cnn": "1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10",
-    "fashion": "1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10",
+    "fashion": "1x28x28-c32k3p1-b-c32k3p1-b-m2-c64k3p1-b-c64k3p1-b-m2-d0.25-256-b-d0.5-10",
     "resnet8": "3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)"
     "-r(c64k3s2p1-b-c64k3p1-b)-g-10",
 }

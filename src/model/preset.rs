@@ -24,7 +24,7 @@ pub enum Preset {
     Lenet5,
     /// A larger CNN: 1x28x28-c32k5p2-m2-c64k5p2-m2-1024-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
     Cnn,
-    /// For Fashion-MNIST: 1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10; Adam lr 0.001 with cosine decay, batch 100, 15 epochs, --augment crop:2,flip, --normalize auto, PyTorch init.
+    /// For Fashion-MNIST: 1x28x28-c32k3p1-b-c32k3p1-b-m2-c64k3p1-b-c64k3p1-b-m2-d0.25-256-b-d0.5-10; Adam lr 0.001 with cosine decay, batch 100, 15 epochs, --augment crop:2,flip, --normalize auto, PyTorch init.
     Fashion,
     /// A ResNet-8 for 3×32×32 images (CIFAR-10): 3x32x32-c16k3p1-b-r(c16k3p1-b-c16k3p1-b)-r(c32k3s2p1-b-c32k3p1-b)-r(c64k3s2p1-b-c64k3p1-b)-g-10; Adam lr 0.001 with cosine decay, batch 100, PyTorch init.
     Resnet8,
@@ -43,7 +43,7 @@ const TABLE: [(Preset, &str, &str); 6] = [
     (
         Preset::Fashion,
         "fashion",
-        "1x28x28-c32k3p1-b-m2-c64k3p1-b-m2-c128k3p1-b-m2-d0.25-256-b-d0.5-10",
+        "1x28x28-c32k3p1-b-c32k3p1-b-m2-c64k3p1-b-c64k3p1-b-m2-d0.25-256-b-d0.5-10",
     ),
     (
         Preset::Resnet8,
