@@ -16,7 +16,7 @@ mod common;
 use ndarray::{Array1, ArrayD, IxDyn};
 use wgtrain::data::{Dataset, SampleShape};
 use wgtrain::model::io::{load_tensors, NamedTensors};
-use wgtrain::model::{Arch, Model, Param, Running};
+use wgtrain::model::{Arch, Model, Param};
 use wgtrain::train::{
     self, DecayScope, Engine, LrSchedule, Optimizer, Position, Quiet, TrainConfig,
 };
@@ -164,33 +164,6 @@ fn six_sgd_nesterov_cosine_weight_decay_smoothed_steps_match_pytorch() {
 
 const RESIDUAL: &str = "tests/fixtures/torch_optim_residual_steps.safetensors";
 
-/// The residual fixture's state dict under `prefix` (weights and running statistics).
-fn residual_model(t: &NamedTensors, prefix: &str, arch: &Arch) -> Model {
-    let channels = arch.running_channels();
-    let params = (0..channels.len())
-        .map(|i| {
-            let (ws, w) = &t[&format!("{prefix}.layers.{i}.weight")];
-            let (_, b) = &t[&format!("{prefix}.layers.{i}.bias")];
-            Param {
-                weight: ArrayD::from_shape_vec(IxDyn(ws), w.clone()).unwrap(),
-                bias: Array1::from(b.clone()),
-            }
-        })
-        .collect();
-    let running = channels
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            c.map(|_| Running {
-                mean: Array1::from(t[&format!("{prefix}.layers.{i}.running_mean")].1.clone()),
-                var: Array1::from(t[&format!("{prefix}.layers.{i}.running_var")].1.clone()),
-                batches: t[&format!("{prefix}.layers.{i}.num_batches_tracked")].1[0],
-            })
-        })
-        .collect();
-    Model::with_running(arch.clone(), params, running)
-}
-
 /// Largest |a − b| over the weights, biases and running statistics, leaving out with
 /// `skip_pre_bn_bias` each bias of a convolution that feeds a BatchNorm and that BatchNorm's
 /// running mean; and whether the batch counts agree.
@@ -247,8 +220,8 @@ fn residual(prefix: &str) {
         t["labels"].1.iter().map(|&v| v as u32).collect(),
     )
     .unwrap();
-    let init = residual_model(&t, "init", &arch);
-    let want = residual_model(&t, prefix, &arch);
+    let init = common::torch_steps::model(&t, "init", &arch);
+    let want = common::torch_steps::model(&t, prefix, &arch);
     let adamw = prefix == "adamw";
     let (moved, _) = residual_diff(&init, &want, adamw);
     assert!(moved > 1e-2, "the fixture's state moved ({moved})");
